@@ -1,0 +1,5 @@
+import sys
+
+from invprop.cli import main
+
+sys.exit(main())

@@ -1,0 +1,196 @@
+"""Command-line interface: ``invprop train | eval | presets``.
+
+Bad input (unknown dataset, missing files, invalid settings) prints one line ``invprop: error: ...`` to stderr and
+exits with code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any, NoReturn, Sequence
+
+import yaml
+
+from invprop import config as cfgmod
+from invprop.config import Config
+from invprop.data import IMAGEFOLDER_PREFIX, dataset_names
+from invprop.engine import CHECKPOINT_NAME, Trainer, config_for_resume
+from invprop.errors import ConfigError, InvpropError
+from invprop.evaluation import evaluate_knn
+from invprop.registry import UnknownNameError
+
+logger = logging.getLogger("invprop")
+
+#: Exit code for bad input (as argparse uses).
+EXIT_USAGE = 2
+DEFAULT_RUNS_DIR = Path("runs")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one line."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"invprop: error: {message} (see {self.prog} --help)\n")
+
+
+def _merge_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Nested overrides from ``--set`` and the dedicated flags."""
+    merged: dict[str, Any] = {}
+
+    def put(tree: dict[str, Any], into: dict[str, Any]) -> None:
+        for key, value in tree.items():
+            if isinstance(value, dict) and isinstance(into.get(key), dict):
+                put(value, into[key])
+            else:
+                into[key] = value
+
+    for text in args.set or []:
+        put(cfgmod.parse_override(text), merged)
+    if args.epochs is not None:
+        merged["epochs"] = args.epochs
+    if getattr(args, "dataset", None):
+        put({"data": {"name": args.dataset}}, merged)
+    return merged
+
+
+def _base_config(args: argparse.Namespace) -> Config:
+    """Preset (explicit, or named after the dataset, else digits), then the YAML file."""
+    name = args.preset
+    if name is None and args.dataset:
+        name = args.dataset if args.dataset in cfgmod.PRESETS else ("cifar10" if args.dataset.startswith(IMAGEFOLDER_PREFIX) else None)
+        if name is None and args.dataset not in dataset_names():
+            raise ConfigError(f"unknown dataset {args.dataset!r}; choose one of: {', '.join(dataset_names())}")
+    cfg = cfgmod.preset(name or cfgmod.DEFAULT_PRESET)
+    if args.config:
+        cfg = cfgmod.from_dict(cfgmod.load_yaml(args.config), base=cfg)
+    return cfg
+
+
+def _default_run_dir(cfg: Config) -> Path:
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", cfg.data.name.split("/")[-1]).strip("-") or "run"
+    return DEFAULT_RUNS_DIR / f"{cfg.method}-{slug}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    overrides = _merge_overrides(args)
+    if args.resume:
+        if args.out is None:
+            raise ConfigError("--resume needs --out DIR, the run directory to continue")
+        run_dir = Path(args.out)
+        cfg = config_for_resume(run_dir, overrides)
+    else:
+        cfg = cfgmod.from_dict(overrides, base=_base_config(args))
+        run_dir = Path(args.out) if args.out else _default_run_dir(cfg)
+        if (run_dir / CHECKPOINT_NAME).exists():
+            raise ConfigError(f"{run_dir} already holds a run; add --resume to continue it, or pick another --out")
+    cfgmod.validate(cfg)
+    if args.stop_after is not None and args.stop_after < 1:
+        raise ConfigError(f"--stop-after must be at least 1, got {args.stop_after}")
+    trainer = Trainer(cfg, run_dir, progress=None)
+    logger.info(
+        "training %s on %s: %d images, %d epochs, device %s -> %s",
+        cfg.method, cfg.data.name, len(trainer.data.train), cfg.epochs, trainer.device, run_dir,
+    )
+    result = trainer.fit(resume=args.resume, stop_after=args.stop_after)
+    m = result.metrics
+    state = "finished" if result.finished else f"stopped after epoch {m['epochs']} of {cfg.epochs} (resume with --resume)"
+    print(f"run {state}: {result.run_dir}")
+    print(f"epochs {m['epochs']}  loss {m['loss']:.4f}  training time {m['seconds']:.1f}s")
+    if m.get("knn_top1") is not None:
+        raw = m.get("baseline_raw_knn_top1")
+        raw_text = f"  |  raw pixels: top-1 {raw:.4f}" if raw is not None else ""
+        print(f"held-out kNN (K={cfg.eval.knn_k}): top-1 {m['knn_top1']:.4f}  top-5 {m['knn_top5']:.4f}{raw_text}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    overrides = {}
+    for text in args.set or []:
+        overrides.update(cfgmod.parse_override(text))
+    results = evaluate_knn(Path(args.checkpoint), dataset=args.dataset, overrides=overrides)
+    for key, value in results.items():
+        print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
+    return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    if args.name:
+        print(yaml.safe_dump(cfgmod.to_dict(cfgmod.preset(args.name)), sort_keys=False), end="")
+        return 0
+    for name in cfgmod.PRESETS:
+        c = cfgmod.preset(name)
+        default = " (default)" if name == cfgmod.DEFAULT_PRESET else ""
+        print(
+            f"{name}{default}: data={c.data.name} backbone={c.model.backbone} head={c.model.head} epochs={c.epochs} "
+            f"tau={c.loss.temperature} N_b={c.loss.n_background} k={c.bank.num_neighbors} l={c.loss.steps} "
+            f"P={c.loss.n_hard_positives} lr={c.optim.lr} batch={c.optim.batch_size} wd={c.optim.weight_decay}"
+        )
+    print("\nshow one in full: invprop presets NAME; every key with its help: invprop presets --keys")
+    return 0
+
+
+def cmd_keys() -> int:
+    for key, (value, text) in cfgmod.help_texts().items():
+        print(f"{key} = {value!r}\n    {text}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="invprop", description="Unsupervised representation learning by Invariance Propagation.")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and results")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    train = sub.add_parser("train", help="train a model (default: InvP on the bundled digits)")
+    train.add_argument("--dataset", help=f"dataset: {', '.join(dataset_names())}")
+    train.add_argument("--preset", help=f"start from a preset: {', '.join(cfgmod.PRESETS)}")
+    train.add_argument("--config", help="YAML file of settings (applied over the preset)")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE", help="dotted override, e.g. loss.temperature=0.2")
+    train.add_argument("--epochs", type=int, help="total epochs of the schedule")
+    train.add_argument("--out", help="run directory (default: runs/<method>-<dataset>-<time>)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    train.add_argument("--stop-after", type=int, metavar="N", help="end cleanly after epoch N; the schedule stays that of --epochs")
+    train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("eval", help="evaluate a checkpoint")
+    ev.add_argument("protocol", choices=["knn"], help="knn: weighted kNN on the held-out split")
+    ev.add_argument("--checkpoint", required=True, help="a run's last.pt (or the run directory)")
+    ev.add_argument("--dataset", help="evaluate on another dataset than the one trained on")
+    ev.add_argument("--set", action="append", metavar="KEY=VALUE", help="e.g. eval.knn_k=20")
+    ev.set_defaults(func=cmd_eval)
+
+    pr = sub.add_parser("presets", help="list the presets, or print one in full")
+    pr.add_argument("name", nargs="?", help="preset to print as YAML")
+    pr.add_argument("--keys", action="store_true", help="list every setting with its default and help")
+    pr.set_defaults(func=lambda a: cmd_keys() if a.keys else cmd_presets(a))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if not args_list:
+        args_list = ["train"]  # no arguments: InvP on digits
+    parser = build_parser()
+    args = parser.parse_args(args_list)
+    if args.command is None:
+        args = parser.parse_args(["train", *args_list])
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
+    logging.captureWarnings(True)
+    warnings.simplefilter("default")
+    try:
+        return int(args.func(args) or 0)
+    except (InvpropError, UnknownNameError) as err:
+        print(f"invprop: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("invprop: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

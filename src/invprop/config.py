@@ -1,0 +1,313 @@
+"""One nested configuration for a run; every key has a default and a help text.
+
+Sources, later ones winning: the defaults below, a preset (:data:`PRESETS`), a YAML file, ``--set key=value``
+overrides with dotted keys, and the CLI's own flags. :func:`validate` checks types and ranges before any work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, get_args, get_origin, get_type_hints
+
+import yaml
+
+from invprop.errors import ConfigError
+
+
+def _f(default: Any, help: str) -> Any:  # noqa: A002 - mirrors argparse's name
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class DataConfig:
+    name: str = _f("digits", "dataset: digits, cifar10, cifar100, svhn, stl10, mnist or imagefolder:PATH")
+    root: str = _f("~/.cache/invprop/data", "folder holding torchvision-format datasets (nothing is downloaded)")
+    augment: str | None = _f(None, "augmentation preset (digits, cifar, imagenet); null = the dataset's own")
+    image_size: int | None = _f(None, "image side for image folders; null = the dataset's own (32 for folders)")
+    num_workers: int = _f(0, "DataLoader worker processes (0 = load in the training process)")
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = _f("digits_convnet", "backbone: digits_convnet, resnet18_cifar, resnet18, resnet50")
+    head: str = _f("mlp", "projection head: linear or mlp")
+    embedding_dim: int = _f(128, "embedding (bank) dimension D")
+    hidden_dim: int | None = _f(None, "MLP head hidden width; null = the backbone's feature width")
+
+
+@dataclass
+class BankConfig:
+    momentum: float = _f(0.5, "EMA momentum m of the memory bank, in [0, 1)")
+    num_neighbors: int = _f(4, "k, neighbours per image in the propagation graph")
+    graph_update: str = _f("online", "neighbour upkeep: online (batch rows after each step) or rebuild (each epoch)")
+    rebuild_chunk: int = _f(4096, "rows per block of the exact graph rebuild (memory O(chunk x N))")
+
+
+@dataclass
+class LossConfig:
+    temperature: float = _f(0.07, "tau (0.07 for a linear head, 0.2 for an MLP head in the authors' code)")
+    n_background: int = _f(4096, "N_b, nearest bank rows forming the background M_i (capped at the bank size)")
+    steps: int = _f(3, "l, propagation hops")
+    n_hard_positives: int = _f(50, "P, hard positives per anchor (20 for CIFAR-10 in the authors' code)")
+    exact: bool = _f(True, "exact de-duplicated positive set (true) or the authors' concatenation (false)")
+    hard_positives: bool = _f(True, "use the least similar positives (false = most similar: ablation)")
+    hard_negatives: bool = _f(True, "background = N_b nearest rows (false = whole bank: ablation)")
+    exclusive: bool = _f(True, "drop the anchor's own row from the invariance term's background")
+    weight: float = _f(0.6, "lambda, weight of the invariance term (Eq. 7)")
+    rampup: str = _f("binary", "ramp-up w(t) of the invariance term: binary or gaussian")
+    rampup_epochs: int = _f(30, "T: the invariance term is off (binary) or ramping (gaussian) for T epochs")
+
+
+@dataclass
+class OptimConfig:
+    lr: float = _f(0.03, "base learning rate of SGD")
+    momentum: float = _f(0.9, "SGD momentum")
+    weight_decay: float = _f(5e-4, "weight decay (not applied to norm layers and biases)")
+    batch_size: int = _f(128, "images per step")
+    schedule: str = _f("cosine", "learning-rate schedule: cosine or step")
+    warmup_epochs: int = _f(0, "linear warm-up epochs")
+    milestones: list[int] | None = _f(None, "epochs at which the step schedule decays (default: 50%, 75%, 87.5%)")
+    gamma: float = _f(0.1, "decay factor of the step schedule")
+
+
+@dataclass
+class EvalConfig:
+    knn_k: int = _f(200, "K of the weighted kNN monitor (capped at the training set size)")
+    knn_sigma: float = _f(0.07, "sigma of the weighted kNN monitor")
+    every: int = _f(1, "run the kNN monitor every this many epochs (and after the last)")
+
+
+@dataclass
+class Config:
+    method: str = _f("invp", "training objective (invp)")
+    epochs: int = _f(800, "total epochs of the schedule")
+    seed: int = _f(0, "random seed (data order, augmentation, initialisation)")
+    device: str = _f("auto", "auto, cpu, cuda or cuda:N")
+    precision: str = _f("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), bf16, fp16 or fp32")
+    channels_last: bool = _f(True, "channels_last memory format on CUDA")
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    bank: BankConfig = field(default_factory=BankConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+#: Presets: overrides of the defaults, by name. ``digits`` is the embedded default (a few minutes on a laptop CPU);
+#: the others carry the authors' hyperparameters (../shared/docs/method.md).
+PRESETS: dict[str, dict[str, Any]] = {
+    "digits": {
+        "epochs": 80,
+        "data": {"name": "digits"},
+        "model": {"backbone": "digits_convnet", "head": "mlp"},
+        "loss": {"temperature": 0.1, "n_background": 1024, "n_hard_positives": 20, "rampup_epochs": 10},
+        "optim": {"lr": 0.05, "batch_size": 128},
+    },
+    "cifar10": {
+        "epochs": 800,
+        "data": {"name": "cifar10", "num_workers": 4},
+        "model": {"backbone": "resnet18_cifar", "head": "mlp"},
+        "loss": {"temperature": 0.2, "n_hard_positives": 20, "steps": 3},
+        "optim": {"lr": 0.03, "batch_size": 128, "weight_decay": 5e-4},
+    },
+    "cifar100": {
+        "epochs": 800,
+        "data": {"name": "cifar100", "num_workers": 4},
+        "model": {"backbone": "resnet18_cifar", "head": "mlp"},
+        "loss": {"temperature": 0.2, "n_hard_positives": 20, "steps": 4},
+        "optim": {"lr": 0.03, "batch_size": 128, "weight_decay": 5e-4},
+    },
+    "svhn": {
+        "epochs": 800,
+        "data": {"name": "svhn", "num_workers": 4},
+        "model": {"backbone": "resnet18_cifar", "head": "mlp"},
+        "loss": {"temperature": 0.2, "n_hard_positives": 20},
+        "optim": {"lr": 0.03, "batch_size": 128, "weight_decay": 5e-4},
+    },
+    "stl10": {
+        "epochs": 800,
+        "data": {"name": "stl10", "num_workers": 8},
+        "model": {"backbone": "resnet18", "head": "mlp"},
+        "loss": {"temperature": 0.2, "n_hard_positives": 20},
+        "optim": {"lr": 0.03, "batch_size": 256, "weight_decay": 5e-4},
+    },
+    "mnist": {
+        "epochs": 50,
+        "data": {"name": "mnist", "num_workers": 2},
+        "model": {"backbone": "digits_convnet", "head": "mlp"},
+        "loss": {"temperature": 0.1, "n_hard_positives": 20, "rampup_epochs": 10},
+        "optim": {"lr": 0.05, "batch_size": 256},
+    },
+    "imagenet": {
+        "epochs": 800,
+        "data": {"name": "imagefolder:~/data/imagenet", "augment": "imagenet", "image_size": 224, "num_workers": 16},
+        "model": {"backbone": "resnet50", "head": "mlp"},
+        "loss": {"temperature": 0.2, "n_background": 4096, "n_hard_positives": 50, "steps": 3},
+        "optim": {"lr": 0.03, "batch_size": 256, "weight_decay": 1e-4},
+    },
+}
+DEFAULT_PRESET = "digits"
+
+#: Allowed values of the string-choice keys.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "bank.graph_update": ("online", "rebuild"),
+    "loss.rampup": ("binary", "gaussian"),
+    "optim.schedule": ("cosine", "step"),
+    "precision": ("auto", "bf16", "fp16", "fp32"),
+    "model.head": ("linear", "mlp"),
+    "data.augment": ("digits", "cifar", "imagenet"),
+}
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def _merge(cfg: Any, values: Mapping[str, Any], prefix: str = "") -> None:
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{prefix.rstrip('.') or 'configuration'} must be a mapping, got {values!r}")
+    hints = get_type_hints(type(cfg))
+    names = [f.name for f in dataclasses.fields(cfg)]
+    for key, value in values.items():
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
+            raise ConfigError(f"unknown setting {prefix}{key}{hint}")
+        current = getattr(cfg, key)
+        if dataclasses.is_dataclass(current):
+            _merge(current, value, f"{prefix}{key}.")
+        else:
+            setattr(cfg, key, _coerce(value, hints[key], f"{prefix}{key}"))
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check ``value`` against the field type ``hint`` (ints are accepted for floats)."""
+    args = get_args(hint)
+    if value is None:
+        if type(None) in args or hint is type(None):
+            return None
+        raise ConfigError(f"{key} cannot be null")
+    if type(None) in args:
+        hint = next(a for a in args if a is not type(None))
+    origin = get_origin(hint)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        (item,) = get_args(hint)
+        return [_coerce(v, item, key) for v in value]
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is bool and not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{key} must be an integer, got {value!r}")
+    if not isinstance(value, hint):
+        raise ConfigError(f"{key} must be a {hint.__name__}, got {value!r}")
+    return value
+
+
+def from_dict(values: Mapping[str, Any], base: Config | None = None) -> Config:
+    """A config from nested ``values`` applied over ``base`` (default: the library defaults)."""
+    cfg = Config()
+    if base is not None:
+        _merge(cfg, to_dict(base))
+    _merge(cfg, values)
+    return cfg
+
+
+def preset(name: str) -> Config:
+    """The configuration of preset ``name``."""
+    if name not in PRESETS:
+        close = difflib.get_close_matches(name, PRESETS, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ConfigError(f"unknown preset {name!r}{hint}; choose one of: {', '.join(PRESETS)}")
+    return from_dict(PRESETS[name])
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """``"loss.temperature=0.2"`` -> ``{"loss": {"temperature": 0.2}}`` (the value is read as YAML)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects key=value with a dotted key, e.g. loss.temperature=0.2; got {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    out: dict[str, Any] = {}
+    node = out
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text()
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of settings")
+    return data
+
+
+def save_yaml(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def help_texts(cfg: Any | None = None, prefix: str = "") -> dict[str, tuple[Any, str]]:
+    """Every dotted key with its current value and help text."""
+    cfg = cfg if cfg is not None else Config()
+    out: dict[str, tuple[Any, str]] = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            out.update(help_texts(value, f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = (value, f.metadata.get("help", ""))
+    return out
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def validate(cfg: Config) -> Config:
+    """Check ranges and choices; raises :class:`ConfigError` with a one-line message. Returns ``cfg``."""
+    for key, choices in CHOICES.items():
+        value = help_texts(cfg)[key][0]
+        _check(value is None or value in choices, f"{key} must be one of {', '.join(choices)}; got {value!r}")
+    _check(cfg.epochs >= 1, f"epochs must be at least 1, got {cfg.epochs}")
+    _check(cfg.loss.temperature > 0, f"loss.temperature must be positive, got {cfg.loss.temperature}")
+    _check(0 <= cfg.bank.momentum < 1, f"bank.momentum must be in [0, 1), got {cfg.bank.momentum}")
+    _check(cfg.bank.num_neighbors >= 1, f"bank.num_neighbors must be at least 1, got {cfg.bank.num_neighbors}")
+    _check(cfg.bank.rebuild_chunk >= 1, f"bank.rebuild_chunk must be positive, got {cfg.bank.rebuild_chunk}")
+    _check(cfg.loss.steps >= 1, f"loss.steps must be at least 1, got {cfg.loss.steps}")
+    _check(cfg.loss.n_hard_positives >= 1, f"loss.n_hard_positives must be at least 1, got {cfg.loss.n_hard_positives}")
+    _check(cfg.loss.n_background >= 1, f"loss.n_background must be at least 1, got {cfg.loss.n_background}")
+    _check(cfg.loss.weight >= 0, f"loss.weight must be non-negative, got {cfg.loss.weight}")
+    _check(cfg.loss.rampup_epochs >= 0, f"loss.rampup_epochs must be non-negative, got {cfg.loss.rampup_epochs}")
+    _check(cfg.optim.lr > 0, f"optim.lr must be positive, got {cfg.optim.lr}")
+    _check(cfg.optim.batch_size >= 2, f"optim.batch_size must be at least 2, got {cfg.optim.batch_size}")
+    _check(cfg.optim.weight_decay >= 0, f"optim.weight_decay must be non-negative, got {cfg.optim.weight_decay}")
+    _check(0 <= cfg.optim.momentum < 1, f"optim.momentum must be in [0, 1), got {cfg.optim.momentum}")
+    _check(0 <= cfg.optim.warmup_epochs < cfg.epochs, f"optim.warmup_epochs must be in [0, epochs), got {cfg.optim.warmup_epochs}")
+    _check(cfg.model.embedding_dim >= 1, f"model.embedding_dim must be positive, got {cfg.model.embedding_dim}")
+    _check(cfg.eval.knn_k >= 1, f"eval.knn_k must be positive, got {cfg.eval.knn_k}")
+    _check(cfg.eval.knn_sigma > 0, f"eval.knn_sigma must be positive, got {cfg.eval.knn_sigma}")
+    _check(cfg.eval.every >= 1, f"eval.every must be at least 1, got {cfg.eval.every}")
+    _check(cfg.data.num_workers >= 0, f"data.num_workers must be non-negative, got {cfg.data.num_workers}")
+    _check(
+        cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith("cuda"),
+        f"device must be auto, cpu, cuda or cuda:N; got {cfg.device!r}",
+    )
+    return cfg

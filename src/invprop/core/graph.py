@@ -1,0 +1,142 @@
+"""The kNN graph over the bank and positive-sample discovery by propagation (seed 000, Sec. 3.1, Eq. 3).
+
+All functions are vectorised over the batch: no Python loop runs per anchor. Negative entries in a neighbour table
+mean "no neighbour known yet" and are never followed.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+#: Rows of the bank compared at once by :func:`knn_graph`; memory is O(chunk_size x N).
+DEFAULT_CHUNK_SIZE = 4096
+
+
+def knn_graph(features: Tensor, k: int, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Tensor:
+    """Exact directed kNN graph of unit rows by cosine similarity, each node excluding itself.
+
+    Args:
+        features: (N, D) unit rows.
+        k: neighbours per node, ``1 <= k < N``.
+        chunk_size: rows per block; peak memory is ``chunk_size x N`` similarities.
+
+    Returns:
+        (N, k) int64 neighbour indices, most similar first.
+    """
+    n = features.shape[0]
+    if not 1 <= k < n:
+        raise ValueError(f"k must be in [1, N - 1] = [1, {n - 1}], got {k}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    out = torch.empty(n, k, dtype=torch.long, device=features.device)
+    for start in range(0, n, chunk_size):
+        stop = min(start + chunk_size, n)
+        sims = features[start:stop].float() @ features.float().T
+        rows = torch.arange(stop - start, device=features.device)
+        sims[rows, rows + start] = float("-inf")
+        out[start:stop] = sims.topk(k, dim=1).indices
+    return out
+
+
+def online_neighbors(candidates: Tensor, anchors: Tensor, k: int) -> Tensor:
+    """The authors' online neighbour rule: the first k candidates that are not the anchor itself.
+
+    Args:
+        candidates: (B, k+1) bank indices sorted by decreasing similarity to each anchor's current embedding.
+        anchors: (B,) the anchors' own bank indices.
+        k: neighbours to keep.
+
+    Returns:
+        (B, k) int64 neighbours; if the anchor is among the first k candidates, the (k+1)-th fills its place.
+    """
+    if candidates.shape[1] < k + 1:
+        raise ValueError(f"need k + 1 = {k + 1} candidates per anchor, got {candidates.shape[1]}")
+    candidates = candidates[:, : k + 1]
+    is_self = candidates == anchors.unsqueeze(1)
+    spare = candidates[:, k:].expand_as(candidates)
+    return torch.where(is_self, spare, candidates)[:, :k]
+
+
+def _dedup_rows(values: Tensor, valid: Tensor, first_block: int = 0) -> tuple[Tensor, Tensor]:
+    """Per row: keep the first occurrence of each valid value, sorted ascending and left-aligned.
+
+    ``first_block`` columns at the start of each row take precedence when the same value occurs later, which
+    lets callers tell "already known" values (the first block) from new ones via the returned ``from_tail`` mask.
+
+    Returns:
+        (values, keep, from_tail), each (B, W'): the de-duplicated values (padding ``-1``), a mask of kept entries,
+        and a mask of kept entries that came from beyond ``first_block``.
+    """
+    b, width = values.shape
+    sentinel = torch.iinfo(torch.long).max
+    keys = torch.where(valid, values, torch.full_like(values, sentinel))
+    sorted_keys, order = torch.sort(keys, dim=1, stable=True)
+    first = torch.ones_like(valid)
+    first[:, 1:] = sorted_keys[:, 1:] != sorted_keys[:, :-1]
+    keep = first & (sorted_keys != sentinel)
+    from_tail = keep & (order >= first_block)
+    # Left-align kept entries (a stable sort on ~keep moves them to the front in ascending value order).
+    shift = torch.sort((~keep).to(torch.uint8), dim=1, stable=True).indices
+    width_out = max(int(keep.sum(dim=1).max().item()) if b else 0, 1)
+    shift = shift[:, :width_out]
+    kept = torch.gather(keep, 1, shift)
+    out = torch.where(kept, torch.gather(sorted_keys, 1, shift), torch.full_like(shift, -1))
+    return out, kept, torch.gather(from_tail, 1, shift)
+
+
+def propagate(neighbors: Tensor, anchors: Tensor, steps: int, exact: bool = True) -> tuple[Tensor, Tensor]:
+    """Positive-sample discovery by invariance propagation (seed 000, Eq. 3).
+
+    ``P_i^(1) = N_k(i)``, ``P_i^(s+1) = P_i^(s) U N_k(P_i^(s))``, positives ``P_i = P_i^(l)`` with ``l = steps``.
+
+    Args:
+        neighbors: (N, k) int64 neighbour table; negative entries are unknown and never followed.
+        anchors: (B,) int64 anchor indices.
+        steps: l >= 1, the number of hops.
+        exact: True gives the paper's set -- every node at graph distance 1..l from the anchor, de-duplicated,
+            anchor excluded, sorted by index and padded with ``-1``. False gives the authors' approximation: the
+            hop-by-hop concatenation ``N_k(i), N_k(N_k(i)), ...`` with duplicates (and the anchor) kept,
+            ``k + k^2 + ... + k^l`` columns, in the authors' column order.
+
+    Returns:
+        ``(positives, mask)``, both (B, M): node indices and a bool mask of valid entries. With ``exact=False`` every
+        entry is valid unless it descends from an unknown (negative) table entry.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    anchors = anchors.to(neighbors.device).long()
+    b = anchors.shape[0]
+    hop = neighbors[anchors]
+    hop_valid = hop >= 0
+    if not exact:
+        hops, masks = [hop], [hop_valid]
+        for _ in range(steps - 1):
+            nxt = neighbors[hop.clamp_min(0)].reshape(b, -1)
+            nxt_valid = hop_valid.repeat_interleave(neighbors.shape[1], dim=1) & (nxt >= 0)
+            hops.append(nxt)
+            masks.append(nxt_valid)
+            hop, hop_valid = nxt, nxt_valid
+        positives = torch.cat(hops, dim=1)
+        mask = torch.cat(masks, dim=1)
+        return torch.where(mask, positives, torch.full_like(positives, -1)), mask
+
+    # Exact breadth-first search, one hop at a time, on padded per-row sets. ``visited`` includes the anchor so
+    # that it is never re-added; the frontier holds only nodes first reached at the previous hop.
+    visited, visited_valid, _ = _dedup_rows(anchors.unsqueeze(1), torch.ones(b, 1, dtype=torch.bool, device=anchors.device))
+    frontier, frontier_valid = hop, hop_valid
+    for step in range(steps):
+        width = visited.shape[1]
+        merged = torch.cat([visited, frontier], dim=1)
+        merged_valid = torch.cat([visited_valid, frontier_valid], dim=1)
+        new_visited, new_valid, is_new = _dedup_rows(merged, merged_valid, first_block=width)
+        visited, visited_valid = new_visited, new_valid
+        if step == steps - 1 or not bool(is_new.any()):
+            break
+        fresh = torch.where(is_new, visited, torch.full_like(visited, -1))
+        nxt = neighbors[fresh.clamp_min(0)].reshape(b, -1)
+        nxt_valid = (fresh >= 0).repeat_interleave(neighbors.shape[1], dim=1) & (nxt >= 0)
+        frontier, frontier_valid = nxt, nxt_valid
+    not_anchor = visited_valid & (visited != anchors.unsqueeze(1))
+    positives, mask, _ = _dedup_rows(visited, not_anchor)
+    return positives, mask

@@ -1,0 +1,284 @@
+"""The InvP objective (seed 000, Eqs. 1, 2, 4-7), as pure functions plus one module that wires them to a bank.
+
+Everything here works on logits ``s_j = bar v_j . v / tau`` in float32 and uses log-sum-exp, so it is safe under
+bf16/fp16 autocast: ``exp(sim / tau)`` is never materialised in half precision (the authors' code exponentiates
+the whole B x N similarity matrix and adds ``1e-7`` inside the log; neither is done here).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from invprop.core.bank import MemoryBank
+from invprop.core.graph import propagate
+
+logger = logging.getLogger(__name__)
+
+#: Logit used to blank out masked entries before a log-sum-exp (exp underflows to exactly 0 in float32).
+_MASKED = float("-inf")
+
+
+def masked_logsumexp(logits: Tensor, mask: Tensor | None = None) -> Tensor:
+    """``log sum_j exp(logits[:, j])`` over the entries where ``mask`` is True, in float32.
+
+    Args:
+        logits: (B, M).
+        mask: optional (B, M) bool; rows with no True entry give ``-inf``.
+
+    Returns:
+        (B,) float32.
+    """
+    logits = logits.float()
+    if mask is not None:
+        logits = logits.masked_fill(~mask, _MASKED)
+    return torch.logsumexp(logits, dim=1)
+
+
+def instance_log_probability(target_logits: Tensor, background_logits: Tensor, background_mask: Tensor | None = None) -> Tensor:
+    """Eq. 1, log form: ``log P(i | v) = s_i - log sum_{j in B} exp(s_j)``.
+
+    With the background B the whole bank this is the paper's Eq. 1; with B = M_i (the nearest bank rows) it is the
+    hard-negative form used by Eq. 6.
+
+    Args:
+        target_logits: (B,) logits of each anchor's own bank row, ``bar v_i . v_i / tau``.
+        background_logits: (B, M) logits of the background rows.
+        background_mask: optional (B, M) bool, True where an entry belongs to the background.
+
+    Returns:
+        (B,) log-probabilities.
+    """
+    return target_logits.float() - masked_logsumexp(background_logits, background_mask)
+
+
+def set_log_probability(
+    set_logits: Tensor, set_mask: Tensor | None, background_logits: Tensor, background_mask: Tensor | None = None
+) -> Tensor:
+    """Eq. 2, log form: ``log P(A | v) = log sum_{j in A} exp(s_j) - log sum_{j in B} exp(s_j)``.
+
+    Args:
+        set_logits: (B, P) logits of the members of A (padded).
+        set_mask: (B, P) bool, True for real members; None if all are.
+        background_logits: (B, M) logits of the background (normalising) set.
+        background_mask: optional (B, M) bool.
+
+    Returns:
+        (B,) log-probabilities; ``-inf`` for an empty A.
+    """
+    return masked_logsumexp(set_logits, set_mask) - masked_logsumexp(background_logits, background_mask)
+
+
+def select_positives(
+    positive_logits: Tensor, positive_mask: Tensor, count: int, hardest: bool = True
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Hard positive sampling (seed 000, Sec. 3.2): the ``count`` positives LEAST similar to the anchor.
+
+    If an anchor has fewer than ``count`` positives, all of them are used. ``hardest=False`` picks the MOST similar
+    ones instead (the paper's "without hard positives" ablation).
+
+    Args:
+        positive_logits: (B, M) logits of the discovered positives.
+        positive_mask: (B, M) bool, True for real positives.
+        count: P >= 1.
+        hardest: lowest similarity first (True) or highest (False).
+
+    Returns:
+        ``(logits, mask, columns)``, each (B, min(count, M)): the selected logits, which of them are real, and their
+        column in the input.
+    """
+    if count < 1:
+        raise ValueError(f"count must be at least 1, got {count}")
+    take = min(count, positive_logits.shape[1])
+    fill = float("inf") if hardest else float("-inf")
+    ranked = positive_logits.float().masked_fill(~positive_mask, fill)
+    _, columns = ranked.topk(take, dim=1, largest=not hardest, sorted=True)
+    return torch.gather(positive_logits, 1, columns), torch.gather(positive_mask, 1, columns), columns
+
+
+def invariance_loss(
+    hard_positive_logits: Tensor,
+    hard_positive_mask: Tensor,
+    background_logits: Tensor,
+    background_mask: Tensor | None = None,
+) -> Tensor:
+    """Eqs. 4/5: ``L_inv(i) = -log( sum_{p in H_i} exp(s_p) / sum_{j in B_i} exp(s_j) )``.
+
+    Args:
+        hard_positive_logits: (B, P) logits of the hard positives H_i (padded).
+        hard_positive_mask: (B, P) bool, True for real members of H_i.
+        background_logits: (B, M) logits of the background B_i.
+        background_mask: optional (B, M) bool (e.g. False at the anchor's own row for the exclusive form).
+
+    Returns:
+        (B,) per-anchor losses; ``+inf`` for anchors without positives (callers exclude them).
+    """
+    return -set_log_probability(hard_positive_logits, hard_positive_mask, background_logits, background_mask)
+
+
+def instance_loss(target_logits: Tensor, background_logits: Tensor, background_mask: Tensor | None = None) -> Tensor:
+    """Eq. 6: ``L_ins(i) = -log( exp(s_i) / sum_{j in M_i} exp(s_j) )``, instance discrimination with hard negatives.
+
+    Args:
+        target_logits: (B,) logits of each anchor's own bank row.
+        background_logits: (B, M) logits of M_i (the N_b nearest bank rows, or the whole bank).
+        background_mask: optional (B, M) bool.
+
+    Returns:
+        (B,) per-anchor losses.
+    """
+    return -instance_log_probability(target_logits, background_logits, background_mask)
+
+
+def total_loss(instance: Tensor, invariance: Tensor, weight: float, rampup: float) -> Tensor:
+    """Eq. 7: ``L = L_ins + lambda * w(t) * L_inv``."""
+    return instance + weight * rampup * invariance
+
+
+@dataclass
+class InvPLossOutput:
+    """What one evaluation of the InvP objective produces.
+
+    Attributes:
+        instance: scalar, batch mean of Eq. 6.
+        invariance: scalar, mean of Eq. 4/5 over anchors with at least one positive (0 if none has).
+        positives: (B, M) discovered positive indices (``-1`` padding), from :func:`propagate`.
+        positive_mask: (B, M) bool.
+        hard_positives: (B, P) indices of the selected (hard) positives, ``-1`` padding.
+        hard_positive_mask: (B, P) bool.
+        background: (B, N_b) bank indices of the background M_i, most similar first; None when the background is
+            the whole bank (``hard_negatives=False``).
+    """
+
+    instance: Tensor
+    invariance: Tensor
+    positives: Tensor
+    positive_mask: Tensor
+    hard_positives: Tensor
+    hard_positive_mask: Tensor
+    background: Tensor | None
+
+
+class InvariancePropagationLoss(nn.Module):
+    """The InvP objective against a :class:`MemoryBank`: instance term (Eq. 6) and invariance term (Eqs. 3-5).
+
+    Args:
+        temperature: tau > 0 (0.07 with a linear head, 0.2 with an MLP head in the authors' code).
+        n_background: N_b, the number of nearest bank rows forming M_i; capped at the bank size with a warning.
+        steps: l, propagation hops (Eq. 3).
+        n_hard_positives: P, positives kept per anchor (Sec. 3.2).
+        exact: exact de-duplicated positive set (paper) or the authors' concatenation approximation.
+        hard_positives: keep the least similar positives (True) or the most similar ones (ablation).
+        hard_negatives: background = the N_b nearest rows (True) or the whole bank (ablation).
+        exclusive: drop the anchor's own row from the invariance term's background (the authors' default).
+
+    The call returns an :class:`InvPLossOutput`; its ``instance`` and ``invariance`` are differentiable w.r.t. the
+    (un-normalised) embeddings. The bank is read, never written: updating it is the caller's job.
+
+    Example:
+        >>> bank = MemoryBank(size=64, dim=8, num_neighbors=3)
+        >>> loss = InvariancePropagationLoss(n_background=32, steps=2, n_hard_positives=5)
+        >>> out = loss(torch.randn(4, 8, requires_grad=True), torch.tensor([0, 1, 2, 3]), bank)
+        >>> out.instance.shape, out.hard_positives.shape
+        (torch.Size([]), torch.Size([4, 5]))
+    """
+
+    def __init__(
+        self,
+        temperature: float = 0.07,
+        n_background: int = 4096,
+        steps: int = 3,
+        n_hard_positives: int = 50,
+        exact: bool = True,
+        hard_positives: bool = True,
+        hard_negatives: bool = True,
+        exclusive: bool = True,
+    ) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        if n_background < 1:
+            raise ValueError(f"n_background must be positive, got {n_background}")
+        if steps < 1:
+            raise ValueError(f"steps must be at least 1, got {steps}")
+        if n_hard_positives < 1:
+            raise ValueError(f"n_hard_positives must be at least 1, got {n_hard_positives}")
+        self.temperature = temperature
+        self.n_background = n_background
+        self.steps = steps
+        self.n_hard_positives = n_hard_positives
+        self.exact = exact
+        self.hard_positives = hard_positives
+        self.hard_negatives = hard_negatives
+        self.exclusive = exclusive
+        self._warned_cap = False
+
+    def background_size(self, bank_size: int) -> int:
+        """N_b actually used for a bank of ``bank_size`` rows (warns once when capping)."""
+        if not self.hard_negatives:
+            return bank_size
+        if self.n_background > bank_size:
+            if not self._warned_cap:
+                warnings.warn(
+                    f"n_background={self.n_background} exceeds the bank size {bank_size}; using {bank_size}",
+                    stacklevel=3,
+                )
+                self._warned_cap = True
+            return bank_size
+        return self.n_background
+
+    def forward(self, embeddings: Tensor, indices: Tensor, bank: MemoryBank) -> InvPLossOutput:
+        """Evaluate the objective for a batch.
+
+        Args:
+            embeddings: (B, D) un-normalised head outputs.
+            indices: (B,) bank rows of the batch's images.
+            bank: the memory bank (read only).
+        """
+        with torch.autocast(device_type=embeddings.device.type, enabled=False):
+            query = nn.functional.normalize(embeddings.float(), dim=1)
+            logits = query @ bank.features.float().T / self.temperature  # (B, N)
+            target = logits.gather(1, indices.view(-1, 1)).squeeze(1)
+            background: Tensor | None = None
+            if self.hard_negatives:
+                background_logits, background = logits.topk(self.background_size(bank.size), dim=1, sorted=True)
+            else:
+                background_logits = logits  # the whole bank; no selection needed
+            instance = instance_loss(target, background_logits).mean()
+
+            positives, positive_mask = propagate(bank.neighbors, indices, self.steps, exact=self.exact)
+            positive_logits = logits.gather(1, positives.clamp_min(0))
+            hard_logits, hard_mask, columns = select_positives(
+                positive_logits, positive_mask, self.n_hard_positives, hardest=self.hard_positives
+            )
+            hard = torch.where(hard_mask, positives.gather(1, columns), torch.full_like(columns, -1))
+            background_mask = None
+            if self.exclusive:
+                members = background if background is not None else torch.arange(bank.size, device=logits.device)[None]
+                background_mask = members != indices.view(-1, 1)
+            per_anchor = invariance_loss(hard_logits, hard_mask, background_logits, background_mask)
+            has_positive = hard_mask.any(dim=1)
+            if bool(has_positive.any()):
+                invariance = per_anchor[has_positive].mean()
+            else:
+                invariance = embeddings.sum() * 0.0
+        return InvPLossOutput(
+            instance=instance,
+            invariance=invariance,
+            positives=positives,
+            positive_mask=positive_mask,
+            hard_positives=hard,
+            hard_positive_mask=hard_mask,
+            background=background,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"temperature={self.temperature}, n_background={self.n_background}, steps={self.steps}, "
+            f"n_hard_positives={self.n_hard_positives}, exact={self.exact}, hard_positives={self.hard_positives}, "
+            f"hard_negatives={self.hard_negatives}, exclusive={self.exclusive}"
+        )

@@ -1,0 +1,323 @@
+"""Datasets yielding ``(index, image, label)``, registered by name.
+
+``index`` is the image's row in the memory bank; ``label`` is ``-1`` for unlabelled images. Nothing is downloaded:
+torchvision datasets are read with ``download=False`` and a missing file gives a message saying where to put it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torchvision
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from invprop.data.transforms import Transform, build_transforms
+from invprop.errors import DataError
+from invprop.registry import Registry
+
+logger = logging.getLogger(__name__)
+
+#: Held-out fraction and split seed of the digits dataset (a fixed, stratified 75/25 split).
+DIGITS_TEST_FRACTION = 0.25
+DIGITS_SPLIT_SEED = 0
+#: Digits pixels range over 0..16.
+DIGITS_MAX_VALUE = 16.0
+#: File suffixes read from image folders.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+#: Label of an unlabelled image.
+UNLABELED = -1
+
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+DIGITS_MEAN, DIGITS_STD = (0.3,), (0.4,)
+MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
+
+
+@dataclass
+class Source:
+    """Raw splits of a dataset: sequences of ``(image, label)`` with PIL images or (C, H, W) tensors in [0, 1]."""
+
+    train: Sequence[tuple[Any, int]]
+    memory: Sequence[tuple[Any, int]] | None
+    test: Sequence[tuple[Any, int]] | None
+    num_classes: int
+    in_channels: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    augment: str
+
+
+class IndexedDataset(Dataset):
+    """Wraps a sequence of ``(image, label)`` into ``(index, transform(image), label)``."""
+
+    def __init__(self, source: Sequence[tuple[Any, int]], transform: Transform) -> None:
+        self.source = source
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> tuple[int, Tensor, int]:
+        image, label = self.source[index]
+        return index, self.transform(image), int(label)
+
+    @property
+    def labels(self) -> Tensor:
+        """(N,) int64 labels, ``-1`` where unlabelled."""
+        targets = getattr(self.source, "targets", None)
+        if targets is None:
+            targets = [label for _, label in self.source]
+        return torch.as_tensor(np.asarray(targets), dtype=torch.long)
+
+
+@dataclass
+class DataSplits:
+    """What training and evaluation need from a dataset.
+
+    Attributes:
+        train: augmented training images; their indices are the bank rows.
+        memory: labelled training images with the eval transform (the kNN monitor's reference set), or None.
+        test: held-out images with the eval transform, or None.
+        num_classes: 0 when unlabelled (turns the kNN monitor off).
+        in_channels: image channels.
+    """
+
+    train: IndexedDataset
+    memory: IndexedDataset | None
+    test: IndexedDataset | None
+    num_classes: int
+    in_channels: int
+
+    @property
+    def labelled(self) -> bool:
+        return self.num_classes > 0 and self.memory is not None and self.test is not None
+
+
+class TensorImages:
+    """A sequence of ``(image tensor, label)`` over an (N, C, H, W) tensor."""
+
+    def __init__(self, images: Tensor, labels: Tensor) -> None:
+        self.images = images
+        self.targets = labels.tolist()
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        return self.images[index], self.targets[index]
+
+
+class ImageFiles:
+    """A sequence of ``(RGB PIL image, label)`` read from a list of files."""
+
+    def __init__(self, files: list[Path], labels: list[int], classes: list[str]) -> None:
+        self.files = files
+        self.targets = labels
+        self.classes = classes
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        with Image.open(self.files[index]) as img:
+            return img.convert("RGB"), self.targets[index]
+
+
+DATASETS: Registry[Callable[[Path], Source]] = Registry("dataset")
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def scan_image_folder(root: Path) -> ImageFiles:
+    """Images of ``root``: labelled by subfolder (ImageFolder layout) or, if ``root`` holds images directly and no
+    class subfolders, unlabelled (label ``-1``)."""
+    if not root.is_dir():
+        raise DataError(f"image folder {root} does not exist")
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and any(_is_image(f) for f in d.rglob("*")))
+    if class_dirs:
+        files, labels = [], []
+        for label, folder in enumerate(class_dirs):
+            found = sorted(f for f in folder.rglob("*") if _is_image(f))
+            files += found
+            labels += [label] * len(found)
+        return ImageFiles(files, labels, [d.name for d in class_dirs])
+    files = sorted(f for f in root.iterdir() if _is_image(f))
+    if not files:
+        raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS[:3])}, ...) found under {root}")
+    return ImageFiles(files, [UNLABELED] * len(files), [])
+
+
+def image_folder_source(root: Path, image_size: int = 32, augment: str = "cifar") -> Source:
+    """A user's folder: ``root/train`` and ``root/test`` if present, else ``root`` itself (no held-out split)."""
+    train_dir = root / "train" if (root / "train").is_dir() else root
+    train = scan_image_folder(train_dir)
+    test = scan_image_folder(root / "test") if (root / "test").is_dir() and train_dir != root else None
+    labelled = bool(train.classes) and test is not None and test.classes == train.classes
+    if train.classes and test is not None and test.classes != train.classes:
+        raise DataError(f"class folders of {root / 'train'} and {root / 'test'} differ; make them the same")
+    mean, std = (CIFAR_MEAN, CIFAR_STD) if augment == "cifar" else (IMAGENET_MEAN, IMAGENET_STD)
+    return Source(
+        train=train,
+        memory=train if labelled else None,
+        test=test if labelled else None,
+        num_classes=len(train.classes) if labelled else 0,
+        in_channels=3,
+        image_size=image_size,
+        mean=mean,
+        std=std,
+        augment=augment,
+    )
+
+
+@DATASETS.register("digits")
+def digits_source(root: Path) -> Source:
+    """scikit-learn's bundled 1,797 8x8 digits, fixed stratified 75/25 train/test split (no file needed)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    images = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / DIGITS_MAX_VALUE
+    labels = torch.tensor(bunch.target, dtype=torch.long)
+    train_idx, test_idx = train_test_split(
+        np.arange(len(labels)), test_size=DIGITS_TEST_FRACTION, stratify=bunch.target, random_state=DIGITS_SPLIT_SEED
+    )
+    train = TensorImages(images[train_idx], labels[train_idx])
+    test = TensorImages(images[test_idx], labels[test_idx])
+    return Source(train, train, test, 10, 1, 8, DIGITS_MEAN, DIGITS_STD, "digits")
+
+
+def _torchvision(name: str, where: str, build: Callable[[], tuple[Any, Any, Any]]) -> tuple[Any, Any, Any]:
+    try:
+        return build()
+    except (RuntimeError, FileNotFoundError, OSError) as err:
+        raise DataError(f"{name} not found: {where} (nothing is downloaded; {err})") from None
+
+
+@DATASETS.register("cifar10")
+def cifar10_source(root: Path) -> Source:
+    """CIFAR-10: torchvision's ``cifar-10-batches-py/`` under root, or an ImageFolder copy ``root/cifar10/``."""
+    folder = root / "cifar10"
+    if (folder / "train").is_dir():
+        return image_folder_source(folder, 32, "cifar")
+    ds = torchvision.datasets.CIFAR10
+    train, _, test = _torchvision(
+        "CIFAR-10",
+        f"put cifar-10-batches-py/ (the python version) or an ImageFolder copy cifar10/train/<class>/ under {root}",
+        lambda: (ds(str(root), train=True), None, ds(str(root), train=False)),
+    )
+    return Source(train, train, test, 10, 3, 32, CIFAR_MEAN, CIFAR_STD, "cifar")
+
+
+@DATASETS.register("cifar100")
+def cifar100_source(root: Path) -> Source:
+    ds = torchvision.datasets.CIFAR100
+    train, _, test = _torchvision(
+        "CIFAR-100",
+        f"put cifar-100-python/ under {root}",
+        lambda: (ds(str(root), train=True), None, ds(str(root), train=False)),
+    )
+    return Source(train, train, test, 100, 3, 32, CIFAR_MEAN, CIFAR_STD, "cifar")
+
+
+@DATASETS.register("svhn")
+def svhn_source(root: Path) -> Source:
+    ds = torchvision.datasets.SVHN
+    train, _, test = _torchvision(
+        "SVHN",
+        f"put train_32x32.mat and test_32x32.mat under {root / 'svhn'}",
+        lambda: (ds(str(root / "svhn"), split="train"), None, ds(str(root / "svhn"), split="test")),
+    )
+    train.targets, test.targets = train.labels.tolist(), test.labels.tolist()
+    return Source(train, train, test, 10, 3, 32, CIFAR_MEAN, CIFAR_STD, "cifar")
+
+
+@DATASETS.register("stl10")
+def stl10_source(root: Path) -> Source:
+    """STL-10: trains on train+unlabeled (105k), monitors kNN with the labelled train split."""
+    ds = torchvision.datasets.STL10
+    train, memory, test = _torchvision(
+        "STL-10",
+        f"put stl10_binary/ under {root}",
+        lambda: (ds(str(root), split="train+unlabeled"), ds(str(root), split="train"), ds(str(root), split="test")),
+    )
+    for split in (train, memory, test):
+        split.targets = [int(t) if t >= 0 else UNLABELED for t in split.labels]
+    return Source(train, memory, test, 10, 3, 96, IMAGENET_MEAN, IMAGENET_STD, "imagenet")
+
+
+class _GrayToTensor:
+    """MNIST's PIL images -> (1, H, W) tensors in [0, 1], so the digits augmentation applies."""
+
+    def __init__(self, base: Any) -> None:
+        self.base = base
+        self.targets = [int(t) for t in base.targets]
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        image, label = self.base[index]
+        return torchvision.transforms.functional.to_tensor(image), int(label)
+
+
+@DATASETS.register("mnist")
+def mnist_source(root: Path) -> Source:
+    ds = torchvision.datasets.MNIST
+    train, _, test = _torchvision(
+        "MNIST",
+        f"put MNIST/raw/ (the four idx files) under {root}",
+        lambda: (ds(str(root), train=True), None, ds(str(root), train=False)),
+    )
+    train, test = _GrayToTensor(train), _GrayToTensor(test)
+    return Source(train, train, test, 10, 1, 28, MNIST_MEAN, MNIST_STD, "digits")
+
+
+IMAGEFOLDER_PREFIX = "imagefolder:"
+
+
+def dataset_names() -> list[str]:
+    return DATASETS.names() + [IMAGEFOLDER_PREFIX + "PATH"]
+
+
+def load_source(name: str, root: str | os.PathLike[str], image_size: int | None = None, augment: str | None = None) -> Source:
+    """The raw splits of dataset ``name`` (a registered name or ``imagefolder:PATH``)."""
+    if name.startswith(IMAGEFOLDER_PREFIX):
+        path = Path(name[len(IMAGEFOLDER_PREFIX) :]).expanduser()
+        return image_folder_source(path, image_size or 32, augment or "cifar")
+    return DATASETS.get(name)(Path(root).expanduser())
+
+
+def build_datasets(
+    name: str, root: str | os.PathLike[str] = ".", augment: str | None = None, image_size: int | None = None
+) -> DataSplits:
+    """Datasets for training (augmented) and evaluation (deterministic) of ``name``.
+
+    Args:
+        name: a registered dataset or ``imagefolder:PATH``.
+        root: where torchvision-format datasets live.
+        augment: augmentation preset; None takes the dataset's own.
+        image_size: output side for image-folder data; None takes the dataset's own.
+    """
+    source = load_source(name, root, image_size, augment)
+    size = image_size or source.image_size
+    pair = build_transforms(augment or source.augment, size, source.mean, source.std)
+    if len(source.train) < 2:
+        raise DataError(f"dataset {name!r} has {len(source.train)} training image(s); at least 2 are needed")
+    return DataSplits(
+        train=IndexedDataset(source.train, pair.train),
+        memory=IndexedDataset(source.memory, pair.eval) if source.memory is not None else None,
+        test=IndexedDataset(source.test, pair.eval) if source.test is not None else None,
+        num_classes=source.num_classes,
+        in_channels=source.in_channels,
+    )

@@ -1,0 +1,163 @@
+"""Augmentation presets (training) and their deterministic evaluation counterparts.
+
+Presets, by name: ``digits`` (small affine, intensity, noise, for tiny grayscale images), ``cifar`` and ``imagenet``
+(the authors' recipes, ../shared/docs/method.md). Each preset builds a pair (train transform, eval transform) that
+maps a PIL image or a (C, H, W) float tensor in [0, 1] to a normalised (C, H, W) float tensor.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torchvision.transforms as T
+from torch import Tensor, nn
+
+from invprop.registry import Registry
+
+Transform = Callable[[object], Tensor]
+
+
+@dataclass(frozen=True)
+class TransformPair:
+    train: Transform
+    eval: Transform
+
+
+AUGMENTATIONS: Registry[Callable[..., TransformPair]] = Registry("augmentation preset")
+
+#: Digits preset: rotation (degrees), isotropic scale (+-fraction), translation (+-fraction of the image),
+#: intensity scale (+-fraction) and additive Gaussian noise (std, in [0, 1] pixel units).
+DIGITS_MAX_ROTATION = 10.0
+DIGITS_MAX_SCALE = 0.1
+DIGITS_MAX_SHIFT = 0.1
+DIGITS_MAX_INTENSITY = 0.2
+DIGITS_NOISE_STD = 0.05
+
+#: The authors' CIFAR recipe: crop scale range, jitter strength, grayscale probability.
+CIFAR_CROP_SCALE = (0.2, 1.0)
+CIFAR_JITTER = 0.4
+GRAYSCALE_P = 0.2
+#: The authors' ImageNet recipe: jitter (brightness, contrast, saturation, hue), probabilities, blur sigma.
+IMAGENET_JITTER = (0.4, 0.4, 0.4, 0.1)
+IMAGENET_JITTER_P = 0.8
+IMAGENET_BLUR_P = 0.5
+IMAGENET_BLUR_SIGMA = (0.1, 2.0)
+IMAGENET_RESIZE = 256
+
+
+class Normalize(nn.Module):
+    """Per-channel standardisation of a (..., C, H, W) tensor."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.mean = torch.tensor(mean).view(-1, 1, 1)
+        self.std = torch.tensor(std).view(-1, 1, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / self.std
+
+
+class RandomDigitAugment(nn.Module):
+    """Small random affine warp (rotation, scale, shift), intensity scaling and Gaussian noise.
+
+    Works on one (C, H, W) image or a (B, C, H, W) batch in [0, 1]; each image gets its own draw. Output is
+    clamped to [0, 1].
+    """
+
+    def __init__(
+        self,
+        max_rotation: float = DIGITS_MAX_ROTATION,
+        max_scale: float = DIGITS_MAX_SCALE,
+        max_shift: float = DIGITS_MAX_SHIFT,
+        max_intensity: float = DIGITS_MAX_INTENSITY,
+        noise_std: float = DIGITS_NOISE_STD,
+    ) -> None:
+        super().__init__()
+        self.max_rotation = max_rotation
+        self.max_scale = max_scale
+        self.max_shift = max_shift
+        self.max_intensity = max_intensity
+        self.noise_std = noise_std
+
+    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        single = x.dim() == 3
+        batch = x.unsqueeze(0) if single else x
+        b = batch.shape[0]
+
+        def uniform(*shape: int) -> Tensor:
+            return torch.rand(*shape, generator=generator, device=batch.device) * 2 - 1
+
+        angle = uniform(b) * math.radians(self.max_rotation)
+        scale = 1 + uniform(b) * self.max_scale
+        shift = uniform(b, 2) * self.max_shift * 2  # affine_grid coordinates span [-1, 1]
+        cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+        theta = torch.stack(
+            [torch.stack([cos, -sin, shift[:, 0]], dim=1), torch.stack([sin, cos, shift[:, 1]], dim=1)], dim=1
+        )
+        grid = nn.functional.affine_grid(theta, list(batch.shape), align_corners=False)
+        out = nn.functional.grid_sample(batch, grid, align_corners=False, padding_mode="zeros")
+        out = out * (1 + uniform(b, 1, 1, 1) * self.max_intensity)
+        noise = torch.randn(out.shape, generator=generator, device=out.device) * self.noise_std
+        out = (out + noise).clamp_(0, 1)
+        return out.squeeze(0) if single else out
+
+
+def _to_tensor() -> Transform:
+    """PIL image -> float tensor in [0, 1]; tensors pass through."""
+    pil = T.ToTensor()
+    return lambda img: img if isinstance(img, Tensor) else pil(img)
+
+
+@AUGMENTATIONS.register("digits")
+def digits_preset(image_size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> TransformPair:
+    norm = Normalize(mean, std)
+    return TransformPair(
+        train=T.Compose([_to_tensor(), RandomDigitAugment(), norm]),
+        eval=T.Compose([_to_tensor(), norm]),
+    )
+
+
+@AUGMENTATIONS.register("cifar")
+def cifar_preset(image_size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> TransformPair:
+    j = CIFAR_JITTER
+    return TransformPair(
+        train=T.Compose(
+            [
+                T.RandomResizedCrop(image_size, scale=CIFAR_CROP_SCALE, antialias=True),
+                T.ColorJitter(j, j, j, j),
+                T.RandomGrayscale(GRAYSCALE_P),
+                T.RandomHorizontalFlip(),
+                _to_tensor(),
+                Normalize(mean, std),
+            ]
+        ),
+        eval=T.Compose([T.Resize(image_size, antialias=True), T.CenterCrop(image_size), _to_tensor(), Normalize(mean, std)]),
+    )
+
+
+@AUGMENTATIONS.register("imagenet")
+def imagenet_preset(image_size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> TransformPair:
+    blur_kernel = 2 * (image_size // 20) + 1  # about 10% of the image side, odd
+    resize = round(image_size * IMAGENET_RESIZE / 224)
+    return TransformPair(
+        train=T.Compose(
+            [
+                T.RandomResizedCrop(image_size, scale=CIFAR_CROP_SCALE, antialias=True),
+                T.RandomApply([T.ColorJitter(*IMAGENET_JITTER)], p=IMAGENET_JITTER_P),
+                T.RandomGrayscale(GRAYSCALE_P),
+                T.RandomApply([T.GaussianBlur(blur_kernel, IMAGENET_BLUR_SIGMA)], p=IMAGENET_BLUR_P),
+                T.RandomHorizontalFlip(),
+                _to_tensor(),
+                Normalize(mean, std),
+            ]
+        ),
+        eval=T.Compose([T.Resize(resize, antialias=True), T.CenterCrop(image_size), _to_tensor(), Normalize(mean, std)]),
+    )
+
+
+def build_transforms(preset: str, image_size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> TransformPair:
+    """The (train, eval) transforms of augmentation ``preset``."""
+    return AUGMENTATIONS.get(preset)(image_size, mean, std)

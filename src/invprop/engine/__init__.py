@@ -1,0 +1,21 @@
+"""Layer 4: training loop, schedules, checkpoints, history, the kNN monitor."""
+
+from invprop.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from invprop.engine.history import HISTORY_NAME, History
+from invprop.engine.schedule import lr_factor
+from invprop.engine.trainer import CONFIG_NAME, METRICS_NAME, RunResult, Trainer, config_for_resume, resolve_device
+
+__all__ = [
+    "CHECKPOINT_NAME",
+    "CONFIG_NAME",
+    "HISTORY_NAME",
+    "METRICS_NAME",
+    "History",
+    "RunResult",
+    "Trainer",
+    "config_for_resume",
+    "load_checkpoint",
+    "lr_factor",
+    "resolve_device",
+    "save_checkpoint",
+]

@@ -1,0 +1,85 @@
+"""The kNN monitor: weighted kNN on the held-out split from FRESH features of non-augmented training images.
+
+The authors' monitor scores against the bank (EMA rows of augmented views); this one re-extracts features in eval
+mode, so it measures the encoder actually being trained.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from invprop.core import knn_class_scores, topk_accuracy
+from invprop.models import Encoder
+
+#: Images per forward pass when extracting features.
+EXTRACT_BATCH = 512
+#: The raw-pixel baseline is skipped for images with more values than this (e.g. 224x224 ImageNet crops).
+RAW_BASELINE_MAX_VALUES = 64 * 64 * 3
+
+
+@dataclass
+class Extracted:
+    embeddings: Tensor
+    features: Tensor
+    labels: Tensor
+
+
+@torch.no_grad()
+def extract(encoder: Encoder, dataset: Dataset, device: torch.device, num_workers: int = 0) -> Extracted:
+    """Head embeddings and backbone features of every image of ``dataset`` (eval mode), on the CPU."""
+    was_training = encoder.training
+    encoder.eval()
+    loader = DataLoader(dataset, batch_size=EXTRACT_BATCH, shuffle=False, num_workers=num_workers)
+    embeddings, features, labels = [], [], []
+    for _, images, batch_labels in loader:
+        feats = encoder.features(images.to(device, non_blocking=True))
+        embeddings.append(encoder.head(feats).float().cpu())
+        features.append(feats.float().cpu())
+        labels.append(batch_labels)
+    encoder.train(was_training)
+    return Extracted(torch.cat(embeddings), torch.cat(features), torch.cat(labels))
+
+
+def knn_scores(train: Tensor, train_labels: Tensor, test: Tensor, test_labels: Tensor, num_classes: int, k: int, sigma: float) -> dict[int, float]:
+    scores = knn_class_scores(train, train_labels, test, num_classes, k=k, sigma=sigma)
+    return topk_accuracy(scores, test_labels, (1, 5))
+
+
+def knn_monitor(
+    encoder: Encoder,
+    memory: Dataset,
+    test: Dataset,
+    num_classes: int,
+    device: torch.device,
+    k: int,
+    sigma: float,
+    num_workers: int = 0,
+) -> dict[str, float]:
+    """kNN top-1/top-5 on the head embedding (``knn_*``) and on the backbone features (``knn_backbone_*``)."""
+    ref = extract(encoder, memory, device, num_workers)
+    held = extract(encoder, test, device, num_workers)
+    head = knn_scores(ref.embeddings, ref.labels, held.embeddings, held.labels, num_classes, k, sigma)
+    back = knn_scores(ref.features, ref.labels, held.features, held.labels, num_classes, k, sigma)
+    return {"knn_top1": head[1], "knn_top5": head[5], "knn_backbone_top1": back[1], "knn_backbone_top5": back[5]}
+
+
+@torch.no_grad()
+def raw_pixel_baseline(memory: Dataset, test: Dataset, num_classes: int, k: int, sigma: float, num_workers: int = 0) -> dict[str, float] | None:
+    """The same kNN on the (normalised) input pixels; None for images too large to compare pixel-wise."""
+    _, first, _ = memory[0]
+    if first.numel() > RAW_BASELINE_MAX_VALUES:
+        return None
+
+    def pixels(dataset: Dataset) -> tuple[Tensor, Tensor]:
+        loader = DataLoader(dataset, batch_size=EXTRACT_BATCH, shuffle=False, num_workers=num_workers)
+        xs, ys = zip(*[(x.flatten(1), y) for _, x, y in loader])
+        return torch.cat(xs), torch.cat(ys)
+
+    train_x, train_y = pixels(memory)
+    test_x, test_y = pixels(test)
+    acc = knn_scores(train_x, train_y, test_x, test_y, num_classes, k, sigma)
+    return {"baseline_raw_knn_top1": acc[1], "baseline_raw_knn_top5": acc[5]}

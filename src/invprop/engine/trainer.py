@@ -1,0 +1,304 @@
+"""The training loop: SGD with a per-step schedule, per-epoch checkpoints, exact resume, the kNN monitor."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, RandomSampler
+from tqdm import tqdm
+
+from invprop.config import Config, from_dict, save_yaml, to_dict, validate
+from invprop.data import DataSplits, build_datasets
+from invprop.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from invprop.engine.history import History
+from invprop.engine.monitor import knn_monitor, raw_pixel_baseline
+from invprop.engine.schedule import lr_factor
+from invprop.errors import CheckpointError, ConfigError, InvpropError
+from invprop.methods import METHODS, Method
+from invprop.models import build_encoder
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.yaml"
+METRICS_NAME = "metrics.json"
+#: Mixes the run seed and the epoch into one per-epoch seed, so an epoch's randomness does not depend on history.
+_EPOCH_SEED_STRIDE = 1_000_003
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} asked for, but CUDA is not available; use --set device=cpu")
+    return device
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device`` (None = fp32, no autocast)."""
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Two SGD groups: weights with decay; norm-layer parameters and biases (all 0-d/1-d tensors) without."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim <= 1 else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": list(random.getstate()[1]) + [random.getstate()[0], random.getstate()[2]],
+    }
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+    *python_keys, version, gauss = state["python"]
+    random.setstate((version, tuple(python_keys), gauss))
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+    finished: bool
+
+
+class Trainer:
+    """Trains one run in ``run_dir`` from ``cfg``; ``fit`` resumes from ``run_dir/last.pt`` when asked.
+
+    Args:
+        cfg: the resolved configuration (validated here).
+        run_dir: the run's folder (created).
+        progress: show tqdm progress bars (None: only on a terminal).
+    """
+
+    def __init__(self, cfg: Config, run_dir: Path, progress: bool | None = None) -> None:
+        self.cfg = validate(cfg)
+        self.run_dir = Path(run_dir)
+        self.progress = progress
+        self.device = resolve_device(cfg.device)
+        self.amp_dtype = autocast_dtype(cfg.precision, self.device)
+        self.data: DataSplits = build_datasets(cfg.data.name, cfg.data.root, cfg.data.augment, cfg.data.image_size)
+        n = len(self.data.train)
+        if cfg.bank.num_neighbors >= n:
+            raise ConfigError(f"bank.num_neighbors={cfg.bank.num_neighbors} must be smaller than the dataset size {n}")
+        if cfg.optim.batch_size > n:
+            raise ConfigError(f"optim.batch_size={cfg.optim.batch_size} exceeds the dataset size {n}; lower it")
+        seed_everything(cfg.seed)
+        encoder = build_encoder(
+            cfg.model.backbone, cfg.model.head, cfg.model.embedding_dim, cfg.model.hidden_dim, self.data.in_channels
+        ).to(self.device)
+        if cfg.channels_last and self.device.type == "cuda":
+            encoder = encoder.to(memory_format=torch.channels_last)
+        self.method: Method = METHODS.get(cfg.method)(cfg, encoder, n).to(self.device)
+        self.optimizer = torch.optim.SGD(
+            parameter_groups(self.method.encoder, cfg.optim.weight_decay), lr=cfg.optim.lr, momentum=cfg.optim.momentum
+        )
+        self.batch_size = cfg.optim.batch_size
+        # A final batch of one image would break BatchNorm; drop it in that case only.
+        self.drop_last = n % self.batch_size == 1
+        self.steps_per_epoch = n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        self.epoch = 0
+        self.global_step = 0
+        self.seconds = 0.0
+        self.baseline: dict[str, float] | None = None
+
+    # ----------------------------------------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.method.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": {"global_step": self.global_step, "steps_per_epoch": self.steps_per_epoch},
+            "epoch": self.epoch,
+            "seconds": self.seconds,
+            "baseline": self.baseline,
+            "config": to_dict(self.cfg),
+            "rng": rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.method.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.global_step = int(state["scheduler"]["global_step"])
+        self.epoch = int(state["epoch"])
+        self.seconds = float(state["seconds"])
+        self.baseline = state.get("baseline")
+        restore_rng_state(state["rng"])
+
+    # ----------------------------------------------------------------------------------------------- loop
+    def _epoch_seed(self, epoch: int) -> int:
+        return self.cfg.seed * _EPOCH_SEED_STRIDE + epoch
+
+    def _loader(self, epoch: int) -> DataLoader:
+        generator = torch.Generator().manual_seed(self._epoch_seed(epoch))
+        return DataLoader(
+            self.data.train,
+            batch_size=self.batch_size,
+            sampler=RandomSampler(self.data.train, generator=generator),
+            drop_last=self.drop_last,
+            num_workers=self.cfg.data.num_workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+        )
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """One epoch; returns the epoch means of the loss terms."""
+        cfg = self.cfg
+        torch.manual_seed(self._epoch_seed(epoch))  # augmentation draws: a function of (seed, epoch) only
+        self.method.train()
+        sums: dict[str, float] = {}
+        count = 0
+        bar = tqdm(self._loader(epoch), desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=not self.progress if self.progress is not None else None)
+        for step, (indices, images, _) in enumerate(bar):
+            factor = lr_factor(
+                self.global_step, self.steps_per_epoch, cfg.epochs, cfg.optim.schedule, cfg.optim.warmup_epochs, cfg.optim.milestones, cfg.optim.gamma
+            )
+            for group in self.optimizer.param_groups:
+                group["lr"] = cfg.optim.lr * factor
+            indices = indices.to(self.device, non_blocking=True)
+            images = images.to(self.device, non_blocking=True)
+            if cfg.channels_last and self.device.type == "cuda":
+                images = images.contiguous(memory_format=torch.channels_last)
+            with self._autocast():
+                out = self.method.training_step(indices, images, epoch)
+            loss_value = float(out.loss.detach())
+            if not math.isfinite(loss_value):
+                raise InvpropError(
+                    f"non-finite loss ({loss_value}) at epoch {epoch}, step {step + 1}; the last good checkpoint is "
+                    f"{self.run_dir / CHECKPOINT_NAME} -- lower optim.lr or raise loss.temperature"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            self.optimizer.step()
+            self.method.after_step()
+            self.global_step += 1
+            count += 1
+            for key, value in {"loss": loss_value, **{k: float(v) for k, v in out.terms.items()}}.items():
+                sums[key] = sums.get(key, 0.0) + value
+            bar.set_postfix(loss=f"{sums['loss'] / count:.3f}")
+        self.method.on_epoch_end(epoch)
+        means = {key: value / max(count, 1) for key, value in sums.items()}
+        means["lr"] = self.optimizer.param_groups[0]["lr"]
+        return means
+
+    def evaluate(self) -> dict[str, float]:
+        """The kNN monitor (empty for unlabelled data)."""
+        if not self.data.labelled:
+            return {}
+        assert self.data.memory is not None and self.data.test is not None
+        return knn_monitor(
+            self.method.encoder,
+            self.data.memory,
+            self.data.test,
+            self.data.num_classes,
+            self.device,
+            self.cfg.eval.knn_k,
+            self.cfg.eval.knn_sigma,
+            self.cfg.data.num_workers,
+        )
+
+    def fit(self, resume: bool = False, stop_after: int | None = None) -> RunResult:
+        """Train until ``cfg.epochs`` (or until epoch ``stop_after``, keeping the schedule of the full run)."""
+        cfg = self.cfg
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        ckpt_path = self.run_dir / CHECKPOINT_NAME
+        history = History(self.run_dir)
+        if resume:
+            self.load_state_dict(load_checkpoint(ckpt_path, self.device))
+            history.truncate_after(self.epoch)
+            logger.info("resumed %s at epoch %d/%d", self.run_dir, self.epoch, cfg.epochs)
+        save_yaml(cfg, self.run_dir / CONFIG_NAME)
+        if self.baseline is None and self.data.labelled:
+            assert self.data.memory is not None and self.data.test is not None
+            self.baseline = raw_pixel_baseline(
+                self.data.memory, self.data.test, self.data.num_classes, cfg.eval.knn_k, cfg.eval.knn_sigma, cfg.data.num_workers
+            ) or {}
+        last_eval: dict[str, float] = {}
+        end = cfg.epochs if stop_after is None else min(stop_after, cfg.epochs)
+        record: dict[str, Any] = {}
+        try:
+            while self.epoch < end:
+                epoch = self.epoch + 1
+                start = time.perf_counter()
+                means = self.train_epoch(epoch)
+                record = {"epoch": epoch, **means}
+                if epoch % cfg.eval.every == 0 or epoch == cfg.epochs or epoch == end:
+                    last_eval = self.evaluate()
+                    record.update(last_eval)
+                self.seconds += time.perf_counter() - start
+                record["seconds"] = round(self.seconds, 3)
+                self.epoch = epoch
+                history.append(record)
+                save_checkpoint(self.state_dict(), ckpt_path)
+                summary = "  ".join(f"{k}={v:.4f}" for k, v in record.items() if k.startswith(("loss", "knn_top1")))
+                logger.info("epoch %d/%d  %s  (%.1fs)", epoch, cfg.epochs, summary, self.seconds)
+        finally:
+            history.close()
+        records = history.read()
+        metrics = self._metrics(records)
+        (self.run_dir / METRICS_NAME).write_text(json.dumps(metrics, indent=2) + "\n")
+        return RunResult(self.run_dir, metrics, finished=self.epoch >= cfg.epochs)
+
+    def _metrics(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        last = records[-1] if records else {}
+        latest_eval = next((r for r in reversed(records) if "knn_top1" in r), {})
+        metrics: dict[str, Any] = {
+            "method": self.cfg.method,
+            "dataset": self.cfg.data.name,
+            "epochs": self.epoch,
+            "epochs_planned": self.cfg.epochs,
+            "loss": last.get("loss"),
+            "loss_ins": last.get("loss_ins"),
+            "loss_inv": last.get("loss_inv"),
+            "seconds": round(self.seconds, 3),
+            "knn_top1": latest_eval.get("knn_top1"),
+            "knn_top5": latest_eval.get("knn_top5"),
+            "knn_backbone_top1": latest_eval.get("knn_backbone_top1"),
+            "knn_backbone_top5": latest_eval.get("knn_backbone_top5"),
+        }
+        metrics.update(self.baseline or {})
+        return metrics
+
+
+def config_for_resume(run_dir: Path, overrides: dict[str, Any]) -> Config:
+    """The saved config of ``run_dir`` with ``overrides`` applied (e.g. a longer ``epochs``)."""
+    path = run_dir / CONFIG_NAME
+    if not (run_dir / CHECKPOINT_NAME).is_file():
+        raise CheckpointError(f"nothing to resume in {run_dir}: no {CHECKPOINT_NAME} there")
+    import yaml
+
+    saved = yaml.safe_load(path.read_text()) if path.is_file() else load_checkpoint(run_dir / CHECKPOINT_NAME)["config"]
+    return from_dict(overrides, base=from_dict(saved))

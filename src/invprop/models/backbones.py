@@ -1,0 +1,94 @@
+"""Backbones, registered by name. Each returns an ``nn.Module`` mapping images to (B, feature_dim) features and
+exposing ``feature_dim``."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torchvision
+from torch import Tensor, nn
+
+from invprop.registry import Registry
+
+BACKBONES: Registry[Callable[..., nn.Module]] = Registry("backbone")
+
+#: Channel widths of the digits network's three conv stages and the width of its feature vector.
+DIGITS_CHANNELS = (32, 64, 128)
+DIGITS_FEATURE_DIM = 256
+#: Side of the spatial grid the digits network flattens (8x8 input, pooled once).
+DIGITS_GRID = 4
+
+
+class DigitsConvNet(nn.Module):
+    """A small conv net for 8x8 single-channel digits that keeps spatial layout.
+
+    Global average pooling over an 8x8 map throws away where strokes are, and learns poorly on digits; this net
+    pools once (8x8 -> 4x4) and flattens the 4x4 map into a fully connected layer instead.
+    """
+
+    def __init__(self, in_channels: int = 1, feature_dim: int = DIGITS_FEATURE_DIM) -> None:
+        super().__init__()
+        c1, c2, c3 = DIGITS_CHANNELS
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, c1, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c1, c2, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(c2, c3, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c3),
+            nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(DIGITS_GRID),  # identity on 8x8 digits; larger inputs are pooled to the same grid
+            nn.Flatten(),
+            nn.Linear(c3 * DIGITS_GRID * DIGITS_GRID, feature_dim, bias=False),
+            nn.BatchNorm1d(feature_dim),
+            nn.ReLU(inplace=True),
+        )
+        self.feature_dim = feature_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.features(x)
+
+
+class TorchvisionResNet(nn.Module):
+    """A torchvision ResNet without its classifier; ``cifar_stem`` swaps in a 3x3 stride-1 conv and drops the
+    max-pool, the usual stem for 32x32 images. ``self.net`` keeps torchvision's parameter names, so its
+    ``state_dict()`` loads into ``torchvision.models.resnetXX()`` (minus ``fc``)."""
+
+    def __init__(self, arch: str, in_channels: int = 3, cifar_stem: bool = False) -> None:
+        super().__init__()
+        net = getattr(torchvision.models, arch)(weights=None)
+        if cifar_stem or in_channels != 3:
+            kernel, stride, padding = (3, 1, 1) if cifar_stem else (7, 2, 3)
+            net.conv1 = nn.Conv2d(in_channels, 64, kernel, stride=stride, padding=padding, bias=False)
+        if cifar_stem:
+            net.maxpool = nn.Identity()
+        self.feature_dim = net.fc.in_features
+        net.fc = nn.Identity()
+        self.net = net
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.flatten(self.net(x), 1)
+
+
+@BACKBONES.register("digits_convnet")
+def digits_convnet(in_channels: int = 1) -> nn.Module:
+    return DigitsConvNet(in_channels)
+
+
+@BACKBONES.register("resnet18_cifar")
+def resnet18_cifar(in_channels: int = 3) -> nn.Module:
+    return TorchvisionResNet("resnet18", in_channels, cifar_stem=True)
+
+
+@BACKBONES.register("resnet18")
+def resnet18(in_channels: int = 3) -> nn.Module:
+    return TorchvisionResNet("resnet18", in_channels)
+
+
+@BACKBONES.register("resnet50")
+def resnet50(in_channels: int = 3) -> nn.Module:
+    return TorchvisionResNet("resnet50", in_channels)
