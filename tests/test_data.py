@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import tarfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from invprop.data import RandomDigitAugment, build_datasets
+from invprop.errors import DataError
+
+
+def test_digits_split_is_fixed_and_stratified() -> None:
+    a = build_datasets("digits")
+    b = build_datasets("digits")
+    assert (len(a.train), len(a.test)) == (1347, 450)
+    assert torch.equal(a.train.labels, b.train.labels) and torch.equal(a.test.labels, b.test.labels)
+    train_counts = Counter(a.train.labels.tolist())
+    test_counts = Counter(a.test.labels.tolist())
+    for c in range(10):
+        assert abs(test_counts[c] / 450 - train_counts[c] / 1347) < 0.01
+    index, image, label = a.train[7]
+    assert index == 7 and image.shape == (1, 8, 8) and label == int(a.train.labels[7])
+    _, eval_image, _ = a.memory[7]
+    _, again, _ = a.memory[7]
+    assert torch.equal(eval_image, again)  # eval transform is deterministic
+
+
+def test_digit_augment_keeps_shape_range_and_is_seeded() -> None:
+    aug = RandomDigitAugment()
+    x = torch.rand(16, 1, 8, 8)
+    y1 = aug(x, torch.Generator().manual_seed(0))
+    y2 = aug(x, torch.Generator().manual_seed(0))
+    assert y1.shape == x.shape and torch.equal(y1, y2)
+    assert y1.min() >= 0 and y1.max() <= 1
+    assert not torch.equal(y1, aug(x, torch.Generator().manual_seed(1)))
+    assert aug(x[0]).shape == (1, 8, 8)
+
+
+def _write_images(folder: Path, count: int, size: int = 12) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+
+
+def test_labelled_image_folder_with_train_and_test(tmp_path: Path) -> None:
+    for split, n in (("train", 3), ("test", 2)):
+        for cls in ("cat", "dog"):
+            _write_images(tmp_path / split / cls, n)
+    splits = build_datasets(f"imagefolder:{tmp_path}", image_size=8)
+    assert splits.labelled and splits.num_classes == 2
+    assert (len(splits.train), len(splits.test)) == (6, 4)
+    index, image, label = splits.train[4]
+    assert index == 4 and image.shape == (3, 8, 8) and label == 1
+
+
+def test_unlabelled_image_folder_turns_monitor_off(tmp_path: Path) -> None:
+    _write_images(tmp_path, 5)
+    splits = build_datasets(f"imagefolder:{tmp_path}", image_size=8)
+    assert not splits.labelled and splits.num_classes == 0
+    assert splits.train[0][2] == -1
+
+
+def test_missing_data_gives_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="CIFAR-10 not found.*cifar-10-batches-py"):
+        build_datasets("cifar10", root=tmp_path)
+    with pytest.raises(DataError, match="does not exist"):
+        build_datasets(f"imagefolder:{tmp_path / 'nope'}")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no images"):
+        build_datasets(f"imagefolder:{tmp_path / 'empty'}")
+
+
+def test_cifar10_jpeg_copy_reads_as_image_folder(cifar_tarball: Path, tmp_path: Path) -> None:
+    per_class = 3
+    with tarfile.open(cifar_tarball) as tar:
+        wanted = []
+        for member in tar:
+            parts = Path(member.name).parts
+            if member.isfile() and len(parts) >= 3 and parts[-1] in {f"{i:04d}.jpg" for i in range(per_class)}:
+                wanted.append(member)
+        tar.extractall(tmp_path, members=wanted, filter="data")
+    splits = build_datasets(f"imagefolder:{tmp_path}")  # the tarball holds train/<class>/ and test/<class>/
+    assert splits.num_classes == 10
+    assert len(splits.train) == 10 * per_class and len(splits.test) == 10 * per_class
+    _, image, _ = splits.test[0]
+    assert image.shape == (3, 32, 32)

@@ -1,0 +1,219 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from conftest import random_graph
+from invprop.core.bank import MemoryBank
+from invprop.core.graph import propagate
+from invprop.core.losses import (
+    InvariancePropagationLoss,
+    instance_loss,
+    invariance_loss,
+    select_positives,
+    set_log_probability,
+    total_loss,
+)
+
+
+def make_bank(n: int = 64, d: int = 8, k: int = 3, seed: int = 0) -> MemoryBank:
+    torch.manual_seed(seed)
+    bank = MemoryBank(n, d, num_neighbors=k)
+    bank.neighbors.copy_(random_graph(n, k, torch.Generator().manual_seed(seed)))
+    return bank
+
+
+def direct_losses(emb, idx, bank, tau, n_bg, steps, n_pos, exact=True, hard_pos=True, hard_neg=True, exclusive=True):
+    """Eqs. 3-6 written out per anchor with Python sets and loops (no shared code with the library)."""
+    v = torch.nn.functional.normalize(emb.double(), dim=1)
+    feats = bank.features.double()
+    table = bank.neighbors.tolist()
+    ins, inv = [], []
+    for row, i in enumerate(idx.tolist()):
+        s = (feats @ v[row]) / tau  # (N,)
+        order = sorted(range(len(s)), key=lambda j: -float(s[j]))
+        background = order[: min(n_bg, len(s))] if hard_neg else list(range(len(s)))
+        ins.append(-(s[i] - torch.logsumexp(s[background], 0)))
+        if exact:
+            seen, frontier, pos = {i}, [i], []
+            for _ in range(steps):
+                nxt = []
+                for node in frontier:
+                    for nb in table[node]:
+                        if nb not in seen:
+                            seen.add(nb)
+                            pos.append(nb)
+                            nxt.append(nb)
+                frontier = nxt
+        else:
+            hop = list(table[i])
+            pos = list(hop)
+            for _ in range(steps - 1):
+                hop = [nb for node in hop for nb in table[node]]
+                pos += hop
+        chosen = sorted(pos, key=lambda j: float(s[j]), reverse=not hard_pos)[:n_pos]
+        denom = [j for j in background if not (exclusive and j == i)]
+        inv.append(-(torch.logsumexp(s[chosen], 0) - torch.logsumexp(s[denom], 0)))
+    return torch.stack(ins).mean(), torch.stack(inv).mean()
+
+
+CASES = [
+    dict(),
+    dict(exclusive=False),
+    dict(hard_pos=False),
+    dict(hard_neg=False),
+    dict(exact=False),
+    dict(exact=False, hard_pos=False, exclusive=False),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[str(c) or "default" for c in CASES])
+def test_loss_terms_match_direct_equations(case: dict) -> None:
+    bank = make_bank()
+    emb = torch.randn(6, 8)
+    idx = torch.tensor([0, 5, 9, 17, 33, 63])
+    tau, n_bg, steps, n_pos = 0.1, 20, 2, 5
+    loss = InvariancePropagationLoss(
+        tau, n_bg, steps, n_pos,
+        exact=case.get("exact", True), hard_positives=case.get("hard_pos", True),
+        hard_negatives=case.get("hard_neg", True), exclusive=case.get("exclusive", True),
+    )
+    out = loss(emb, idx, bank)
+    ref_ins, ref_inv = direct_losses(emb, idx, bank, tau, n_bg, steps, n_pos, **case)
+    torch.testing.assert_close(out.instance.double(), ref_ins, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out.invariance.double(), ref_inv, rtol=1e-5, atol=1e-5)
+
+
+def test_background_larger_than_bank_is_capped_with_warning() -> None:
+    bank = make_bank(n=30)
+    emb, idx = torch.randn(4, 8), torch.tensor([1, 2, 3, 4])
+    loss = InvariancePropagationLoss(0.1, n_background=4096, steps=2, n_hard_positives=5)
+    with pytest.warns(UserWarning, match="exceeds the bank size 30"):
+        out = loss(emb, idx, bank)
+    assert out.background.shape == (4, 30)
+    ref_ins, ref_inv = direct_losses(emb, idx, bank, 0.1, 30, 2, 5)
+    torch.testing.assert_close(out.instance.double(), ref_ins, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out.invariance.double(), ref_inv, rtol=1e-5, atol=1e-5)
+
+
+def authors_objective(points, point_indices, bank_points, neigh, t, n_background, layers, n_pos, exclusive=True, hard_pos=True):
+    """The authors' formulation: exp over the full B x N matrix, top-N_b on it, hop-by-hop concatenated
+    propagation with duplicates, sum of the n_pos smallest (or largest) exp-similarities, +1e-7 inside the log."""
+    norm = points / points.pow(2).sum(1, keepdim=True).sqrt()
+    all_sim = torch.exp(norm @ bank_points.T / t)
+    rows = torch.arange(all_sim.shape[0])
+    self_sim = all_sim[rows, point_indices]
+    bg_sim, _ = all_sim.topk(n_background, dim=1, largest=True, sorted=True)
+    loss_a = -(self_sim / bg_sim.sum(1) + 1e-7).log().mean()
+    matrix = neigh[point_indices]
+    hop = matrix
+    for _ in range(layers - 1):
+        hop = neigh[hop].reshape(hop.shape[0], -1)
+        matrix = torch.cat([matrix, hop], dim=1)
+    pos_sim = torch.gather(all_sim, 1, matrix)
+    chosen, _ = pos_sim.topk(min(n_pos, pos_sim.shape[1]), dim=1, largest=not hard_pos)
+    denominator = bg_sim.sum(1) - self_sim if exclusive else bg_sim.sum(1)
+    loss_b = -(chosen.sum(1) / denominator + 1e-7).log().mean()
+    return loss_a, loss_b
+
+
+@pytest.mark.parametrize("exclusive,hard_pos", [(True, True), (False, True), (True, False)])
+def test_concatenation_mode_equals_authors_objective(exclusive: bool, hard_pos: bool) -> None:
+    # The authors' settings (k=4, l=3, t=0.07, n_pos=50) on a bank small enough for exact float64 comparison.
+    n, k = 200, 4
+    torch.manual_seed(1)
+    bank = MemoryBank(n, 16, num_neighbors=k)
+    bank.features.copy_(bank.features.double().float())
+    idx = torch.randperm(n)[:16]
+    # Embeddings close to their own rows, so each anchor is inside its own top-N_b (as in training).
+    emb = bank.features[idx] + 0.3 * torch.randn(16, 16)
+    loss = InvariancePropagationLoss(0.07, n_background=64, steps=3, n_hard_positives=50, exact=False, hard_positives=hard_pos, exclusive=exclusive)
+    out = loss(emb, idx, bank)
+    ref_a, ref_b = authors_objective(
+        emb.double(), idx, bank.features.double(), bank.neighbors, 0.07, 64, 3, 50, exclusive, hard_pos
+    )
+    torch.testing.assert_close(out.instance.double(), ref_a, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(out.invariance.double(), ref_b, rtol=1e-4, atol=1e-4)
+
+
+def test_gradients_flow_to_unnormalised_embeddings() -> None:
+    bank = make_bank()
+    emb = (torch.randn(4, 8) * 5).requires_grad_()
+    out = InvariancePropagationLoss(0.1, 20, 2, 5)(emb, torch.tensor([0, 1, 2, 3]), bank)
+    total_loss(out.instance, out.invariance, 0.6, 1.0).backward()
+    assert emb.grad is not None and torch.isfinite(emb.grad).all() and emb.grad.abs().sum() > 0
+    # Gradients are orthogonal to each embedding (the loss depends on its direction only).
+    radial = (emb.grad * emb.detach()).sum(dim=1)
+    torch.testing.assert_close(radial, torch.zeros(4), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_safe_under_low_precision_autocast(dtype: torch.dtype) -> None:
+    bank = make_bank(n=500, d=16)
+    idx = torch.arange(8)
+    emb = (bank.features[idx] * 50).requires_grad_()  # huge logits: exp(1/0.01) overflows half precision
+    loss = InvariancePropagationLoss(0.01, 100, 2, 5)
+    reference = loss(emb, idx, bank)
+    with torch.autocast("cpu", dtype=dtype):
+        out = loss(emb.to(dtype), idx, bank)
+    assert out.instance.dtype == torch.float32
+    assert torch.isfinite(out.instance) and torch.isfinite(out.invariance)
+    torch.testing.assert_close(out.instance, reference.instance, rtol=0.05, atol=0.05)
+    (out.instance + out.invariance).backward()
+    assert torch.isfinite(emb.grad).all()
+
+
+def test_anchors_without_positives_are_left_out() -> None:
+    bank = make_bank(n=20)
+    bank.neighbors.fill_(-1)
+    bank.neighbors[0] = torch.tensor([1, 2, 3])
+    emb = torch.randn(2, 8, requires_grad=True)
+    loss = InvariancePropagationLoss(0.1, 10, 1, 5)
+    out = loss(emb, torch.tensor([0, 5]), bank)
+    only_first = loss(emb[:1], torch.tensor([0]), bank)
+    torch.testing.assert_close(out.invariance, only_first.invariance)
+    bank.neighbors.fill_(-1)
+    empty = loss(emb, torch.tensor([0, 5]), bank)
+    assert float(empty.invariance.detach()) == 0.0
+    empty.invariance.backward()  # still part of the graph
+
+
+def test_select_positives_hardest_and_easiest() -> None:
+    logits = torch.tensor([[0.5, 0.1, 0.9, 0.3, 0.7]])
+    mask = torch.tensor([[True, True, True, False, True]])
+    hard, hard_mask, cols = select_positives(logits, mask, 2, hardest=True)
+    assert cols.tolist() == [[1, 0]] and hard_mask.all()
+    easy, _, cols = select_positives(logits, mask, 2, hardest=False)
+    assert cols.tolist() == [[2, 4]]
+    _, many_mask, _ = select_positives(logits, mask, 10)
+    assert many_mask.sum() == 4  # fewer positives than asked: all of them, padding masked
+
+
+def test_pure_functions_match_formulas() -> None:
+    target = torch.tensor([2.0])
+    background = torch.tensor([[2.0, 1.0, 0.0]])
+    expected = -math.log(math.exp(2) / (math.exp(2) + math.exp(1) + 1))
+    assert instance_loss(target, background).item() == pytest.approx(expected, rel=1e-6)
+    pos = torch.tensor([[1.0, 0.0]])
+    assert set_log_probability(pos, None, background).item() == pytest.approx(
+        math.log((math.e + 1) / (math.exp(2) + math.e + 1)), rel=1e-6
+    )
+    assert invariance_loss(pos, torch.tensor([[True, False]]), background).item() == pytest.approx(
+        -math.log(math.e / (math.exp(2) + math.e + 1)), rel=1e-6
+    )
+    assert total_loss(torch.tensor(1.0), torch.tensor(2.0), 0.6, 0.5).item() == pytest.approx(1.6)
+
+
+@pytest.mark.parametrize("kwargs", [{"temperature": 0}, {"n_background": 0}, {"steps": 0}, {"n_hard_positives": 0}])
+def test_invalid_arguments(kwargs: dict) -> None:
+    with pytest.raises(ValueError):
+        InvariancePropagationLoss(**kwargs)
+
+
+def test_exact_positive_set_is_smaller_than_concatenation() -> None:
+    bank = make_bank(n=30, k=4)
+    exact, exact_mask = propagate(bank.neighbors, torch.arange(30), 3)
+    concat, _ = propagate(bank.neighbors, torch.arange(30), 3, exact=False)
+    assert (exact_mask.sum(dim=1) <= 29).all() and concat.shape[1] == 84

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+
+from invprop.models import BACKBONES, HEADS, build_encoder
+from invprop.registry import UnknownNameError
+
+
+def test_digits_encoder_shapes() -> None:
+    enc = build_encoder("digits_convnet", "mlp", 128, in_channels=1)
+    x = torch.randn(5, 1, 8, 8)
+    assert enc(x).shape == (5, 128)
+    assert enc.features(x).shape == (5, enc.feature_dim)
+    assert build_encoder("digits_convnet", "linear", 64, in_channels=1)(torch.randn(2, 1, 28, 28)).shape == (2, 64)
+
+
+def test_cifar_resnet_stem_and_torchvision_compatibility() -> None:
+    enc = build_encoder("resnet18_cifar", "mlp", 128)
+    assert enc.backbone.net.conv1.kernel_size == (3, 3) and enc.backbone.net.conv1.stride == (1, 1)
+    assert isinstance(enc.backbone.net.maxpool, torch.nn.Identity)
+    assert enc(torch.randn(2, 3, 32, 32)).shape == (2, 128)
+    plain = build_encoder("resnet18", "linear", 128)
+    reference = torchvision.models.resnet18(weights=None)
+    reference.fc = torch.nn.Identity()
+    reference.load_state_dict(plain.backbone.net.state_dict(), strict=True)
+
+
+def test_mlp_head_hidden_width_defaults_to_feature_width() -> None:
+    head = HEADS.get("mlp")(512, 128)
+    assert head[0].out_features == 512
+
+
+def test_registry_errors_suggest_names() -> None:
+    with pytest.raises(UnknownNameError, match="did you mean 'resnet18'"):
+        BACKBONES.get("resnet81")
+    assert {"digits_convnet", "resnet18_cifar", "resnet18", "resnet50"} <= set(BACKBONES.names())

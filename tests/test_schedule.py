@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+import pytest
+
+from invprop.engine.schedule import lr_factor
+
+
+def test_cosine_with_warmup() -> None:
+    assert lr_factor(0, 10, 10, "cosine", warmup_epochs=1) == pytest.approx(0.1)
+    assert lr_factor(9, 10, 10, "cosine", warmup_epochs=1) == pytest.approx(1.0)
+    assert lr_factor(10, 10, 10, "cosine", warmup_epochs=1) == pytest.approx(1.0)
+    assert lr_factor(55, 10, 10, "cosine", warmup_epochs=1) == pytest.approx(0.5)
+    assert lr_factor(99, 10, 10, "cosine") < 0.01
+
+
+def test_step_schedule() -> None:
+    assert lr_factor(0, 5, 8, "step") == 1.0
+    assert lr_factor(4 * 5, 5, 8, "step") == pytest.approx(0.1)
+    assert lr_factor(7 * 5, 5, 8, "step") == pytest.approx(0.001)
+    assert lr_factor(3 * 5, 5, 8, "step", milestones=[2, 3], gamma=0.5) == pytest.approx(0.25)
+    with pytest.raises(ValueError):
+        lr_factor(0, 1, 1, "linear")

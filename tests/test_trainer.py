@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from invprop.config import from_dict, preset
+from invprop.data import build_datasets
+from invprop.engine import Trainer, load_checkpoint
+from invprop.engine.monitor import knn_monitor
+from invprop.errors import CheckpointError, ConfigError
+from invprop.models import build_encoder
+
+
+def small_config(epochs: int, **loss):
+    return from_dict(
+        {"epochs": epochs, "loss": {"rampup_epochs": 1, **loss}, "eval": {"every": 1}},
+        base=preset("digits"),
+    )
+
+
+def test_resume_equals_uninterrupted_run(tmp_path: Path) -> None:
+    cfg = small_config(3)
+    full = Trainer(cfg, tmp_path / "full", progress=False).fit()
+    Trainer(cfg, tmp_path / "split", progress=False).fit(stop_after=1)
+    first = load_checkpoint(tmp_path / "split" / "last.pt")
+    assert first["epoch"] == 1
+    resumed = Trainer(cfg, tmp_path / "split", progress=False).fit(resume=True)
+    for key in ("knn_top1", "knn_top5", "loss", "loss_ins", "loss_inv", "epochs"):
+        assert full.metrics[key] == resumed.metrics[key], key
+    a = load_checkpoint(tmp_path / "full" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "split" / "last.pt")["model"]
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    history = [json.loads(line) for line in (tmp_path / "split" / "history.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+
+
+def test_checkpoint_holds_everything_needed(tmp_path: Path) -> None:
+    Trainer(small_config(1), tmp_path, progress=False).fit()
+    state = load_checkpoint(tmp_path / "last.pt")
+    assert {"model", "optimizer", "scheduler", "epoch", "config", "rng", "seconds"} <= set(state)
+    assert {"bank.features", "bank.neighbors"} <= set(state["model"])
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    for key in ("knn_top1", "knn_top5", "loss", "epochs", "seconds", "baseline_raw_knn_top1"):
+        assert metrics[key] is not None, key
+    assert (tmp_path / "config.yaml").is_file()
+
+
+def test_short_digits_run_beats_the_untrained_network(tmp_path: Path) -> None:
+    cfg = small_config(12)
+    trainer = Trainer(cfg, tmp_path, progress=False)
+    untrained = trainer.evaluate()["knn_top1"]
+    result = trainer.fit()
+    assert result.metrics["knn_top1"] > untrained + 0.02
+    assert result.metrics["knn_top1"] > 0.95
+
+
+def test_rebuild_graph_mode_runs_and_keeps_table_exact(tmp_path: Path) -> None:
+    from invprop.core import knn_graph
+
+    cfg = from_dict({"bank": {"graph_update": "rebuild"}}, base=small_config(1))
+    trainer = Trainer(cfg, tmp_path, progress=False)
+    trainer.fit()
+    bank = trainer.method.bank
+    assert torch.equal(bank.neighbors, knn_graph(bank.features, bank.num_neighbors))
+
+
+def test_settings_checked_against_the_data(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="num_neighbors"):
+        Trainer(from_dict({"bank": {"num_neighbors": 5000}}, base=small_config(1)), tmp_path)
+    with pytest.raises(ConfigError, match="batch_size"):
+        Trainer(from_dict({"optim": {"batch_size": 5000}}, base=small_config(1)), tmp_path)
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "last.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        load_checkpoint(bad)
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="not an invprop checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pt")
+
+
+def test_monitor_uses_fresh_features_not_the_bank(tmp_path: Path) -> None:
+    trainer = Trainer(small_config(1), tmp_path, progress=False)
+    before = trainer.evaluate()
+    trainer.method.bank.features.zero_()  # a monitor reading the bank would change
+    assert trainer.evaluate() == before
