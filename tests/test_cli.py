@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from invprop.cli import main
+
+
+def run_cli(*args: str) -> int:
+    return main(list(args))
+
+
+def test_train_stop_resume_equals_uninterrupted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    common = ["-q", "train", "--epochs", "2", "--set", "loss.rampup_epochs=1"]
+    assert run_cli(*common, "--out", str(tmp_path / "a")) == 0
+    assert run_cli(*common, "--stop-after", "1", "--out", str(tmp_path / "b")) == 0
+    assert "stopped after epoch 1 of 2" in capsys.readouterr().out
+    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["epochs"] == 1
+    assert run_cli("-q", "train", "--epochs", "2", "--resume", "--out", str(tmp_path / "b")) == 0
+    out = capsys.readouterr().out
+    assert "held-out kNN" in out and "raw pixels" in out
+    a = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    for key in ("knn_top1", "knn_top5", "loss", "epochs", "baseline_raw_knn_top1"):
+        assert a[key] == b[key], key
+    assert run_cli("-q", "eval", "knn", "--checkpoint", str(tmp_path / "a" / "last.pt")) == 0
+    assert f"knn_top1: {a['knn_top1']:.4f}" in capsys.readouterr().out
+    assert json.loads((tmp_path / "a" / "metrics.json").read_text())["eval"][0]["protocol"] == "knn"
+
+
+def exit_code(*args: str) -> int:
+    try:
+        return main(list(args))
+    except SystemExit as stop:  # argparse's own usage errors
+        return int(stop.code)
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["train", "--dataset", "imagenett", "--out", "{out}"], "unknown dataset 'imagenett'"),
+        (["train", "--set", "loss.temperature=-1", "--out", "{out}"], "loss.temperature must be positive"),
+        (["train", "--set", "loss.temprature=0.2", "--out", "{out}"], "did you mean loss.temperature"),
+        (["train", "--epochs", "0", "--out", "{out}"], "epochs must be at least 1"),
+        (["train", "--config", "/nonexistent.yaml", "--out", "{out}"], "cannot read config file"),
+        (["train", "--resume"], "--resume needs --out"),
+        (["train", "--resume", "--out", "{out}"], "nothing to resume"),
+        (["train", "--dataset", "cifar100", "--set", "data.root=/nonexistent", "--out", "{out}"], "CIFAR-100 not found"),
+        (["eval", "knn", "--checkpoint", "/nonexistent/last.pt"], "does not exist"),
+        (["train", "--epochs", "two"], "invalid int value"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    assert exit_code(*[a.format(out=out) for a in args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not (out / "last.pt").exists()
+
+
+def test_existing_run_is_not_overwritten(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli("-q", "train", "--epochs", "1", "--out", str(tmp_path)) == 0
+    before = (tmp_path / "last.pt").read_bytes()
+    assert run_cli("-q", "train", "--epochs", "1", "--out", str(tmp_path)) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (tmp_path / "last.pt").read_bytes() == before
+
+
+def test_presets_listing(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli("presets") == 0
+    out = capsys.readouterr().out
+    for name in ("digits (default)", "cifar10", "cifar100", "svhn", "imagenet"):
+        assert name in out
+    assert run_cli("presets", "imagenet") == 0
+    assert "backbone: resnet50" in capsys.readouterr().out
+    assert run_cli("presets", "--keys") == 0
+    assert "loss.temperature" in capsys.readouterr().out
+
+
+def test_console_entry_point_exit_code() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "invprop", "train", "--set", "bank.momentum=2"], capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "invprop: error: bank.momentum must be in [0, 1), got 2.0"
