@@ -100,7 +100,7 @@ class Config:
 #: the others carry the authors' hyperparameters (../shared/docs/method.md).
 PRESETS: dict[str, dict[str, Any]] = {
     "digits": {
-        "epochs": 80,
+        "epochs": 100,
         "data": {"name": "digits"},
         "model": {"backbone": "digits_convnet", "head": "mlp"},
         "loss": {"temperature": 0.1, "n_background": 1024, "n_hard_positives": 20, "rampup_epochs": 10},
