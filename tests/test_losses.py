@@ -217,3 +217,17 @@ def test_exact_positive_set_is_smaller_than_concatenation() -> None:
     exact, exact_mask = propagate(bank.neighbors, torch.arange(30), 3)
     concat, _ = propagate(bank.neighbors, torch.arange(30), 3, exact=False)
     assert (exact_mask.sum(dim=1) <= 29).all() and concat.shape[1] == 84
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu_under_bf16_autocast() -> None:
+    bank = make_bank(n=300, d=16)
+    idx = torch.arange(10)
+    emb = torch.randn(10, 16)
+    loss = InvariancePropagationLoss(0.07, 100, 3, 20)
+    cpu = loss(emb, idx, bank)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        gpu = loss(emb.cuda(), idx.cuda(), bank.cuda())
+    torch.testing.assert_close(gpu.instance.cpu(), cpu.instance, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(gpu.invariance.cpu(), cpu.invariance, rtol=1e-4, atol=1e-4)

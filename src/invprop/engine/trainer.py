@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from torch import nn
 from torch.utils.data import DataLoader, RandomSampler
 from tqdm import tqdm
@@ -68,11 +69,13 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, An
 
 
 def rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
+    """The torch, numpy and Python RNG states as tensors and plain containers (loadable with weights_only)."""
+    np_kind, np_keys, *np_rest = np.random.get_state()
+    py_version, py_keys, py_gauss = random.getstate()
     return {
         "torch": torch.get_rng_state(),
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
-        "python": list(random.getstate()[1]) + [random.getstate()[0], random.getstate()[2]],
+        "numpy": [np_kind, torch.from_numpy(np_keys.astype(np.int64)), *np_rest],
+        "python": [*py_keys, py_version, py_gauss],
     }
 
 
@@ -181,7 +184,9 @@ class Trainer:
         self.method.train()
         sums: dict[str, float] = {}
         count = 0
-        bar = tqdm(self._loader(epoch), desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=not self.progress if self.progress is not None else None)
+        # tqdm's disable=None shows the bar on a terminal only.
+        hide = None if self.progress is None else not self.progress
+        bar = tqdm(self._loader(epoch), desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=hide)
         for step, (indices, images, _) in enumerate(bar):
             factor = lr_factor(
                 self.global_step, self.steps_per_epoch, cfg.epochs, cfg.optim.schedule, cfg.optim.warmup_epochs, cfg.optim.milestones, cfg.optim.gamma
@@ -298,7 +303,5 @@ def config_for_resume(run_dir: Path, overrides: dict[str, Any]) -> Config:
     path = run_dir / CONFIG_NAME
     if not (run_dir / CHECKPOINT_NAME).is_file():
         raise CheckpointError(f"nothing to resume in {run_dir}: no {CHECKPOINT_NAME} there")
-    import yaml
-
     saved = yaml.safe_load(path.read_text()) if path.is_file() else load_checkpoint(run_dir / CHECKPOINT_NAME)["config"]
     return from_dict(overrides, base=from_dict(saved))
