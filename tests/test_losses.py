@@ -54,8 +54,11 @@ def direct_losses(emb, idx, bank, tau, n_bg, steps, n_pos, exact=True, hard_pos=
                 hop = [nb for node in hop for nb in table[node]]
                 pos += hop
         chosen = sorted(pos, key=lambda j: float(s[j]), reverse=not hard_pos)[:n_pos]
-        denom = [j for j in background if not (exclusive and j == i)]
-        inv.append(-(torch.logsumexp(s[chosen], 0) - torch.logsumexp(s[denom], 0)))
+        if exclusive and not exact:  # the authors' form: subtract the anchor's term, wherever its row is
+            log_denom = torch.log(torch.exp(s[background]).sum() - torch.exp(s[i]))
+        else:
+            log_denom = torch.logsumexp(s[[j for j in background if not (exclusive and j == i)]], 0)
+        inv.append(-(torch.logsumexp(s[chosen], 0) - log_denom))
     return torch.stack(ins).mean(), torch.stack(inv).mean()
 
 
@@ -134,6 +137,19 @@ def test_concatenation_mode_equals_authors_objective(exclusive: bool, hard_pos: 
     ref_a, ref_b = authors_objective(
         emb.double(), idx, bank.features.double(), bank.neighbors, 0.07, 64, 3, 50, exclusive, hard_pos
     )
+    torch.testing.assert_close(out.instance.double(), ref_a, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(out.invariance.double(), ref_b, rtol=1e-4, atol=1e-4)
+
+
+def test_concatenation_mode_equals_authors_objective_when_anchor_is_outside_its_background() -> None:
+    torch.manual_seed(2)
+    bank = MemoryBank(200, 16, num_neighbors=4)
+    idx = torch.randperm(200)[:32]
+    emb = torch.randn(32, 16)  # unrelated to the anchors' rows: many anchors fall outside their top-N_b
+    loss = InvariancePropagationLoss(0.5, n_background=64, steps=3, n_hard_positives=50, exact=False)
+    out = loss(emb, idx, bank)
+    assert not (out.background == idx[:, None]).any(dim=1).all()
+    ref_a, ref_b = authors_objective(emb.double(), idx, bank.features.double(), bank.neighbors, 0.5, 64, 3, 50)
     torch.testing.assert_close(out.instance.double(), ref_a, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(out.invariance.double(), ref_b, rtol=1e-4, atol=1e-4)
 

@@ -21,6 +21,8 @@ logger = logging.getLogger(__name__)
 
 #: Logit used to blank out masked entries before a log-sum-exp (exp underflows to exactly 0 in float32).
 _MASKED = float("-inf")
+#: Largest fraction of a sum that :func:`subtracted_logsumexp` removes (keeps its log finite).
+_MAX_EXCLUDED_SHARE = 1.0 - 1e-6
 
 
 def masked_logsumexp(logits: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -37,6 +39,24 @@ def masked_logsumexp(logits: Tensor, mask: Tensor | None = None) -> Tensor:
     if mask is not None:
         logits = logits.masked_fill(~mask, _MASKED)
     return torch.logsumexp(logits, dim=1)
+
+
+def subtracted_logsumexp(logits: Tensor, excluded: Tensor) -> Tensor:
+    """``log( sum_j exp(logits[:, j]) - exp(excluded) )`` in float32, computed stably.
+
+    The authors' "exclusive" denominator: it subtracts the anchor's term from the sum over M_i whether or not the
+    anchor's row is among M_i. The excluded share is capped just below 1 so the result stays finite.
+
+    Args:
+        logits: (B, M) background logits.
+        excluded: (B,) logit of the term to subtract.
+
+    Returns:
+        (B,) float32.
+    """
+    total = torch.logsumexp(logits.float(), dim=1)
+    share = torch.exp(excluded.float() - total).clamp(max=_MAX_EXCLUDED_SHARE)
+    return total + torch.log1p(-share)
 
 
 def instance_log_probability(target_logits: Tensor, background_logits: Tensor, background_mask: Tensor | None = None) -> Tensor:
@@ -174,7 +194,10 @@ class InvariancePropagationLoss(nn.Module):
         exact: exact de-duplicated positive set (paper) or the authors' concatenation approximation.
         hard_positives: keep the least similar positives (True) or the most similar ones (ablation).
         hard_negatives: background = the N_b nearest rows (True) or the whole bank (ablation).
-        exclusive: drop the anchor's own row from the invariance term's background (the authors' default).
+        exclusive: drop the anchor's own row from the invariance term's background (the authors' default). With
+            ``exact=True`` the row is masked out of M_i (a no-op when it is not there); with ``exact=False`` the
+            authors' form is used, ``sum_{M_i} exp(s) - exp(s_i)``, which subtracts the anchor's term even when its
+            row is not among M_i -- so that the concatenation mode reproduces their objective exactly.
 
     The call returns an :class:`InvPLossOutput`; its ``instance`` and ``invariance`` are differentiable w.r.t. the
     (un-normalised) embeddings. The bank is read, never written: updating it is the caller's job.
@@ -256,11 +279,16 @@ class InvariancePropagationLoss(nn.Module):
                 positive_logits, positive_mask, self.n_hard_positives, hardest=self.hard_positives
             )
             hard = torch.where(hard_mask, positives.gather(1, columns), torch.full_like(columns, -1))
-            background_mask = None
-            if self.exclusive:
-                members = background if background is not None else torch.arange(bank.size, device=logits.device)[None]
-                background_mask = members != indices.view(-1, 1)
-            per_anchor = invariance_loss(hard_logits, hard_mask, background_logits, background_mask)
+            if self.exclusive and not self.exact:
+                # The authors' exclusive denominator, term for term: sum over M_i minus the anchor's own term.
+                log_norm = subtracted_logsumexp(background_logits, target)
+                per_anchor = log_norm - masked_logsumexp(hard_logits, hard_mask)
+            else:
+                background_mask = None
+                if self.exclusive:
+                    members = background if background is not None else torch.arange(bank.size, device=logits.device)[None]
+                    background_mask = members != indices.view(-1, 1)
+                per_anchor = invariance_loss(hard_logits, hard_mask, background_logits, background_mask)
             has_positive = hard_mask.any(dim=1)
             if bool(has_positive.any()):
                 invariance = per_anchor[has_positive].mean()
