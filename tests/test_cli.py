@@ -87,3 +87,10 @@ def test_console_entry_point_exit_code() -> None:
     )
     assert proc.returncode == 2
     assert proc.stderr.strip() == "invprop: error: bank.momentum must be in [0, 1), got 2.0"
+
+
+def test_several_set_flags_on_one_section_all_apply() -> None:
+    from invprop.cli import _nested_overrides
+
+    merged = _nested_overrides(["eval.knn_k=20", "eval.knn_sigma=0.1", "epochs=3"])
+    assert merged == {"eval": {"knn_k": 20, "knn_sigma": 0.1}, "epochs": 3}

@@ -39,23 +39,29 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"invprop: error: {message} (see {self.prog} --help)\n")
 
 
+def _nested_overrides(texts: Sequence[str]) -> dict[str, Any]:
+    """Merge several ``--set key=value`` texts into one nested dict (later ones win per key)."""
+    merged: dict[str, Any] = {}
+    for text in texts:
+        _deep_update(merged, cfgmod.parse_override(text))
+    return merged
+
+
+def _deep_update(into: dict[str, Any], tree: dict[str, Any]) -> None:
+    for key, value in tree.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _deep_update(into[key], value)
+        else:
+            into[key] = value
+
+
 def _merge_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """Nested overrides from ``--set`` and the dedicated flags."""
-    merged: dict[str, Any] = {}
-
-    def put(tree: dict[str, Any], into: dict[str, Any]) -> None:
-        for key, value in tree.items():
-            if isinstance(value, dict) and isinstance(into.get(key), dict):
-                put(value, into[key])
-            else:
-                into[key] = value
-
-    for text in args.set or []:
-        put(cfgmod.parse_override(text), merged)
+    merged = _nested_overrides(args.set or [])
     if args.epochs is not None:
         merged["epochs"] = args.epochs
     if getattr(args, "dataset", None):
-        put({"data": {"name": args.dataset}}, merged)
+        _deep_update(merged, {"data": {"name": args.dataset}})
     return merged
 
 
@@ -110,9 +116,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    overrides = {}
-    for text in args.set or []:
-        overrides.update(cfgmod.parse_override(text))
+    overrides = _nested_overrides(args.set or [])
     results = evaluate_knn(Path(args.checkpoint), dataset=args.dataset, overrides=overrides)
     for key, value in results.items():
         print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")

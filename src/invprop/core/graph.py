@@ -58,7 +58,7 @@ def online_neighbors(candidates: Tensor, anchors: Tensor, k: int) -> Tensor:
     return torch.where(is_self, spare, candidates)[:, :k]
 
 
-def _dedup_rows(values: Tensor, valid: Tensor, first_block: int = 0) -> tuple[Tensor, Tensor]:
+def _dedup_rows(values: Tensor, valid: Tensor, first_block: int = 0) -> tuple[Tensor, Tensor, Tensor]:
     """Per row: keep the first occurrence of each valid value, sorted ascending and left-aligned.
 
     ``first_block`` columns at the start of each row take precedence when the same value occurs later, which
