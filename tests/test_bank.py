@@ -78,3 +78,34 @@ def test_neighbors_assignable_and_in_state_dict() -> None:
 def test_invalid_arguments(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         MemoryBank(**kwargs)
+
+
+def test_initial_features_and_neighbors_are_taken_as_given() -> None:
+    feats = torch.randn(10, 4) * 3
+    table = torch.randint(0, 10, (10, 2))
+    bank = MemoryBank(10, 4, num_neighbors=2, features=feats, neighbors=table)
+    torch.testing.assert_close(bank.features, torch.nn.functional.normalize(feats, dim=1))
+    assert torch.equal(bank.neighbors, table)
+    table[0, 0] = -5  # the bank keeps its own copy
+    assert bank.neighbors[0, 0] != -5
+    with pytest.raises(ValueError, match="initial features"):
+        MemoryBank(10, 4, num_neighbors=2, features=torch.randn(9, 4))
+    with pytest.raises(ValueError, match="initial neighbors"):
+        MemoryBank(10, 4, num_neighbors=2, neighbors=torch.zeros(10, 3, dtype=torch.long))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_bank_updates_in_float32_and_keeps_unit_rows(dtype: torch.dtype) -> None:
+    feats = torch.randn(50, 16)
+    full = MemoryBank(50, 16, momentum=0.5, num_neighbors=3, features=feats)
+    half = MemoryBank(50, 16, momentum=0.5, num_neighbors=3, features=feats, dtype=dtype)
+    assert half.features.dtype == dtype
+    emb = torch.randn(5, 16)
+    idx = torch.tensor([0, 7, 9, 20, 49])
+    full.update(idx, emb)
+    half.update(idx, emb)
+    tol = 1e-2 if dtype == torch.bfloat16 else 2e-3
+    torch.testing.assert_close(half.features.float(), full.features, atol=tol, rtol=0)
+    torch.testing.assert_close(half.features.float().norm(dim=1), torch.ones(50), atol=tol, rtol=0)
+    half.refresh_neighbors(idx, emb)
+    assert (half.neighbors[idx] != idx[:, None]).all()

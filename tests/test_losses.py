@@ -8,6 +8,7 @@ import torch
 from conftest import random_graph
 from invprop.core.bank import MemoryBank
 from invprop.core.graph import propagate
+from invprop.core.reference import authors_objective as reference_objective
 from invprop.core.losses import (
     InvariancePropagationLoss,
     instance_loss,
@@ -102,23 +103,8 @@ def test_background_larger_than_bank_is_capped_with_warning() -> None:
 
 
 def authors_objective(points, point_indices, bank_points, neigh, t, n_background, layers, n_pos, exclusive=True, hard_pos=True):
-    """The authors' formulation: exp over the full B x N matrix, top-N_b on it, hop-by-hop concatenated
-    propagation with duplicates, sum of the n_pos smallest (or largest) exp-similarities, +1e-7 inside the log."""
-    norm = points / points.pow(2).sum(1, keepdim=True).sqrt()
-    all_sim = torch.exp(norm @ bank_points.T / t)
-    rows = torch.arange(all_sim.shape[0])
-    self_sim = all_sim[rows, point_indices]
-    bg_sim, _ = all_sim.topk(n_background, dim=1, largest=True, sorted=True)
-    loss_a = -(self_sim / bg_sim.sum(1) + 1e-7).log().mean()
-    matrix = neigh[point_indices]
-    hop = matrix
-    for _ in range(layers - 1):
-        hop = neigh[hop].reshape(hop.shape[0], -1)
-        matrix = torch.cat([matrix, hop], dim=1)
-    pos_sim = torch.gather(all_sim, 1, matrix)
-    chosen, _ = pos_sim.topk(min(n_pos, pos_sim.shape[1]), dim=1, largest=not hard_pos)
-    denominator = bg_sim.sum(1) - self_sim if exclusive else bg_sim.sum(1)
-    loss_b = -(chosen.sum(1) / denominator + 1e-7).log().mean()
+    """The two losses of :func:`invprop.core.reference.authors_objective` (the authors' dense formulation)."""
+    loss_a, loss_b, _ = reference_objective(points, point_indices, bank_points, neigh, t, n_background, layers, n_pos, exclusive, hard_pos)
     return loss_a, loss_b
 
 
@@ -247,3 +233,18 @@ def test_cuda_matches_cpu_under_bf16_autocast() -> None:
         gpu = loss(emb.cuda(), idx.cuda(), bank.cuda())
     torch.testing.assert_close(gpu.instance.cpu(), cpu.instance, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(gpu.invariance.cpu(), cpu.invariance, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_gather_and_dense_similarity_give_the_same_objective(exact: bool) -> None:
+    bank = make_bank(n=120, d=8, k=3)
+    idx = torch.tensor([0, 5, 17, 80])
+    base = torch.randn(4, 8, dtype=torch.float32)
+    results = []
+    for strategy in ("dense", "gather"):
+        emb = base.clone().requires_grad_()
+        out = InvariancePropagationLoss(0.1, 40, 2, 6, exact=exact, similarity=strategy)(emb, idx, bank)
+        (out.instance + out.invariance).backward()
+        results.append((out.instance.detach(), out.invariance.detach(), out.background, out.hard_positives, emb.grad))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b)

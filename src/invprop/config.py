@@ -44,6 +44,7 @@ class BankConfig:
     num_neighbors: int = _f(4, "k, neighbours per image in the propagation graph")
     graph_update: str = _f("online", "neighbour upkeep: online (batch rows after each step) or rebuild (each epoch)")
     rebuild_chunk: int = _f(4096, "rows per block of the exact graph rebuild (memory O(chunk x N))")
+    dtype: str = _f("float32", "bank storage: float32, float16 or bfloat16 (half the memory; see docs/benchmarks.md)")
 
 
 @dataclass
@@ -154,6 +155,7 @@ DEFAULT_PRESET = "digits"
 #: Allowed values of the string-choice keys.
 CHOICES: dict[str, tuple[str, ...]] = {
     "bank.graph_update": ("online", "rebuild"),
+    "bank.dtype": ("float32", "float16", "bfloat16"),
     "loss.rampup": ("binary", "gaussian"),
     "optim.schedule": ("cosine", "step"),
     "precision": ("auto", "bf16", "fp16", "fp32"),

@@ -1,6 +1,6 @@
 """Layer 1: pure tensor code -- memory bank, kNN graph and propagation, the InvP objective, kNN classification."""
 
-from invprop.core.bank import MemoryBank
+from invprop.core.bank import BANK_DTYPES, MemoryBank
 from invprop.core.graph import knn_graph, online_neighbors, propagate
 from invprop.core.knn_classifier import knn_class_scores, topk_accuracy
 from invprop.core.losses import (
@@ -15,12 +15,16 @@ from invprop.core.losses import (
     total_loss,
 )
 from invprop.core.rampup import binary_rampup, gaussian_rampup, rampup_weight
+from invprop.core.similarity import background_logits, gathered_dot, topk_similarities
 
 __all__ = [
+    "BANK_DTYPES",
     "InvPLossOutput",
     "InvariancePropagationLoss",
     "MemoryBank",
+    "background_logits",
     "binary_rampup",
+    "gathered_dot",
     "gaussian_rampup",
     "instance_log_probability",
     "instance_loss",
@@ -34,5 +38,6 @@ __all__ = [
     "select_positives",
     "set_log_probability",
     "topk_accuracy",
+    "topk_similarities",
     "total_loss",
 ]

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from invprop.core.similarity import similarity_block
+
 #: Rows of the bank compared at once by :func:`knn_graph`; memory is O(chunk_size x N).
 DEFAULT_CHUNK_SIZE = 4096
 
@@ -17,7 +19,7 @@ def knn_graph(features: Tensor, k: int, chunk_size: int = DEFAULT_CHUNK_SIZE) ->
     """Exact directed kNN graph of unit rows by cosine similarity, each node excluding itself.
 
     Args:
-        features: (N, D) unit rows.
+        features: (N, D) unit rows (float32, or a half-precision bank).
         k: neighbours per node, ``1 <= k < N``.
         chunk_size: rows per block; peak memory is ``chunk_size x N`` similarities.
 
@@ -32,7 +34,7 @@ def knn_graph(features: Tensor, k: int, chunk_size: int = DEFAULT_CHUNK_SIZE) ->
     out = torch.empty(n, k, dtype=torch.long, device=features.device)
     for start in range(0, n, chunk_size):
         stop = min(start + chunk_size, n)
-        sims = features[start:stop].float() @ features.float().T
+        sims = similarity_block(features[start:stop].float(), features)
         rows = torch.arange(stop - start, device=features.device)
         sims[rows, rows + start] = float("-inf")
         out[start:stop] = sims.topk(k, dim=1).indices

@@ -2,7 +2,9 @@
 
 Everything here works on logits ``s_j = bar v_j . v / tau`` in float32 and uses log-sum-exp, so it is safe under
 bf16/fp16 autocast: ``exp(sim / tau)`` is never materialised in half precision (the authors' code exponentiates
-the whole B x N similarity matrix and adds ``1e-7`` inside the log; neither is done here).
+the whole B x N similarity matrix and adds ``1e-7`` inside the log; neither is done here). The background M_i is
+selected on raw similarities without autograd (:func:`invprop.core.similarity.topk_similarities`) and only the
+chosen logits enter the autograd graph (:func:`invprop.core.similarity.gathered_dot`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from torch import Tensor, nn
 
 from invprop.core.bank import MemoryBank
 from invprop.core.graph import propagate
+from invprop.core.similarity import background_logits
 
 logger = logging.getLogger(__name__)
 
@@ -198,6 +201,10 @@ class InvariancePropagationLoss(nn.Module):
             ``exact=True`` the row is masked out of M_i (a no-op when it is not there); with ``exact=False`` the
             authors' form is used, ``sum_{M_i} exp(s) - exp(s_i)``, which subtracts the anchor's term even when its
             row is not among M_i -- so that the concatenation mode reproduces their objective exactly.
+        similarity: how the background's logits are computed (same values either way): ``dense`` differentiates the
+            B x N product, ``gather`` selects M_i without autograd and differentiates only the chosen rows (bounded
+            memory; faster for very large banks), ``auto`` picks by bank size
+            (:func:`invprop.core.similarity.background_logits`).
 
     The call returns an :class:`InvPLossOutput`; its ``instance`` and ``invariance`` are differentiable w.r.t. the
     (un-normalised) embeddings. The bank is read, never written: updating it is the caller's job.
@@ -220,8 +227,11 @@ class InvariancePropagationLoss(nn.Module):
         hard_positives: bool = True,
         hard_negatives: bool = True,
         exclusive: bool = True,
+        similarity: str = "auto",
     ) -> None:
         super().__init__()
+        if similarity not in ("auto", "dense", "gather"):
+            raise ValueError(f"similarity must be auto, dense or gather, got {similarity!r}")
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
         if n_background < 1:
@@ -238,6 +248,7 @@ class InvariancePropagationLoss(nn.Module):
         self.hard_positives = hard_positives
         self.hard_negatives = hard_negatives
         self.exclusive = exclusive
+        self.similarity = similarity
         self._warned_cap = False
 
     def background_size(self, bank_size: int) -> int:
@@ -264,31 +275,38 @@ class InvariancePropagationLoss(nn.Module):
         """
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
             query = nn.functional.normalize(embeddings.float(), dim=1)
-            logits = query @ bank.features.float().T / self.temperature  # (B, N)
-            target = logits.gather(1, indices.view(-1, 1)).squeeze(1)
+            indices = indices.to(query.device).long()
+            positives, positive_mask = propagate(bank.neighbors, indices, self.steps, exact=self.exact)
             background: Tensor | None = None
             if self.hard_negatives:
-                background_logits, background = logits.topk(self.background_size(bank.size), dim=1, sorted=True)
+                extra = torch.cat([indices.view(-1, 1), positives.clamp_min(0)], dim=1)
+                background, background_sim, extra_sim = background_logits(
+                    query, bank.features, self.background_size(bank.size), extra, self.similarity
+                )
+                bg_logits = background_sim / self.temperature
+                target, positive_logits = extra_sim[:, 0] / self.temperature, extra_sim[:, 1:] / self.temperature
             else:
-                background_logits = logits  # the whole bank; no selection needed
-            instance = instance_loss(target, background_logits).mean()
+                # Ablation: the background is the whole bank, so every logit is needed (dense B x N).
+                logits = query @ bank.features.float().T / self.temperature
+                target = logits.gather(1, indices.view(-1, 1)).squeeze(1)
+                bg_logits = logits
+                positive_logits = logits.gather(1, positives.clamp_min(0))
+            instance = instance_loss(target, bg_logits).mean()
 
-            positives, positive_mask = propagate(bank.neighbors, indices, self.steps, exact=self.exact)
-            positive_logits = logits.gather(1, positives.clamp_min(0))
-            hard_logits, hard_mask, columns = select_positives(
+            hard_logits, hard_mask, hard_columns = select_positives(
                 positive_logits, positive_mask, self.n_hard_positives, hardest=self.hard_positives
             )
-            hard = torch.where(hard_mask, positives.gather(1, columns), torch.full_like(columns, -1))
+            hard = torch.where(hard_mask, positives.gather(1, hard_columns), torch.full_like(hard_columns, -1))
             if self.exclusive and not self.exact:
                 # The authors' exclusive denominator, term for term: sum over M_i minus the anchor's own term.
-                log_norm = subtracted_logsumexp(background_logits, target)
+                log_norm = subtracted_logsumexp(bg_logits, target)
                 per_anchor = log_norm - masked_logsumexp(hard_logits, hard_mask)
             else:
                 background_mask = None
                 if self.exclusive:
-                    members = background if background is not None else torch.arange(bank.size, device=logits.device)[None]
+                    members = background if background is not None else torch.arange(bank.size, device=query.device)[None]
                     background_mask = members != indices.view(-1, 1)
-                per_anchor = invariance_loss(hard_logits, hard_mask, background_logits, background_mask)
+                per_anchor = invariance_loss(hard_logits, hard_mask, bg_logits, background_mask)
             has_positive = hard_mask.any(dim=1)
             if bool(has_positive.any()):
                 invariance = per_anchor[has_positive].mean()
@@ -308,5 +326,5 @@ class InvariancePropagationLoss(nn.Module):
         return (
             f"temperature={self.temperature}, n_background={self.n_background}, steps={self.steps}, "
             f"n_hard_positives={self.n_hard_positives}, exact={self.exact}, hard_positives={self.hard_positives}, "
-            f"hard_negatives={self.hard_negatives}, exclusive={self.exclusive}"
+            f"hard_negatives={self.hard_negatives}, exclusive={self.exclusive}, similarity={self.similarity}"
         )

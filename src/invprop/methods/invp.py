@@ -6,7 +6,8 @@ import torch
 from torch import Tensor
 
 from invprop.config import Config
-from invprop.core import InvariancePropagationLoss, MemoryBank, rampup_weight, total_loss
+from invprop.core import BANK_DTYPES, InvariancePropagationLoss, MemoryBank, rampup_weight, total_loss
+
 from invprop.methods.base import METHODS, Method, StepOutput
 from invprop.models import Encoder
 
@@ -78,7 +79,14 @@ class InvariancePropagation(Method):
 @METHODS.register("invp")
 def build_invp(cfg: Config, encoder: Encoder, num_samples: int) -> InvariancePropagation:
     device = next(encoder.parameters()).device
-    bank = MemoryBank(num_samples, cfg.model.embedding_dim, cfg.bank.momentum, cfg.bank.num_neighbors, device=device)
+    bank = MemoryBank(
+        num_samples,
+        cfg.model.embedding_dim,
+        cfg.bank.momentum,
+        cfg.bank.num_neighbors,
+        device=device,
+        dtype=BANK_DTYPES[cfg.bank.dtype],
+    )
     loss = InvariancePropagationLoss(
         temperature=cfg.loss.temperature,
         n_background=cfg.loss.n_background,

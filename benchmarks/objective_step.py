@@ -1,0 +1,111 @@
+"""Benchmark 1 (and 3, memory): one InvP objective step, invprop's fast path vs the authors' dense formulation.
+
+A step is forward + backward of Eq. 7 w.r.t. the embeddings + neighbour refresh of the batch rows + EMA bank update,
+on the same random bank, neighbour table and embeddings for both. Prints a Markdown table with the median step time
+of each, their ratio, and the peak device memory of each on CUDA.
+
+    python benchmarks/objective_step.py --device cpu --sizes 50000 --batches 128 256
+    python benchmarks/objective_step.py --device cuda --sizes 50000 1281167 --batches 128 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+
+import torch
+
+from common import fmt, machine, peak_mib, pick_device, reset_peak, time_call
+from invprop.core import InvariancePropagationLoss, MemoryBank
+from invprop.core.bank import BANK_DTYPES
+from invprop.core.reference import authors_step
+
+#: The authors' ImageNet settings (../shared/docs/method.md).
+EMBEDDING_DIM = 128
+NUM_NEIGHBORS = 4
+STEPS = 3
+N_BACKGROUND = 4096
+N_POSITIVES = 50
+TEMPERATURE = 0.07
+WEIGHT = 0.6
+MOMENTUM = 0.5
+
+
+def make_inputs(n: int, b: int, device: torch.device, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    features = torch.nn.functional.normalize(torch.randn(n, EMBEDDING_DIM, generator=gen), dim=1)
+    neighbors = torch.randint(0, n, (n, NUM_NEIGHBORS), generator=gen)
+    indices = torch.randperm(n, generator=gen)[:b]
+    embeddings = features[indices] + 0.5 * torch.randn(b, EMBEDDING_DIM, generator=gen)
+    return features.to(device), neighbors.to(device), indices.to(device), embeddings.to(device)
+
+
+def invprop_runner(features, neighbors, indices, embeddings, bank_dtype: torch.dtype, exact: bool, similarity: str):
+    n = features.shape[0]
+    bank = MemoryBank(
+        n, EMBEDDING_DIM, MOMENTUM, NUM_NEIGHBORS, device=features.device, dtype=bank_dtype, features=features, neighbors=neighbors
+    )
+    objective = InvariancePropagationLoss(TEMPERATURE, N_BACKGROUND, STEPS, N_POSITIVES, exact=exact, similarity=similarity)
+
+    def step() -> None:
+        emb = embeddings.clone().requires_grad_()
+        out = objective(emb, indices, bank)
+        (out.instance + WEIGHT * out.invariance).backward()
+        bank.refresh_neighbors(indices, emb.detach(), candidates=out.background)
+        bank.update(indices, emb.detach())
+
+    return step
+
+
+def reference_runner(features, neighbors, indices, embeddings):
+    bank, table = features.clone(), neighbors.clone()
+
+    def step() -> None:
+        emb = embeddings.clone().requires_grad_()
+        authors_step(emb, indices, bank, table, TEMPERATURE, N_BACKGROUND, STEPS, N_POSITIVES, WEIGHT, MOMENTUM)
+
+    return step
+
+
+def measure(make, device: torch.device, repeats: int) -> tuple[float, float | None]:
+    reset_peak(device)
+    step = make()
+    seconds = time_call(step, device, repeats)
+    peak = peak_mib(device)
+    del step
+    return seconds, peak
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[50_000])
+    parser.add_argument("--batches", type=int, nargs="+", default=[128, 256])
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--bank-dtype", default="float16", choices=sorted(BANK_DTYPES), help="extra invprop row")
+    args = parser.parse_args()
+    device = pick_device(args.device)
+    torch.backends.cuda.matmul.allow_tf32 = False  # both sides in true fp32
+    print(f"# objective step, {machine()}, {datetime.date.today()}, device {device}")
+    print(f"# D={EMBEDDING_DIM} k={NUM_NEIGHBORS} l={STEPS} N_b={N_BACKGROUND} P={N_POSITIVES}; median of {args.repeats}")
+    print("| N | B | variant | step ms | vs reference | peak MiB |")
+    print("|---|---|---|---|---|---|")
+    variants = {
+        "invprop, concatenation (authors' positives), auto": (torch.float32, False, "auto"),
+        "invprop, exact positives, auto": (torch.float32, True, "auto"),
+        "invprop, exact, dense similarity": (torch.float32, True, "dense"),
+        "invprop, exact, gathered similarity": (torch.float32, True, "gather"),
+        f"invprop, exact, auto, {args.bank_dtype} bank": (BANK_DTYPES[args.bank_dtype], True, "auto"),
+    }
+    for n in args.sizes:
+        for b in args.batches:
+            inputs = make_inputs(n, b, device)
+            ref_s, ref_m = measure(lambda: reference_runner(*inputs), device, args.repeats)
+            print(f"| {n:,} | {b} | reference (authors' formulation) | {ref_s * 1e3:.1f} | 1.00x | {fmt(ref_m, '{:.0f}')} |")
+            for name, (dtype, exact, strategy) in variants.items():
+                sec, mem = measure(lambda: invprop_runner(*inputs, dtype, exact, strategy), device, args.repeats)
+                print(f"| {n:,} | {b} | {name} | {sec * 1e3:.1f} | {sec / ref_s:.2f}x | {fmt(mem, '{:.0f}')} |", flush=True)
+            del inputs
+
+if __name__ == "__main__":
+    main()
