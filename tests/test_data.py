@@ -89,3 +89,27 @@ def test_cifar10_jpeg_copy_reads_as_image_folder(cifar_tarball: Path, tmp_path: 
     assert len(splits.train) == 10 * per_class and len(splits.test) == 10 * per_class
     _, image, _ = splits.test[0]
     assert image.shape == (3, 32, 32)
+
+
+def test_tensor_pipeline_on_the_cifar10_jpeg_copy(cifar_tarball: Path, tmp_path: Path) -> None:
+    with tarfile.open(cifar_tarball) as tar:
+        wanted = [m for m in tar if m.isfile() and Path(m.name).name in {"0000.jpg", "0001.jpg"}]
+        tar.extractall(tmp_path / "data", members=wanted, filter="data")
+    name = f"imagefolder:{tmp_path / 'data'}"
+    splits = build_datasets(name, pipeline="tensor", cache_dir=tmp_path / "cache")
+    assert splits.pipeline == "tensor" and splits.train_images is not None
+    assert splits.train_images.images.shape == (20, 3, 32, 32) and splits.train_images.images.dtype == torch.uint8
+    # The cached tensor holds the same pixels the per-image path decodes.
+    per_image = build_datasets(name, pipeline="per_image")
+    source_image, _ = per_image.train.source[3]
+    assert torch.equal(splits.train_images.images[3], torch.from_numpy(np.array(source_image)).permute(2, 0, 1))
+    assert len(list((tmp_path / "cache").glob("images-*.pt"))) == 2  # train and test
+    assert build_datasets(name, pipeline="auto").pipeline == "per_image"  # user folders default to per-image
+
+
+def test_tensor_pipeline_refuses_a_size_mismatch(tmp_path: Path) -> None:
+    _write_images(tmp_path, 4, size=12)
+    with pytest.raises(DataError, match="data.image_size=12"):
+        build_datasets(f"imagefolder:{tmp_path}", image_size=8, pipeline="tensor")
+    with pytest.raises(DataError, match="pipeline must be one of"):
+        build_datasets("digits", pipeline="fast")

@@ -90,3 +90,20 @@ def test_monitor_uses_fresh_features_not_the_bank(tmp_path: Path) -> None:
     before = trainer.evaluate()
     trainer.method.bank.features.zero_()  # a monitor reading the bank would change
     assert trainer.evaluate() == before
+
+
+def test_per_image_pipeline_is_the_same_with_any_number_of_workers(tmp_path: Path) -> None:
+    results = []
+    for workers in (0, 2):
+        cfg = from_dict({"data": {"pipeline": "per_image", "num_workers": workers}}, base=small_config(1))
+        results.append(Trainer(cfg, tmp_path / f"w{workers}", progress=False).fit().metrics)
+    for key in ("loss", "loss_ins", "knn_top1"):
+        assert results[0][key] == results[1][key], key
+
+
+def test_tensor_pipeline_is_used_for_builtin_datasets_and_resumes_exactly(tmp_path: Path) -> None:
+    trainer = Trainer(small_config(1), tmp_path / "a", progress=False)
+    assert trainer.data.pipeline == "tensor"
+    first = trainer.fit().metrics
+    again = Trainer(small_config(1), tmp_path / "b", progress=False).fit().metrics
+    assert first["loss"] == again["loss"] and first["knn_top1"] == again["knn_top1"]

@@ -27,7 +27,13 @@ class DataConfig:
     root: str = _f("~/.cache/invprop/data", "folder holding torchvision-format datasets (nothing is downloaded)")
     augment: str | None = _f(None, "augmentation preset (digits, cifar, imagenet); null = the dataset's own")
     image_size: int | None = _f(None, "image side for image folders; null = the dataset's own (32 for folders)")
-    num_workers: int = _f(0, "DataLoader worker processes (0 = load in the training process)")
+    num_workers: int = _f(0, "DataLoader worker processes of the per-image pipeline (0 = load in the training process)")
+    pipeline: str = _f(
+        "auto",
+        "tensor (decode once, augment whole batches on the training device), per_image (torchvision transforms in "
+        "workers) or auto (tensor for the built-in small-image datasets, per_image for imagefolder:PATH)",
+    )
+    cache_dir: str | None = _f("~/.cache/invprop/images", "where decoded image folders are cached (null = no cache)")
 
 
 @dataclass
@@ -89,6 +95,7 @@ class Config:
     device: str = _f("auto", "auto, cpu, cuda or cuda:N")
     precision: str = _f("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), bf16, fp16 or fp32")
     channels_last: bool = _f(True, "channels_last memory format on CUDA")
+    compile: bool = _f(False, "torch.compile the encoder's forward (slower start, faster steps on CUDA)")
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     bank: BankConfig = field(default_factory=BankConfig)
@@ -161,6 +168,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "precision": ("auto", "bf16", "fp16", "fp32"),
     "model.head": ("linear", "mlp"),
     "data.augment": ("digits", "cifar", "imagenet"),
+    "data.pipeline": ("auto", "tensor", "per_image"),
 }
 
 

@@ -3,6 +3,7 @@
 from invprop.data.datasets import (
     DATASETS,
     IMAGEFOLDER_PREFIX,
+    PIPELINES,
     DataSplits,
     IndexedDataset,
     build_datasets,
@@ -10,10 +11,23 @@ from invprop.data.datasets import (
     load_source,
     scan_image_folder,
 )
+from invprop.data.batch_transforms import BATCH_AUGMENTATIONS, BatchAugment, build_batch_augment
+from invprop.data.image_sequences import ImageFiles, TensorImages, to_tensor_images
+from invprop.data.loader import EpochSampler, TensorBatches, epoch_order
 from invprop.data.transforms import AUGMENTATIONS, RandomDigitAugment, build_transforms
 
 __all__ = [
     "AUGMENTATIONS",
+    "BATCH_AUGMENTATIONS",
+    "BatchAugment",
+    "EpochSampler",
+    "ImageFiles",
+    "PIPELINES",
+    "TensorBatches",
+    "TensorImages",
+    "build_batch_augment",
+    "epoch_order",
+    "to_tensor_images",
     "DATASETS",
     "IMAGEFOLDER_PREFIX",
     "DataSplits",

@@ -15,11 +15,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 import torchvision
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from invprop.data.transforms import Transform, build_transforms
+from invprop.data.batch_transforms import BatchAugment, build_batch_augment
+from invprop.data.image_sequences import ImageFiles, TensorImages, to_tensor_images
+from invprop.data.transforms import Normalize, Transform, build_transforms
 from invprop.errors import DataError
 from invprop.registry import Registry
 
@@ -54,10 +55,28 @@ class Source:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     augment: str
+    small: bool = True
+
+
+#: Data pipelines: ``tensor`` decodes once into a uint8 tensor and augments whole batches on the training device;
+#: ``per_image`` runs torchvision transforms per image in DataLoader workers; ``auto`` picks ``tensor`` for the
+#: registered small-image datasets and ``per_image`` for ``imagefolder:PATH``.
+PIPELINES = ("auto", "tensor", "per_image")
+
+
+def _mix_seed(seed: int, index: int) -> int:
+    """A per-image seed from an epoch seed and an image index (64-bit mix, stays below 2**63)."""
+    value = (seed * 0x9E3779B97F4A7C15 + index * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    value ^= value >> 31
+    return value & 0x7FFFFFFFFFFFFFFF
 
 
 class IndexedDataset(Dataset):
-    """Wraps a sequence of ``(image, label)`` into ``(index, transform(image), label)``."""
+    """Wraps a sequence of ``(image, label)`` into ``(index, transform(image), label)``.
+
+    An item asked for as ``(seed, index)`` (see :class:`invprop.data.loader.EpochSampler`) is transformed under a
+    torch RNG seeded from both, so its augmentation depends on neither the worker that loads it nor what ran before.
+    """
 
     def __init__(self, source: Sequence[tuple[Any, int]], transform: Transform) -> None:
         self.source = source
@@ -66,9 +85,15 @@ class IndexedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, index: int) -> tuple[int, Tensor, int]:
-        image, label = self.source[index]
-        return index, self.transform(image), int(label)
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[int, Tensor, int]:
+        if isinstance(key, tuple):
+            seed, index = key
+            image, label = self.source[index]
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(_mix_seed(seed, index))
+                return index, self.transform(image), int(label)
+        image, label = self.source[key]
+        return key, self.transform(image), int(label)
 
     @property
     def labels(self) -> Tensor:
@@ -89,6 +114,8 @@ class DataSplits:
         test: held-out images with the eval transform, or None.
         num_classes: 0 when unlabelled (turns the kNN monitor off).
         in_channels: image channels.
+        train_images: the training images as one tensor, when the tensor pipeline is used (else None).
+        batch_augment: the batch counterpart of the training transform, with ``train_images``.
     """
 
     train: IndexedDataset
@@ -96,40 +123,16 @@ class DataSplits:
     test: IndexedDataset | None
     num_classes: int
     in_channels: int
+    train_images: TensorImages | None = None
+    batch_augment: BatchAugment | None = None
+
+    @property
+    def pipeline(self) -> str:
+        return "tensor" if self.train_images is not None else "per_image"
 
     @property
     def labelled(self) -> bool:
         return self.num_classes > 0 and self.memory is not None and self.test is not None
-
-
-class TensorImages:
-    """A sequence of ``(image tensor, label)`` over an (N, C, H, W) tensor."""
-
-    def __init__(self, images: Tensor, labels: Tensor) -> None:
-        self.images = images
-        self.targets = labels.tolist()
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def __getitem__(self, index: int) -> tuple[Tensor, int]:
-        return self.images[index], self.targets[index]
-
-
-class ImageFiles:
-    """A sequence of ``(RGB PIL image, label)`` read from a list of files."""
-
-    def __init__(self, files: list[Path], labels: list[int], classes: list[str]) -> None:
-        self.files = files
-        self.targets = labels
-        self.classes = classes
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
-        with Image.open(self.files[index]) as img:
-            return img.convert("RGB"), self.targets[index]
 
 
 DATASETS: Registry[Callable[[Path], Source]] = Registry("dataset")
@@ -158,7 +161,7 @@ def scan_image_folder(root: Path) -> ImageFiles:
     return ImageFiles(files, [UNLABELED] * len(files), [])
 
 
-def image_folder_source(root: Path, image_size: int = 32, augment: str = "cifar") -> Source:
+def image_folder_source(root: Path, image_size: int = 32, augment: str = "cifar", small: bool = False) -> Source:
     """A user's folder: ``root/train`` and ``root/test`` if present, else ``root`` itself (no held-out split)."""
     train_dir = root / "train" if (root / "train").is_dir() else root
     train = scan_image_folder(train_dir)
@@ -177,6 +180,7 @@ def image_folder_source(root: Path, image_size: int = 32, augment: str = "cifar"
         mean=mean,
         std=std,
         augment=augment,
+        small=small,
     )
 
 
@@ -209,7 +213,7 @@ def cifar10_source(root: Path) -> Source:
     """CIFAR-10: torchvision's ``cifar-10-batches-py/`` under root, or an ImageFolder copy ``root/cifar10/``."""
     folder = root / "cifar10"
     if (folder / "train").is_dir():
-        return image_folder_source(folder, 32, "cifar")
+        return image_folder_source(folder, 32, "cifar", small=True)
     ds = torchvision.datasets.CIFAR10
     train, _, test = _torchvision(
         "CIFAR-10",
@@ -299,7 +303,12 @@ def load_source(name: str, root: str | os.PathLike[str], image_size: int | None 
 
 
 def build_datasets(
-    name: str, root: str | os.PathLike[str] = ".", augment: str | None = None, image_size: int | None = None
+    name: str,
+    root: str | os.PathLike[str] = ".",
+    augment: str | None = None,
+    image_size: int | None = None,
+    pipeline: str = "per_image",
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> DataSplits:
     """Datasets for training (augmented) and evaluation (deterministic) of ``name``.
 
@@ -308,16 +317,44 @@ def build_datasets(
         root: where torchvision-format datasets live.
         augment: augmentation preset; None takes the dataset's own.
         image_size: output side for image-folder data; None takes the dataset's own.
+        pipeline: ``tensor``, ``per_image`` or ``auto`` (see :data:`PIPELINES`).
+        cache_dir: where decoded image folders are cached for the tensor pipeline (None: no disk cache).
     """
+    if pipeline not in PIPELINES:
+        raise DataError(f"data pipeline must be one of {', '.join(PIPELINES)}; got {pipeline!r}")
     source = load_source(name, root, image_size, augment)
     size = image_size or source.image_size
-    pair = build_transforms(augment or source.augment, size, source.mean, source.std)
+    preset = augment or source.augment
     if len(source.train) < 2:
         raise DataError(f"dataset {name!r} has {len(source.train)} training image(s); at least 2 are needed")
+    if pipeline == "auto":
+        pipeline = "tensor" if source.small else "per_image"
+    if pipeline == "per_image":
+        pair = build_transforms(preset, size, source.mean, source.std)
+        return DataSplits(
+            train=IndexedDataset(source.train, pair.train),
+            memory=IndexedDataset(source.memory, pair.eval) if source.memory is not None else None,
+            test=IndexedDataset(source.test, pair.eval) if source.test is not None else None,
+            num_classes=source.num_classes,
+            in_channels=source.in_channels,
+        )
+    cache = Path(cache_dir).expanduser() if cache_dir is not None else None
+    train = to_tensor_images(source.train, cache)
+    side = tuple(train.images.shape[2:])
+    if side != (size, size):
+        raise DataError(
+            f"the tensor pipeline needs {size}x{size} images, but {name!r} has {side[1]}x{side[0]}; "
+            f"set data.image_size={side[0]} or use --set data.pipeline=per_image"
+        )
+    normalize = Normalize(source.mean, source.std)
+    memory = train if source.memory is source.train else to_tensor_images(source.memory, cache) if source.memory is not None else None
+    test = to_tensor_images(source.test, cache) if source.test is not None else None
     return DataSplits(
-        train=IndexedDataset(source.train, pair.train),
-        memory=IndexedDataset(source.memory, pair.eval) if source.memory is not None else None,
-        test=IndexedDataset(source.test, pair.eval) if source.test is not None else None,
+        train=IndexedDataset(train, build_transforms(preset, size, source.mean, source.std).train),
+        memory=IndexedDataset(memory, normalize) if memory is not None else None,
+        test=IndexedDataset(test, normalize) if test is not None else None,
         num_classes=source.num_classes,
         in_channels=source.in_channels,
+        train_images=train,
+        batch_augment=build_batch_augment(preset, size, source.mean, source.std),
     )

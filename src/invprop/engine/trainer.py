@@ -10,17 +10,19 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 import yaml
 from torch import nn
-from torch.utils.data import DataLoader, RandomSampler
+from torch import Tensor
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from invprop.config import Config, from_dict, save_yaml, to_dict, validate
-from invprop.data import DataSplits, build_datasets
+from invprop.data import DataSplits, EpochSampler, TensorBatches, build_datasets
+from invprop.data.loader import num_batches
 from invprop.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from invprop.engine.history import History
 from invprop.engine.monitor import knn_monitor, raw_pixel_baseline
@@ -109,7 +111,9 @@ class Trainer:
         self.progress = progress
         self.device = resolve_device(cfg.device)
         self.amp_dtype = autocast_dtype(cfg.precision, self.device)
-        self.data: DataSplits = build_datasets(cfg.data.name, cfg.data.root, cfg.data.augment, cfg.data.image_size)
+        self.data: DataSplits = build_datasets(
+            cfg.data.name, cfg.data.root, cfg.data.augment, cfg.data.image_size, cfg.data.pipeline, cfg.data.cache_dir
+        )
         n = len(self.data.train)
         if cfg.bank.num_neighbors >= n:
             raise ConfigError(f"bank.num_neighbors={cfg.bank.num_neighbors} must be smaller than the dataset size {n}")
@@ -122,13 +126,34 @@ class Trainer:
         if cfg.channels_last and self.device.type == "cuda":
             encoder = encoder.to(memory_format=torch.channels_last)
         self.method: Method = METHODS.get(cfg.method)(cfg, encoder, n).to(self.device)
+        if cfg.compile:
+            self.method.encoder.compile()
         self.optimizer = torch.optim.SGD(
             parameter_groups(self.method.encoder, cfg.optim.weight_decay), lr=cfg.optim.lr, momentum=cfg.optim.momentum
         )
         self.batch_size = cfg.optim.batch_size
         # A final batch of one image would break BatchNorm; drop it in that case only.
         self.drop_last = n % self.batch_size == 1
-        self.steps_per_epoch = n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        self.steps_per_epoch = num_batches(n, self.batch_size, self.drop_last)
+        self._tensor_batches: TensorBatches | None = None
+        self._loader: DataLoader | None = None
+        if self.data.train_images is not None:
+            assert self.data.batch_augment is not None
+            self._tensor_batches = TensorBatches(self.data.train_images, self.batch_size, self.drop_last, self.device)
+            self._batch_augment = self.data.batch_augment.to(self.device)
+        else:
+            self._sampler = EpochSampler(n)
+            workers = cfg.data.num_workers
+            self._loader = DataLoader(
+                self.data.train,
+                batch_size=self.batch_size,
+                sampler=self._sampler,
+                drop_last=self.drop_last,
+                num_workers=workers,
+                pin_memory=self.device.type == "cuda",
+                persistent_workers=workers > 0,
+                prefetch_factor=4 if workers > 0 else None,
+            )
         self.epoch = 0
         self.global_step = 0
         self.seconds = 0.0
@@ -160,25 +185,26 @@ class Trainer:
     def _epoch_seed(self, epoch: int) -> int:
         return self.cfg.seed * _EPOCH_SEED_STRIDE + epoch
 
-    def _loader(self, epoch: int) -> DataLoader:
-        generator = torch.Generator().manual_seed(self._epoch_seed(epoch))
-        return DataLoader(
-            self.data.train,
-            batch_size=self.batch_size,
-            sampler=RandomSampler(self.data.train, generator=generator),
-            drop_last=self.drop_last,
-            num_workers=self.cfg.data.num_workers,
-            pin_memory=self.device.type == "cuda",
-            persistent_workers=False,
-        )
+    def _batches(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
+        """The epoch's ``(indices, augmented images)`` on the training device."""
+        seed = self._epoch_seed(epoch)
+        if self._tensor_batches is not None:
+            generator = torch.Generator(device=self.device).manual_seed(seed)
+            for indices, images in self._tensor_batches.epoch(seed):
+                yield indices, self._batch_augment(images, generator)
+            return
+        assert self._loader is not None
+        self._sampler.set_epoch_seed(seed)
+        for indices, images, _ in self._loader:
+            yield indices.to(self.device, non_blocking=True), images.to(self.device, non_blocking=True)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
-    def train_epoch(self, epoch: int) -> dict[str, float]:
-        """One epoch; returns the epoch means of the loss terms."""
+    def train_epoch(self, epoch: int, max_steps: int | None = None) -> dict[str, float]:
+        """One epoch (or its first ``max_steps`` steps, for benchmarks); returns the epoch means of the loss terms."""
         cfg = self.cfg
         torch.manual_seed(self._epoch_seed(epoch))  # augmentation draws: a function of (seed, epoch) only
         self.method.train()
@@ -186,15 +212,15 @@ class Trainer:
         count = 0
         # tqdm's disable=None shows the bar on a terminal only.
         hide = None if self.progress is None else not self.progress
-        bar = tqdm(self._loader(epoch), desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=hide)
-        for step, (indices, images, _) in enumerate(bar):
+        bar = tqdm(self._batches(epoch), total=self.steps_per_epoch, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=hide)
+        for step, (indices, images) in enumerate(bar):
+            if max_steps is not None and step >= max_steps:
+                break
             factor = lr_factor(
                 self.global_step, self.steps_per_epoch, cfg.epochs, cfg.optim.schedule, cfg.optim.warmup_epochs, cfg.optim.milestones, cfg.optim.gamma
             )
             for group in self.optimizer.param_groups:
                 group["lr"] = cfg.optim.lr * factor
-            indices = indices.to(self.device, non_blocking=True)
-            images = images.to(self.device, non_blocking=True)
             if cfg.channels_last and self.device.type == "cuda":
                 images = images.contiguous(memory_format=torch.channels_last)
             with self._autocast():

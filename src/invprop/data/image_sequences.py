@@ -1,0 +1,173 @@
+"""Sequences of ``(image, label)``: image files, in-memory tensors, and the decode-once tensor cache.
+
+:func:`to_tensor_images` turns any supported split into a :class:`TensorImages` holding every image as one
+(N, C, H, W) uint8 tensor (float for data that is not 8-bit, e.g. scikit-learn's digits). Folders of image files
+are decoded once and the result is kept in a cache folder, keyed by the files' paths, sizes and modification times.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torchvision
+from PIL import Image
+from torch import Tensor
+
+from invprop.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+#: Full scale of 8-bit images.
+UINT8_MAX = 255.0
+#: Version of the on-disk cache format (part of the cache key).
+CACHE_FORMAT = 1
+
+
+class ImageFiles:
+    """A sequence of ``(RGB PIL image, label)`` read from a list of files."""
+
+    def __init__(self, files: list[Path], labels: list[int], classes: list[str]) -> None:
+        self.files = files
+        self.targets = labels
+        self.classes = classes
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        with Image.open(self.files[index]) as img:
+            return img.convert("RGB"), self.targets[index]
+
+
+class TensorImages:
+    """A sequence of ``(float image in [0, 1], label)`` over one (N, C, H, W) tensor, uint8 or float.
+
+    Args:
+        images: (N, C, H, W) uint8 (0..255) or float (0..1).
+        labels: (N,) int64, ``-1`` where unlabelled.
+    """
+
+    def __init__(self, images: Tensor, labels: Tensor) -> None:
+        if images.dim() != 4:
+            raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
+        if labels.shape != (images.shape[0],):
+            raise ValueError(f"labels must be ({images.shape[0]},), got {tuple(labels.shape)}")
+        self.images = images
+        self.labels = labels.long()
+        self.targets = self.labels.tolist()
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        return to_float(self.images[index]), self.targets[index]
+
+    def to(self, device: torch.device | str) -> "TensorImages":
+        return TensorImages(self.images.to(device), self.labels.to(device))
+
+
+def to_float(images: Tensor) -> Tensor:
+    """uint8 (0..255) or float (0..1) images -> float32 in [0, 1]."""
+    if images.dtype == torch.uint8:
+        return images.float().div_(UINT8_MAX)
+    return images.float()
+
+
+def _cache_key(files: ImageFiles) -> str:
+    digest = hashlib.sha256(f"invprop-images-v{CACHE_FORMAT}\n".encode())
+    for path, label in zip(files.files, files.targets):
+        stat = path.stat()
+        digest.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{label}\n".encode())
+    return digest.hexdigest()[:24]
+
+
+def _decode_files(files: ImageFiles) -> Tensor:
+    first = np.asarray(files[0][0])
+    images = torch.empty((len(files), first.shape[2], first.shape[0], first.shape[1]), dtype=torch.uint8)
+    for i, path in enumerate(files.files):
+        with Image.open(path) as img:
+            array = np.array(img.convert("RGB"))
+        if array.shape != first.shape:
+            raise DataError(
+                f"{path} is {array.shape[1]}x{array.shape[0]} but {files.files[0]} is {first.shape[1]}x{first.shape[0]}; "
+                "the tensor pipeline needs images of one size -- resize them or use --set data.pipeline=per_image"
+            )
+        images[i] = torch.from_numpy(array).permute(2, 0, 1)
+    return images
+
+
+def _save_atomically(payload: dict[str, Tensor], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def cached_image_files(files: ImageFiles, cache_dir: Path | None) -> TensorImages:
+    """Decode a list of image files into uint8 tensors once; later calls read the cache (if ``cache_dir``)."""
+    labels = torch.tensor(files.targets, dtype=torch.long)
+    path = cache_dir / f"images-{_cache_key(files)}.pt" if cache_dir is not None else None
+    if path is not None and path.is_file():
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+            if payload["images"].shape[0] == len(files):
+                return TensorImages(payload["images"], labels)
+        except (OSError, RuntimeError, KeyError, EOFError, pickle.UnpicklingError) as err:
+            logger.warning("ignoring unreadable image cache %s (%s); decoding again", path, err)
+    logger.info("decoding %d images into a uint8 tensor cache (once)", len(files))
+    images = _decode_files(files)
+    if path is not None:
+        try:
+            _save_atomically({"images": images}, path)
+        except OSError as err:
+            logger.warning("could not write the image cache %s (%s); continuing without it", path, err)
+    return TensorImages(images, labels)
+
+
+def _from_numpy_nhwc(array: Any, labels: Sequence[int]) -> TensorImages:
+    images = torch.from_numpy(np.ascontiguousarray(array))
+    if images.dim() == 3:
+        images = images.unsqueeze(3)
+    return TensorImages(images.permute(0, 3, 1, 2).contiguous(), torch.as_tensor(list(labels), dtype=torch.long))
+
+
+def to_tensor_images(split: Sequence[tuple[Any, int]], cache_dir: Path | None = None) -> TensorImages:
+    """Every image of ``split`` in one tensor (see the module docstring).
+
+    Supports :class:`TensorImages`, :class:`ImageFiles`, torchvision's CIFAR-10/100, SVHN, STL-10 and MNIST
+    datasets (read from their arrays, no decoding), and any other sequence whose images are PIL images or tensors of
+    one size (read one by one).
+    """
+    if isinstance(split, TensorImages):
+        return split
+    if isinstance(split, ImageFiles):
+        return cached_image_files(split, cache_dir)
+    if isinstance(split, torchvision.datasets.CIFAR10):  # includes CIFAR-100
+        return _from_numpy_nhwc(split.data, split.targets)
+    if isinstance(split, (torchvision.datasets.SVHN, torchvision.datasets.STL10)):
+        labels = getattr(split, "targets", split.labels)
+        return TensorImages(torch.from_numpy(np.ascontiguousarray(split.data)), torch.as_tensor(list(labels)).long())
+    base = getattr(split, "base", None)
+    if isinstance(base, torchvision.datasets.MNIST):
+        return TensorImages(base.data.unsqueeze(1).contiguous(), torch.as_tensor(list(split.targets)).long())
+    images, labels = [], []
+    for image, label in split:
+        tensor = image if isinstance(image, Tensor) else torchvision.transforms.functional.pil_to_tensor(image)
+        images.append(tensor)
+        labels.append(int(label))
+    if len({tuple(t.shape) for t in images}) > 1:
+        raise DataError("the tensor pipeline needs images of one size; use --set data.pipeline=per_image")
+    return TensorImages(torch.stack(images), torch.tensor(labels, dtype=torch.long))
