@@ -46,3 +46,20 @@ def test_tensor_batches_cover_each_image_once() -> None:
     assert len(batches) == 3 and sorted(seen) == list(range(10))
     dropped = TensorBatches(images, 4, drop_last=True, device=torch.device("cpu"))
     assert len(dropped) == 2 and sum(len(i) for i, _ in dropped.epoch(1)) == 8
+
+
+def test_eval_batches_equal_the_per_item_path() -> None:
+    from invprop.data import build_datasets
+    from invprop.data.loader import eval_batches
+
+    splits = build_datasets("digits", pipeline="tensor")
+    fast = list(eval_batches(splits.test, 100, torch.device("cpu")))
+    assert [len(y) for _, y in fast] == [100, 100, 100, 100, 50]
+    images = torch.cat([x for x, _ in fast])
+    per_item = torch.stack([splits.test[i][1] for i in range(len(splits.test))])
+    assert torch.equal(images, per_item)
+    assert torch.equal(torch.cat([y for _, y in fast]), splits.test.labels)
+    # A non-tensor dataset goes through a DataLoader and gives the same batches.
+    slow = build_datasets("digits", pipeline="per_image")
+    slow_images = torch.cat([x for x, _ in eval_batches(slow.test, 100, torch.device("cpu"))])
+    assert torch.equal(slow_images, per_item)

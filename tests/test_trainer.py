@@ -107,3 +107,15 @@ def test_tensor_pipeline_is_used_for_builtin_datasets_and_resumes_exactly(tmp_pa
     first = trainer.fit().metrics
     again = Trainer(small_config(1), tmp_path / "b", progress=False).fit().metrics
     assert first["loss"] == again["loss"] and first["knn_top1"] == again["knn_top1"]
+
+
+@pytest.mark.slow
+def test_compiled_encoder_trains_and_keeps_checkpoint_keys(tmp_path: Path) -> None:
+    plain = Trainer(small_config(1), tmp_path / "plain", progress=False)
+    compiled_cfg = from_dict({"compile": True}, base=small_config(1))
+    compiled = Trainer(compiled_cfg, tmp_path / "compiled", progress=False)
+    result = compiled.fit()
+    assert result.finished and result.metrics["knn_top1"] > 0.5
+    # Compiling the forward in place keeps parameter names, so checkpoints load either way.
+    assert set(compiled.method.state_dict()) == set(plain.method.state_dict())
+    plain.method.load_state_dict(load_checkpoint(tmp_path / "compiled" / "last.pt")["model"])

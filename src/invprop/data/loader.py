@@ -10,9 +10,11 @@ from typing import Iterator
 
 import torch
 from torch import Tensor
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Sampler
 
+from invprop.data.datasets import IndexedDataset
 from invprop.data.image_sequences import TensorImages, to_float
+from invprop.data.transforms import Normalize
 
 
 def epoch_order(n: int, seed: int) -> Tensor:
@@ -76,3 +78,22 @@ class TensorBatches:
         for b in range(len(self)):
             indices = order[b * self.batch_size : (b + 1) * self.batch_size]
             yield indices, to_float(self.images[indices])
+
+
+def eval_batches(
+    dataset: IndexedDataset, batch_size: int, device: torch.device, num_workers: int = 0
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """``(images, labels)`` batches of a deterministic (eval) dataset, in order, images on ``device``.
+
+    Tensor-backed datasets whose transform is a plain normalisation (the tensor pipeline's eval sets) are sliced
+    and normalised on ``device`` directly; anything else goes through a DataLoader.
+    """
+    source = dataset.source
+    if isinstance(source, TensorImages) and isinstance(dataset.transform, Normalize):
+        for start in range(0, len(source), batch_size):
+            images = to_float(source.images[start : start + batch_size].to(device, non_blocking=True))
+            yield dataset.transform(images), source.labels[start : start + batch_size]
+        return
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    for _, images, labels in loader:
+        yield images.to(device, non_blocking=True), labels

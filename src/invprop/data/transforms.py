@@ -57,7 +57,7 @@ class Normalize(nn.Module):
         self.std = torch.tensor(std).view(-1, 1, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        return (x - self.mean) / self.std
+        return (x - self.mean.to(x.device)) / self.std.to(x.device)
 
 
 class RandomDigitAugment(nn.Module):

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
-
 from invprop.core import knn_class_scores, topk_accuracy
+from invprop.data import IndexedDataset
+from invprop.data.loader import eval_batches
 from invprop.models import Encoder
 
 #: Images per forward pass when extracting features.
@@ -29,14 +29,13 @@ class Extracted:
 
 
 @torch.no_grad()
-def extract(encoder: Encoder, dataset: Dataset, device: torch.device, num_workers: int = 0) -> Extracted:
+def extract(encoder: Encoder, dataset: IndexedDataset, device: torch.device, num_workers: int = 0) -> Extracted:
     """Head embeddings and backbone features of every image of ``dataset`` (eval mode), on the CPU."""
     was_training = encoder.training
     encoder.eval()
-    loader = DataLoader(dataset, batch_size=EXTRACT_BATCH, shuffle=False, num_workers=num_workers)
     embeddings, features, labels = [], [], []
-    for _, images, batch_labels in loader:
-        feats = encoder.features(images.to(device, non_blocking=True))
+    for images, batch_labels in eval_batches(dataset, EXTRACT_BATCH, device, num_workers):
+        feats = encoder.features(images)
         embeddings.append(encoder.head(feats).float().cpu())
         features.append(feats.float().cpu())
         labels.append(batch_labels)
@@ -51,8 +50,8 @@ def knn_scores(train: Tensor, train_labels: Tensor, test: Tensor, test_labels: T
 
 def knn_monitor(
     encoder: Encoder,
-    memory: Dataset,
-    test: Dataset,
+    memory: IndexedDataset,
+    test: IndexedDataset,
     num_classes: int,
     device: torch.device,
     k: int,
@@ -68,15 +67,15 @@ def knn_monitor(
 
 
 @torch.no_grad()
-def raw_pixel_baseline(memory: Dataset, test: Dataset, num_classes: int, k: int, sigma: float, num_workers: int = 0) -> dict[str, float] | None:
+def raw_pixel_baseline(memory: IndexedDataset, test: IndexedDataset, num_classes: int, k: int, sigma: float, num_workers: int = 0) -> dict[str, float] | None:
     """The same kNN on the (normalised) input pixels; None for images too large to compare pixel-wise."""
     _, first, _ = memory[0]
     if first.numel() > RAW_BASELINE_MAX_VALUES:
         return None
 
-    def pixels(dataset: Dataset) -> tuple[Tensor, Tensor]:
-        loader = DataLoader(dataset, batch_size=EXTRACT_BATCH, shuffle=False, num_workers=num_workers)
-        xs, ys = zip(*[(x.flatten(1), y) for _, x, y in loader])
+    def pixels(dataset: IndexedDataset) -> tuple[Tensor, Tensor]:
+        batches = eval_batches(dataset, EXTRACT_BATCH, torch.device("cpu"), num_workers)
+        xs, ys = zip(*[(x.flatten(1), y) for x, y in batches])
         return torch.cat(xs), torch.cat(ys)
 
     train_x, train_y = pixels(memory)

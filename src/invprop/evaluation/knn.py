@@ -25,7 +25,14 @@ def evaluate_knn(checkpoint: Path, dataset: str | None = None, overrides: dict[s
     state = load_checkpoint(path)
     cfg = from_dict(overrides or {}, base=from_dict(state["config"]))
     name = dataset or cfg.data.name
-    splits = build_datasets(name, cfg.data.root, None if dataset else cfg.data.augment, None if dataset else cfg.data.image_size)
+    splits = build_datasets(
+        name,
+        cfg.data.root,
+        None if dataset else cfg.data.augment,
+        None if dataset else cfg.data.image_size,
+        pipeline="auto" if dataset else cfg.data.pipeline,
+        cache_dir=cfg.data.cache_dir,
+    )
     if not splits.labelled:
         raise DataError(f"dataset {name!r} has no labelled held-out split; kNN evaluation needs one")
     device = resolve_device(cfg.device)
