@@ -113,3 +113,19 @@ def test_tensor_pipeline_refuses_a_size_mismatch(tmp_path: Path) -> None:
         build_datasets(f"imagefolder:{tmp_path}", image_size=8, pipeline="tensor")
     with pytest.raises(DataError, match="pipeline must be one of"):
         build_datasets("digits", pipeline="fast")
+
+
+def test_subset_is_fixed_stratified_and_shared_with_the_monitor() -> None:
+    full = build_datasets("digits", pipeline="tensor")
+    a = build_datasets("digits", pipeline="tensor", subset=500)
+    b = build_datasets("digits", pipeline="per_image", subset=500)
+    assert len(a.train) == len(b.train) == len(a.memory) == 500
+    assert len(a.test) == len(full.test)  # the held-out split is untouched
+    assert torch.equal(a.train.labels, b.train.labels)
+    counts = Counter(a.train.labels.tolist())
+    full_counts = Counter(full.train.labels.tolist())
+    for c in range(10):
+        assert abs(counts[c] / 500 - full_counts[c] / 1347) < 0.01
+    torch.testing.assert_close(a.memory[3][1], b.memory[3][1])  # same images in the same order
+    with pytest.raises(DataError, match="data.subset"):
+        build_datasets("digits", subset=5000)

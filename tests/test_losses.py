@@ -248,3 +248,45 @@ def test_gather_and_dense_similarity_give_the_same_objective(exact: bool) -> Non
         results.append((out.instance.detach(), out.invariance.detach(), out.background, out.hard_positives, emb.grad))
     for a, b in zip(*results):
         torch.testing.assert_close(a, b)
+
+
+def test_knn_positive_source_uses_the_nearest_bank_rows() -> None:
+    bank = make_bank(n=80, d=8, k=3)
+    idx = torch.tensor([4, 9, 30])
+    emb = bank.features[idx] + 0.1 * torch.randn(3, 8)
+    loss = InvariancePropagationLoss(0.1, n_background=20, steps=2, n_hard_positives=50, positives="knn", knn_positives=6)
+    out = loss(emb, idx, bank)
+    q = torch.nn.functional.normalize(emb, dim=1)
+    sims = q @ bank.features.T
+    for row in range(3):
+        order = [int(j) for j in sims[row].argsort(descending=True) if int(j) != int(idx[row])][:6]
+        assert sorted(out.positives[row].tolist()) == sorted(order)
+    # Invariance term written out: all 6 positives (P=50 > K) over M_i without the anchor's own row.
+    logits = sims / 0.1
+    expected = []
+    for row in range(3):
+        bg = [int(j) for j in out.background[row] if int(j) != int(idx[row])]
+        expected.append(torch.logsumexp(logits[row, bg], 0) - torch.logsumexp(logits[row, out.positives[row]], 0))
+    torch.testing.assert_close(out.invariance, torch.stack(expected).mean(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("hard_negatives", [True, False])
+def test_no_positive_source_is_instance_discrimination(hard_negatives: bool) -> None:
+    bank = make_bank(n=60, d=8, k=3)
+    idx = torch.tensor([1, 2, 3, 50])
+    emb = torch.randn(4, 8, requires_grad=True)
+    out = InvariancePropagationLoss(0.2, n_background=16, positives="none", hard_negatives=hard_negatives)(emb, idx, bank)
+    assert float(out.invariance.detach()) == 0.0 and out.positives.shape == (4, 0)
+    logits = torch.nn.functional.normalize(emb, dim=1) @ bank.features.T / 0.2
+    background = logits.topk(16, dim=1).values if hard_negatives else logits
+    expected = (torch.logsumexp(background, 1) - logits.gather(1, idx[:, None]).squeeze(1)).mean()
+    torch.testing.assert_close(out.instance, expected)
+    out.instance.backward()
+    assert emb.grad is not None and emb.grad.abs().sum() > 0
+
+
+def test_positive_source_is_validated() -> None:
+    with pytest.raises(ValueError, match="positives must be one of"):
+        InvariancePropagationLoss(positives="labels")
+    with pytest.raises(ValueError, match="knn_positives"):
+        InvariancePropagationLoss(positives="knn", knn_positives=0)

@@ -36,3 +36,13 @@ def test_registry_errors_suggest_names() -> None:
     with pytest.raises(UnknownNameError, match="did you mean 'resnet18'"):
         BACKBONES.get("resnet81")
     assert {"digits_convnet", "resnet18_cifar", "resnet18", "resnet50"} <= set(BACKBONES.names())
+
+
+def test_small_convnet_maps_32x32_colour_images_to_features() -> None:
+    enc = build_encoder("small_convnet", "mlp", 32, in_channels=3)
+    assert enc(torch.randn(4, 3, 32, 32)).shape == (4, 32)
+    assert enc.features(torch.randn(4, 3, 32, 32)).shape == (4, enc.feature_dim)
+    # Much smaller than ResNet-18 (CIFAR stem), which is what makes CPU experiments on CIFAR feasible.
+    small = sum(p.numel() for p in enc.backbone.parameters())
+    resnet = sum(p.numel() for p in build_encoder("resnet18_cifar", "mlp", 32).backbone.parameters())
+    assert small * 10 < resnet

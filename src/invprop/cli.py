@@ -22,7 +22,7 @@ from invprop.config import Config
 from invprop.data import IMAGEFOLDER_PREFIX, dataset_names
 from invprop.engine import CHECKPOINT_NAME, Trainer, config_for_resume
 from invprop.errors import ConfigError, InvpropError
-from invprop.evaluation import evaluate_knn
+from invprop.evaluation import VARIANTS, evaluate_knn, parse_variants, run_ablation
 from invprop.registry import UnknownNameError
 
 logger = logging.getLogger("invprop")
@@ -115,6 +115,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ablate(args: argparse.Namespace) -> int:
+    names = parse_variants(args.variants)
+    cfg = cfgmod.validate(cfgmod.from_dict(_merge_overrides(args), base=_base_config(args)))
+    if args.out:
+        out_dir = Path(args.out)
+    else:
+        slug = re.sub(r"[^A-Za-z0-9]+", "-", cfg.data.name.split("/")[-1]).strip("-") or "run"
+        out_dir = DEFAULT_RUNS_DIR / f"ablate-{slug}-{time.strftime('%Y%m%d-%H%M%S')}"
+    command = "invprop " + " ".join(args.argv)
+    logger.info("ablation of %d variants on %s, %d epochs each -> %s", len(names), cfg.data.name, cfg.epochs, out_dir)
+
+    def report(row: dict[str, Any]) -> None:
+        top1 = "-" if row["knn_top1"] is None else f"{row['knn_top1']:.4f}"
+        logger.info("%s: kNN top-1 %s (%.1fs)", row["variant"], top1, row["seconds"] or 0.0)
+
+    rows = run_ablation(cfg, names, out_dir, command, progress=None, on_row=report)
+    print((out_dir / "results.md").read_text(), end="")
+    print(f"results: {out_dir / 'results.md'} and {out_dir / 'results.json'} ({len(rows)} variants)")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     overrides = _nested_overrides(args.set or [])
     results = evaluate_knn(Path(args.checkpoint), dataset=args.dataset, overrides=overrides)
@@ -161,6 +182,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--stop-after", type=int, metavar="N", help="end cleanly after epoch N; the schedule stays that of --epochs")
     train.set_defaults(func=cmd_train)
 
+    ab = sub.add_parser("ablate", help="train InvP, its ablations and the baselines with one config; tabulate")
+    ab.add_argument("--dataset", help=f"dataset: {', '.join(dataset_names())}")
+    ab.add_argument("--preset", help=f"start from a preset: {', '.join(cfgmod.PRESETS)}")
+    ab.add_argument("--config", help="YAML file of settings (applied over the preset)")
+    ab.add_argument("--set", action="append", metavar="KEY=VALUE", help="dotted override shared by every variant")
+    ab.add_argument("--epochs", type=int, help="epochs of every variant")
+    ab.add_argument("--variants", help=f"comma-separated subset of: {', '.join(VARIANTS)} (default: all)")
+    ab.add_argument("--out", help="results folder, one run directory per variant; re-run to resume (default: runs/ablate-<dataset>-<time>)")
+    ab.set_defaults(func=cmd_ablate)
+
     ev = sub.add_parser("eval", help="evaluate a checkpoint")
     ev.add_argument("protocol", choices=["knn"], help="knn: weighted kNN on the held-out split")
     ev.add_argument("--checkpoint", required=True, help="a run's last.pt (or the run directory)")
@@ -182,7 +213,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(args_list)
     if args.command is None:
-        args = parser.parse_args(["train", *args_list])
+        args_list = ["train", *args_list]
+        args = parser.parse_args(args_list)
+    args.argv = args_list
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
     logging.captureWarnings(True)
     warnings.simplefilter("default")

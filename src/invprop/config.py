@@ -24,6 +24,7 @@ def _f(default: Any, help: str) -> Any:  # noqa: A002 - mirrors argparse's name
 @dataclass
 class DataConfig:
     name: str = _f("digits", "dataset: digits, cifar10, cifar100, svhn, stl10, mnist or imagefolder:PATH")
+    subset: int | None = _f(None, "train on a fixed, stratified subset of this many training images (null = all)")
     root: str = _f("~/.cache/invprop/data", "folder holding torchvision-format datasets (nothing is downloaded)")
     augment: str | None = _f(None, "augmentation preset (digits, cifar, imagenet); null = the dataset's own")
     image_size: int | None = _f(None, "image side for image folders; null = the dataset's own (32 for folders)")
@@ -38,7 +39,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    backbone: str = _f("digits_convnet", "backbone: digits_convnet, resnet18_cifar, resnet18, resnet50")
+    backbone: str = _f("digits_convnet", "backbone: digits_convnet, small_convnet, resnet18_cifar, resnet18, resnet50")
     head: str = _f("mlp", "projection head: linear or mlp")
     embedding_dim: int = _f(128, "embedding (bank) dimension D")
     hidden_dim: int | None = _f(None, "MLP head hidden width; null = the backbone's feature width")
@@ -59,6 +60,7 @@ class LossConfig:
     n_background: int = _f(4096, "N_b, nearest bank rows forming the background M_i (capped at the bank size)")
     steps: int = _f(3, "l, propagation hops")
     n_hard_positives: int = _f(50, "P, hard positives per anchor (20 for CIFAR-10 in the authors' code)")
+    knn_positives: int | None = _f(None, "K of the knn-positives method (nearest bank rows as positives); null = P")
     exact: bool = _f(True, "exact de-duplicated positive set (true) or the authors' concatenation (false)")
     hard_positives: bool = _f(True, "use the least similar positives (false = most similar: ablation)")
     hard_negatives: bool = _f(True, "background = N_b nearest rows (false = whole bank: ablation)")
@@ -89,7 +91,7 @@ class EvalConfig:
 
 @dataclass
 class Config:
-    method: str = _f("invp", "training objective (invp)")
+    method: str = _f("invp", "training objective: invp, insdis, insdis-hard or knn-positives")
     epochs: int = _f(800, "total epochs of the schedule")
     seed: int = _f(0, "random seed (data order, augmentation, initialisation)")
     device: str = _f("auto", "auto, cpu, cuda or cuda:N")
@@ -303,6 +305,10 @@ def validate(cfg: Config) -> Config:
     _check(cfg.bank.rebuild_chunk >= 1, f"bank.rebuild_chunk must be positive, got {cfg.bank.rebuild_chunk}")
     _check(cfg.loss.steps >= 1, f"loss.steps must be at least 1, got {cfg.loss.steps}")
     _check(cfg.loss.n_hard_positives >= 1, f"loss.n_hard_positives must be at least 1, got {cfg.loss.n_hard_positives}")
+    _check(
+        cfg.loss.knn_positives is None or cfg.loss.knn_positives >= 1,
+        f"loss.knn_positives must be at least 1, got {cfg.loss.knn_positives}",
+    )
     _check(cfg.loss.n_background >= 1, f"loss.n_background must be at least 1, got {cfg.loss.n_background}")
     _check(cfg.loss.weight >= 0, f"loss.weight must be non-negative, got {cfg.loss.weight}")
     _check(cfg.loss.rampup_epochs >= 0, f"loss.rampup_epochs must be non-negative, got {cfg.loss.rampup_epochs}")

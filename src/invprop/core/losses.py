@@ -17,13 +17,15 @@ import torch
 from torch import Tensor, nn
 
 from invprop.core.bank import MemoryBank
-from invprop.core.graph import propagate
-from invprop.core.similarity import background_logits
+from invprop.core.graph import online_neighbors, propagate
+from invprop.core.similarity import background_logits, topk_similarities
 
 logger = logging.getLogger(__name__)
 
 #: Logit used to blank out masked entries before a log-sum-exp (exp underflows to exactly 0 in float32).
 _MASKED = float("-inf")
+#: Sources of positives: InvP's propagation, the K nearest bank rows (the paper's KNN baseline), or none (InsDis).
+POSITIVE_SOURCES = ("propagation", "knn", "none")
 #: Largest fraction of a sum that :func:`subtracted_logsumexp` removes (keeps its log finite).
 _MAX_EXCLUDED_SHARE = 1.0 - 1e-6
 
@@ -205,6 +207,10 @@ class InvariancePropagationLoss(nn.Module):
             B x N product, ``gather`` selects M_i without autograd and differentiates only the chosen rows (bounded
             memory; faster for very large banks), ``auto`` picks by bank size
             (:func:`invprop.core.similarity.background_logits`).
+        positives: where positives come from: ``propagation`` (Eq. 3, InvP), ``knn`` (the ``knn_positives`` bank rows
+            nearest to the anchor's embedding, the paper's KNN comparison) or ``none`` (instance discrimination
+            only: the invariance term is zero).
+        knn_positives: K of the ``knn`` source; None = ``n_hard_positives``.
 
     The call returns an :class:`InvPLossOutput`; its ``instance`` and ``invariance`` are differentiable w.r.t. the
     (un-normalised) embeddings. The bank is read, never written: updating it is the caller's job.
@@ -228,8 +234,14 @@ class InvariancePropagationLoss(nn.Module):
         hard_negatives: bool = True,
         exclusive: bool = True,
         similarity: str = "auto",
+        positives: str = "propagation",
+        knn_positives: int | None = None,
     ) -> None:
         super().__init__()
+        if positives not in POSITIVE_SOURCES:
+            raise ValueError(f"positives must be one of {', '.join(POSITIVE_SOURCES)}, got {positives!r}")
+        if knn_positives is not None and knn_positives < 1:
+            raise ValueError(f"knn_positives must be at least 1, got {knn_positives}")
         if similarity not in ("auto", "dense", "gather"):
             raise ValueError(f"similarity must be auto, dense or gather, got {similarity!r}")
         if temperature <= 0:
@@ -249,6 +261,8 @@ class InvariancePropagationLoss(nn.Module):
         self.hard_negatives = hard_negatives
         self.exclusive = exclusive
         self.similarity = similarity
+        self.positives = positives
+        self.knn_positives = knn_positives if knn_positives is not None else n_hard_positives
         self._warned_cap = False
 
     def background_size(self, bank_size: int) -> int:
@@ -265,6 +279,19 @@ class InvariancePropagationLoss(nn.Module):
             return bank_size
         return self.n_background
 
+    def discover_positives(self, query: Tensor, indices: Tensor, bank: MemoryBank) -> tuple[Tensor, Tensor]:
+        """Positive candidates ``(indices, mask)``, both (B, M), from the configured source (M = 0 for ``none``)."""
+        if self.positives == "propagation":
+            return propagate(bank.neighbors, indices, self.steps, exact=self.exact)
+        if self.positives == "knn":
+            k = min(self.knn_positives, bank.size - 1)
+            with torch.no_grad():
+                _, candidates = topk_similarities(query, bank.features, k + 1)
+            nearest = online_neighbors(candidates, indices, k)
+            return nearest, torch.ones_like(nearest, dtype=torch.bool)
+        empty = indices.new_empty(indices.shape[0], 0)
+        return empty, empty.bool()
+
     def forward(self, embeddings: Tensor, indices: Tensor, bank: MemoryBank) -> InvPLossOutput:
         """Evaluate the objective for a batch.
 
@@ -276,7 +303,7 @@ class InvariancePropagationLoss(nn.Module):
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
             query = nn.functional.normalize(embeddings.float(), dim=1)
             indices = indices.to(query.device).long()
-            positives, positive_mask = propagate(bank.neighbors, indices, self.steps, exact=self.exact)
+            positives, positive_mask = self.discover_positives(query, indices, bank)
             background: Tensor | None = None
             if self.hard_negatives:
                 extra = torch.cat([indices.view(-1, 1), positives.clamp_min(0)], dim=1)
@@ -292,6 +319,11 @@ class InvariancePropagationLoss(nn.Module):
                 bg_logits = logits
                 positive_logits = logits.gather(1, positives.clamp_min(0))
             instance = instance_loss(target, bg_logits).mean()
+            if positives.shape[1] == 0:  # positives="none": instance discrimination only
+                empty = positives.new_empty(positives.shape)
+                return InvPLossOutput(
+                    instance, embeddings.sum() * 0.0, positives, positive_mask, empty, positive_mask, background
+                )
 
             hard_logits, hard_mask, hard_columns = select_positives(
                 positive_logits, positive_mask, self.n_hard_positives, hardest=self.hard_positives
@@ -326,5 +358,6 @@ class InvariancePropagationLoss(nn.Module):
         return (
             f"temperature={self.temperature}, n_background={self.n_background}, steps={self.steps}, "
             f"n_hard_positives={self.n_hard_positives}, exact={self.exact}, hard_positives={self.hard_positives}, "
-            f"hard_negatives={self.hard_negatives}, exclusive={self.exclusive}, similarity={self.similarity}"
+            f"hard_negatives={self.hard_negatives}, exclusive={self.exclusive}, similarity={self.similarity}, "
+            f"positives={self.positives}, knn_positives={self.knn_positives}"
         )

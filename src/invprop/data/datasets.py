@@ -6,6 +6,7 @@ torchvision datasets are read with ``download=False`` and a missing file gives a
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ DIGITS_TEST_FRACTION = 0.25
 DIGITS_SPLIT_SEED = 0
 #: Digits pixels range over 0..16.
 DIGITS_MAX_VALUE = 16.0
+#: Seed of the fixed training subset chosen by ``data.subset``.
+SUBSET_SEED = 0
 #: File suffixes read from image folders.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 #: Label of an unlabelled image.
@@ -62,6 +65,53 @@ class Source:
 #: ``per_image`` runs torchvision transforms per image in DataLoader workers; ``auto`` picks ``tensor`` for the
 #: registered small-image datasets and ``per_image`` for ``imagefolder:PATH``.
 PIPELINES = ("auto", "tensor", "per_image")
+
+
+class SubsetSequence:
+    """The items ``indices`` of a sequence of ``(image, label)``, keeping ``targets``."""
+
+    def __init__(self, base: Sequence[tuple[Any, int]], indices: Sequence[int]) -> None:
+        self.base = base
+        self.indices = list(indices)
+        targets = _targets(base)
+        self.targets = [targets[i] for i in self.indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        return self.base[self.indices[index]]
+
+
+def _targets(split: Sequence[tuple[Any, int]]) -> list[int]:
+    targets = getattr(split, "targets", None)
+    return [int(t) for t in targets] if targets is not None else [int(label) for _, label in split]
+
+
+def subset_indices(labels: Sequence[int], count: int, seed: int = SUBSET_SEED) -> list[int]:
+    """A fixed subset of ``count`` positions: stratified by label when every image is labelled, sorted."""
+    from sklearn.model_selection import train_test_split
+
+    n = len(labels)
+    if not 1 <= count <= n:
+        raise DataError(f"data.subset={count} must be between 1 and the training set size {n}")
+    if count == n:
+        return list(range(n))
+    labelled = min(labels) >= 0 and count >= len(set(labels))
+    chosen, _ = train_test_split(
+        np.arange(n), train_size=count, stratify=np.asarray(labels) if labelled else None, random_state=seed
+    )
+    return sorted(int(i) for i in chosen)
+
+
+def take_subset(split: Sequence[tuple[Any, int]], indices: Sequence[int]) -> Sequence[tuple[Any, int]]:
+    """``split`` restricted to ``indices``, in the cheapest form the tensor cache still understands."""
+    if isinstance(split, TensorImages):
+        index = torch.as_tensor(list(indices), dtype=torch.long)
+        return TensorImages(split.images[index], split.labels[index])
+    if isinstance(split, ImageFiles):
+        return ImageFiles([split.files[i] for i in indices], [split.targets[i] for i in indices], split.classes)
+    return SubsetSequence(split, indices)
 
 
 def _mix_seed(seed: int, index: int) -> int:
@@ -309,6 +359,7 @@ def build_datasets(
     image_size: int | None = None,
     pipeline: str = "per_image",
     cache_dir: str | os.PathLike[str] | None = None,
+    subset: int | None = None,
 ) -> DataSplits:
     """Datasets for training (augmented) and evaluation (deterministic) of ``name``.
 
@@ -319,6 +370,8 @@ def build_datasets(
         image_size: output side for image-folder data; None takes the dataset's own.
         pipeline: ``tensor``, ``per_image`` or ``auto`` (see :data:`PIPELINES`).
         cache_dir: where decoded image folders are cached for the tensor pipeline (None: no disk cache).
+        subset: train on a fixed, stratified subset of this many training images (the kNN monitor's reference set
+            is the same subset when it is the training split); None = all.
     """
     if pipeline not in PIPELINES:
         raise DataError(f"data pipeline must be one of {', '.join(PIPELINES)}; got {pipeline!r}")
@@ -327,6 +380,10 @@ def build_datasets(
     preset = augment or source.augment
     if len(source.train) < 2:
         raise DataError(f"dataset {name!r} has {len(source.train)} training image(s); at least 2 are needed")
+    if subset is not None:
+        chosen = take_subset(source.train, subset_indices(_targets(source.train), subset))
+        memory = chosen if source.memory is source.train else source.memory
+        source = dataclasses.replace(source, train=chosen, memory=memory)
     if pipeline == "auto":
         pipeline = "tensor" if source.small else "per_image"
     if pipeline == "per_image":

@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.yaml"
 METRICS_NAME = "metrics.json"
+#: Diagnostics copied from the last epoch into metrics.json (see :mod:`invprop.core.diagnostics`).
+DIAGNOSTIC_KEYS = ("positives", "purity_positive", "purity_hard_positive", "background_has_positive", "background_same_label")
 #: Mixes the run seed and the epoch into one per-epoch seed, so an epoch's randomness does not depend on history.
 _EPOCH_SEED_STRIDE = 1_000_003
 
@@ -112,7 +114,13 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         self.amp_dtype = autocast_dtype(cfg.precision, self.device)
         self.data: DataSplits = build_datasets(
-            cfg.data.name, cfg.data.root, cfg.data.augment, cfg.data.image_size, cfg.data.pipeline, cfg.data.cache_dir
+            cfg.data.name,
+            cfg.data.root,
+            cfg.data.augment,
+            cfg.data.image_size,
+            cfg.data.pipeline,
+            cfg.data.cache_dir,
+            cfg.data.subset,
         )
         n = len(self.data.train)
         if cfg.bank.num_neighbors >= n:
@@ -128,6 +136,9 @@ class Trainer:
         self.method: Method = METHODS.get(cfg.method)(cfg, encoder, n).to(self.device)
         if cfg.compile:
             self.method.encoder.compile()
+        train_labels = self.data.train.labels
+        if bool((train_labels >= 0).any()):
+            self.method.set_diagnostic_labels(train_labels.to(self.device))
         self.optimizer = torch.optim.SGD(
             parameter_groups(self.method.encoder, cfg.optim.weight_decay), lr=cfg.optim.lr, momentum=cfg.optim.momentum
         )
@@ -320,6 +331,9 @@ class Trainer:
             "knn_backbone_top1": latest_eval.get("knn_backbone_top1"),
             "knn_backbone_top5": latest_eval.get("knn_backbone_top5"),
         }
+        for key in DIAGNOSTIC_KEYS:
+            if key in last:
+                metrics[key] = last[key]
         metrics.update(self.baseline or {})
         return metrics
 

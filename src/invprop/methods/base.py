@@ -32,6 +32,9 @@ class Method(nn.Module):
         """Loss for one batch at ``epoch`` (counting from 1)."""
         raise NotImplementedError
 
+    def set_diagnostic_labels(self, labels: Tensor | None) -> None:
+        """Give the method the training labels for logged diagnostics only (default: ignored)."""
+
     @torch.no_grad()
     def after_step(self) -> None:
         """Update non-gradient state (banks, graphs) after the optimiser step."""

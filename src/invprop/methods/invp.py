@@ -1,28 +1,44 @@
-"""Invariance Propagation: encoder + memory bank + the InvP objective (seed 000)."""
+"""Invariance Propagation (seed 000) and the baselines that share its memory bank.
+
+All four methods are the same module -- encoder, memory bank, an :class:`InvariancePropagationLoss` -- and differ
+only in where positives come from and which background normalises the softmax:
+
+========================  ===========================  ==========================================
+method                    positives                    background of the instance term
+========================  ===========================  ==========================================
+``invp``                  propagation (Eq. 3)          N_b nearest bank rows (``loss.*`` switches)
+``knn-positives``         K nearest bank rows          N_b nearest bank rows
+``insdis-hard``           none (L_ins only)            N_b nearest bank rows
+``insdis``                none (Wu et al. 2018)        the whole bank
+========================  ===========================  ==========================================
+"""
 
 from __future__ import annotations
+
 
 import torch
 from torch import Tensor
 
 from invprop.config import Config
 from invprop.core import BANK_DTYPES, InvariancePropagationLoss, MemoryBank, rampup_weight, total_loss
-
+from invprop.core.diagnostics import positive_diagnostics
+from invprop.core.losses import InvPLossOutput
 from invprop.methods.base import METHODS, Method, StepOutput
 from invprop.models import Encoder
 
 
 class InvariancePropagation(Method):
-    """InvP training: Eq. 7 on the bank, then the EMA bank update and the neighbour-graph upkeep.
+    """Eq. 7 on the bank, then the EMA bank update and the neighbour-graph upkeep.
 
     Args:
         encoder: backbone + head.
         bank: memory bank with one row per training image.
-        loss: the InvP objective.
+        loss: the objective (its ``positives`` source decides the method, see the module docstring).
         weight: lambda of Eq. 7.
         rampup: ``binary`` or ``gaussian``.
         rampup_epochs: T of the ramp-up.
-        graph_update: ``online`` (batch rows after each step, the authors' rule) or ``rebuild`` (exact, each epoch).
+        graph_update: ``online`` (batch rows after each step, the authors' rule), ``rebuild`` (exact, each epoch) or
+            ``none`` (no graph upkeep; for objectives that do not propagate).
         rebuild_chunk: rows per block of the exact rebuild.
     """
 
@@ -38,8 +54,8 @@ class InvariancePropagation(Method):
         rebuild_chunk: int = 4096,
     ) -> None:
         super().__init__(encoder)
-        if graph_update not in ("online", "rebuild"):
-            raise ValueError(f"graph_update must be online or rebuild, got {graph_update!r}")
+        if graph_update not in ("online", "rebuild", "none"):
+            raise ValueError(f"graph_update must be online, rebuild or none, got {graph_update!r}")
         self.bank = bank
         self.loss = loss
         self.weight = weight
@@ -48,6 +64,11 @@ class InvariancePropagation(Method):
         self.graph_update = graph_update
         self.rebuild_chunk = rebuild_chunk
         self._pending: tuple[Tensor, Tensor, Tensor | None] | None = None
+        self._labels: Tensor | None = None
+
+    def set_diagnostic_labels(self, labels: Tensor | None) -> None:
+        """Labels of the bank rows (``-1`` unknown), used only for logged diagnostics, never for the loss."""
+        self._labels = labels.to(self.bank.features.device) if labels is not None else None
 
     def training_step(self, indices: Tensor, images: Tensor, epoch: int) -> StepOutput:
         embeddings = self.encoder(images)
@@ -55,8 +76,20 @@ class InvariancePropagation(Method):
         w = rampup_weight(self.rampup, epoch, self.rampup_epochs)
         loss = total_loss(out.instance, out.invariance, self.weight, w)
         self._pending = (indices, embeddings.detach(), out.background)
-        n_pos = out.positive_mask.sum(dim=1).float().mean()
-        return StepOutput(loss, {"loss_ins": out.instance.detach(), "loss_inv": out.invariance.detach(), "positives": n_pos})
+        terms = {"loss_ins": out.instance.detach()}
+        if self.loss.positives != "none":
+            terms["loss_inv"] = out.invariance.detach()
+            terms["positives"] = out.positive_mask.sum(dim=1).float().mean()
+            terms.update(self._diagnostics(indices, out))
+        return StepOutput(loss, terms)
+
+    def _diagnostics(self, indices: Tensor, out: InvPLossOutput) -> dict[str, Tensor]:
+        if self._labels is None:
+            return {}
+        diagnostics = positive_diagnostics(
+            self._labels, indices, out.positives, out.positive_mask, out.hard_positives, out.hard_positive_mask, out.background
+        )
+        return {key: value for key, value in diagnostics.items() if not torch.isnan(value)}
 
     @torch.no_grad()
     def after_step(self) -> None:
@@ -76,8 +109,8 @@ class InvariancePropagation(Method):
             self.bank.rebuild_neighbors(self.rebuild_chunk)
 
 
-@METHODS.register("invp")
-def build_invp(cfg: Config, encoder: Encoder, num_samples: int) -> InvariancePropagation:
+def build_bank_method(cfg: Config, encoder: Encoder, num_samples: int, positives: str, hard_negatives: bool) -> InvariancePropagation:
+    """An :class:`InvariancePropagation` with the given positive source and background, the rest from ``cfg``."""
     device = next(encoder.parameters()).device
     bank = MemoryBank(
         num_samples,
@@ -94,8 +127,10 @@ def build_invp(cfg: Config, encoder: Encoder, num_samples: int) -> InvariancePro
         n_hard_positives=cfg.loss.n_hard_positives,
         exact=cfg.loss.exact,
         hard_positives=cfg.loss.hard_positives,
-        hard_negatives=cfg.loss.hard_negatives,
+        hard_negatives=hard_negatives,
         exclusive=cfg.loss.exclusive,
+        positives=positives,
+        knn_positives=cfg.loss.knn_positives,
     )
     return InvariancePropagation(
         encoder,
@@ -104,6 +139,33 @@ def build_invp(cfg: Config, encoder: Encoder, num_samples: int) -> InvariancePro
         weight=cfg.loss.weight,
         rampup=cfg.loss.rampup,
         rampup_epochs=cfg.loss.rampup_epochs,
-        graph_update=cfg.bank.graph_update,
+        graph_update=cfg.bank.graph_update if positives == "propagation" else "none",
         rebuild_chunk=cfg.bank.rebuild_chunk,
     )
+
+
+@METHODS.register("invp")
+def build_invp(cfg: Config, encoder: Encoder, num_samples: int) -> InvariancePropagation:
+    """InvP: propagated positives, hard positives and negatives as ``loss.*`` says."""
+    return build_bank_method(cfg, encoder, num_samples, "propagation", cfg.loss.hard_negatives)
+
+
+@METHODS.register("knn-positives")
+def build_knn_positives(cfg: Config, encoder: Encoder, num_samples: int) -> InvariancePropagation:
+    """The paper's KNN comparison: the ``loss.knn_positives`` nearest bank rows as positives, no propagation."""
+    return build_bank_method(cfg, encoder, num_samples, "knn", cfg.loss.hard_negatives)
+
+
+@METHODS.register("insdis-hard")
+def build_insdis_hard(cfg: Config, encoder: Encoder, num_samples: int) -> InvariancePropagation:
+    """Instance discrimination against the N_b nearest bank rows only (InvP's L_ins alone, Eq. 6)."""
+    return build_bank_method(cfg, encoder, num_samples, "none", hard_negatives=True)
+
+
+@METHODS.register("insdis")
+def build_insdis(cfg: Config, encoder: Encoder, num_samples: int) -> InvariancePropagation:
+    """Instance discrimination with a memory bank (Wu et al. 2018): softmax over the whole bank."""
+    return build_bank_method(cfg, encoder, num_samples, "none", hard_negatives=False)
+
+
+__all__ = ["InvariancePropagation", "build_bank_method"]

@@ -53,6 +53,37 @@ class DigitsConvNet(nn.Module):
         return self.features(x)
 
 
+#: Channel widths of the small CPU network's three conv stages (each followed by a 2x2 max-pool).
+SMALL_CHANNELS = (32, 64, 128)
+SMALL_FEATURE_DIM = 256
+
+
+class SmallConvNet(nn.Module):
+    """A three-stage conv net for 32x32 colour images on a CPU: about 10M multiply-adds per image (ResNet-18 with
+    the CIFAR stem: about 560M). Each stage is conv-BN-ReLU then a 2x2 max-pool (32 -> 16 -> 8 -> 4); the 4x4 map
+    is flattened into a fully connected feature layer, as in :class:`DigitsConvNet`."""
+
+    def __init__(self, in_channels: int = 3, feature_dim: int = SMALL_FEATURE_DIM) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = in_channels
+        for channels in SMALL_CHANNELS:
+            layers += [nn.Conv2d(width, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            width = channels
+        self.features = nn.Sequential(
+            *layers,
+            nn.AdaptiveAvgPool2d(DIGITS_GRID),
+            nn.Flatten(),
+            nn.Linear(width * DIGITS_GRID * DIGITS_GRID, feature_dim, bias=False),
+            nn.BatchNorm1d(feature_dim),
+            nn.ReLU(inplace=True),
+        )
+        self.feature_dim = feature_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.features(x)
+
+
 class TorchvisionResNet(nn.Module):
     """A torchvision ResNet without its classifier; ``cifar_stem`` swaps in a 3x3 stride-1 conv and drops the
     max-pool, the usual stem for 32x32 images. ``self.net`` keeps torchvision's parameter names, so its
@@ -77,6 +108,11 @@ class TorchvisionResNet(nn.Module):
 @BACKBONES.register("digits_convnet")
 def digits_convnet(in_channels: int = 1) -> nn.Module:
     return DigitsConvNet(in_channels)
+
+
+@BACKBONES.register("small_convnet")
+def small_convnet(in_channels: int = 3) -> nn.Module:
+    return SmallConvNet(in_channels)
 
 
 @BACKBONES.register("resnet18_cifar")

@@ -1,0 +1,200 @@
+"""The paper's comparisons as one tool: train each variant with the same seed, data order and config, then tabulate.
+
+Each variant trains into ``OUT/<variant>/`` (an ordinary run directory). A finished variant is reused, an
+interrupted one is resumed, so ``invprop ablate`` can be re-run until the table is complete. ``results.md`` and
+``results.json`` are rewritten after every variant.
+"""
+
+from __future__ import annotations
+
+import datetime
+import difflib
+import json
+import logging
+import os
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+import yaml
+
+from invprop.config import Config, from_dict, to_dict
+from invprop.engine import CHECKPOINT_NAME, METRICS_NAME, Trainer
+from invprop.engine.trainer import CONFIG_NAME, resolve_device
+from invprop.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+RESULTS_MD = "results.md"
+RESULTS_JSON = "results.json"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of the ablation: overrides applied over the shared base config."""
+
+    description: str
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+
+
+#: The variants, in table order: InvP, its switches (paper Table 5), then the baselines.
+VARIANTS: dict[str, Variant] = {
+    "invp": Variant("InvP: propagated positives, hard positives, hard negatives"),
+    "invp-no-hard-positives": Variant("InvP, easiest positives instead of hardest", {"loss": {"hard_positives": False}}),
+    "invp-no-hard-negatives": Variant("InvP, whole bank as background", {"loss": {"hard_negatives": False}}),
+    "invp-concat": Variant("InvP, the authors' concatenated positive set", {"loss": {"exact": False}}),
+    "invp-gaussian": Variant("InvP, Gaussian ramp-up", {"loss": {"rampup": "gaussian"}}),
+    "knn-positives": Variant("K nearest bank rows as positives, no propagation", {"method": "knn-positives"}),
+    "insdis-hard": Variant("instance discrimination, hard negatives only (L_ins)", {"method": "insdis-hard"}),
+    "insdis": Variant("instance discrimination over the whole bank (Wu et al. 2018)", {"method": "insdis"}),
+}
+
+
+def parse_variants(text: str | None) -> list[str]:
+    """``a,b,c`` -> validated variant names (all of them for None or ``all``)."""
+    if text is None or text.strip() == "all":
+        return list(VARIANTS)
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise ConfigError("--variants is empty; give names separated by commas, e.g. invp,insdis")
+    for name in names:
+        if name not in VARIANTS:
+            close = difflib.get_close_matches(name, list(VARIANTS), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"unknown variant {name!r}{hint}; choose from: {', '.join(VARIANTS)}")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--variants names a variant twice: {text}")
+    return names
+
+
+def variant_config(base: Config, name: str) -> Config:
+    return from_dict(dict(VARIANTS[name].overrides), base=base)
+
+
+def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[str] = []
+        for key in sorted(set(a) | set(b)):
+            out += _differences(a.get(key), b.get(key), f"{prefix}{key}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def _check_same_config(run_dir: Path, cfg: Config) -> None:
+    saved_path = run_dir / CONFIG_NAME
+    if not saved_path.is_file():
+        return
+    saved = to_dict(from_dict(yaml.safe_load(saved_path.read_text()) or {}))
+    changed = _differences(saved, to_dict(cfg))
+    if changed:
+        raise ConfigError(
+            f"{run_dir} was trained with a different configuration ({', '.join(changed[:4])} differ); "
+            "use another --out to start a new ablation"
+        )
+
+
+def machine_description(device: torch.device) -> str:
+    accel = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU only"
+    return f"{platform.node() or 'host'}: {os.cpu_count()} CPU cores, {accel}; torch {torch.__version__}"
+
+
+def _row(name: str, cfg: Config, metrics: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "variant": name,
+        "description": VARIANTS[name].description,
+        "method": cfg.method,
+        "epochs": metrics.get("epochs"),
+        "knn_top1": metrics.get("knn_top1"),
+        "knn_top5": metrics.get("knn_top5"),
+        "purity_positive": metrics.get("purity_positive"),
+        "purity_hard_positive": metrics.get("purity_hard_positive"),
+        "seconds": metrics.get("seconds"),
+    }
+
+
+def run_variant(base: Config, name: str, out_dir: Path, progress: bool | None = None) -> dict[str, Any]:
+    """Train (or reuse, or resume) one variant in ``out_dir/name``; returns its table row."""
+    cfg = variant_config(base, name)
+    run_dir = out_dir / name
+    _check_same_config(run_dir, cfg)
+    metrics_path = run_dir / METRICS_NAME
+    if metrics_path.is_file():
+        metrics = json.loads(metrics_path.read_text())
+        if metrics.get("epochs") == cfg.epochs:
+            logger.info("%s: already finished in %s, reused", name, run_dir)
+            return {**_row(name, cfg, metrics), "baseline_raw_knn_top1": metrics.get("baseline_raw_knn_top1")}
+    resume = (run_dir / CHECKPOINT_NAME).is_file()
+    logger.info("%s: %s %s", name, "resuming" if resume else "training", run_dir)
+    result = Trainer(cfg, run_dir, progress=progress).fit(resume=resume)
+    return {**_row(name, cfg, result.metrics), "baseline_raw_knn_top1": result.metrics.get("baseline_raw_knn_top1")}
+
+
+def _fmt(value: Any, pattern: str = "{:.4f}") -> str:
+    return "-" if value is None else pattern.format(value)
+
+
+def write_results(rows: Sequence[Mapping[str, Any]], out_dir: Path, header: Mapping[str, Any]) -> None:
+    """``results.json`` (everything) and ``results.md`` (the table) in ``out_dir``, written atomically."""
+    payload = {**header, "variants": [dict(r) for r in rows]}
+    raw = next((r.get("baseline_raw_knn_top1") for r in rows if r.get("baseline_raw_knn_top1") is not None), None)
+    lines = [
+        f"# Ablation: {header['dataset']}, {header['epochs']} epochs",
+        "",
+        f"Command: `{header['command']}`  ",
+        f"Machine: {header['machine']}  ",
+        f"Date: {header['date']}",
+        "",
+        "| variant | what | kNN top-1 | kNN top-5 | positive purity | hard-positive purity | wall time s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['variant']} | {r['description']} | {_fmt(r['knn_top1'])} | {_fmt(r['knn_top5'])} | "
+            f"{_fmt(r['purity_positive'], '{:.3f}')} | {_fmt(r['purity_hard_positive'], '{:.3f}')} | {_fmt(r['seconds'], '{:.1f}')} |"
+        )
+    if raw is not None:
+        lines += ["", f"Raw pixels, same weighted kNN: top-1 {raw:.4f}."]
+    lines += [
+        "",
+        "kNN: weighted kNN (K and sigma of `eval.knn_*`) on the held-out split, fresh embeddings of the last epoch. "
+        "Purity: fraction of discovered (hard) positives sharing the anchor's label, mean over the last epoch's batches "
+        "(labels are never used for training). Wall time: training plus the per-epoch kNN monitor.",
+    ]
+    for name, text in ((RESULTS_JSON, json.dumps(payload, indent=2) + "\n"), (RESULTS_MD, "\n".join(lines) + "\n")):
+        tmp = out_dir / f".{name}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, out_dir / name)
+
+
+def run_ablation(
+    base: Config,
+    names: Sequence[str],
+    out_dir: Path,
+    command: str,
+    progress: bool | None = None,
+    on_row: Callable[[Mapping[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Train every variant of ``names`` over ``base`` into ``out_dir`` and write the results after each one."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(base.device)
+    header = {
+        "dataset": base.data.name,
+        "epochs": base.epochs,
+        "seed": base.seed,
+        "command": command,
+        "machine": machine_description(device),
+        "date": datetime.date.today().isoformat(),
+        "base_config": to_dict(base),
+    }
+    rows: list[dict[str, Any]] = []
+    for name in names:
+        rows.append(run_variant(base, name, out_dir, progress))
+        write_results(rows, out_dir, header)
+        if on_row is not None:
+            on_row(rows[-1])
+    return rows
+
+
+__all__ = ["VARIANTS", "Variant", "parse_variants", "run_ablation", "run_variant", "write_results"]
