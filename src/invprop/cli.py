@@ -22,7 +22,9 @@ from invprop.config import Config
 from invprop.data import IMAGEFOLDER_PREFIX, dataset_names
 from invprop.engine import CHECKPOINT_NAME, Trainer, config_for_resume
 from invprop.errors import ConfigError, InvpropError
-from invprop.evaluation import VARIANTS, evaluate_knn, parse_variants, run_ablation
+from invprop.evaluation import PROTOCOLS, VARIANTS, parse_variants, run_ablation
+from invprop.evaluation.embed import SPLITS, embed, nearest_neighbors
+from invprop.evaluation.export import FORMATS, export_weights
 from invprop.registry import UnknownNameError
 
 logger = logging.getLogger("invprop")
@@ -137,10 +139,39 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    if (args.checkpoint is None) == (not args.untrained):
+        raise ConfigError("give --checkpoint PATH (a run's last.pt or its directory), or --untrained for the baseline")
     overrides = _nested_overrides(args.set or [])
-    results = evaluate_knn(Path(args.checkpoint), dataset=args.dataset, overrides=overrides)
+    checkpoint = Path(args.checkpoint) if args.checkpoint else None
+    results = PROTOCOLS[args.protocol](checkpoint, dataset=args.dataset, overrides=overrides)
     for key, value in results.items():
-        print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
+        if isinstance(value, float):
+            print(f"{key}: {value:.4f}")
+        elif isinstance(value, dict):
+            print(f"{key}: " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in value.items()))
+        else:
+            print(f"{key}: {value}")
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    path = embed(Path(args.checkpoint), args.dataset, args.split, Path(args.out), _nested_overrides(args.set or []))
+    print(f"embeddings written: {path}")
+    return 0
+
+
+def cmd_neighbors(args: argparse.Namespace) -> int:
+    rows = nearest_neighbors(Path(args.checkpoint), args.query, args.k, args.dataset, args.split, _nested_overrides(args.set or []))
+    for row in rows:
+        where = f"  {row['path']}" if "path" in row else ""
+        label = f"  label {row['label']}" if row["label"] >= 0 else ""
+        print(f"{row['rank']:>3}  index {row['index']:>7}  similarity {row['similarity']:.4f}{label}{where}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    path = export_weights(Path(args.checkpoint), args.format, Path(args.out) if args.out else None)
+    print(f"{args.format} weights written: {path}")
     return 0
 
 
@@ -193,11 +224,39 @@ def build_parser() -> argparse.ArgumentParser:
     ab.set_defaults(func=cmd_ablate)
 
     ev = sub.add_parser("eval", help="evaluate a checkpoint")
-    ev.add_argument("protocol", choices=["knn"], help="knn: weighted kNN on the held-out split")
-    ev.add_argument("--checkpoint", required=True, help="a run's last.pt (or the run directory)")
+    ev.add_argument(
+        "protocol",
+        choices=list(PROTOCOLS),
+        help="knn: weighted kNN on the held-out split; linear: logistic regression on frozen backbone features",
+    )
+    ev.add_argument("--checkpoint", help="a run's last.pt (or the run directory)")
+    ev.add_argument("--untrained", action="store_true", help="evaluate a randomly initialised encoder (the baseline)")
     ev.add_argument("--dataset", help="evaluate on another dataset than the one trained on")
     ev.add_argument("--set", action="append", metavar="KEY=VALUE", help="e.g. eval.knn_k=20")
     ev.set_defaults(func=cmd_eval)
+
+    em = sub.add_parser("embed", help="write a dataset's embeddings (and labels, file paths) to an .npz file")
+    em.add_argument("--checkpoint", required=True, help="a run's last.pt (or the run directory)")
+    em.add_argument("--dataset", help="dataset to embed (default: the one trained on)")
+    em.add_argument("--split", default="train", choices=SPLITS, help="which split (non-augmented images)")
+    em.add_argument("--out", required=True, help="output .npz file")
+    em.add_argument("--set", action="append", metavar="KEY=VALUE", help="dotted override, e.g. data.root=PATH")
+    em.set_defaults(func=cmd_embed)
+
+    nb = sub.add_parser("neighbors", help="the images nearest to a query image (by index or file)")
+    nb.add_argument("--checkpoint", required=True, help="a run's last.pt (or the run directory)")
+    nb.add_argument("--query", required=True, help="an index into the split, or an image file")
+    nb.add_argument("-k", type=int, default=10, help="how many neighbours (default 10)")
+    nb.add_argument("--dataset", help="dataset to search (default: the one trained on)")
+    nb.add_argument("--split", default="train", choices=SPLITS, help="which split to search")
+    nb.add_argument("--set", action="append", metavar="KEY=VALUE", help="dotted override")
+    nb.set_defaults(func=cmd_neighbors)
+
+    ex = sub.add_parser("export", help="export weights for torchvision (ResNets) or as safetensors (any backbone)")
+    ex.add_argument("--checkpoint", required=True, help="a run's last.pt (or the run directory)")
+    ex.add_argument("--format", required=True, choices=FORMATS)
+    ex.add_argument("--out", help="output file (default: next to the checkpoint)")
+    ex.set_defaults(func=cmd_export)
 
     pr = sub.add_parser("presets", help="list the presets, or print one in full")
     pr.add_argument("name", nargs="?", help="preset to print as YAML")

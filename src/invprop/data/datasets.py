@@ -164,6 +164,7 @@ class DataSplits:
         test: held-out images with the eval transform, or None.
         num_classes: 0 when unlabelled (turns the kNN monitor off).
         in_channels: image channels.
+        train_plain: the training images with the eval transform (for embedding and search; labelled or not).
         train_images: the training images as one tensor, when the tensor pipeline is used (else None).
         batch_augment: the batch counterpart of the training transform, with ``train_images``.
     """
@@ -173,6 +174,7 @@ class DataSplits:
     test: IndexedDataset | None
     num_classes: int
     in_channels: int
+    train_plain: IndexedDataset | None = None
     train_images: TensorImages | None = None
     batch_augment: BatchAugment | None = None
 
@@ -390,6 +392,7 @@ def build_datasets(
         pair = build_transforms(preset, size, source.mean, source.std)
         return DataSplits(
             train=IndexedDataset(source.train, pair.train),
+            train_plain=IndexedDataset(source.train, pair.eval),
             memory=IndexedDataset(source.memory, pair.eval) if source.memory is not None else None,
             test=IndexedDataset(source.test, pair.eval) if source.test is not None else None,
             num_classes=source.num_classes,
@@ -408,6 +411,7 @@ def build_datasets(
     test = to_tensor_images(source.test, cache) if source.test is not None else None
     return DataSplits(
         train=IndexedDataset(train, build_transforms(preset, size, source.mean, source.std).train),
+        train_plain=IndexedDataset(train, normalize),
         memory=IndexedDataset(memory, normalize) if memory is not None else None,
         test=IndexedDataset(test, normalize) if test is not None else None,
         num_classes=source.num_classes,

@@ -1,6 +1,12 @@
 """Layer 5: evaluation protocols on trained checkpoints, and the ablation tool."""
 
+from typing import Any, Callable
+
 from invprop.evaluation.ablation import VARIANTS, parse_variants, run_ablation
 from invprop.evaluation.knn import evaluate_knn
+from invprop.evaluation.linear import evaluate_linear
 
-__all__ = ["VARIANTS", "evaluate_knn", "parse_variants", "run_ablation"]
+#: ``invprop eval PROTOCOL``: each takes (checkpoint or None, dataset=None, overrides=None) and returns its results.
+PROTOCOLS: dict[str, Callable[..., dict[str, Any]]] = {"knn": evaluate_knn, "linear": evaluate_linear}
+
+__all__ = ["PROTOCOLS", "VARIANTS", "evaluate_knn", "evaluate_linear", "parse_variants", "run_ablation"]

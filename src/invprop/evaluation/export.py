@@ -1,0 +1,83 @@
+"""``invprop export``: a checkpoint's weights in forms other tools load.
+
+* ``torchvision``: the backbone of a ResNet run as a plain ``state_dict`` with torchvision's parameter names, no
+  ``fc``. It loads with ``strict=True`` into ``torchvision.models.resnet18()``/``resnet50()`` once ``fc`` is replaced
+  by ``torch.nn.Identity()`` (and, for the CIFAR stem, ``conv1``/``maxpool`` as :func:`torchvision_model` does) --
+  the form detection and segmentation toolkits consume. Checked on export.
+* ``safetensors``: the whole encoder (backbone and head) for any backbone, with the model settings as metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import Tensor, nn
+
+from invprop.config import from_dict
+from invprop.engine import load_checkpoint
+from invprop.errors import ConfigError
+from invprop.evaluation.loading import ENCODER_PREFIX, checkpoint_path
+
+FORMATS = ("torchvision", "safetensors")
+#: invprop backbone -> (torchvision architecture, CIFAR stem).
+TORCHVISION_BACKBONES = {"resnet18": ("resnet18", False), "resnet18_cifar": ("resnet18", True), "resnet50": ("resnet50", False)}
+#: Prefix of torchvision-named parameters inside an invprop ResNet backbone.
+RESNET_PREFIX = "backbone.net."
+
+
+def torchvision_model(backbone: str, in_channels: int = 3) -> nn.Module:
+    """The torchvision model an exported ``backbone`` loads into strictly (``fc`` = Identity)."""
+    if backbone not in TORCHVISION_BACKBONES:
+        raise ConfigError(
+            f"backbone {backbone!r} has no torchvision counterpart ({', '.join(TORCHVISION_BACKBONES)} do); "
+            "use --format safetensors"
+        )
+    arch, cifar_stem = TORCHVISION_BACKBONES[backbone]
+    model = getattr(torchvision.models, arch)(weights=None)
+    if cifar_stem or in_channels != 3:
+        kernel, stride, padding = (3, 1, 1) if cifar_stem else (7, 2, 3)
+        model.conv1 = nn.Conv2d(in_channels, 64, kernel, stride=stride, padding=padding, bias=False)
+    if cifar_stem:
+        model.maxpool = nn.Identity()
+    model.fc = nn.Identity()
+    return model
+
+
+def _encoder_weights(state: dict) -> dict[str, Tensor]:
+    return {k[len(ENCODER_PREFIX) :]: v for k, v in state["model"].items() if k.startswith(ENCODER_PREFIX)}
+
+
+def _save_atomically(save, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save(tmp)
+    os.replace(tmp, path)
+
+
+def export_weights(checkpoint: Path, fmt: str, out: Path | None = None) -> Path:
+    """Write the weights of ``checkpoint`` in ``fmt`` (see the module docstring); returns the file written."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+    path = checkpoint_path(checkpoint)
+    state = load_checkpoint(path)
+    cfg = from_dict(state["config"])
+    weights = _encoder_weights(state)
+    if fmt == "torchvision":
+        backbone = {k[len(RESNET_PREFIX) :]: v.clone() for k, v in weights.items() if k.startswith(RESNET_PREFIX)}
+        in_channels = int(backbone["conv1.weight"].shape[1]) if "conv1.weight" in backbone else 3
+        model = torchvision_model(cfg.model.backbone, in_channels)
+        model.load_state_dict(backbone, strict=True)  # the promise of this format, checked before writing
+        target = out or path.parent / f"{cfg.model.backbone}-torchvision.pth"
+        _save_atomically(lambda tmp: torch.save(backbone, tmp), target)
+        return target
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().contiguous().cpu() for k, v in weights.items()}
+    metadata = {"format": "invprop-encoder", "model": json.dumps(cfg.model.__dict__), "epoch": str(state["epoch"])}
+    target = out or path.parent / "encoder.safetensors"
+    _save_atomically(lambda tmp: save_file(tensors, str(tmp), metadata=metadata), target)
+    return target

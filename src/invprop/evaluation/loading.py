@@ -1,0 +1,113 @@
+"""What every evaluation protocol starts from: a checkpoint's (or a fresh) encoder and a labelled dataset."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from invprop import config as cfgmod
+from invprop.config import Config, from_dict
+from invprop.data import DataSplits, build_datasets
+from invprop.engine import CHECKPOINT_NAME, METRICS_NAME, load_checkpoint, resolve_device
+from invprop.errors import ConfigError, DataError
+from invprop.models import Encoder, build_encoder
+
+#: Prefix of the encoder's parameters inside a method's state dict.
+ENCODER_PREFIX = "encoder."
+
+
+@dataclass
+class EvalContext:
+    """A ready encoder (eval mode, on ``device``) and the labelled splits to evaluate it on.
+
+    Attributes:
+        checkpoint: the checkpoint file, or None for a randomly initialised encoder (the untrained baseline).
+        epoch: training epochs behind the encoder (0 when untrained).
+    """
+
+    cfg: Config
+    dataset: str
+    splits: DataSplits
+    encoder: Encoder
+    device: torch.device
+    checkpoint: Path | None
+    epoch: int
+
+    def describe(self) -> dict[str, Any]:
+        return {"checkpoint": str(self.checkpoint) if self.checkpoint else "untrained", "dataset": self.dataset, "epoch": self.epoch}
+
+
+def checkpoint_path(checkpoint: Path) -> Path:
+    return checkpoint / CHECKPOINT_NAME if checkpoint.is_dir() else checkpoint
+
+
+def load_eval_context(
+    checkpoint: Path | None, dataset: str | None = None, overrides: dict[str, Any] | None = None, require_labels: bool = True
+) -> EvalContext:
+    """The encoder of ``checkpoint`` (or, with None, a fresh one from the dataset's preset) and ``dataset``'s splits.
+
+    Args:
+        checkpoint: a run's ``last.pt`` or its run directory; None builds an untrained encoder (seeded by ``seed``).
+        dataset: evaluate on this dataset instead of the one trained on (transfer).
+        overrides: nested config overrides (e.g. ``{"eval": {"knn_k": 20}}``).
+        require_labels: raise a one-line error when the dataset has no labelled held-out split.
+    """
+    overrides = overrides or {}
+    if checkpoint is not None:
+        path = checkpoint_path(checkpoint)
+        state = load_checkpoint(path)
+        cfg = from_dict(overrides, base=from_dict(state["config"]))
+        epoch = int(state["epoch"])
+    else:
+        path, state, epoch = None, None, 0
+        base = dataset if dataset in cfgmod.PRESETS else cfgmod.DEFAULT_PRESET
+        cfg = from_dict(overrides, base=cfgmod.preset(base))
+        if dataset is not None:
+            cfg = from_dict({"data": {"name": dataset}}, base=cfg)
+    cfgmod.validate(cfg)
+    name = dataset or cfg.data.name
+    foreign = dataset is not None and checkpoint is not None
+    splits = build_datasets(
+        name,
+        cfg.data.root,
+        None if foreign else cfg.data.augment,
+        None if foreign else cfg.data.image_size,
+        pipeline="auto" if foreign else cfg.data.pipeline,
+        cache_dir=cfg.data.cache_dir,
+    )
+    if require_labels and not splits.labelled:
+        raise DataError(f"dataset {name!r} has no labelled held-out split; this evaluation needs one")
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    encoder = build_encoder(cfg.model.backbone, cfg.model.head, cfg.model.embedding_dim, cfg.model.hidden_dim, splits.in_channels)
+    if state is not None:
+        weights = {k[len(ENCODER_PREFIX) :]: v for k, v in state["model"].items() if k.startswith(ENCODER_PREFIX)}
+        try:
+            encoder.load_state_dict(weights)
+        except RuntimeError:
+            raise DataError(f"the encoder in {path} does not fit dataset {name!r} (different image channels?)") from None
+    encoder.to(device).eval()
+    return EvalContext(cfg, name, splits, encoder, device, path, epoch)
+
+
+def record_result(ctx: EvalContext, protocol: str, results: dict[str, Any]) -> None:
+    """Append ``results`` to ``metrics.json`` under ``eval`` when the checkpoint sits in a run directory."""
+    if ctx.checkpoint is None:
+        return
+    metrics_path = ctx.checkpoint.parent / METRICS_NAME
+    if not metrics_path.is_file():
+        return
+    metrics = json.loads(metrics_path.read_text())
+    metrics.setdefault("eval", []).append({"protocol": protocol, **results})
+    tmp = metrics_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    tmp.replace(metrics_path)
+
+
+def require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
