@@ -34,3 +34,13 @@ def random_graph(n: int, k: int, generator: torch.Generator, invalid_fraction: f
         drop = torch.rand(table.shape, generator=generator) < invalid_fraction
         table[drop] = -1
     return table
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A one-epoch InvP run on digits (with diagnostics), shared by the evaluation tests; treat it as read-only."""
+    from invprop.cli import main
+
+    run = tmp_path_factory.mktemp("run") / "digits"
+    assert main(["-q", "train", "--epochs", "2", "--set", "loss.rampup_epochs=1", "--out", str(run)]) == 0
+    return run

@@ -9,13 +9,6 @@ from PIL import Image
 from invprop.cli import main
 
 
-@pytest.fixture(scope="module")
-def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = tmp_path_factory.mktemp("run") / "digits"
-    assert main(["-q", "train", "--epochs", "1", "--out", str(run)]) == 0
-    return run
-
-
 def test_embed_writes_normalised_embeddings_with_labels(digits_run: Path, tmp_path: Path) -> None:
     assert main(["-q", "embed", "--checkpoint", str(digits_run), "--split", "test", "--out", str(tmp_path / "e")]) == 0
     data = np.load(tmp_path / "e.npz")

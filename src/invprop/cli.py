@@ -175,6 +175,16 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from invprop.evaluation.report import build_report  # matplotlib is imported only when a report is asked for
+
+    runs = [Path(p) for p in args.runs]
+    out = Path(args.out) if args.out else runs[0] / "report"
+    path = build_report(runs, out)
+    print(f"report written: {path} (figures as PNG beside it)")
+    return 0
+
+
 def cmd_presets(args: argparse.Namespace) -> int:
     if args.name:
         print(yaml.safe_dump(cfgmod.to_dict(cfgmod.preset(args.name)), sort_keys=False), end="")
@@ -257,6 +267,11 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--format", required=True, choices=FORMATS)
     ex.add_argument("--out", help="output file (default: next to the checkpoint)")
     ex.set_defaults(func=cmd_export)
+
+    rp = sub.add_parser("report", help="one offline HTML page of figures comparing runs")
+    rp.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories written by invprop train")
+    rp.add_argument("--out", help="folder for report.html and the PNGs (default: FIRST_RUN/report)")
+    rp.set_defaults(func=cmd_report)
 
     pr = sub.add_parser("presets", help="list the presets, or print one in full")
     pr.add_argument("name", nargs="?", help="preset to print as YAML")

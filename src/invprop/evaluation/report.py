@@ -1,0 +1,274 @@
+"""``invprop report RUN_DIR [RUN_DIR ...]``: one self-contained HTML page (plus PNGs) comparing runs.
+
+Figures: loss terms and kNN accuracy over epochs; positive purity over epochs (when logged); similarities of each
+image's 5 nearest same-class and 5 nearest different-class neighbours with their overlap (paper Fig. 2a); anchors
+with their easiest and hardest discovered positives (Fig. 2b); a 2-D t-SNE map coloured by label. Unlabelled runs
+get the curves, the positive grids and the map. Every image is embedded in the HTML as base64, so it opens offline.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch import Tensor, nn  # noqa: E402
+
+from invprop.core.graph import propagate  # noqa: E402
+from invprop.data import IndexedDataset  # noqa: E402
+from invprop.data.datasets import take_subset  # noqa: E402
+from invprop.engine import CHECKPOINT_NAME, HISTORY_NAME, load_checkpoint  # noqa: E402
+from invprop.engine.monitor import extract  # noqa: E402
+from invprop.errors import ConfigError  # noqa: E402
+from invprop.evaluation.loading import load_eval_context  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+REPORT_NAME = "report.html"
+#: Neighbours per image in the similarity-distribution figure (paper Fig. 2a).
+SIMILARITY_NEIGHBORS = 5
+#: Images drawn for the similarity figure and the t-SNE map (keeps both fast on a CPU).
+MAX_IMAGES = 2000
+#: Anchors and positives shown in the positive grid.
+GRID_ANCHORS = 6
+GRID_POSITIVES = 4
+HISTOGRAM_BINS = 40
+FIGURE_DPI = 100
+SAMPLE_SEED = 0
+#: The method whose bank graph defines its positives (others keep no graph worth showing).
+PROPAGATING_METHOD = "invp"
+
+
+@dataclass
+class Figure:
+    title: str
+    filename: str
+    png: bytes
+    caption: str
+
+
+def _png(fig: plt.Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=FIGURE_DPI, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def read_history(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / HISTORY_NAME
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} is not a run directory (no {HISTORY_NAME}); pass the folder `invprop train` wrote")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def curves_figure(histories: dict[str, list[dict[str, Any]]], keys: Sequence[str], title: str, ylabel: str) -> bytes | None:
+    """One panel per key, one line per run; None when no run logged any of ``keys``."""
+    present = [k for k in keys if any(k in r for h in histories.values() for r in h)]
+    if not present:
+        return None
+    fig, axes = plt.subplots(1, len(present), figsize=(4.2 * len(present), 3.2), squeeze=False)
+    for ax, key in zip(axes[0], present):
+        for name, history in histories.items():
+            points = [(r["epoch"], r[key]) for r in history if key in r and r[key] is not None]
+            if points:
+                ax.plot(*zip(*points), label=name, marker="." if len(points) < 30 else None)
+        ax.set_title(key)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(title)
+    return _png(fig)
+
+
+def neighbor_similarities(embeddings: Tensor, labels: Tensor, k: int = SIMILARITY_NEIGHBORS) -> tuple[Tensor, Tensor]:
+    """Cosine similarities of each image's ``k`` nearest same-class and ``k`` nearest other-class images.
+
+    Args:
+        embeddings: (N, D) L2-normalised.
+        labels: (N,) int64, all known.
+
+    Returns:
+        ``(same, different)``, each (N, k) (fewer columns if a class is that small).
+    """
+    sims = embeddings @ embeddings.T
+    sims.fill_diagonal_(float("-inf"))
+    same_class = labels[:, None] == labels[None, :]
+    k_same = min(k, int(same_class.sum(1).min()) - 1)
+    k_diff = min(k, int((~same_class).sum(1).min()))
+    same = sims.masked_fill(~same_class, float("-inf")).topk(max(k_same, 0), dim=1).values
+    different = sims.masked_fill(same_class, float("-inf")).topk(max(k_diff, 0), dim=1).values
+    return same, different
+
+
+def histogram_overlap(a: Tensor, b: Tensor, bins: int = HISTOGRAM_BINS) -> float:
+    """Shared area of the two normalised histograms on [-1, 1] (0 = disjoint, 1 = identical)."""
+    ha = torch.histc(a.float().flatten(), bins=bins, min=-1, max=1)
+    hb = torch.histc(b.float().flatten(), bins=bins, min=-1, max=1)
+    return float(torch.minimum(ha / ha.sum(), hb / hb.sum()).sum())
+
+
+def similarity_figure(runs: dict[str, tuple[Tensor, Tensor]]) -> tuple[bytes, dict[str, float]]:
+    fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 3.2), squeeze=False)
+    overlaps = {}
+    for ax, (name, (same, different)) in zip(axes[0], runs.items()):
+        overlaps[name] = histogram_overlap(same, different)
+        edges = np.linspace(-1, 1, HISTOGRAM_BINS + 1)
+        ax.hist(same.flatten().numpy(), bins=edges, alpha=0.6, density=True, label=f"{SIMILARITY_NEIGHBORS} nearest same class")
+        ax.hist(different.flatten().numpy(), bins=edges, alpha=0.6, density=True, label=f"{SIMILARITY_NEIGHBORS} nearest other class")
+        ax.set_title(f"{name}\noverlap {overlaps[name]:.3f}")
+        ax.set_xlabel("cosine similarity")
+    axes[0][0].legend(fontsize=8)
+    return _png(fig), overlaps
+
+
+def _as_picture(image: Tensor) -> np.ndarray:
+    """A (C, H, W) normalised image -> (H, W[, 3]) in [0, 1], min-max stretched for display."""
+    x = image.float()
+    x = (x - x.min()) / (x.max() - x.min() + 1e-8)
+    return x[0].numpy() if x.shape[0] == 1 else x.permute(1, 2, 0).numpy()
+
+
+def positive_grid(dataset: Any, embeddings: Tensor, neighbors: Tensor, steps: int, seed: int = SAMPLE_SEED) -> bytes | None:
+    """Anchors with their easiest (most similar) and hardest (least similar) discovered positives (Fig. 2b)."""
+    n = embeddings.shape[0]
+    if neighbors.shape[0] != n:
+        return None
+    anchors = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:GRID_ANCHORS]
+    positives, mask = propagate(neighbors, anchors, steps)
+    sims = (embeddings[anchors, None, :] * embeddings[positives.clamp_min(0)]).sum(-1).masked_fill(~mask, float("nan"))
+    cols = 1 + 2 * GRID_POSITIVES
+    fig, axes = plt.subplots(len(anchors), cols, figsize=(1.1 * cols, 1.2 * len(anchors)), squeeze=False)
+    for row, anchor in enumerate(anchors.tolist()):
+        valid = mask[row].nonzero().squeeze(1)
+        order = valid[sims[row, valid].argsort(descending=True)]
+        easy, hard = order[:GRID_POSITIVES], order.flip(0)[:GRID_POSITIVES]
+        cells = [("anchor", anchor, None)] + [("easy", int(positives[row, c]), float(sims[row, c])) for c in easy]
+        cells += [(None, None, None)] * (GRID_POSITIVES - len(easy))
+        cells += [("hard", int(positives[row, c]), float(sims[row, c])) for c in hard]
+        cells += [(None, None, None)] * (GRID_POSITIVES - len(hard))
+        for ax, (kind, index, sim) in zip(axes[row], cells):
+            ax.axis("off")
+            if index is None:
+                continue
+            ax.imshow(_as_picture(dataset[index][1]), cmap="gray")
+            ax.set_title(kind if sim is None else f"{kind} {sim:.2f}", fontsize=7)
+    fig.suptitle("anchors | easiest positives | hardest positives (propagated, cosine similarity)", fontsize=9)
+    return _png(fig)
+
+
+def tsne_figure(runs: dict[str, tuple[Tensor, Tensor]], seed: int = SAMPLE_SEED) -> bytes:
+    from sklearn.manifold import TSNE
+
+    fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 4), squeeze=False)
+    for ax, (name, (embeddings, labels)) in zip(axes[0], runs.items()):
+        perplexity = float(min(30, max(2, embeddings.shape[0] // 4)))
+        points = TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(embeddings.numpy())
+        known = labels >= 0
+        colours = labels.numpy() if bool(known.all()) else None
+        ax.scatter(points[:, 0], points[:, 1], c=colours, cmap="tab10" if colours is not None else None, s=4)
+        ax.set_title(name)
+        ax.set_xticks([]), ax.set_yticks([])
+    return _png(fig)
+
+
+def _sample(n: int, limit: int, seed: int = SAMPLE_SEED) -> Tensor:
+    if n <= limit:
+        return torch.arange(n)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:limit].sort().values
+
+
+def build_report(run_dirs: Sequence[Path], out_dir: Path) -> Path:
+    """Write ``out_dir/report.html`` and one PNG per figure; returns the HTML path."""
+    if not run_dirs:
+        raise ConfigError("give at least one run directory")
+    names = [p.name or str(p) for p in run_dirs]
+    if len(set(names)) != len(names):
+        names = [str(p) for p in run_dirs]
+    histories = {name: read_history(path) for name, path in zip(names, run_dirs)}
+    figures: list[Figure] = []
+    for keys, title, ylabel, filename in (
+        (("loss", "loss_ins", "loss_inv"), "loss terms", "loss", "curves-loss.png"),
+        (("knn_top1", "knn_backbone_top1"), "held-out kNN accuracy", "top-1", "curves-knn.png"),
+        (("purity_positive", "purity_hard_positive", "background_same_label"), "positive purity", "fraction", "curves-purity.png"),
+    ):
+        png = curves_figure(histories, keys, title, ylabel)
+        if png is not None:
+            figures.append(Figure(title, filename, png, f"{', '.join(keys)} per epoch, one line per run."))
+
+    similarity_runs: dict[str, tuple[Tensor, Tensor]] = {}
+    maps: dict[str, tuple[Tensor, Tensor]] = {}
+    for name, run_dir in zip(names, run_dirs):
+        if not (run_dir / CHECKPOINT_NAME).is_file():
+            logger.warning("%s has no %s; only its curves are shown", run_dir, CHECKPOINT_NAME)
+            continue
+        ctx = load_eval_context(run_dir, require_labels=False)
+        dataset = ctx.splits.train_plain
+        assert dataset is not None
+        keep = _sample(len(dataset), MAX_IMAGES)
+        sample = IndexedDataset(take_subset(dataset.source, keep.tolist()), dataset.transform)
+        out = extract(ctx.encoder, sample, ctx.device)
+        embeddings = nn.functional.normalize(out.embeddings, dim=1)
+        maps[name] = (embeddings, out.labels)
+        if bool((out.labels >= 0).all()):
+            similarity_runs[name] = neighbor_similarities(embeddings, out.labels)
+        full = extract(ctx.encoder, dataset, ctx.device) if len(dataset) > len(keep) else out
+        neighbors = load_checkpoint(run_dir / CHECKPOINT_NAME)["model"].get("bank.neighbors")
+        if neighbors is not None and ctx.cfg.method == PROPAGATING_METHOD:
+            png = positive_grid(dataset, nn.functional.normalize(full.embeddings, dim=1), neighbors.cpu(), ctx.cfg.loss.steps)
+            if png is not None:
+                figures.append(Figure(f"positives of {name}", f"positives-{len(figures)}.png", png,
+                                      "Random anchors (first column) with the discovered positives most similar to them "
+                                      "(easy) and least similar (hard, the ones InvP trains on)."))  # fmt: skip
+    if similarity_runs:
+        png, overlaps = similarity_figure(similarity_runs)
+        text = ", ".join(f"{k}: {v:.3f}" for k, v in overlaps.items())
+        figures.append(Figure("similarity of nearest same-class and other-class neighbours", "similarities.png", png,
+                              f"Each image's {SIMILARITY_NEIGHBORS} nearest same-class and other-class images (paper Fig. 2a). "
+                              f"Histogram overlap (lower separates classes better): {text}."))  # fmt: skip
+    if maps:
+        figures.append(Figure("t-SNE map of the embeddings", "tsne.png", tsne_figure(maps),
+                              f"Up to {MAX_IMAGES} training images per run, coloured by label when labelled."))  # fmt: skip
+    return write_html(figures, histories, out_dir)
+
+
+def write_html(figures: Sequence[Figure], histories: dict[str, list[dict[str, Any]]], out_dir: Path) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name, history in histories.items():
+        last = history[-1] if history else {}
+        top1 = next((r["knn_top1"] for r in reversed(history) if "knn_top1" in r), None)
+        rows.append(
+            f"<tr><td>{html.escape(name)}</td><td>{last.get('epoch', '-')}</td>"
+            f"<td>{'-' if top1 is None else f'{top1:.4f}'}</td><td>{last.get('seconds', '-')}</td></tr>"
+        )
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>invprop report</title>",
+        "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto}img{max-width:100%}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}</style></head><body>",
+        "<h1>invprop report</h1>",
+        "<table><tr><th>run</th><th>epochs</th><th>kNN top-1</th><th>seconds</th></tr>" + "".join(rows) + "</table>",
+    ]
+    for figure in figures:
+        (out_dir / figure.filename).write_bytes(figure.png)
+        data = base64.b64encode(figure.png).decode("ascii")
+        parts.append(f"<h2>{html.escape(figure.title)}</h2><img alt='{html.escape(figure.title)}' "
+                     f"src='data:image/png;base64,{data}'><p>{html.escape(figure.caption)}</p>")  # fmt: skip
+    parts.append("</body></html>")
+    path = out_dir / REPORT_NAME
+    tmp = out_dir / f".{REPORT_NAME}.tmp"
+    tmp.write_text("\n".join(parts))
+    os.replace(tmp, path)
+    return path
