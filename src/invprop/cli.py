@@ -237,7 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "protocol",
         choices=list(PROTOCOLS),
-        help="knn: weighted kNN on the held-out split; linear: logistic regression on frozen backbone features",
+        help="knn: weighted kNN on the held-out split; linear: logistic regression on frozen backbone features; "
+        "semi: fine-tuning with 1%% and 10%% of the labels vs training from scratch; transfer: linear and fine-tuning "
+        "on --dataset",
     )
     ev.add_argument("--checkpoint", help="a run's last.pt (or the run directory)")
     ev.add_argument("--untrained", action="store_true", help="evaluate a randomly initialised encoder (the baseline)")

@@ -87,6 +87,9 @@ class EvalConfig:
     knn_k: int = _f(200, "K of the weighted kNN monitor (capped at the training set size)")
     knn_sigma: float = _f(0.07, "sigma of the weighted kNN monitor")
     every: int = _f(1, "run the kNN monitor every this many epochs (and after the last)")
+    finetune_epochs: int = _f(30, "epochs of fine-tuning in the semi and transfer protocols (pretrained and scratch alike)")
+    finetune_lr: float = _f(0.05, "SGD learning rate of fine-tuning (cosine schedule, momentum 0.9)")
+    finetune_batch_size: int = _f(64, "images per fine-tuning step (capped at the labelled subset size)")
 
 
 @dataclass
@@ -321,6 +324,9 @@ def validate(cfg: Config) -> Config:
     _check(cfg.eval.knn_k >= 1, f"eval.knn_k must be positive, got {cfg.eval.knn_k}")
     _check(cfg.eval.knn_sigma > 0, f"eval.knn_sigma must be positive, got {cfg.eval.knn_sigma}")
     _check(cfg.eval.every >= 1, f"eval.every must be at least 1, got {cfg.eval.every}")
+    _check(cfg.eval.finetune_epochs >= 1, f"eval.finetune_epochs must be at least 1, got {cfg.eval.finetune_epochs}")
+    _check(cfg.eval.finetune_lr > 0, f"eval.finetune_lr must be positive, got {cfg.eval.finetune_lr}")
+    _check(cfg.eval.finetune_batch_size >= 2, f"eval.finetune_batch_size must be at least 2, got {cfg.eval.finetune_batch_size}")
     _check(cfg.data.num_workers >= 0, f"data.num_workers must be non-negative, got {cfg.data.num_workers}")
     _check(
         cfg.device == "auto" or cfg.device == "cpu" or cfg.device.startswith("cuda"),

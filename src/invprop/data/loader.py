@@ -6,6 +6,7 @@ one exactly and the per-image pipeline gives the same batches with any number of
 
 from __future__ import annotations
 
+import os
 from typing import Iterator
 
 import torch
@@ -15,6 +16,11 @@ from torch.utils.data import DataLoader, Sampler
 from invprop.data.datasets import IndexedDataset
 from invprop.data.image_sequences import TensorImages, to_float
 from invprop.data.transforms import Normalize
+
+
+def worker_count(requested: int) -> int:
+    """DataLoader workers actually started: ``requested``, capped at the machine's CPU count."""
+    return max(0, min(requested, os.cpu_count() or 1))
 
 
 def epoch_order(n: int, seed: int) -> Tensor:
@@ -94,6 +100,6 @@ def eval_batches(
             images = to_float(source.images[start : start + batch_size].to(device, non_blocking=True))
             yield dataset.transform(images), source.labels[start : start + batch_size]
         return
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=worker_count(num_workers))
     for _, images, labels in loader:
         yield images.to(device, non_blocking=True), labels

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from invprop.config import Config, from_dict, save_yaml, to_dict, validate
 from invprop.data import DataSplits, EpochSampler, TensorBatches, build_datasets
-from invprop.data.loader import num_batches
+from invprop.data.loader import num_batches, worker_count
 from invprop.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from invprop.engine.history import History
 from invprop.engine.monitor import knn_monitor, raw_pixel_baseline
@@ -154,7 +154,7 @@ class Trainer:
             self._batch_augment = self.data.batch_augment.to(self.device)
         else:
             self._sampler = EpochSampler(n)
-            workers = cfg.data.num_workers
+            workers = worker_count(cfg.data.num_workers)
             self._loader = DataLoader(
                 self.data.train,
                 batch_size=self.batch_size,

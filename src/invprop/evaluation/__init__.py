@@ -4,9 +4,24 @@ from typing import Any, Callable
 
 from invprop.evaluation.ablation import VARIANTS, parse_variants, run_ablation
 from invprop.evaluation.knn import evaluate_knn
+from invprop.evaluation.finetune import evaluate_semi, evaluate_transfer
 from invprop.evaluation.linear import evaluate_linear
 
 #: ``invprop eval PROTOCOL``: each takes (checkpoint or None, dataset=None, overrides=None) and returns its results.
-PROTOCOLS: dict[str, Callable[..., dict[str, Any]]] = {"knn": evaluate_knn, "linear": evaluate_linear}
+PROTOCOLS: dict[str, Callable[..., dict[str, Any]]] = {
+    "knn": evaluate_knn,
+    "linear": evaluate_linear,
+    "semi": evaluate_semi,
+    "transfer": evaluate_transfer,
+}
 
-__all__ = ["PROTOCOLS", "VARIANTS", "evaluate_knn", "evaluate_linear", "parse_variants", "run_ablation"]
+__all__ = [
+    "PROTOCOLS",
+    "VARIANTS",
+    "evaluate_knn",
+    "evaluate_linear",
+    "evaluate_semi",
+    "evaluate_transfer",
+    "parse_variants",
+    "run_ablation",
+]

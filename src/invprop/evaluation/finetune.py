@@ -1,0 +1,183 @@
+"""``invprop eval semi`` and ``invprop eval transfer``: fine-tuning the whole network with few (or all) labels.
+
+``semi`` fine-tunes with 1% and 10% of the training labels -- class-balanced subsets drawn with a fixed seed, their
+indices saved next to the checkpoint -- and reports top-1/top-5 on the test split, beside a supervised-from-scratch
+baseline trained on the same subset with the same budget, so the gain from pretraining is visible.
+``transfer`` evaluates a checkpoint on another dataset: the linear probe plus fine-tuning with all of its labels.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from invprop.config import Config
+from invprop.core.knn_classifier import topk_accuracy
+from invprop.data import DataSplits
+from invprop.data.image_sequences import to_float
+from invprop.data.loader import eval_batches, epoch_order
+from invprop.engine.monitor import EXTRACT_BATCH, extract
+from invprop.errors import DataError
+from invprop.evaluation.linear import linear_protocol
+from invprop.evaluation.loading import EvalContext, load_eval_context, record_result
+from invprop.models import Encoder, build_encoder
+
+#: Label fractions of the semi-supervised protocol.
+SEMI_FRACTIONS = (0.01, 0.10)
+#: Seed of the labelled subsets (fixed, so every checkpoint is compared on the same images).
+SUBSET_SEED = 0
+SUBSETS_NAME = "semi-subsets.json"
+FINETUNE_MOMENTUM = 0.9
+FINETUNE_WEIGHT_DECAY = 5e-4
+
+
+def balanced_subset(labels: Tensor, fraction: float, seed: int = SUBSET_SEED) -> Tensor:
+    """Sorted positions of a class-balanced subset: ``round(N * fraction / C)`` images of every class (at least one,
+    at most the class size), drawn with ``seed``."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    classes = labels.unique(sorted=True)
+    per_class = max(1, round(labels.numel() * fraction / classes.numel()))
+    generator = torch.Generator().manual_seed(seed)
+    chosen = []
+    for cls in classes:
+        members = (labels == cls).nonzero().squeeze(1)
+        chosen.append(members[torch.randperm(members.numel(), generator=generator)[:per_class]])
+    return torch.cat(chosen).sort().values
+
+
+class Classifier(nn.Module):
+    """A backbone with a linear classification layer on its features."""
+
+    def __init__(self, encoder: Encoder, num_classes: int) -> None:
+        super().__init__()
+        self.backbone = encoder.backbone
+        self.fc = nn.Linear(encoder.feature_dim, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.backbone(x))
+
+
+def _train_batches(splits: DataSplits, positions: Tensor, batch_size: int, seed: int, device: torch.device) -> Iterator[tuple[Tensor, Tensor]]:
+    """One epoch of augmented ``(images, labels)`` batches over the training ``positions``."""
+    order = positions[epoch_order(positions.numel(), seed)]
+    drop_last = order.numel() % batch_size == 1  # a batch of one would break BatchNorm
+    steps = order.numel() // batch_size if drop_last else math.ceil(order.numel() / batch_size)
+    if splits.train_images is not None and splits.batch_augment is not None:
+        images, labels = splits.train_images.images, splits.train_images.labels
+        augment = splits.batch_augment.to(device)
+        generator = torch.Generator(device=device).manual_seed(seed)
+        for b in range(steps):
+            rows = order[b * batch_size : (b + 1) * batch_size]
+            yield augment(to_float(images[rows].to(device)), generator), labels[rows].to(device)
+        return
+    dataset = splits.train
+    for b in range(steps):
+        rows = order[b * batch_size : (b + 1) * batch_size].tolist()
+        items = [dataset[(seed, r)] for r in rows]
+        yield torch.stack([x for _, x, _ in items]).to(device), torch.tensor([y for _, _, y in items], device=device)
+
+
+def finetune(
+    encoder: Encoder, splits: DataSplits, positions: Tensor, cfg: Config, device: torch.device, seed: int = SUBSET_SEED
+) -> dict[str, float]:
+    """Fine-tune ``encoder``'s backbone plus a new linear layer on the training ``positions``; test top-1/top-5."""
+    assert splits.test is not None
+    model = Classifier(encoder, splits.num_classes).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.eval.finetune_lr, momentum=FINETUNE_MOMENTUM, weight_decay=FINETUNE_WEIGHT_DECAY)
+    epochs = cfg.eval.finetune_epochs
+    batch_size = max(2, min(cfg.eval.finetune_batch_size, positions.numel()))
+    total = epochs * max(1, positions.numel() // batch_size)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    torch.manual_seed(seed)
+    model.train()
+    for epoch in range(epochs):
+        for images, labels in _train_batches(splits, positions, batch_size, seed * 1_000_003 + epoch, device):
+            loss = nn.functional.cross_entropy(model(images), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if scheduler.last_epoch < total:
+                scheduler.step()
+    model.eval()
+    logits, targets = [], []
+    with torch.no_grad():
+        for images, labels in eval_batches(splits.test, EXTRACT_BATCH, device, cfg.data.num_workers):
+            logits.append(model(images).float().cpu())
+            targets.append(labels)
+    acc = topk_accuracy(torch.cat(logits), torch.cat(targets), (1, 5))
+    return {"top1": acc[1], "top5": acc[5]}
+
+
+def _fresh_encoder(ctx: EvalContext, seed: int) -> Encoder:
+    torch.manual_seed(seed)
+    cfg = ctx.cfg
+    return build_encoder(cfg.model.backbone, cfg.model.head, cfg.model.embedding_dim, cfg.model.hidden_dim, ctx.splits.in_channels).to(ctx.device)
+
+
+def _pretrained_copy(ctx: EvalContext) -> Encoder:
+    copy = _fresh_encoder(ctx, ctx.cfg.seed)
+    copy.load_state_dict(ctx.encoder.state_dict())
+    return copy
+
+
+def _labels(splits: DataSplits) -> Tensor:
+    labels = splits.train.labels
+    if bool((labels < 0).any()):
+        raise DataError("fine-tuning needs every training image labelled; this dataset's training split is not")
+    return labels
+
+
+def evaluate_semi(
+    checkpoint: Path | None, dataset: str | None = None, overrides: dict[str, Any] | None = None, fractions: Sequence[float] = SEMI_FRACTIONS
+) -> dict[str, Any]:
+    """The semi-supervised protocol (module docstring); results and subset indices saved beside the checkpoint."""
+    ctx = load_eval_context(checkpoint, dataset, overrides)
+    labels = _labels(ctx.splits)
+    results: dict[str, Any] = {**ctx.describe(), "finetune_epochs": ctx.cfg.eval.finetune_epochs}
+    subsets: dict[str, list[int]] = {}
+    for fraction in fractions:
+        key = f"semi_{round(fraction * 100):g}pct"
+        positions = balanced_subset(labels, fraction)
+        subsets[key] = positions.tolist()
+        pretrained = finetune(_pretrained_copy(ctx), ctx.splits, positions, ctx.cfg, ctx.device)
+        scratch = finetune(_fresh_encoder(ctx, ctx.cfg.seed), ctx.splits, positions, ctx.cfg, ctx.device)
+        results.update({
+            f"{key}_images": int(positions.numel()),
+            f"{key}_top1": pretrained["top1"], f"{key}_top5": pretrained["top5"],
+            f"{key}_scratch_top1": scratch["top1"], f"{key}_scratch_top5": scratch["top5"],
+        })  # fmt: skip
+    if ctx.checkpoint is not None:
+        path = ctx.checkpoint.parent / SUBSETS_NAME
+        path.write_text(json.dumps({"seed": SUBSET_SEED, "dataset": ctx.dataset, "subsets": subsets}) + "\n")
+        results["subsets_file"] = str(path)
+    record_result(ctx, "semi", results)
+    return results
+
+
+def evaluate_transfer(checkpoint: Path | None, dataset: str | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Linear probe and full fine-tuning (all labels) of ``checkpoint`` on ``dataset``, beside training from scratch."""
+    if dataset is None:
+        raise DataError("transfer needs --dataset, the dataset to transfer to")
+    ctx = load_eval_context(checkpoint, dataset, overrides)
+    labels = _labels(ctx.splits)
+    assert ctx.splits.memory is not None and ctx.splits.test is not None
+    train = extract(ctx.encoder, ctx.splits.memory, ctx.device, ctx.cfg.data.num_workers)
+    test = extract(ctx.encoder, ctx.splits.test, ctx.device, ctx.cfg.data.num_workers)
+    results: dict[str, Any] = {**ctx.describe(), "finetune_epochs": ctx.cfg.eval.finetune_epochs}
+    results.update(linear_protocol(train.features, train.labels, test.features, test.labels, ctx.splits.num_classes))
+    everything = torch.arange(labels.numel())
+    pretrained = finetune(_pretrained_copy(ctx), ctx.splits, everything, ctx.cfg, ctx.device)
+    scratch = finetune(_fresh_encoder(ctx, ctx.cfg.seed), ctx.splits, everything, ctx.cfg, ctx.device)
+    results.update({"finetune_top1": pretrained["top1"], "finetune_top5": pretrained["top5"],
+                    "scratch_top1": scratch["top1"], "scratch_top5": scratch["top5"]})  # fmt: skip
+    record_result(ctx, "transfer", results)
+    return results
+
+
+__all__ = ["SEMI_FRACTIONS", "balanced_subset", "evaluate_semi", "evaluate_transfer", "finetune"]
