@@ -58,3 +58,10 @@ def test_eval_linear_on_a_run_and_the_untrained_baseline(digits_run: Path, capsy
 
     evals = json.loads((digits_run / "metrics.json").read_text())["eval"]
     assert evals[-1]["protocol"] == "linear" and 0 <= evals[-1]["linear_top1"] <= evals[-1]["linear_top5"] <= 1
+
+
+def test_neighbors_render_a_png(digits_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "strip.png"
+    assert main(["-q", "neighbors", "--checkpoint", str(digits_run), "--query", "3", "-k", "4", "--render", str(out)]) == 0
+    with Image.open(out) as img:
+        assert img.format == "PNG" and img.width > img.height  # a strip of 5 pictures

@@ -161,11 +161,16 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_neighbors(args: argparse.Namespace) -> int:
-    rows = nearest_neighbors(Path(args.checkpoint), args.query, args.k, args.dataset, args.split, _nested_overrides(args.set or []))
+    render = Path(args.render) if args.render else None
+    rows = nearest_neighbors(
+        Path(args.checkpoint), args.query, args.k, args.dataset, args.split, _nested_overrides(args.set or []), render
+    )
     for row in rows:
         where = f"  {row['path']}" if "path" in row else ""
         label = f"  label {row['label']}" if row["label"] >= 0 else ""
         print(f"{row['rank']:>3}  index {row['index']:>7}  similarity {row['similarity']:.4f}{label}{where}")
+    if render is not None:
+        print(f"rendered: {render}")
     return 0
 
 
@@ -261,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     nb.add_argument("-k", type=int, default=10, help="how many neighbours (default 10)")
     nb.add_argument("--dataset", help="dataset to search (default: the one trained on)")
     nb.add_argument("--split", default="train", choices=SPLITS, help="which split to search")
+    nb.add_argument("--render", metavar="FILE.png", help="also draw the query and its neighbours into a PNG")
     nb.add_argument("--set", action="append", metavar="KEY=VALUE", help="dotted override")
     nb.set_defaults(func=cmd_neighbors)
 

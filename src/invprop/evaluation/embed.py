@@ -107,11 +107,18 @@ def _query_embedding(ctx: EvalContext, reference: IndexedDataset, query: str) ->
 
 
 def nearest_neighbors(
-    checkpoint: Path, query: str, k: int = 10, dataset: str | None = None, split: str = "train", overrides: dict[str, Any] | None = None
+    checkpoint: Path,
+    query: str,
+    k: int = 10,
+    dataset: str | None = None,
+    split: str = "train",
+    overrides: dict[str, Any] | None = None,
+    render: Path | None = None,
 ) -> list[dict[str, Any]]:
     """The ``k`` images of ``split`` most similar (cosine, head embedding) to ``query``, most similar first.
 
-    A query given as an index leaves that image itself out of the results.
+    A query given as an index leaves that image itself out of the results. With ``render``, a PNG strip of the query
+    and its neighbours is written there.
     """
     if k < 1:
         raise ConfigError(f"-k must be at least 1, got {k}")
@@ -129,4 +136,37 @@ def nearest_neighbors(
         if result.paths is not None:
             row["path"] = result.paths[index]
         rows.append(row)
+    if render is not None:
+        query_image = reference[own][1] if own is not None else None
+        render_neighbors(reference, rows, render, query_image if query_image is not None else _query_pixels(ctx, reference, query))
     return rows
+
+
+def _query_pixels(ctx: EvalContext, reference: IndexedDataset, query: str) -> Tensor:
+    pixels = TF.to_tensor(Image.open(Path(query).expanduser()).convert("RGB" if ctx.splits.in_channels == 3 else "L"))
+    return pixels
+
+
+def render_neighbors(reference: IndexedDataset, rows: list[dict[str, Any]], out: Path, query_image: Tensor) -> Path:
+    """A PNG strip: the query, then each neighbour with its similarity."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def picture(x: Tensor) -> Any:
+        x = (x - x.min()) / (x.max() - x.min() + 1e-8)
+        return x[0].numpy() if x.shape[0] == 1 else x.permute(1, 2, 0).numpy()
+
+    fig, axes = plt.subplots(1, len(rows) + 1, figsize=(1.3 * (len(rows) + 1), 1.6), squeeze=False)
+    axes[0][0].imshow(picture(query_image), cmap="gray")
+    axes[0][0].set_title("query", fontsize=8)
+    for ax, row in zip(axes[0][1:], rows):
+        ax.imshow(picture(reference[row["index"]][1]), cmap="gray")
+        ax.set_title(f"{row['similarity']:.2f}", fontsize=8)
+    for ax in axes[0]:
+        ax.axis("off")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return out
