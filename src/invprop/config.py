@@ -88,7 +88,7 @@ class EvalConfig:
     knn_sigma: float = _f(0.07, "sigma of the weighted kNN monitor")
     every: int = _f(1, "run the kNN monitor every this many epochs (and after the last)")
     finetune_epochs: int = _f(30, "epochs of fine-tuning in the semi and transfer protocols (pretrained and scratch alike)")
-    finetune_lr: float = _f(0.05, "SGD learning rate of fine-tuning (cosine schedule, momentum 0.9)")
+    finetune_lr: float = _f(0.002, "SGD learning rate of fine-tuning (cosine schedule, momentum 0.9)")
     finetune_batch_size: int = _f(64, "images per fine-tuning step (capped at the labelled subset size)")
 
 

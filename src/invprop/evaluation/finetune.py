@@ -18,7 +18,9 @@ from torch import Tensor, nn
 
 from invprop.config import Config
 from invprop.core.knn_classifier import topk_accuracy
-from invprop.data import DataSplits
+from invprop.core.linear_probe import fit_linear_probe
+from invprop.data import DataSplits, IndexedDataset
+from invprop.data.datasets import take_subset
 from invprop.data.image_sequences import to_float
 from invprop.data.loader import eval_batches, epoch_order
 from invprop.engine.monitor import EXTRACT_BATCH, extract
@@ -34,6 +36,8 @@ SUBSET_SEED = 0
 SUBSETS_NAME = "semi-subsets.json"
 FINETUNE_MOMENTUM = 0.9
 FINETUNE_WEIGHT_DECAY = 5e-4
+#: Weight decay of the linear probe that initialises the fine-tuned classifier.
+PROBE_WEIGHT_DECAY = 1e-3
 
 
 def balanced_subset(labels: Tensor, fraction: float, seed: int = SUBSET_SEED) -> Tensor:
@@ -63,6 +67,30 @@ class Classifier(nn.Module):
         return self.fc(self.backbone(x))
 
 
+@torch.no_grad()
+def recalibrate_batchnorm(encoder: Encoder, dataset: IndexedDataset, device: torch.device, num_workers: int = 0) -> None:
+    """Set every BatchNorm's running statistics to the exact averages over ``dataset`` (train-mode forward passes).
+
+    Afterwards eval-mode features match what the network sees while fine-tuning, which the probe initialisation
+    needs (a freshly initialised network's running statistics are placeholders).
+    """
+    norms = [m for m in encoder.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average: the exact mean over batches
+    was_training = encoder.training
+    encoder.train()
+    for images, _ in eval_batches(dataset, EXTRACT_BATCH, device, num_workers):
+        if images.shape[0] > 1:
+            encoder.backbone(images)
+    encoder.train(was_training)
+    for m, momentum in zip(norms, saved):
+        m.momentum = momentum
+
+
 def _train_batches(splits: DataSplits, positions: Tensor, batch_size: int, seed: int, device: torch.device) -> Iterator[tuple[Tensor, Tensor]]:
     """One epoch of augmented ``(images, labels)`` batches over the training ``positions``."""
     order = positions[epoch_order(positions.numel(), seed)]
@@ -86,9 +114,21 @@ def _train_batches(splits: DataSplits, positions: Tensor, batch_size: int, seed:
 def finetune(
     encoder: Encoder, splits: DataSplits, positions: Tensor, cfg: Config, device: torch.device, seed: int = SUBSET_SEED
 ) -> dict[str, float]:
-    """Fine-tune ``encoder``'s backbone plus a new linear layer on the training ``positions``; test top-1/top-5."""
-    assert splits.test is not None
+    """Fine-tune ``encoder``'s backbone plus a linear layer on the training ``positions``; test top-1/top-5.
+
+    The linear layer starts from a linear probe fitted on the subset's frozen features (LP-FT, Kumar et al. 2022),
+    so fine-tuning starts from a sensible classifier instead of distorting the features to fit a random one. The
+    same recipe is used for the from-scratch baseline.
+    """
+    assert splits.test is not None and splits.train_plain is not None
     model = Classifier(encoder, splits.num_classes).to(device)
+    subset = IndexedDataset(take_subset(splits.train_plain.source, positions.tolist()), splits.train_plain.transform)
+    recalibrate_batchnorm(encoder, subset, device, cfg.data.num_workers)
+    frozen = extract(encoder, subset, device, cfg.data.num_workers)
+    probe = fit_linear_probe(frozen.features, frozen.labels, splits.num_classes, PROBE_WEIGHT_DECAY)
+    with torch.no_grad():  # fold the probe's standardisation into the layer
+        model.fc.weight.copy_(probe.weight / probe.std)
+        model.fc.bias.copy_(probe.bias - (probe.weight * (probe.mean / probe.std)).sum(dim=1))
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.eval.finetune_lr, momentum=FINETUNE_MOMENTUM, weight_decay=FINETUNE_WEIGHT_DECAY)
     epochs = cfg.eval.finetune_epochs
     batch_size = max(2, min(cfg.eval.finetune_batch_size, positions.numel()))
