@@ -143,8 +143,8 @@ def nearest_neighbors(
 
 
 def _query_pixels(ctx: EvalContext, reference: IndexedDataset, query: str) -> Tensor:
-    pixels = TF.to_tensor(Image.open(Path(query).expanduser()).convert("RGB" if ctx.splits.in_channels == 3 else "L"))
-    return pixels
+    with Image.open(Path(query).expanduser()) as img:
+        return TF.to_tensor(img.convert("RGB" if ctx.splits.in_channels == 3 else "L"))
 
 
 def render_neighbors(reference: IndexedDataset, rows: list[dict[str, Any]], out: Path, query_image: Tensor) -> Path:

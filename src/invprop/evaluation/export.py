@@ -21,6 +21,7 @@ from invprop.config import from_dict
 from invprop.engine import load_checkpoint
 from invprop.errors import ConfigError
 from invprop.evaluation.loading import ENCODER_PREFIX, checkpoint_path
+from invprop.models.backbones import adapt_resnet_stem
 
 FORMATS = ("torchvision", "safetensors")
 #: invprop backbone -> (torchvision architecture, CIFAR stem).
@@ -37,12 +38,7 @@ def torchvision_model(backbone: str, in_channels: int = 3) -> nn.Module:
             "use --format safetensors"
         )
     arch, cifar_stem = TORCHVISION_BACKBONES[backbone]
-    model = getattr(torchvision.models, arch)(weights=None)
-    if cifar_stem or in_channels != 3:
-        kernel, stride, padding = (3, 1, 1) if cifar_stem else (7, 2, 3)
-        model.conv1 = nn.Conv2d(in_channels, 64, kernel, stride=stride, padding=padding, bias=False)
-    if cifar_stem:
-        model.maxpool = nn.Identity()
+    model = adapt_resnet_stem(getattr(torchvision.models, arch)(weights=None), in_channels, cifar_stem)
     model.fc = nn.Identity()
     return model
 

@@ -20,6 +20,17 @@ DIGITS_FEATURE_DIM = 256
 DIGITS_GRID = 4
 
 
+def grid_feature_layers(width: int, feature_dim: int) -> list[nn.Module]:
+    """Pool a (B, width, H, W) map to a 4x4 grid, flatten it, and project to ``feature_dim`` (BN + ReLU)."""
+    return [
+        nn.AdaptiveAvgPool2d(DIGITS_GRID),  # identity on a 4x4 map; larger inputs are pooled to the same grid
+        nn.Flatten(),
+        nn.Linear(width * DIGITS_GRID * DIGITS_GRID, feature_dim, bias=False),
+        nn.BatchNorm1d(feature_dim),
+        nn.ReLU(inplace=True),
+    ]
+
+
 class DigitsConvNet(nn.Module):
     """A small conv net for 8x8 single-channel digits that keeps spatial layout.
 
@@ -41,11 +52,7 @@ class DigitsConvNet(nn.Module):
             nn.Conv2d(c2, c3, 3, padding=1, bias=False),
             nn.BatchNorm2d(c3),
             nn.ReLU(inplace=True),
-            nn.AdaptiveAvgPool2d(DIGITS_GRID),  # identity on 8x8 digits; larger inputs are pooled to the same grid
-            nn.Flatten(),
-            nn.Linear(c3 * DIGITS_GRID * DIGITS_GRID, feature_dim, bias=False),
-            nn.BatchNorm1d(feature_dim),
-            nn.ReLU(inplace=True),
+            *grid_feature_layers(c3, feature_dim),
         )
         self.feature_dim = feature_dim
 
@@ -70,18 +77,21 @@ class SmallConvNet(nn.Module):
         for channels in SMALL_CHANNELS:
             layers += [nn.Conv2d(width, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
             width = channels
-        self.features = nn.Sequential(
-            *layers,
-            nn.AdaptiveAvgPool2d(DIGITS_GRID),
-            nn.Flatten(),
-            nn.Linear(width * DIGITS_GRID * DIGITS_GRID, feature_dim, bias=False),
-            nn.BatchNorm1d(feature_dim),
-            nn.ReLU(inplace=True),
-        )
+        self.features = nn.Sequential(*layers, *grid_feature_layers(width, feature_dim))
         self.feature_dim = feature_dim
 
     def forward(self, x: Tensor) -> Tensor:
         return self.features(x)
+
+
+def adapt_resnet_stem(net: nn.Module, in_channels: int = 3, cifar_stem: bool = False) -> nn.Module:
+    """A torchvision ResNet with ``in_channels`` inputs; ``cifar_stem`` swaps in a 3x3 stride-1 conv, no max-pool."""
+    if cifar_stem or in_channels != 3:
+        kernel, stride, padding = (3, 1, 1) if cifar_stem else (7, 2, 3)
+        net.conv1 = nn.Conv2d(in_channels, 64, kernel, stride=stride, padding=padding, bias=False)
+    if cifar_stem:
+        net.maxpool = nn.Identity()
+    return net
 
 
 class TorchvisionResNet(nn.Module):
@@ -91,12 +101,7 @@ class TorchvisionResNet(nn.Module):
 
     def __init__(self, arch: str, in_channels: int = 3, cifar_stem: bool = False) -> None:
         super().__init__()
-        net = getattr(torchvision.models, arch)(weights=None)
-        if cifar_stem or in_channels != 3:
-            kernel, stride, padding = (3, 1, 1) if cifar_stem else (7, 2, 3)
-            net.conv1 = nn.Conv2d(in_channels, 64, kernel, stride=stride, padding=padding, bias=False)
-        if cifar_stem:
-            net.maxpool = nn.Identity()
+        net = adapt_resnet_stem(getattr(torchvision.models, arch)(weights=None), in_channels, cifar_stem)
         self.feature_dim = net.fc.in_features
         net.fc = nn.Identity()
         self.net = net
