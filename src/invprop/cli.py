@@ -21,6 +21,7 @@ from invprop import config as cfgmod
 from invprop.config import Config
 from invprop.data import IMAGEFOLDER_PREFIX, dataset_names
 from invprop.engine import CHECKPOINT_NAME, Trainer, config_for_resume
+from invprop.engine.trainer import TrainingInterrupted
 from invprop.errors import ConfigError, InvpropError
 from invprop.evaluation import PROTOCOLS, VARIANTS, parse_variants, run_ablation
 from invprop.evaluation.embed import SPLITS, embed, nearest_neighbors
@@ -303,6 +304,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.simplefilter("default")
     try:
         return int(args.func(args) or 0)
+    except TrainingInterrupted as err:
+        print(f"invprop: {err}", file=sys.stderr)
+        return err.exit_code
     except (InvpropError, UnknownNameError) as err:
         print(f"invprop: error: {err}", file=sys.stderr)
         return EXIT_USAGE

@@ -42,15 +42,21 @@ class EpochSampler(Sampler[tuple[int, int]]):
     def __init__(self, n: int, seed: int = 0) -> None:
         self.n = n
         self.seed = seed
+        self.start = 0
 
     def set_epoch_seed(self, seed: int) -> None:
         self.seed = seed
+        self.start = 0
+
+    def set_start(self, position: int) -> None:
+        """Begin the next pass at ``position`` of the epoch's order (to continue an interrupted epoch)."""
+        self.start = position
 
     def __len__(self) -> int:
-        return self.n
+        return self.n - self.start
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        for index in epoch_order(self.n, self.seed).tolist():
+        for index in epoch_order(self.n, self.seed)[self.start :].tolist():
             yield self.seed, index
 
 

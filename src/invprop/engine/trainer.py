@@ -7,6 +7,8 @@ import json
 import logging
 import math
 import random
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,6 +93,22 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(python_keys), gauss))
 
 
+class _StopRequested(Exception):
+    """Raised inside an epoch when a stop signal arrived; carries the epoch's progress."""
+
+    def __init__(self, progress: dict[str, Any]) -> None:
+        super().__init__("stop requested")
+        self.progress = progress
+
+
+class TrainingInterrupted(InvpropError):
+    """Training stopped on SIGINT/SIGTERM after saving a resumable checkpoint; ``exit_code`` is 128 + signal."""
+
+    def __init__(self, signum: int, message: str) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
 @dataclass
 class RunResult:
     run_dir: Path
@@ -169,6 +187,9 @@ class Trainer:
         self.global_step = 0
         self.seconds = 0.0
         self.baseline: dict[str, float] | None = None
+        #: Progress inside an interrupted epoch: {"epoch", "step", "sums", "count"} (None between epochs).
+        self._partial: dict[str, Any] | None = None
+        self._stop_signal: int | None = None
 
     # ----------------------------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
@@ -181,6 +202,7 @@ class Trainer:
             "baseline": self.baseline,
             "config": to_dict(self.cfg),
             "rng": rng_state(),
+            "partial": self._partial,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -190,22 +212,26 @@ class Trainer:
         self.epoch = int(state["epoch"])
         self.seconds = float(state["seconds"])
         self.baseline = state.get("baseline")
+        self._partial = state.get("partial")
         restore_rng_state(state["rng"])
 
     # ----------------------------------------------------------------------------------------------- loop
     def _epoch_seed(self, epoch: int) -> int:
         return self.cfg.seed * _EPOCH_SEED_STRIDE + epoch
 
-    def _batches(self, epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
-        """The epoch's ``(indices, augmented images)`` on the training device."""
+    def _batches(self, epoch: int, skip: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        """The epoch's ``(indices, augmented images)`` on the training device, from batch ``skip`` on."""
         seed = self._epoch_seed(epoch)
         if self._tensor_batches is not None:
             generator = torch.Generator(device=self.device).manual_seed(seed)
-            for indices, images in self._tensor_batches.epoch(seed):
-                yield indices, self._batch_augment(images, generator)
+            for step, (indices, images) in enumerate(self._tensor_batches.epoch(seed)):
+                augmented = self._batch_augment(images, generator)  # skipped batches still advance the generator
+                if step >= skip:
+                    yield indices, augmented
             return
         assert self._loader is not None
         self._sampler.set_epoch_seed(seed)
+        self._sampler.set_start(skip * self.batch_size)  # per-image seeds make skipping exact
         for indices, images, _ in self._loader:
             yield indices.to(self.device, non_blocking=True), images.to(self.device, non_blocking=True)
 
@@ -214,17 +240,25 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
-    def train_epoch(self, epoch: int, max_steps: int | None = None) -> dict[str, float]:
-        """One epoch (or its first ``max_steps`` steps, for benchmarks); returns the epoch means of the loss terms."""
+    def train_epoch(self, epoch: int, max_steps: int | None = None, resume_from: dict[str, Any] | None = None) -> dict[str, float]:
+        """One epoch (or its first ``max_steps`` steps, for benchmarks); returns the epoch means of the loss terms.
+
+        ``resume_from`` continues an interrupted epoch (its saved step and running sums; the RNG states come from
+        the checkpoint). When a stop signal arrives, the epoch ends after the current step by raising
+        :class:`_StopRequested` with the progress to save.
+        """
         cfg = self.cfg
-        torch.manual_seed(self._epoch_seed(epoch))  # augmentation draws: a function of (seed, epoch) only
+        if resume_from is None:
+            torch.manual_seed(self._epoch_seed(epoch))  # augmentation draws: a function of (seed, epoch) only
         self.method.train()
-        sums: dict[str, float] = {}
-        count = 0
+        first = int(resume_from["step"]) if resume_from else 0
+        sums: dict[str, float] = dict(resume_from["sums"]) if resume_from else {}
+        count = int(resume_from["count"]) if resume_from else 0
         # tqdm's disable=None shows the bar on a terminal only.
         hide = None if self.progress is None else not self.progress
-        bar = tqdm(self._batches(epoch), total=self.steps_per_epoch, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=hide)
-        for step, (indices, images) in enumerate(bar):
+        batches = self._batches(epoch, skip=first)
+        bar = tqdm(batches, total=self.steps_per_epoch, initial=first, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=hide)
+        for step, (indices, images) in enumerate(bar, start=first):
             if max_steps is not None and step >= max_steps:
                 break
             factor = lr_factor(
@@ -251,6 +285,9 @@ class Trainer:
             for key, value in {"loss": loss_value, **{k: float(v) for k, v in out.terms.items()}}.items():
                 sums[key] = sums.get(key, 0.0) + value
             bar.set_postfix(loss=f"{sums['loss'] / count:.3f}")
+            if self._stop_signal is not None and step + 1 < self.steps_per_epoch:
+                bar.close()
+                raise _StopRequested({"epoch": epoch, "step": step + 1, "sums": sums, "count": count})
         self.method.on_epoch_end(epoch)
         means = {key: value / max(count, 1) for key, value in sums.items()}
         means["lr"] = self.optimizer.param_groups[0]["lr"]
@@ -291,11 +328,20 @@ class Trainer:
         last_eval: dict[str, float] = {}
         end = cfg.epochs if stop_after is None else min(stop_after, cfg.epochs)
         record: dict[str, Any] = {}
+        previous = self._install_signal_handlers()
         try:
             while self.epoch < end:
                 epoch = self.epoch + 1
                 start = time.perf_counter()
-                means = self.train_epoch(epoch)
+                partial = self._partial if self._partial and self._partial["epoch"] == epoch else None
+                try:
+                    means = self.train_epoch(epoch, resume_from=partial)
+                except _StopRequested as stop:
+                    self.seconds += time.perf_counter() - start
+                    self._partial = stop.progress
+                    save_checkpoint(self.state_dict(), ckpt_path)
+                    raise self._interrupted(stop.progress["step"]) from None
+                self._partial = None
                 record = {"epoch": epoch, **means}
                 if epoch % cfg.eval.every == 0 or epoch == cfg.epochs or epoch == end:
                     last_eval = self.evaluate()
@@ -307,12 +353,47 @@ class Trainer:
                 save_checkpoint(self.state_dict(), ckpt_path)
                 summary = "  ".join(f"{k}={v:.4f}" for k, v in record.items() if k.startswith(("loss", "knn_top1")))
                 logger.info("epoch %d/%d  %s  (%.1fs)", epoch, cfg.epochs, summary, self.seconds)
+                if self._stop_signal is not None and self.epoch < end:
+                    raise self._interrupted(None)
         finally:
             history.close()
+            self._restore_signal_handlers(previous)
         records = history.read()
         metrics = self._metrics(records)
         (self.run_dir / METRICS_NAME).write_text(json.dumps(metrics, indent=2) + "\n")
         return RunResult(self.run_dir, metrics, finished=self.epoch >= cfg.epochs)
+
+    # ----------------------------------------------------------------------------------------------- signals
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        """SIGINT/SIGTERM ask the loop to save and stop after the current step; a second signal acts at once."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        previous = {}
+
+        def request_stop(signum: int, frame: Any) -> None:
+            self._stop_signal = signum
+            logger.warning("%s received: saving a checkpoint after this step (send it again to stop at once)",
+                           signal.Signals(signum).name)  # fmt: skip
+            signal.signal(signum, previous.get(signum, signal.SIG_DFL))
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.getsignal(signum)
+            signal.signal(signum, request_stop)
+        return previous
+
+    @staticmethod
+    def _restore_signal_handlers(previous: dict[int, Any]) -> None:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+    def _interrupted(self, step: int | None) -> "TrainingInterrupted":
+        assert self._stop_signal is not None
+        where = f"epoch {self.epoch + 1}, step {step}/{self.steps_per_epoch}" if step is not None else f"the end of epoch {self.epoch}"
+        return TrainingInterrupted(
+            self._stop_signal,
+            f"stopped by {signal.Signals(self._stop_signal).name}: checkpoint saved at {where} in "
+            f"{self.run_dir / CHECKPOINT_NAME}; continue with --resume --out {self.run_dir}",
+        )
 
     def _metrics(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         last = records[-1] if records else {}
