@@ -73,3 +73,50 @@ def test_generic_sequences_are_stacked() -> None:
     seq = [(torch.rand(1, 3, 3), 1), (torch.rand(1, 3, 3), 0)]
     out = to_tensor_images(seq)
     assert out.images.shape == (2, 1, 3, 3) and out.targets == [1, 0]
+
+
+def _broken_and_odd_folder(root: Path) -> dict[str, Path]:
+    """One class folder with every kind of file the issue lists (readable ones and broken ones)."""
+    folder = root / "cls"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
+    files = {
+        "rgb": folder / "rgb.png",
+        "gray": folder / "gray.png",
+        "rgba": folder / "rgba.png",
+        "palette": folder / "palette.png",
+        "sixteen": folder / "sixteen.png",
+        "empty": folder / "empty.png",
+        "truncated": folder / "truncated.jpg",
+        "text": folder / "notes.jpg",
+    }
+    Image.fromarray(rgb).save(files["rgb"])
+    Image.fromarray(rgb[..., 0]).save(files["gray"])
+    Image.fromarray(np.dstack([rgb, np.full((6, 6), 128, np.uint8)])).save(files["rgba"])
+    Image.fromarray(rgb).convert("P").save(files["palette"])
+    Image.fromarray((np.arange(36, dtype=np.uint16).reshape(6, 6) * 1800)).save(files["sixteen"])
+    files["empty"].write_bytes(b"")
+    Image.fromarray(rgb).save(folder / "full.jpg")
+    files["truncated"].write_bytes((folder / "full.jpg").read_bytes()[:-200])
+    (folder / "full.jpg").unlink()
+    files["text"].write_text("not an image")
+    return files
+
+
+def test_odd_files_decode_and_broken_ones_are_skipped_or_refused(tmp_path: Path) -> None:
+    from invprop.data.image_sequences import check_image_files, load_rgb
+
+    files = _broken_and_odd_folder(tmp_path)
+    for kind in ("gray", "rgba", "palette", "sixteen"):
+        assert load_rgb(files[kind]).mode == "RGB" and load_rgb(files[kind]).size == (6, 6)
+    wide = np.asarray(load_rgb(files["sixteen"]))[..., 0]
+    assert wide.max() > 200 and wide[0, 1] == round(1800 / 65535 * 255)  # scaled to 8 bits, not clipped at 255
+    listing = scan_image_folder(tmp_path)
+    kept, skipped = check_image_files(listing, strict=False, cache_dir=tmp_path / "cache")
+    assert sorted(Path(p).name for p in skipped) == ["empty.png", "notes.jpg", "truncated.jpg"]
+    assert len(kept) == 5 and all(kept[i][0].mode == "RGB" for i in range(5))
+    with pytest.raises(DataError, match="3 unreadable image file.*empty.png.*--strict-data"):
+        check_image_files(listing, strict=True)
+    # The verdict is cached: a second check does not decode.
+    assert len(list((tmp_path / "cache").glob("checked-*.json"))) == 1

@@ -107,3 +107,130 @@ def test_sigint_from_outside_stops_cleanly_with_a_message(tmp_path: Path) -> Non
     assert victim.returncode == 128 + signal.SIGINT
     assert "stopped by SIGINT: checkpoint saved" in err and "--resume" in err and "Traceback" not in err
     assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] >= 1
+
+
+def test_training_on_a_folder_with_broken_files_skips_and_counts_them(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from invprop.cli import main
+    from broken_images import write_folder_with_broken_files
+
+    root = write_folder_with_broken_files(tmp_path / "data")
+    common = ["-q", "train", "--dataset", f"imagefolder:{root}", "--epochs", "1", "--set", "model.backbone=small_convnet",
+              "--set", "data.image_size=8", "--set", "optim.batch_size=4", "--set", "bank.num_neighbors=2",
+              "--set", "loss.n_background=8", "--set", "data.cache_dir=null"]  # fmt: skip
+    assert main([*common, "--out", str(tmp_path / "run")]) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["skipped_files"] == 2 and any("broken" in p for p in metrics["skipped_file_examples"])
+    capsys.readouterr()
+    assert main([*common, "--strict-data", "--out", str(tmp_path / "strict")]) == 2
+    err = capsys.readouterr().err
+    assert "unreadable image file" in err and "broken" in err and err.count("\n") == 1
+    assert not (tmp_path / "strict" / "last.pt").exists()  # failed before training started
+
+
+def _one_line_error(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    from invprop.cli import main
+
+    try:
+        code = main(args)
+    except SystemExit as stop:
+        code = int(stop.code)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize(
+    "settings,message",
+    [
+        (["--set", "bank.num_neighbors=5000"], "bank.num_neighbors=5000 must be smaller than the dataset size 1347"),
+        (["--set", "optim.batch_size=2000"], "optim.batch_size=2000 exceeds the dataset size 1347"),
+        (["--set", "bank.momentum=1.5"], "bank.momentum must be in [0, 1)"),
+        (["--set", "loss.steps=0"], "loss.steps must be at least 1"),
+        (["--set", "loss.n_hard_positives=0"], "loss.n_hard_positives must be at least 1"),
+        (["--set", "loss.temperature=0"], "loss.temperature must be positive"),
+        (["--set", "epochs=abc"], "epochs"),
+        (["--set", "loss.tempreature=0.1"], "did you mean loss.temperature"),
+        (["--epochs", "0"], "epochs must be at least 1"),
+    ],
+)
+def test_bad_settings_fail_before_any_work(settings: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    err = _one_line_error(["-q", "train", *settings, "--out", str(tmp_path / "run")], capsys)
+    assert message in err
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_corrupt_truncated_and_foreign_checkpoints_are_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from invprop.cli import main
+
+    assert main(["-q", "train", "--epochs", "1", "--out", str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    good = (tmp_path / "run" / "last.pt").read_bytes()
+    cases = {
+        "truncated.pt": good[: len(good) // 2],
+        "garbage.pt": b"\x00\x01 definitely not a checkpoint",
+    }
+    for name, payload in cases.items():
+        (tmp_path / name).write_bytes(payload)
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
+
+    class Evil:
+        def __reduce__(self):  # would run a command if the loader unpickled arbitrary objects
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    torch.save({"model": {}, "config": {}, "x": Evil()}, tmp_path / "evil.pt")
+    for name in ("truncated.pt", "garbage.pt", "foreign.pt", "evil.pt"):
+        err = _one_line_error(["-q", "eval", "knn", "--checkpoint", str(tmp_path / name)], capsys)
+        assert name in err
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_empty_and_single_image_folders_fail_before_training(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import numpy as np
+    from PIL import Image
+
+    (tmp_path / "empty").mkdir()
+    assert "no images" in _one_line_error(["-q", "train", "--dataset", f"imagefolder:{tmp_path / 'empty'}", "--out", str(tmp_path / "a")], capsys)
+    (tmp_path / "one").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "one" / "x.png")
+    err = _one_line_error(["-q", "train", "--dataset", f"imagefolder:{tmp_path / 'one'}", "--out", str(tmp_path / "b")], capsys)
+    assert "1 training image" in err and "at least 2" in err
+
+
+def test_overwrite_only_when_asked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from invprop.cli import main
+
+    run = tmp_path / "run"
+    assert main(["-q", "train", "--epochs", "1", "--out", str(run)]) == 0
+    (run / "notes.txt").write_text("mine")
+    before = (run / "last.pt").read_bytes()
+    capsys.readouterr()
+    assert "--overwrite" in _one_line_error(["-q", "train", "--epochs", "1", "--out", str(run)], capsys)
+    assert (run / "last.pt").read_bytes() == before
+    assert main(["-q", "train", "--epochs", "2", "--overwrite", "--out", str(run)]) == 0
+    assert json.loads((run / "metrics.json").read_text())["epochs"] == 2
+    assert (run / "notes.txt").read_text() == "mine"  # only the run's own files are replaced
+
+
+def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_the_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = config("tensor", epochs=3)
+    trainer = Trainer(cfg, tmp_path / "run", progress=False)
+    trainer.fit(stop_after=1)
+    good = (tmp_path / "run" / "last.pt").read_bytes()
+    resumed = Trainer(cfg, tmp_path / "run", progress=False)
+    original = type(resumed.method).training_step
+    calls = {"n": 0}
+
+    def poisoned(self, indices, images, epoch):
+        calls["n"] += 1
+        out = original(self, indices, images, epoch)
+        if calls["n"] == 3:
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(type(resumed.method), "training_step", poisoned)
+    from invprop.errors import InvpropError
+
+    with pytest.raises(InvpropError, match=r"non-finite loss \(nan\) at epoch 2, step 3"):
+        resumed.fit(resume=True)
+    assert (tmp_path / "run" / "last.pt").read_bytes() == good

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import re
 import sys
 import time
@@ -20,7 +21,7 @@ import yaml
 from invprop import config as cfgmod
 from invprop.config import Config
 from invprop.data import IMAGEFOLDER_PREFIX, dataset_names
-from invprop.engine import CHECKPOINT_NAME, Trainer, config_for_resume
+from invprop.engine import CHECKPOINT_NAME, CONFIG_NAME, HISTORY_NAME, METRICS_NAME, Trainer, config_for_resume
 from invprop.engine.trainer import TrainingInterrupted
 from invprop.errors import ConfigError, InvpropError
 from invprop.evaluation import PROTOCOLS, VARIANTS, parse_variants, run_ablation
@@ -33,6 +34,8 @@ logger = logging.getLogger("invprop")
 #: Exit code for bad input (as argparse uses).
 EXIT_USAGE = 2
 DEFAULT_RUNS_DIR = Path("runs")
+#: Sub-folder of a run holding TensorBoard events (see invprop.engine.history).
+TENSORBOARD_DIR = "tensorboard"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -65,6 +68,8 @@ def _merge_overrides(args: argparse.Namespace) -> dict[str, Any]:
         merged["epochs"] = args.epochs
     if getattr(args, "dataset", None):
         _deep_update(merged, {"data": {"name": args.dataset}})
+    if getattr(args, "strict_data", False):
+        _deep_update(merged, {"data": {"strict": True}})
     return merged
 
 
@@ -86,6 +91,14 @@ def _default_run_dir(cfg: Config) -> Path:
     return DEFAULT_RUNS_DIR / f"{cfg.method}-{slug}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def _clear_run(run_dir: Path) -> None:
+    """Remove what a run writes in ``run_dir`` (for --overwrite); other files in the folder are left alone."""
+    for name in (CHECKPOINT_NAME, HISTORY_NAME, METRICS_NAME, CONFIG_NAME):
+        (run_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / TENSORBOARD_DIR, ignore_errors=True)
+    logger.warning("--overwrite: replaced the run in %s", run_dir)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     overrides = _merge_overrides(args)
     if args.resume:
@@ -96,8 +109,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         cfg = cfgmod.from_dict(overrides, base=_base_config(args))
         run_dir = Path(args.out) if args.out else _default_run_dir(cfg)
-        if (run_dir / CHECKPOINT_NAME).exists():
-            raise ConfigError(f"{run_dir} already holds a run; add --resume to continue it, or pick another --out")
+        if (run_dir / CHECKPOINT_NAME).exists() or (run_dir / HISTORY_NAME).exists():
+            if not args.overwrite:
+                raise ConfigError(
+                    f"{run_dir} already holds a run; add --resume to continue it, --overwrite to replace it, or pick another --out"
+                )
+            _clear_run(run_dir)
     cfgmod.validate(cfg)
     if args.stop_after is not None and args.stop_after < 1:
         raise ConfigError(f"--stop-after must be at least 1, got {args.stop_after}")
@@ -227,6 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", help="run directory (default: runs/<method>-<dataset>-<time>)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     train.add_argument("--stop-after", type=int, metavar="N", help="end cleanly after epoch N; the schedule stays that of --epochs")
+    train.add_argument("--strict-data", action="store_true", help="fail on unreadable image files instead of skipping them")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing run in --out instead of refusing")
     train.set_defaults(func=cmd_train)
 
     ab = sub.add_parser("ablate", help="train InvP, its ablations and the baselines with one config; tabulate")

@@ -35,6 +35,7 @@ class DataConfig:
         "workers) or auto (tensor for the built-in small-image datasets, per_image for imagefolder:PATH)",
     )
     cache_dir: str | None = _f("~/.cache/invprop/images", "where decoded image folders are cached (null = no cache)")
+    strict: bool = _f(False, "fail on unreadable image files, naming them (default: skip them with a warning)")
 
 
 @dataclass

@@ -20,7 +20,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from invprop.data.batch_transforms import BatchAugment, build_batch_augment
-from invprop.data.image_sequences import ImageFiles, TensorImages, to_tensor_images
+from invprop.data.image_sequences import ImageFiles, TensorImages, check_image_files, to_tensor_images
 from invprop.data.transforms import Normalize, Transform, build_transforms
 from invprop.errors import DataError
 from invprop.registry import Registry
@@ -166,6 +166,7 @@ class DataSplits:
         in_channels: image channels.
         train_plain: the training images with the eval transform (for embedding and search; labelled or not).
         train_images: the training images as one tensor, when the tensor pipeline is used (else None).
+        skipped_files: unreadable image files left out (empty unless the data is a folder with broken files).
         batch_augment: the batch counterpart of the training transform, with ``train_images``.
     """
 
@@ -177,6 +178,7 @@ class DataSplits:
     train_plain: IndexedDataset | None = None
     train_images: TensorImages | None = None
     batch_augment: BatchAugment | None = None
+    skipped_files: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def pipeline(self) -> str:
@@ -354,6 +356,21 @@ def load_source(name: str, root: str | os.PathLike[str], image_size: int | None 
     return DATASETS.get(name)(Path(root).expanduser())
 
 
+def _drop_unreadable(source: Source, strict: bool, cache: Path | None) -> tuple[Source, list[str]]:
+    """Check the image files of every split once; unreadable ones are skipped (or refused when ``strict``)."""
+    skipped: list[str] = []
+    checked: dict[int, Any] = {}
+    for split in ("train", "memory", "test"):
+        files = getattr(source, split)
+        if isinstance(files, ImageFiles):
+            if id(files) not in checked:
+                kept, bad = check_image_files(files, strict, cache)
+                checked[id(files)] = kept
+                skipped += bad
+            source = dataclasses.replace(source, **{split: checked[id(files)]})
+    return source, skipped
+
+
 def build_datasets(
     name: str,
     root: str | os.PathLike[str] = ".",
@@ -362,6 +379,7 @@ def build_datasets(
     pipeline: str = "per_image",
     cache_dir: str | os.PathLike[str] | None = None,
     subset: int | None = None,
+    strict: bool = False,
 ) -> DataSplits:
     """Datasets for training (augmented) and evaluation (deterministic) of ``name``.
 
@@ -374,12 +392,15 @@ def build_datasets(
         cache_dir: where decoded image folders are cached for the tensor pipeline (None: no disk cache).
         subset: train on a fixed, stratified subset of this many training images (the kNN monitor's reference set
             is the same subset when it is the training split); None = all.
+        strict: fail on unreadable image files (naming them) instead of skipping them with a warning.
     """
     if pipeline not in PIPELINES:
         raise DataError(f"data pipeline must be one of {', '.join(PIPELINES)}; got {pipeline!r}")
     source = load_source(name, root, image_size, augment)
     size = image_size or source.image_size
     preset = augment or source.augment
+    cache = Path(cache_dir).expanduser() if cache_dir is not None else None
+    source, skipped = _drop_unreadable(source, strict, cache)
     if len(source.train) < 2:
         raise DataError(f"dataset {name!r} has {len(source.train)} training image(s); at least 2 are needed")
     if subset is not None:
@@ -391,6 +412,7 @@ def build_datasets(
     if pipeline == "per_image":
         pair = build_transforms(preset, size, source.mean, source.std)
         return DataSplits(
+            skipped_files=skipped,
             train=IndexedDataset(source.train, pair.train),
             train_plain=IndexedDataset(source.train, pair.eval),
             memory=IndexedDataset(source.memory, pair.eval) if source.memory is not None else None,
@@ -398,7 +420,6 @@ def build_datasets(
             num_classes=source.num_classes,
             in_channels=source.in_channels,
         )
-    cache = Path(cache_dir).expanduser() if cache_dir is not None else None
     train = to_tensor_images(source.train, cache)
     side = tuple(train.images.shape[2:])
     if side != (size, size):
@@ -418,4 +439,5 @@ def build_datasets(
         in_channels=source.in_channels,
         train_images=train,
         batch_augment=build_batch_augment(preset, size, source.mean, source.std),
+        skipped_files=skipped,
     )

@@ -8,6 +8,7 @@ are decoded once and the result is kept in a cache folder, keyed by the files' p
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import pickle
@@ -31,8 +32,27 @@ UINT8_MAX = 255.0
 CACHE_FORMAT = 1
 
 
+#: PIL modes holding more than 8 bits per pixel, with their full-scale value (scaled down to 8 bits on load).
+WIDE_MODES = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0, "I": 65535.0, "F": 1.0}
+
+
+def load_rgb(path: Path) -> Image.Image:
+    """Decode ``path`` fully into an 8-bit RGB image.
+
+    Grayscale, palette, RGBA (alpha dropped), CMYK and 1-bit files are converted; 16-bit and 32-bit grayscale are
+    scaled to 8 bits instead of being clipped. Raises ``OSError``/``ValueError`` for unreadable, truncated or
+    non-image files.
+    """
+    with Image.open(path) as img:
+        img.load()
+        if img.mode in WIDE_MODES:
+            array = np.asarray(img, dtype=np.float64) / WIDE_MODES[img.mode] * UINT8_MAX
+            return Image.fromarray(np.clip(np.round(array), 0, UINT8_MAX).astype(np.uint8), mode="L").convert("RGB")
+        return img.convert("RGB")
+
+
 class ImageFiles:
-    """A sequence of ``(RGB PIL image, label)`` read from a list of files."""
+    """A sequence of ``(RGB PIL image, label)`` read from a list of files (see :func:`load_rgb`)."""
 
     def __init__(self, files: list[Path], labels: list[int], classes: list[str]) -> None:
         self.files = files
@@ -43,8 +63,54 @@ class ImageFiles:
         return len(self.files)
 
     def __getitem__(self, index: int) -> tuple[Image.Image, int]:
-        with Image.open(self.files[index]) as img:
-            return img.convert("RGB"), self.targets[index]
+        return load_rgb(self.files[index]), self.targets[index]
+
+
+def _readable(path: Path) -> bool:
+    try:
+        load_rgb(path)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return False
+    return True
+
+
+def check_image_files(files: ImageFiles, strict: bool = False, cache_dir: Path | None = None) -> tuple[ImageFiles, list[str]]:
+    """Decode every file once; drop (or, with ``strict``, refuse) the unreadable ones.
+
+    Returns the readable files and the paths left out. The result is cached in ``cache_dir`` under a key of the
+    files' paths, sizes and modification times, so a folder is checked once.
+
+    Raises:
+        DataError: with ``strict``, naming the unreadable files.
+    """
+    if not files.files:
+        return files, []
+    path = cache_dir / f"checked-{_cache_key(files)}.json" if cache_dir is not None else None
+    bad: list[int] | None = None
+    if path is not None and path.is_file():
+        try:
+            bad = [int(i) for i in json.loads(path.read_text())["unreadable"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            bad = None
+    if bad is None:
+        bad = [i for i, f in enumerate(files.files) if not _readable(f)]
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f".{path.name}.tmp")
+                tmp.write_text(json.dumps({"unreadable": bad}))
+                os.replace(tmp, path)
+            except OSError as err:
+                logger.warning("could not write the check cache %s (%s)", path, err)
+    names = [str(files.files[i]) for i in bad]
+    if bad and strict:
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        raise DataError(f"{len(names)} unreadable image file(s): {shown} (remove them, or drop --strict-data to skip them)")
+    if not bad:
+        return files, []
+    logger.warning("skipping %d unreadable image file(s), e.g. %s", len(names), names[0])
+    keep = [i for i in range(len(files)) if i not in set(bad)]
+    return ImageFiles([files.files[i] for i in keep], [files.targets[i] for i in keep], files.classes), names
 
 
 class TensorImages:
@@ -93,8 +159,7 @@ def _decode_files(files: ImageFiles) -> Tensor:
     first = np.asarray(files[0][0])
     images = torch.empty((len(files), first.shape[2], first.shape[0], first.shape[1]), dtype=torch.uint8)
     for i, path in enumerate(files.files):
-        with Image.open(path) as img:
-            array = np.array(img.convert("RGB"))
+        array = np.array(load_rgb(path))
         if array.shape != first.shape:
             raise DataError(
                 f"{path} is {array.shape[1]}x{array.shape[0]} but {files.files[0]} is {first.shape[1]}x{first.shape[0]}; "

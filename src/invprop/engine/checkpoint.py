@@ -14,8 +14,26 @@ from invprop.errors import CheckpointError
 CHECKPOINT_NAME = "last.pt"
 
 
+def _fsync_directory(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (no-op where directories cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> None:
-    """Write ``state`` to ``path`` atomically: a temporary file in the same folder, fsync, then rename."""
+    """Write ``state`` to ``path`` atomically: a temporary file in the same folder, fsync, rename, fsync the folder.
+
+    Until the rename, ``path`` still holds the previous (last good) checkpoint, so a process killed at any moment
+    leaves a loadable one; a leftover ``*.tmp`` file is never read.
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
@@ -24,6 +42,7 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> None
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+        _fsync_directory(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

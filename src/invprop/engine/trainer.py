@@ -139,6 +139,7 @@ class Trainer:
             cfg.data.pipeline,
             cfg.data.cache_dir,
             cfg.data.subset,
+            cfg.data.strict,
         )
         n = len(self.data.train)
         if cfg.bank.num_neighbors >= n:
@@ -415,6 +416,9 @@ class Trainer:
         for key in DIAGNOSTIC_KEYS:
             if key in last:
                 metrics[key] = last[key]
+        metrics["skipped_files"] = len(self.data.skipped_files)
+        if self.data.skipped_files:
+            metrics["skipped_file_examples"] = self.data.skipped_files[:20]
         metrics.update(self.baseline or {})
         return metrics
 
