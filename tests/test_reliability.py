@@ -234,3 +234,20 @@ def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_the_checkpoint(tmp_
     with pytest.raises(InvpropError, match=r"non-finite loss \(nan\) at epoch 2, step 3"):
         resumed.fit(resume=True)
     assert (tmp_path / "run" / "last.pt").read_bytes() == good
+
+
+@pytest.mark.slow
+def test_ctrl_c_to_the_process_group_with_dataloader_workers(tmp_path: Path) -> None:
+    # A terminal's Ctrl-C signals every process of the group, DataLoader workers included.
+    cmd = [sys.executable, "-m", "invprop", "-q", "train", "--epochs", "20", "--set", "data.pipeline=per_image",
+           "--set", "data.num_workers=2", "--set", "optim.batch_size=16", "--out", str(tmp_path / "run")]  # fmt: skip
+    victim = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    _wait_for_epochs(tmp_path / "run", 1, victim)
+    time.sleep(0.2)
+    os.killpg(victim.pid, signal.SIGINT)
+    _, err = victim.communicate(timeout=60)
+    assert victim.returncode == 128 + signal.SIGINT, err
+    assert "checkpoint saved" in err and "Traceback" not in err
+    resume = subprocess.run([sys.executable, "-m", "invprop", "-q", "train", "--epochs", "2", "--resume",
+                             "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert resume.returncode == 0, resume.stderr

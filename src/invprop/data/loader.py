@@ -7,6 +7,7 @@ one exactly and the per-image pipeline gives the same batches with any number of
 from __future__ import annotations
 
 import os
+import signal
 from typing import Iterator
 
 import torch
@@ -16,6 +17,12 @@ from torch.utils.data import DataLoader, Sampler
 from invprop.data.datasets import IndexedDataset
 from invprop.data.image_sequences import TensorImages, to_float
 from invprop.data.transforms import Normalize
+
+
+def ignore_interrupts_in_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: Ctrl-C reaches the whole process group; only the main process handles it
+    (saving a checkpoint), so workers must not die of it mid-epoch."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def worker_count(requested: int) -> int:

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from invprop.config import Config, from_dict, save_yaml, to_dict, validate
 from invprop.data import DataSplits, EpochSampler, TensorBatches, build_datasets
-from invprop.data.loader import num_batches, worker_count
+from invprop.data.loader import ignore_interrupts_in_worker, num_batches, worker_count
 from invprop.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from invprop.engine.history import History
 from invprop.engine.monitor import knn_monitor, raw_pixel_baseline
@@ -183,6 +183,7 @@ class Trainer:
                 pin_memory=self.device.type == "cuda",
                 persistent_workers=workers > 0,
                 prefetch_factor=4 if workers > 0 else None,
+                worker_init_fn=ignore_interrupts_in_worker,
             )
         self.epoch = 0
         self.global_step = 0
