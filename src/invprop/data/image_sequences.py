@@ -109,7 +109,8 @@ def check_image_files(files: ImageFiles, strict: bool = False, cache_dir: Path |
     if not bad:
         return files, []
     logger.warning("skipping %d unreadable image file(s), e.g. %s", len(names), names[0])
-    keep = [i for i in range(len(files)) if i not in set(bad)]
+    unreadable = set(bad)
+    keep = [i for i in range(len(files)) if i not in unreadable]
     return ImageFiles([files.files[i] for i in keep], [files.targets[i] for i in keep], files.classes), names
 
 
