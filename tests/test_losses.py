@@ -290,3 +290,14 @@ def test_positive_source_is_validated() -> None:
         InvariancePropagationLoss(positives="labels")
     with pytest.raises(ValueError, match="knn_positives"):
         InvariancePropagationLoss(positives="knn", knn_positives=0)
+
+
+def test_knn_positives_taken_from_the_background_equal_a_separate_search() -> None:
+    bank = make_bank(n=80, d=8, k=3)
+    idx = torch.tensor([4, 9, 30, 31])
+    emb = bank.features[idx] + 0.2 * torch.randn(4, 8)
+    loss = InvariancePropagationLoss(0.1, n_background=20, positives="knn", knn_positives=6)
+    out = loss(emb, idx, bank)
+    separate, mask = loss.discover_positives(torch.nn.functional.normalize(emb, dim=1), idx, bank)
+    assert mask.all() and torch.equal(out.positives.sort(dim=1).values, separate.sort(dim=1).values)
+    assert not (out.positives == idx[:, None]).any()

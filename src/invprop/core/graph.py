@@ -41,6 +41,24 @@ def knn_graph(features: Tensor, k: int, chunk_size: int = DEFAULT_CHUNK_SIZE) ->
     return out
 
 
+def nearest_columns(candidates: Tensor, anchors: Tensor, k: int) -> Tensor:
+    """Columns of the first k candidates that are not the anchor itself (the (k+1)-th fills the anchor's place).
+
+    Args:
+        candidates: (B, >= k+1) bank indices sorted by decreasing similarity to each anchor.
+        anchors: (B,) the anchors' own bank indices.
+        k: neighbours to keep.
+
+    Returns:
+        (B, k) int64 column positions into ``candidates``.
+    """
+    if candidates.shape[1] < k + 1:
+        raise ValueError(f"need k + 1 = {k + 1} candidates per anchor, got {candidates.shape[1]}")
+    is_self = candidates[:, : k + 1] == anchors.unsqueeze(1)
+    positions = torch.arange(k + 1, device=candidates.device).expand_as(is_self)
+    return torch.where(is_self, torch.full_like(positions, k), positions)[:, :k]
+
+
 def online_neighbors(candidates: Tensor, anchors: Tensor, k: int) -> Tensor:
     """The authors' online neighbour rule: the first k candidates that are not the anchor itself.
 
@@ -52,12 +70,7 @@ def online_neighbors(candidates: Tensor, anchors: Tensor, k: int) -> Tensor:
     Returns:
         (B, k) int64 neighbours; if the anchor is among the first k candidates, the (k+1)-th fills its place.
     """
-    if candidates.shape[1] < k + 1:
-        raise ValueError(f"need k + 1 = {k + 1} candidates per anchor, got {candidates.shape[1]}")
-    candidates = candidates[:, : k + 1]
-    is_self = candidates == anchors.unsqueeze(1)
-    spare = candidates[:, k:].expand_as(candidates)
-    return torch.where(is_self, spare, candidates)[:, :k]
+    return candidates.gather(1, nearest_columns(candidates, anchors, k))
 
 
 def _dedup_rows(values: Tensor, valid: Tensor, first_block: int = 0) -> tuple[Tensor, Tensor, Tensor]:

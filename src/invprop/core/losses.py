@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from invprop.core.bank import MemoryBank
-from invprop.core.graph import online_neighbors, propagate
+from invprop.core.graph import nearest_columns, online_neighbors, propagate
 from invprop.core.similarity import background_logits, topk_similarities
 
 logger = logging.getLogger(__name__)
@@ -279,12 +279,19 @@ class InvariancePropagationLoss(nn.Module):
             return bank_size
         return self.n_background
 
+    def _knn_count(self, bank: MemoryBank) -> int:
+        return min(self.knn_positives, bank.size - 1)
+
+    def _knn_within_background(self, bank: MemoryBank) -> bool:
+        """True when the K nearest rows are the head of M_i, so they need no similarity pass of their own."""
+        return self.positives == "knn" and self.hard_negatives and self._knn_count(bank) < self.background_size(bank.size)
+
     def discover_positives(self, query: Tensor, indices: Tensor, bank: MemoryBank) -> tuple[Tensor, Tensor]:
         """Positive candidates ``(indices, mask)``, both (B, M), from the configured source (M = 0 for ``none``)."""
         if self.positives == "propagation":
             return propagate(bank.neighbors, indices, self.steps, exact=self.exact)
         if self.positives == "knn":
-            k = min(self.knn_positives, bank.size - 1)
+            k = self._knn_count(bank)
             with torch.no_grad():
                 _, candidates = topk_similarities(query, bank.features, k + 1)
             nearest = online_neighbors(candidates, indices, k)
@@ -303,7 +310,12 @@ class InvariancePropagationLoss(nn.Module):
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
             query = nn.functional.normalize(embeddings.float(), dim=1)
             indices = indices.to(query.device).long()
-            positives, positive_mask = self.discover_positives(query, indices, bank)
+            knn_in_background = self._knn_within_background(bank)
+            if knn_in_background:  # taken from M_i below
+                positives = indices.new_empty(indices.shape[0], 0)
+                positive_mask = positives.bool()
+            else:
+                positives, positive_mask = self.discover_positives(query, indices, bank)
             background: Tensor | None = None
             if self.hard_negatives:
                 extra = torch.cat([indices.view(-1, 1), positives.clamp_min(0)], dim=1)
@@ -312,6 +324,10 @@ class InvariancePropagationLoss(nn.Module):
                 )
                 bg_logits = background_sim / self.temperature
                 target, positive_logits = extra_sim[:, 0] / self.temperature, extra_sim[:, 1:] / self.temperature
+                if knn_in_background:
+                    columns = nearest_columns(background, indices, self._knn_count(bank))
+                    positives, positive_logits = background.gather(1, columns), bg_logits.gather(1, columns)
+                    positive_mask = torch.ones_like(positives, dtype=torch.bool)
             else:
                 # Ablation: the background is the whole bank, so every logit is needed (dense B x N).
                 logits = query @ bank.features.float().T / self.temperature
