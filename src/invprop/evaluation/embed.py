@@ -79,8 +79,9 @@ def embed(checkpoint: Path, dataset: str | None, split: str, out: Path, override
     return write_embeddings(embed_split(ctx, split), out)
 
 
-def _query_embedding(ctx: EvalContext, reference: IndexedDataset, query: str) -> tuple[Tensor, int | None]:
-    """The embedding of ``query``: an index into ``reference`` or an image file; also the index when it is one."""
+def _query_embedding(ctx: EvalContext, reference: IndexedDataset, query: str) -> tuple[Tensor, int | None, Tensor]:
+    """The embedding of ``query`` (an index into ``reference`` or an image file), its index when it is one, and the
+    image the encoder saw."""
     if query.lstrip("-").isdigit():
         index = int(query)
         if not 0 <= index < len(reference):
@@ -103,7 +104,7 @@ def _query_embedding(ctx: EvalContext, reference: IndexedDataset, query: str) ->
         image, found = reference.transform(pixels), None
     with torch.no_grad():
         emb = ctx.encoder(image.unsqueeze(0).to(ctx.device)).float().cpu()
-    return nn.functional.normalize(emb, dim=1)[0], found
+    return nn.functional.normalize(emb, dim=1)[0], found, image
 
 
 def nearest_neighbors(
@@ -125,7 +126,7 @@ def nearest_neighbors(
     ctx = load_eval_context(checkpoint, dataset, overrides, require_labels=False)
     result = embed_split(ctx, split)
     reference = _split(ctx, split)
-    q, own = _query_embedding(ctx, reference, query)
+    q, own, query_image = _query_embedding(ctx, reference, query)
     sims = result.embeddings @ q
     if own is not None:
         sims[own] = float("-inf")
@@ -137,14 +138,8 @@ def nearest_neighbors(
             row["path"] = result.paths[index]
         rows.append(row)
     if render is not None:
-        query_image = reference[own][1] if own is not None else None
-        render_neighbors(reference, rows, render, query_image if query_image is not None else _query_pixels(ctx, reference, query))
+        render_neighbors(reference, rows, render, query_image)
     return rows
-
-
-def _query_pixels(ctx: EvalContext, reference: IndexedDataset, query: str) -> Tensor:
-    with Image.open(Path(query).expanduser()) as img:
-        return TF.to_tensor(img.convert("RGB" if ctx.splits.in_channels == 3 else "L"))
 
 
 def render_neighbors(reference: IndexedDataset, rows: list[dict[str, Any]], out: Path, query_image: Tensor) -> Path:

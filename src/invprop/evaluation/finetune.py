@@ -9,7 +9,6 @@ baseline trained on the same subset with the same budget, so the gain from pretr
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -22,7 +21,7 @@ from invprop.core.linear_probe import fit_linear_probe
 from invprop.data import DataSplits, IndexedDataset
 from invprop.data.datasets import take_subset
 from invprop.data.image_sequences import to_float
-from invprop.data.loader import eval_batches, epoch_order
+from invprop.data.loader import epoch_order, eval_batches, num_batches
 from invprop.engine.monitor import EXTRACT_BATCH, extract
 from invprop.errors import DataError
 from invprop.evaluation.linear import linear_protocol
@@ -94,8 +93,7 @@ def recalibrate_batchnorm(encoder: Encoder, dataset: IndexedDataset, device: tor
 def _train_batches(splits: DataSplits, positions: Tensor, batch_size: int, seed: int, device: torch.device) -> Iterator[tuple[Tensor, Tensor]]:
     """One epoch of augmented ``(images, labels)`` batches over the training ``positions``."""
     order = positions[epoch_order(positions.numel(), seed)]
-    drop_last = order.numel() % batch_size == 1  # a batch of one would break BatchNorm
-    steps = order.numel() // batch_size if drop_last else math.ceil(order.numel() / batch_size)
+    steps = num_batches(order.numel(), batch_size, drop_last=order.numel() % batch_size == 1)  # no batch of one (BatchNorm)
     if splits.train_images is not None and splits.batch_augment is not None:
         images, labels = splits.train_images.images, splits.train_images.labels
         augment = splits.batch_augment.to(device)

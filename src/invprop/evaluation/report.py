@@ -16,7 +16,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import matplotlib
 
@@ -141,14 +141,23 @@ def _as_picture(image: Tensor) -> np.ndarray:
     return x[0].numpy() if x.shape[0] == 1 else x.permute(1, 2, 0).numpy()
 
 
-def positive_grid(dataset: Any, embeddings: Tensor, neighbors: Tensor, steps: int, seed: int = SAMPLE_SEED) -> bytes | None:
-    """Anchors with their easiest (most similar) and hardest (least similar) discovered positives (Fig. 2b)."""
-    n = embeddings.shape[0]
+def positive_grid(
+    dataset: Any, embed: Callable[[Tensor], Tensor], neighbors: Tensor, steps: int, seed: int = SAMPLE_SEED
+) -> bytes | None:
+    """Anchors with their easiest (most similar) and hardest (least similar) discovered positives (Fig. 2b).
+
+    ``embed`` maps (M,) dataset indices to (M, D) unit embeddings; only the anchors and their positives are embedded.
+    """
+    n = len(dataset)
     if neighbors.shape[0] != n:
         return None
     anchors = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:GRID_ANCHORS]
     positives, mask = propagate(neighbors, anchors, steps)
-    sims = (embeddings[anchors, None, :] * embeddings[positives.clamp_min(0)]).sum(-1).masked_fill(~mask, float("nan"))
+    needed, inverse = torch.cat([anchors, positives.clamp_min(0).flatten()]).unique(return_inverse=True)
+    embeddings = embed(needed)
+    anchor_emb = embeddings[inverse[: len(anchors)]]
+    positive_emb = embeddings[inverse[len(anchors) :]].view(*positives.shape, -1)
+    sims = (anchor_emb[:, None, :] * positive_emb).sum(-1).masked_fill(~mask, float("nan"))
     cols = 1 + 2 * GRID_POSITIVES
     fig, axes = plt.subplots(len(anchors), cols, figsize=(1.1 * cols, 1.2 * len(anchors)), squeeze=False)
     for row, anchor in enumerate(anchors.tolist()):
@@ -224,10 +233,14 @@ def build_report(run_dirs: Sequence[Path], out_dir: Path) -> Path:
         maps[name] = (embeddings, out.labels)
         if bool((out.labels >= 0).all()):
             similarity_runs[name] = neighbor_similarities(embeddings, out.labels)
-        full = extract(ctx.encoder, dataset, ctx.device) if len(dataset) > len(keep) else out
         neighbors = load_checkpoint(run_dir / CHECKPOINT_NAME)["model"].get("bank.neighbors")
         if neighbors is not None and ctx.cfg.method == PROPAGATING_METHOD:
-            png = positive_grid(dataset, nn.functional.normalize(full.embeddings, dim=1), neighbors.cpu(), ctx.cfg.loss.steps)
+
+            def embed(indices: Tensor, ctx: Any = ctx, dataset: IndexedDataset = dataset) -> Tensor:
+                chosen = IndexedDataset(take_subset(dataset.source, indices.tolist()), dataset.transform)
+                return nn.functional.normalize(extract(ctx.encoder, chosen, ctx.device).embeddings, dim=1)
+
+            png = positive_grid(dataset, embed, neighbors.cpu(), ctx.cfg.loss.steps)
             if png is not None:
                 figures.append(Figure(f"positives of {name}", f"positives-{len(figures)}.png", png,
                                       "Random anchors (first column) with the discovered positives most similar to them "
