@@ -148,10 +148,7 @@ class IndexedDataset(Dataset):
     @property
     def labels(self) -> Tensor:
         """(N,) int64 labels, ``-1`` where unlabelled."""
-        targets = getattr(self.source, "targets", None)
-        if targets is None:
-            targets = [label for _, label in self.source]
-        return torch.as_tensor(np.asarray(targets), dtype=torch.long)
+        return torch.as_tensor(_targets(self.source), dtype=torch.long)
 
 
 @dataclass
