@@ -301,3 +301,62 @@ def test_knn_positives_taken_from_the_background_equal_a_separate_search() -> No
     separate, mask = loss.discover_positives(torch.nn.functional.normalize(emb, dim=1), idx, bank)
     assert mask.all() and torch.equal(out.positives.sort(dim=1).values, separate.sort(dim=1).values)
     assert not (out.positives == idx[:, None]).any()
+
+
+#: Loss settings compared between a bank split over 2 processes and the same bank in one process.
+SHARDED_CASES = {
+    "invp": {},
+    "invp-authors-concatenation": {"exact": False},
+    "invp-inclusive": {"exclusive": False},
+    "knn-positives": {"positives": "knn", "knn_positives": 5},
+    "knn-positives-beyond-background": {"positives": "knn", "knn_positives": 20},
+    "insdis-hard": {"positives": "none"},
+    "insdis": {"positives": "none", "hard_negatives": False},
+    "invp-whole-bank": {"hard_negatives": False},
+}
+
+
+def _sharded_setup() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(3)
+    features = torch.nn.functional.normalize(torch.randn(61, 8, generator=g), dim=1)
+    neighbors = MemoryBank(61, 8, num_neighbors=3, features=features).neighbors
+    embeddings = features[torch.arange(8) * 7] + 0.3 * torch.randn(8, 8, generator=g)
+    return features, neighbors, embeddings, torch.arange(8) * 7
+
+
+def _sharded_losses(rank: int, world: int) -> dict[str, dict[str, torch.Tensor]]:
+    from invprop.core.sharded import RowPartition
+
+    features, neighbors, embeddings, indices = _sharded_setup()
+    bank = MemoryBank(61, 8, num_neighbors=3, features=features, neighbors=neighbors, partition=RowPartition.split(61))
+    rows = slice(4 * rank, 4 * rank + 4)
+    results = {}
+    for name, kwargs in SHARDED_CASES.items():
+        emb = embeddings[rows].clone().requires_grad_(True)
+        out = InvariancePropagationLoss(0.1, n_background=12, steps=2, n_hard_positives=4, **kwargs)(emb, indices[rows], bank)
+        total = out.instance + 0.6 * out.invariance
+        (total / world).backward()  # the summed objective over processes is then the single-process one
+        results[name] = {"total": total.detach(), "grad": emb.grad, "positives": out.positives,
+                         "background": out.background if out.background is not None else torch.empty(0)}  # fmt: skip
+    return results
+
+
+def test_sharded_bank_loss_and_gradients_equal_the_unsharded_ones(tmp_path) -> None:
+    from gloo import run_gloo
+
+    results = run_gloo(_sharded_losses, 2, tmp_path)
+    features, neighbors, embeddings, indices = _sharded_setup()
+    bank = MemoryBank(61, 8, num_neighbors=3, features=features, neighbors=neighbors)
+    for name, kwargs in SHARDED_CASES.items():
+        emb = embeddings.clone().requires_grad_(True)
+        out = InvariancePropagationLoss(0.1, n_background=12, steps=2, n_hard_positives=4, **kwargs)(emb, indices, bank)
+        total = out.instance + 0.6 * out.invariance
+        total.backward()
+        assert float(total.detach()) > 0, name
+        for rank, result in enumerate(results):
+            got = result[name]
+            torch.testing.assert_close(got["total"], total.detach(), rtol=1e-5, atol=1e-5, msg=name)
+            torch.testing.assert_close(got["grad"], emb.grad[4 * rank : 4 * rank + 4], rtol=1e-5, atol=1e-5, msg=name)
+            assert torch.equal(got["positives"], out.positives), name
+            if out.background is not None:
+                assert torch.equal(got["background"], out.background), name

@@ -22,6 +22,7 @@ from invprop import config as cfgmod
 from invprop.config import Config
 from invprop.data import IMAGEFOLDER_PREFIX, dataset_names
 from invprop.engine import CHECKPOINT_NAME, CONFIG_NAME, HISTORY_NAME, METRICS_NAME, Trainer, config_for_resume
+from invprop.engine.distributed import barrier, init_distributed, launched_distributed, shutdown
 from invprop.engine.trainer import TrainingInterrupted
 from invprop.errors import ConfigError, InvpropError
 from invprop.evaluation import PROTOCOLS, VARIANTS, parse_variants, run_ablation
@@ -101,6 +102,7 @@ def _clear_run(run_dir: Path) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     overrides = _merge_overrides(args)
+    overwrite = False
     if args.resume:
         if args.out is None:
             raise ConfigError("--resume needs --out DIR, the run directory to continue")
@@ -114,16 +116,30 @@ def cmd_train(args: argparse.Namespace) -> int:
                 raise ConfigError(
                     f"{run_dir} already holds a run; add --resume to continue it, --overwrite to replace it, or pick another --out"
                 )
-            _clear_run(run_dir)
+            overwrite = True
     cfgmod.validate(cfg)
     if args.stop_after is not None and args.stop_after < 1:
         raise ConfigError(f"--stop-after must be at least 1, got {args.stop_after}")
-    trainer = Trainer(cfg, run_dir, progress=None)
-    logger.info(
-        "training %s on %s: %d images, %d epochs, device %s -> %s",
-        cfg.method, cfg.data.name, len(trainer.data.train), cfg.epochs, trainer.device, run_dir,
-    )
-    result = trainer.fit(resume=args.resume, stop_after=args.stop_after)
+    context = init_distributed(cfg.device, cfg.distributed.backend, cfg.distributed.timeout_minutes)
+    try:
+        if overwrite and context.is_main:
+            _clear_run(run_dir)
+        barrier(context)
+        trainer = Trainer(cfg, run_dir, progress=None, context=context)
+        processes = f", {context.world_size} processes ({cfg.distributed.bank} bank)" if context.enabled else ""
+        logger.info(
+            "training %s on %s: %d images, %d epochs, device %s%s -> %s",
+            cfg.method, cfg.data.name, len(trainer.data.train), cfg.epochs, trainer.device, processes, run_dir,
+        )
+        result = trainer.fit(resume=args.resume, stop_after=args.stop_after)
+    except TrainingInterrupted as err:
+        if context.is_main:
+            raise
+        return err.exit_code  # the main process reports it
+    finally:
+        shutdown(context)
+    if not context.is_main:
+        return 0
     m = result.metrics
     state = "finished" if result.finished else f"stopped after epoch {m['epochs']} of {cfg.epochs} (resume with --resume)"
     print(f"run {state}: {result.run_dir}")
@@ -318,6 +334,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args_list = ["train", *args_list]
         args = parser.parse_args(args_list)
     args.argv = args_list
+    if launched_distributed() and args.func is not cmd_train:
+        parser.exit(EXIT_USAGE, f"invprop: error: only 'invprop train' runs under torchrun; run '{args.command}' as one process\n")
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
     logging.captureWarnings(True)
     warnings.simplefilter("default")

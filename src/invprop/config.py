@@ -53,6 +53,9 @@ class BankConfig:
     graph_update: str = _f("online", "neighbour upkeep: online (batch rows after each step) or rebuild (each epoch)")
     rebuild_chunk: int = _f(4096, "rows per block of the exact graph rebuild (memory O(chunk x N))")
     dtype: str = _f("float32", "bank storage: float32, float16 or bfloat16 (half the memory; see docs/benchmarks.md)")
+    rebuild_search: str = _f("exact", "search of the graph rebuild: exact, or faiss (approximate; pip install 'invprop[faiss]')")
+    faiss_lists: int | None = _f(None, "k-means cells of the FAISS index (null = 4 sqrt(N))")
+    faiss_probe: int = _f(32, "FAISS cells scanned per query (more = slower, higher recall)")
 
 
 @dataclass
@@ -76,7 +79,7 @@ class OptimConfig:
     lr: float = _f(0.03, "base learning rate of SGD")
     momentum: float = _f(0.9, "SGD momentum")
     weight_decay: float = _f(5e-4, "weight decay (not applied to norm layers and biases)")
-    batch_size: int = _f(128, "images per step")
+    batch_size: int = _f(128, "images per step, summed over all processes of a distributed run (the global batch)")
     schedule: str = _f("cosine", "learning-rate schedule: cosine or step")
     warmup_epochs: int = _f(0, "linear warm-up epochs")
     milestones: list[int] | None = _f(None, "epochs at which the step schedule decays (default: 50%, 75%, 87.5%)")
@@ -94,6 +97,18 @@ class EvalConfig:
 
 
 @dataclass
+class DistributedConfig:
+    bank: str = _f(
+        "replicated",
+        "memory bank of a multi-process run: replicated (every process holds it all) or sharded (each holds a block "
+        "of rows; for banks larger than one device)",
+    )
+    sync_bn: bool = _f(False, "convert BatchNorm layers to SyncBatchNorm (CUDA only) in a multi-process run")
+    backend: str = _f("auto", "torch.distributed backend: auto (nccl on CUDA, gloo on CPU), nccl or gloo")
+    timeout_minutes: int = _f(60, "how long a process waits for the others at a collective (e.g. during evaluation)")
+
+
+@dataclass
 class Config:
     method: str = _f("invp", "training objective: invp, insdis, insdis-hard or knn-positives")
     epochs: int = _f(800, "total epochs of the schedule")
@@ -108,6 +123,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
 
 #: Presets: overrides of the defaults, by name. ``digits`` is the embedded default (a few minutes on a laptop CPU);
@@ -169,6 +185,9 @@ DEFAULT_PRESET = "digits"
 CHOICES: dict[str, tuple[str, ...]] = {
     "bank.graph_update": ("online", "rebuild"),
     "bank.dtype": ("float32", "float16", "bfloat16"),
+    "bank.rebuild_search": ("exact", "faiss"),
+    "distributed.bank": ("replicated", "sharded"),
+    "distributed.backend": ("auto", "nccl", "gloo"),
     "loss.rampup": ("binary", "gaussian"),
     "optim.schedule": ("cosine", "step"),
     "precision": ("auto", "bf16", "fp16", "fp32"),
@@ -307,6 +326,14 @@ def validate(cfg: Config) -> Config:
     _check(0 <= cfg.bank.momentum < 1, f"bank.momentum must be in [0, 1), got {cfg.bank.momentum}")
     _check(cfg.bank.num_neighbors >= 1, f"bank.num_neighbors must be at least 1, got {cfg.bank.num_neighbors}")
     _check(cfg.bank.rebuild_chunk >= 1, f"bank.rebuild_chunk must be positive, got {cfg.bank.rebuild_chunk}")
+    _check(
+        cfg.bank.faiss_lists is None or cfg.bank.faiss_lists >= 1, f"bank.faiss_lists must be positive, got {cfg.bank.faiss_lists}"
+    )
+    _check(cfg.bank.faiss_probe >= 1, f"bank.faiss_probe must be positive, got {cfg.bank.faiss_probe}")
+    _check(
+        cfg.distributed.timeout_minutes >= 1,
+        f"distributed.timeout_minutes must be at least 1, got {cfg.distributed.timeout_minutes}",
+    )
     _check(cfg.loss.steps >= 1, f"loss.steps must be at least 1, got {cfg.loss.steps}")
     _check(cfg.loss.n_hard_positives >= 1, f"loss.n_hard_positives must be at least 1, got {cfg.loss.n_hard_positives}")
     _check(

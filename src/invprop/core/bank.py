@@ -5,6 +5,11 @@ moves its row towards its fresh embedding ``v_i``::
 
     bar v_i <- normalise(m * bar v_i + (1 - m) * v_i)
 
+A bank may be split over the processes of a distributed run (``partition``, see :mod:`invprop.core.sharded`): each
+process then holds a contiguous block of rows of ``features`` and updates only the rows it owns, while the neighbour
+table (k integers per row, a fraction of a D-dimensional row) stays whole on every process. Checkpoints always hold
+the whole bank, so a run can resume with another number of processes.
+
 The bank also holds the directed kNN graph ``N_k(i)`` used by positive discovery (Eq. 3). Unlike the authors' code,
 whose table starts as all zeros (every early "neighbour" is image 0), the table here is built from the initial bank
 (exact, chunked) when that is cheap, and otherwise marked invalid (``-1``) until a row is first refreshed; every
@@ -16,8 +21,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from invprop.core.graph import knn_graph, online_neighbors
-from invprop.core.similarity import topk_similarities
+from invprop.core.collectives import all_reduce_sum
+from invprop.core.faiss_search import FaissSearch, exact_neighbors_of, graph_recall
+from invprop.core.graph import drop_anchor, knn_graph, online_neighbors
+from invprop.core.sharded import RowPartition, gather_partition, sharded_knn_graph, sharded_topk
 
 #: Banks up to this many rows get an exact neighbour table at construction (an O(N^2 D) search, chunked).
 #: Larger banks start with invalid rows, filled by the online rule or by :meth:`MemoryBank.rebuild_neighbors`.
@@ -29,6 +36,10 @@ INVALID_NEIGHBOR = -1
 #: Storage dtypes a bank may use. Half precision halves the bank's memory (655 MB -> 328 MB at N = 1.28M, D = 128);
 #: every similarity is still computed with float32 queries and accumulation, and EMA updates are mixed in float32.
 BANK_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+#: Neighbour searches of a full graph rebuild: exact (chunked) or an approximate FAISS index.
+REBUILD_SEARCHES = ("exact", "faiss")
+#: Rows drawn at a time when a split bank draws its random initial rows (the same stream as one whole draw).
+_INIT_CHUNK_ROWS = 65_536
 
 
 class MemoryBank(nn.Module):
@@ -48,9 +59,14 @@ class MemoryBank(nn.Module):
             embeddings of a pretrained encoder.
         neighbors: optional (size, num_neighbors) initial neighbour table (``-1`` = unknown) instead of one built
             from the initial rows.
+        partition: which rows this process holds (default: all of them, no collectives). With a split partition
+            the random initial rows are the same as a whole bank's (drawn in the same order), and building the
+            initial neighbour table, :meth:`refresh_neighbors` without candidates, :meth:`rebuild_neighbors`,
+            :meth:`sampled_recall` and ``state_dict()`` are collectives that every process must call.
 
     Attributes:
-        features: (N, D) tensor of unit rows in the storage dtype.
+        features: (R, D) tensor of unit rows in the storage dtype: rows ``[partition.start, partition.stop)``
+            (all N rows unless the bank is split).
         neighbors: (N, k) int64 tensor; row i lists N_k(i) (self excluded) or ``-1`` where not yet known.
 
     Example:
@@ -76,6 +92,7 @@ class MemoryBank(nn.Module):
         dtype: torch.dtype = torch.float32,
         features: Tensor | None = None,
         neighbors: Tensor | None = None,
+        partition: RowPartition | None = None,
     ) -> None:
         super().__init__()
         if size < 2:
@@ -88,14 +105,20 @@ class MemoryBank(nn.Module):
             raise ValueError(f"num_neighbors must be in [1, size - 1] = [1, {size - 1}], got {num_neighbors}")
         if dtype not in BANK_DTYPES.values():
             raise ValueError(f"MemoryBank dtype must be one of float32, float16, bfloat16; got {dtype}")
+        partition = partition if partition is not None else RowPartition.whole(size)
+        if partition.total != size:
+            raise ValueError(f"partition covers {partition.total} rows, but the bank has {size}")
         self.size = size
         self.dim = dim
         self.momentum = momentum
         self.num_neighbors = num_neighbors
+        self.partition = partition
         if features is None:
-            features = torch.randn(size, dim, generator=generator)
+            features = _random_rows(size, dim, partition, generator)
         elif tuple(features.shape) != (size, dim):
             raise ValueError(f"initial features must be ({size}, {dim}), got {tuple(features.shape)}")
+        else:
+            features = features[partition.start : partition.stop]
         features = nn.functional.normalize(features.float(), dim=1)
         self.register_buffer("features", features.to(device=device, dtype=dtype))
         if neighbors is not None:
@@ -103,7 +126,10 @@ class MemoryBank(nn.Module):
                 raise ValueError(f"initial neighbors must be ({size}, {num_neighbors}), got {tuple(neighbors.shape)}")
             neighbors = neighbors.to(device=device, dtype=torch.long).clone()
         elif size <= EXACT_INIT_MAX_ROWS:
-            neighbors = knn_graph(self.features, num_neighbors)
+            if partition.is_split:
+                neighbors = sharded_knn_graph(self.features, partition, num_neighbors)
+            else:
+                neighbors = knn_graph(self.features, num_neighbors)
         else:
             neighbors = torch.full((size, num_neighbors), INVALID_NEIGHBOR, dtype=torch.long, device=device)
         self.register_buffer("neighbors", neighbors)
@@ -115,6 +141,10 @@ class MemoryBank(nn.Module):
         ``embeddings`` need not be normalised; they are L2-normalised first, as in the paper.
         """
         fresh = nn.functional.normalize(embeddings.detach().float().to(self.features.device), dim=1)
+        indices = indices.to(self.features.device)
+        if self.partition.is_split:  # global row indices: update the rows held here
+            owned = self.partition.owns(indices)
+            indices, fresh = indices[owned] - self.partition.start, fresh[owned]
         mixed = self.momentum * self.features[indices].float() + (1.0 - self.momentum) * fresh
         self.features[indices] = nn.functional.normalize(mixed, dim=1).to(self.features.dtype)
 
@@ -131,16 +161,83 @@ class MemoryBank(nn.Module):
         k = self.num_neighbors
         if candidates is None or candidates.shape[1] < k + 1:
             query = nn.functional.normalize(embeddings.detach().float().to(self.features.device), dim=1)
-            candidates = topk_similarities(query, self.features, k + 1)[1]
+            candidates = sharded_topk(query, self.features, self.partition, k + 1)[1]
         self.neighbors[indices] = online_neighbors(candidates[:, : k + 1], indices, k)
 
     @torch.no_grad()
-    def rebuild_neighbors(self, chunk_size: int = 4096) -> None:
-        """Exact graph upkeep: recompute the whole table from the bank, chunk_size rows at a time."""
-        self.neighbors.copy_(knn_graph(self.features, self.num_neighbors, chunk_size=chunk_size))
+    def rebuild_neighbors(
+        self, chunk_size: int = 4096, search: str = "exact", faiss_lists: int | None = None, faiss_probe: int = 32
+    ) -> None:
+        """Full graph upkeep: recompute the whole table from the bank, ``chunk_size`` query rows at a time.
+
+        Args:
+            chunk_size: query rows per block (memory O(chunk_size x R)).
+            search: ``exact`` (blocked dot products) or ``faiss`` (an IVF index over this process's rows, see
+                :class:`invprop.core.faiss_search.FaissSearch`; approximate, for N in the millions).
+            faiss_lists: k-means cells of the FAISS index (None = 4 sqrt(R)).
+            faiss_probe: cells scanned per query.
+        """
+        if search not in REBUILD_SEARCHES:
+            raise ValueError(f"search must be one of {', '.join(REBUILD_SEARCHES)}, got {search!r}")
+        local = FaissSearch(self.features, faiss_lists, faiss_probe) if search == "faiss" else None
+        if local is None and not self.partition.parallel:
+            self.neighbors.copy_(knn_graph(self.features, self.num_neighbors, chunk_size=chunk_size))
+            return
+        self.neighbors.copy_(sharded_knn_graph(self.features, self.partition, self.num_neighbors, chunk_size, local))
+
+    @torch.no_grad()
+    def sampled_recall(self, rows: Tensor) -> float:
+        """Recall of the neighbour table against exact search, measured on bank ``rows`` (Q,): the mean fraction of
+        each row's k exact nearest rows that its table entry lists. Costs Q x N similarities (a collective when the
+        bank is split; ``rows`` must then be the same on every process)."""
+        rows = rows.to(self.features.device)
+        owned = self.partition.owns(rows)
+        queries = torch.zeros(rows.shape[0], self.dim, device=self.features.device)
+        queries[owned] = self.features[self.partition.local(rows[owned])].float()
+        if self.partition.is_split:
+            queries = all_reduce_sum(queries, self.partition.group)
+            _, candidates = sharded_topk(queries, self.features, self.partition, self.num_neighbors + 1)
+            exact = drop_anchor(candidates, rows, self.num_neighbors)
+        else:
+            exact = exact_neighbors_of(queries, rows, self.features, self.num_neighbors)
+        return graph_recall(self.neighbors[rows], exact)
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):  # type: ignore[no-untyped-def]
+        """A split bank saves the whole (N, D) bank on rank 0 (gathered; other ranks save their own rows)."""
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        if self.partition.is_split:
+            whole = gather_partition(self.features, self.partition)
+            if whole is not None:
+                destination[prefix + "features"] = whole
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+        """Accepts the whole bank (N, D) on any partition: each process keeps the rows it holds."""
+        key = prefix + "features"
+        saved = state_dict.get(key)
+        if saved is not None and self.partition.is_split and saved.shape[0] == self.size:
+            state_dict[key] = saved[self.partition.start : self.partition.stop]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:
+        rows = f", rows=[{self.partition.start}, {self.partition.stop})" if self.partition.is_split else ""
         return (
             f"size={self.size}, dim={self.dim}, momentum={self.momentum}, num_neighbors={self.num_neighbors}, "
-            f"dtype={self.features.dtype}"
+            f"dtype={self.features.dtype}{rows}"
         )
+
+
+def _random_rows(size: int, dim: int, partition: RowPartition, generator: torch.Generator | None) -> Tensor:
+    """The rows ``[partition.start, partition.stop)`` of ``torch.randn(size, dim)``.
+
+    The other rows are drawn too (in chunks, then dropped), so that every process leaves the RNG in the same state.
+    """
+    if not partition.is_split:
+        return torch.randn(size, dim, generator=generator)
+    kept = []
+    for first in range(0, size, _INIT_CHUNK_ROWS):
+        last = min(first + _INIT_CHUNK_ROWS, size)
+        draw = torch.randn(last - first, dim, generator=generator)
+        lo, hi = max(first, partition.start), min(last, partition.stop)
+        if lo < hi:
+            kept.append(draw[lo - first : hi - first])
+    return torch.cat(kept)

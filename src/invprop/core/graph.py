@@ -73,6 +73,22 @@ def online_neighbors(candidates: Tensor, anchors: Tensor, k: int) -> Tensor:
     return candidates.gather(1, nearest_columns(candidates, anchors, k))
 
 
+def drop_anchor(candidates: Tensor, anchors: Tensor, k: int) -> Tensor:
+    """The first k candidates that are not the anchor itself, in their order (for a full graph rebuild).
+
+    Args:
+        candidates: (B, >= k+1) indices sorted by decreasing similarity.
+        anchors: (B,) the anchors' own indices.
+        k: neighbours to keep.
+
+    Returns:
+        (B, k) int64, most similar first.
+    """
+    is_self = (candidates == anchors.unsqueeze(1)).to(torch.uint8)
+    order = torch.sort(is_self, dim=1, stable=True).indices[:, :k]
+    return candidates.gather(1, order)
+
+
 def _dedup_rows(values: Tensor, valid: Tensor, first_block: int = 0) -> tuple[Tensor, Tensor, Tensor]:
     """Per row: keep the first occurrence of each valid value, sorted ascending and left-aligned.
 

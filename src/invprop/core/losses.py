@@ -5,6 +5,11 @@ bf16/fp16 autocast: ``exp(sim / tau)`` is never materialised in half precision (
 the whole B x N similarity matrix and adds ``1e-7`` inside the log; neither is done here). The background M_i is
 selected on raw similarities without autograd (:func:`invprop.core.similarity.topk_similarities`) and only the
 chosen logits enter the autograd graph (:func:`invprop.core.similarity.gathered_dot`).
+
+Every softmax denominator goes through a ``normaliser`` (default :func:`masked_logsumexp`). A bank split over the
+processes of a distributed run (:mod:`invprop.core.sharded`) passes
+:func:`invprop.core.collectives.distributed_logsumexp` instead, with each process holding the background entries of
+its own rows -- the equations stay written once.
 """
 
 from __future__ import annotations
@@ -12,13 +17,17 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass
+from functools import partial
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
 from invprop.core.bank import MemoryBank
+from invprop.core.collectives import all_gather_rows, all_gather_tensor, distributed_logsumexp
 from invprop.core.graph import nearest_columns, online_neighbors, propagate
-from invprop.core.similarity import background_logits, topk_similarities
+from invprop.core.sharded import sharded_row_logits, sharded_topk
+from invprop.core.similarity import background_logits, gathered_dot
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +37,8 @@ _MASKED = float("-inf")
 POSITIVE_SOURCES = ("propagation", "knn", "none")
 #: Largest fraction of a sum that :func:`subtracted_logsumexp` removes (keeps its log finite).
 _MAX_EXCLUDED_SHARE = 1.0 - 1e-6
+#: A softmax denominator: ``(logits (B, M), mask (B, M) or None) -> (B,)`` log-sum-exp over the masked entries.
+Normaliser = Callable[[Tensor, "Tensor | None"], Tensor]
 
 
 def masked_logsumexp(logits: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -46,7 +57,9 @@ def masked_logsumexp(logits: Tensor, mask: Tensor | None = None) -> Tensor:
     return torch.logsumexp(logits, dim=1)
 
 
-def subtracted_logsumexp(logits: Tensor, excluded: Tensor) -> Tensor:
+def subtracted_logsumexp(
+    logits: Tensor, excluded: Tensor, mask: Tensor | None = None, normaliser: Normaliser = masked_logsumexp
+) -> Tensor:
     """``log( sum_j exp(logits[:, j]) - exp(excluded) )`` in float32, computed stably.
 
     The authors' "exclusive" denominator: it subtracts the anchor's term from the sum over M_i whether or not the
@@ -55,16 +68,23 @@ def subtracted_logsumexp(logits: Tensor, excluded: Tensor) -> Tensor:
     Args:
         logits: (B, M) background logits.
         excluded: (B,) logit of the term to subtract.
+        mask: optional (B, M) bool, True where an entry belongs to the sum.
+        normaliser: the log-sum-exp used for the sum.
 
     Returns:
         (B,) float32.
     """
-    total = torch.logsumexp(logits.float(), dim=1)
+    total = normaliser(logits, mask)
     share = torch.exp(excluded.float() - total).clamp(max=_MAX_EXCLUDED_SHARE)
     return total + torch.log1p(-share)
 
 
-def instance_log_probability(target_logits: Tensor, background_logits: Tensor, background_mask: Tensor | None = None) -> Tensor:
+def instance_log_probability(
+    target_logits: Tensor,
+    background_logits: Tensor,
+    background_mask: Tensor | None = None,
+    normaliser: Normaliser = masked_logsumexp,
+) -> Tensor:
     """Eq. 1, log form: ``log P(i | v) = s_i - log sum_{j in B} exp(s_j)``.
 
     With the background B the whole bank this is the paper's Eq. 1; with B = M_i (the nearest bank rows) it is the
@@ -74,15 +94,20 @@ def instance_log_probability(target_logits: Tensor, background_logits: Tensor, b
         target_logits: (B,) logits of each anchor's own bank row, ``bar v_i . v_i / tau``.
         background_logits: (B, M) logits of the background rows.
         background_mask: optional (B, M) bool, True where an entry belongs to the background.
+        normaliser: the log-sum-exp of the denominator.
 
     Returns:
         (B,) log-probabilities.
     """
-    return target_logits.float() - masked_logsumexp(background_logits, background_mask)
+    return target_logits.float() - normaliser(background_logits, background_mask)
 
 
 def set_log_probability(
-    set_logits: Tensor, set_mask: Tensor | None, background_logits: Tensor, background_mask: Tensor | None = None
+    set_logits: Tensor,
+    set_mask: Tensor | None,
+    background_logits: Tensor,
+    background_mask: Tensor | None = None,
+    normaliser: Normaliser = masked_logsumexp,
 ) -> Tensor:
     """Eq. 2, log form: ``log P(A | v) = log sum_{j in A} exp(s_j) - log sum_{j in B} exp(s_j)``.
 
@@ -91,11 +116,12 @@ def set_log_probability(
         set_mask: (B, P) bool, True for real members; None if all are.
         background_logits: (B, M) logits of the background (normalising) set.
         background_mask: optional (B, M) bool.
+        normaliser: the log-sum-exp of the denominator.
 
     Returns:
         (B,) log-probabilities; ``-inf`` for an empty A.
     """
-    return masked_logsumexp(set_logits, set_mask) - masked_logsumexp(background_logits, background_mask)
+    return masked_logsumexp(set_logits, set_mask) - normaliser(background_logits, background_mask)
 
 
 def select_positives(
@@ -130,6 +156,7 @@ def invariance_loss(
     hard_positive_mask: Tensor,
     background_logits: Tensor,
     background_mask: Tensor | None = None,
+    normaliser: Normaliser = masked_logsumexp,
 ) -> Tensor:
     """Eqs. 4/5: ``L_inv(i) = -log( sum_{p in H_i} exp(s_p) / sum_{j in B_i} exp(s_j) )``.
 
@@ -138,25 +165,32 @@ def invariance_loss(
         hard_positive_mask: (B, P) bool, True for real members of H_i.
         background_logits: (B, M) logits of the background B_i.
         background_mask: optional (B, M) bool (e.g. False at the anchor's own row for the exclusive form).
+        normaliser: the log-sum-exp of the denominator.
 
     Returns:
         (B,) per-anchor losses; ``+inf`` for anchors without positives (callers exclude them).
     """
-    return -set_log_probability(hard_positive_logits, hard_positive_mask, background_logits, background_mask)
+    return -set_log_probability(hard_positive_logits, hard_positive_mask, background_logits, background_mask, normaliser)
 
 
-def instance_loss(target_logits: Tensor, background_logits: Tensor, background_mask: Tensor | None = None) -> Tensor:
+def instance_loss(
+    target_logits: Tensor,
+    background_logits: Tensor,
+    background_mask: Tensor | None = None,
+    normaliser: Normaliser = masked_logsumexp,
+) -> Tensor:
     """Eq. 6: ``L_ins(i) = -log( exp(s_i) / sum_{j in M_i} exp(s_j) )``, instance discrimination with hard negatives.
 
     Args:
         target_logits: (B,) logits of each anchor's own bank row.
         background_logits: (B, M) logits of M_i (the N_b nearest bank rows, or the whole bank).
         background_mask: optional (B, M) bool.
+        normaliser: the log-sum-exp of the denominator.
 
     Returns:
         (B,) per-anchor losses.
     """
-    return -instance_log_probability(target_logits, background_logits, background_mask)
+    return -instance_log_probability(target_logits, background_logits, background_mask, normaliser)
 
 
 def total_loss(instance: Tensor, invariance: Tensor, weight: float, rampup: float) -> Tensor:
@@ -177,6 +211,8 @@ class InvPLossOutput:
         hard_positive_mask: (B, P) bool.
         background: (B, N_b) bank indices of the background M_i, most similar first; None when the background is
             the whole bank (``hard_negatives=False``).
+        anchors: (B,) the bank rows the outputs refer to (with a split bank: the global batch of all processes).
+        queries: (B, D) their normalised embeddings, detached (what the bank update needs).
     """
 
     instance: Tensor
@@ -186,6 +222,28 @@ class InvPLossOutput:
     hard_positives: Tensor
     hard_positive_mask: Tensor
     background: Tensor | None
+    anchors: Tensor
+    queries: Tensor
+
+
+@dataclass
+class _Scores:
+    """Logits of one batch against the bank, before the loss (see :meth:`InvariancePropagationLoss._scores`).
+
+    ``background_logits`` (B, M) are this process's background entries (all of them unless the bank is split),
+    ``members`` (B, M) marks which entries count (None = all), ``member_rows`` (B or 1, M) their bank rows, and
+    ``normaliser`` the log-sum-exp that completes a denominator.
+    """
+
+    target: Tensor
+    positives: Tensor
+    positive_mask: Tensor
+    positive_logits: Tensor
+    background: Tensor | None
+    background_logits: Tensor
+    members: Tensor | None
+    member_rows: Tensor
+    normaliser: Normaliser
 
 
 class InvariancePropagationLoss(nn.Module):
@@ -292,12 +350,71 @@ class InvariancePropagationLoss(nn.Module):
             return propagate(bank.neighbors, indices, self.steps, exact=self.exact)
         if self.positives == "knn":
             k = self._knn_count(bank)
-            with torch.no_grad():
-                _, candidates = topk_similarities(query, bank.features, k + 1)
+            _, candidates = sharded_topk(query, bank.features, bank.partition, k + 1)
             nearest = online_neighbors(candidates, indices, k)
             return nearest, torch.ones_like(nearest, dtype=torch.bool)
         empty = indices.new_empty(indices.shape[0], 0)
         return empty, empty.bool()
+
+    def _scores(self, query: Tensor, indices: Tensor, bank: MemoryBank) -> _Scores:
+        """Logits of each anchor's own row, its positive candidates and its background."""
+        part = bank.partition
+        knn_in_background = self._knn_within_background(bank)
+        if knn_in_background:  # taken from M_i below
+            positives = indices.new_empty(indices.shape[0], 0)
+            positive_mask = positives.bool()
+        else:
+            positives, positive_mask = self.discover_positives(query, indices, bank)
+        extra = torch.cat([indices.view(-1, 1), positives.clamp_min(0)], dim=1)
+        background: Tensor | None = None
+        members: Tensor | None = None
+        if part.is_split:
+            # This process holds rows [start, stop): it scores the background entries it owns; the denominators are
+            # completed across processes by the distributed log-sum-exp.
+            normaliser: Normaliser = partial(distributed_logsumexp, group=part.group)
+            extra_sim = sharded_row_logits(query, bank.features, part, extra)
+            if self.hard_negatives:
+                _, background = sharded_topk(query, bank.features, part, self.background_size(bank.size))
+                members = part.owns(background)
+                background_sim = gathered_dot(query, bank.features, part.local(background))
+                member_rows = background
+            else:
+                background_sim = query @ bank.features.float().T  # (B, R): this process's whole-bank columns
+                member_rows = torch.arange(part.start, part.stop, device=query.device).unsqueeze(0)
+        else:
+            normaliser = masked_logsumexp
+            if self.hard_negatives:
+                background, background_sim, extra_sim = background_logits(
+                    query, bank.features, self.background_size(bank.size), extra, self.similarity
+                )
+                member_rows = background
+            else:
+                # Ablation: the background is the whole bank, so every logit is needed (dense B x N).
+                background_sim = query @ bank.features.float().T
+                extra_sim = background_sim.gather(1, extra)
+                member_rows = torch.arange(bank.size, device=query.device).unsqueeze(0)
+        extra_logits = extra_sim / self.temperature
+        positive_logits = extra_logits[:, 1:]
+        if knn_in_background:
+            assert background is not None
+            columns = nearest_columns(background, indices, self._knn_count(bank))
+            positives = background.gather(1, columns)
+            positive_mask = torch.ones_like(positives, dtype=torch.bool)
+            if part.is_split:
+                positive_logits = sharded_row_logits(query, bank.features, part, positives) / self.temperature
+            else:
+                positive_logits = background_sim.gather(1, columns) / self.temperature
+        return _Scores(
+            target=extra_logits[:, 0],
+            positives=positives,
+            positive_mask=positive_mask,
+            positive_logits=positive_logits,
+            background=background,
+            background_logits=background_sim / self.temperature,
+            members=members,
+            member_rows=member_rows,
+            normaliser=normaliser,
+        )
 
     def forward(self, embeddings: Tensor, indices: Tensor, bank: MemoryBank) -> InvPLossOutput:
         """Evaluate the objective for a batch.
@@ -306,60 +423,48 @@ class InvariancePropagationLoss(nn.Module):
             embeddings: (B, D) un-normalised head outputs.
             indices: (B,) bank rows of the batch's images.
             bank: the memory bank (read only).
+
+        With a bank split over processes (``bank.partition.is_split``) the batches of all processes are gathered
+        first: every process returns the outputs and the loss of the whole global batch, and each process's
+        embeddings receive the gradient of the sum of the processes' losses (W times the single-process gradient,
+        which DistributedDataParallel's averaging turns back into it).
         """
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
             query = nn.functional.normalize(embeddings.float(), dim=1)
             indices = indices.to(query.device).long()
-            knn_in_background = self._knn_within_background(bank)
-            if knn_in_background:  # taken from M_i below
-                positives = indices.new_empty(indices.shape[0], 0)
-                positive_mask = positives.bool()
-            else:
-                positives, positive_mask = self.discover_positives(query, indices, bank)
-            background: Tensor | None = None
-            if self.hard_negatives:
-                extra = torch.cat([indices.view(-1, 1), positives.clamp_min(0)], dim=1)
-                background, background_sim, extra_sim = background_logits(
-                    query, bank.features, self.background_size(bank.size), extra, self.similarity
-                )
-                bg_logits = background_sim / self.temperature
-                target, positive_logits = extra_sim[:, 0] / self.temperature, extra_sim[:, 1:] / self.temperature
-                if knn_in_background:
-                    columns = nearest_columns(background, indices, self._knn_count(bank))
-                    positives, positive_logits = background.gather(1, columns), bg_logits.gather(1, columns)
-                    positive_mask = torch.ones_like(positives, dtype=torch.bool)
-            else:
-                # Ablation: the background is the whole bank, so every logit is needed (dense B x N).
-                logits = query @ bank.features.float().T / self.temperature
-                target = logits.gather(1, indices.view(-1, 1)).squeeze(1)
-                bg_logits = logits
-                positive_logits = logits.gather(1, positives.clamp_min(0))
-            instance = instance_loss(target, bg_logits).mean()
+            if bank.partition.is_split:
+                query = all_gather_rows(query, bank.partition.group)
+                indices = all_gather_tensor(indices, bank.partition.group)
+            scores = self._scores(query, indices, bank)
+            normaliser = scores.normaliser
+            instance = instance_loss(scores.target, scores.background_logits, scores.members, normaliser).mean()
+            positives, positive_mask = scores.positives, scores.positive_mask
             if positives.shape[1] == 0:  # positives="none": instance discrimination only
                 empty = positives.new_empty(positives.shape)
                 return InvPLossOutput(
-                    instance, embeddings.sum() * 0.0, positives, positive_mask, empty, positive_mask, background
+                    instance, query.sum() * 0.0, positives, positive_mask, empty, positive_mask, scores.background,
+                    indices, query.detach(),
                 )
 
             hard_logits, hard_mask, hard_columns = select_positives(
-                positive_logits, positive_mask, self.n_hard_positives, hardest=self.hard_positives
+                scores.positive_logits, positive_mask, self.n_hard_positives, hardest=self.hard_positives
             )
             hard = torch.where(hard_mask, positives.gather(1, hard_columns), torch.full_like(hard_columns, -1))
             if self.exclusive and not self.exact:
                 # The authors' exclusive denominator, term for term: sum over M_i minus the anchor's own term.
-                log_norm = subtracted_logsumexp(bg_logits, target)
+                log_norm = subtracted_logsumexp(scores.background_logits, scores.target, scores.members, normaliser)
                 per_anchor = log_norm - masked_logsumexp(hard_logits, hard_mask)
             else:
-                background_mask = None
+                background_mask = scores.members
                 if self.exclusive:
-                    members = background if background is not None else torch.arange(bank.size, device=query.device)[None]
-                    background_mask = members != indices.view(-1, 1)
-                per_anchor = invariance_loss(hard_logits, hard_mask, bg_logits, background_mask)
+                    not_anchor = scores.member_rows != indices.view(-1, 1)
+                    background_mask = not_anchor if background_mask is None else background_mask & not_anchor
+                per_anchor = invariance_loss(hard_logits, hard_mask, scores.background_logits, background_mask, normaliser)
             has_positive = hard_mask.any(dim=1)
             if bool(has_positive.any()):
                 invariance = per_anchor[has_positive].mean()
             else:
-                invariance = embeddings.sum() * 0.0
+                invariance = query.sum() * 0.0
         return InvPLossOutput(
             instance=instance,
             invariance=invariance,
@@ -367,7 +472,9 @@ class InvariancePropagationLoss(nn.Module):
             positive_mask=positive_mask,
             hard_positives=hard,
             hard_positive_mask=hard_mask,
-            background=background,
+            background=scores.background,
+            anchors=indices,
+            queries=query.detach(),
         )
 
     def extra_repr(self) -> str:

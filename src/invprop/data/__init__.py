@@ -13,14 +13,15 @@ from invprop.data.datasets import (
 )
 from invprop.data.batch_transforms import BATCH_AUGMENTATIONS, BatchAugment, build_batch_augment
 from invprop.data.image_sequences import ImageFiles, TensorImages, to_tensor_images
-from invprop.data.loader import EpochSampler, TensorBatches, epoch_order
+from invprop.data.loader import EpochBatchSampler, TensorBatches, epoch_order, epoch_plan
 from invprop.data.transforms import AUGMENTATIONS, RandomDigitAugment, build_transforms
 
 __all__ = [
     "AUGMENTATIONS",
     "BATCH_AUGMENTATIONS",
     "BatchAugment",
-    "EpochSampler",
+    "EpochBatchSampler",
+    "epoch_plan",
     "ImageFiles",
     "PIPELINES",
     "TensorBatches",

@@ -124,7 +124,7 @@ def _mix_seed(seed: int, index: int) -> int:
 class IndexedDataset(Dataset):
     """Wraps a sequence of ``(image, label)`` into ``(index, transform(image), label)``.
 
-    An item asked for as ``(seed, index)`` (see :class:`invprop.data.loader.EpochSampler`) is transformed under a
+    An item asked for as ``(seed, index)`` (see :class:`invprop.data.loader.EpochBatchSampler`) is transformed under a
     torch RNG seeded from both, so its augmentation depends on neither the worker that loads it nor what ran before.
     """
 

@@ -39,63 +39,103 @@ def num_batches(n: int, batch_size: int, drop_last: bool) -> int:
     return n // batch_size if drop_last else -(-n // batch_size)
 
 
-class EpochSampler(Sampler[tuple[int, int]]):
-    """Yields ``(seed, index)`` keys in the epoch's order, for :class:`invprop.data.IndexedDataset`.
+#: Smallest batch a process trains on: a batch of one image breaks BatchNorm.
+MIN_PROCESS_BATCH = 2
 
-    Call :meth:`set_epoch_seed` before each epoch; it works with persistent DataLoader workers, because the sampler
-    runs in the main process and the seed travels with every key.
+
+def epoch_plan(n: int, batch_size: int, world_size: int = 1) -> list[tuple[int, int]]:
+    """The global batches of an epoch: ``(first position in the epoch's order, images per process)`` each.
+
+    A global batch of ``batch_size`` images gives every one of the ``world_size`` processes ``batch_size / W``
+    consecutive images of the epoch's order, rank 0 first. A final partial batch of r images gives each process
+    ``r // W`` (the last ``r % W`` images of the order sit this epoch out) and is dropped when that is below
+    :data:`MIN_PROCESS_BATCH`. The plan -- hence the global batches -- is the same for any W that divides
+    ``batch_size``, so a run can resume with another number of processes.
+    """
+    if batch_size < 1 or world_size < 1 or batch_size % world_size:
+        raise ValueError(f"batch_size {batch_size} must be a positive multiple of the number of processes {world_size}")
+    per_process = batch_size // world_size
+    plan = [(start, per_process) for start in range(0, n - batch_size + 1, batch_size)]
+    rest = n - len(plan) * batch_size
+    if rest // world_size >= MIN_PROCESS_BATCH:
+        plan.append((len(plan) * batch_size, rest // world_size))
+    return plan
+
+
+def rank_positions(start: int, per_process: int, rank: int) -> slice:
+    """Positions in the epoch's order of ``rank``'s share of the global batch starting at ``start``."""
+    return slice(start + rank * per_process, start + (rank + 1) * per_process)
+
+
+class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
+    """Yields this process's batches of ``(seed, index)`` keys, for :class:`invprop.data.IndexedDataset`.
+
+    The order is the epoch's permutation (:func:`epoch_order`), cut as :func:`epoch_plan` says: a reproducible
+    distributed sampler whose global batches do not depend on the number of processes. Call :meth:`set_epoch_seed`
+    before each epoch; it works with persistent DataLoader workers, because the sampler runs in the main process and
+    the seed travels with every key.
+
+    Args:
+        n: dataset size.
+        batch_size: the global batch size.
+        world_size: number of processes W.
+        rank: this process.
     """
 
-    def __init__(self, n: int, seed: int = 0) -> None:
+    def __init__(self, n: int, batch_size: int, world_size: int = 1, rank: int = 0) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
+        self.plan = epoch_plan(n, batch_size, world_size)
         self.n = n
-        self.seed = seed
-        self.start = 0
+        self.rank = rank
+        self.seed = 0
+        self.first_step = 0
 
     def set_epoch_seed(self, seed: int) -> None:
         self.seed = seed
-        self.start = 0
+        self.first_step = 0
 
-    def set_start(self, position: int) -> None:
-        """Begin the next pass at ``position`` of the epoch's order (to continue an interrupted epoch)."""
-        self.start = position
+    def set_start(self, step: int) -> None:
+        """Begin the next pass at batch ``step`` of the epoch (to continue an interrupted epoch)."""
+        self.first_step = step
 
     def __len__(self) -> int:
-        return self.n - self.start
+        return len(self.plan) - self.first_step
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        for index in epoch_order(self.n, self.seed)[self.start :].tolist():
-            yield self.seed, index
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        order = epoch_order(self.n, self.seed).tolist()
+        for start, per_process in self.plan[self.first_step :]:
+            yield [(self.seed, index) for index in order[rank_positions(start, per_process, self.rank)]]
 
 
 class TensorBatches:
-    """Batches of ``(indices, images in [0, 1])`` from a :class:`TensorImages` held on the training device.
+    """This process's batches of ``(indices, images in [0, 1])`` from a :class:`TensorImages` on the training device.
 
     The images are moved to ``device`` once (uint8: 150 MB for CIFAR-10); each batch is gathered and converted to
-    float there, ready for a :class:`invprop.data.batch_transforms.BatchAugment`.
+    float there, ready for a :class:`invprop.data.batch_transforms.BatchAugment`. Batches follow :func:`epoch_plan`.
 
     Args:
         images: the training images.
-        batch_size: images per batch.
-        drop_last: drop a final incomplete batch.
+        batch_size: the global batch size.
         device: where batches are produced.
+        world_size: number of processes W.
+        rank: this process.
     """
 
-    def __init__(self, images: TensorImages, batch_size: int, drop_last: bool, device: torch.device) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
+    def __init__(self, images: TensorImages, batch_size: int, device: torch.device, world_size: int = 1, rank: int = 0) -> None:
         self.images = images.images.to(device)
-        self.batch_size = batch_size
-        self.drop_last = drop_last
+        self.plan = epoch_plan(self.images.shape[0], batch_size, world_size)
+        self.rank = rank
         self.device = device
 
     def __len__(self) -> int:
-        return num_batches(self.images.shape[0], self.batch_size, self.drop_last)
+        return len(self.plan)
 
     def epoch(self, seed: int) -> Iterator[tuple[Tensor, Tensor]]:
         """The batches of the epoch with ``seed``."""
         order = epoch_order(self.images.shape[0], seed).to(self.device)
-        for b in range(len(self)):
-            indices = order[b * self.batch_size : (b + 1) * self.batch_size]
+        for start, per_process in self.plan:
+            indices = order[rank_positions(start, per_process, self.rank)]
             yield indices, to_float(self.images[indices])
 
 

@@ -23,9 +23,18 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from invprop.config import Config, from_dict, save_yaml, to_dict, validate
-from invprop.data import DataSplits, EpochSampler, TensorBatches, build_datasets
-from invprop.data.loader import ignore_interrupts_in_worker, num_batches, worker_count
+from invprop.core.faiss_search import faiss_available
+from invprop.data import DataSplits, EpochBatchSampler, TensorBatches, build_datasets
+from invprop.data.loader import MIN_PROCESS_BATCH, epoch_plan, ignore_interrupts_in_worker, worker_count
 from invprop.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from invprop.engine.distributed import (
+    SINGLE_PROCESS,
+    DistributedContext,
+    barrier,
+    device_for,
+    main_process_first,
+    reduce_step_values,
+)
 from invprop.engine.history import History
 from invprop.engine.monitor import knn_monitor, raw_pixel_baseline
 from invprop.engine.schedule import lr_factor
@@ -41,6 +50,8 @@ METRICS_NAME = "metrics.json"
 DIAGNOSTIC_KEYS = ("positives", "purity_positive", "purity_hard_positive", "background_has_positive", "background_same_label")
 #: Mixes the run seed and the epoch into one per-epoch seed, so an epoch's randomness does not depend on history.
 _EPOCH_SEED_STRIDE = 1_000_003
+#: Offsets each process's batch-augmentation seed in a distributed run (rank 0 keeps the single-process seed).
+_RANK_SEED_STRIDE = 7_919
 
 
 def resolve_device(name: str) -> torch.device:
@@ -123,24 +134,33 @@ class Trainer:
         cfg: the resolved configuration (validated here).
         run_dir: the run's folder (created).
         progress: show tqdm progress bars (None: only on a terminal).
+        context: this process's place in a distributed run (see :mod:`invprop.engine.distributed`). With several
+            processes the encoder trains under DistributedDataParallel, ``optim.batch_size`` is the global batch
+            (split evenly), only the main process logs, evaluates and writes files, and checkpoints hold the whole
+            state, so a run resumes with any number of processes.
     """
 
-    def __init__(self, cfg: Config, run_dir: Path, progress: bool | None = None) -> None:
+    def __init__(
+        self, cfg: Config, run_dir: Path, progress: bool | None = None, context: DistributedContext = SINGLE_PROCESS
+    ) -> None:
         self.cfg = validate(cfg)
         self.run_dir = Path(run_dir)
-        self.progress = progress
-        self.device = resolve_device(cfg.device)
+        self.context = context
+        self.progress = progress if context.is_main else False
+        self.device = resolve_device(device_for(context, cfg.device))
         self.amp_dtype = autocast_dtype(cfg.precision, self.device)
-        self.data: DataSplits = build_datasets(
-            cfg.data.name,
-            cfg.data.root,
-            cfg.data.augment,
-            cfg.data.image_size,
-            cfg.data.pipeline,
-            cfg.data.cache_dir,
-            cfg.data.subset,
-            cfg.data.strict,
-        )
+        self._check_distributed_settings()
+        with main_process_first(context):  # the main process fills the decode caches, the others read them
+            self.data: DataSplits = build_datasets(
+                cfg.data.name,
+                cfg.data.root,
+                cfg.data.augment,
+                cfg.data.image_size,
+                cfg.data.pipeline,
+                cfg.data.cache_dir,
+                cfg.data.subset,
+                cfg.data.strict,
+            )
         n = len(self.data.train)
         if cfg.bank.num_neighbors >= n:
             raise ConfigError(f"bank.num_neighbors={cfg.bank.num_neighbors} must be smaller than the dataset size {n}")
@@ -150,11 +170,16 @@ class Trainer:
         encoder = build_encoder(
             cfg.model.backbone, cfg.model.head, cfg.model.embedding_dim, cfg.model.hidden_dim, self.data.in_channels
         ).to(self.device)
+        if context.enabled and cfg.distributed.sync_bn:
+            encoder = nn.SyncBatchNorm.convert_sync_batchnorm(encoder)
         if cfg.channels_last and self.device.type == "cuda":
             encoder = encoder.to(memory_format=torch.channels_last)
-        self.method: Method = METHODS.get(cfg.method)(cfg, encoder, n).to(self.device)
+        self.method: Method = METHODS.get(cfg.method)(cfg, encoder, n, context.enabled).to(self.device)
         if cfg.compile:
             self.method.encoder.compile()
+        if context.enabled:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.method.set_encoder_wrapper(nn.parallel.DistributedDataParallel(self.method.encoder, device_ids=device_ids))
         train_labels = self.data.train.labels
         if bool((train_labels >= 0).any()):
             self.method.set_diagnostic_labels(train_labels.to(self.device))
@@ -162,23 +187,22 @@ class Trainer:
             parameter_groups(self.method.encoder, cfg.optim.weight_decay), lr=cfg.optim.lr, momentum=cfg.optim.momentum
         )
         self.batch_size = cfg.optim.batch_size
-        # A final batch of one image would break BatchNorm; drop it in that case only.
-        self.drop_last = n % self.batch_size == 1
-        self.steps_per_epoch = num_batches(n, self.batch_size, self.drop_last)
+        # The global batches (a final batch too small for BatchNorm on every process is dropped).
+        self.steps_per_epoch = len(epoch_plan(n, self.batch_size, context.world_size))
         self._tensor_batches: TensorBatches | None = None
         self._loader: DataLoader | None = None
         if self.data.train_images is not None:
             assert self.data.batch_augment is not None
-            self._tensor_batches = TensorBatches(self.data.train_images, self.batch_size, self.drop_last, self.device)
+            self._tensor_batches = TensorBatches(
+                self.data.train_images, self.batch_size, self.device, context.world_size, context.rank
+            )
             self._batch_augment = self.data.batch_augment.to(self.device)
         else:
-            self._sampler = EpochSampler(n)
+            self._sampler = EpochBatchSampler(n, self.batch_size, context.world_size, context.rank)
             workers = worker_count(cfg.data.num_workers)
             self._loader = DataLoader(
                 self.data.train,
-                batch_size=self.batch_size,
-                sampler=self._sampler,
-                drop_last=self.drop_last,
+                batch_sampler=self._sampler,
                 num_workers=workers,
                 pin_memory=self.device.type == "cuda",
                 persistent_workers=workers > 0,
@@ -193,8 +217,23 @@ class Trainer:
         self._partial: dict[str, Any] | None = None
         self._stop_signal: int | None = None
 
+    def _check_distributed_settings(self) -> None:
+        cfg, world = self.cfg, self.context.world_size
+        if cfg.bank.rebuild_search == "faiss" and cfg.bank.graph_update == "rebuild" and not faiss_available():
+            raise ConfigError("bank.rebuild_search=faiss needs FAISS: pip install 'invprop[faiss]' (or faiss-gpu)")
+        if not self.context.enabled:
+            return
+        if cfg.optim.batch_size % world or cfg.optim.batch_size // world < MIN_PROCESS_BATCH:
+            raise ConfigError(
+                f"optim.batch_size={cfg.optim.batch_size} is the global batch: it must be a multiple of the "
+                f"{world} processes with at least {MIN_PROCESS_BATCH} images each"
+            )
+        if cfg.distributed.sync_bn and self.device.type != "cuda":
+            raise ConfigError("distributed.sync_bn needs CUDA (torch's SyncBatchNorm has no CPU kernel); set it to false")
+
     # ----------------------------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
+        """The whole training state. A collective in a run with a split bank: every process must call it."""
         return {
             "model": self.method.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -225,7 +264,7 @@ class Trainer:
         """The epoch's ``(indices, augmented images)`` on the training device, from batch ``skip`` on."""
         seed = self._epoch_seed(epoch)
         if self._tensor_batches is not None:
-            generator = torch.Generator(device=self.device).manual_seed(seed)
+            generator = torch.Generator(device=self.device).manual_seed(seed + _RANK_SEED_STRIDE * self.context.rank)
             for step, (indices, images) in enumerate(self._tensor_batches.epoch(seed)):
                 augmented = self._batch_augment(images, generator)  # skipped batches still advance the generator
                 if step >= skip:
@@ -233,7 +272,7 @@ class Trainer:
             return
         assert self._loader is not None
         self._sampler.set_epoch_seed(seed)
-        self._sampler.set_start(skip * self.batch_size)  # per-image seeds make skipping exact
+        self._sampler.set_start(skip)  # per-image seeds make skipping exact
         for indices, images, _ in self._loader:
             yield indices.to(self.device, non_blocking=True), images.to(self.device, non_blocking=True)
 
@@ -256,6 +295,8 @@ class Trainer:
         first = int(resume_from["step"]) if resume_from else 0
         sums: dict[str, float] = dict(resume_from["sums"]) if resume_from else {}
         count = int(resume_from["count"]) if resume_from else 0
+        # Steps that gave each value (a diagnostic can be undefined, NaN, on some batches).
+        counts: dict[str, int] = dict(resume_from.get("counts") or {k: count for k in sums}) if resume_from else {}
         # tqdm's disable=None shows the bar on a terminal only.
         hide = None if self.progress is None else not self.progress
         batches = self._batches(epoch, skip=first)
@@ -273,7 +314,7 @@ class Trainer:
             with self._autocast():
                 out = self.method.training_step(indices, images, epoch)
             loss_value = float(out.loss.detach())
-            if not math.isfinite(loss_value):
+            if not math.isfinite(loss_value):  # (in a distributed run the launcher then stops the other processes)
                 raise InvpropError(
                     f"non-finite loss ({loss_value}) at epoch {epoch}, step {step + 1}; the last good checkpoint is "
                     f"{self.run_dir / CHECKPOINT_NAME} -- lower optim.lr or raise loss.temperature"
@@ -282,22 +323,30 @@ class Trainer:
             out.loss.backward()
             self.optimizer.step()
             self.method.after_step()
+            values = {"loss": loss_value, **{k: float(v) for k, v in out.terms.items()}}
+            # One all-reduce per step: the logged means over processes, and whether any process was asked to stop.
+            values, present, stop = reduce_step_values(self.context, values, self._stop_signal is not None, self.device)
             self.global_step += 1
             count += 1
-            for key, value in {"loss": loss_value, **{k: float(v) for k, v in out.terms.items()}}.items():
-                sums[key] = sums.get(key, 0.0) + value
-            bar.set_postfix(loss=f"{sums['loss'] / count:.3f}")
-            if self._stop_signal is not None and step + 1 < self.steps_per_epoch:
+            for key, value in values.items():
+                if present[key]:
+                    sums[key] = sums.get(key, 0.0) + value
+                    counts[key] = counts.get(key, 0) + 1
+            bar.set_postfix(loss=f"{sums['loss'] / counts['loss']:.3f}")
+            if stop and self._stop_signal is None:
+                self._stop_signal = signal.SIGTERM  # another process was asked to stop
+            if stop and step + 1 < self.steps_per_epoch:
                 bar.close()
-                raise _StopRequested({"epoch": epoch, "step": step + 1, "sums": sums, "count": count})
-        self.method.on_epoch_end(epoch)
-        means = {key: value / max(count, 1) for key, value in sums.items()}
+                raise _StopRequested({"epoch": epoch, "step": step + 1, "sums": sums, "count": count, "counts": counts})
+        upkeep = self.method.on_epoch_end(epoch)
+        means = {key: value / max(counts.get(key, count), 1) for key, value in sums.items()}
+        means.update(upkeep)
         means["lr"] = self.optimizer.param_groups[0]["lr"]
         return means
 
     def evaluate(self) -> dict[str, float]:
-        """The kNN monitor (empty for unlabelled data)."""
-        if not self.data.labelled:
+        """The kNN monitor (empty for unlabelled data, and on processes other than the main one)."""
+        if not self.data.labelled or not self.context.is_main:
             return {}
         assert self.data.memory is not None and self.data.test is not None
         return knn_monitor(
@@ -312,24 +361,29 @@ class Trainer:
         )
 
     def fit(self, resume: bool = False, stop_after: int | None = None) -> RunResult:
-        """Train until ``cfg.epochs`` (or until epoch ``stop_after``, keeping the schedule of the full run)."""
+        """Train until ``cfg.epochs`` (or until epoch ``stop_after``, keeping the schedule of the full run).
+
+        In a distributed run every process calls this; only the main one writes files and returns the metrics.
+        """
         cfg = self.cfg
+        main = self.context.is_main
         self.run_dir.mkdir(parents=True, exist_ok=True)
         ckpt_path = self.run_dir / CHECKPOINT_NAME
-        history = History(self.run_dir)
         if resume:
-            self.load_state_dict(load_checkpoint(ckpt_path, self.device))
-            history.truncate_after(self.epoch)
+            # CPU first: a split bank's process keeps only its rows of the whole saved bank.
+            self.load_state_dict(load_checkpoint(ckpt_path, "cpu"))
             logger.info("resumed %s at epoch %d/%d", self.run_dir, self.epoch, cfg.epochs)
-        save_yaml(cfg, self.run_dir / CONFIG_NAME)
-        if self.baseline is None and self.data.labelled:
+        history = History(self.run_dir) if main else None
+        if history is not None and resume:
+            history.truncate_after(self.epoch)
+        if main:
+            save_yaml(cfg, self.run_dir / CONFIG_NAME)
+        if main and self.baseline is None and self.data.labelled:
             assert self.data.memory is not None and self.data.test is not None
             self.baseline = raw_pixel_baseline(
                 self.data.memory, self.data.test, self.data.num_classes, cfg.eval.knn_k, cfg.eval.knn_sigma, cfg.data.num_workers
             ) or {}
-        last_eval: dict[str, float] = {}
         end = cfg.epochs if stop_after is None else min(stop_after, cfg.epochs)
-        record: dict[str, Any] = {}
         previous = self._install_signal_handlers()
         try:
             while self.epoch < end:
@@ -341,29 +395,40 @@ class Trainer:
                 except _StopRequested as stop:
                     self.seconds += time.perf_counter() - start
                     self._partial = stop.progress
-                    save_checkpoint(self.state_dict(), ckpt_path)
+                    self._save(ckpt_path)
                     raise self._interrupted(stop.progress["step"]) from None
                 self._partial = None
-                record = {"epoch": epoch, **means}
+                record: dict[str, Any] = {"epoch": epoch, **means}
                 if epoch % cfg.eval.every == 0 or epoch == cfg.epochs or epoch == end:
-                    last_eval = self.evaluate()
-                    record.update(last_eval)
+                    record.update(self.evaluate())
                 self.seconds += time.perf_counter() - start
                 record["seconds"] = round(self.seconds, 3)
                 self.epoch = epoch
-                history.append(record)
-                save_checkpoint(self.state_dict(), ckpt_path)
+                if history is not None:
+                    history.append(record)
+                self._save(ckpt_path)
                 summary = "  ".join(f"{k}={v:.4f}" for k, v in record.items() if k.startswith(("loss", "knn_top1")))
                 logger.info("epoch %d/%d  %s  (%.1fs)", epoch, cfg.epochs, summary, self.seconds)
-                if self._stop_signal is not None and self.epoch < end:
+                stop = reduce_step_values(self.context, {}, self._stop_signal is not None, self.device)[2]
+                if stop and self.epoch < end:
+                    self._stop_signal = self._stop_signal or signal.SIGTERM
                     raise self._interrupted(None)
         finally:
-            history.close()
+            if history is not None:
+                history.close()
             self._restore_signal_handlers(previous)
-        records = history.read()
-        metrics = self._metrics(records)
+        if history is None:
+            return RunResult(self.run_dir, {}, finished=self.epoch >= cfg.epochs)
+        metrics = self._metrics(history.read())
         (self.run_dir / METRICS_NAME).write_text(json.dumps(metrics, indent=2) + "\n")
         return RunResult(self.run_dir, metrics, finished=self.epoch >= cfg.epochs)
+
+    def _save(self, path: Path) -> None:
+        """Checkpoint: every process builds the state (a split bank is gathered), the main process writes it."""
+        state = self.state_dict()
+        if self.context.is_main:
+            save_checkpoint(state, path)
+        barrier(self.context)
 
     # ----------------------------------------------------------------------------------------------- signals
     def _install_signal_handlers(self) -> dict[int, Any]:

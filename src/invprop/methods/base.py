@@ -22,11 +22,25 @@ class StepOutput:
 
 
 class Method(nn.Module):
-    """Base class: ``encoder`` maps images to embeddings; subclasses define the objective and its state."""
+    """Base class: ``encoder`` maps images to embeddings; subclasses define the objective and its state.
+
+    Subclasses run the encoder through :meth:`encode`, so that the engine can route training forwards through a
+    wrapper (DistributedDataParallel) without the wrapper becoming part of the method's state dict.
+    """
 
     def __init__(self, encoder: Encoder) -> None:
         super().__init__()
         self.encoder = encoder
+        self._encoder_wrapper: nn.Module | None = None
+
+    def set_encoder_wrapper(self, wrapper: nn.Module | None) -> None:
+        """Run training forwards through ``wrapper`` (e.g. ``DistributedDataParallel(self.encoder)``)."""
+        object.__setattr__(self, "_encoder_wrapper", wrapper)  # not registered: no duplicate parameters
+
+    def encode(self, images: Tensor) -> Tensor:
+        """Embeddings of a training batch (through the wrapper, if one is set)."""
+        wrapper = self._encoder_wrapper
+        return wrapper(images) if wrapper is not None else self.encoder(images)
 
     def training_step(self, indices: Tensor, images: Tensor, epoch: int) -> StepOutput:
         """Loss for one batch at ``epoch`` (counting from 1)."""
@@ -40,8 +54,11 @@ class Method(nn.Module):
         """Update non-gradient state (banks, graphs) after the optimiser step."""
 
     @torch.no_grad()
-    def on_epoch_end(self, epoch: int) -> None:
-        """Per-epoch upkeep."""
+    def on_epoch_end(self, epoch: int) -> dict[str, float]:
+        """Per-epoch upkeep; returns metrics to record with the epoch (default none)."""
+        return {}
 
 
-METHODS: Registry[Callable[[Config, Encoder, int], Method]] = Registry("method")
+#: Method builders: ``(cfg, encoder, num_samples, distributed) -> Method``. ``distributed`` is True inside a
+#: torch.distributed run of several processes (the default process group is initialised).
+METHODS: Registry[Callable[[Config, Encoder, int, bool], Method]] = Registry("method")

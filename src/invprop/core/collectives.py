@@ -1,0 +1,146 @@
+"""torch.distributed collectives the objectives need, differentiable where gradients must cross ranks.
+
+Convention: the objective of a distributed step is the SUM of the per-rank losses. A collective whose output is the
+same on every rank (an all-gather, an all-reduce) therefore backpropagates by summing the output's gradient over
+ranks, after which each rank keeps the part that belongs to its own input. With that rule the gradient of any input
+equals the gradient of the single-process computation of the summed objective, which the tests check to 1e-5.
+
+Every function works without an initialised process group (or with a group of one process) and then reduces to the
+plain local computation, so single-process code paths stay collective-free.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+ProcessGroup = Any  # torch.distributed.ProcessGroup, or None for the default group
+
+
+def is_distributed(group: ProcessGroup | None = None) -> bool:
+    """True when a process group is initialised and has more than one process."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1
+
+
+def world_size(group: ProcessGroup | None = None) -> int:
+    """Processes in ``group`` (1 without torch.distributed)."""
+    return dist.get_world_size(group) if dist.is_available() and dist.is_initialized() else 1
+
+
+def rank(group: ProcessGroup | None = None) -> int:
+    """This process's rank in ``group`` (0 without torch.distributed)."""
+    return dist.get_rank(group) if dist.is_available() and dist.is_initialized() else 0
+
+
+@torch.no_grad()
+def all_gather_tensor(tensor: Tensor, group: ProcessGroup | None = None) -> Tensor:
+    """Concatenate every rank's ``tensor`` along dim 0, in rank order (no gradient). Shapes must agree."""
+    if not is_distributed(group):
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(world_size(group))]
+    dist.all_gather(parts, tensor.contiguous(), group=group)
+    return torch.cat(parts, dim=0)
+
+
+class _AllGatherRows(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, tensor: Tensor, group: ProcessGroup | None) -> Tensor:  # type: ignore[override]
+        ctx.group = group
+        ctx.rows = tensor.shape[0]
+        return all_gather_tensor(tensor, group)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, group=ctx.group)
+        start = rank(ctx.group) * ctx.rows
+        return grad[start : start + ctx.rows], None
+
+
+def all_gather_rows(tensor: Tensor, group: ProcessGroup | None = None) -> Tensor:
+    """Differentiable all-gather: (B, ...) per rank -> (W x B, ...) on every rank, rank 0's rows first.
+
+    The backward pass sums the gradient over ranks and returns each rank the rows it contributed.
+    """
+    if not is_distributed(group):
+        return tensor
+    return _AllGatherRows.apply(tensor, group)
+
+
+class _AllReduceSum(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, tensor: Tensor, group: ProcessGroup | None) -> Tensor:  # type: ignore[override]
+        ctx.group = group
+        out = tensor.contiguous().clone()
+        dist.all_reduce(out, group=group)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, group=ctx.group)
+        return grad, None
+
+
+def all_reduce_sum(tensor: Tensor, group: ProcessGroup | None = None) -> Tensor:
+    """Differentiable all-reduce (sum): every rank gets the sum of all ranks' ``tensor``."""
+    if not is_distributed(group):
+        return tensor
+    return _AllReduceSum.apply(tensor, group)
+
+
+@torch.no_grad()
+def all_reduce_max(tensor: Tensor, group: ProcessGroup | None = None) -> Tensor:
+    """Element-wise maximum over ranks (no gradient); returns a new tensor."""
+    out = tensor.contiguous().clone()
+    if is_distributed(group):
+        dist.all_reduce(out, op=dist.ReduceOp.MAX, group=group)
+    return out
+
+
+def distributed_logsumexp(logits: Tensor, mask: Tensor | None = None, group: ProcessGroup | None = None) -> Tensor:
+    """``log sum_j exp(logits[:, j])`` over the entries of ALL ranks (those where ``mask`` is True), in float32.
+
+    Each rank holds (B, M_r) logits of the same B rows (M_r may differ, even be 0). The maximum is agreed first
+    (an all-reduce MAX), each rank sums ``exp(logit - max)`` locally, and the sums are all-reduced -- so the result
+    equals the log-sum-exp of the concatenated logits to float32 rounding, without moving any B x M tensor.
+
+    Args:
+        logits: (B, M_r) this rank's logits.
+        mask: optional (B, M_r) bool, True where an entry counts.
+        group: the process group (None = default; without one this is ``torch.logsumexp``).
+
+    Returns:
+        (B,) float32, the same on every rank; differentiable w.r.t. every rank's ``logits``. Rows with no entry on
+        any rank give ``-inf``.
+    """
+    logits = logits.float()
+    if mask is not None:
+        logits = logits.masked_fill(~mask, float("-inf"))
+    if not is_distributed(group):
+        return torch.logsumexp(logits, dim=1)
+    with torch.no_grad():
+        if logits.shape[1]:
+            peak = logits.amax(dim=1)
+        else:
+            peak = logits.new_full((logits.shape[0],), float("-inf"))
+        peak = all_reduce_max(peak, group)
+        peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
+    local = torch.exp(logits - peak.unsqueeze(1)).sum(dim=1)
+    return peak + torch.log(all_reduce_sum(local, group))
+
+
+__all__ = [
+    "ProcessGroup",
+    "all_gather_rows",
+    "all_gather_tensor",
+    "all_reduce_max",
+    "all_reduce_sum",
+    "distributed_logsumexp",
+    "is_distributed",
+    "rank",
+    "world_size",
+]

@@ -1,0 +1,192 @@
+"""Process-group setup for multi-process training launched by torchrun, and the few collectives the loop needs.
+
+invprop never starts processes itself: ``torchrun`` (or any launcher that sets the same environment variables:
+``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``) does, and :func:`init_distributed`
+joins the group. Without those variables everything runs in one process, as before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import logging
+import os
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from invprop.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+#: Environment variables set by torchrun for every process.
+ENV_WORLD_SIZE = "WORLD_SIZE"
+ENV_RANK = "RANK"
+ENV_LOCAL_RANK = "LOCAL_RANK"
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    """Where this process stands in the run.
+
+    Attributes:
+        rank: global rank (0 = the main process, which logs and writes files).
+        world_size: number of processes W.
+        local_rank: rank on this machine (selects the GPU).
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        """True in a run of several processes (the default process group is initialised)."""
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+SINGLE_PROCESS = DistributedContext()
+
+
+def launched_distributed() -> bool:
+    """True when the launcher asked for more than one process (``WORLD_SIZE`` > 1)."""
+    try:
+        return int(os.environ.get(ENV_WORLD_SIZE, "1")) > 1
+    except ValueError:
+        return False
+
+
+def init_distributed(device: str = "auto", backend: str = "auto", timeout_minutes: int = 60) -> DistributedContext:
+    """Join the process group torchrun described in the environment (or return the single-process context).
+
+    Args:
+        device: the configured device (``auto``, ``cpu``, ``cuda``, ``cuda:N``); on CUDA each process uses GPU
+            ``LOCAL_RANK``.
+        backend: ``auto`` (nccl on CUDA, gloo on CPU), ``nccl`` or ``gloo``.
+        timeout_minutes: collective timeout.
+    """
+    if not launched_distributed():
+        return SINGLE_PROCESS
+    try:
+        rank = int(os.environ[ENV_RANK])
+        world_size = int(os.environ[ENV_WORLD_SIZE])
+        local_rank = int(os.environ.get(ENV_LOCAL_RANK, "0"))
+    except (KeyError, ValueError):
+        raise ConfigError(
+            f"{ENV_WORLD_SIZE} is set but {ENV_RANK}/{ENV_LOCAL_RANK} are missing or not integers; launch with torchrun"
+        ) from None
+    use_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if backend == "auto":
+        backend = "nccl" if use_cuda else "gloo"
+    if backend == "nccl" and not use_cuda:
+        raise ConfigError("distributed.backend=nccl needs CUDA; use distributed.backend=gloo (or auto) on CPU")
+    if use_cuda:
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {device!r} asked for, but CUDA is not available; use --set device=cpu")
+        if local_rank >= torch.cuda.device_count():
+            raise ConfigError(
+                f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} GPUs here; lower --nproc_per_node"
+            )
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=timeout_minutes))
+    context = DistributedContext(rank=rank, world_size=world_size, local_rank=local_rank)
+    if not context.is_main:
+        logging.getLogger("invprop").setLevel(logging.WARNING)  # one process reports progress
+    logger.info("distributed: %d processes, backend %s", world_size, backend)
+    return context
+
+
+def device_for(context: DistributedContext, device: str) -> str:
+    """The device this process trains on: ``cuda:LOCAL_RANK`` for CUDA runs of several processes."""
+    if context.enabled and (device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())):
+        return f"cuda:{context.local_rank}"
+    return device
+
+
+def shutdown(context: DistributedContext) -> None:
+    """Leave the process group (a no-op in one process)."""
+    if context.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(context: DistributedContext) -> None:
+    if context.enabled:
+        dist.barrier()
+
+
+@contextlib.contextmanager
+def main_process_first(context: DistributedContext) -> Iterator[None]:
+    """The main process runs the block first (e.g. filling a cache), the others after it."""
+    if not context.is_main:
+        barrier(context)
+    yield
+    if context.is_main:
+        barrier(context)
+
+
+def broadcast_flag(context: DistributedContext, value: bool, device: torch.device) -> bool:
+    """Rank 0's ``value`` on every process."""
+    if not context.enabled:
+        return value
+    flag = torch.tensor([1.0 if value else 0.0], device=device)
+    dist.broadcast(flag, src=0)
+    return bool(flag.item())
+
+
+def reduce_step_values(
+    context: DistributedContext, values: dict[str, float], stop: bool, device: torch.device
+) -> tuple[dict[str, float], dict[str, int], bool]:
+    """Average one step's logged values over processes and agree on stopping, in one all-reduce.
+
+    NaN values (a diagnostic undefined on one process's batch) are left out of their mean. Returns the means, the
+    number of processes that gave each value, and whether any process asked to stop. Keys must be the same on every
+    process.
+    """
+    keys = sorted(values)
+    if not context.enabled:
+        counts = {k: 0 if values[k] != values[k] else 1 for k in keys}
+        return values, counts, stop
+    raw = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
+    present = ~torch.isnan(raw)
+    packed = torch.cat([torch.where(present, raw, torch.zeros_like(raw)), present.double(), raw.new_tensor([float(stop)])])
+    # A NaN loss must reach every process: count non-finite values separately.
+    nonfinite = (~torch.isfinite(raw) & present).double()
+    packed = torch.cat([packed, nonfinite])
+    dist.all_reduce(packed)
+    n = len(keys)
+    sums, counts, stop_votes, bad = packed[:n], packed[n : 2 * n], packed[2 * n], packed[2 * n + 1 :]
+    means = {}
+    for i, key in enumerate(keys):
+        if bad[i] > 0:
+            means[key] = float("nan")
+        else:
+            means[key] = float(sums[i] / counts[i]) if counts[i] > 0 else float("nan")
+    return means, {k: int(counts[i]) for i, k in enumerate(keys)}, bool(stop_votes > 0)
+
+
+def gather_objects(context: DistributedContext, value: object) -> list[object]:
+    """Every process's picklable ``value``, in rank order."""
+    if not context.enabled:
+        return [value]
+    out: list[object] = [None] * context.world_size
+    dist.all_gather_object(out, value)
+    return out
+
+
+def tensor_is_equal_everywhere(context: DistributedContext, tensor: Tensor) -> bool:
+    """True when ``tensor`` holds the same values on every process (for checks and tests)."""
+    if not context.enabled:
+        return True
+    reference = tensor.detach().clone()
+    dist.broadcast(reference, src=0)
+    same = torch.tensor([float(torch.equal(reference, tensor.detach()))], device=tensor.device)
+    dist.all_reduce(same, op=dist.ReduceOp.MIN)
+    return bool(same.item())
