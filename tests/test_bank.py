@@ -109,3 +109,58 @@ def test_half_precision_bank_updates_in_float32_and_keeps_unit_rows(dtype: torch
     torch.testing.assert_close(half.features.float().norm(dim=1), torch.ones(50), atol=tol, rtol=0)
     half.refresh_neighbors(idx, emb)
     assert (half.neighbors[idx] != idx[:, None]).all()
+
+
+def _split_bank(rank: int, world: int) -> dict[str, object]:
+    from invprop.core.sharded import RowPartition
+
+    torch.manual_seed(5)
+    bank = MemoryBank(50, 4, momentum=0.5, num_neighbors=3, partition=RowPartition.split(50))
+    initial = bank.features.clone()
+    rng_after_init = torch.randn(1)
+    bank.update(torch.tensor([0, 24, 25, 49]), torch.arange(16.0).view(4, 4))  # rank 0 holds rows 0-24, rank 1 rows 25-49
+    recall = bank.sampled_recall(torch.arange(0, 50, 5))
+    state = bank.state_dict()  # the whole bank, gathered on rank 0
+    bank.rebuild_neighbors(chunk_size=7)
+    rebuilt = bank.neighbors.clone()
+    # Load a whole single-process state into the split bank: each process keeps its rows.
+    whole = MemoryBank(50, 4, num_neighbors=3, features=torch.eye(4).repeat(13, 1)[:50] + 0.01 * torch.arange(50.0)[:, None])
+    bank.load_state_dict(whole.state_dict())
+    return {"initial": initial, "rng": rng_after_init, "updated": state["features"], "recall": recall,
+            "rebuilt": rebuilt, "loaded": bank.features.clone(), "whole": whole.features}  # fmt: skip
+
+
+def test_split_bank_holds_its_rows_and_checkpoints_the_whole_bank(tmp_path) -> None:
+    from gloo import run_gloo
+
+    results = run_gloo(_split_bank, 2, tmp_path)
+    torch.manual_seed(5)
+    bank = MemoryBank(50, 4, momentum=0.5, num_neighbors=3)
+    rng_after_init = torch.randn(1)
+    torch.testing.assert_close(torch.cat([r["initial"] for r in results]), bank.features)  # same rows as one bank
+    assert all(torch.equal(r["rng"], rng_after_init) for r in results)  # and the same RNG state afterwards
+    bank.update(torch.tensor([0, 24, 25, 49]), torch.arange(16.0).view(4, 4))
+    torch.testing.assert_close(results[0]["updated"], bank.features)
+    assert results[1]["updated"].shape == (25, 4)  # other processes keep their own rows in their state
+    assert results[0]["recall"] == results[1]["recall"] < 1.0  # the table predates the update
+    bank.rebuild_neighbors()
+    assert bank.sampled_recall(torch.arange(0, 50, 5)) == 1.0
+    assert all(torch.equal(r["rebuilt"], bank.neighbors) for r in results)
+    torch.testing.assert_close(torch.cat([r["loaded"] for r in results]), results[0]["whole"])
+
+
+def test_faiss_rebuild_recall_is_measured_against_exact_search() -> None:
+    pytest.importorskip("faiss")
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(20, 16, generator=g)
+    points = centres[torch.arange(2000) % 20] + 0.3 * torch.randn(2000, 16, generator=g)
+    bank = MemoryBank(2000, 16, num_neighbors=5, features=points)
+    exact = bank.neighbors.clone()
+    rows = torch.arange(0, 2000, 7)
+    bank.rebuild_neighbors(search="faiss", faiss_lists=16, faiss_probe=16)  # every cell probed: exact results
+    assert bank.sampled_recall(rows) == 1.0 and (bank.neighbors == exact).float().mean() > 0.99
+    bank.rebuild_neighbors(search="faiss", faiss_lists=16, faiss_probe=1)  # one cell of 16: approximate
+    recall = bank.sampled_recall(rows)
+    assert 0.3 < recall < 1.0
+    with pytest.raises(ValueError, match="search must be one of"):
+        bank.rebuild_neighbors(search="annoy")

@@ -94,3 +94,37 @@ def test_several_set_flags_on_one_section_all_apply() -> None:
 
     merged = _nested_overrides(["eval.knn_k=20", "eval.knn_sigma=0.1", "epochs=3"])
     assert merged == {"eval": {"knn_k": 20, "knn_sigma": 0.1}, "epochs": 3}
+
+
+def _torchrun(*args: str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "invprop", "-q", "train", *args]
+
+
+@pytest.mark.slow
+def test_two_process_run_completes_and_resumes_with_other_process_counts(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    common = ["--set", "optim.batch_size=64", "--set", "loss.rampup_epochs=1", "--set", "device=cpu"]
+    first = subprocess.run(_torchrun("--epochs", "3", "--stop-after", "1", "--out", str(run), *common),
+                           capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert first.stdout.count("run stopped after epoch 1 of 3") == 1  # only the main process reports
+    assert len((run / "history.jsonl").read_text().splitlines()) == 1
+    # Epoch 2 in a single process, epoch 3 in two processes with the bank split between them.
+    assert main(["-q", "train", "--resume", "--stop-after", "2", "--out", str(run)]) == 0
+    third = subprocess.run(_torchrun("--resume", "--out", str(run), "--set", "distributed.bank=sharded"),
+                           capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert "run finished" in third.stdout
+    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs"] == 3 and metrics["knn_top1"] > 0.5
+    assert history[2]["loss"] < history[0]["loss"] + 1.0 and all(r["loss"] == r["loss"] for r in history)
+
+
+def test_only_train_runs_under_torchrun(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(SystemExit) as info:
+        main(["presets"])
+    assert info.value.code == 2
+    assert "only 'invprop train' runs under torchrun" in capsys.readouterr().err

@@ -56,3 +56,77 @@ def test_diagnostics_are_off_without_labels_and_never_change_the_loss() -> None:
     out_a, out_b = a.training_step(indices, images, 50), b.training_step(indices, images, 50)
     assert torch.equal(out_a.loss, out_b.loss)
     assert "purity_positive" not in out_a.terms and "purity_positive" in out_b.terms
+
+
+class _Flatten(torch.nn.Module):
+    """A BatchNorm-free backbone, so that per-process batches give exactly the single-process gradients."""
+
+    feature_dim = 64
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)
+
+
+def _distributed_run(bank_mode: str, world: int, rank: int) -> dict[str, object]:
+    """Three steps of InvP on a fixed global batch of 16 (rank r takes its slice), as in a DDP run."""
+    from invprop.methods.base import Method  # noqa: F401 - the registry is filled by invprop.methods
+    from invprop.models.encoder import Encoder
+    from invprop.models.heads import HEADS
+
+    cfg = from_dict(
+        {"model": {"embedding_dim": 16}, "bank": {"num_neighbors": 3},
+         "loss": {"n_background": 24, "n_hard_positives": 5, "temperature": 0.2}, "distributed": {"bank": bank_mode}},
+        base=preset("digits"),
+    )  # fmt: skip
+    torch.manual_seed(0)
+    encoder = Encoder(_Flatten(), HEADS.get("linear")(64, 16, None))
+    method = METHODS.get("invp")(cfg, encoder, 100, world > 1)
+    if world > 1:
+        method.set_encoder_wrapper(torch.nn.parallel.DistributedDataParallel(method.encoder))
+    optimizer = torch.optim.SGD(method.encoder.parameters(), lr=0.5, momentum=0.9)
+    images = torch.rand(100, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    per_process = 16 // world
+    losses = []
+    for step in range(3):
+        batch = torch.randperm(100, generator=torch.Generator().manual_seed(10 + step))[:16]
+        mine = batch[rank * per_process : (rank + 1) * per_process]
+        out = method.training_step(mine, images[mine], epoch=50)
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+        method.after_step()
+        losses.append(float(out.loss.detach()))
+    state = method.state_dict()  # a collective for a split bank: the whole bank on rank 0
+    return {"losses": losses, "features": state["bank.features"], "neighbors": method.bank.neighbors.clone(),
+            "weights": [p.detach().clone() for p in method.encoder.parameters()]}  # fmt: skip
+
+
+def _replicated(rank: int, world: int) -> dict[str, object]:
+    return _distributed_run("replicated", world, rank)
+
+
+def _sharded(rank: int, world: int) -> dict[str, object]:
+    return _distributed_run("sharded", world, rank)
+
+
+@pytest.mark.parametrize("worker", [_replicated, _sharded], ids=["replicated", "sharded"])
+def test_two_processes_equal_one_process_with_the_same_global_batch(worker, tmp_path) -> None:
+    from gloo import run_gloo
+
+    results = run_gloo(worker, 2, tmp_path)
+    single = _distributed_run("replicated", 1, 0)
+    for rank, result in enumerate(results):
+        # Banks and neighbour tables of all processes equal each other and the single-process ones.
+        assert torch.equal(result["neighbors"], single["neighbors"]), rank
+        for got, want in zip(result["weights"], single["weights"]):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        if worker is _replicated or rank == 0:
+            torch.testing.assert_close(result["features"], single["features"], rtol=1e-5, atol=1e-5)
+    if worker is _replicated:  # each process's loss is its half of the batch: their mean is the global loss
+        mean = [sum(values) / 2 for values in zip(*(r["losses"] for r in results))]
+    else:  # a split bank gives every process the loss of the whole global batch
+        mean = results[0]["losses"]
+        assert results[1]["losses"] == mean
+    for got, want in zip(mean, single["losses"]):
+        assert got == pytest.approx(want, rel=1e-5, abs=1e-6)
+    assert single["losses"][0] != single["losses"][2]  # it trained

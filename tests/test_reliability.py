@@ -251,3 +251,40 @@ def test_ctrl_c_to_the_process_group_with_dataloader_workers(tmp_path: Path) -> 
     resume = subprocess.run([sys.executable, "-m", "invprop", "-q", "train", "--epochs", "2", "--resume",
                              "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=300)  # fmt: skip
     assert resume.returncode == 0, resume.stderr
+
+
+def _signal_one_process(rank: int, world: int, run: str) -> dict[str, object]:
+    from invprop.engine.distributed import DistributedContext
+
+    cfg = from_dict({"device": "cpu"}, base=config("tensor", epochs=2))
+    trainer = Trainer(cfg, Path(run), progress=False, context=DistributedContext(rank, world, rank))
+    original = type(trainer.method).after_step
+    calls = {"n": 0}
+
+    def after_step_then_signal(self) -> None:
+        original(self)
+        calls["n"] += 1
+        if rank == 1 and calls["n"] == 3:  # only process 1 is told to stop, during step 3 of epoch 1
+            signal.raise_signal(signal.SIGTERM)
+
+    type(trainer.method).after_step = after_step_then_signal
+    try:
+        trainer.fit()
+    except TrainingInterrupted as err:
+        return {"message": str(err), "steps": calls["n"]}
+    finally:
+        type(trainer.method).after_step = original
+    return {"message": "", "steps": calls["n"]}
+
+
+def test_a_signal_to_one_process_stops_all_at_the_same_step(tmp_path: Path) -> None:
+    from gloo import run_gloo
+
+    run = tmp_path / "run"
+    results = run_gloo(_signal_one_process, 2, tmp_path, str(run))
+    assert [r["steps"] for r in results] == [3, 3]  # both stopped after the step in which the signal arrived
+    assert "epoch 1, step 3/" in results[0]["message"]
+    state = load_checkpoint(run / "last.pt")
+    assert state["epoch"] == 0 and state["partial"]["step"] == 3
+    resumed = Trainer(from_dict({"device": "cpu"}, base=config("tensor", epochs=2)), run, progress=False).fit(resume=True)
+    assert resumed.finished and resumed.metrics["epochs"] == 2

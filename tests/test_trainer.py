@@ -119,3 +119,14 @@ def test_compiled_encoder_trains_and_keeps_checkpoint_keys(tmp_path: Path) -> No
     # Compiling the forward in place keeps parameter names, so checkpoints load either way.
     assert set(compiled.method.state_dict()) == set(plain.method.state_dict())
     plain.method.load_state_dict(load_checkpoint(tmp_path / "compiled" / "last.pt")["model"])
+
+
+def test_distributed_settings_are_checked_before_any_work(tmp_path) -> None:
+    from invprop.engine.distributed import DistributedContext
+    from invprop.errors import ConfigError
+
+    two = DistributedContext(rank=0, world_size=2)
+    with pytest.raises(ConfigError, match="global batch: it must be a multiple of the 2 processes"):
+        Trainer(from_dict({"optim": {"batch_size": 63}}, base=preset("digits")), tmp_path, context=two)
+    with pytest.raises(ConfigError, match="sync_bn needs CUDA"):
+        Trainer(from_dict({"device": "cpu", "distributed": {"sync_bn": True}}, base=preset("digits")), tmp_path, context=two)
