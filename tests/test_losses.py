@@ -313,6 +313,9 @@ SHARDED_CASES = {
     "insdis-hard": {"positives": "none"},
     "insdis": {"positives": "none", "hard_negatives": False},
     "invp-whole-bank": {"hard_negatives": False},
+    "invp-gathered": {"similarity": "gather"},
+    "invp-authors-concatenation-gathered": {"exact": False, "similarity": "gather"},
+    "knn-positives-gathered": {"positives": "knn", "knn_positives": 5, "similarity": "gather"},
 }
 
 

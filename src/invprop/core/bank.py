@@ -40,6 +40,8 @@ BANK_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": t
 REBUILD_SEARCHES = ("exact", "faiss")
 #: Rows drawn at a time when a split bank draws its random initial rows (the same stream as one whole draw).
 _INIT_CHUNK_ROWS = 65_536
+#: Smallest norm divided by when normalising rows (torch.nn.functional.normalize's default).
+_NORM_EPS = 1e-12
 
 
 class MemoryBank(nn.Module):
@@ -115,11 +117,11 @@ class MemoryBank(nn.Module):
         self.partition = partition
         if features is None:
             features = _random_rows(size, dim, partition, generator)
+            features.div_(features.norm(dim=1, keepdim=True).clamp_min(_NORM_EPS))  # in place: no second N x D copy
         elif tuple(features.shape) != (size, dim):
             raise ValueError(f"initial features must be ({size}, {dim}), got {tuple(features.shape)}")
         else:
-            features = features[partition.start : partition.stop]
-        features = nn.functional.normalize(features.float(), dim=1)
+            features = nn.functional.normalize(features[partition.start : partition.stop].float(), dim=1, eps=_NORM_EPS)
         self.register_buffer("features", features.to(device=device, dtype=dtype))
         if neighbors is not None:
             if tuple(neighbors.shape) != (size, num_neighbors):

@@ -26,8 +26,8 @@ from torch import Tensor, nn
 from invprop.core.bank import MemoryBank
 from invprop.core.collectives import all_gather_rows, all_gather_tensor, distributed_logsumexp
 from invprop.core.graph import nearest_columns, online_neighbors, propagate
-from invprop.core.sharded import sharded_row_logits, sharded_topk
-from invprop.core.similarity import background_logits, gathered_dot
+from invprop.core.sharded import sharded_background_logits, sharded_row_logits, sharded_topk
+from invprop.core.similarity import background_logits
 
 logger = logging.getLogger(__name__)
 
@@ -372,13 +372,13 @@ class InvariancePropagationLoss(nn.Module):
             # This process holds rows [start, stop): it scores the background entries it owns; the denominators are
             # completed across processes by the distributed log-sum-exp.
             normaliser: Normaliser = partial(distributed_logsumexp, group=part.group)
-            extra_sim = sharded_row_logits(query, bank.features, part, extra)
             if self.hard_negatives:
-                _, background = sharded_topk(query, bank.features, part, self.background_size(bank.size))
-                members = part.owns(background)
-                background_sim = gathered_dot(query, bank.features, part.local(background))
-                member_rows = background
+                dense = {"auto": None, "dense": True, "gather": False}[self.similarity]
+                shard = sharded_background_logits(query, bank.features, part, self.background_size(bank.size), extra, dense)
+                background, members, member_rows = shard.background, shard.members, shard.rows
+                background_sim, extra_sim = shard.logits, shard.column_logits
             else:
+                extra_sim = sharded_row_logits(query, bank.features, part, extra)
                 background_sim = query @ bank.features.float().T  # (B, R): this process's whole-bank columns
                 member_rows = torch.arange(part.start, part.stop, device=query.device).unsqueeze(0)
         else:

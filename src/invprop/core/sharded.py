@@ -29,12 +29,13 @@ from torch import Tensor
 
 from invprop.core.collectives import ProcessGroup, all_gather_tensor, all_reduce_sum, is_distributed, rank, world_size
 from invprop.core.graph import drop_anchor
-from invprop.core.similarity import gathered_dot, topk_similarities
+from invprop.core.similarity import GATHER_ROW_RATIO, gathered_dot, similarity_block, topk_similarities
 
 #: A local search: ``(queries (Q, D), k) -> (values, row indices)``, both (Q, k), indices local to this rank's rows.
 LocalSearch = Callable[[Tensor, int], "tuple[Tensor, Tensor]"]
 #: Rows sent at once when gathering a split matrix onto one rank (bounds the transient device memory).
 GATHER_CHUNK_ROWS = 65_536
+_INT32_LIMIT = 2**31 - 1
 
 
 def block_bounds(total: int, parts: int, index: int) -> tuple[int, int]:
@@ -155,7 +156,10 @@ def merge_topk(values: Tensor, indices: Tensor, k: int, group: ProcessGroup | No
         return values.gather(1, order), indices.gather(1, order)
     parts = world_size(group)
     all_values = all_gather_tensor(values.float().contiguous(), group).view(parts, *values.shape)
-    all_indices = all_gather_tensor(indices.contiguous(), group).view(parts, *indices.shape)
+    # Row indices travel as int32 when they fit (half the bytes of the largest message of a sharded step).
+    narrow = indices.numel() == 0 or int(indices.max()) < _INT32_LIMIT
+    sent = indices.int() if narrow else indices
+    all_indices = all_gather_tensor(sent.contiguous(), group).view(parts, *indices.shape).long()
     merged_values = all_values.permute(1, 0, 2).reshape(values.shape[0], -1)
     merged_indices = all_indices.permute(1, 0, 2).reshape(values.shape[0], -1)
     best, order = merged_values.topk(k, dim=1, sorted=True)
@@ -211,6 +215,71 @@ def sharded_row_logits(query: Tensor, rows: Tensor, part: RowPartition, columns:
     if not part.is_split:
         return logits
     return all_reduce_sum(logits.masked_fill(~part.owns(columns), 0.0), part.group)
+
+
+@dataclass
+class ShardedBackground:
+    """The N_b rows most similar to each query, scored by the process that holds them (see
+    :func:`sharded_background_logits`).
+
+    Attributes:
+        background: (B, N_b) global row indices, most similar first; the same on every process.
+        logits: (B, M) differentiable similarities of this process's share of the background.
+        members: (B, M) bool, True where an entry of ``logits`` is a real background member (the rest is padding).
+        rows: (B, M) global row index of each entry of ``logits``.
+        column_logits: (B, C) differentiable similarities of the requested extra columns, complete on every process.
+    """
+
+    background: Tensor
+    logits: Tensor
+    members: Tensor
+    rows: Tensor
+    column_logits: Tensor
+
+
+def sharded_background_logits(
+    query: Tensor, rows: Tensor, part: RowPartition, n_background: int, columns: Tensor, dense: bool | None = None
+) -> ShardedBackground:
+    """The background of each query among rows split over processes, with logits for each process's share.
+
+    The softmax denominator over the background is then ``distributed_logsumexp(logits, members)``; the similarities
+    of a few extra rows per query (the anchor's own row, its positives) come back complete on every process.
+
+    Args:
+        query: (B, D) float32, the same on every process (gathered with
+            :func:`invprop.core.collectives.all_gather_rows`, so that gradients return to their process).
+        rows: (R, D) this process's rows (not differentiated).
+        part: the partition.
+        n_background: N_b, ``1 <= N_b <= N``.
+        columns: (B, C) global indices of the extra rows.
+        dense: differentiate the (B, R) product of the local rows (True) or gather only this process's background
+            entries (False); None decides as :func:`invprop.core.similarity.background_logits` does, on R.
+    """
+    if dense is None:
+        dense = part.rows < GATHER_ROW_RATIO * (n_background + columns.shape[1])
+    owned_columns = part.owns(columns)
+    if dense:
+        local_sim = similarity_block(query, rows)  # (B, R), differentiable w.r.t. the query
+        values, local = local_sim.detach().topk(min(n_background, part.rows), dim=1, sorted=True)
+        background = merge_topk(values, local + part.start, n_background, part.group)[1] if part.is_split else local
+        owned = part.owns(background)
+        logits = local_sim.gather(1, part.local(background))
+        column_sim = local_sim.gather(1, part.local(columns))
+        member_rows = background
+    else:
+        background = sharded_topk(query, rows, part, n_background)[1]
+        owned = part.owns(background)
+        # Keep only the entries held here (about N_b / W per query), left-aligned, so that the gathered products
+        # cost this process its share of the background, not all of it.
+        width = max(int(owned.sum(dim=1).max()), 1)
+        order = torch.sort((~owned).to(torch.uint8), dim=1, stable=True).indices[:, :width]
+        member_rows = background.gather(1, order)
+        owned = owned.gather(1, order)
+        logits = gathered_dot(query, rows, part.local(member_rows))
+        column_sim = gathered_dot(query, rows, part.local(columns))
+    if part.is_split:
+        column_sim = all_reduce_sum(column_sim.masked_fill(~owned_columns, 0.0), part.group)
+    return ShardedBackground(background, logits, owned, member_rows, column_sim)
 
 
 @torch.no_grad()
@@ -311,10 +380,12 @@ def gather_partition(rows: Tensor, part: RowPartition, dst: int = 0, chunk_rows:
 __all__ = [
     "LocalSearch",
     "RowPartition",
+    "ShardedBackground",
     "block_bounds",
     "exact_search",
     "gather_partition",
     "merge_topk",
+    "sharded_background_logits",
     "sharded_knn_graph",
     "sharded_row_logits",
     "sharded_topk",

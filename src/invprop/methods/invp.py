@@ -96,7 +96,10 @@ class InvariancePropagation(Method):
         out = self.loss(embeddings, indices, self.bank)
         w = rampup_weight(self.rampup, epoch, self.rampup_epochs)
         loss = total_loss(out.instance, out.invariance, self.weight, w)
-        self._pending = (out.anchors, out.queries, out.background)
+        if self.bank.partition.is_split:  # the loss gathered the whole global batch
+            self._pending = (out.anchors, out.queries, out.background)
+        else:
+            self._pending = (indices, embeddings.detach(), out.background)
         terms = {"loss_ins": out.instance.detach()}
         if self.loss.positives != "none":
             terms["loss_inv"] = out.invariance.detach()
