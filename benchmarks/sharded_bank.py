@@ -110,10 +110,10 @@ def clustered_rows(n: int, generator: torch.Generator) -> Tensor:
     return rows.add_(0.6 * torch.randn(n, EMBEDDING_DIM, generator=generator))
 
 
-def rebuild(n: int, device: torch.device, exact_max: int, lists: int | None, probe: int) -> dict[str, float | None]:
+def rebuild(n: int, device: torch.device, exact_max: int, lists: int | None, probe: int, data: str) -> dict[str, float | None]:
     """Seconds of an exact and of a FAISS rebuild (split bank), and the FAISS graph's sampled recall."""
     generator = torch.Generator().manual_seed(1)
-    features = clustered_rows(n, generator)
+    features = clustered_rows(n, generator) if data == "clustered" else torch.randn(n, EMBEDDING_DIM, generator=generator)
     bank = MemoryBank(n, EMBEDDING_DIM, 0.5, NUM_NEIGHBORS, device=device, features=features,
                       neighbors=torch.zeros(n, NUM_NEIGHBORS, dtype=torch.long), partition=partition("sharded", n))  # fmt: skip
     del features
@@ -146,6 +146,8 @@ def main() -> None:
     parser.add_argument("--exact-max", type=int, default=200_000, help="largest N rebuilt exactly too")
     parser.add_argument("--faiss-lists", type=int, default=None)
     parser.add_argument("--faiss-probe", type=int, default=32)
+    parser.add_argument("--rebuild-data", choices=["clustered", "uniform"], default="clustered",
+                        help="rows of the rebuild benchmark: clustered (1000 Gaussian clusters) or uniform on the sphere")
     args = parser.parse_args()
     context = init_distributed(args.device)
     name = device_for(context, args.device)
@@ -166,10 +168,11 @@ def main() -> None:
             print(f"| {n:,} | {replicated[0]:.3f} | {sharded[0]:.3f} | {sharded[0] / replicated[0]:.2f}x | "
                   f"{replicated[1]:,.0f} -> {sharded[1]:,.0f} | {peaks} |", flush=True)  # fmt: skip
     if args.rebuild_rows and main_process:
+        print(f"\n# rebuild: {args.rebuild_data} rows, FAISS probe {args.faiss_probe}, lists {args.faiss_lists or '4 sqrt(N / W)'}")
         print(f"\n| N | exact rebuild (s) | FAISS rebuild (s) | FAISS / exact | FAISS recall@{NUM_NEIGHBORS} ({RECALL_SAMPLE} rows) |")
         print("|---|---|---|---|---|")
     for n in args.rebuild_rows:
-        r = rebuild(n, device, args.exact_max, args.faiss_lists, args.faiss_probe)
+        r = rebuild(n, device, args.exact_max, args.faiss_lists, args.faiss_probe, args.rebuild_data)
         if main_process:
             ratio = f"{r['faiss_s'] / r['exact_s']:.3f}x" if r["exact_s"] and r["faiss_s"] else "-"
             exact = f"{r['exact_s']:.1f}" if r["exact_s"] is not None else f"skipped (N > {args.exact_max:,})"

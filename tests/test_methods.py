@@ -130,3 +130,51 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(worker, tmp_
     for got, want in zip(mean, single["losses"]):
         assert got == pytest.approx(want, rel=1e-5, abs=1e-6)
     assert single["losses"][0] != single["losses"][2]  # it trained
+
+
+def _classifier(prior: bool = True, smoothing: float = 0.2):
+    cfg = from_dict(
+        {"method": "instance-classifier", "model": {"embedding_dim": 16},
+         "classifier": {"prior": prior, "smoothing": smoothing, "hard_classes": 5}},
+        base=preset("digits"),
+    )  # fmt: skip
+    torch.manual_seed(0)
+    return METHODS.get("instance-classifier")(cfg, build_encoder("digits_convnet", "mlp", 16, in_channels=1), 40)
+
+
+def test_instance_classifier_trains_two_views_per_image() -> None:
+    method = _classifier()
+    assert method.views == 2 and method.classifier.num_classes == 40
+    method.on_epoch_start(1)
+    assert method.classifier.hard.shape == (40, 5) and (method.classifier.hard >= 0).all()
+    indices = torch.arange(8)
+    out = method.training_step(indices, torch.rand(16, 1, 8, 8), epoch=1)
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and set(out.terms) == {"loss_cls"}
+    assert method.classifier.weight.grad is not None and method.classifier.weight.grad.abs().sum() > 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in method.encoder.parameters())
+    assert {id(p) for p in method.parameters()} >= {id(method.classifier.weight)}  # the optimiser sees the weights
+
+
+def test_contrastive_prior_sets_weights_to_running_batchnorm_features() -> None:
+    method = _classifier(prior=True)
+    gaussian = method.classifier.weight.detach().clone()
+    bn = next(m for m in method.encoder.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    running = bn.running_mean.clone()
+    images = torch.rand(40, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    batches = [(torch.arange(0, 20), images[:20]), (torch.arange(20, 40), images[20:])]
+    method.encoder.eval()
+    method.before_training(batches)
+    assert not method.encoder.training  # restored
+    assert not torch.equal(bn.running_mean, running)  # BatchNorm ran in training mode: statistics updated
+    assert all(p.grad is None for p in method.parameters())  # no gradients
+    # Each row is the unit feature of its image, computed with the statistics of its own batch (training mode).
+    reference = _classifier(prior=True)
+    reference.encoder.train()
+    with torch.no_grad():
+        expected = torch.cat([torch.nn.functional.normalize(reference.encoder(x), dim=1) for _, x in batches])
+    torch.testing.assert_close(method.classifier.weight.detach(), expected)
+    assert not torch.allclose(method.classifier.weight.detach(), gaussian)
+    frozen = _classifier(prior=False)
+    frozen.before_training(batches)
+    assert torch.equal(frozen.classifier.weight.detach(), gaussian)  # switched off: the Gaussian init stays

@@ -25,7 +25,8 @@ from invprop.engine import CHECKPOINT_NAME, CONFIG_NAME, HISTORY_NAME, METRICS_N
 from invprop.engine.distributed import barrier, init_distributed, launched_distributed, shutdown
 from invprop.engine.trainer import TrainingInterrupted
 from invprop.errors import ConfigError, InvpropError
-from invprop.evaluation import PROTOCOLS, VARIANTS, parse_variants, run_ablation
+from invprop.evaluation import PROTOCOLS, parse_variants, run_ablation
+from invprop.evaluation.ablation import ABLATIONS
 from invprop.evaluation.embed import SPLITS, embed, nearest_neighbors
 from invprop.evaluation.export import FORMATS, export_weights
 from invprop.registry import UnknownNameError
@@ -152,7 +153,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-    names = parse_variants(args.variants)
+    names = parse_variants(args.variants, args.method)
     cfg = cfgmod.validate(cfgmod.from_dict(_merge_overrides(args), base=_base_config(args)))
     if args.out:
         out_dir = Path(args.out)
@@ -264,13 +265,23 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true", help="replace an existing run in --out instead of refusing")
     train.set_defaults(func=cmd_train)
 
-    ab = sub.add_parser("ablate", help="train InvP, its ablations and the baselines with one config; tabulate")
+    ab = sub.add_parser("ablate", help="train a method's ablation table (InvP and baselines, or the instance classifier) with one config")
     ab.add_argument("--dataset", help=f"dataset: {', '.join(dataset_names())}")
     ab.add_argument("--preset", help=f"start from a preset: {', '.join(cfgmod.PRESETS)}")
     ab.add_argument("--config", help="YAML file of settings (applied over the preset)")
     ab.add_argument("--set", action="append", metavar="KEY=VALUE", help="dotted override shared by every variant")
     ab.add_argument("--epochs", type=int, help="epochs of every variant")
-    ab.add_argument("--variants", help=f"comma-separated subset of: {', '.join(VARIANTS)} (default: all)")
+    ab.add_argument(
+        "--method",
+        default="invp",
+        choices=list(ABLATIONS),
+        help="which table: invp (InvP, its switches and the baselines) or instance-classifier (its components)",
+    )
+    ab.add_argument(
+        "--variants",
+        help="comma-separated subset of the table's variants (default: all). "
+        + "; ".join(f"{method}: {', '.join(table)}" for method, table in ABLATIONS.items()),
+    )
     ab.add_argument("--out", help="results folder, one run directory per variant; re-run to resume (default: runs/ablate-<dataset>-<time>)")
     ab.set_defaults(func=cmd_ablate)
 

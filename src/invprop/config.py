@@ -97,6 +97,16 @@ class EvalConfig:
 
 
 @dataclass
+class ClassifierConfig:
+    temperature: float = _f(0.2, "tau of the instance classifier's cosine softmax")
+    smoothing: float = _f(0.2, "alpha of hard-class label smoothing, in [0, 1) (0 = off: plain one-hot targets)")
+    hard_classes: int = _f(100, "k, hard classes per instance for label smoothing (mined once per epoch)")
+    prior: bool = _f(True, "contrastive-prior initialisation of the weights (false = Gaussian random)")
+    views: int = _f(2, "augmented views per image in each batch")
+    mining_chunk: int = _f(4096, "rows per block of the hard-class search (memory O(chunk x N))")
+
+
+@dataclass
 class DistributedConfig:
     bank: str = _f(
         "replicated",
@@ -110,7 +120,7 @@ class DistributedConfig:
 
 @dataclass
 class Config:
-    method: str = _f("invp", "training objective: invp, insdis, insdis-hard or knn-positives")
+    method: str = _f("invp", "training objective: invp, insdis, insdis-hard, knn-positives or instance-classifier")
     epochs: int = _f(800, "total epochs of the schedule")
     seed: int = _f(0, "random seed (data order, augmentation, initialisation)")
     device: str = _f("auto", "auto, cpu, cuda or cuda:N")
@@ -123,6 +133,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
 
@@ -334,6 +345,11 @@ def validate(cfg: Config) -> Config:
         cfg.distributed.timeout_minutes >= 1,
         f"distributed.timeout_minutes must be at least 1, got {cfg.distributed.timeout_minutes}",
     )
+    _check(cfg.classifier.temperature > 0, f"classifier.temperature must be positive, got {cfg.classifier.temperature}")
+    _check(0 <= cfg.classifier.smoothing < 1, f"classifier.smoothing must be in [0, 1), got {cfg.classifier.smoothing}")
+    _check(cfg.classifier.hard_classes >= 1, f"classifier.hard_classes must be at least 1, got {cfg.classifier.hard_classes}")
+    _check(cfg.classifier.views >= 1, f"classifier.views must be at least 1, got {cfg.classifier.views}")
+    _check(cfg.classifier.mining_chunk >= 1, f"classifier.mining_chunk must be positive, got {cfg.classifier.mining_chunk}")
     _check(cfg.loss.steps >= 1, f"loss.steps must be at least 1, got {cfg.loss.steps}")
     _check(cfg.loss.n_hard_positives >= 1, f"loss.n_hard_positives must be at least 1, got {cfg.loss.n_hard_positives}")
     _check(

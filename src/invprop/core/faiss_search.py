@@ -71,7 +71,7 @@ class FaissSearch:
         data = rows.detach().float().cpu().contiguous().numpy()
         quantizer = faiss.IndexFlatIP(dim)
         index = faiss.IndexIVFFlat(quantizer, dim, lists, faiss.METRIC_INNER_PRODUCT)
-        sample = min(n, lists * TRAIN_POINTS_PER_LIST * 4)
+        sample = min(n, lists * TRAIN_POINTS_PER_LIST)
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:sample].sort().values
         index.train(data[order.numpy()])
         index.add(data)

@@ -284,7 +284,12 @@ def sharded_background_logits(
 
 @torch.no_grad()
 def sharded_knn_graph(
-    rows: Tensor, part: RowPartition, k: int, chunk_size: int = 4096, search: LocalSearch | None = None
+    rows: Tensor,
+    part: RowPartition,
+    k: int,
+    chunk_size: int = 4096,
+    search: LocalSearch | None = None,
+    local_only: bool = False,
 ) -> Tensor:
     """The directed kNN graph of all N rows (self excluded), on every rank.
 
@@ -298,9 +303,10 @@ def sharded_knn_graph(
         k: neighbours per row, ``1 <= k < N``.
         chunk_size: query rows per block (memory O(chunk_size x R)).
         search: local search over ``rows`` (default exact; see :class:`invprop.core.faiss_search.FaissSearch`).
+        local_only: return only the neighbours of this process's rows (R, k) -- N x k memory is never held.
 
     Returns:
-        (N, k) int64 global neighbour indices, most similar first.
+        (N, k) int64 global neighbour indices, most similar first (or (R, k) with ``local_only``).
     """
     if not 1 <= k < part.total:
         raise ValueError(f"k must be in [1, N - 1] = [1, {part.total - 1}], got {k}")
@@ -309,7 +315,9 @@ def sharded_knn_graph(
     search = search or exact_search(rows)
     me = rank(part.group) if part.parallel else 0
     parts = world_size(part.group) if part.parallel else 1
-    table = torch.empty(part.total, k, dtype=torch.long, device=rows.device)
+    local_only = local_only and part.is_split  # a whole matrix's "own rows" are all rows
+    offset = part.start if local_only else 0
+    table = torch.empty(part.rows if local_only else part.total, k, dtype=torch.long, device=rows.device)
 
     def neighbours_of(first: int, queries: Tensor) -> Tensor:
         values, indices = search(queries.float(), min(k + 1, part.rows))
@@ -328,12 +336,16 @@ def sharded_knn_graph(
                 else:
                     queries = rows.new_empty(last - first, rows.shape[1])
                 dist.broadcast(queries, src=dist.get_global_rank(part.group, owner) if part.group else owner, group=part.group)
-                table[first:last] = neighbours_of(first, queries)
+                found = neighbours_of(first, queries)
+                if owner == me or not local_only:
+                    table[first - offset : last - offset] = found
         return table
     start, stop = block_bounds(part.total, parts, me)
     for first in range(start, stop, chunk_size):
         last = min(first + chunk_size, stop)
         table[first:last] = neighbours_of(first, rows[first:last])
+    if local_only:
+        return table
     if parts > 1:
         table = _all_gather_blocks(table[start:stop], part.total, parts, part.group)
     return table

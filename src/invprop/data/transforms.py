@@ -28,6 +28,23 @@ class TransformPair:
 
 AUGMENTATIONS: Registry[Callable[..., TransformPair]] = Registry("augmentation preset")
 
+
+class MultiView:
+    """``views`` independent draws of ``transform`` on one image, stacked: (views, C, H, W).
+
+    Under a seeded item (:class:`invprop.data.IndexedDataset`) the draws are consecutive in the item's own RNG, so
+    they are reproducible and differ from each other.
+    """
+
+    def __init__(self, transform: Transform, views: int) -> None:
+        if views < 1:
+            raise ValueError(f"views must be at least 1, got {views}")
+        self.transform = transform
+        self.views = views
+
+    def __call__(self, image: object) -> Tensor:
+        return torch.stack([self.transform(image) for _ in range(self.views)])
+
 #: Digits preset: rotation (degrees), isotropic scale (+-fraction), translation (+-fraction of the image),
 #: intensity scale (+-fraction) and additive Gaussian noise (std, in [0, 1] pixel units).
 DIGITS_MAX_ROTATION = 10.0

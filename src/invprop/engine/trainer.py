@@ -24,7 +24,9 @@ from tqdm import tqdm
 
 from invprop.config import Config, from_dict, save_yaml, to_dict, validate
 from invprop.core.faiss_search import faiss_available
+from invprop.core.sharded import RowPartition, gather_partition
 from invprop.data import DataSplits, EpochBatchSampler, TensorBatches, build_datasets
+from invprop.data.transforms import MultiView
 from invprop.data.loader import MIN_PROCESS_BATCH, epoch_plan, ignore_interrupts_in_worker, worker_count
 from invprop.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from invprop.engine.distributed import (
@@ -184,7 +186,7 @@ class Trainer:
         if bool((train_labels >= 0).any()):
             self.method.set_diagnostic_labels(train_labels.to(self.device))
         self.optimizer = torch.optim.SGD(
-            parameter_groups(self.method.encoder, cfg.optim.weight_decay), lr=cfg.optim.lr, momentum=cfg.optim.momentum
+            parameter_groups(self.method, cfg.optim.weight_decay), lr=cfg.optim.lr, momentum=cfg.optim.momentum
         )
         self.batch_size = cfg.optim.batch_size
         # The global batches (a final batch too small for BatchNorm on every process is dropped).
@@ -199,6 +201,8 @@ class Trainer:
             self._batch_augment = self.data.batch_augment.to(self.device)
         else:
             self._sampler = EpochBatchSampler(n, self.batch_size, context.world_size, context.rank)
+            if self.method.views > 1:  # each item carries all of its views: (views, C, H, W)
+                self.data.train.transform = MultiView(self.data.train.transform, self.method.views)
             workers = worker_count(cfg.data.num_workers)
             self._loader = DataLoader(
                 self.data.train,
@@ -236,7 +240,7 @@ class Trainer:
         """The whole training state. A collective in a run with a split bank: every process must call it."""
         return {
             "model": self.method.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": self._optimizer_state(),
             "scheduler": {"global_step": self.global_step, "steps_per_epoch": self.steps_per_epoch},
             "epoch": self.epoch,
             "seconds": self.seconds,
@@ -246,9 +250,29 @@ class Trainer:
             "partial": self._partial,
         }
 
+    def _sharded_parameter_ids(self) -> dict[int, RowPartition]:
+        """Optimiser parameter ids (positions in its state dict) of the parameters split over processes."""
+        position = {id(p): i for i, p in enumerate(p for group in self.optimizer.param_groups for p in group["params"])}
+        return {position[id(param)]: part for param, part in self.method.sharded_parameters() if part.is_split}
+
+    def _optimizer_state(self) -> dict[str, Any]:
+        """The optimiser's state dict, with the per-row state of split parameters gathered whole (a collective)."""
+        state = self.optimizer.state_dict()
+        for index, part in self._sharded_parameter_ids().items():
+            for key, value in state["state"].get(index, {}).items():
+                if isinstance(value, Tensor) and value.dim() >= 1 and value.shape[0] == part.rows:
+                    whole = gather_partition(value, part)
+                    state["state"][index][key] = whole if whole is not None else value
+        return state
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.method.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        optimizer_state = state["optimizer"]
+        for index, part in self._sharded_parameter_ids().items():
+            for key, value in optimizer_state["state"].get(index, {}).items():
+                if isinstance(value, Tensor) and value.dim() >= 1 and value.shape[0] == part.total:
+                    optimizer_state["state"][index][key] = value[part.start : part.stop]
+        self.optimizer.load_state_dict(optimizer_state)
         self.global_step = int(state["scheduler"]["global_step"])
         self.epoch = int(state["epoch"])
         self.seconds = float(state["seconds"])
@@ -260,13 +284,19 @@ class Trainer:
     def _epoch_seed(self, epoch: int) -> int:
         return self.cfg.seed * _EPOCH_SEED_STRIDE + epoch
 
-    def _batches(self, epoch: int, skip: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
-        """The epoch's ``(indices, augmented images)`` on the training device, from batch ``skip`` on."""
+    def _batches(self, epoch: int, skip: int = 0, views: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+        """The epoch's ``(indices, augmented images)`` on the training device, from batch ``skip`` on.
+
+        With several views (the method's, unless ``views`` says otherwise) the images are stacked view-major:
+        (views x B, C, H, W).
+        """
         seed = self._epoch_seed(epoch)
+        views = self.method.views if views is None else views
         if self._tensor_batches is not None:
             generator = torch.Generator(device=self.device).manual_seed(seed + _RANK_SEED_STRIDE * self.context.rank)
             for step, (indices, images) in enumerate(self._tensor_batches.epoch(seed)):
-                augmented = self._batch_augment(images, generator)  # skipped batches still advance the generator
+                # Skipped batches are augmented too: they advance the generator.
+                augmented = torch.cat([self._batch_augment(images, generator) for _ in range(views)])
                 if step >= skip:
                     yield indices, augmented
             return
@@ -274,6 +304,8 @@ class Trainer:
         self._sampler.set_epoch_seed(seed)
         self._sampler.set_start(skip)  # per-image seeds make skipping exact
         for indices, images, _ in self._loader:
+            if images.dim() == 5:  # (B, views, C, H, W) from MultiView
+                images = images[:, :views].transpose(0, 1).reshape(-1, *images.shape[2:])
             yield indices.to(self.device, non_blocking=True), images.to(self.device, non_blocking=True)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -291,6 +323,7 @@ class Trainer:
         cfg = self.cfg
         if resume_from is None:
             torch.manual_seed(self._epoch_seed(epoch))  # augmentation draws: a function of (seed, epoch) only
+            self.method.on_epoch_start(epoch)
         self.method.train()
         first = int(resume_from["step"]) if resume_from else 0
         sums: dict[str, float] = dict(resume_from["sums"]) if resume_from else {}
@@ -384,6 +417,8 @@ class Trainer:
                 self.data.memory, self.data.test, self.data.num_classes, cfg.eval.knn_k, cfg.eval.knn_sigma, cfg.data.num_workers
             ) or {}
         end = cfg.epochs if stop_after is None else min(stop_after, cfg.epochs)
+        if self.epoch == 0 and self._partial is None:
+            self.method.before_training(self._batches(0, views=1))
         previous = self._install_signal_handlers()
         try:
             while self.epoch < end:

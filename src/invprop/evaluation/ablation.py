@@ -52,25 +52,51 @@ VARIANTS: dict[str, Variant] = {
 }
 
 
-def parse_variants(text: str | None) -> list[str]:
-    """``a,b,c`` -> validated variant names (all of them for None or ``all``)."""
+#: The instance classifier's component table (seed 001, Table 2): contrastive prior and hard-class smoothing.
+CLASSIFIER_VARIANTS: dict[str, Variant] = {
+    "classifier": Variant(
+        "instance classifier, Gaussian init, no smoothing",
+        {"method": "instance-classifier", "classifier": {"prior": False, "smoothing": 0.0}},
+    ),
+    "classifier-prior": Variant(
+        "instance classifier, contrastive prior", {"method": "instance-classifier", "classifier": {"prior": True, "smoothing": 0.0}}
+    ),
+    "classifier-smoothing": Variant(
+        "instance classifier, hard-class label smoothing",
+        {"method": "instance-classifier", "classifier": {"prior": False, "smoothing": 0.2}},
+    ),
+    "classifier-prior-smoothing": Variant(
+        "instance classifier, prior and smoothing (the full method)",
+        {"method": "instance-classifier", "classifier": {"prior": True, "smoothing": 0.2}},
+    ),
+}
+#: Which table ``invprop ablate --method M`` trains.
+ABLATIONS: dict[str, dict[str, Variant]] = {"invp": VARIANTS, "instance-classifier": CLASSIFIER_VARIANTS}
+_ALL_VARIANTS: dict[str, Variant] = {name: v for table in ABLATIONS.values() for name, v in table.items()}
+
+
+def parse_variants(text: str | None, method: str = "invp") -> list[str]:
+    """``a,b,c`` -> validated variant names of ``method``'s table (all of them for None or ``all``)."""
+    if method not in ABLATIONS:
+        raise ConfigError(f"no ablation for method {method!r}; choose one of: {', '.join(ABLATIONS)}")
+    table = ABLATIONS[method]
     if text is None or text.strip() == "all":
-        return list(VARIANTS)
+        return list(table)
     names = [name.strip() for name in text.split(",") if name.strip()]
     if not names:
-        raise ConfigError("--variants is empty; give names separated by commas, e.g. invp,insdis")
+        raise ConfigError(f"--variants is empty; give names separated by commas, e.g. {','.join(list(table)[:2])}")
     for name in names:
-        if name not in VARIANTS:
-            close = difflib.get_close_matches(name, list(VARIANTS), n=1)
+        if name not in table:
+            close = difflib.get_close_matches(name, list(table), n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
-            raise ConfigError(f"unknown variant {name!r}{hint}; choose from: {', '.join(VARIANTS)}")
+            raise ConfigError(f"unknown variant {name!r} of {method}{hint}; choose from: {', '.join(table)}")
     if len(set(names)) != len(names):
         raise ConfigError(f"--variants names a variant twice: {text}")
     return names
 
 
 def variant_config(base: Config, name: str) -> Config:
-    return from_dict(dict(VARIANTS[name].overrides), base=base)
+    return from_dict(dict(_ALL_VARIANTS[name].overrides), base=base)
 
 
 def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
@@ -103,7 +129,7 @@ def machine_description(device: torch.device) -> str:
 def _row(name: str, cfg: Config, metrics: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "variant": name,
-        "description": VARIANTS[name].description,
+        "description": _ALL_VARIANTS[name].description,
         "method": cfg.method,
         "epochs": metrics.get("epochs"),
         "knn_top1": metrics.get("knn_top1"),
@@ -197,4 +223,4 @@ def run_ablation(
     return rows
 
 
-__all__ = ["VARIANTS", "Variant", "parse_variants", "run_ablation", "run_variant", "write_results"]
+__all__ = ["ABLATIONS", "CLASSIFIER_VARIANTS", "VARIANTS", "Variant", "parse_variants", "run_ablation", "run_variant", "write_results"]

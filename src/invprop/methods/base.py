@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
 
 from invprop.config import Config
+from invprop.core.sharded import RowPartition
 from invprop.models import Encoder
 from invprop.registry import Registry
 
@@ -48,6 +49,23 @@ class Method(nn.Module):
 
     def set_diagnostic_labels(self, labels: Tensor | None) -> None:
         """Give the method the training labels for logged diagnostics only (default: ignored)."""
+
+    #: Augmented views per image in a training batch (the engine stacks them view-major: (views x B, C, H, W)).
+    views: int = 1
+
+    @torch.no_grad()
+    def before_training(self, batches: Iterable[tuple[Tensor, Tensor]]) -> None:
+        """Called once before epoch 1 of a new run with this process's ``(indices, images)`` of one epoch, one view
+        (default: nothing)."""
+
+    @torch.no_grad()
+    def on_epoch_start(self, epoch: int) -> None:
+        """Per-epoch preparation before the epoch's first step (not called when resuming in the middle of it)."""
+
+    def sharded_parameters(self) -> list[tuple[nn.Parameter, RowPartition]]:
+        """Parameters split by rows over processes, with their partitions (their optimiser state is gathered into
+        checkpoints; default none)."""
+        return []
 
     @torch.no_grad()
     def after_step(self) -> None:

@@ -1,0 +1,107 @@
+"""Parametric instance classification (seed 001) as a training method: ``method: instance-classifier``.
+
+An encoder (backbone + 2-layer MLP head) and a :class:`invprop.core.instance_classifier.CosineInstanceClassifier`
+with one class per training image, trained on two augmented views per image with a full cosine softmax. The
+paper's two training devices are switches: the contrastive prior (``classifier.prior``) and hard-class label
+smoothing (``classifier.smoothing``, ``classifier.hard_classes``). In a distributed run the weight matrix is always
+split by rows over the processes (the paper's hybrid parallelism) while the encoder is data-parallel.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import Tensor, nn
+
+from invprop.config import Config
+from invprop.core.collectives import all_gather_tensor, world_size
+from invprop.core.instance_classifier import CosineInstanceClassifier
+from invprop.core.sharded import RowPartition
+from invprop.methods.base import METHODS, Method, StepOutput
+from invprop.models import Encoder
+
+
+class InstanceClassification(Method):
+    """Cross-entropy of every view against its image's class (Eq. 1, or Eq. 3 with smoothing).
+
+    Args:
+        encoder: backbone + head.
+        classifier: the N-way cosine classifier.
+        views: augmented views per image in a batch (the engine stacks them view-major: (views x B, C, H, W)).
+        prior: initialise the weights with the contrastive prior before epoch 1 (else keep the Gaussian init).
+        mining_chunk: query rows per block of the per-epoch hard-class search.
+    """
+
+    def __init__(
+        self, encoder: Encoder, classifier: CosineInstanceClassifier, views: int = 2, prior: bool = True, mining_chunk: int = 4096
+    ) -> None:
+        super().__init__(encoder)
+        if views < 1:
+            raise ValueError(f"views must be at least 1, got {views}")
+        self.classifier = classifier
+        self.views = views
+        self.prior = prior
+        self.mining_chunk = mining_chunk
+        part = classifier.partition
+        if part.is_split:
+            # The encoder's gradients are averaged over processes by DistributedDataParallel; the weight rows' come
+            # from the sum of the processes' losses (every process computes the whole batch's loss), so divide them
+            # by W to follow the same objective.
+            processes = world_size(part.group)
+            classifier.weight.register_hook(lambda grad: grad / processes)
+
+    def training_step(self, indices: Tensor, images: Tensor, epoch: int) -> StepOutput:
+        embeddings = self.encode(images)
+        classes = indices.to(embeddings.device).repeat(self.views)
+        loss = self.classifier(embeddings, classes).mean()
+        return StepOutput(loss, {"loss_cls": loss.detach()})
+
+    @torch.no_grad()
+    def before_training(self, batches: Iterable[tuple[Tensor, Tensor]]) -> None:
+        """The contrastive prior: one pass of the randomly initialised encoder over the data, no gradients,
+        BatchNorm in training mode (its running statistics update); each image's weight row becomes its feature.
+
+        ``batches`` yields this process's ``(indices, images)`` of one view; rows of images it never yields keep
+        their Gaussian initialisation.
+        """
+        if not self.prior:
+            return
+        was_training = self.encoder.training
+        self.encoder.train()
+        part = self.classifier.partition
+        for indices, images in batches:
+            features = nn.functional.normalize(self.encoder(images).float(), dim=1)
+            indices = indices.to(features.device)
+            if part.is_split:
+                indices, features = all_gather_tensor(indices, part.group), all_gather_tensor(features, part.group)
+            self.classifier.set_rows(indices, features)
+        self.encoder.train(was_training)
+
+    @torch.no_grad()
+    def on_epoch_start(self, epoch: int) -> None:
+        """Hard-class mining on the current weights (once per epoch, before its first step)."""
+        self.classifier.mine_hard_classes(self.mining_chunk)
+
+    def sharded_parameters(self) -> list[tuple[nn.Parameter, RowPartition]]:
+        return [(self.classifier.weight, self.classifier.partition)]
+
+
+@METHODS.register("instance-classifier")
+def build_instance_classifier(cfg: Config, encoder: Encoder, num_samples: int, distributed: bool = False) -> InstanceClassification:
+    """The instance classifier with ``classifier.*`` settings; split over the processes of a distributed run."""
+    partition = RowPartition.split(num_samples) if distributed else RowPartition.whole(num_samples)
+    classifier = CosineInstanceClassifier(
+        num_samples,
+        cfg.model.embedding_dim,
+        temperature=cfg.classifier.temperature,
+        smoothing=cfg.classifier.smoothing,
+        hard_classes=min(cfg.classifier.hard_classes, num_samples - 1),
+        partition=partition,
+    )
+    return InstanceClassification(
+        encoder, classifier, views=cfg.classifier.views, prior=cfg.classifier.prior, mining_chunk=cfg.classifier.mining_chunk
+    )
+
+
+__all__ = ["InstanceClassification", "build_instance_classifier"]
