@@ -64,3 +64,26 @@ def test_parse_variants() -> None:
     assert parse_variants(" invp , insdis ") == ["invp", "insdis"]
     with pytest.raises(Exception, match="twice"):
         parse_variants("invp,invp")
+
+
+def test_classifier_ablation_is_its_own_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from invprop.config import preset
+    from invprop.evaluation.ablation import CLASSIFIER_VARIANTS, variant_config
+
+    names = parse_variants(None, "instance-classifier")
+    assert names == list(CLASSIFIER_VARIANTS) and len(names) == 4
+    settings = {name: variant_config(preset("digits"), name) for name in names}
+    assert all(cfg.method == "instance-classifier" for cfg in settings.values())
+    assert [(c.classifier.prior, c.classifier.smoothing > 0) for c in settings.values()] == [
+        (False, False), (True, False), (False, True), (True, True)
+    ]  # fmt: skip
+    with pytest.raises(Exception, match="unknown variant 'invp' of instance-classifier"):
+        parse_variants("invp", "instance-classifier")
+    out = tmp_path / "ablate"
+    args = ["-q", "ablate", "--method", "instance-classifier", "--variants", "classifier,classifier-prior-smoothing",
+            "--epochs", "1", "--set", "classifier.hard_classes=10", "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    rows = {r["variant"]: r for r in json.loads((out / "results.json").read_text())["variants"]}
+    assert set(rows) == {"classifier", "classifier-prior-smoothing"}
+    assert all(0 < r["knn_top1"] <= 1 and r["method"] == "instance-classifier" for r in rows.values())
+    assert "| classifier-prior-smoothing |" in capsys.readouterr().out

@@ -128,3 +128,23 @@ def test_only_train_runs_under_torchrun(monkeypatch: pytest.MonkeyPatch, capsys:
         main(["presets"])
     assert info.value.code == 2
     assert "only 'invprop train' runs under torchrun" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_process_instance_classifier_resumes_in_one_process(tmp_path: Path) -> None:
+    from invprop.engine import load_checkpoint
+
+    run = tmp_path / "run"
+    common = ["--set", "method=instance-classifier", "--set", "optim.batch_size=64", "--set", "classifier.hard_classes=10",
+              "--set", "device=cpu"]  # fmt: skip
+    first = subprocess.run(_torchrun("--epochs", "2", "--stop-after", "1", "--out", str(run), *common),
+                           capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert first.returncode == 0, first.stderr[-3000:]
+    state = load_checkpoint(run / "last.pt")
+    # The split weight matrix, its hard classes and its momentum are checkpointed whole (1,347 rows).
+    assert state["model"]["classifier.weight"].shape[0] == 1347 and state["model"]["classifier.hard"].shape == (1347, 10)
+    momentum = [s["momentum_buffer"] for s in state["optimizer"]["state"].values() if s["momentum_buffer"].shape[0] == 1347]
+    assert len(momentum) == 1 and momentum[0].abs().sum() > 0
+    assert main(["-q", "train", "--resume", "--out", str(run)]) == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs"] == 2 and metrics["knn_top1"] > 0.5

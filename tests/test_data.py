@@ -129,3 +129,13 @@ def test_subset_is_fixed_stratified_and_shared_with_the_monitor() -> None:
     torch.testing.assert_close(a.memory[3][1], b.memory[3][1])  # same images in the same order
     with pytest.raises(DataError, match="data.subset"):
         build_datasets("digits", subset=5000)
+
+
+def test_multi_view_draws_independent_views() -> None:
+    from invprop.data.transforms import MultiView, RandomDigitAugment
+
+    views = MultiView(RandomDigitAugment(), 3)(torch.rand(1, 8, 8))
+    assert views.shape == (3, 1, 8, 8)
+    assert not torch.equal(views[0], views[1]) and not torch.equal(views[1], views[2])
+    with pytest.raises(ValueError, match="views"):
+        MultiView(RandomDigitAugment(), 0)

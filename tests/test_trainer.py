@@ -130,3 +130,22 @@ def test_distributed_settings_are_checked_before_any_work(tmp_path) -> None:
         Trainer(from_dict({"optim": {"batch_size": 63}}, base=preset("digits")), tmp_path, context=two)
     with pytest.raises(ConfigError, match="sync_bn needs CUDA"):
         Trainer(from_dict({"device": "cpu", "distributed": {"sync_bn": True}}, base=preset("digits")), tmp_path, context=two)
+
+
+@pytest.mark.parametrize("pipeline", ["tensor", "per_image"])
+def test_instance_classifier_run_resumes_exactly(pipeline: str, tmp_path: Path) -> None:
+    cfg = from_dict(
+        {"method": "instance-classifier", "epochs": 2, "data": {"pipeline": pipeline}, "optim": {"batch_size": 64},
+         "classifier": {"hard_classes": 10}},
+        base=preset("digits"),
+    )  # fmt: skip
+    full = Trainer(cfg, tmp_path / "full", progress=False).fit()
+    assert full.metrics["knn_top1"] > 0.5 and full.metrics["loss"] > 0
+    Trainer(cfg, tmp_path / "split", progress=False).fit(stop_after=1)
+    resumed = Trainer(cfg, tmp_path / "split", progress=False).fit(resume=True)  # no second prior pass
+    assert resumed.metrics["loss"] == full.metrics["loss"] and resumed.metrics["knn_top1"] == full.metrics["knn_top1"]
+    a = load_checkpoint(tmp_path / "full" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "split" / "last.pt")["model"]
+    assert {"classifier.weight", "classifier.hard"} <= set(a)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (a["classifier.hard"] >= 0).all()  # mined at the start of each epoch
