@@ -10,6 +10,16 @@ from typing import Callable
 
 import torch
 
+#: The authors' ImageNet settings (../shared/docs/method.md).
+EMBEDDING_DIM = 128
+NUM_NEIGHBORS = 4
+STEPS = 3
+N_BACKGROUND = 4096
+N_POSITIVES = 50
+TEMPERATURE = 0.07
+WEIGHT = 0.6
+MOMENTUM = 0.5
+
 
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":

@@ -15,20 +15,26 @@ import datetime
 
 import torch
 
-from common import fmt, machine, peak_mib, pick_device, reset_peak, time_call
+from common import (
+    EMBEDDING_DIM,
+    MOMENTUM,
+    N_BACKGROUND,
+    N_POSITIVES,
+    NUM_NEIGHBORS,
+    STEPS,
+    TEMPERATURE,
+    WEIGHT,
+    fmt,
+    machine,
+    peak_mib,
+    pick_device,
+    reset_peak,
+    time_call,
+)
 from invprop.core import InvariancePropagationLoss, MemoryBank
 from invprop.core.bank import BANK_DTYPES
 from invprop.core.reference import authors_step
 
-#: The authors' ImageNet settings (../shared/docs/method.md).
-EMBEDDING_DIM = 128
-NUM_NEIGHBORS = 4
-STEPS = 3
-N_BACKGROUND = 4096
-N_POSITIVES = 50
-TEMPERATURE = 0.07
-WEIGHT = 0.6
-MOMENTUM = 0.5
 
 
 def make_inputs(n: int, b: int, device: torch.device, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

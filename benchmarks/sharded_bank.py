@@ -27,7 +27,19 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from common import fmt, machine, peak_mib, reset_peak, synchronize
+from common import (
+    EMBEDDING_DIM,
+    N_BACKGROUND,
+    N_POSITIVES,
+    NUM_NEIGHBORS,
+    STEPS,
+    TEMPERATURE,
+    fmt,
+    machine,
+    peak_mib,
+    reset_peak,
+    synchronize,
+)
 from invprop.core import InvariancePropagationLoss, MemoryBank
 from invprop.core.bank import BANK_DTYPES
 from invprop.core.faiss_search import faiss_available
@@ -36,13 +48,6 @@ from invprop.engine.distributed import barrier, device_for, init_distributed, sh
 from invprop.methods.invp import InvariancePropagation
 from invprop.models.encoder import Encoder
 
-#: The authors' ImageNet settings (../shared/docs/method.md).
-EMBEDDING_DIM = 128
-NUM_NEIGHBORS = 4
-STEPS = 3
-N_BACKGROUND = 4096
-N_POSITIVES = 50
-TEMPERATURE = 0.07
 #: Clusters of the synthetic rows of the rebuild benchmark (real embeddings are clustered, not uniform on the sphere).
 REBUILD_CLUSTERS = 1000
 #: Rows on which graph recall is measured.

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from invprop.core.collectives import all_reduce_sum
 from invprop.core.faiss_search import FaissSearch, exact_neighbors_of, graph_recall
 from invprop.core.graph import drop_anchor, knn_graph, online_neighbors
-from invprop.core.sharded import RowPartition, gather_partition, sharded_knn_graph, sharded_topk
+from invprop.core.sharded import RowPartition, SplitRowsState, partition_randn, sharded_knn_graph, sharded_topk
 
 #: Banks up to this many rows get an exact neighbour table at construction (an O(N^2 D) search, chunked).
 #: Larger banks start with invalid rows, filled by the online rule or by :meth:`MemoryBank.rebuild_neighbors`.
@@ -38,13 +38,11 @@ INVALID_NEIGHBOR = -1
 BANK_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 #: Neighbour searches of a full graph rebuild: exact (chunked) or an approximate FAISS index.
 REBUILD_SEARCHES = ("exact", "faiss")
-#: Rows drawn at a time when a split bank draws its random initial rows (the same stream as one whole draw).
-_INIT_CHUNK_ROWS = 65_536
 #: Smallest norm divided by when normalising rows (torch.nn.functional.normalize's default).
 _NORM_EPS = 1e-12
 
 
-class MemoryBank(nn.Module):
+class MemoryBank(SplitRowsState, nn.Module):
     """Memory bank of unit embeddings with an EMA update and a kNN neighbour table.
 
     Both tensors are registered buffers, so ``state_dict()``/``load_state_dict()`` and ``.to(device)`` carry them.
@@ -82,6 +80,7 @@ class MemoryBank(nn.Module):
 
     features: Tensor
     neighbors: Tensor
+    split_rows = ("features",)
 
     def __init__(
         self,
@@ -116,7 +115,7 @@ class MemoryBank(nn.Module):
         self.num_neighbors = num_neighbors
         self.partition = partition
         if features is None:
-            features = _random_rows(size, dim, partition, generator)
+            features = partition_randn(size, dim, partition, generator)
             features.div_(features.norm(dim=1, keepdim=True).clamp_min(_NORM_EPS))  # in place: no second N x D copy
         elif tuple(features.shape) != (size, dim):
             raise ValueError(f"initial features must be ({size}, {dim}), got {tuple(features.shape)}")
@@ -204,42 +203,9 @@ class MemoryBank(nn.Module):
             exact = exact_neighbors_of(queries, rows, self.features, self.num_neighbors)
         return graph_recall(self.neighbors[rows], exact)
 
-    def _save_to_state_dict(self, destination, prefix, keep_vars):  # type: ignore[no-untyped-def]
-        """A split bank saves the whole (N, D) bank on rank 0 (gathered; other ranks save their own rows)."""
-        super()._save_to_state_dict(destination, prefix, keep_vars)
-        if self.partition.is_split:
-            whole = gather_partition(self.features, self.partition)
-            if whole is not None:
-                destination[prefix + "features"] = whole
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
-        """Accepts the whole bank (N, D) on any partition: each process keeps the rows it holds."""
-        key = prefix + "features"
-        saved = state_dict.get(key)
-        if saved is not None and self.partition.is_split and saved.shape[0] == self.size:
-            state_dict[key] = saved[self.partition.start : self.partition.stop]
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
     def extra_repr(self) -> str:
         rows = f", rows=[{self.partition.start}, {self.partition.stop})" if self.partition.is_split else ""
         return (
             f"size={self.size}, dim={self.dim}, momentum={self.momentum}, num_neighbors={self.num_neighbors}, "
             f"dtype={self.features.dtype}{rows}"
         )
-
-
-def _random_rows(size: int, dim: int, partition: RowPartition, generator: torch.Generator | None) -> Tensor:
-    """The rows ``[partition.start, partition.stop)`` of ``torch.randn(size, dim)``.
-
-    The other rows are drawn too (in chunks, then dropped), so that every process leaves the RNG in the same state.
-    """
-    if not partition.is_split:
-        return torch.randn(size, dim, generator=generator)
-    kept = []
-    for first in range(0, size, _INIT_CHUNK_ROWS):
-        last = min(first + _INIT_CHUNK_ROWS, size)
-        draw = torch.randn(last - first, dim, generator=generator)
-        lo, hi = max(first, partition.start), min(last, partition.stop)
-        if lo < hi:
-            kept.append(draw[lo - first : hi - first])
-    return torch.cat(kept)

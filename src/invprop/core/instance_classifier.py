@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from invprop.core.collectives import all_gather_rows, all_gather_tensor, all_reduce_sum, distributed_logsumexp
-from invprop.core.sharded import GATHER_CHUNK_ROWS, RowPartition, gather_partition, sharded_knn_graph
+from invprop.core.sharded import RowPartition, SplitRowsState, partition_randn, sharded_knn_graph
 
 #: Marker for "no hard classes known yet" in the hard-class table.
 UNKNOWN_CLASS = -1
@@ -76,7 +76,7 @@ def smoothed_cross_entropy(column_logits: Tensor, target_weights: Tensor, log_no
     return log_normaliser - (target_weights * column_logits.float()).sum(dim=1)
 
 
-class CosineInstanceClassifier(nn.Module):
+class CosineInstanceClassifier(SplitRowsState, nn.Module):
     """N-way cosine-softmax classifier, with the loss of Eq. 3 and hard-class mining; rows may be split over processes.
 
     Args:
@@ -106,6 +106,7 @@ class CosineInstanceClassifier(nn.Module):
 
     weight: Tensor
     hard: Tensor
+    split_rows = ("weight", "hard")
 
     def __init__(
         self,
@@ -135,14 +136,7 @@ class CosineInstanceClassifier(nn.Module):
         self.smoothing = smoothing
         self.num_hard = hard_classes if smoothing > 0 else 0
         self.partition = partition
-        weight = torch.empty(partition.rows, dim)
-        for first in range(0, num_classes, GATHER_CHUNK_ROWS):  # the same rows as one whole Gaussian draw
-            last = min(first + GATHER_CHUNK_ROWS, num_classes)
-            draw = torch.randn(last - first, dim, generator=generator)
-            lo, hi = max(first, partition.start), min(last, partition.stop)
-            if lo < hi:
-                weight[lo - partition.start : hi - partition.start] = draw[lo - first : hi - first]
-        self.weight = nn.Parameter(weight)
+        self.weight = nn.Parameter(partition_randn(num_classes, dim, partition, generator))
         self.register_buffer("hard", torch.full((partition.rows, self.num_hard), UNKNOWN_CLASS, dtype=torch.long))
 
     def forward(self, embeddings: Tensor, classes: Tensor) -> Tensor:
@@ -196,21 +190,6 @@ class CosineInstanceClassifier(nn.Module):
         """Set the weight rows of global ``classes`` (B,) to ``features`` (B, D) (rows held elsewhere are skipped)."""
         owned = self.partition.owns(classes)
         self.weight[self.partition.local(classes[owned])] = features[owned].to(self.weight.dtype)
-
-    def _save_to_state_dict(self, destination, prefix, keep_vars):  # type: ignore[no-untyped-def]
-        super()._save_to_state_dict(destination, prefix, keep_vars)
-        if self.partition.is_split:
-            for name in ("weight", "hard"):
-                whole = gather_partition(getattr(self, name).detach(), self.partition)
-                if whole is not None:
-                    destination[prefix + name] = whole
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
-        for name in ("weight", "hard"):
-            saved = state_dict.get(prefix + name)
-            if saved is not None and self.partition.is_split and saved.shape[0] == self.num_classes:
-                state_dict[prefix + name] = saved[self.partition.start : self.partition.stop]
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def extra_repr(self) -> str:
         rows = f", rows=[{self.partition.start}, {self.partition.stop})" if self.partition.is_split else ""

@@ -360,6 +360,47 @@ def _all_gather_blocks(block: Tensor, total: int, parts: int, group: ProcessGrou
     return torch.cat([gathered[i, : block_bounds(total, parts, i)[1] - block_bounds(total, parts, i)[0]] for i in range(parts)])
 
 
+def partition_randn(total: int, dim: int, part: RowPartition, generator: torch.Generator | None = None) -> Tensor:
+    """The rows ``[part.start, part.stop)`` of ``torch.randn(total, dim)``: the same values for any partition.
+
+    The other rows are drawn too (in chunks, then dropped), so that every process leaves the RNG in the same state.
+    """
+    if not part.is_split:
+        return torch.randn(total, dim, generator=generator)
+    kept = []
+    for first in range(0, total, GATHER_CHUNK_ROWS):
+        last = min(first + GATHER_CHUNK_ROWS, total)
+        draw = torch.randn(last - first, dim, generator=generator)
+        lo, hi = max(first, part.start), min(last, part.stop)
+        if lo < hi:
+            kept.append(draw[lo - first : hi - first])
+    return torch.cat(kept)
+
+
+class SplitRowsState:
+    """Mixin for an ``nn.Module`` whose tensors named in ``split_rows`` hold rows ``[partition.start,
+    partition.stop)`` of N: its state dict holds them whole (gathered on rank 0; a collective), and a whole state
+    loads into any partition, each process keeping its rows. The module sets ``self.partition``."""
+
+    split_rows: tuple[str, ...] = ()
+    partition: RowPartition
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):  # type: ignore[no-untyped-def]
+        super()._save_to_state_dict(destination, prefix, keep_vars)  # type: ignore[misc]
+        if self.partition.is_split:
+            for name in self.split_rows:
+                whole = gather_partition(getattr(self, name).detach(), self.partition)
+                if whole is not None:
+                    destination[prefix + name] = whole
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+        for name in self.split_rows:
+            saved = state_dict.get(prefix + name)
+            if saved is not None and self.partition.is_split and saved.shape[0] == self.partition.total:
+                state_dict[prefix + name] = saved[self.partition.start : self.partition.stop]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)  # type: ignore[misc]
+
+
 @torch.no_grad()
 def gather_partition(rows: Tensor, part: RowPartition, dst: int = 0, chunk_rows: int = GATHER_CHUNK_ROWS) -> Tensor | None:
     """The whole (N, D) matrix on rank ``dst`` (in CPU memory), from every rank's block; None on other ranks.
@@ -393,10 +434,12 @@ __all__ = [
     "LocalSearch",
     "RowPartition",
     "ShardedBackground",
+    "SplitRowsState",
     "block_bounds",
     "exact_search",
     "gather_partition",
     "merge_topk",
+    "partition_randn",
     "sharded_background_logits",
     "sharded_knn_graph",
     "sharded_row_logits",
