@@ -78,3 +78,12 @@ def test_bad_yaml_file(tmp_path: Path) -> None:
         C.load_yaml(bad)
     with pytest.raises(ConfigError, match="cannot read"):
         C.load_yaml(tmp_path / "missing.yaml")
+
+
+def test_warmup_defaults_to_a_tenth_for_the_instance_classifier_only() -> None:
+    from invprop.config import from_dict, preset, warmup_epochs
+
+    assert warmup_epochs(preset("digits")) == 0
+    assert warmup_epochs(from_dict({"method": "instance-classifier"}, base=preset("digits"))) == 10  # 100 epochs
+    assert warmup_epochs(from_dict({"method": "instance-classifier", "epochs": 30}, base=preset("digits"))) == 3
+    assert warmup_epochs(from_dict({"method": "instance-classifier", "optim": {"warmup_epochs": 0}}, base=preset("digits"))) == 0

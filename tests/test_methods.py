@@ -178,3 +178,13 @@ def test_contrastive_prior_sets_weights_to_running_batchnorm_features() -> None:
     frozen = _classifier(prior=False)
     frozen.before_training(batches)
     assert torch.equal(frozen.classifier.weight.detach(), gaussian)  # switched off: the Gaussian init stays
+
+
+def test_faiss_rebuild_records_its_recall() -> None:
+    pytest.importorskip("faiss")
+    method = make("invp")
+    method.graph_update, method.rebuild_search, method.faiss_lists, method.faiss_probe = "rebuild", "faiss", 2, 2
+    metrics = method.on_epoch_end(1)
+    assert set(metrics) == {"graph_recall"} and 0.0 < metrics["graph_recall"] <= 1.0
+    method.rebuild_search = "exact"
+    assert method.on_epoch_end(2) == {} and method.bank.sampled_recall(torch.arange(100)) == 1.0

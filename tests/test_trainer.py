@@ -149,3 +149,7 @@ def test_instance_classifier_run_resumes_exactly(pipeline: str, tmp_path: Path) 
     assert {"classifier.weight", "classifier.hard"} <= set(a)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert (a["classifier.hard"] >= 0).all()  # mined at the start of each epoch
+    if pipeline == "tensor":  # the eval protocols read its encoder like an InvP run's
+        from invprop.cli import main
+
+        assert main(["-q", "eval", "knn", "--checkpoint", str(tmp_path / "full")]) == 0

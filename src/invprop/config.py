@@ -81,7 +81,11 @@ class OptimConfig:
     weight_decay: float = _f(5e-4, "weight decay (not applied to norm layers and biases)")
     batch_size: int = _f(128, "images per step, summed over all processes of a distributed run (the global batch)")
     schedule: str = _f("cosine", "learning-rate schedule: cosine or step")
-    warmup_epochs: int = _f(0, "linear warm-up epochs")
+    warmup_epochs: int | None = _f(
+        None,
+        "linear warm-up epochs; null = 10% of the epochs (at most 10) for the instance classifier, none for the "
+        "memory-bank methods",
+    )
     milestones: list[int] | None = _f(None, "epochs at which the step schedule decays (default: 50%, 75%, 87.5%)")
     gamma: float = _f(0.1, "decay factor of the step schedule")
 
@@ -206,6 +210,18 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.augment": ("digits", "cifar", "imagenet"),
     "data.pipeline": ("auto", "tensor", "per_image"),
 }
+
+
+#: Methods that train with a warm-up by default (``optim.warmup_epochs: null``), as a share of the epochs, capped.
+WARMUP_SHARE = {"instance-classifier": 0.1}
+MAX_DEFAULT_WARMUP_EPOCHS = 10
+
+
+def warmup_epochs(cfg: Config) -> int:
+    """``optim.warmup_epochs``, or the method's default when it is null."""
+    if cfg.optim.warmup_epochs is not None:
+        return cfg.optim.warmup_epochs
+    return min(int(cfg.epochs * WARMUP_SHARE.get(cfg.method, 0.0)), MAX_DEFAULT_WARMUP_EPOCHS)
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:
@@ -363,7 +379,10 @@ def validate(cfg: Config) -> Config:
     _check(cfg.optim.batch_size >= 2, f"optim.batch_size must be at least 2, got {cfg.optim.batch_size}")
     _check(cfg.optim.weight_decay >= 0, f"optim.weight_decay must be non-negative, got {cfg.optim.weight_decay}")
     _check(0 <= cfg.optim.momentum < 1, f"optim.momentum must be in [0, 1), got {cfg.optim.momentum}")
-    _check(0 <= cfg.optim.warmup_epochs < cfg.epochs, f"optim.warmup_epochs must be in [0, epochs), got {cfg.optim.warmup_epochs}")
+    _check(
+        cfg.optim.warmup_epochs is None or 0 <= cfg.optim.warmup_epochs < cfg.epochs,
+        f"optim.warmup_epochs must be in [0, epochs), got {cfg.optim.warmup_epochs}",
+    )
     _check(cfg.model.embedding_dim >= 1, f"model.embedding_dim must be positive, got {cfg.model.embedding_dim}")
     _check(cfg.eval.knn_k >= 1, f"eval.knn_k must be positive, got {cfg.eval.knn_k}")
     _check(cfg.eval.knn_sigma > 0, f"eval.knn_sigma must be positive, got {cfg.eval.knn_sigma}")

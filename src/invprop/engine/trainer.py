@@ -22,7 +22,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from invprop.config import Config, from_dict, save_yaml, to_dict, validate
+from invprop.config import Config, from_dict, save_yaml, to_dict, validate, warmup_epochs
 from invprop.core.faiss_search import faiss_available
 from invprop.core.sharded import RowPartition, gather_partition
 from invprop.data import DataSplits, EpochBatchSampler, TensorBatches, build_datasets
@@ -338,7 +338,7 @@ class Trainer:
             if max_steps is not None and step >= max_steps:
                 break
             factor = lr_factor(
-                self.global_step, self.steps_per_epoch, cfg.epochs, cfg.optim.schedule, cfg.optim.warmup_epochs, cfg.optim.milestones, cfg.optim.gamma
+                self.global_step, self.steps_per_epoch, cfg.epochs, cfg.optim.schedule, warmup_epochs(cfg), cfg.optim.milestones, cfg.optim.gamma
             )
             for group in self.optimizer.param_groups:
                 group["lr"] = cfg.optim.lr * factor
