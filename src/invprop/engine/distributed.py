@@ -16,7 +16,6 @@ from typing import Iterator
 
 import torch
 import torch.distributed as dist
-from torch import Tensor
 
 from invprop.errors import ConfigError
 
@@ -132,15 +131,6 @@ def main_process_first(context: DistributedContext) -> Iterator[None]:
         barrier(context)
 
 
-def broadcast_flag(context: DistributedContext, value: bool, device: torch.device) -> bool:
-    """Rank 0's ``value`` on every process."""
-    if not context.enabled:
-        return value
-    flag = torch.tensor([1.0 if value else 0.0], device=device)
-    dist.broadcast(flag, src=0)
-    return bool(flag.item())
-
-
 def reduce_step_values(
     context: DistributedContext, values: dict[str, float], stop: bool, device: torch.device
 ) -> tuple[dict[str, float], dict[str, int], bool]:
@@ -157,36 +147,8 @@ def reduce_step_values(
     raw = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
     present = ~torch.isnan(raw)
     packed = torch.cat([torch.where(present, raw, torch.zeros_like(raw)), present.double(), raw.new_tensor([float(stop)])])
-    # A NaN loss must reach every process: count non-finite values separately.
-    nonfinite = (~torch.isfinite(raw) & present).double()
-    packed = torch.cat([packed, nonfinite])
     dist.all_reduce(packed)
     n = len(keys)
-    sums, counts, stop_votes, bad = packed[:n], packed[n : 2 * n], packed[2 * n], packed[2 * n + 1 :]
-    means = {}
-    for i, key in enumerate(keys):
-        if bad[i] > 0:
-            means[key] = float("nan")
-        else:
-            means[key] = float(sums[i] / counts[i]) if counts[i] > 0 else float("nan")
-    return means, {k: int(counts[i]) for i, k in enumerate(keys)}, bool(stop_votes > 0)
-
-
-def gather_objects(context: DistributedContext, value: object) -> list[object]:
-    """Every process's picklable ``value``, in rank order."""
-    if not context.enabled:
-        return [value]
-    out: list[object] = [None] * context.world_size
-    dist.all_gather_object(out, value)
-    return out
-
-
-def tensor_is_equal_everywhere(context: DistributedContext, tensor: Tensor) -> bool:
-    """True when ``tensor`` holds the same values on every process (for checks and tests)."""
-    if not context.enabled:
-        return True
-    reference = tensor.detach().clone()
-    dist.broadcast(reference, src=0)
-    same = torch.tensor([float(torch.equal(reference, tensor.detach()))], device=tensor.device)
-    dist.all_reduce(same, op=dist.ReduceOp.MIN)
-    return bool(same.item())
+    sums, counts, stop_votes = packed[:n], packed[n : 2 * n], packed[2 * n]
+    means = {key: float(sums[i] / counts[i]) if counts[i] > 0 else float("nan") for i, key in enumerate(keys)}
+    return means, {key: int(counts[i]) for i, key in enumerate(keys)}, bool(stop_votes > 0)
