@@ -106,3 +106,10 @@ def test_sharded_primitives_equal_the_unsharded_computation(tmp_path: Path) -> N
     # (callers gather their queries with all_gather_rows, whose backward does that sum).
     torch.testing.assert_close(sum(out["query_grad"] for out in results), q.grad, rtol=1e-5, atol=1e-6)
     assert torch.equal(results[0]["whole"], rows) and results[1]["whole"] is None
+
+
+def test_empty_slots_of_an_approximate_search_stay_empty_when_made_global() -> None:
+    from invprop.core.sharded import _to_global
+
+    part = RowPartition(100, 40, 70)
+    assert _to_global(torch.tensor([[0, 29, -1]]), part).tolist() == [[40, 69, -1]]

@@ -135,7 +135,9 @@ def exact_search(rows: Tensor) -> LocalSearch:
 
 
 @torch.no_grad()
-def merge_topk(values: Tensor, indices: Tensor, k: int, group: ProcessGroup | None = None) -> tuple[Tensor, Tensor]:
+def merge_topk(
+    values: Tensor, indices: Tensor, k: int, group: ProcessGroup | None = None, total: int | None = None
+) -> tuple[Tensor, Tensor]:
     """Merge every rank's (B, k_r) candidates into the global top-k, most similar first.
 
     Args:
@@ -143,6 +145,7 @@ def merge_topk(values: Tensor, indices: Tensor, k: int, group: ProcessGroup | No
         indices: (B, k_r) their global row indices.
         k: entries to keep.
         group: process group.
+        total: number of rows the indices point into, if known (saves a device sync to size the message).
 
     Returns:
         ``(values, indices)``, both (B, k), the same on every rank (``-1`` where fewer than k candidates exist).
@@ -157,13 +160,21 @@ def merge_topk(values: Tensor, indices: Tensor, k: int, group: ProcessGroup | No
     parts = world_size(group)
     all_values = all_gather_tensor(values.float().contiguous(), group).view(parts, *values.shape)
     # Row indices travel as int32 when they fit (half the bytes of the largest message of a sharded step).
-    narrow = indices.numel() == 0 or int(indices.max()) < _INT32_LIMIT
+    if total is not None:
+        narrow = total <= _INT32_LIMIT
+    else:
+        narrow = indices.numel() == 0 or int(indices.max()) < _INT32_LIMIT
     sent = indices.int() if narrow else indices
     all_indices = all_gather_tensor(sent.contiguous(), group).view(parts, *indices.shape).long()
     merged_values = all_values.permute(1, 0, 2).reshape(values.shape[0], -1)
     merged_indices = all_indices.permute(1, 0, 2).reshape(values.shape[0], -1)
     best, order = merged_values.topk(k, dim=1, sorted=True)
     return best, merged_indices.gather(1, order)
+
+
+def _to_global(indices: Tensor, part: RowPartition) -> Tensor:
+    """Local row indices from a search as global ones; ``-1`` (a slot an approximate search left empty) stays."""
+    return torch.where(indices >= 0, indices + part.start, indices)
 
 
 @torch.no_grad()
@@ -188,7 +199,7 @@ def sharded_topk(
     values, indices = search(query, min(k, part.rows))
     if not part.is_split:
         return values, indices
-    return merge_topk(values, indices + part.start, k, part.group)
+    return merge_topk(values, _to_global(indices, part), k, part.group, part.total)
 
 
 def sharded_row_logits(query: Tensor, rows: Tensor, part: RowPartition, columns: Tensor) -> Tensor:
@@ -261,7 +272,7 @@ def sharded_background_logits(
     if dense:
         local_sim = similarity_block(query, rows)  # (B, R), differentiable w.r.t. the query
         values, local = local_sim.detach().topk(min(n_background, part.rows), dim=1, sorted=True)
-        background = merge_topk(values, local + part.start, n_background, part.group)[1] if part.is_split else local
+        background = merge_topk(values, local + part.start, n_background, part.group, part.total)[1] if part.is_split else local
         owned = part.owns(background)
         logits = local_sim.gather(1, part.local(background))
         column_sim = local_sim.gather(1, part.local(columns))
@@ -322,7 +333,7 @@ def sharded_knn_graph(
     def neighbours_of(first: int, queries: Tensor) -> Tensor:
         values, indices = search(queries.float(), min(k + 1, part.rows))
         if part.is_split:
-            values, indices = merge_topk(values, indices + part.start, k + 1, part.group)
+            values, indices = merge_topk(values, _to_global(indices, part), k + 1, part.group, part.total)
         anchors = torch.arange(first, first + queries.shape[0], device=rows.device)
         return drop_anchor(indices, anchors, k)
 
