@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+from typing import Any, Callable
 
 import torch
 
@@ -26,6 +27,7 @@ from common import (
     WEIGHT,
     fmt,
     machine,
+    markdown_table,
     peak_mib,
     pick_device,
     reset_peak,
@@ -34,7 +36,6 @@ from common import (
 from invprop.core import InvariancePropagationLoss, MemoryBank
 from invprop.core.bank import BANK_DTYPES
 from invprop.core.reference import authors_step
-
 
 
 def make_inputs(n: int, b: int, device: torch.device, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -73,13 +74,60 @@ def reference_runner(features, neighbors, indices, embeddings):
     return step
 
 
-def measure(make, device: torch.device, repeats: int) -> tuple[float, float | None]:
+def measure(make, device: torch.device, repeats: int, warmup: int = 2) -> tuple[float, float | None]:
     reset_peak(device)
     step = make()
-    seconds = time_call(step, device, repeats)
+    seconds = time_call(step, device, repeats, warmup)
     peak = peak_mib(device)
     del step
     return seconds, peak
+
+
+def variants(bank_dtype: str) -> dict[str, tuple[torch.dtype, bool, str]]:
+    """invprop's variants: name -> (bank dtype, exact positives, similarity strategy)."""
+    return {
+        "invprop, concatenation (authors' positives), auto": (torch.float32, False, "auto"),
+        "invprop, exact positives, auto": (torch.float32, True, "auto"),
+        "invprop, exact, dense similarity": (torch.float32, True, "dense"),
+        "invprop, exact, gathered similarity": (torch.float32, True, "gather"),
+        f"invprop, exact, auto, {bank_dtype} bank": (BANK_DTYPES[bank_dtype], True, "auto"),
+    }
+
+
+def objective_rows(
+    device: torch.device,
+    sizes: list[int],
+    batches: list[int],
+    repeats: int,
+    bank_dtype: str = "float16",
+    warmup: int = 2,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """One row per (N, B, variant): median step time in ms, its ratio to the reference's, peak device MiB (CUDA)."""
+    rows: list[dict[str, Any]] = []
+
+    def add(row: dict[str, Any]) -> None:
+        rows.append(row)
+        if on_row is not None:
+            on_row(row)
+
+    for n in sizes:
+        for b in batches:
+            inputs = make_inputs(n, b, device)
+            ref_s, ref_m = measure(lambda: reference_runner(*inputs), device, repeats, warmup)
+            add({"N": n, "B": b, "variant": "reference (authors' formulation)", "ms": ref_s * 1e3, "ratio": 1.0, "peak_mib": ref_m})
+            for name, (dtype, exact, strategy) in variants(bank_dtype).items():
+                sec, mem = measure(lambda: invprop_runner(*inputs, dtype, exact, strategy), device, repeats, warmup)
+                add({"N": n, "B": b, "variant": name, "ms": sec * 1e3, "ratio": sec / ref_s, "peak_mib": mem})
+            del inputs
+    return rows
+
+
+COLUMNS = ("N", "B", "variant", "step ms", "vs reference", "peak MiB")
+
+
+def table_row(row: dict[str, Any]) -> list[str]:
+    return [f"{row['N']:,}", str(row["B"]), row["variant"], f"{row['ms']:.1f}", f"{row['ratio']:.2f}x", fmt(row["peak_mib"], "{:.0f}")]
 
 
 def main() -> None:
@@ -94,24 +142,12 @@ def main() -> None:
     torch.backends.cuda.matmul.allow_tf32 = False  # both sides in true fp32
     print(f"# objective step, {machine()}, {datetime.date.today()}, device {device}")
     print(f"# D={EMBEDDING_DIM} k={NUM_NEIGHBORS} l={STEPS} N_b={N_BACKGROUND} P={N_POSITIVES}; median of {args.repeats}")
-    print("| N | B | variant | step ms | vs reference | peak MiB |")
-    print("|---|---|---|---|---|---|")
-    variants = {
-        "invprop, concatenation (authors' positives), auto": (torch.float32, False, "auto"),
-        "invprop, exact positives, auto": (torch.float32, True, "auto"),
-        "invprop, exact, dense similarity": (torch.float32, True, "dense"),
-        "invprop, exact, gathered similarity": (torch.float32, True, "gather"),
-        f"invprop, exact, auto, {args.bank_dtype} bank": (BANK_DTYPES[args.bank_dtype], True, "auto"),
-    }
-    for n in args.sizes:
-        for b in args.batches:
-            inputs = make_inputs(n, b, device)
-            ref_s, ref_m = measure(lambda: reference_runner(*inputs), device, args.repeats)
-            print(f"| {n:,} | {b} | reference (authors' formulation) | {ref_s * 1e3:.1f} | 1.00x | {fmt(ref_m, '{:.0f}')} |")
-            for name, (dtype, exact, strategy) in variants.items():
-                sec, mem = measure(lambda: invprop_runner(*inputs, dtype, exact, strategy), device, args.repeats)
-                print(f"| {n:,} | {b} | {name} | {sec * 1e3:.1f} | {sec / ref_s:.2f}x | {fmt(mem, '{:.0f}')} |", flush=True)
-            del inputs
+    print(markdown_table(COLUMNS, []), end="")
+    objective_rows(
+        device, args.sizes, args.batches, args.repeats, args.bank_dtype,
+        on_row=lambda row: print("| " + " | ".join(table_row(row)) + " |", flush=True),
+    )  # fmt: skip
+
 
 if __name__ == "__main__":
     main()

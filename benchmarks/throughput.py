@@ -18,24 +18,26 @@ import argparse
 import contextlib
 import datetime
 import itertools
+import os
 import time
+from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from common import machine, pick_device, synchronize
-from invprop.config import from_dict, preset
-from invprop.data import EpochSampler, TensorBatches, build_datasets
+from common import machine, markdown_table, pick_device, synchronize
+from invprop.config import preset
+from invprop.data import EpochBatchSampler, TensorBatches, build_datasets
 from invprop.methods import METHODS
 from invprop.models import build_encoder
 
 BATCH = 256
 
 
-def batches_fast(data, device: torch.device) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
-    loader = TensorBatches(data.train_images, BATCH, True, device)
+def batches_fast(data, device: torch.device, batch: int) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    loader = TensorBatches(data.train_images, batch, device)
     augment = data.batch_augment.to(device)
     labels = data.train_images.labels.to(device)
     generator = torch.Generator(device=device).manual_seed(0)
@@ -44,10 +46,10 @@ def batches_fast(data, device: torch.device) -> Iterator[tuple[Tensor, Tensor, T
             yield indices, augment(images, generator), labels[indices]
 
 
-def batches_per_image(data, device: torch.device, workers: int) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
-    sampler = EpochSampler(len(data.train))
+def batches_per_image(data, device: torch.device, workers: int, batch: int) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    sampler = EpochBatchSampler(len(data.train), batch)
     loader = DataLoader(
-        data.train, BATCH, sampler=sampler, drop_last=True, num_workers=workers, pin_memory=device.type == "cuda",
+        data.train, batch_sampler=sampler, num_workers=workers, pin_memory=device.type == "cuda",
         persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
     )  # fmt: skip
     for epoch in itertools.count():
@@ -116,6 +118,59 @@ def run(
     return (time.perf_counter() - start) / steps
 
 
+#: The variants: label -> (InvP or cross-entropy, fast data path, torch.compile).
+VARIANTS = {
+    "fast": ("invp", True, False),
+    "baseline": ("invp", False, False),
+    "ce": ("ce", True, False),
+    "fast+compile": ("invp", True, True),
+    "ce+compile": ("ce", True, True),
+}
+PLAIN = ("fast", "baseline", "ce")
+
+
+def measure_throughput(
+    data_root: str | Path,
+    device: torch.device,
+    steps: int,
+    warmup: int,
+    workers: int,
+    variants: tuple[str, ...] = PLAIN,
+    cache_dir: str | Path | None = None,
+    batch: int = BATCH,
+    on_row: Callable[[str, float], None] | None = None,
+) -> dict[str, float]:
+    """Seconds per step of each of ``variants`` (see :data:`VARIANTS`), measured one after the other."""
+    torch.manual_seed(0)
+    name = f"imagefolder:{data_root}"
+    fast_data = build_datasets(name, augment="cifar", image_size=32, pipeline="tensor", cache_dir=cache_dir)
+    slow_data = None
+    n = len(fast_data.train)
+    results: dict[str, float] = {}
+    for label in variants:
+        objective, fast, compiled = VARIANTS[label]
+        model = InvPModel(n, device) if objective == "invp" else CrossEntropyModel(10)
+        if fast:
+            batches = batches_fast(fast_data, device, batch)
+        else:
+            if slow_data is None:
+                slow_data = build_datasets(name, augment="cifar", image_size=32, pipeline="per_image", cache_dir=cache_dir)
+            batches = batches_per_image(slow_data, device, workers, batch)
+        results[label] = run(model, batches, device, fast, steps, warmup, compiled)
+        if on_row is not None:
+            on_row(label, results[label])
+    return results
+
+
+def summary(results: dict[str, float]) -> dict[str, float]:
+    """The ratios the targets are about: fast / baseline throughput and InvP's overhead over cross-entropy."""
+    out = {"fast_over_baseline": results["baseline"] / results["fast"], "invp_overhead": results["fast"] / results["ce"]}
+    if "fast+compile" in results:
+        out["compiled_fast_over_baseline"] = results["baseline"] / results["fast+compile"]
+        out["compiled_invp_overhead"] = results["fast+compile"] / results["ce+compile"]
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="extracted CIFAR-10 ImageFolder copy (train/<class>/*.jpg)")
@@ -123,35 +178,31 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--workers", type=int, default=None, help="DataLoader workers of the baseline (default: cores)")
-    parser.add_argument("--compile", action="store_true", help="also measure the fast variant with torch.compile")
+    parser.add_argument("--compile", action="store_true", help="also measure the fast and ce variants with torch.compile")
     parser.add_argument("--cache-dir", default="~/.cache/invprop/images")
     args = parser.parse_args()
     device = pick_device(args.device)
-    workers = args.workers if args.workers is not None else min(16, torch.get_num_threads())
-    torch.manual_seed(0)
-    name = f"imagefolder:{args.data}"
-    fast_data = build_datasets(name, augment="cifar", image_size=32, pipeline="tensor", cache_dir=args.cache_dir)
-    slow_data = build_datasets(name, augment="cifar", image_size=32, pipeline="per_image")
-    n = len(fast_data.train)
-    print(f"# throughput, ResNet-18 CIFAR stem, batch {BATCH}, N={n:,}; {machine()}; {datetime.date.today()}; device {device}")
+    workers = args.workers if args.workers is not None else default_workers()
+    print(f"# throughput, ResNet-18 CIFAR stem, batch {BATCH}; {machine()}; {datetime.date.today()}; device {device}")
     print(f"# {args.steps} timed steps after {args.warmup} warm-up steps; baseline workers {workers}")
-    results: dict[str, float] = {}
-    variants = [
-        ("fast", lambda: InvPModel(n, device), lambda: batches_fast(fast_data, device), True, False),
-        ("baseline", lambda: InvPModel(n, device), lambda: batches_per_image(slow_data, device, workers), False, False),
-        ("ce", lambda: CrossEntropyModel(10), lambda: batches_fast(fast_data, device), True, False),
-    ]
-    if args.compile:
-        variants.append(("fast+compile", lambda: InvPModel(n, device), lambda: batches_fast(fast_data, device), True, True))
-    print("| variant | s/step | images/s |")
-    print("|---|---|---|")
-    for label, make_model, make_batches, fast, compile_model in variants:
-        seconds = run(make_model(), make_batches(), device, fast, args.steps, args.warmup, compile_model)
-        results[label] = seconds
-        print(f"| {label} | {seconds:.4f} | {BATCH / seconds:,.0f} |", flush=True)
-    print(f"fast / baseline throughput: {results['baseline'] / results['fast']:.2f}x")
-    print(f"InvP overhead (fast step / cross-entropy step): {results['fast'] / results['ce']:.3f} "
-          f"({(results['fast'] / results['ce'] - 1) * 100:+.1f}%)")  # fmt: skip
+    print(markdown_table(("variant", "s/step", "images/s"), []), end="")
+    variants = PLAIN + (("fast+compile", "ce+compile") if args.compile else ())
+    results = measure_throughput(
+        args.data, device, args.steps, args.warmup, workers, variants, args.cache_dir,
+        on_row=lambda label, seconds: print(f"| {label} | {seconds:.4f} | {BATCH / seconds:,.0f} |", flush=True),
+    )  # fmt: skip
+    ratios = summary(results)
+    print(f"fast / baseline throughput: {ratios['fast_over_baseline']:.2f}x")
+    print(f"InvP overhead (fast step / cross-entropy step): {ratios['invp_overhead']:.3f} "
+          f"({(ratios['invp_overhead'] - 1) * 100:+.1f}%)")  # fmt: skip
+    if "compiled_invp_overhead" in ratios:
+        print(f"with torch.compile: fast / baseline {ratios['compiled_fast_over_baseline']:.2f}x, "
+              f"InvP overhead {ratios['compiled_invp_overhead']:.3f}")  # fmt: skip
+
+
+def default_workers() -> int:
+    """DataLoader workers of the baseline: one per core, at most 16."""
+    return min(16, os.cpu_count() or 1)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from devices import CUDA_ONLY
 from invprop.cli import main
 
 
@@ -96,8 +97,20 @@ def test_several_set_flags_on_one_section_all_apply() -> None:
     assert merged == {"eval": {"knn_k": 20, "knn_sigma": 0.1}, "epochs": 3}
 
 
-def _torchrun(*args: str) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "invprop", "-q", "train", *args]
+def _torchrun(*args: str, processes: int = 2, quiet: bool = True) -> list[str]:
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", "-m", "invprop"]
+    return [*launch, *(["-q"] if quiet else []), "train", *args]
+
+
+@pytest.mark.parametrize("device,backend", [("cpu", "gloo"), pytest.param("cuda", "nccl", marks=CUDA_ONLY)])
+def test_one_process_torchrun_joins_a_process_group_and_trains(device: str, backend: str, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    args = ["--epochs", "1", "--out", str(run), "--set", f"device={device}", "--set", f"distributed.backend={backend}"]
+    proc = subprocess.run(_torchrun(*args, processes=1, quiet=False), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"distributed: 1 processes, backend {backend}" in proc.stderr  # the group was joined, DDP ran over it
+    assert "run finished" in proc.stdout
+    assert json.loads((run / "metrics.json").read_text())["knn_top1"] > 0.5
 
 
 @pytest.mark.slow

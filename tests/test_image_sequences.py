@@ -120,3 +120,19 @@ def test_odd_files_decode_and_broken_ones_are_skipped_or_refused(tmp_path: Path)
         check_image_files(listing, strict=True)
     # The verdict is cached: a second check does not decode.
     assert len(list((tmp_path / "cache").glob("checked-*.json"))) == 1
+
+
+def test_reading_in_several_processes_equals_one_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from invprop.data.image_sequences import _decode_chunk, _readable_chunk, map_file_chunks
+
+    paths = []
+    for i in range(9):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(np.full((5, 4, 3), i * 20, dtype=np.uint8)).save(path)
+        paths.append(path)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    monkeypatch.setattr(image_sequences, "READ_CHUNK_FILES", 2)  # 5 chunks over 2 processes
+    assert map_file_chunks(_readable_chunk, [*paths, broken], 2) == [True] * 9 + [False]
+    arrays = map_file_chunks(_decode_chunk, paths, 2)
+    assert [int(a[0, 0, 0]) for a in arrays] == [i * 20 for i in range(9)] and arrays[0].shape == (5, 4, 3)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from conftest import random_graph
+from devices import cuda_only
 from invprop.core.bank import MemoryBank
 from invprop.core.graph import propagate
 from invprop.core.reference import authors_objective as reference_objective
@@ -221,8 +222,7 @@ def test_exact_positive_set_is_smaller_than_concatenation() -> None:
     assert (exact_mask.sum(dim=1) <= 29).all() and concat.shape[1] == 84
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@cuda_only
 def test_cuda_matches_cpu_under_bf16_autocast() -> None:
     bank = make_bank(n=300, d=16)
     idx = torch.arange(10)
@@ -233,6 +233,39 @@ def test_cuda_matches_cpu_under_bf16_autocast() -> None:
         gpu = loss(emb.cuda(), idx.cuda(), bank.cuda())
     torch.testing.assert_close(gpu.instance.cpu(), cpu.instance, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(gpu.invariance.cpu(), cpu.invariance, rtol=1e-4, atol=1e-4)
+
+
+#: docs/benchmarks.md, benchmark 3: one objective step on an ImageNet-sized bank (N = 1.28M, D = 128, B = 256, the
+#: authors' N_b = 4096, k = 4, l = 3, P = 50) needs at most this much device memory beyond the bank and its
+#: neighbour table: the 256 MiB block of similarities of the no-grad top-k and its workspace, and the 64 MiB blocks
+#: of gathered rows.
+OBJECTIVE_WORKSPACE_LIMIT_MIB = 1024
+
+
+@cuda_only
+def test_objective_step_memory_at_imagenet_scale() -> None:
+    n, d, b = 1_281_167, 128, 256
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    features = torch.nn.functional.normalize(torch.randn(n, d, device="cuda", generator=generator), dim=1)
+    neighbors = torch.randint(0, n, (n, 4), device="cuda", generator=generator)
+    bank = MemoryBank(n, d, 0.5, 4, device="cuda", features=features, neighbors=neighbors)
+    del features, neighbors
+    indices = torch.randperm(n, device="cuda", generator=generator)[:b]
+    embeddings = bank.features[indices] + 0.5 * torch.randn(b, d, device="cuda", generator=generator)
+    objective = InvariancePropagationLoss(0.07, 4096, 3, 50)
+    assert objective.similarity == "auto"
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    queries = embeddings.clone().requires_grad_()
+    out = objective(queries, indices, bank)
+    (out.instance + 0.6 * out.invariance).backward()
+    bank.refresh_neighbors(indices, queries.detach(), candidates=out.background)
+    bank.update(indices, queries.detach())
+    torch.cuda.synchronize()
+    workspace_mib = (torch.cuda.max_memory_allocated() - before) / 2**20
+    assert bool(out.hard_positive_mask.any()) and torch.isfinite(queries.grad).all()
+    assert workspace_mib <= OBJECTIVE_WORKSPACE_LIMIT_MIB, f"{workspace_mib:.0f} MiB"
 
 
 @pytest.mark.parametrize("exact", [True, False])

@@ -12,6 +12,7 @@ import shutil
 import re
 import sys
 import time
+import traceback
 import warnings
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
@@ -22,8 +23,8 @@ from invprop import config as cfgmod
 from invprop.config import Config
 from invprop.data import IMAGEFOLDER_PREFIX, dataset_names
 from invprop.engine import CHECKPOINT_NAME, CONFIG_NAME, HISTORY_NAME, METRICS_NAME, Trainer, config_for_resume
-from invprop.engine.distributed import barrier, init_distributed, launched_distributed, shutdown
-from invprop.engine.trainer import TrainingInterrupted
+from invprop.engine.distributed import DistributedContext, barrier, init_distributed, launched_distributed, shutdown
+from invprop.engine.trainer import RunResult, TrainingInterrupted
 from invprop.errors import ConfigError, InvpropError
 from invprop.evaluation import PROTOCOLS, parse_variants, run_ablation
 from invprop.evaluation.ablation import ABLATIONS
@@ -126,17 +127,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         if overwrite and context.is_main:
             _clear_run(run_dir)
         barrier(context)
-        trainer = Trainer(cfg, run_dir, progress=None, context=context)
-        processes = f", {context.world_size} processes ({cfg.distributed.bank} bank)" if context.enabled else ""
-        logger.info(
-            "training %s on %s: %d images, %d epochs, device %s%s -> %s",
-            cfg.method, cfg.data.name, len(trainer.data.train), cfg.epochs, trainer.device, processes, run_dir,
-        )
-        result = trainer.fit(resume=args.resume, stop_after=args.stop_after)
-    except TrainingInterrupted as err:
-        if context.is_main:
-            raise
-        return err.exit_code  # the main process reports it
+        result = _fit(cfg, run_dir, context, args.resume, args.stop_after)
+    except BaseException as err:
+        # The trainer (and its DistributedDataParallel wrapper) must be gone before the process group is: torch 2.11
+        # can hang at exit destroying them after it. Clearing the traceback's frames releases them.
+        traceback.clear_frames(err.__traceback__)
+        if isinstance(err, TrainingInterrupted) and not context.is_main:
+            return err.exit_code  # the main process reports it
+        raise
     finally:
         shutdown(context)
     if not context.is_main:
@@ -150,6 +148,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         raw_text = f"  |  raw pixels: top-1 {raw:.4f}" if raw is not None else ""
         print(f"held-out kNN (K={cfg.eval.knn_k}): top-1 {m['knn_top1']:.4f}  top-5 {m['knn_top5']:.4f}{raw_text}")
     return 0
+
+
+def _fit(cfg: Config, run_dir: Path, context: DistributedContext, resume: bool, stop_after: int | None) -> RunResult:
+    """Train in a frame of its own, so that the trainer is released when it returns (see :func:`cmd_train`)."""
+    trainer = Trainer(cfg, run_dir, progress=None, context=context)
+    processes = f", {context.world_size} processes ({cfg.distributed.bank} bank)" if context.enabled else ""
+    logger.info(
+        "training %s on %s: %d images, %d epochs, device %s%s -> %s",
+        cfg.method, cfg.data.name, len(trainer.data.train), cfg.epochs, trainer.device, processes, run_dir,
+    )  # fmt: skip
+    return trainer.fit(resume=resume, stop_after=stop_after)
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
 import pickle
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -25,6 +27,14 @@ from torch import Tensor
 from invprop.errors import DataError
 
 logger = logging.getLogger(__name__)
+R = TypeVar("R")
+
+#: Folders of at least this many files are read by several processes (fewer: one process, no start-up cost).
+PARALLEL_READ_MIN_FILES = 4096
+#: Files per task of a reading process.
+READ_CHUNK_FILES = 1024
+#: Most reading processes started.
+MAX_READ_WORKERS = 16
 
 #: Full scale of 8-bit images.
 UINT8_MAX = 255.0
@@ -74,6 +84,38 @@ def _readable(path: Path) -> bool:
     return True
 
 
+def _readable_chunk(paths: list[Path]) -> list[bool]:
+    return [_readable(path) for path in paths]
+
+
+def _decode_chunk(paths: list[Path]) -> list[np.ndarray]:
+    return [np.array(load_rgb(path)) for path in paths]
+
+
+def read_workers(count: int) -> int:
+    """Processes that read ``count`` files: one below :data:`PARALLEL_READ_MIN_FILES`, else one per available core
+    (at most :data:`MAX_READ_WORKERS`)."""
+    if count < PARALLEL_READ_MIN_FILES:
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cores, MAX_READ_WORKERS))
+
+
+def map_file_chunks(fn: Callable[[list[Path]], list[R]], paths: list[Path], workers: int) -> list[R]:
+    """``fn`` over chunks of ``paths``, concatenated in order; chunks go to ``workers`` processes when it is above
+    one.
+
+    The processes are forked where the platform allows it, as DataLoader workers are: they only read files (never
+    CUDA), and unlike spawned ones they do not re-run the caller's main script, which may lack a ``__main__`` guard.
+    """
+    chunks = [paths[i : i + READ_CHUNK_FILES] for i in range(0, len(paths), READ_CHUNK_FILES)]
+    if workers <= 1 or len(chunks) <= 1:
+        return [item for chunk in chunks for item in fn(chunk)]
+    context = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else None)
+    with ProcessPoolExecutor(min(workers, len(chunks)), mp_context=context) as pool:
+        return [item for part in pool.map(fn, chunks) for item in part]
+
+
 def check_image_files(files: ImageFiles, strict: bool = False, cache_dir: Path | None = None) -> tuple[ImageFiles, list[str]]:
     """Decode every file once; drop (or, with ``strict``, refuse) the unreadable ones.
 
@@ -93,7 +135,8 @@ def check_image_files(files: ImageFiles, strict: bool = False, cache_dir: Path |
         except (OSError, ValueError, KeyError, TypeError):
             bad = None
     if bad is None:
-        bad = [i for i, f in enumerate(files.files) if not _readable(f)]
+        readable = map_file_chunks(_readable_chunk, files.files, read_workers(len(files)))
+        bad = [i for i, ok in enumerate(readable) if not ok]
         if path is not None:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -156,14 +199,15 @@ def _cache_key(files: ImageFiles) -> str:
     return digest.hexdigest()[:24]
 
 
-def _decode_files(files: ImageFiles) -> Tensor:
-    first = np.asarray(files[0][0])
-    images = torch.empty((len(files), first.shape[2], first.shape[0], first.shape[1]), dtype=torch.uint8)
-    for i, path in enumerate(files.files):
-        array = np.array(load_rgb(path))
-        if array.shape != first.shape:
+def _decode_files(files: ImageFiles, workers: int | None = None) -> Tensor:
+    """Every file as one (N, 3, H, W) uint8 tensor (``workers`` processes; default :func:`read_workers`)."""
+    arrays = map_file_chunks(_decode_chunk, files.files, read_workers(len(files)) if workers is None else workers)
+    first = arrays[0].shape
+    images = torch.empty((len(files), first[2], first[0], first[1]), dtype=torch.uint8)
+    for i, (path, array) in enumerate(zip(files.files, arrays)):
+        if array.shape != first:
             raise DataError(
-                f"{path} is {array.shape[1]}x{array.shape[0]} but {files.files[0]} is {first.shape[1]}x{first.shape[0]}; "
+                f"{path} is {array.shape[1]}x{array.shape[0]} but {files.files[0]} is {first[1]}x{first[0]}; "
                 "the tensor pipeline needs images of one size -- resize them or use --set data.pipeline=per_image"
             )
         images[i] = torch.from_numpy(array).permute(2, 0, 1)

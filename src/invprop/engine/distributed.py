@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 ENV_WORLD_SIZE = "WORLD_SIZE"
 ENV_RANK = "RANK"
 ENV_LOCAL_RANK = "LOCAL_RANK"
+#: Set by torchrun (torch.distributed.elastic) for every process, whatever the process count.
+ENV_TORCHRUN = "TORCHELASTIC_RUN_ID"
 
 
 @dataclass(frozen=True)
@@ -35,16 +37,19 @@ class DistributedContext:
         rank: global rank (0 = the main process, which logs and writes files).
         world_size: number of processes W.
         local_rank: rank on this machine (selects the GPU).
+        joined: this process joined a process group (set by :func:`init_distributed`; a torchrun job of one
+            process joins a group of one).
     """
 
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    joined: bool = False
 
     @property
     def enabled(self) -> bool:
-        """True in a run of several processes (the default process group is initialised)."""
-        return self.world_size > 1
+        """True when training runs under a process group: several processes, or torchrun with one."""
+        return self.world_size > 1 or self.joined
 
     @property
     def is_main(self) -> bool:
@@ -55,11 +60,12 @@ SINGLE_PROCESS = DistributedContext()
 
 
 def launched_distributed() -> bool:
-    """True when the launcher asked for more than one process (``WORLD_SIZE`` > 1)."""
+    """True under torchrun (any process count), or when a launcher asked for more than one process."""
     try:
-        return int(os.environ.get(ENV_WORLD_SIZE, "1")) > 1
+        processes = int(os.environ.get(ENV_WORLD_SIZE, "1"))
     except ValueError:
         return False
+    return processes > 1 or (ENV_WORLD_SIZE in os.environ and ENV_TORCHRUN in os.environ)
 
 
 def init_distributed(device: str = "auto", backend: str = "auto", timeout_minutes: int = 60) -> DistributedContext:
@@ -96,7 +102,7 @@ def init_distributed(device: str = "auto", backend: str = "auto", timeout_minute
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
         dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=timeout_minutes))
-    context = DistributedContext(rank=rank, world_size=world_size, local_rank=local_rank)
+    context = DistributedContext(rank=rank, world_size=world_size, local_rank=local_rank, joined=True)
     if not context.is_main:
         logging.getLogger("invprop").setLevel(logging.WARNING)  # one process reports progress
     logger.info("distributed: %d processes, backend %s", world_size, backend)

@@ -29,15 +29,19 @@ class Extracted:
 
 
 @torch.no_grad()
-def extract(encoder: Encoder, dataset: IndexedDataset, device: torch.device, num_workers: int = 0) -> Extracted:
-    """Head embeddings and backbone features of every image of ``dataset`` (eval mode), on the CPU."""
+def extract(
+    encoder: Encoder, dataset: IndexedDataset, device: torch.device, num_workers: int = 0, keep_on_device: bool = False
+) -> Extracted:
+    """Head embeddings and backbone features of every image of ``dataset`` (eval mode), on the CPU (or left on
+    ``device`` with ``keep_on_device``)."""
+    store = device if keep_on_device else torch.device("cpu")
     was_training = encoder.training
     encoder.eval()
     embeddings, features, labels = [], [], []
     for images, batch_labels in eval_batches(dataset, EXTRACT_BATCH, device, num_workers):
         feats = encoder.features(images)
-        embeddings.append(encoder.head(feats).float().cpu())
-        features.append(feats.float().cpu())
+        embeddings.append(encoder.head(feats).float().to(store))
+        features.append(feats.float().to(store))
         labels.append(batch_labels)
     encoder.train(was_training)
     return Extracted(torch.cat(embeddings), torch.cat(features), torch.cat(labels))
@@ -58,24 +62,35 @@ def knn_monitor(
     sigma: float,
     num_workers: int = 0,
 ) -> dict[str, float]:
-    """kNN top-1/top-5 on the head embedding (``knn_*``) and on the backbone features (``knn_backbone_*``)."""
-    ref = extract(encoder, memory, device, num_workers)
-    held = extract(encoder, test, device, num_workers)
+    """kNN top-1/top-5 on the head embedding (``knn_*``) and on the backbone features (``knn_backbone_*``), scored
+    on ``device``."""
+    ref = extract(encoder, memory, device, num_workers, keep_on_device=True)
+    held = extract(encoder, test, device, num_workers, keep_on_device=True)
     head = knn_scores(ref.embeddings, ref.labels, held.embeddings, held.labels, num_classes, k, sigma)
     back = knn_scores(ref.features, ref.labels, held.features, held.labels, num_classes, k, sigma)
     return {"knn_top1": head[1], "knn_top5": head[5], "knn_backbone_top1": back[1], "knn_backbone_top5": back[5]}
 
 
 @torch.no_grad()
-def raw_pixel_baseline(memory: IndexedDataset, test: IndexedDataset, num_classes: int, k: int, sigma: float, num_workers: int = 0) -> dict[str, float] | None:
-    """The same kNN on the (normalised) input pixels; None for images too large to compare pixel-wise."""
+def raw_pixel_baseline(
+    memory: IndexedDataset,
+    test: IndexedDataset,
+    num_classes: int,
+    k: int,
+    sigma: float,
+    num_workers: int = 0,
+    device: torch.device | None = None,
+) -> dict[str, float] | None:
+    """The same kNN on the (normalised) input pixels, scored on ``device`` (default CPU); None for images too large
+    to compare pixel-wise."""
+    device = device if device is not None else torch.device("cpu")
     _, first, _ = memory[0]
     if first.numel() > RAW_BASELINE_MAX_VALUES:
         return None
 
     def pixels(dataset: IndexedDataset) -> tuple[Tensor, Tensor]:
-        batches = eval_batches(dataset, EXTRACT_BATCH, torch.device("cpu"), num_workers)
-        xs, ys = zip(*[(x.flatten(1), y) for x, y in batches])
+        batches = eval_batches(dataset, EXTRACT_BATCH, device, num_workers)
+        xs, ys = zip(*[(x.flatten(1).float(), y) for x, y in batches])
         return torch.cat(xs), torch.cat(ys)
 
     train_x, train_y = pixels(memory)

@@ -414,8 +414,9 @@ class Trainer:
         if main and self.baseline is None and self.data.labelled:
             assert self.data.memory is not None and self.data.test is not None
             self.baseline = raw_pixel_baseline(
-                self.data.memory, self.data.test, self.data.num_classes, cfg.eval.knn_k, cfg.eval.knn_sigma, cfg.data.num_workers
-            ) or {}
+                self.data.memory, self.data.test, self.data.num_classes, cfg.eval.knn_k, cfg.eval.knn_sigma,
+                cfg.data.num_workers, self.device,
+            ) or {}  # fmt: skip
         end = cfg.epochs if stop_after is None else min(stop_after, cfg.epochs)
         if self.epoch == 0 and self._partial is None:
             self.method.before_training(self._batches(0, views=1))
