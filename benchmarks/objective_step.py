@@ -35,7 +35,7 @@ from common import (
 )
 from invprop.core import InvariancePropagationLoss, MemoryBank
 from invprop.core.bank import BANK_DTYPES
-from invprop.core.reference import authors_step
+from authors_reference import authors_step
 
 
 def make_inputs(n: int, b: int, device: torch.device, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

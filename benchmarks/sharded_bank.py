@@ -43,7 +43,7 @@ from common import (
 from invprop.core import InvariancePropagationLoss, MemoryBank
 from invprop.core.bank import BANK_DTYPES
 from invprop.core.faiss_search import faiss_available
-from invprop.core.sharded import RowPartition
+from invprop.distributed.partition import RowPartition
 from invprop.engine.distributed import barrier, device_for, init_distributed, shutdown
 from invprop.methods.invp import InvariancePropagation
 from invprop.models.encoder import Encoder

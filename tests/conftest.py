@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+#: Test and benchmark support that is not library code (the authors' formulation, the oracle of several tests).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 CIFAR_TARBALL = SHARED_DATA / "cifar10-jpeg.tar.gz"
 
 

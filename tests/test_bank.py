@@ -112,7 +112,7 @@ def test_half_precision_bank_updates_in_float32_and_keeps_unit_rows(dtype: torch
 
 
 def _split_bank(rank: int, world: int) -> dict[str, object]:
-    from invprop.core.sharded import RowPartition
+    from invprop.distributed.partition import RowPartition
 
     torch.manual_seed(5)
     bank = MemoryBank(50, 4, momentum=0.5, num_neighbors=3, partition=RowPartition.split(50))

@@ -5,12 +5,13 @@ from pathlib import Path
 import torch
 
 from gloo import run_gloo
-from invprop.core.collectives import (
+from invprop.distributed.collectives import (
+    LOCAL,
     all_gather_rows,
     all_reduce_max,
     all_reduce_sum,
-    distributed_logsumexp,
     is_distributed,
+    masked_logsumexp,
     rank,
     world_size,
 )
@@ -25,7 +26,8 @@ def test_without_a_process_group_everything_is_local() -> None:
     torch.testing.assert_close(all_reduce_max(x), x.detach())
     mask = torch.rand(3, 4) > 0.3
     expected = torch.logsumexp(x.detach().masked_fill(~mask, float("-inf")), dim=1)
-    torch.testing.assert_close(distributed_logsumexp(x, mask), expected)
+    torch.testing.assert_close(masked_logsumexp(x, mask), expected)
+    assert not is_distributed(LOCAL) and world_size(LOCAL) == 1 and rank(LOCAL) == 0
 
 
 def _inputs(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -47,15 +49,15 @@ def _gather_and_logsumexp(rank: int, world: int) -> dict[str, torch.Tensor]:
     (gathered * data["weights"] * (rank + 1)).sum().backward()
     columns = slice(0, 3) if rank == 0 else slice(3, 7)
     logits = data["logits"][:, columns].clone().requires_grad_(True)
-    lse = distributed_logsumexp(logits, data["mask"][:, columns])
+    lse = masked_logsumexp(logits, data["mask"][:, columns], group=None)  # None: the default group, every process
     (lse * torch.arange(1.0, 5.0)).sum().div(world).backward()  # every rank: the same loss, 1/W of it
-    empty = distributed_logsumexp(torch.zeros(4, 0) if rank == 0 else data["logits"][:, :2], None)
+    empty = masked_logsumexp(torch.zeros(4, 0) if rank == 0 else data["logits"][:, :2], None, group=None)
     total = all_reduce_sum(torch.full((2,), float(rank + 1), requires_grad=True))
     return {"gathered": gathered.detach(), "grad": mine.grad, "lse": lse.detach(), "lse_grad": logits.grad,
             "empty": empty, "sum": total.detach()}  # fmt: skip
 
 
-def test_all_gather_rows_and_distributed_logsumexp_match_one_process(tmp_path: Path) -> None:
+def test_all_gather_rows_and_masked_logsumexp_over_the_group_match_one_process(tmp_path: Path) -> None:
     results = run_gloo(_gather_and_logsumexp, WORLD, tmp_path)
     data = _inputs()
     rows = data["rows"].clone().requires_grad_(True)

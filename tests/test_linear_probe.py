@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from invprop.core.linear_probe import fit_linear_probe, stratified_split
+from invprop.evaluation.linear_probe import fit_linear_probe, stratified_split
 from invprop.evaluation.linear import linear_protocol
 
 

@@ -9,7 +9,7 @@ from conftest import random_graph
 from devices import cuda_only
 from invprop.core.bank import MemoryBank
 from invprop.core.graph import propagate
-from invprop.core.reference import authors_objective as reference_objective
+from authors_reference import authors_objective as reference_objective
 from invprop.core.losses import (
     InvariancePropagationLoss,
     instance_loss,
@@ -361,7 +361,7 @@ def _sharded_setup() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Te
 
 
 def _sharded_losses(rank: int, world: int) -> dict[str, dict[str, torch.Tensor]]:
-    from invprop.core.sharded import RowPartition
+    from invprop.distributed.partition import RowPartition
 
     features, neighbors, embeddings, indices = _sharded_setup()
     bank = MemoryBank(61, 8, num_neighbors=3, features=features, neighbors=neighbors, partition=RowPartition.split(61))

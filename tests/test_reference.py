@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from invprop.core import InvariancePropagationLoss, MemoryBank
-from invprop.core.reference import authors_step
+from authors_reference import authors_step
 
 
 @pytest.mark.parametrize("n_background", [64, 300])

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from invprop.core import similarity
-from invprop.core.similarity import background_logits, gathered_dot, topk_similarities
+from invprop.distributed import similarity
+from invprop.distributed.similarity import gathered_dot, topk_similarities
 
 
 @pytest.mark.parametrize("block_elements", [1, 7 * 5, 1 << 26])
@@ -59,32 +59,7 @@ def test_gathered_dot_rejects_mismatched_columns() -> None:
         gathered_dot(torch.randn(3, 4), torch.randn(9, 4), torch.zeros(2, 5, dtype=torch.long))
 
 
-@pytest.mark.parametrize("strategy", ["dense", "gather"])
-def test_background_logits_strategies_agree_in_value_and_gradient(strategy: str) -> None:
-    torch.manual_seed(0)
-    keys = torch.nn.functional.normalize(torch.randn(200, 8, dtype=torch.float64), dim=1)
-    base = torch.nn.functional.normalize(torch.randn(5, 8, dtype=torch.float64), dim=1)
-    columns = torch.randint(0, 200, (5, 7))
-    query = base.clone().requires_grad_()
-    background, bg_sim, col_sim = background_logits(query, keys, 30, columns, strategy)
-    (bg_sim.exp().sum() + (2 * col_sim).sum()).backward()
-    dense = base.clone().requires_grad_()
-    sims = dense @ keys.T
-    expected_bg, expected_idx = sims.topk(30, dim=1)
-    (expected_bg.exp().sum() + (2 * sims.gather(1, columns)).sum()).backward()
-    assert torch.equal(background, expected_idx)
-    torch.testing.assert_close(bg_sim, expected_bg)
-    torch.testing.assert_close(col_sim, sims.gather(1, columns))
-    torch.testing.assert_close(query.grad, dense.grad)
-
-
-def test_background_logits_auto_picks_gather_only_for_large_banks(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[str] = []
-    monkeypatch.setattr(similarity, "gathered_dot", lambda *a, **k: calls.append("gather") or torch.zeros(2, 4 + 1))
-    query, columns = torch.randn(2, 4), torch.zeros(2, 1, dtype=torch.long)
-    background_logits(query, torch.randn(similarity.GATHER_ROW_RATIO * (4 + 1), 4), 4, columns)
-    assert calls == ["gather"]
-    background_logits(query, torch.randn(similarity.GATHER_ROW_RATIO * (4 + 1) - 1, 4), 4, columns)
-    assert calls == ["gather"]
-    with pytest.raises(ValueError, match="strategy"):
-        background_logits(query, torch.randn(10, 4), 4, columns, "sparse")
+def test_gather_is_cheaper_from_the_row_ratio_on() -> None:
+    chosen = 4 + 1
+    assert similarity.gather_is_cheaper(similarity.GATHER_ROW_RATIO * chosen, chosen)
+    assert not similarity.gather_is_cheaper(similarity.GATHER_ROW_RATIO * chosen - 1, chosen)

@@ -1,11 +1,11 @@
 """The memory bank: one EMA embedding per training image, plus its kNN graph.
 
-InvP (seed 000, Sec. 3.3) keeps a bank ``bar v`` of N unit vectors. After each step every image ``i`` of the batch
+InvP (Wang et al., 2020, Sec. 3.3) keeps a bank ``bar v`` of N unit vectors. After each step every image ``i`` of the batch
 moves its row towards its fresh embedding ``v_i``::
 
     bar v_i <- normalise(m * bar v_i + (1 - m) * v_i)
 
-A bank may be split over the processes of a distributed run (``partition``, see :mod:`invprop.core.sharded`): each
+A bank may be split over the processes of a distributed run (``partition``, see :mod:`invprop.distributed.partition`): each
 process then holds a contiguous block of rows of ``features`` and updates only the rows it owns, while the neighbour
 table (k integers per row, a fraction of a D-dimensional row) stays whole on every process. Checkpoints always hold
 the whole bank, so a run can resume with another number of processes.
@@ -21,10 +21,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from invprop.core.collectives import all_reduce_sum
-from invprop.core.faiss_search import FaissSearch, exact_neighbors_of, graph_recall
-from invprop.core.graph import drop_anchor, knn_graph, online_neighbors
-from invprop.core.sharded import RowPartition, SplitRowsState, partition_randn, sharded_knn_graph, sharded_topk
+from invprop.core.faiss_search import FaissSearch
+from invprop.core.graph import drop_anchor, exact_neighbors_of, graph_recall, knn_graph, online_neighbors, sharded_knn_graph
+from invprop.distributed.collectives import all_reduce_sum
+from invprop.distributed.partition import RowPartition, SplitRowsState, partition_randn
+from invprop.distributed.rows import sharded_topk
 
 #: Banks up to this many rows get an exact neighbour table at construction (an O(N^2 D) search, chunked).
 #: Larger banks start with invalid rows, filled by the online rule or by :meth:`MemoryBank.rebuild_neighbors`.

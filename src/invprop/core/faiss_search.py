@@ -14,8 +14,6 @@ import math
 import torch
 from torch import Tensor
 
-from invprop.core.graph import drop_anchor
-from invprop.core.similarity import topk_similarities
 
 #: k-means cells per sqrt(N) when ``lists`` is not given (FAISS's guideline is 4-16 x sqrt(N)).
 LISTS_PER_SQRT_ROWS = 4
@@ -43,7 +41,7 @@ def _faiss():
 
 
 class FaissSearch:
-    """An IVF inner-product index over ``rows``; call it like :func:`invprop.core.sharded.exact_search`'s result.
+    """An IVF inner-product index over ``rows``; call it like :func:`invprop.distributed.rows.exact_search`'s result.
 
     Args:
         rows: (N, D) unit rows (any float dtype, any device; the index holds a float32 copy).
@@ -95,17 +93,4 @@ class FaissSearch:
         return values_t.masked_fill(indices_t < 0, float("-inf")), indices_t
 
 
-def graph_recall(approximate: Tensor, exact: Tensor) -> float:
-    """Mean fraction of each row's exact neighbours found by the approximate table (both (Q, k))."""
-    hits = (approximate.unsqueeze(2) == exact.unsqueeze(1)).any(dim=1)
-    return float(hits.float().mean())
-
-
-@torch.no_grad()
-def exact_neighbors_of(queries: Tensor, anchors: Tensor, keys: Tensor, k: int) -> Tensor:
-    """The exact k nearest ``keys`` rows of each query, the anchor's own row excluded: (Q, k) indices."""
-    _, candidates = topk_similarities(queries.float(), keys, k + 1)
-    return drop_anchor(candidates, anchors, k)
-
-
-__all__ = ["FaissSearch", "exact_neighbors_of", "faiss_available", "graph_recall"]
+__all__ = ["FaissSearch", "faiss_available"]

@@ -1,7 +1,8 @@
-"""The kNN graph over the bank and positive-sample discovery by propagation (seed 000, Sec. 3.1, Eq. 3).
+"""The kNN graph over the bank and positive-sample discovery by propagation (Wang et al., 2020, Sec. 3.1, Eq. 3).
 
 All functions are vectorised over the batch: no Python loop runs per anchor. Negative entries in a neighbour table
-mean "no neighbour known yet" and are never followed.
+mean "no neighbour known yet" and are never followed. The graph of rows split over processes
+(:func:`sharded_knn_graph`) and the recall of an approximate graph (:func:`graph_recall`) live here too.
 """
 
 from __future__ import annotations
@@ -9,7 +10,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from invprop.core.similarity import similarity_block
+import torch.distributed as dist
+
+from invprop.distributed.collectives import ProcessGroup, all_gather_tensor, rank, world_size
+from invprop.distributed.partition import RowPartition, block_bounds
+from invprop.distributed.rows import LocalSearch, exact_search, merge_topk, to_global
+from invprop.distributed.similarity import similarity_block, topk_similarities
 
 #: Rows of the bank compared at once by :func:`knn_graph`; memory is O(chunk_size x N).
 DEFAULT_CHUNK_SIZE = 4096
@@ -117,7 +123,7 @@ def _dedup_rows(values: Tensor, valid: Tensor, first_block: int = 0) -> tuple[Te
 
 
 def propagate(neighbors: Tensor, anchors: Tensor, steps: int, exact: bool = True) -> tuple[Tensor, Tensor]:
-    """Positive-sample discovery by invariance propagation (seed 000, Eq. 3).
+    """Positive-sample discovery by invariance propagation (Wang et al., 2020, Eq. 3).
 
     ``P_i^(1) = N_k(i)``, ``P_i^(s+1) = P_i^(s) U N_k(P_i^(s))``, positives ``P_i = P_i^(l)`` with ``l = steps``.
 
@@ -171,3 +177,94 @@ def propagate(neighbors: Tensor, anchors: Tensor, steps: int, exact: bool = True
     not_anchor = visited_valid & (visited != anchors.unsqueeze(1))
     positives, mask, _ = _dedup_rows(visited, not_anchor)
     return positives, mask
+
+
+@torch.no_grad()
+def sharded_knn_graph(
+    rows: Tensor,
+    part: RowPartition,
+    k: int,
+    chunk_size: int = 4096,
+    search: LocalSearch | None = None,
+    local_only: bool = False,
+) -> Tensor:
+    """The directed kNN graph of all N rows (self excluded), on every rank.
+
+    Split rows: each block of each rank's rows is broadcast in turn, every rank searches its own rows, and the
+    candidates are merged -- exact, O(N^2 D / W) work per rank. Whole rows with several processes: each rank searches
+    the neighbours of its block of rows against all of them and the tables are all-gathered.
+
+    Args:
+        rows: (R, D) this rank's unit rows.
+        part: the partition (its group is the set of processes sharing the work).
+        k: neighbours per row, ``1 <= k < N``.
+        chunk_size: query rows per block (memory O(chunk_size x R)).
+        search: local search over ``rows`` (default exact; see :class:`invprop.core.faiss_search.FaissSearch`).
+        local_only: return only the neighbours of this process's rows (R, k) -- N x k memory is never held.
+
+    Returns:
+        (N, k) int64 global neighbour indices, most similar first (or (R, k) with ``local_only``).
+    """
+    if not 1 <= k < part.total:
+        raise ValueError(f"k must be in [1, N - 1] = [1, {part.total - 1}], got {k}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    search = search or exact_search(rows)
+    me = rank(part.group) if part.parallel else 0
+    parts = world_size(part.group) if part.parallel else 1
+    local_only = local_only and part.is_split  # a whole matrix's "own rows" are all rows
+    offset = part.start if local_only else 0
+    table = torch.empty(part.rows if local_only else part.total, k, dtype=torch.long, device=rows.device)
+
+    def neighbours_of(first: int, queries: Tensor) -> Tensor:
+        values, indices = search(queries.float(), min(k + 1, part.rows))
+        if part.is_split:
+            values, indices = merge_topk(values, to_global(indices, part), k + 1, part.group, part.total)
+        anchors = torch.arange(first, first + queries.shape[0], device=rows.device)
+        return drop_anchor(indices, anchors, k)
+
+    if part.is_split:
+        for owner in range(parts):
+            start, stop = part.bounds(owner)
+            for first in range(start, stop, chunk_size):
+                last = min(first + chunk_size, stop)
+                if owner == me:
+                    queries = rows[first - part.start : last - part.start].contiguous()
+                else:
+                    queries = rows.new_empty(last - first, rows.shape[1])
+                dist.broadcast(queries, src=dist.get_global_rank(part.group, owner) if part.group else owner, group=part.group)
+                found = neighbours_of(first, queries)
+                if owner == me or not local_only:
+                    table[first - offset : last - offset] = found
+        return table
+    start, stop = block_bounds(part.total, parts, me)
+    for first in range(start, stop, chunk_size):
+        last = min(first + chunk_size, stop)
+        table[first:last] = neighbours_of(first, rows[first:last])
+    if local_only:
+        return table
+    if parts > 1:
+        table = _all_gather_blocks(table[start:stop], part.total, parts, part.group)
+    return table
+
+
+def _all_gather_blocks(block: Tensor, total: int, parts: int, group: ProcessGroup | None) -> Tensor:
+    """Concatenate per-rank blocks of :func:`block_bounds` sizes (padded to equal size for the collective)."""
+    longest = block_bounds(total, parts, 0)[1]
+    padded = block.new_zeros(longest, *block.shape[1:])
+    padded[: block.shape[0]] = block
+    gathered = all_gather_tensor(padded, group).view(parts, longest, *block.shape[1:])
+    return torch.cat([gathered[i, : block_bounds(total, parts, i)[1] - block_bounds(total, parts, i)[0]] for i in range(parts)])
+
+
+def graph_recall(approximate: Tensor, exact: Tensor) -> float:
+    """Mean fraction of each row's exact neighbours found by the approximate table (both (Q, k))."""
+    hits = (approximate.unsqueeze(2) == exact.unsqueeze(1)).any(dim=1)
+    return float(hits.float().mean())
+
+
+@torch.no_grad()
+def exact_neighbors_of(queries: Tensor, anchors: Tensor, keys: Tensor, k: int) -> Tensor:
+    """The exact k nearest ``keys`` rows of each query, the anchor's own row excluded: (Q, k) indices."""
+    _, candidates = topk_similarities(queries.float(), keys, k + 1)
+    return drop_anchor(candidates, anchors, k)

@@ -1,65 +1,39 @@
-"""The InvP objective (seed 000, Eqs. 1, 2, 4-7), as pure functions plus one module that wires them to a bank.
+"""The InvP objective (Wang et al., 2020, Eqs. 1, 2, 4-7), as pure functions plus one module that wires them to a bank.
 
 Everything here works on logits ``s_j = bar v_j . v / tau`` in float32 and uses log-sum-exp, so it is safe under
 bf16/fp16 autocast: ``exp(sim / tau)`` is never materialised in half precision (the authors' code exponentiates
 the whole B x N similarity matrix and adds ``1e-7`` inside the log; neither is done here). The background M_i is
-selected on raw similarities without autograd (:func:`invprop.core.similarity.topk_similarities`) and only the
-chosen logits enter the autograd graph (:func:`invprop.core.similarity.gathered_dot`).
+selected on raw similarities without autograd and only the chosen logits enter the autograd graph
+(:func:`invprop.distributed.rows.sharded_background_logits`).
 
-Every softmax denominator goes through a ``normaliser`` (default :func:`masked_logsumexp`). A bank split over the
-processes of a distributed run (:mod:`invprop.core.sharded`) passes
-:func:`invprop.core.collectives.distributed_logsumexp` instead, with each process holding the background entries of
-its own rows -- the equations stay written once.
+Every softmax denominator is a :func:`invprop.distributed.collectives.masked_logsumexp` over the processes that hold
+the background's rows: ``group`` is :data:`~invprop.distributed.collectives.LOCAL` for a bank held whole, and the
+bank's group when it is split over the processes of a distributed run (each process then holds the background
+entries of its own rows) -- the equations stay written once.
 """
 
 from __future__ import annotations
 
-import logging
 import warnings
 from dataclasses import dataclass
-from functools import partial
-from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
 from invprop.core.bank import MemoryBank
-from invprop.core.collectives import all_gather_rows, all_gather_tensor, distributed_logsumexp
 from invprop.core.graph import nearest_columns, online_neighbors, propagate
-from invprop.core.sharded import sharded_background_logits, sharded_row_logits, sharded_topk
-from invprop.core.similarity import background_logits
+from invprop.distributed.collectives import LOCAL, ProcessGroup, all_gather_rows, all_gather_tensor, masked_logsumexp
+from invprop.distributed.rows import owned_entries, sharded_background_logits, sharded_row_logits, sharded_topk
 
-logger = logging.getLogger(__name__)
-
-#: Logit used to blank out masked entries before a log-sum-exp (exp underflows to exactly 0 in float32).
-_MASKED = float("-inf")
 #: Sources of positives: InvP's propagation, the K nearest bank rows (the paper's KNN baseline), or none (InsDis).
 POSITIVE_SOURCES = ("propagation", "knn", "none")
+#: How the background's logits are computed (same values): by bank size, the dense product, or gathered rows.
+SIMILARITY_STRATEGIES = {"auto": None, "dense": True, "gather": False}
 #: Largest fraction of a sum that :func:`subtracted_logsumexp` removes (keeps its log finite).
 _MAX_EXCLUDED_SHARE = 1.0 - 1e-6
-#: A softmax denominator: ``(logits (B, M), mask (B, M) or None) -> (B,)`` log-sum-exp over the masked entries.
-Normaliser = Callable[[Tensor, "Tensor | None"], Tensor]
 
 
-def masked_logsumexp(logits: Tensor, mask: Tensor | None = None) -> Tensor:
-    """``log sum_j exp(logits[:, j])`` over the entries where ``mask`` is True, in float32.
-
-    Args:
-        logits: (B, M).
-        mask: optional (B, M) bool; rows with no True entry give ``-inf``.
-
-    Returns:
-        (B,) float32.
-    """
-    logits = logits.float()
-    if mask is not None:
-        logits = logits.masked_fill(~mask, _MASKED)
-    return torch.logsumexp(logits, dim=1)
-
-
-def subtracted_logsumexp(
-    logits: Tensor, excluded: Tensor, mask: Tensor | None = None, normaliser: Normaliser = masked_logsumexp
-) -> Tensor:
+def subtracted_logsumexp(logits: Tensor, excluded: Tensor, mask: Tensor | None = None, group: ProcessGroup = LOCAL) -> Tensor:
     """``log( sum_j exp(logits[:, j]) - exp(excluded) )`` in float32, computed stably.
 
     The authors' "exclusive" denominator: it subtracts the anchor's term from the sum over M_i whether or not the
@@ -69,12 +43,12 @@ def subtracted_logsumexp(
         logits: (B, M) background logits.
         excluded: (B,) logit of the term to subtract.
         mask: optional (B, M) bool, True where an entry belongs to the sum.
-        normaliser: the log-sum-exp used for the sum.
+        group: the processes holding the sum's entries (:data:`LOCAL`: this one).
 
     Returns:
         (B,) float32.
     """
-    total = normaliser(logits, mask)
+    total = masked_logsumexp(logits, mask, group)
     share = torch.exp(excluded.float() - total).clamp(max=_MAX_EXCLUDED_SHARE)
     return total + torch.log1p(-share)
 
@@ -83,9 +57,9 @@ def instance_log_probability(
     target_logits: Tensor,
     background_logits: Tensor,
     background_mask: Tensor | None = None,
-    normaliser: Normaliser = masked_logsumexp,
+    group: ProcessGroup = LOCAL,
 ) -> Tensor:
-    """Eq. 1, log form: ``log P(i | v) = s_i - log sum_{j in B} exp(s_j)``.
+    """Wang et al. (2020), Eq. 1, log form: ``log P(i | v) = s_i - log sum_{j in B} exp(s_j)``.
 
     With the background B the whole bank this is the paper's Eq. 1; with B = M_i (the nearest bank rows) it is the
     hard-negative form used by Eq. 6.
@@ -94,12 +68,12 @@ def instance_log_probability(
         target_logits: (B,) logits of each anchor's own bank row, ``bar v_i . v_i / tau``.
         background_logits: (B, M) logits of the background rows.
         background_mask: optional (B, M) bool, True where an entry belongs to the background.
-        normaliser: the log-sum-exp of the denominator.
+        group: the processes holding the background's entries (:data:`LOCAL`: this one).
 
     Returns:
         (B,) log-probabilities.
     """
-    return target_logits.float() - normaliser(background_logits, background_mask)
+    return target_logits.float() - masked_logsumexp(background_logits, background_mask, group)
 
 
 def set_log_probability(
@@ -107,27 +81,27 @@ def set_log_probability(
     set_mask: Tensor | None,
     background_logits: Tensor,
     background_mask: Tensor | None = None,
-    normaliser: Normaliser = masked_logsumexp,
+    group: ProcessGroup = LOCAL,
 ) -> Tensor:
-    """Eq. 2, log form: ``log P(A | v) = log sum_{j in A} exp(s_j) - log sum_{j in B} exp(s_j)``.
+    """Wang et al. (2020), Eq. 2, log form: ``log P(A | v) = log sum_{j in A} exp(s_j) - log sum_{j in B} exp(s_j)``.
 
     Args:
         set_logits: (B, P) logits of the members of A (padded).
         set_mask: (B, P) bool, True for real members; None if all are.
         background_logits: (B, M) logits of the background (normalising) set.
         background_mask: optional (B, M) bool.
-        normaliser: the log-sum-exp of the denominator.
+        group: the processes holding the background's entries (A is always complete on every process).
 
     Returns:
         (B,) log-probabilities; ``-inf`` for an empty A.
     """
-    return masked_logsumexp(set_logits, set_mask) - normaliser(background_logits, background_mask)
+    return masked_logsumexp(set_logits, set_mask) - masked_logsumexp(background_logits, background_mask, group)
 
 
 def select_positives(
     positive_logits: Tensor, positive_mask: Tensor, count: int, hardest: bool = True
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Hard positive sampling (seed 000, Sec. 3.2): the ``count`` positives LEAST similar to the anchor.
+    """Hard positive sampling (Wang et al., 2020, Sec. 3.2): the ``count`` positives LEAST similar to the anchor.
 
     If an anchor has fewer than ``count`` positives, all of them are used. ``hardest=False`` picks the MOST similar
     ones instead (the paper's "without hard positives" ablation).
@@ -156,45 +130,46 @@ def invariance_loss(
     hard_positive_mask: Tensor,
     background_logits: Tensor,
     background_mask: Tensor | None = None,
-    normaliser: Normaliser = masked_logsumexp,
+    group: ProcessGroup = LOCAL,
 ) -> Tensor:
-    """Eqs. 4/5: ``L_inv(i) = -log( sum_{p in H_i} exp(s_p) / sum_{j in B_i} exp(s_j) )``.
+    """Wang et al. (2020), Eqs. 4/5: ``L_inv(i) = -log( sum_{p in H_i} exp(s_p) / sum_{j in B_i} exp(s_j) )``.
 
     Args:
         hard_positive_logits: (B, P) logits of the hard positives H_i (padded).
         hard_positive_mask: (B, P) bool, True for real members of H_i.
         background_logits: (B, M) logits of the background B_i.
         background_mask: optional (B, M) bool (e.g. False at the anchor's own row for the exclusive form).
-        normaliser: the log-sum-exp of the denominator.
+        group: the processes holding the background's entries (:data:`LOCAL`: this one).
 
     Returns:
         (B,) per-anchor losses; ``+inf`` for anchors without positives (callers exclude them).
     """
-    return -set_log_probability(hard_positive_logits, hard_positive_mask, background_logits, background_mask, normaliser)
+    return -set_log_probability(hard_positive_logits, hard_positive_mask, background_logits, background_mask, group)
 
 
 def instance_loss(
     target_logits: Tensor,
     background_logits: Tensor,
     background_mask: Tensor | None = None,
-    normaliser: Normaliser = masked_logsumexp,
+    group: ProcessGroup = LOCAL,
 ) -> Tensor:
-    """Eq. 6: ``L_ins(i) = -log( exp(s_i) / sum_{j in M_i} exp(s_j) )``, instance discrimination with hard negatives.
+    """Wang et al. (2020), Eq. 6: ``L_ins(i) = -log( exp(s_i) / sum_{j in M_i} exp(s_j) )``, instance discrimination
+    with hard negatives.
 
     Args:
         target_logits: (B,) logits of each anchor's own bank row.
         background_logits: (B, M) logits of M_i (the N_b nearest bank rows, or the whole bank).
         background_mask: optional (B, M) bool.
-        normaliser: the log-sum-exp of the denominator.
+        group: the processes holding the background's entries (:data:`LOCAL`: this one).
 
     Returns:
         (B,) per-anchor losses.
     """
-    return -instance_log_probability(target_logits, background_logits, background_mask, normaliser)
+    return -instance_log_probability(target_logits, background_logits, background_mask, group)
 
 
 def total_loss(instance: Tensor, invariance: Tensor, weight: float, rampup: float) -> Tensor:
-    """Eq. 7: ``L = L_ins + lambda * w(t) * L_inv``."""
+    """Wang et al. (2020), Eq. 7: ``L = L_ins + lambda * w(t) * L_inv``."""
     return instance + weight * rampup * invariance
 
 
@@ -232,7 +207,7 @@ class _Scores:
 
     ``background_logits`` (B, M) are this process's background entries (all of them unless the bank is split),
     ``members`` (B, M) marks which entries count (None = all), ``member_rows`` (B or 1, M) their bank rows, and
-    ``normaliser`` the log-sum-exp that completes a denominator.
+    ``group`` the processes over which a denominator is completed.
     """
 
     target: Tensor
@@ -243,7 +218,7 @@ class _Scores:
     background_logits: Tensor
     members: Tensor | None
     member_rows: Tensor
-    normaliser: Normaliser
+    group: ProcessGroup
 
 
 class InvariancePropagationLoss(nn.Module):
@@ -264,7 +239,7 @@ class InvariancePropagationLoss(nn.Module):
         similarity: how the background's logits are computed (same values either way): ``dense`` differentiates the
             B x N product, ``gather`` selects M_i without autograd and differentiates only the chosen rows (bounded
             memory; faster for very large banks), ``auto`` picks by bank size
-            (:func:`invprop.core.similarity.background_logits`).
+            (:func:`invprop.distributed.similarity.gather_is_cheaper`).
         positives: where positives come from: ``propagation`` (Eq. 3, InvP), ``knn`` (the ``knn_positives`` bank rows
             nearest to the anchor's embedding, the paper's KNN comparison) or ``none`` (instance discrimination
             only: the invariance term is zero).
@@ -300,8 +275,8 @@ class InvariancePropagationLoss(nn.Module):
             raise ValueError(f"positives must be one of {', '.join(POSITIVE_SOURCES)}, got {positives!r}")
         if knn_positives is not None and knn_positives < 1:
             raise ValueError(f"knn_positives must be at least 1, got {knn_positives}")
-        if similarity not in ("auto", "dense", "gather"):
-            raise ValueError(f"similarity must be auto, dense or gather, got {similarity!r}")
+        if similarity not in SIMILARITY_STRATEGIES:
+            raise ValueError(f"similarity must be one of {', '.join(SIMILARITY_STRATEGIES)}, got {similarity!r}")
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
         if n_background < 1:
@@ -357,7 +332,10 @@ class InvariancePropagationLoss(nn.Module):
         return empty, empty.bool()
 
     def _scores(self, query: Tensor, indices: Tensor, bank: MemoryBank) -> _Scores:
-        """Logits of each anchor's own row, its positive candidates and its background."""
+        """Logits of each anchor's own row, its positive candidates and its background.
+
+        A bank held whole is a partition of one part: the same code scores it, with no collective.
+        """
         part = bank.partition
         knn_in_background = self._knn_within_background(bank)
         if knn_in_background:  # taken from M_i below
@@ -368,31 +346,16 @@ class InvariancePropagationLoss(nn.Module):
         extra = torch.cat([indices.view(-1, 1), positives.clamp_min(0)], dim=1)
         background: Tensor | None = None
         members: Tensor | None = None
-        if part.is_split:
-            # This process holds rows [start, stop): it scores the background entries it owns; the denominators are
-            # completed across processes by the distributed log-sum-exp.
-            normaliser: Normaliser = partial(distributed_logsumexp, group=part.group)
-            if self.hard_negatives:
-                dense = {"auto": None, "dense": True, "gather": False}[self.similarity]
-                shard = sharded_background_logits(query, bank.features, part, self.background_size(bank.size), extra, dense)
-                background, members, member_rows = shard.background, shard.members, shard.rows
-                background_sim, extra_sim = shard.logits, shard.column_logits
-            else:
-                extra_sim = sharded_row_logits(query, bank.features, part, extra)
-                background_sim = query @ bank.features.float().T  # (B, R): this process's whole-bank columns
-                member_rows = torch.arange(part.start, part.stop, device=query.device).unsqueeze(0)
+        if self.hard_negatives:
+            dense = SIMILARITY_STRATEGIES[self.similarity]
+            shard = sharded_background_logits(query, bank.features, part, self.background_size(bank.size), extra, dense)
+            background, members, member_rows = shard.background, shard.members, shard.rows
+            background_sim, extra_sim = shard.logits, shard.column_logits
         else:
-            normaliser = masked_logsumexp
-            if self.hard_negatives:
-                background, background_sim, extra_sim = background_logits(
-                    query, bank.features, self.background_size(bank.size), extra, self.similarity
-                )
-                member_rows = background
-            else:
-                # Ablation: the background is the whole bank, so every logit is needed (dense B x N).
-                background_sim = query @ bank.features.float().T
-                extra_sim = background_sim.gather(1, extra)
-                member_rows = torch.arange(bank.size, device=query.device).unsqueeze(0)
+            # Ablation: the background is the whole bank, so every logit of this process's rows is needed (dense).
+            background_sim = query @ bank.features.float().T
+            extra_sim = owned_entries(background_sim.gather(1, part.local(extra)), part, extra)
+            member_rows = torch.arange(part.start, part.stop, device=query.device).unsqueeze(0)
         extra_logits = extra_sim / self.temperature
         positive_logits = extra_logits[:, 1:]
         if knn_in_background:
@@ -400,10 +363,7 @@ class InvariancePropagationLoss(nn.Module):
             columns = nearest_columns(background, indices, self._knn_count(bank))
             positives = background.gather(1, columns)
             positive_mask = torch.ones_like(positives, dtype=torch.bool)
-            if part.is_split:
-                positive_logits = sharded_row_logits(query, bank.features, part, positives) / self.temperature
-            else:
-                positive_logits = background_sim.gather(1, columns) / self.temperature
+            positive_logits = sharded_row_logits(query, bank.features, part, positives) / self.temperature
         return _Scores(
             target=extra_logits[:, 0],
             positives=positives,
@@ -413,7 +373,7 @@ class InvariancePropagationLoss(nn.Module):
             background_logits=background_sim / self.temperature,
             members=members,
             member_rows=member_rows,
-            normaliser=normaliser,
+            group=part.reduce_group,
         )
 
     def forward(self, embeddings: Tensor, indices: Tensor, bank: MemoryBank) -> InvPLossOutput:
@@ -436,8 +396,8 @@ class InvariancePropagationLoss(nn.Module):
                 query = all_gather_rows(query, bank.partition.group)
                 indices = all_gather_tensor(indices, bank.partition.group)
             scores = self._scores(query, indices, bank)
-            normaliser = scores.normaliser
-            instance = instance_loss(scores.target, scores.background_logits, scores.members, normaliser).mean()
+            group = scores.group
+            instance = instance_loss(scores.target, scores.background_logits, scores.members, group).mean()
             positives, positive_mask = scores.positives, scores.positive_mask
             if positives.shape[1] == 0:  # positives="none": instance discrimination only
                 empty = positives.new_empty(positives.shape)
@@ -452,14 +412,14 @@ class InvariancePropagationLoss(nn.Module):
             hard = torch.where(hard_mask, positives.gather(1, hard_columns), torch.full_like(hard_columns, -1))
             if self.exclusive and not self.exact:
                 # The authors' exclusive denominator, term for term: sum over M_i minus the anchor's own term.
-                log_norm = subtracted_logsumexp(scores.background_logits, scores.target, scores.members, normaliser)
+                log_norm = subtracted_logsumexp(scores.background_logits, scores.target, scores.members, group)
                 per_anchor = log_norm - masked_logsumexp(hard_logits, hard_mask)
             else:
                 background_mask = scores.members
                 if self.exclusive:
                     not_anchor = scores.member_rows != indices.view(-1, 1)
                     background_mask = not_anchor if background_mask is None else background_mask & not_anchor
-                per_anchor = invariance_loss(hard_logits, hard_mask, scores.background_logits, background_mask, normaliser)
+                per_anchor = invariance_loss(hard_logits, hard_mask, scores.background_logits, background_mask, group)
             has_positive = hard_mask.any(dim=1)
             if bool(has_positive.any()):
                 invariance = per_anchor[has_positive].mean()

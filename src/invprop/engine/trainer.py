@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from invprop.config import Config, from_dict, save_yaml, to_dict, validate, warmup_epochs
 from invprop.core.faiss_search import faiss_available
-from invprop.core.sharded import RowPartition, gather_partition
+from invprop.distributed.partition import RowPartition, gather_partition
 from invprop.data import DataSplits, EpochBatchSampler, TensorBatches, build_datasets
 from invprop.data.transforms import MultiView
 from invprop.data.loader import MIN_PROCESS_BATCH, epoch_plan, ignore_interrupts_in_worker, worker_count

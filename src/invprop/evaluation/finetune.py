@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from invprop.config import Config
 from invprop.core.knn_classifier import topk_accuracy
-from invprop.core.linear_probe import fit_linear_probe
+from invprop.evaluation.linear_probe import fit_linear_probe
 from invprop.data import DataSplits, IndexedDataset
 from invprop.data.datasets import take_subset
 from invprop.data.image_sequences import to_float

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from invprop.core.knn_classifier import topk_accuracy
-from invprop.core.linear_probe import fit_linear_probe, stratified_split
+from invprop.evaluation.linear_probe import fit_linear_probe, stratified_split
 from invprop.engine.monitor import extract
 from invprop.evaluation.loading import load_eval_context, record_result
 

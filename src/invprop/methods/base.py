@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from invprop.config import Config
-from invprop.core.sharded import RowPartition
+from invprop.distributed.partition import RowPartition
 from invprop.models import Encoder
 from invprop.registry import Registry
 

@@ -15,9 +15,9 @@ import torch
 from torch import Tensor, nn
 
 from invprop.config import Config
-from invprop.core.collectives import all_gather_tensor, world_size
-from invprop.core.instance_classifier import CosineInstanceClassifier
-from invprop.core.sharded import RowPartition
+from invprop.distributed.collectives import all_gather_tensor, world_size
+from invprop.core.cosine_classifier import CosineInstanceClassifier
+from invprop.distributed.partition import RowPartition
 from invprop.methods.base import METHODS, Method, StepOutput
 from invprop.models import Encoder
 

@@ -21,9 +21,9 @@ from torch import Tensor
 
 from invprop.config import Config
 from invprop.core import BANK_DTYPES, InvariancePropagationLoss, MemoryBank, rampup_weight, total_loss
-from invprop.core.collectives import all_gather_tensor
+from invprop.distributed.collectives import all_gather_tensor
 from invprop.core.diagnostics import positive_diagnostics
-from invprop.core.sharded import RowPartition
+from invprop.distributed.partition import RowPartition
 from invprop.core.losses import InvPLossOutput
 from invprop.methods.base import METHODS, Method, StepOutput
 from invprop.models import Encoder

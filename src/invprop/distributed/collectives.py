@@ -7,6 +7,11 @@ equals the gradient of the single-process computation of the summed objective, w
 
 Every function works without an initialised process group (or with a group of one process) and then reduces to the
 plain local computation, so single-process code paths stay collective-free.
+
+``group`` follows torch.distributed's convention -- ``None`` is the DEFAULT group, i.e. every process -- with one
+addition: :data:`LOCAL`, this process alone, on which every collective is the identity. Code that means "no
+collective" passes ``LOCAL``, never ``None``: inside a user's own multi-process job, ``None`` would reduce across
+processes that hold different samples.
 """
 
 from __future__ import annotations
@@ -17,22 +22,40 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-ProcessGroup = Any  # torch.distributed.ProcessGroup, or None for the default group
+class _Local:
+    """The type of :data:`LOCAL`."""
+
+    def __repr__(self) -> str:
+        return "LOCAL"
+
+
+#: The group of this process alone: collectives over it are the identity, whatever torch.distributed's state.
+LOCAL = _Local()
+#: A torch.distributed ProcessGroup, None (the default group: every process), or :data:`LOCAL`.
+ProcessGroup = Any
+#: torch.distributed backends a run may ask for: ``auto`` picks nccl on CUDA and gloo on the CPU.
+BACKENDS = ("auto", "nccl", "gloo")
 
 
 def is_distributed(group: ProcessGroup | None = None) -> bool:
-    """True when a process group is initialised and has more than one process."""
+    """True when ``group`` spans more than one process (never for :data:`LOCAL`)."""
+    if group is LOCAL:
+        return False
     return dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1
 
 
 def world_size(group: ProcessGroup | None = None) -> int:
-    """Processes in ``group`` (1 without torch.distributed)."""
-    return dist.get_world_size(group) if dist.is_available() and dist.is_initialized() else 1
+    """Processes in ``group`` (1 for :data:`LOCAL` and without torch.distributed)."""
+    if group is LOCAL or not (dist.is_available() and dist.is_initialized()):
+        return 1
+    return dist.get_world_size(group)
 
 
 def rank(group: ProcessGroup | None = None) -> int:
-    """This process's rank in ``group`` (0 without torch.distributed)."""
-    return dist.get_rank(group) if dist.is_available() and dist.is_initialized() else 0
+    """This process's rank in ``group`` (0 for :data:`LOCAL` and without torch.distributed)."""
+    if group is LOCAL or not (dist.is_available() and dist.is_initialized()):
+        return 0
+    return dist.get_rank(group)
 
 
 @torch.no_grad()
@@ -101,21 +124,28 @@ def all_reduce_max(tensor: Tensor, group: ProcessGroup | None = None) -> Tensor:
     return out
 
 
-def distributed_logsumexp(logits: Tensor, mask: Tensor | None = None, group: ProcessGroup | None = None) -> Tensor:
-    """``log sum_j exp(logits[:, j])`` over the entries of ALL ranks (those where ``mask`` is True), in float32.
+def masked_logsumexp(logits: Tensor, mask: Tensor | None = None, group: ProcessGroup = LOCAL) -> Tensor:
+    """``log sum_j exp(logits[:, j])`` over the entries where ``mask`` is True, of every process of ``group``, in
+    float32.
 
-    Each rank holds (B, M_r) logits of the same B rows (M_r may differ, even be 0). The maximum is agreed first
-    (an all-reduce MAX), each rank sums ``exp(logit - max)`` locally, and the sums are all-reduced -- so the result
+    Each process holds (B, M_r) logits of the same B rows (M_r may differ, even be 0). With :data:`LOCAL` (the
+    default) this is ``torch.logsumexp`` over the masked entries. Over a group, the maximum is agreed first (an
+    all-reduce MAX), each process sums ``exp(logit - max)`` locally, and the sums are all-reduced -- so the result
     equals the log-sum-exp of the concatenated logits to float32 rounding, without moving any B x M tensor.
 
     Args:
-        logits: (B, M_r) this rank's logits.
+        logits: (B, M_r) this process's logits.
         mask: optional (B, M_r) bool, True where an entry counts.
-        group: the process group (None = default; without one this is ``torch.logsumexp``).
+        group: the processes whose entries belong to the sum.
 
     Returns:
-        (B,) float32, the same on every rank; differentiable w.r.t. every rank's ``logits``. Rows with no entry on
-        any rank give ``-inf``.
+        (B,) float32, the same on every process of ``group``; differentiable w.r.t. every process's ``logits``.
+        Rows with no entry give ``-inf``.
+
+    Example:
+        >>> logits = torch.tensor([[0.0, 1.0, 2.0]])
+        >>> float(masked_logsumexp(logits, torch.tensor([[True, False, True]]))) == float(torch.logsumexp(logits[:, [0, 2]], 1))
+        True
     """
     logits = logits.float()
     if mask is not None:
@@ -134,13 +164,15 @@ def distributed_logsumexp(logits: Tensor, mask: Tensor | None = None, group: Pro
 
 
 __all__ = [
+    "BACKENDS",
+    "LOCAL",
     "ProcessGroup",
     "all_gather_rows",
     "all_gather_tensor",
     "all_reduce_max",
     "all_reduce_sum",
-    "distributed_logsumexp",
     "is_distributed",
+    "masked_logsumexp",
     "rank",
     "world_size",
 ]

@@ -1,10 +1,10 @@
-"""Similarities between a batch of queries and a large bank, without a dense B x N matrix in the autograd graph.
+"""The local kernels of a batch of queries against many rows, without a dense B x N matrix in the autograd graph.
 
 The InvP objective needs, per anchor, the N_b bank rows most similar to it and the logits of a few hundred chosen
 rows (its own row, M_i, its positives). The selection needs no gradient, so :func:`topk_similarities` runs without
-autograd, in blocks of bank rows that bound its memory. The chosen logits are then recomputed with
-:func:`gathered_dot`, whose backward pass touches only the chosen rows: ``O(B x M x D)`` instead of a dense
-``B x N`` gradient and a ``B x N x D`` product.
+autograd, in blocks of rows that bound its memory. The chosen logits are then recomputed with :func:`gathered_dot`,
+whose backward pass touches only the chosen rows: ``O(B x M x D)`` instead of a dense ``B x N`` gradient and a
+``B x N x D`` product. :func:`gather_is_cheaper` is the one rule that picks between the two forms.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from torch import Tensor
 TOPK_BLOCK_ELEMENTS = 1 << 26
 #: Upper bound on B x M x D gathered bank values held at once by :func:`gathered_dot` (64 MiB in float32).
 GATHER_BLOCK_ELEMENTS = 1 << 24
-#: :func:`background_logits` gathers the chosen rows once the bank has this many times more rows than are chosen per
-#: anchor, and otherwise differentiates the dense B x N product. Gathering a bank row costs about as much as 80 dense
+#: Gathering the chosen rows beats differentiating the dense B x N product once there are this many times more rows
+#: than are chosen per anchor (:func:`gather_is_cheaper`). Gathering a bank row costs about as much as 80 dense
 #: columns of a matmul, forward and backward (measured on a 2-core CPU: 0.21 us vs 2.4 ns per row and column; the
 #: estimate for an H100 from its bandwidth and fp32 throughput is similar), so the dense form wins below ~330k rows
 #: at the default N_b = 4096. The gathered form also never holds more than a bounded block of similarities.
@@ -130,35 +130,12 @@ def gathered_dot(query: Tensor, keys: Tensor, columns: Tensor, block_elements: i
     return _GatheredDot.apply(query, keys.detach(), columns, block_elements)
 
 
-def background_logits(
-    query: Tensor, keys: Tensor, n_background: int, columns: Tensor, strategy: str = "auto"
-) -> tuple[Tensor, Tensor, Tensor]:
-    """The N_b keys most similar to each query, with differentiable logits for them and for extra columns.
+def gather_is_cheaper(rows: int, chosen: int) -> bool:
+    """Whether differentiating only the ``chosen`` rows per query (:func:`gathered_dot`) beats differentiating the
+    dense product with all ``rows``: once ``rows >= GATHER_ROW_RATIO x chosen``.
 
-    Args:
-        query: (B, D) float32 unit queries (autograd flows back to them).
-        keys: (N, D) bank rows (not differentiated).
-        n_background: N_b, ``1 <= N_b <= N``.
-        columns: (B, C) int64 extra key indices per query whose similarities are also needed (e.g. the anchor's own
-            row and its positives); must be valid.
-        strategy: ``dense`` (differentiate the B x N product), ``gather`` (select without autograd, then
-            :func:`gathered_dot` on the chosen rows) or ``auto`` (``gather`` once N >= GATHER_ROW_RATIO x (N_b + C)).
-
-    Returns:
-        ``(background, background_similarity, column_similarity)``: (B, N_b) int64 key indices, most similar first,
-        and the (B, N_b) and (B, C) float32 similarities (dot products, not divided by a temperature).
+    Example:
+        >>> gather_is_cheaper(50_000, 4096 + 51), gather_is_cheaper(1_281_167, 4096 + 51)
+        (False, True)
     """
-    if strategy not in ("auto", "dense", "gather"):
-        raise ValueError(f"strategy must be auto, dense or gather, got {strategy!r}")
-    n = keys.shape[0]
-    if strategy == "auto":
-        strategy = "gather" if n >= GATHER_ROW_RATIO * (n_background + columns.shape[1]) else "dense"
-    if strategy == "gather":
-        _, background = topk_similarities(query, keys, n_background)
-        chosen = gathered_dot(query, keys, torch.cat([background, columns], dim=1))
-        return background, chosen[:, :n_background], chosen[:, n_background:]
-    if not 1 <= n_background <= n:
-        raise ValueError(f"n_background must be in [1, N] = [1, {n}], got {n_background}")
-    similarity = query @ keys.to(query.dtype).T  # (B, N), differentiable
-    background_similarity, background = similarity.topk(n_background, dim=1, sorted=True)
-    return background, background_similarity, similarity.gather(1, columns)
+    return rows >= GATHER_ROW_RATIO * chosen

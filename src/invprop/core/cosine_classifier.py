@@ -1,4 +1,4 @@
-"""Parametric instance classification (seed 001): a cosine-softmax classifier with one class per training image.
+"""Parametric instance classification (Liu et al., 2021): a cosine-softmax classifier with one class per training image.
 
 Every image i has a weight row w_i; the logits of an embedding z are ``cos(w_j, z) / tau`` for all N rows, with a
 full softmax (no sampling). Two devices from the paper make it trainable: hard-class label smoothing (Eqs. 2/3) --
@@ -7,7 +7,7 @@ most similar to its own -- and a "contrastive prior" initialisation of the weigh
 the data pass).
 
 The weight matrix may be split over the processes of a distributed run (the paper's hybrid parallelism; see
-:mod:`invprop.core.sharded`): each process holds a contiguous block of rows, the batch embeddings are gathered, each
+:mod:`invprop.distributed`): each process holds a contiguous block of rows, the batch embeddings are gathered, each
 process computes the logits of its rows, and the softmax denominators are combined with a distributed log-sum-exp.
 """
 
@@ -16,8 +16,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from invprop.core.collectives import all_gather_rows, all_gather_tensor, all_reduce_sum, distributed_logsumexp
-from invprop.core.sharded import RowPartition, SplitRowsState, partition_randn, sharded_knn_graph
+from invprop.core.graph import sharded_knn_graph
+from invprop.distributed.collectives import all_gather_rows, all_gather_tensor, all_reduce_sum, masked_logsumexp
+from invprop.distributed.partition import RowPartition, SplitRowsState, partition_randn
+from invprop.distributed.rows import owned_entries
 
 #: Marker for "no hard classes known yet" in the hard-class table.
 UNKNOWN_CLASS = -1
@@ -159,12 +161,9 @@ class CosineInstanceClassifier(SplitRowsState, nn.Module):
                 z = all_gather_rows(z, part.group)
                 classes = all_gather_tensor(classes, part.group)
             logits = cosine_logits(z, self.weight, self.temperature)  # (B, R): this process's classes
-            log_normaliser = distributed_logsumexp(logits, None, part.group if part.is_split else None)
+            log_normaliser = masked_logsumexp(logits, None, part.reduce_group)
             columns, weights = smoothed_targets(classes, self.hard_classes_of(classes), self.smoothing)
-            owned = part.owns(columns)
-            column_logits = logits.gather(1, part.local(columns))
-            if part.is_split:
-                column_logits = all_reduce_sum(column_logits.masked_fill(~owned, 0.0), part.group)
+            column_logits = owned_entries(logits.gather(1, part.local(columns)), part, columns)
             return smoothed_cross_entropy(column_logits, weights, log_normaliser)
 
     def hard_classes_of(self, classes: Tensor) -> Tensor:
@@ -174,7 +173,7 @@ class CosineInstanceClassifier(SplitRowsState, nn.Module):
         rows = self.hard[part.local(classes)].masked_fill(~owned.unsqueeze(1), 0)
         if part.is_split and self.num_hard:
             # Each class's row is held by one process; the others contribute zeros, shifted so -1 survives the sum.
-            rows = all_reduce_sum((rows + 1).masked_fill(~owned.unsqueeze(1), 0), part.group) - 1
+            rows = all_reduce_sum((rows + 1).masked_fill(~owned.unsqueeze(1), 0), part.reduce_group) - 1
         return rows
 
     @torch.no_grad()

@@ -8,14 +8,14 @@ from torch.nn import functional as F
 
 from gloo import run_gloo
 from invprop.core.graph import knn_graph
-from invprop.core.instance_classifier import (
+from invprop.core.cosine_classifier import (
     UNKNOWN_CLASS,
     CosineInstanceClassifier,
     cosine_logits,
     smoothed_cross_entropy,
     smoothed_targets,
 )
-from invprop.core.sharded import RowPartition
+from invprop.distributed.partition import RowPartition
 
 
 def test_smoothed_targets_put_alpha_over_k_on_exactly_the_hard_classes() -> None:
@@ -104,6 +104,28 @@ def test_sharded_classifier_loss_and_gradients_equal_one_process(tmp_path: Path)
         torch.testing.assert_close(result["z_grad"], z.grad[4 * rank : 4 * rank + 4], rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(result["w_grad"], clf.weight.grad[start:stop], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(results[0]["state_weight"], weights)  # the checkpoint holds the whole matrix
+
+
+def _whole_inside_a_group(rank: int, world: int) -> dict[str, torch.Tensor]:
+    """A user's own DDP job: every process holds a whole classifier and classifies its own, different batch."""
+    weights, embeddings, classes = _inputs()
+    clf = CosineInstanceClassifier(41, 6, temperature=0.2, smoothing=0.2, hard_classes=5)  # whole: no partition given
+    with torch.no_grad():
+        clf.weight.copy_(weights)
+    clf.mine_hard_classes()
+    return {"losses": clf(embeddings[4 * rank : 4 * rank + 4], classes[4 * rank : 4 * rank + 4]).detach()}
+
+
+def test_a_whole_classifier_in_a_process_group_stays_local(tmp_path: Path) -> None:
+    results = run_gloo(_whole_inside_a_group, 2, tmp_path)
+    weights, embeddings, classes = _inputs()
+    clf = CosineInstanceClassifier(41, 6, temperature=0.2, smoothing=0.2, hard_classes=5)
+    with torch.no_grad():
+        clf.weight.copy_(weights)
+    clf.mine_hard_classes()
+    for rank, result in enumerate(results):  # no denominator mixes the two processes' samples
+        expected = clf(embeddings[4 * rank : 4 * rank + 4], classes[4 * rank : 4 * rank + 4]).detach()
+        torch.testing.assert_close(result["losses"], expected, rtol=1e-6, atol=1e-6)
 
 
 def test_split_classifier_draws_the_same_gaussian_rows_as_a_whole_one() -> None:

@@ -7,17 +7,10 @@ import torch
 from torch.nn import functional as F
 
 from gloo import run_gloo
-from invprop.core.graph import knn_graph
-from invprop.core.sharded import (
-    RowPartition,
-    block_bounds,
-    gather_partition,
-    merge_topk,
-    sharded_knn_graph,
-    sharded_row_logits,
-    sharded_topk,
-)
-from invprop.core.similarity import topk_similarities
+from invprop.core.graph import knn_graph, sharded_knn_graph
+from invprop.distributed.partition import RowPartition, block_bounds, gather_partition
+from invprop.distributed.rows import merge_topk, sharded_background_logits, sharded_row_logits, sharded_topk, to_global
+from invprop.distributed.similarity import topk_similarities
 
 WORLD = 2
 N, D, B = 101, 8, 6  # an odd N: the blocks differ in size
@@ -109,7 +102,40 @@ def test_sharded_primitives_equal_the_unsharded_computation(tmp_path: Path) -> N
 
 
 def test_empty_slots_of_an_approximate_search_stay_empty_when_made_global() -> None:
-    from invprop.core.sharded import _to_global
 
     part = RowPartition(100, 40, 70)
-    assert _to_global(torch.tensor([[0, 29, -1]]), part).tolist() == [[40, 69, -1]]
+    assert to_global(torch.tensor([[0, 29, -1]]), part).tolist() == [[40, 69, -1]]
+
+
+@pytest.mark.parametrize("dense", [True, False])
+def test_background_of_a_whole_matrix_has_the_dense_values_and_gradients(dense: bool) -> None:
+    keys = F.normalize(torch.randn(200, 8, dtype=torch.float64), dim=1)
+    base = F.normalize(torch.randn(5, 8, dtype=torch.float64), dim=1)
+    columns = torch.randint(0, 200, (5, 7))
+    query = base.clone().requires_grad_()
+    shard = sharded_background_logits(query, keys, RowPartition.whole(200), 30, columns, dense)
+    assert shard.members is None and torch.equal(shard.rows, shard.background)  # one part: nothing to mask
+    (shard.logits.exp().sum() + (2 * shard.column_logits).sum()).backward()
+    reference = base.clone().requires_grad_()
+    sims = reference @ keys.T
+    expected, expected_rows = sims.topk(30, dim=1)
+    (expected.exp().sum() + (2 * sims.gather(1, columns)).sum()).backward()
+    assert torch.equal(shard.background, expected_rows)
+    torch.testing.assert_close(shard.logits, expected)
+    torch.testing.assert_close(shard.column_logits, sims.gather(1, columns))
+    torch.testing.assert_close(query.grad, reference.grad)
+
+
+def test_background_gathers_rows_only_for_large_matrices(monkeypatch: pytest.MonkeyPatch) -> None:
+    from invprop.distributed import rows as rows_module
+    from invprop.distributed.similarity import GATHER_ROW_RATIO
+
+    calls: list[int] = []
+    real = rows_module.gathered_dot
+    monkeypatch.setattr(rows_module, "gathered_dot", lambda *a, **k: calls.append(1) or real(*a, **k))
+    query, columns = F.normalize(torch.randn(2, 4), dim=1), torch.zeros(2, 1, dtype=torch.long)
+    for n in (GATHER_ROW_RATIO * (4 + 1), GATHER_ROW_RATIO * (4 + 1) - 1):
+        sharded_background_logits(query, F.normalize(torch.randn(n, 4), dim=1), RowPartition.whole(n), 4, columns)
+    assert calls == [1]  # the first size gathers, the second is one below the threshold: dense
+    with pytest.raises(ValueError, match="n_background"):
+        sharded_background_logits(query, torch.randn(10, 4), RowPartition.whole(10), 11, columns)
