@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import platform
 import statistics
 import time
 from typing import Callable, Sequence
 
 import torch
+
+from invprop.machine import describe_machine
 
 #: The authors' ImageNet settings (../shared/docs/method.md).
 EMBEDDING_DIM = 128
@@ -55,12 +55,7 @@ def peak_mib(device: torch.device) -> float | None:
 
 def machine() -> str:
     """One line naming the machine: GPU model or CPU, core count, torch version."""
-    if torch.cuda.is_available():
-        accel = torch.cuda.get_device_name(0)
-    else:
-        accel = "no GPU"
-    cpu = platform.processor() or platform.machine()
-    return f"{accel}; {os.cpu_count()} CPU cores ({cpu}); torch {torch.__version__}"
+    return describe_machine()
 
 
 def pick_device(name: str) -> torch.device:

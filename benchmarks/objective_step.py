@@ -111,15 +111,17 @@ def objective_rows(
         if on_row is not None:
             on_row(row)
 
+    def one_size(n: int, b: int) -> None:  # the inputs are freed when it returns
+        inputs = make_inputs(n, b, device)
+        ref_s, ref_m = measure(lambda: reference_runner(*inputs), device, repeats, warmup)
+        add({"N": n, "B": b, "variant": "reference (authors' formulation)", "ms": ref_s * 1e3, "ratio": 1.0, "peak_mib": ref_m})
+        for name, (dtype, exact, strategy) in variants(bank_dtype).items():
+            sec, mem = measure(lambda: invprop_runner(*inputs, dtype, exact, strategy), device, repeats, warmup)
+            add({"N": n, "B": b, "variant": name, "ms": sec * 1e3, "ratio": sec / ref_s, "peak_mib": mem})
+
     for n in sizes:
         for b in batches:
-            inputs = make_inputs(n, b, device)
-            ref_s, ref_m = measure(lambda: reference_runner(*inputs), device, repeats, warmup)
-            add({"N": n, "B": b, "variant": "reference (authors' formulation)", "ms": ref_s * 1e3, "ratio": 1.0, "peak_mib": ref_m})
-            for name, (dtype, exact, strategy) in variants(bank_dtype).items():
-                sec, mem = measure(lambda: invprop_runner(*inputs, dtype, exact, strategy), device, repeats, warmup)
-                add({"N": n, "B": b, "variant": name, "ms": sec * 1e3, "ratio": sec / ref_s, "peak_mib": mem})
-            del inputs
+            one_size(n, b)
     return rows
 
 

@@ -44,7 +44,7 @@ from invprop.core import InvariancePropagationLoss, MemoryBank
 from invprop.core.bank import BANK_DTYPES
 from invprop.core.faiss_search import faiss_available
 from invprop.distributed.partition import RowPartition
-from invprop.engine.distributed import barrier, device_for, init_distributed, shutdown
+from invprop.engine.process_group import device_for, init_distributed, shutdown
 from invprop.methods.invp import InvariancePropagation
 from invprop.models.encoder import Encoder
 

@@ -18,7 +18,6 @@ import argparse
 import contextlib
 import datetime
 import itertools
-import os
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -31,6 +30,7 @@ from common import machine, markdown_table, pick_device, synchronize
 from invprop.config import preset
 from invprop.data import EpochBatchSampler, TensorBatches, build_datasets
 from invprop.methods import METHODS
+from invprop.machine import available_cores
 from invprop.models import build_encoder
 
 BATCH = 256
@@ -202,7 +202,7 @@ def main() -> None:
 
 def default_workers() -> int:
     """DataLoader workers of the baseline: one per core, at most 16."""
-    return min(16, os.cpu_count() or 1)
+    return min(16, available_cores())
 
 
 if __name__ == "__main__":

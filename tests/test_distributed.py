@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from gloo import run_gloo
-from invprop.engine.distributed import (
+from invprop.engine.process_group import (
     SINGLE_PROCESS,
     DistributedContext,
     device_for,

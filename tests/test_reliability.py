@@ -15,7 +15,7 @@ import torch
 
 from invprop.config import from_dict, preset
 from invprop.engine import Trainer, load_checkpoint
-from invprop.engine.trainer import TrainingInterrupted
+from invprop.engine.signals import TrainingInterrupted
 
 COMPARED = ("knn_top1", "knn_top5", "loss", "loss_ins", "loss_inv", "epochs", "purity_positive")
 
@@ -254,7 +254,7 @@ def test_ctrl_c_to_the_process_group_with_dataloader_workers(tmp_path: Path) -> 
 
 
 def _signal_one_process(rank: int, world: int, run: str) -> dict[str, object]:
-    from invprop.engine.distributed import DistributedContext
+    from invprop.engine.process_group import DistributedContext
 
     cfg = from_dict({"device": "cpu"}, base=config("tensor", epochs=2))
     trainer = Trainer(cfg, Path(run), progress=False, context=DistributedContext(rank, world, rank))

@@ -123,7 +123,7 @@ def test_compiled_encoder_trains_and_keeps_checkpoint_keys(tmp_path: Path) -> No
 
 
 def test_distributed_settings_are_checked_before_any_work(tmp_path) -> None:
-    from invprop.engine.distributed import DistributedContext
+    from invprop.engine.process_group import DistributedContext
     from invprop.errors import ConfigError
 
     two = DistributedContext(rank=0, world_size=2)

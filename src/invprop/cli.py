@@ -23,8 +23,9 @@ from invprop import config as cfgmod
 from invprop.config import Config
 from invprop.data import IMAGEFOLDER_PREFIX, dataset_names
 from invprop.engine import CHECKPOINT_NAME, CONFIG_NAME, HISTORY_NAME, METRICS_NAME, Trainer, config_for_resume
-from invprop.engine.distributed import DistributedContext, barrier, init_distributed, launched_distributed, shutdown
-from invprop.engine.trainer import RunResult, TrainingInterrupted
+from invprop.engine.process_group import DistributedContext, barrier, init_distributed, launched_distributed, shutdown
+from invprop.engine.signals import TrainingInterrupted
+from invprop.engine.trainer import RunResult
 from invprop.errors import ConfigError, InvpropError
 from invprop.evaluation import PROTOCOLS, parse_variants, run_ablation
 from invprop.evaluation.ablation import ABLATIONS

@@ -15,6 +15,7 @@ from typing import Any, Mapping, get_args, get_origin, get_type_hints
 import yaml
 
 from invprop.errors import ConfigError
+from invprop.files import write_text_atomically
 
 
 def _f(default: Any, help: str) -> Any:  # noqa: A002 - mirrors argparse's name
@@ -322,7 +323,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def save_yaml(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    write_text_atomically(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
 def help_texts(cfg: Any | None = None, prefix: str = "") -> dict[str, tuple[Any, str]]:

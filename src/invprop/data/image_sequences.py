@@ -11,9 +11,7 @@ import hashlib
 import json
 import logging
 import multiprocessing
-import os
 import pickle
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
@@ -25,6 +23,8 @@ from PIL import Image
 from torch import Tensor
 
 from invprop.errors import DataError
+from invprop.files import write_atomically, write_text_atomically
+from invprop.machine import available_cores
 
 logger = logging.getLogger(__name__)
 R = TypeVar("R")
@@ -97,8 +97,7 @@ def read_workers(count: int) -> int:
     (at most :data:`MAX_READ_WORKERS`)."""
     if count < PARALLEL_READ_MIN_FILES:
         return 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(cores, MAX_READ_WORKERS))
+    return max(1, min(available_cores(), MAX_READ_WORKERS))
 
 
 def map_file_chunks(fn: Callable[[list[Path]], list[R]], paths: list[Path], workers: int) -> list[R]:
@@ -139,10 +138,7 @@ def check_image_files(files: ImageFiles, strict: bool = False, cache_dir: Path |
         bad = [i for i, ok in enumerate(readable) if not ok]
         if path is not None:
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(f".{path.name}.tmp")
-                tmp.write_text(json.dumps({"unreadable": bad}))
-                os.replace(tmp, path)
+                write_text_atomically(path, json.dumps({"unreadable": bad}))
             except OSError as err:
                 logger.warning("could not write the check cache %s (%s)", path, err)
     names = [str(files.files[i]) for i in bad]
@@ -214,18 +210,6 @@ def _decode_files(files: ImageFiles, workers: int | None = None) -> Tensor:
     return images
 
 
-def _save_atomically(payload: dict[str, Tensor], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def cached_image_files(files: ImageFiles, cache_dir: Path | None) -> TensorImages:
     """Decode a list of image files into uint8 tensors once; later calls read the cache (if ``cache_dir``)."""
     labels = torch.tensor(files.targets, dtype=torch.long)
@@ -241,7 +225,7 @@ def cached_image_files(files: ImageFiles, cache_dir: Path | None) -> TensorImage
     images = _decode_files(files)
     if path is not None:
         try:
-            _save_atomically({"images": images}, path)
+            write_atomically(path, lambda handle: torch.save({"images": images}, handle))
         except OSError as err:
             logger.warning("could not write the image cache %s (%s); continuing without it", path, err)
     return TensorImages(images, labels)

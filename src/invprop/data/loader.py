@@ -6,7 +6,6 @@ one exactly and the per-image pipeline gives the same batches with any number of
 
 from __future__ import annotations
 
-import os
 import signal
 from typing import Iterator
 
@@ -17,6 +16,7 @@ from torch.utils.data import DataLoader, Sampler
 from invprop.data.datasets import IndexedDataset
 from invprop.data.image_sequences import TensorImages, to_float
 from invprop.data.transforms import Normalize
+from invprop.machine import available_cores
 
 
 def ignore_interrupts_in_worker(worker_id: int) -> None:
@@ -27,7 +27,7 @@ def ignore_interrupts_in_worker(worker_id: int) -> None:
 
 def worker_count(requested: int) -> int:
     """DataLoader workers actually started: ``requested``, capped at the machine's CPU count."""
-    return max(0, min(requested, os.cpu_count() or 1))
+    return max(0, min(requested, available_cores()))
 
 
 def epoch_order(n: int, seed: int) -> Tensor:

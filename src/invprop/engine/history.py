@@ -7,6 +7,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from invprop.files import write_text_atomically
+
 logger = logging.getLogger(__name__)
 
 HISTORY_NAME = "history.jsonl"
@@ -29,7 +31,7 @@ class History:
     def truncate_after(self, epoch: int) -> None:
         """Drop records of epochs after ``epoch`` (written by a run that stopped before its checkpoint)."""
         records = [r for r in self.read() if r.get("epoch", 0) <= epoch]
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in records))
+        write_text_atomically(self.path, "".join(json.dumps(r) + "\n" for r in records))
 
     def read(self) -> list[dict[str, Any]]:
         if not self.path.exists():

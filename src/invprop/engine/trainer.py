@@ -6,30 +6,27 @@ import contextlib
 import json
 import logging
 import math
-import random
 import signal
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import numpy as np
 import torch
 import yaml
 from torch import nn
-from torch import Tensor
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from invprop.config import Config, from_dict, save_yaml, to_dict, validate, warmup_epochs
 from invprop.core.faiss_search import faiss_available
-from invprop.distributed.partition import RowPartition, gather_partition
-from invprop.data import DataSplits, EpochBatchSampler, TensorBatches, build_datasets
-from invprop.data.transforms import MultiView
-from invprop.data.loader import MIN_PROCESS_BATCH, epoch_plan, ignore_interrupts_in_worker, worker_count
+from invprop.data import DataSplits, build_datasets
+from invprop.data.loader import MIN_PROCESS_BATCH
+from invprop.engine.batches import BatchPipeline
 from invprop.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from invprop.engine.distributed import (
+from invprop.engine.history import History
+from invprop.engine.monitor import knn_monitor, raw_pixel_baseline
+from invprop.engine.optimizer import gathered_state_dict, load_split_state_dict, parameter_groups
+from invprop.engine.process_group import (
     SINGLE_PROCESS,
     DistributedContext,
     barrier,
@@ -37,10 +34,11 @@ from invprop.engine.distributed import (
     main_process_first,
     reduce_step_values,
 )
-from invprop.engine.history import History
-from invprop.engine.monitor import knn_monitor, raw_pixel_baseline
+from invprop.engine.rng import epoch_seed, restore_rng_state, rng_state, seed_everything
 from invprop.engine.schedule import lr_factor
+from invprop.engine.signals import StopRequested, StopSignals, TrainingInterrupted
 from invprop.errors import CheckpointError, ConfigError, InvpropError
+from invprop.files import write_text_atomically
 from invprop.methods import METHODS, Method
 from invprop.models import build_encoder
 
@@ -50,12 +48,6 @@ CONFIG_NAME = "config.yaml"
 METRICS_NAME = "metrics.json"
 #: Diagnostics copied from the last epoch into metrics.json (see :mod:`invprop.core.diagnostics`).
 DIAGNOSTIC_KEYS = ("positives", "purity_positive", "purity_hard_positive", "background_has_positive", "background_same_label")
-#: Mixes the run seed and the epoch into one per-epoch seed, so an epoch's randomness does not depend on history.
-_EPOCH_SEED_STRIDE = 1_000_003
-#: Offsets each process's batch-augmentation seed in a distributed run (rank 0 keeps the single-process seed).
-_RANK_SEED_STRIDE = 7_919
-
-
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -72,56 +64,6 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Two SGD groups: weights with decay; norm-layer parameters and biases (all 0-d/1-d tensors) without."""
-    decay, no_decay = [], []
-    for param in model.parameters():
-        if param.requires_grad:
-            (no_decay if param.ndim <= 1 else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def rng_state() -> dict[str, Any]:
-    """The torch, numpy and Python RNG states as tensors and plain containers (loadable with weights_only)."""
-    np_kind, np_keys, *np_rest = np.random.get_state()
-    py_version, py_keys, py_gauss = random.getstate()
-    return {
-        "torch": torch.get_rng_state(),
-        "numpy": [np_kind, torch.from_numpy(np_keys.astype(np.int64)), *np_rest],
-        "python": [*py_keys, py_version, py_gauss],
-    }
-
-
-def restore_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    kind, keys, *rest = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
-    *python_keys, version, gauss = state["python"]
-    random.setstate((version, tuple(python_keys), gauss))
-
-
-class _StopRequested(Exception):
-    """Raised inside an epoch when a stop signal arrived; carries the epoch's progress."""
-
-    def __init__(self, progress: dict[str, Any]) -> None:
-        super().__init__("stop requested")
-        self.progress = progress
-
-
-class TrainingInterrupted(InvpropError):
-    """Training stopped on SIGINT/SIGTERM after saving a resumable checkpoint; ``exit_code`` is 128 + signal."""
-
-    def __init__(self, signum: int, message: str) -> None:
-        super().__init__(message)
-        self.exit_code = 128 + signum
-
-
 @dataclass
 class RunResult:
     run_dir: Path
@@ -136,7 +78,7 @@ class Trainer:
         cfg: the resolved configuration (validated here).
         run_dir: the run's folder (created).
         progress: show tqdm progress bars (None: only on a terminal).
-        context: this process's place in a distributed run (see :mod:`invprop.engine.distributed`). With several
+        context: this process's place in a distributed run (see :mod:`invprop.engine.process_group`). With several
             processes the encoder trains under DistributedDataParallel, ``optim.batch_size`` is the global batch
             (split evenly), only the main process logs, evaluates and writes files, and checkpoints hold the whole
             state, so a run resumes with any number of processes.
@@ -188,38 +130,18 @@ class Trainer:
         self.optimizer = torch.optim.SGD(
             parameter_groups(self.method, cfg.optim.weight_decay), lr=cfg.optim.lr, momentum=cfg.optim.momentum
         )
-        self.batch_size = cfg.optim.batch_size
-        # The global batches (a final batch too small for BatchNorm on every process is dropped).
-        self.steps_per_epoch = len(epoch_plan(n, self.batch_size, context.world_size))
-        self._tensor_batches: TensorBatches | None = None
-        self._loader: DataLoader | None = None
-        if self.data.train_images is not None:
-            assert self.data.batch_augment is not None
-            self._tensor_batches = TensorBatches(
-                self.data.train_images, self.batch_size, self.device, context.world_size, context.rank
-            )
-            self._batch_augment = self.data.batch_augment.to(self.device)
-        else:
-            self._sampler = EpochBatchSampler(n, self.batch_size, context.world_size, context.rank)
-            if self.method.views > 1:  # each item carries all of its views: (views, C, H, W)
-                self.data.train.transform = MultiView(self.data.train.transform, self.method.views)
-            workers = worker_count(cfg.data.num_workers)
-            self._loader = DataLoader(
-                self.data.train,
-                batch_sampler=self._sampler,
-                num_workers=workers,
-                pin_memory=self.device.type == "cuda",
-                persistent_workers=workers > 0,
-                prefetch_factor=4 if workers > 0 else None,
-                worker_init_fn=ignore_interrupts_in_worker,
-            )
+        self.batches = BatchPipeline(
+            self.data, cfg.optim.batch_size, self.device, self.method.views, cfg.data.num_workers,
+            context.world_size, context.rank,
+        )  # fmt: skip
+        self.steps_per_epoch = self.batches.steps_per_epoch
         self.epoch = 0
         self.global_step = 0
         self.seconds = 0.0
         self.baseline: dict[str, float] | None = None
         #: Progress inside an interrupted epoch: {"epoch", "step", "sums", "count"} (None between epochs).
         self._partial: dict[str, Any] | None = None
-        self._stop_signal: int | None = None
+        self._stop = StopSignals()
 
     def _check_distributed_settings(self) -> None:
         cfg, world = self.cfg, self.context.world_size
@@ -240,7 +162,7 @@ class Trainer:
         """The whole training state. A collective in a run with a split bank: every process must call it."""
         return {
             "model": self.method.state_dict(),
-            "optimizer": self._optimizer_state(),
+            "optimizer": gathered_state_dict(self.optimizer, self.method.sharded_parameters()),
             "scheduler": {"global_step": self.global_step, "steps_per_epoch": self.steps_per_epoch},
             "epoch": self.epoch,
             "seconds": self.seconds,
@@ -250,29 +172,9 @@ class Trainer:
             "partial": self._partial,
         }
 
-    def _sharded_parameter_ids(self) -> dict[int, RowPartition]:
-        """Optimiser parameter ids (positions in its state dict) of the parameters split over processes."""
-        position = {id(p): i for i, p in enumerate(p for group in self.optimizer.param_groups for p in group["params"])}
-        return {position[id(param)]: part for param, part in self.method.sharded_parameters() if part.is_split}
-
-    def _optimizer_state(self) -> dict[str, Any]:
-        """The optimiser's state dict, with the per-row state of split parameters gathered whole (a collective)."""
-        state = self.optimizer.state_dict()
-        for index, part in self._sharded_parameter_ids().items():
-            for key, value in state["state"].get(index, {}).items():
-                if isinstance(value, Tensor) and value.dim() >= 1 and value.shape[0] == part.rows:
-                    whole = gather_partition(value, part)
-                    state["state"][index][key] = whole if whole is not None else value
-        return state
-
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.method.load_state_dict(state["model"])
-        optimizer_state = state["optimizer"]
-        for index, part in self._sharded_parameter_ids().items():
-            for key, value in optimizer_state["state"].get(index, {}).items():
-                if isinstance(value, Tensor) and value.dim() >= 1 and value.shape[0] == part.total:
-                    optimizer_state["state"][index][key] = value[part.start : part.stop]
-        self.optimizer.load_state_dict(optimizer_state)
+        load_split_state_dict(self.optimizer, state["optimizer"], self.method.sharded_parameters())
         self.global_step = int(state["scheduler"]["global_step"])
         self.epoch = int(state["epoch"])
         self.seconds = float(state["seconds"])
@@ -281,33 +183,6 @@ class Trainer:
         restore_rng_state(state["rng"])
 
     # ----------------------------------------------------------------------------------------------- loop
-    def _epoch_seed(self, epoch: int) -> int:
-        return self.cfg.seed * _EPOCH_SEED_STRIDE + epoch
-
-    def _batches(self, epoch: int, skip: int = 0, views: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
-        """The epoch's ``(indices, augmented images)`` on the training device, from batch ``skip`` on.
-
-        With several views (the method's, unless ``views`` says otherwise) the images are stacked view-major:
-        (views x B, C, H, W).
-        """
-        seed = self._epoch_seed(epoch)
-        views = self.method.views if views is None else views
-        if self._tensor_batches is not None:
-            generator = torch.Generator(device=self.device).manual_seed(seed + _RANK_SEED_STRIDE * self.context.rank)
-            for step, (indices, images) in enumerate(self._tensor_batches.epoch(seed)):
-                # Skipped batches are augmented too: they advance the generator.
-                augmented = torch.cat([self._batch_augment(images, generator) for _ in range(views)])
-                if step >= skip:
-                    yield indices, augmented
-            return
-        assert self._loader is not None
-        self._sampler.set_epoch_seed(seed)
-        self._sampler.set_start(skip)  # per-image seeds make skipping exact
-        for indices, images, _ in self._loader:
-            if images.dim() == 5:  # (B, views, C, H, W) from MultiView
-                images = images[:, :views].transpose(0, 1).reshape(-1, *images.shape[2:])
-            yield indices.to(self.device, non_blocking=True), images.to(self.device, non_blocking=True)
-
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.amp_dtype is None:
             return contextlib.nullcontext()
@@ -318,11 +193,11 @@ class Trainer:
 
         ``resume_from`` continues an interrupted epoch (its saved step and running sums; the RNG states come from
         the checkpoint). When a stop signal arrives, the epoch ends after the current step by raising
-        :class:`_StopRequested` with the progress to save.
+        :class:`~invprop.engine.signals.StopRequested` with the progress to save.
         """
         cfg = self.cfg
         if resume_from is None:
-            torch.manual_seed(self._epoch_seed(epoch))  # augmentation draws: a function of (seed, epoch) only
+            torch.manual_seed(epoch_seed(cfg.seed, epoch))  # augmentation draws: a function of (seed, epoch) only
             self.method.on_epoch_start(epoch)
         self.method.train()
         first = int(resume_from["step"]) if resume_from else 0
@@ -332,7 +207,7 @@ class Trainer:
         counts: dict[str, int] = dict(resume_from.get("counts") or {k: count for k in sums}) if resume_from else {}
         # tqdm's disable=None shows the bar on a terminal only.
         hide = None if self.progress is None else not self.progress
-        batches = self._batches(epoch, skip=first)
+        batches = self.batches.epoch(epoch_seed(cfg.seed, epoch), skip=first)
         bar = tqdm(batches, total=self.steps_per_epoch, initial=first, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=hide)
         for step, (indices, images) in enumerate(bar, start=first):
             if max_steps is not None and step >= max_steps:
@@ -358,7 +233,7 @@ class Trainer:
             self.method.after_step()
             values = {"loss": loss_value, **{k: float(v) for k, v in out.terms.items()}}
             # One all-reduce per step: the logged means over processes, and whether any process was asked to stop.
-            values, present, stop = reduce_step_values(self.context, values, self._stop_signal is not None, self.device)
+            values, present, stop = reduce_step_values(self.context, values, self._stop.received is not None, self.device)
             self.global_step += 1
             count += 1
             for key, value in values.items():
@@ -366,11 +241,11 @@ class Trainer:
                     sums[key] = sums.get(key, 0.0) + value
                     counts[key] = counts.get(key, 0) + 1
             bar.set_postfix(loss=f"{sums['loss'] / counts['loss']:.3f}")
-            if stop and self._stop_signal is None:
-                self._stop_signal = signal.SIGTERM  # another process was asked to stop
+            if stop:
+                self._stop.request()  # (another process may have been the one asked to stop)
             if stop and step + 1 < self.steps_per_epoch:
                 bar.close()
-                raise _StopRequested({"epoch": epoch, "step": step + 1, "sums": sums, "count": count, "counts": counts})
+                raise StopRequested({"epoch": epoch, "step": step + 1, "sums": sums, "count": count, "counts": counts})
         upkeep = self.method.on_epoch_end(epoch)
         means = {key: value / max(counts.get(key, count), 1) for key, value in sums.items()}
         means.update(upkeep)
@@ -419,45 +294,50 @@ class Trainer:
             ) or {}  # fmt: skip
         end = cfg.epochs if stop_after is None else min(stop_after, cfg.epochs)
         if self.epoch == 0 and self._partial is None:
-            self.method.before_training(self._batches(0, views=1))
-        previous = self._install_signal_handlers()
+            self.method.before_training(self.batches.epoch(epoch_seed(cfg.seed, 0), views=1))
         try:
-            while self.epoch < end:
-                epoch = self.epoch + 1
-                start = time.perf_counter()
-                partial = self._partial if self._partial and self._partial["epoch"] == epoch else None
-                try:
-                    means = self.train_epoch(epoch, resume_from=partial)
-                except _StopRequested as stop:
-                    self.seconds += time.perf_counter() - start
-                    self._partial = stop.progress
-                    self._save(ckpt_path)
-                    raise self._interrupted(stop.progress["step"]) from None
-                self._partial = None
-                record: dict[str, Any] = {"epoch": epoch, **means}
-                if epoch % cfg.eval.every == 0 or epoch == cfg.epochs or epoch == end:
-                    record.update(self.evaluate())
-                self.seconds += time.perf_counter() - start
-                record["seconds"] = round(self.seconds, 3)
-                self.epoch = epoch
-                if history is not None:
-                    history.append(record)
-                self._save(ckpt_path)
-                summary = "  ".join(f"{k}={v:.4f}" for k, v in record.items() if k.startswith(("loss", "knn_top1")))
-                logger.info("epoch %d/%d  %s  (%.1fs)", epoch, cfg.epochs, summary, self.seconds)
-                stop = reduce_step_values(self.context, {}, self._stop_signal is not None, self.device)[2]
-                if stop and self.epoch < end:
-                    self._stop_signal = self._stop_signal or signal.SIGTERM
-                    raise self._interrupted(None)
+            with self._stop:
+                self._train_until(end, ckpt_path, history)
         finally:
             if history is not None:
                 history.close()
-            self._restore_signal_handlers(previous)
         if history is None:
             return RunResult(self.run_dir, {}, finished=self.epoch >= cfg.epochs)
         metrics = self._metrics(history.read())
-        (self.run_dir / METRICS_NAME).write_text(json.dumps(metrics, indent=2) + "\n")
+        write_text_atomically(self.run_dir / METRICS_NAME, json.dumps(metrics, indent=2) + "\n")
         return RunResult(self.run_dir, metrics, finished=self.epoch >= cfg.epochs)
+
+    def _train_until(self, end: int, ckpt_path: Path, history: History | None) -> None:
+        """Train, evaluate, record and checkpoint epoch by epoch up to epoch ``end``; a stop request saves and raises
+        :class:`~invprop.engine.signals.TrainingInterrupted`."""
+        cfg = self.cfg
+        while self.epoch < end:
+            epoch = self.epoch + 1
+            start = time.perf_counter()
+            partial = self._partial if self._partial and self._partial["epoch"] == epoch else None
+            try:
+                means = self.train_epoch(epoch, resume_from=partial)
+            except StopRequested as stop:
+                self.seconds += time.perf_counter() - start
+                self._partial = stop.progress
+                self._save(ckpt_path)
+                raise self._interrupted(stop.progress["step"]) from None
+            self._partial = None
+            record: dict[str, Any] = {"epoch": epoch, **means}
+            if epoch % cfg.eval.every == 0 or epoch == cfg.epochs or epoch == end:
+                record.update(self.evaluate())
+            self.seconds += time.perf_counter() - start
+            record["seconds"] = round(self.seconds, 3)
+            self.epoch = epoch
+            if history is not None:
+                history.append(record)
+            self._save(ckpt_path)
+            summary = "  ".join(f"{k}={v:.4f}" for k, v in record.items() if k.startswith(("loss", "knn_top1")))
+            logger.info("epoch %d/%d  %s  (%.1fs)", epoch, cfg.epochs, summary, self.seconds)
+            stop = reduce_step_values(self.context, {}, self._stop.received is not None, self.device)[2]
+            if stop and self.epoch < end:
+                self._stop.request()
+                raise self._interrupted(None)
 
     def _save(self, path: Path) -> None:
         """Checkpoint: every process builds the state (a split bank is gathered), the main process writes it."""
@@ -466,35 +346,13 @@ class Trainer:
             save_checkpoint(state, path)
         barrier(self.context)
 
-    # ----------------------------------------------------------------------------------------------- signals
-    def _install_signal_handlers(self) -> dict[int, Any]:
-        """SIGINT/SIGTERM ask the loop to save and stop after the current step; a second signal acts at once."""
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-        previous = {}
-
-        def request_stop(signum: int, frame: Any) -> None:
-            self._stop_signal = signum
-            logger.warning("%s received: saving a checkpoint after this step (send it again to stop at once)",
-                           signal.Signals(signum).name)  # fmt: skip
-            signal.signal(signum, previous.get(signum, signal.SIG_DFL))
-
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            previous[signum] = signal.getsignal(signum)
-            signal.signal(signum, request_stop)
-        return previous
-
-    @staticmethod
-    def _restore_signal_handlers(previous: dict[int, Any]) -> None:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-    def _interrupted(self, step: int | None) -> "TrainingInterrupted":
-        assert self._stop_signal is not None
+    def _interrupted(self, step: int | None) -> TrainingInterrupted:
+        assert self._stop.received is not None
+        signum = self._stop.received
         where = f"epoch {self.epoch + 1}, step {step}/{self.steps_per_epoch}" if step is not None else f"the end of epoch {self.epoch}"
         return TrainingInterrupted(
-            self._stop_signal,
-            f"stopped by {signal.Signals(self._stop_signal).name}: checkpoint saved at {where} in "
+            signum,
+            f"stopped by {signal.Signals(signum).name}: checkpoint saved at {where} in "
             f"{self.run_dir / CHECKPOINT_NAME}; continue with --resume --out {self.run_dir}",
         )
 

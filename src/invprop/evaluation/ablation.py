@@ -11,19 +11,18 @@ import datetime
 import difflib
 import json
 import logging
-import os
-import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-import torch
 import yaml
 
 from invprop.config import Config, from_dict, to_dict
 from invprop.engine import CHECKPOINT_NAME, METRICS_NAME, Trainer
 from invprop.engine.trainer import CONFIG_NAME, resolve_device
 from invprop.errors import ConfigError
+from invprop.files import write_text_atomically
+from invprop.machine import describe_machine
 
 logger = logging.getLogger(__name__)
 
@@ -121,11 +120,6 @@ def _check_same_config(run_dir: Path, cfg: Config) -> None:
         )
 
 
-def machine_description(device: torch.device) -> str:
-    accel = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU only"
-    return f"{platform.node() or 'host'}: {os.cpu_count()} CPU cores, {accel}; torch {torch.__version__}"
-
-
 def _row(name: str, cfg: Config, metrics: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "variant": name,
@@ -188,10 +182,8 @@ def write_results(rows: Sequence[Mapping[str, Any]], out_dir: Path, header: Mapp
         "Purity: fraction of discovered (hard) positives sharing the anchor's label, mean over the last epoch's batches "
         "(labels are never used for training). Wall time: training plus the per-epoch kNN monitor.",
     ]
-    for name, text in ((RESULTS_JSON, json.dumps(payload, indent=2) + "\n"), (RESULTS_MD, "\n".join(lines) + "\n")):
-        tmp = out_dir / f".{name}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, out_dir / name)
+    write_text_atomically(out_dir / RESULTS_JSON, json.dumps(payload, indent=2) + "\n")
+    write_text_atomically(out_dir / RESULTS_MD, "\n".join(lines) + "\n")
 
 
 def run_ablation(
@@ -210,7 +202,7 @@ def run_ablation(
         "epochs": base.epochs,
         "seed": base.seed,
         "command": command,
-        "machine": machine_description(device),
+        "machine": describe_machine(device),
         "date": datetime.date.today().isoformat(),
         "base_config": to_dict(base),
     }

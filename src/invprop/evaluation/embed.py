@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from invprop.data.image_sequences import ImageFiles
 from invprop.engine.monitor import extract
 from invprop.errors import ConfigError, DataError
 from invprop.evaluation.loading import EvalContext, load_eval_context
+from invprop.files import write_atomically
 
 SPLITS = ("train", "test")
 
@@ -67,10 +67,7 @@ def write_embeddings(result: Embeddings, out: Path) -> Path:
     }
     if result.paths is not None:
         arrays["paths"] = np.asarray(result.paths)
-    tmp = out.with_name(f".{out.name}.tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, out)
-    return out
+    return write_atomically(out, lambda handle: np.savez(handle, **arrays))
 
 
 def embed(checkpoint: Path, dataset: str | None, split: str, out: Path, overrides: dict[str, Any] | None = None) -> Path:
@@ -161,7 +158,6 @@ def render_neighbors(reference: IndexedDataset, rows: list[dict[str, Any]], out:
         ax.set_title(f"{row['similarity']:.2f}", fontsize=8)
     for ax in axes[0]:
         ax.axis("off")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100, bbox_inches="tight")
+    write_atomically(out, lambda handle: fig.savefig(handle, format="png", dpi=100, bbox_inches="tight"))
     plt.close(fig)
     return out

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -22,6 +21,7 @@ from invprop.engine import load_checkpoint
 from invprop.errors import ConfigError
 from invprop.evaluation.loading import ENCODER_PREFIX, checkpoint_path
 from invprop.models.backbones import adapt_resnet_stem
+from invprop.files import write_atomically
 
 FORMATS = ("torchvision", "safetensors")
 #: invprop backbone -> (torchvision architecture, CIFAR stem).
@@ -47,13 +47,6 @@ def _encoder_weights(state: dict) -> dict[str, Tensor]:
     return {k[len(ENCODER_PREFIX) :]: v for k, v in state["model"].items() if k.startswith(ENCODER_PREFIX)}
 
 
-def _save_atomically(save, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save(tmp)
-    os.replace(tmp, path)
-
-
 def export_weights(checkpoint: Path, fmt: str, out: Path | None = None) -> Path:
     """Write the weights of ``checkpoint`` in ``fmt`` (see the module docstring); returns the file written."""
     if fmt not in FORMATS:
@@ -68,12 +61,10 @@ def export_weights(checkpoint: Path, fmt: str, out: Path | None = None) -> Path:
         model = torchvision_model(cfg.model.backbone, in_channels)
         model.load_state_dict(backbone, strict=True)  # the promise of this format, checked before writing
         target = out or path.parent / f"{cfg.model.backbone}-torchvision.pth"
-        _save_atomically(lambda tmp: torch.save(backbone, tmp), target)
-        return target
-    from safetensors.torch import save_file
+        return write_atomically(target, lambda handle: torch.save(backbone, handle))
+    from safetensors.torch import save
 
     tensors = {k: v.detach().contiguous().cpu() for k, v in weights.items()}
     metadata = {"format": "invprop-encoder", "model": json.dumps(cfg.model.__dict__), "epoch": str(state["epoch"])}
     target = out or path.parent / "encoder.safetensors"
-    _save_atomically(lambda tmp: save_file(tensors, str(tmp), metadata=metadata), target)
-    return target
+    return write_atomically(target, lambda handle: handle.write(save(tensors, metadata=metadata)))

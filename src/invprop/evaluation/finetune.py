@@ -27,6 +27,7 @@ from invprop.errors import DataError
 from invprop.evaluation.linear import linear_protocol
 from invprop.evaluation.loading import EvalContext, load_eval_context, record_result
 from invprop.models import Encoder, build_encoder
+from invprop.files import write_text_atomically
 
 #: Label fractions of the semi-supervised protocol.
 SEMI_FRACTIONS = (0.01, 0.10)
@@ -192,7 +193,7 @@ def evaluate_semi(
         })  # fmt: skip
     if ctx.checkpoint is not None:
         path = ctx.checkpoint.parent / SUBSETS_NAME
-        path.write_text(json.dumps({"seed": SUBSET_SEED, "dataset": ctx.dataset, "subsets": subsets}) + "\n")
+        write_text_atomically(path, json.dumps({"seed": SUBSET_SEED, "dataset": ctx.dataset, "subsets": subsets}) + "\n")
         results["subsets_file"] = str(path)
     record_result(ctx, "semi", results)
     return results

@@ -15,6 +15,7 @@ from invprop.data import DataSplits, build_datasets
 from invprop.engine import CHECKPOINT_NAME, METRICS_NAME, load_checkpoint, resolve_device
 from invprop.errors import ConfigError, DataError
 from invprop.models import Encoder, build_encoder
+from invprop.files import write_text_atomically
 
 #: Prefix of the encoder's parameters inside a method's state dict.
 ENCODER_PREFIX = "encoder."
@@ -103,9 +104,7 @@ def record_result(ctx: EvalContext, protocol: str, results: dict[str, Any]) -> N
         return
     metrics = json.loads(metrics_path.read_text())
     metrics.setdefault("eval", []).append({"protocol": protocol, **results})
-    tmp = metrics_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-    tmp.replace(metrics_path)
+    write_text_atomically(metrics_path, json.dumps(metrics, indent=2) + "\n")
 
 
 def require(condition: bool, message: str) -> None:

@@ -13,7 +13,6 @@ import html
 import io
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -33,6 +32,7 @@ from invprop.engine import CHECKPOINT_NAME, HISTORY_NAME, load_checkpoint  # noq
 from invprop.engine.monitor import extract  # noqa: E402
 from invprop.errors import ConfigError  # noqa: E402
 from invprop.evaluation.loading import load_eval_context  # noqa: E402
+from invprop.files import write_atomically, write_text_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -275,13 +275,9 @@ def write_html(figures: Sequence[Figure], histories: dict[str, list[dict[str, An
         "<table><tr><th>run</th><th>epochs</th><th>kNN top-1</th><th>seconds</th></tr>" + "".join(rows) + "</table>",
     ]
     for figure in figures:
-        (out_dir / figure.filename).write_bytes(figure.png)
+        write_atomically(out_dir / figure.filename, lambda handle, png=figure.png: handle.write(png))
         data = base64.b64encode(figure.png).decode("ascii")
         parts.append(f"<h2>{html.escape(figure.title)}</h2><img alt='{html.escape(figure.title)}' "
                      f"src='data:image/png;base64,{data}'><p>{html.escape(figure.caption)}</p>")  # fmt: skip
     parts.append("</body></html>")
-    path = out_dir / REPORT_NAME
-    tmp = out_dir / f".{REPORT_NAME}.tmp"
-    tmp.write_text("\n".join(parts))
-    os.replace(tmp, path)
-    return path
+    return write_text_atomically(out_dir / REPORT_NAME, "\n".join(parts))

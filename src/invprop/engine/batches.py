@@ -1,0 +1,88 @@
+"""The training batches of a run: this process's ``(indices, augmented images)`` on the training device, by epoch.
+
+Two pipelines give the same kind of batches. The tensor pipeline keeps every image on the training device as uint8
+and augments whole batches there with a generator seeded from the epoch (and the rank). The per-image pipeline runs
+torchvision transforms in DataLoader workers, each image seeded from (epoch seed, index). Either way an epoch's
+batches are a function of its seed, and an interrupted epoch continues exactly from any step.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from invprop.data import DataSplits, EpochBatchSampler, TensorBatches
+from invprop.data.loader import epoch_plan, ignore_interrupts_in_worker, worker_count
+from invprop.data.transforms import MultiView
+
+#: Offsets each process's batch-augmentation seed in a distributed run (rank 0 keeps the single-process seed).
+RANK_SEED_STRIDE = 7_919
+
+
+class BatchPipeline:
+    """Batches of ``batch_size`` images (the global batch; this process gets its share) with ``views`` views each.
+
+    Args:
+        data: the run's datasets (the tensor pipeline when ``data.train_images`` is set).
+        batch_size: the global batch size.
+        device: where batches are produced.
+        views: augmented views per image, stacked view-major: (views x B, C, H, W).
+        num_workers: DataLoader workers of the per-image pipeline.
+        world_size: number of processes W.
+        rank: this process.
+    """
+
+    def __init__(
+        self, data: DataSplits, batch_size: int, device: torch.device, views: int = 1, num_workers: int = 0,
+        world_size: int = 1, rank: int = 0,
+    ) -> None:  # fmt: skip
+        self.device = device
+        self.views = views
+        self.rank = rank
+        #: The global batches of an epoch (a final batch too small for BatchNorm on every process is dropped).
+        self.steps_per_epoch = len(epoch_plan(len(data.train), batch_size, world_size))
+        self._tensor_batches: TensorBatches | None = None
+        self._loader: DataLoader | None = None
+        if data.train_images is not None:
+            assert data.batch_augment is not None
+            self._tensor_batches = TensorBatches(data.train_images, batch_size, device, world_size, rank)
+            self._augment = data.batch_augment.to(device)
+            return
+        self._sampler = EpochBatchSampler(len(data.train), batch_size, world_size, rank)
+        if views > 1:  # each item carries all of its views: (views, C, H, W)
+            data.train.transform = MultiView(data.train.transform, views)
+        workers = worker_count(num_workers)
+        self._loader = DataLoader(
+            data.train,
+            batch_sampler=self._sampler,
+            num_workers=workers,
+            pin_memory=device.type == "cuda",
+            persistent_workers=workers > 0,
+            prefetch_factor=4 if workers > 0 else None,
+            worker_init_fn=ignore_interrupts_in_worker,
+        )
+
+    def epoch(self, seed: int, skip: int = 0, views: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+        """The batches of the epoch with ``seed``, from batch ``skip`` on, with ``views`` views (default: all)."""
+        views = self.views if views is None else views
+        if self._tensor_batches is not None:
+            generator = torch.Generator(device=self.device).manual_seed(seed + RANK_SEED_STRIDE * self.rank)
+            for step, (indices, images) in enumerate(self._tensor_batches.epoch(seed)):
+                # Skipped batches are augmented too: they advance the generator.
+                augmented = torch.cat([self._augment(images, generator) for _ in range(views)])
+                if step >= skip:
+                    yield indices, augmented
+            return
+        assert self._loader is not None
+        self._sampler.set_epoch_seed(seed)
+        self._sampler.set_start(skip)  # per-image seeds make skipping exact
+        for indices, images, _ in self._loader:
+            if images.dim() == 5:  # (B, views, C, H, W) from MultiView
+                images = images[:, :views].transpose(0, 1).reshape(-1, *images.shape[2:])
+            yield indices.to(self.device, non_blocking=True), images.to(self.device, non_blocking=True)
+
+
+__all__ = ["RANK_SEED_STRIDE", "BatchPipeline"]

@@ -1,0 +1,56 @@
+"""Random-number state of a run: seeding, and capturing or restoring it in a form checkpoints hold.
+
+The states are stored as tensors and plain containers, so a checkpoint loads with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+import torch
+
+#: Mixes the run seed and the epoch into one per-epoch seed, so an epoch's randomness does not depend on history.
+EPOCH_SEED_STRIDE = 1_000_003
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of ``epoch`` of a run seeded with ``seed``: a function of the two only."""
+    return seed * EPOCH_SEED_STRIDE + epoch
+
+
+def rng_state() -> dict[str, Any]:
+    """The torch, NumPy and Python generator states as tensors and plain containers (loadable with weights_only).
+
+    Example:
+        >>> state = rng_state(); a = torch.rand(1); restore_rng_state(state)
+        >>> bool(torch.equal(a, torch.rand(1)))
+        True
+    """
+    np_kind, np_keys, *np_rest = np.random.get_state()
+    py_version, py_keys, py_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_kind, torch.from_numpy(np_keys.astype(np.int64)), *np_rest],
+        "python": [*py_keys, py_version, py_gauss],
+    }
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Restore the states captured by :func:`rng_state`."""
+    torch.set_rng_state(state["torch"])
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+    *python_keys, version, gauss = state["python"]
+    random.setstate((version, tuple(python_keys), gauss))
+
+
+__all__ = ["EPOCH_SEED_STRIDE", "epoch_seed", "restore_rng_state", "rng_state", "seed_everything"]
