@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
 import itertools
 import time
@@ -27,11 +28,10 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from common import machine, markdown_table, pick_device, synchronize
-from invprop.config import preset
-from invprop.data import EpochBatchSampler, TensorBatches, build_datasets
-from invprop.methods import METHODS
+from invprop.config import build_method, preset
+from invprop.data import DataSettings, EpochBatchSampler, TensorBatches, datasets_from
 from invprop.machine import available_cores
-from invprop.models import build_encoder
+from invprop.models import encoder_from
 
 BATCH = 256
 
@@ -61,7 +61,7 @@ def batches_per_image(data, device: torch.device, workers: int, batch: int) -> I
 class CrossEntropyModel(nn.Module):
     def __init__(self, classes: int) -> None:
         super().__init__()
-        self.encoder = build_encoder("resnet18_cifar", "mlp", 128, in_channels=3)
+        self.encoder = encoder_from(preset("cifar10").model, in_channels=3)
         self.classifier = nn.Linear(self.encoder.feature_dim, classes)
 
     def step(self, indices: Tensor, images: Tensor, labels: Tensor) -> Tensor:
@@ -75,8 +75,8 @@ class InvPModel(nn.Module):
     def __init__(self, n: int, device: torch.device) -> None:
         super().__init__()
         cfg = preset("cifar10")
-        encoder = build_encoder("resnet18_cifar", "mlp", 128, in_channels=3).to(device)
-        self.method = METHODS.get("invp")(cfg, encoder, n)
+        encoder = encoder_from(cfg.model, in_channels=3).to(device)
+        self.method = build_method(cfg, encoder, n)
         self.encoder = encoder
 
     def step(self, indices: Tensor, images: Tensor, labels: Tensor) -> Tensor:
@@ -143,7 +143,8 @@ def measure_throughput(
     """Seconds per step of each of ``variants`` (see :data:`VARIANTS`), measured one after the other."""
     torch.manual_seed(0)
     name = f"imagefolder:{data_root}"
-    fast_data = build_datasets(name, augment="cifar", image_size=32, pipeline="tensor", cache_dir=cache_dir)
+    settings = DataSettings(name=name, augment="cifar", image_size=32, cache_dir=None if cache_dir is None else str(cache_dir))
+    fast_data = datasets_from(dataclasses.replace(settings, pipeline="tensor"))
     slow_data = None
     n = len(fast_data.train)
     results: dict[str, float] = {}
@@ -154,7 +155,7 @@ def measure_throughput(
             batches = batches_fast(fast_data, device, batch)
         else:
             if slow_data is None:
-                slow_data = build_datasets(name, augment="cifar", image_size=32, pipeline="per_image", cache_dir=cache_dir)
+                slow_data = datasets_from(dataclasses.replace(settings, pipeline="per_image"))
             batches = batches_per_image(slow_data, device, workers, batch)
         results[label] = run(model, batches, device, fast, steps, warmup, compiled)
         if on_row is not None:

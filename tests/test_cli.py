@@ -124,7 +124,7 @@ def test_two_process_run_completes_and_resumes_with_other_process_counts(tmp_pat
     assert len((run / "history.jsonl").read_text().splitlines()) == 1
     # Epoch 2 in a single process, epoch 3 in two processes with the bank split between them.
     assert main(["-q", "train", "--resume", "--stop-after", "2", "--out", str(run)]) == 0
-    third = subprocess.run(_torchrun("--resume", "--out", str(run), "--set", "distributed.bank=sharded"),
+    third = subprocess.run(_torchrun("--resume", "--out", str(run), "--set", "bank.placement=sharded"),
                            capture_output=True, text=True, timeout=600)  # fmt: skip
     assert third.returncode == 0, third.stderr[-3000:]
     assert "run finished" in third.stdout

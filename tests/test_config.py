@@ -81,9 +81,68 @@ def test_bad_yaml_file(tmp_path: Path) -> None:
 
 
 def test_warmup_defaults_to_a_tenth_for_the_instance_classifier_only() -> None:
-    from invprop.config import from_dict, preset, warmup_epochs
+    from invprop.methods import METHODS
 
-    assert warmup_epochs(preset("digits")) == 0
-    assert warmup_epochs(from_dict({"method": "instance-classifier"}, base=preset("digits"))) == 10  # 100 epochs
-    assert warmup_epochs(from_dict({"method": "instance-classifier", "epochs": 30}, base=preset("digits"))) == 3
-    assert warmup_epochs(from_dict({"method": "instance-classifier", "optim": {"warmup_epochs": 0}}, base=preset("digits"))) == 0
+    assert METHODS.get("invp").default_warmup_epochs(100) == 0
+    classifier = METHODS.get("instance-classifier")
+    assert (classifier.default_warmup_epochs(100), classifier.default_warmup_epochs(30), classifier.default_warmup_epochs(800)) == (10, 3, 10)
+
+
+def test_a_run_holds_only_its_own_methods_sections(tmp_path: Path) -> None:
+    classifier = C.preset("digits", "instance-classifier")
+    keys = C.to_dict(classifier)
+    assert "classifier" in keys and "bank" not in keys and "loss" not in keys
+    assert not any(key.startswith(("bank.", "loss.")) for key in C.help_texts(classifier))
+    with pytest.raises(AttributeError, match="has no setting 'loss'"):
+        classifier.loss
+    with pytest.raises(ConfigError, match=r"loss\.\* belongs to method insdis, insdis-hard, invp, knn-positives, not to instance-classifier"):
+        C.from_dict({"loss": {"temperature": 0.2}}, base=classifier)
+    invp = C.preset("digits")
+    assert "classifier" not in C.to_dict(invp) and invp.loss.temperature == 0.1
+    # Switching between methods of the same sections keeps them; to another method's, its sections start fresh.
+    assert C.from_dict({"method": "insdis"}, base=invp).loss.temperature == 0.1
+    assert C.from_dict({"method": "instance-classifier"}, base=invp).classifier.hard_classes == 100
+    C.save_yaml(classifier, tmp_path / "c.yaml")
+    assert C.from_dict(C.load_yaml(tmp_path / "c.yaml")) == classifier
+
+
+def test_presets_compose_dataset_and_method_defaults() -> None:
+    cifar100 = C.preset("cifar100")  # extends cifar10: its data, model and the method's cifar10 values, then its own
+    assert (cifar100.data.name, cifar100.model.backbone, cifar100.loss.temperature, cifar100.loss.steps) == (
+        "cifar100", "resnet18_cifar", 0.2, 4)  # fmt: skip
+    mnist = C.preset("mnist")  # extends digits, but a 60k-image bank keeps N_b = 4096
+    assert (mnist.epochs, mnist.optim.lr, mnist.loss.temperature, mnist.loss.n_background) == (50, 0.05, 0.1, 4096)
+    assert C.preset_values("stl10")["loss"] == {"temperature": 0.2, "n_hard_positives": 20}
+    assert C.preset("cifar10", "instance-classifier").optim.batch_size == 128
+
+
+def test_allowed_values_come_from_the_registries() -> None:
+    from invprop.models import HEADS
+
+    with pytest.raises(ConfigError, match=f"model.head must be one of {', '.join(HEADS)}; got 'mpl' \\(did you mean mlp\\?\\)"):
+        C.validate(C.from_dict({"model": {"head": "mpl"}}))
+    with pytest.raises(ConfigError, match="unknown method 'invpp' \\(did you mean invp\\?\\)"):
+        C.from_dict({"method": "invpp"})
+    assert "one of: linear, mlp" in C.help_texts()["model.head"][1]
+
+
+def test_a_range_says_the_same_in_the_settings_and_in_the_constructor() -> None:
+    from invprop.core import MemoryBank
+
+    with pytest.raises(ConfigError) as settings_error:
+        C.validate(C.from_dict({"bank": {"momentum": 1.5}}))
+    with pytest.raises(ValueError) as constructor_error:
+        MemoryBank(10, 4, momentum=1.5)
+    assert str(settings_error.value) == "bank.momentum must be in [0, 1), got 1.5"
+    assert str(constructor_error.value) == "momentum must be in [0, 1), got 1.5"
+
+
+def test_runs_saved_by_earlier_versions_still_load() -> None:
+    saved = C.to_dict(C.preset("digits"))
+    saved["distributed"]["bank"] = saved["bank"].pop("placement")  # the key's earlier home
+    saved["distributed"]["bank"] = "sharded"
+    saved["classifier"] = {"temperature": 0.2}  # earlier versions saved every method's sections
+    cfg = C.from_saved(saved)
+    assert cfg.bank.placement == "sharded" and "classifier" not in C.to_dict(cfg)
+    old_classifier = {**C.to_dict(C.preset("digits", "instance-classifier")), "bank": {"momentum": 0.5}, "loss": {}}
+    assert "bank" not in C.to_dict(C.from_saved(old_classifier))

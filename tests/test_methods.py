@@ -3,8 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from invprop.config import from_dict, preset
-from invprop.methods import METHODS
+from invprop.config import build_method, from_dict, preset
 from invprop.models import build_encoder
 
 
@@ -14,7 +13,7 @@ def make(name: str, **loss):
         base=preset("digits"),
     )
     encoder = build_encoder("digits_convnet", "mlp", 16, in_channels=1)
-    return METHODS.get(name)(cfg, encoder, 100)
+    return build_method(cfg, encoder, 100)
 
 
 @pytest.mark.parametrize(
@@ -74,13 +73,13 @@ def _distributed_run(bank_mode: str, world: int, rank: int) -> dict[str, object]
     from invprop.models.heads import HEADS
 
     cfg = from_dict(
-        {"model": {"embedding_dim": 16}, "bank": {"num_neighbors": 3},
-         "loss": {"n_background": 24, "n_hard_positives": 5, "temperature": 0.2}, "distributed": {"bank": bank_mode}},
+        {"model": {"embedding_dim": 16}, "bank": {"num_neighbors": 3, "placement": bank_mode},
+         "loss": {"n_background": 24, "n_hard_positives": 5, "temperature": 0.2}},
         base=preset("digits"),
     )  # fmt: skip
     torch.manual_seed(0)
     encoder = Encoder(_Flatten(), HEADS.get("linear")(64, 16, None))
-    method = METHODS.get("invp")(cfg, encoder, 100, world > 1)
+    method = build_method(cfg, encoder, 100, world > 1)
     if world > 1:
         method.set_encoder_wrapper(torch.nn.parallel.DistributedDataParallel(method.encoder))
     optimizer = torch.optim.SGD(method.encoder.parameters(), lr=0.5, momentum=0.9)
@@ -139,7 +138,7 @@ def _classifier(prior: bool = True, smoothing: float = 0.2):
         base=preset("digits"),
     )  # fmt: skip
     torch.manual_seed(0)
-    return METHODS.get("instance-classifier")(cfg, build_encoder("digits_convnet", "mlp", 16, in_channels=1), 40)
+    return build_method(cfg, build_encoder("digits_convnet", "mlp", 16, in_channels=1), 40)
 
 
 def test_instance_classifier_trains_two_views_per_image() -> None:

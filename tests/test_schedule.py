@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from invprop.engine.schedule import lr_factor
+from invprop.schedules import lr_factor
 
 
 def test_cosine_with_warmup() -> None:

@@ -8,11 +8,8 @@ import torch
 
 from devices import DEVICES, cuda_only
 from invprop.config import from_dict, preset
-from invprop.data import build_datasets
 from invprop.engine import Trainer, load_checkpoint
-from invprop.engine.monitor import knn_monitor
 from invprop.errors import CheckpointError, ConfigError
-from invprop.models import build_encoder
 
 
 def small_config(epochs: int, **loss):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import re
 import sys
@@ -27,6 +28,8 @@ from invprop.engine.process_group import DistributedContext, barrier, init_distr
 from invprop.engine.signals import TrainingInterrupted
 from invprop.engine.trainer import RunResult
 from invprop.errors import ConfigError, InvpropError
+from invprop.methods import METHODS
+from invprop.settings import deep_update
 from invprop.evaluation import PROTOCOLS, parse_variants, run_ablation
 from invprop.evaluation.ablation import ABLATIONS
 from invprop.evaluation.embed import SPLITS, embed, nearest_neighbors
@@ -53,16 +56,8 @@ def _nested_overrides(texts: Sequence[str]) -> dict[str, Any]:
     """Merge several ``--set key=value`` texts into one nested dict (later ones win per key)."""
     merged: dict[str, Any] = {}
     for text in texts:
-        _deep_update(merged, cfgmod.parse_override(text))
+        deep_update(merged, cfgmod.parse_override(text))
     return merged
-
-
-def _deep_update(into: dict[str, Any], tree: dict[str, Any]) -> None:
-    for key, value in tree.items():
-        if isinstance(value, dict) and isinstance(into.get(key), dict):
-            _deep_update(into[key], value)
-        else:
-            into[key] = value
 
 
 def _merge_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -71,23 +66,27 @@ def _merge_overrides(args: argparse.Namespace) -> dict[str, Any]:
     if args.epochs is not None:
         merged["epochs"] = args.epochs
     if getattr(args, "dataset", None):
-        _deep_update(merged, {"data": {"name": args.dataset}})
+        deep_update(merged, {"data": {"name": args.dataset}})
     if getattr(args, "strict_data", False):
-        _deep_update(merged, {"data": {"strict": True}})
+        deep_update(merged, {"data": {"strict": True}})
     return merged
 
 
-def _base_config(args: argparse.Namespace) -> Config:
-    """Preset (explicit, or named after the dataset, else digits), then the YAML file."""
+def _base_config(args: argparse.Namespace, overrides: dict[str, Any], method: str | None = None) -> Config:
+    """The preset (explicit, or named after the dataset, else digits) for the run's method, then the YAML file.
+
+    The method is settled first -- from ``--set method=...``, the YAML file, or ``method`` -- so that the preset
+    brings that method's own defaults for the dataset.
+    """
+    from_file = cfgmod.load_yaml(args.config) if args.config else {}
+    method = overrides.get("method") or from_file.get("method") or method
     name = args.preset
     if name is None and args.dataset:
         name = args.dataset if args.dataset in cfgmod.PRESETS else ("cifar10" if args.dataset.startswith(IMAGEFOLDER_PREFIX) else None)
         if name is None and args.dataset not in dataset_names():
             raise ConfigError(f"unknown dataset {args.dataset!r}; choose one of: {', '.join(dataset_names())}")
-    cfg = cfgmod.preset(name or cfgmod.DEFAULT_PRESET)
-    if args.config:
-        cfg = cfgmod.from_dict(cfgmod.load_yaml(args.config), base=cfg)
-    return cfg
+    cfg = cfgmod.preset(name or cfgmod.DEFAULT_PRESET, method if isinstance(method, str) else None)
+    return cfgmod.from_dict(from_file, base=cfg) if from_file else cfg
 
 
 def _default_run_dir(cfg: Config) -> Path:
@@ -112,7 +111,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_dir = Path(args.out)
         cfg = config_for_resume(run_dir, overrides)
     else:
-        cfg = cfgmod.from_dict(overrides, base=_base_config(args))
+        cfg = cfgmod.from_dict(overrides, base=_base_config(args, overrides))
         run_dir = Path(args.out) if args.out else _default_run_dir(cfg)
         if (run_dir / CHECKPOINT_NAME).exists() or (run_dir / HISTORY_NAME).exists():
             if not args.overwrite:
@@ -154,7 +153,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _fit(cfg: Config, run_dir: Path, context: DistributedContext, resume: bool, stop_after: int | None) -> RunResult:
     """Train in a frame of its own, so that the trainer is released when it returns (see :func:`cmd_train`)."""
     trainer = Trainer(cfg, run_dir, progress=None, context=context)
-    processes = f", {context.world_size} processes ({cfg.distributed.bank} bank)" if context.enabled else ""
+    processes = f", {context.world_size} processes" if context.enabled else ""
     logger.info(
         "training %s on %s: %d images, %d epochs, device %s%s -> %s",
         cfg.method, cfg.data.name, len(trainer.data.train), cfg.epochs, trainer.device, processes, run_dir,
@@ -164,7 +163,8 @@ def _fit(cfg: Config, run_dir: Path, context: DistributedContext, resume: bool, 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
     names = parse_variants(args.variants, args.method)
-    cfg = cfgmod.validate(cfgmod.from_dict(_merge_overrides(args), base=_base_config(args)))
+    overrides = _merge_overrides(args)
+    cfg = cfgmod.validate(cfgmod.from_dict(overrides, base=_base_config(args, overrides, args.method)))
     if args.out:
         out_dir = Path(args.out)
     else:
@@ -236,25 +236,34 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
+    method = args.method
+    if args.keys:
+        cfg = cfgmod.preset(args.name or cfgmod.DEFAULT_PRESET, method)
+        for key, (value, text) in cfgmod.help_texts(cfg).items():
+            print(f"{key} = {value!r}\n    {text}")
+        others = [name for name in METHODS if cfgmod.method_spec(name).sections() != cfgmod.method_spec(cfg.method).sections()]
+        print(f"\nthe sections of {cfg.method}; another method's: invprop presets --keys --method NAME ({', '.join(others)})")
+        return 0
     if args.name:
-        print(yaml.safe_dump(cfgmod.to_dict(cfgmod.preset(args.name)), sort_keys=False), end="")
+        print(yaml.safe_dump(cfgmod.to_dict(cfgmod.preset(args.name, method)), sort_keys=False), end="")
         return 0
     for name in cfgmod.PRESETS:
-        c = cfgmod.preset(name)
+        c = cfgmod.preset(name, method)
         default = " (default)" if name == cfgmod.DEFAULT_PRESET else ""
+        headline = "  ".join(f"{key}={value}" for key, value in _headline(c).items())
         print(
             f"{name}{default}: data={c.data.name} backbone={c.model.backbone} head={c.model.head} epochs={c.epochs} "
-            f"tau={c.loss.temperature} N_b={c.loss.n_background} k={c.bank.num_neighbors} l={c.loss.steps} "
-            f"P={c.loss.n_hard_positives} lr={c.optim.lr} batch={c.optim.batch_size} wd={c.optim.weight_decay}"
+            f"lr={c.optim.lr} batch={c.optim.batch_size} wd={c.optim.weight_decay}  {headline}"
         )
-    print("\nshow one in full: invprop presets NAME; every key with its help: invprop presets --keys")
+    print("\nshow one in full: invprop presets NAME; every key with its help: invprop presets [NAME] --keys; "
+          "for another method: --method NAME")  # fmt: skip
     return 0
 
 
-def cmd_keys() -> int:
-    for key, (value, text) in cfgmod.help_texts().items():
-        print(f"{key} = {value!r}\n    {text}")
-    return 0
+def _headline(cfg: Config) -> dict[str, Any]:
+    """The method's headline settings of ``cfg``, by dotted key."""
+    values = cfgmod.help_texts(cfg)
+    return {key: values[key][0] for key in cfgmod.method_spec(cfg.method).headline}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -340,8 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("presets", help="list the presets, or print one in full")
     pr.add_argument("name", nargs="?", help="preset to print as YAML")
-    pr.add_argument("--keys", action="store_true", help="list every setting with its default and help")
-    pr.set_defaults(func=lambda a: cmd_keys() if a.keys else cmd_presets(a))
+    pr.add_argument("--method", default=None, help=f"for this method (default {cfgmod.DEFAULT_METHOD}): {', '.join(METHODS)}")
+    pr.add_argument("--keys", action="store_true", help="list every setting with its value in the preset and its help")
+    pr.set_defaults(func=cmd_presets)
     return parser
 
 
@@ -371,6 +381,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("invprop: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of our output went away (e.g. `| head`): nothing left to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

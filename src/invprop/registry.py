@@ -1,11 +1,12 @@
-"""A tiny name -> constructor registry (used for backbones, heads, datasets, methods, augmentations)."""
+"""A tiny name -> entry registry (backbones, heads, datasets, augmentations, methods, schedules): the one list of
+allowed names, which settings fields use as their choices."""
 
 from __future__ import annotations
 
 import difflib
 from typing import Callable, Generic, Iterator, TypeVar
 
-T = TypeVar("T", bound=Callable)
+T = TypeVar("T")
 
 
 class UnknownNameError(KeyError, ValueError):

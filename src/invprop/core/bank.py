@@ -26,6 +26,7 @@ from invprop.core.graph import drop_anchor, exact_neighbors_of, graph_recall, kn
 from invprop.distributed.collectives import all_reduce_sum
 from invprop.distributed.partition import RowPartition, SplitRowsState, partition_randn
 from invprop.distributed.rows import sharded_topk
+from invprop.settings import AT_LEAST_ONE, AT_LEAST_TWO, UNIT_INTERVAL, require
 
 #: Banks up to this many rows get an exact neighbour table at construction (an O(N^2 D) search, chunked).
 #: Larger banks start with invalid rows, filled by the online rule or by :meth:`MemoryBank.rebuild_neighbors`.
@@ -97,16 +98,13 @@ class MemoryBank(SplitRowsState, nn.Module):
         partition: RowPartition | None = None,
     ) -> None:
         super().__init__()
-        if size < 2:
-            raise ValueError(f"MemoryBank size must be at least 2, got {size}")
-        if dim < 1:
-            raise ValueError(f"MemoryBank dim must be positive, got {dim}")
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"MemoryBank momentum must be in [0, 1), got {momentum}")
+        require("size", size, AT_LEAST_TWO)
+        require("dim", dim, AT_LEAST_ONE)
+        require("momentum", momentum, UNIT_INTERVAL)
         if not 1 <= num_neighbors < size:
             raise ValueError(f"num_neighbors must be in [1, size - 1] = [1, {size - 1}], got {num_neighbors}")
         if dtype not in BANK_DTYPES.values():
-            raise ValueError(f"MemoryBank dtype must be one of float32, float16, bfloat16; got {dtype}")
+            raise ValueError(f"dtype must be one of {', '.join(BANK_DTYPES)}; got {dtype}")
         partition = partition if partition is not None else RowPartition.whole(size)
         if partition.total != size:
             raise ValueError(f"partition covers {partition.total} rows, but the bank has {size}")

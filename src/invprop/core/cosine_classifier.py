@@ -20,6 +20,7 @@ from invprop.core.graph import sharded_knn_graph
 from invprop.distributed.collectives import all_gather_rows, all_gather_tensor, all_reduce_sum, masked_logsumexp
 from invprop.distributed.partition import RowPartition, SplitRowsState, partition_randn
 from invprop.distributed.rows import owned_entries
+from invprop.settings import AT_LEAST_TWO, POSITIVE, UNIT_INTERVAL, require
 
 #: Marker for "no hard classes known yet" in the hard-class table.
 UNKNOWN_CLASS = -1
@@ -54,8 +55,7 @@ def smoothed_targets(classes: Tensor, hard_classes: Tensor, alpha: float) -> tup
         ``(columns, weights)``, both (B, 1 + k): class indices (own class first) and target probabilities, each row
         summing to 1. Entries of unknown classes have weight 0 and column 0.
     """
-    if not 0.0 <= alpha < 1.0:
-        raise ValueError(f"alpha must be in [0, 1), got {alpha}")
+    require("alpha", alpha, UNIT_INTERVAL)
     k = hard_classes.shape[1]
     smooth = (hard_classes >= 0).all(dim=1) if k and alpha > 0 else torch.zeros_like(classes, dtype=torch.bool)
     own = torch.where(smooth, 1.0 - alpha, 1.0).view(-1, 1)
@@ -121,12 +121,9 @@ class CosineInstanceClassifier(SplitRowsState, nn.Module):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        if num_classes < 2:
-            raise ValueError(f"num_classes must be at least 2, got {num_classes}")
-        if temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
-        if not 0.0 <= smoothing < 1.0:
-            raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
+        require("num_classes", num_classes, AT_LEAST_TWO)
+        require("temperature", temperature, POSITIVE)
+        require("smoothing", smoothing, UNIT_INTERVAL)
         if smoothing > 0 and not 1 <= hard_classes < num_classes:
             raise ValueError(f"hard_classes must be in [1, {num_classes - 1}] with smoothing on, got {hard_classes}")
         partition = partition if partition is not None else RowPartition.whole(num_classes)

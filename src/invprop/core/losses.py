@@ -24,6 +24,7 @@ from invprop.core.bank import MemoryBank
 from invprop.core.graph import nearest_columns, online_neighbors, propagate
 from invprop.distributed.collectives import LOCAL, ProcessGroup, all_gather_rows, all_gather_tensor, masked_logsumexp
 from invprop.distributed.rows import owned_entries, sharded_background_logits, sharded_row_logits, sharded_topk
+from invprop.settings import AT_LEAST_ONE, POSITIVE, require
 
 #: Sources of positives: InvP's propagation, the K nearest bank rows (the paper's KNN baseline), or none (InsDis).
 POSITIVE_SOURCES = ("propagation", "knn", "none")
@@ -116,8 +117,7 @@ def select_positives(
         ``(logits, mask, columns)``, each (B, min(count, M)): the selected logits, which of them are real, and their
         column in the input.
     """
-    if count < 1:
-        raise ValueError(f"count must be at least 1, got {count}")
+    require("count", count, AT_LEAST_ONE)
     take = min(count, positive_logits.shape[1])
     fill = float("inf") if hardest else float("-inf")
     ranked = positive_logits.float().masked_fill(~positive_mask, fill)
@@ -273,18 +273,14 @@ class InvariancePropagationLoss(nn.Module):
         super().__init__()
         if positives not in POSITIVE_SOURCES:
             raise ValueError(f"positives must be one of {', '.join(POSITIVE_SOURCES)}, got {positives!r}")
-        if knn_positives is not None and knn_positives < 1:
-            raise ValueError(f"knn_positives must be at least 1, got {knn_positives}")
+        if knn_positives is not None:
+            require("knn_positives", knn_positives, AT_LEAST_ONE)
         if similarity not in SIMILARITY_STRATEGIES:
             raise ValueError(f"similarity must be one of {', '.join(SIMILARITY_STRATEGIES)}, got {similarity!r}")
-        if temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
-        if n_background < 1:
-            raise ValueError(f"n_background must be positive, got {n_background}")
-        if steps < 1:
-            raise ValueError(f"steps must be at least 1, got {steps}")
-        if n_hard_positives < 1:
-            raise ValueError(f"n_hard_positives must be at least 1, got {n_hard_positives}")
+        require("temperature", temperature, POSITIVE)
+        require("n_background", n_background, AT_LEAST_ONE)
+        require("steps", steps, AT_LEAST_ONE)
+        require("n_hard_positives", n_hard_positives, AT_LEAST_ONE)
         self.temperature = temperature
         self.n_background = n_background
         self.steps = steps

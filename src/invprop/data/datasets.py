@@ -6,7 +6,6 @@ torchvision datasets are read with ``download=False`` and a missing file gives a
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from dataclasses import dataclass
@@ -19,9 +18,8 @@ import torchvision
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from invprop.data.batch_transforms import BatchAugment, build_batch_augment
-from invprop.data.image_sequences import ImageFiles, TensorImages, check_image_files, to_tensor_images
-from invprop.data.transforms import Normalize, Transform, build_transforms
+from invprop.data.image_sequences import ImageFiles, TensorImages
+from invprop.data.transforms import Transform
 from invprop.errors import DataError
 from invprop.registry import Registry
 
@@ -59,12 +57,6 @@ class Source:
     std: tuple[float, ...]
     augment: str
     small: bool = True
-
-
-#: Data pipelines: ``tensor`` decodes once into a uint8 tensor and augments whole batches on the training device;
-#: ``per_image`` runs torchvision transforms per image in DataLoader workers; ``auto`` picks ``tensor`` for the
-#: registered small-image datasets and ``per_image`` for ``imagefolder:PATH``.
-PIPELINES = ("auto", "tensor", "per_image")
 
 
 class SubsetSequence:
@@ -149,41 +141,6 @@ class IndexedDataset(Dataset):
     def labels(self) -> Tensor:
         """(N,) int64 labels, ``-1`` where unlabelled."""
         return torch.as_tensor(_targets(self.source), dtype=torch.long)
-
-
-@dataclass
-class DataSplits:
-    """What training and evaluation need from a dataset.
-
-    Attributes:
-        train: augmented training images; their indices are the bank rows.
-        memory: labelled training images with the eval transform (the kNN monitor's reference set), or None.
-        test: held-out images with the eval transform, or None.
-        num_classes: 0 when unlabelled (turns the kNN monitor off).
-        in_channels: image channels.
-        train_plain: the training images with the eval transform (for embedding and search; labelled or not).
-        train_images: the training images as one tensor, when the tensor pipeline is used (else None).
-        skipped_files: unreadable image files left out (empty unless the data is a folder with broken files).
-        batch_augment: the batch counterpart of the training transform, with ``train_images``.
-    """
-
-    train: IndexedDataset
-    memory: IndexedDataset | None
-    test: IndexedDataset | None
-    num_classes: int
-    in_channels: int
-    train_plain: IndexedDataset | None = None
-    train_images: TensorImages | None = None
-    batch_augment: BatchAugment | None = None
-    skipped_files: list[str] = dataclasses.field(default_factory=list)
-
-    @property
-    def pipeline(self) -> str:
-        return "tensor" if self.train_images is not None else "per_image"
-
-    @property
-    def labelled(self) -> bool:
-        return self.num_classes > 0 and self.memory is not None and self.test is not None
 
 
 DATASETS: Registry[Callable[[Path], Source]] = Registry("dataset")
@@ -353,88 +310,3 @@ def load_source(name: str, root: str | os.PathLike[str], image_size: int | None 
     return DATASETS.get(name)(Path(root).expanduser())
 
 
-def _drop_unreadable(source: Source, strict: bool, cache: Path | None) -> tuple[Source, list[str]]:
-    """Check the image files of every split once; unreadable ones are skipped (or refused when ``strict``)."""
-    skipped: list[str] = []
-    checked: dict[int, Any] = {}
-    for split in ("train", "memory", "test"):
-        files = getattr(source, split)
-        if isinstance(files, ImageFiles):
-            if id(files) not in checked:
-                kept, bad = check_image_files(files, strict, cache)
-                checked[id(files)] = kept
-                skipped += bad
-            source = dataclasses.replace(source, **{split: checked[id(files)]})
-    return source, skipped
-
-
-def build_datasets(
-    name: str,
-    root: str | os.PathLike[str] = ".",
-    augment: str | None = None,
-    image_size: int | None = None,
-    pipeline: str = "per_image",
-    cache_dir: str | os.PathLike[str] | None = None,
-    subset: int | None = None,
-    strict: bool = False,
-) -> DataSplits:
-    """Datasets for training (augmented) and evaluation (deterministic) of ``name``.
-
-    Args:
-        name: a registered dataset or ``imagefolder:PATH``.
-        root: where torchvision-format datasets live.
-        augment: augmentation preset; None takes the dataset's own.
-        image_size: output side for image-folder data; None takes the dataset's own.
-        pipeline: ``tensor``, ``per_image`` or ``auto`` (see :data:`PIPELINES`).
-        cache_dir: where decoded image folders are cached for the tensor pipeline (None: no disk cache).
-        subset: train on a fixed, stratified subset of this many training images (the kNN monitor's reference set
-            is the same subset when it is the training split); None = all.
-        strict: fail on unreadable image files (naming them) instead of skipping them with a warning.
-    """
-    if pipeline not in PIPELINES:
-        raise DataError(f"data pipeline must be one of {', '.join(PIPELINES)}; got {pipeline!r}")
-    source = load_source(name, root, image_size, augment)
-    size = image_size or source.image_size
-    preset = augment or source.augment
-    cache = Path(cache_dir).expanduser() if cache_dir is not None else None
-    source, skipped = _drop_unreadable(source, strict, cache)
-    if len(source.train) < 2:
-        raise DataError(f"dataset {name!r} has {len(source.train)} training image(s); at least 2 are needed")
-    if subset is not None:
-        chosen = take_subset(source.train, subset_indices(_targets(source.train), subset))
-        memory = chosen if source.memory is source.train else source.memory
-        source = dataclasses.replace(source, train=chosen, memory=memory)
-    if pipeline == "auto":
-        pipeline = "tensor" if source.small else "per_image"
-    if pipeline == "per_image":
-        pair = build_transforms(preset, size, source.mean, source.std)
-        return DataSplits(
-            skipped_files=skipped,
-            train=IndexedDataset(source.train, pair.train),
-            train_plain=IndexedDataset(source.train, pair.eval),
-            memory=IndexedDataset(source.memory, pair.eval) if source.memory is not None else None,
-            test=IndexedDataset(source.test, pair.eval) if source.test is not None else None,
-            num_classes=source.num_classes,
-            in_channels=source.in_channels,
-        )
-    train = to_tensor_images(source.train, cache)
-    side = tuple(train.images.shape[2:])
-    if side != (size, size):
-        raise DataError(
-            f"the tensor pipeline needs {size}x{size} images, but {name!r} has {side[1]}x{side[0]}; "
-            f"set data.image_size={side[0]} or use --set data.pipeline=per_image"
-        )
-    normalize = Normalize(source.mean, source.std)
-    memory = train if source.memory is source.train else to_tensor_images(source.memory, cache) if source.memory is not None else None
-    test = to_tensor_images(source.test, cache) if source.test is not None else None
-    return DataSplits(
-        train=IndexedDataset(train, build_transforms(preset, size, source.mean, source.std).train),
-        train_plain=IndexedDataset(train, normalize),
-        memory=IndexedDataset(memory, normalize) if memory is not None else None,
-        test=IndexedDataset(test, normalize) if test is not None else None,
-        num_classes=source.num_classes,
-        in_channels=source.in_channels,
-        train_images=train,
-        batch_augment=build_batch_augment(preset, size, source.mean, source.std),
-        skipped_files=skipped,
-    )

@@ -2,8 +2,9 @@
 
 from invprop.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from invprop.engine.history import HISTORY_NAME, History
-from invprop.engine.schedule import lr_factor
-from invprop.engine.trainer import CONFIG_NAME, METRICS_NAME, RunResult, Trainer, config_for_resume, resolve_device
+from invprop.schedules import lr_factor
+from invprop.engine.device import resolve_device
+from invprop.engine.trainer import CONFIG_NAME, METRICS_NAME, RunResult, Trainer, config_for_resume
 
 __all__ = [
     "CHECKPOINT_NAME",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -17,12 +16,12 @@ import yaml
 from torch import nn
 from tqdm import tqdm
 
-from invprop.config import Config, from_dict, save_yaml, to_dict, validate, warmup_epochs
-from invprop.core.faiss_search import faiss_available
-from invprop.data import DataSplits, build_datasets
+from invprop.config import Config, build_method, from_dict, from_saved, method_spec, save_yaml, to_dict, validate
+from invprop.data import DataSplits, datasets_from
 from invprop.data.loader import MIN_PROCESS_BATCH
 from invprop.engine.batches import BatchPipeline
 from invprop.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from invprop.engine.device import autocast, autocast_dtype, resolve_device
 from invprop.engine.history import History
 from invprop.engine.monitor import knn_monitor, raw_pixel_baseline
 from invprop.engine.optimizer import gathered_state_dict, load_split_state_dict, parameter_groups
@@ -35,12 +34,12 @@ from invprop.engine.process_group import (
     reduce_step_values,
 )
 from invprop.engine.rng import epoch_seed, restore_rng_state, rng_state, seed_everything
-from invprop.engine.schedule import lr_factor
+from invprop.schedules import lr_factor
 from invprop.engine.signals import StopRequested, StopSignals, TrainingInterrupted
 from invprop.errors import CheckpointError, ConfigError, InvpropError
 from invprop.files import write_text_atomically
-from invprop.methods import METHODS, Method
-from invprop.models import build_encoder
+from invprop.methods import Method
+from invprop.models import encoder_from
 
 logger = logging.getLogger(__name__)
 
@@ -48,21 +47,6 @@ CONFIG_NAME = "config.yaml"
 METRICS_NAME = "metrics.json"
 #: Diagnostics copied from the last epoch into metrics.json (see :mod:`invprop.core.diagnostics`).
 DIAGNOSTIC_KEYS = ("positives", "purity_positive", "purity_hard_positive", "background_has_positive", "background_same_label")
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} asked for, but CUDA is not available; use --set device=cpu")
-    return device
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` on ``device`` (None = fp32, no autocast)."""
-    if precision == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
-
 
 @dataclass
 class RunResult:
@@ -93,32 +77,22 @@ class Trainer:
         self.progress = progress if context.is_main else False
         self.device = resolve_device(device_for(context, cfg.device))
         self.amp_dtype = autocast_dtype(cfg.precision, self.device)
+        self.spec = method_spec(cfg.method)
         self._check_distributed_settings()
+        if self.spec.preflight is not None:
+            self.spec.preflight(cfg.method_settings)
         with main_process_first(context):  # the main process fills the decode caches, the others read them
-            self.data: DataSplits = build_datasets(
-                cfg.data.name,
-                cfg.data.root,
-                cfg.data.augment,
-                cfg.data.image_size,
-                cfg.data.pipeline,
-                cfg.data.cache_dir,
-                cfg.data.subset,
-                cfg.data.strict,
-            )
+            self.data: DataSplits = datasets_from(cfg.data)
         n = len(self.data.train)
-        if cfg.bank.num_neighbors >= n:
-            raise ConfigError(f"bank.num_neighbors={cfg.bank.num_neighbors} must be smaller than the dataset size {n}")
         if cfg.optim.batch_size > n:
             raise ConfigError(f"optim.batch_size={cfg.optim.batch_size} exceeds the dataset size {n}; lower it")
         seed_everything(cfg.seed)
-        encoder = build_encoder(
-            cfg.model.backbone, cfg.model.head, cfg.model.embedding_dim, cfg.model.hidden_dim, self.data.in_channels
-        ).to(self.device)
+        encoder = encoder_from(cfg.model, self.data.in_channels).to(self.device)
         if context.enabled and cfg.distributed.sync_bn:
             encoder = nn.SyncBatchNorm.convert_sync_batchnorm(encoder)
         if cfg.channels_last and self.device.type == "cuda":
             encoder = encoder.to(memory_format=torch.channels_last)
-        self.method: Method = METHODS.get(cfg.method)(cfg, encoder, n, context.enabled).to(self.device)
+        self.method: Method = build_method(cfg, encoder, n, context.enabled).to(self.device)
         if cfg.compile:
             self.method.encoder.compile()
         if context.enabled:
@@ -135,6 +109,9 @@ class Trainer:
             context.world_size, context.rank,
         )  # fmt: skip
         self.steps_per_epoch = self.batches.steps_per_epoch
+        warmup = cfg.optim.warmup_epochs
+        #: Linear warm-up epochs: the setting, or the method's default share of the epochs.
+        self.warmup_epochs = warmup if warmup is not None else self.spec.default_warmup_epochs(cfg.epochs)
         self.epoch = 0
         self.global_step = 0
         self.seconds = 0.0
@@ -145,8 +122,6 @@ class Trainer:
 
     def _check_distributed_settings(self) -> None:
         cfg, world = self.cfg, self.context.world_size
-        if cfg.bank.rebuild_search == "faiss" and cfg.bank.graph_update == "rebuild" and not faiss_available():
-            raise ConfigError("bank.rebuild_search=faiss needs FAISS: pip install 'invprop[faiss]' (or faiss-gpu)")
         if not self.context.enabled:
             return
         if cfg.optim.batch_size % world or cfg.optim.batch_size // world < MIN_PROCESS_BATCH:
@@ -183,11 +158,6 @@ class Trainer:
         restore_rng_state(state["rng"])
 
     # ----------------------------------------------------------------------------------------------- loop
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
-
     def train_epoch(self, epoch: int, max_steps: int | None = None, resume_from: dict[str, Any] | None = None) -> dict[str, float]:
         """One epoch (or its first ``max_steps`` steps, for benchmarks); returns the epoch means of the loss terms.
 
@@ -213,13 +183,14 @@ class Trainer:
             if max_steps is not None and step >= max_steps:
                 break
             factor = lr_factor(
-                self.global_step, self.steps_per_epoch, cfg.epochs, cfg.optim.schedule, warmup_epochs(cfg), cfg.optim.milestones, cfg.optim.gamma
+                self.global_step, self.steps_per_epoch, cfg.epochs, cfg.optim.schedule, self.warmup_epochs, cfg.optim.milestones,
+                cfg.optim.gamma,
             )
             for group in self.optimizer.param_groups:
                 group["lr"] = cfg.optim.lr * factor
             if cfg.channels_last and self.device.type == "cuda":
                 images = images.contiguous(memory_format=torch.channels_last)
-            with self._autocast():
+            with autocast(self.device, self.amp_dtype):
                 out = self.method.training_step(indices, images, epoch)
             loss_value = float(out.loss.detach())
             if not math.isfinite(loss_value):  # (in a distributed run the launcher then stops the other processes)
@@ -389,4 +360,4 @@ def config_for_resume(run_dir: Path, overrides: dict[str, Any]) -> Config:
     if not (run_dir / CHECKPOINT_NAME).is_file():
         raise CheckpointError(f"nothing to resume in {run_dir}: no {CHECKPOINT_NAME} there")
     saved = yaml.safe_load(path.read_text()) if path.is_file() else load_checkpoint(run_dir / CHECKPOINT_NAME)["config"]
-    return from_dict(overrides, base=from_dict(saved))
+    return from_dict(overrides, base=from_saved(saved))

@@ -17,9 +17,10 @@ from typing import Any, Callable, Mapping, Sequence
 
 import yaml
 
-from invprop.config import Config, from_dict, to_dict
+from invprop.config import Config, from_dict, from_saved, to_dict
 from invprop.engine import CHECKPOINT_NAME, METRICS_NAME, Trainer
-from invprop.engine.trainer import CONFIG_NAME, resolve_device
+from invprop.engine.trainer import CONFIG_NAME
+from invprop.engine.device import resolve_device
 from invprop.errors import ConfigError
 from invprop.files import write_text_atomically
 from invprop.machine import describe_machine
@@ -111,7 +112,7 @@ def _check_same_config(run_dir: Path, cfg: Config) -> None:
     saved_path = run_dir / CONFIG_NAME
     if not saved_path.is_file():
         return
-    saved = to_dict(from_dict(yaml.safe_load(saved_path.read_text()) or {}))
+    saved = to_dict(from_saved(yaml.safe_load(saved_path.read_text()) or {}))
     changed = _differences(saved, to_dict(cfg))
     if changed:
         raise ConfigError(

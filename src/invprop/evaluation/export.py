@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
-from invprop.config import from_dict
+from invprop.config import from_saved
 from invprop.engine import load_checkpoint
 from invprop.errors import ConfigError
 from invprop.evaluation.loading import ENCODER_PREFIX, checkpoint_path
@@ -53,7 +54,7 @@ def export_weights(checkpoint: Path, fmt: str, out: Path | None = None) -> Path:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
     path = checkpoint_path(checkpoint)
     state = load_checkpoint(path)
-    cfg = from_dict(state["config"])
+    cfg = from_saved(state["config"])
     weights = _encoder_weights(state)
     if fmt == "torchvision":
         backbone = {k[len(RESNET_PREFIX) :]: v.clone() for k, v in weights.items() if k.startswith(RESNET_PREFIX)}
@@ -65,6 +66,6 @@ def export_weights(checkpoint: Path, fmt: str, out: Path | None = None) -> Path:
     from safetensors.torch import save
 
     tensors = {k: v.detach().contiguous().cpu() for k, v in weights.items()}
-    metadata = {"format": "invprop-encoder", "model": json.dumps(cfg.model.__dict__), "epoch": str(state["epoch"])}
+    metadata = {"format": "invprop-encoder", "model": json.dumps(dataclasses.asdict(cfg.model)), "epoch": str(state["epoch"])}
     target = out or path.parent / "encoder.safetensors"
     return write_atomically(target, lambda handle: handle.write(save(tensors, metadata=metadata)))

@@ -26,7 +26,7 @@ from invprop.engine.monitor import EXTRACT_BATCH, extract
 from invprop.errors import DataError
 from invprop.evaluation.linear import linear_protocol
 from invprop.evaluation.loading import EvalContext, load_eval_context, record_result
-from invprop.models import Encoder, build_encoder
+from invprop.models import Encoder, encoder_from
 from invprop.files import write_text_atomically
 
 #: Label fractions of the semi-supervised protocol.
@@ -156,7 +156,7 @@ def finetune(
 def _fresh_encoder(ctx: EvalContext, seed: int) -> Encoder:
     torch.manual_seed(seed)
     cfg = ctx.cfg
-    return build_encoder(cfg.model.backbone, cfg.model.head, cfg.model.embedding_dim, cfg.model.hidden_dim, ctx.splits.in_channels).to(ctx.device)
+    return encoder_from(cfg.model, ctx.splits.in_channels).to(ctx.device)
 
 
 def _pretrained_copy(ctx: EvalContext) -> Encoder:

@@ -10,11 +10,11 @@ from typing import Any
 import torch
 
 from invprop import config as cfgmod
-from invprop.config import Config, from_dict
-from invprop.data import DataSplits, build_datasets
+from invprop.config import Config, from_dict, from_saved
+from invprop.data import DataSplits, datasets_from
 from invprop.engine import CHECKPOINT_NAME, METRICS_NAME, load_checkpoint, resolve_device
 from invprop.errors import ConfigError, DataError
-from invprop.models import Encoder, build_encoder
+from invprop.models import Encoder, encoder_from
 from invprop.files import write_text_atomically
 
 #: Prefix of the encoder's parameters inside a method's state dict.
@@ -61,7 +61,7 @@ def load_eval_context(
     if checkpoint is not None:
         path = checkpoint_path(checkpoint)
         state = load_checkpoint(path)
-        cfg = from_dict(overrides, base=from_dict(state["config"]))
+        cfg = from_dict(overrides, base=from_saved(state["config"]))
         epoch = int(state["epoch"])
     else:
         path, state, epoch = None, None, 0
@@ -72,19 +72,12 @@ def load_eval_context(
     cfgmod.validate(cfg)
     name = dataset or cfg.data.name
     foreign = dataset is not None and checkpoint is not None
-    splits = build_datasets(
-        name,
-        cfg.data.root,
-        None if foreign else cfg.data.augment,
-        None if foreign else cfg.data.image_size,
-        pipeline="auto" if foreign else cfg.data.pipeline,
-        cache_dir=cfg.data.cache_dir,
-    )
+    splits = datasets_from(cfg.data, name, foreign=foreign, subset=False)
     if require_labels and not splits.labelled:
         raise DataError(f"dataset {name!r} has no labelled held-out split; this evaluation needs one")
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    encoder = build_encoder(cfg.model.backbone, cfg.model.head, cfg.model.embedding_dim, cfg.model.hidden_dim, splits.in_channels)
+    encoder = encoder_from(cfg.model, splits.in_channels)
     if state is not None:
         weights = {k[len(ENCODER_PREFIX) :]: v for k, v in state["model"].items() if k.startswith(ENCODER_PREFIX)}
         try:

@@ -1,17 +1,18 @@
-"""What a training method is: an encoder plus an objective, with hooks the engine calls."""
+"""What a training method is: an encoder plus an objective, with hooks the engine calls; and how a method is
+registered -- its settings sections, its builder, its defaults -- in :data:`METHODS`."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 from torch import Tensor, nn
 
-from invprop.config import Config
 from invprop.distributed.partition import RowPartition
-from invprop.models import Encoder
 from invprop.registry import Registry
+from invprop.settings import check, merge
 
 
 @dataclass
@@ -23,13 +24,17 @@ class StepOutput:
 
 
 class Method(nn.Module):
-    """Base class: ``encoder`` maps images to embeddings; subclasses define the objective and its state.
+    """Base class: ``encoder`` (any ``nn.Module`` mapping images to (B, D) embeddings) plus an objective and its
+    state.
 
+    A training loop calls, per step, :meth:`training_step` (the loss to backpropagate), the optimiser, then
+    :meth:`after_step` (state that is not trained by gradients, e.g. a memory bank and its graph, in the order the
+    method needs); and :meth:`before_training`, :meth:`on_epoch_start` and :meth:`on_epoch_end` around epochs.
     Subclasses run the encoder through :meth:`encode`, so that the engine can route training forwards through a
     wrapper (DistributedDataParallel) without the wrapper becoming part of the method's state dict.
     """
 
-    def __init__(self, encoder: Encoder) -> None:
+    def __init__(self, encoder: nn.Module) -> None:
         super().__init__()
         self.encoder = encoder
         self._encoder_wrapper: nn.Module | None = None
@@ -77,6 +82,82 @@ class Method(nn.Module):
         return {}
 
 
-#: Method builders: ``(cfg, encoder, num_samples, distributed) -> Method``. ``distributed`` is True inside a
-#: torch.distributed run of several processes (the default process group is initialised).
-METHODS: Registry[Callable[[Config, Encoder, int, bool], Method]] = Registry("method")
+@dataclass(frozen=True)
+class BuildContext:
+    """What a method builder needs beyond its own settings.
+
+    Attributes:
+        num_samples: N, training images (bank rows, classes).
+        embedding_dim: D, the width of the encoder's embeddings.
+        distributed: True inside a torch.distributed run (the default process group is initialised).
+    """
+
+    num_samples: int
+    embedding_dim: int
+    distributed: bool = False
+
+
+#: The most epochs a method's default warm-up share may give (``optim.warmup_epochs: null``).
+MAX_DEFAULT_WARMUP_EPOCHS = 10
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A training method as the registry holds it.
+
+    Attributes:
+        summary: one line for listings.
+        settings: the dataclass of the method's own settings; each of its fields is a section of the run's settings
+            (e.g. InvP's ``bank`` and ``loss``), declared next to the method.
+        build: ``(settings, encoder, context) -> Method``.
+        presets: per dataset preset, overrides of the method's sections (applied along the preset's ``extends``).
+        warmup_share: the share of the epochs warmed up when ``optim.warmup_epochs`` is null (at most
+            :data:`MAX_DEFAULT_WARMUP_EPOCHS`).
+        preflight: checks of the environment before any work (e.g. an optional package that the settings need).
+        headline: the dotted keys listings show for the method.
+    """
+
+    summary: str
+    settings: type
+    build: Callable[[Any, nn.Module, BuildContext], Method]
+    presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    warmup_share: float = 0.0
+    preflight: Callable[[Any], None] | None = None
+    headline: tuple[str, ...] = ()
+
+    def sections(self) -> tuple[str, ...]:
+        """Names of the method's settings sections."""
+        return tuple(f.name for f in dataclasses.fields(self.settings))
+
+    def default_warmup_epochs(self, epochs: int) -> int:
+        return min(int(epochs * self.warmup_share), MAX_DEFAULT_WARMUP_EPOCHS)
+
+
+#: Every training method, by name.
+METHODS: Registry[MethodSpec] = Registry("method")
+
+
+def create_method(name: str, encoder: nn.Module, num_samples: int, embedding_dim: int, **sections: Mapping[str, Any]) -> Method:
+    """A registered method for your own training loop, its settings from ``sections`` over the method's defaults.
+
+    Args:
+        name: a registered method (``invp``, ``knn-positives``, ``insdis``, ``insdis-hard``, ``instance-classifier``,
+            ...; the registry lists them).
+        encoder: any module mapping a batch of images to (B, ``embedding_dim``) embeddings.
+        num_samples: N, the training images (indices run over ``[0, N)``).
+        embedding_dim: D.
+        sections: the method's settings sections as mappings, e.g. ``loss={"temperature": 0.2}``.
+
+    Example:
+        >>> encoder = nn.Sequential(nn.Flatten(), nn.Linear(64, 16))
+        >>> method = create_method("invp", encoder, num_samples=100, embedding_dim=16, loss={"n_background": 50})
+        >>> out = method.training_step(torch.arange(8), torch.randn(8, 1, 8, 8), epoch=40)
+        >>> out.loss.backward(); method.after_step()      # after the optimiser step: neighbour refresh, then EMA
+        >>> sorted(out.terms)[:2]
+        ['loss_ins', 'loss_inv']
+    """
+    spec = METHODS.get(name)
+    settings = spec.settings()
+    merge(settings, sections)
+    check(settings)
+    return spec.build(settings, encoder, BuildContext(num_samples, embedding_dim))

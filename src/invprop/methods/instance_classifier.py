@@ -1,25 +1,48 @@
-"""Parametric instance classification (seed 001) as a training method: ``method: instance-classifier``.
+"""Parametric instance classification (Liu et al., 2021) as a training method: ``method: instance-classifier``.
 
-An encoder (backbone + 2-layer MLP head) and a :class:`invprop.core.instance_classifier.CosineInstanceClassifier`
+An encoder (backbone + 2-layer MLP head) and a :class:`invprop.core.cosine_classifier.CosineInstanceClassifier`
 with one class per training image, trained on two augmented views per image with a full cosine softmax. The
 paper's two training devices are switches: the contrastive prior (``classifier.prior``) and hard-class label
 smoothing (``classifier.smoothing``, ``classifier.hard_classes``). In a distributed run the weight matrix is always
-split by rows over the processes (the paper's hybrid parallelism) while the encoder is data-parallel.
+split by rows over the processes (the paper's hybrid parallelism) while the encoder is data-parallel. Its settings
+are one section, ``classifier`` (:class:`ClassifierSettings`); it warms up for 10% of the epochs by default.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterable
 
 import torch
 from torch import Tensor, nn
 
-from invprop.config import Config
-from invprop.distributed.collectives import all_gather_tensor, world_size
 from invprop.core.cosine_classifier import CosineInstanceClassifier
+from invprop.distributed.collectives import all_gather_tensor, world_size
 from invprop.distributed.partition import RowPartition
-from invprop.methods.base import METHODS, Method, StepOutput
-from invprop.models import Encoder
+from invprop.methods.base import METHODS, BuildContext, Method, MethodSpec, StepOutput
+from invprop.settings import AT_LEAST_ONE, POSITIVE, UNIT_INTERVAL, section, setting
+
+#: The share of the epochs warmed up by default (the paper warms up for 10 epochs).
+WARMUP_SHARE = 0.1
+
+
+@dataclass
+class ClassifierSettings:
+    """The ``classifier`` section."""
+
+    temperature: float = setting(0.2, "tau of the instance classifier's cosine softmax", bounds=POSITIVE)
+    smoothing: float = setting(0.2, "alpha of hard-class label smoothing (0 = off: plain one-hot targets)", bounds=UNIT_INTERVAL)
+    hard_classes: int = setting(100, "k, hard classes per instance for label smoothing (mined once per epoch)", bounds=AT_LEAST_ONE)
+    prior: bool = setting(True, "contrastive-prior initialisation of the weights (false = Gaussian random)")
+    views: int = setting(2, "augmented views per image in each batch", bounds=AT_LEAST_ONE)
+    mining_chunk: int = setting(4096, "rows per block of the hard-class search (memory O(chunk x N))", bounds=AT_LEAST_ONE)
+
+
+@dataclass
+class InstanceClassifierSettings:
+    """The settings of the instance classifier: one section of the run's settings."""
+
+    classifier: ClassifierSettings = section(ClassifierSettings, "the N-way cosine classifier")
 
 
 class InstanceClassification(Method):
@@ -34,7 +57,7 @@ class InstanceClassification(Method):
     """
 
     def __init__(
-        self, encoder: Encoder, classifier: CosineInstanceClassifier, views: int = 2, prior: bool = True, mining_chunk: int = 4096
+        self, encoder: nn.Module, classifier: CosineInstanceClassifier, views: int = 2, prior: bool = True, mining_chunk: int = 4096
     ) -> None:
         super().__init__(encoder)
         if views < 1:
@@ -87,21 +110,33 @@ class InstanceClassification(Method):
         return [(self.classifier.weight, self.classifier.partition)]
 
 
-@METHODS.register("instance-classifier")
-def build_instance_classifier(cfg: Config, encoder: Encoder, num_samples: int, distributed: bool = False) -> InstanceClassification:
+def build_instance_classifier(
+    settings: InstanceClassifierSettings, encoder: nn.Module, context: BuildContext
+) -> InstanceClassification:
     """The instance classifier with ``classifier.*`` settings; split over the processes of a distributed run."""
-    partition = RowPartition.split(num_samples) if distributed else RowPartition.whole(num_samples)
+    options = settings.classifier
+    num_samples = context.num_samples
+    partition = RowPartition.split(num_samples) if context.distributed else RowPartition.whole(num_samples)
     classifier = CosineInstanceClassifier(
         num_samples,
-        cfg.model.embedding_dim,
-        temperature=cfg.classifier.temperature,
-        smoothing=cfg.classifier.smoothing,
-        hard_classes=min(cfg.classifier.hard_classes, num_samples - 1),
+        context.embedding_dim,
+        temperature=options.temperature,
+        smoothing=options.smoothing,
+        hard_classes=min(options.hard_classes, num_samples - 1),
         partition=partition,
     )
-    return InstanceClassification(
-        encoder, classifier, views=cfg.classifier.views, prior=cfg.classifier.prior, mining_chunk=cfg.classifier.mining_chunk
+    return InstanceClassification(encoder, classifier, views=options.views, prior=options.prior, mining_chunk=options.mining_chunk)
+
+
+METHODS.register("instance-classifier")(
+    MethodSpec(
+        "parametric instance classification with a cosine softmax over every image (Liu et al., 2021)",
+        InstanceClassifierSettings,
+        build_instance_classifier,
+        warmup_share=WARMUP_SHARE,
+        headline=("classifier.temperature", "classifier.smoothing", "classifier.hard_classes"),
     )
+)
 
 
-__all__ = ["InstanceClassification", "build_instance_classifier"]
+__all__ = ["ClassifierSettings", "InstanceClassification", "InstanceClassifierSettings", "build_instance_classifier"]

@@ -1,4 +1,4 @@
-"""Invariance Propagation (seed 000) and the baselines that share its memory bank.
+"""Invariance Propagation (Wang et al., 2020) and the baselines that share its memory bank, with their settings.
 
 All four methods are the same module -- encoder, memory bank, an :class:`InvariancePropagationLoss` -- and differ
 only in where positives come from and which background normalises the softmax:
@@ -11,33 +11,111 @@ method                    positives                    background of the instanc
 ``insdis-hard``           none (L_ins only)            N_b nearest bank rows
 ``insdis``                none (Wu et al. 2018)        the whole bank
 ========================  ===========================  ==========================================
+
+They share two settings sections, ``bank`` (:class:`BankSettings`) and ``loss`` (:class:`LossSettings`), and the
+authors' per-dataset values (:data:`DATASET_PRESETS`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from invprop.config import Config
-from invprop.core import BANK_DTYPES, InvariancePropagationLoss, MemoryBank, rampup_weight, total_loss
-from invprop.distributed.collectives import all_gather_tensor
+from invprop.core.bank import BANK_DTYPES, REBUILD_SEARCHES, MemoryBank
 from invprop.core.diagnostics import positive_diagnostics
+from invprop.core.faiss_search import faiss_available
+from invprop.core.losses import InvariancePropagationLoss, InvPLossOutput, total_loss
+from invprop.core.rampup import RAMPUPS, rampup_weight
+from invprop.distributed.collectives import all_gather_tensor
 from invprop.distributed.partition import RowPartition
-from invprop.core.losses import InvPLossOutput
-from invprop.methods.base import METHODS, Method, StepOutput
-from invprop.models import Encoder
+from invprop.errors import ConfigError
+from invprop.methods.base import METHODS, BuildContext, Method, MethodSpec, StepOutput
+from invprop.settings import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, section, setting
 
 
 #: Bank rows on which the recall of an approximate (FAISS) graph rebuild is measured against exact search.
 RECALL_SAMPLE = 1000
+#: Neighbour-graph upkeep a run may choose (methods without propagation keep none).
+GRAPH_UPDATES = ("online", "rebuild")
+#: Where the bank lives in a multi-process run.
+PLACEMENTS = ("replicated", "sharded")
+
+
+@dataclass
+class BankSettings:
+    """The ``bank`` section: the memory bank and its neighbour graph."""
+
+    momentum: float = setting(0.5, "EMA momentum m of the memory bank", bounds=UNIT_INTERVAL)
+    num_neighbors: int = setting(4, "k, neighbours per image in the propagation graph", bounds=AT_LEAST_ONE)
+    graph_update: str = setting(
+        "online", "neighbour upkeep: online (batch rows after each step) or rebuild (each epoch)", choices=GRAPH_UPDATES
+    )
+    rebuild_chunk: int = setting(4096, "rows per block of the exact graph rebuild (memory O(chunk x N))", bounds=AT_LEAST_ONE)
+    dtype: str = setting("float32", "bank storage (half precision halves the memory; see docs/benchmarks.md)", choices=BANK_DTYPES)
+    rebuild_search: str = setting(
+        "exact", "search of the graph rebuild (faiss: approximate; pip install 'invprop[faiss]')", choices=REBUILD_SEARCHES
+    )
+    faiss_lists: int | None = setting(None, "k-means cells of the FAISS index (null = 4 sqrt(N))", bounds=AT_LEAST_ONE)
+    faiss_probe: int = setting(32, "FAISS cells scanned per query (more = slower, higher recall)", bounds=AT_LEAST_ONE)
+    placement: str = setting(
+        "replicated",
+        "the bank of a multi-process run: replicated (every process holds it all) or sharded (each holds a block of "
+        "rows; for banks larger than one device)",
+        choices=PLACEMENTS,
+    )
+
+
+@dataclass
+class LossSettings:
+    """The ``loss`` section: the InvP objective (Wang et al., 2020, Eqs. 1-7)."""
+
+    temperature: float = setting(0.07, "tau (0.07 for a linear head, 0.2 for an MLP head in the authors' code)", bounds=POSITIVE)
+    n_background: int = setting(
+        4096, "N_b, nearest bank rows forming the background M_i (capped at the bank size)", bounds=AT_LEAST_ONE
+    )
+    steps: int = setting(3, "l, propagation hops", bounds=AT_LEAST_ONE)
+    n_hard_positives: int = setting(50, "P, hard positives per anchor (20 for CIFAR-10 in the authors' code)", bounds=AT_LEAST_ONE)
+    knn_positives: int | None = setting(None, "K of the knn-positives method (nearest bank rows as positives); null = P",
+                                        bounds=AT_LEAST_ONE)  # fmt: skip
+    exact: bool = setting(True, "exact de-duplicated positive set (true) or the authors' concatenation (false)")
+    hard_positives: bool = setting(True, "use the least similar positives (false = most similar: ablation)")
+    hard_negatives: bool = setting(True, "background = N_b nearest rows (false = whole bank: ablation)")
+    exclusive: bool = setting(True, "drop the anchor's own row from the invariance term's background")
+    weight: float = setting(0.6, "lambda, weight of the invariance term (Eq. 7)", bounds=NON_NEGATIVE)
+    rampup: str = setting("binary", "ramp-up w(t) of the invariance term", choices=RAMPUPS)
+    rampup_epochs: int = setting(
+        30, "T: the invariance term is off (binary) or ramping (gaussian) for T epochs", bounds=NON_NEGATIVE
+    )
+
+
+@dataclass
+class InvPSettings:
+    """The settings of InvP and the memory-bank baselines: two sections of the run's settings."""
+
+    bank: BankSettings = section(BankSettings, "the memory bank and its neighbour graph")
+    loss: LossSettings = section(LossSettings, "the objective")
+
+
+#: The authors' values per dataset preset (the MLP head's tau 0.2 and P 20 on CIFAR; l = 4 on CIFAR-100), and the
+#: digits job's (a 1,347-image bank: N_b 1024, a 10-epoch ramp-up). A preset also gets those of the presets it
+#: extends.
+DATASET_PRESETS: dict[str, dict[str, Any]] = {
+    "digits": {"loss": {"temperature": 0.1, "n_background": 1024, "n_hard_positives": 20, "rampup_epochs": 10}},
+    "mnist": {"loss": {"n_background": 4096}},
+    "cifar10": {"loss": {"temperature": 0.2, "n_hard_positives": 20}},
+    "cifar100": {"loss": {"steps": 4}},
+    "imagenet": {"loss": {"temperature": 0.2}},
+}
 
 
 class InvariancePropagation(Method):
-    """Eq. 7 on the bank, then the EMA bank update and the neighbour-graph upkeep.
+    """Wang et al. (2020), Eq. 7 on the bank; after each step the neighbour refresh, then the EMA bank update.
 
     Args:
-        encoder: backbone + head.
+        encoder: any module mapping images to (B, D) embeddings (backbone + head).
         bank: memory bank with one row per training image.
         loss: the objective (its ``positives`` source decides the method, see the module docstring).
         weight: lambda of Eq. 7.
@@ -59,7 +137,7 @@ class InvariancePropagation(Method):
 
     def __init__(
         self,
-        encoder: Encoder,
+        encoder: nn.Module,
         bank: MemoryBank,
         loss: InvariancePropagationLoss,
         weight: float = 0.6,
@@ -72,8 +150,8 @@ class InvariancePropagation(Method):
         faiss_probe: int = 32,
     ) -> None:
         super().__init__(encoder)
-        if graph_update not in ("online", "rebuild", "none"):
-            raise ValueError(f"graph_update must be online, rebuild or none, got {graph_update!r}")
+        if graph_update not in (*GRAPH_UPDATES, "none"):
+            raise ValueError(f"graph_update must be one of {', '.join(GRAPH_UPDATES)} or none, got {graph_update!r}")
         self.bank = bank
         self.loss = loss
         self.weight = weight
@@ -145,78 +223,111 @@ class InvariancePropagation(Method):
         return {"graph_recall": self.bank.sampled_recall(rows)}
 
 
-def bank_partition(cfg: Config, num_samples: int, distributed: bool) -> RowPartition:
-    """Rows of the bank this process holds: all of them, or its block with ``distributed.bank=sharded``."""
+#: The settings ``invprop presets`` lists for these methods.
+HEADLINE = ("loss.temperature", "loss.n_background", "bank.num_neighbors", "loss.steps", "loss.n_hard_positives")
+
+
+def bank_partition(placement: str, num_samples: int, distributed: bool) -> RowPartition:
+    """Rows of the bank this process holds: all of them, or its block with ``bank.placement=sharded``."""
     if not distributed:
         return RowPartition.whole(num_samples)
-    if cfg.distributed.bank == "sharded":
+    if placement == "sharded":
         return RowPartition.split(num_samples)
     return RowPartition.replicated(num_samples)
 
 
 def build_bank_method(
-    cfg: Config, encoder: Encoder, num_samples: int, positives: str, hard_negatives: bool, distributed: bool = False
+    settings: InvPSettings, encoder: nn.Module, context: BuildContext, positives: str, hard_negatives: bool
 ) -> InvariancePropagation:
-    """An :class:`InvariancePropagation` with the given positive source and background, the rest from ``cfg``."""
+    """An :class:`InvariancePropagation` with the given positive source and background, the rest from ``settings``.
+
+    Raises:
+        ConfigError: a graph of k neighbours that the data cannot have (k must be below the number of images).
+    """
+    bank_settings, loss_settings = settings.bank, settings.loss
+    if bank_settings.num_neighbors >= context.num_samples:
+        raise ConfigError(
+            f"bank.num_neighbors={bank_settings.num_neighbors} must be smaller than the dataset size {context.num_samples}"
+        )
     device = next(encoder.parameters()).device
     bank = MemoryBank(
-        num_samples,
-        cfg.model.embedding_dim,
-        cfg.bank.momentum,
-        cfg.bank.num_neighbors,
+        context.num_samples,
+        context.embedding_dim,
+        bank_settings.momentum,
+        bank_settings.num_neighbors,
         device=device,
-        dtype=BANK_DTYPES[cfg.bank.dtype],
-        partition=bank_partition(cfg, num_samples, distributed),
+        dtype=BANK_DTYPES[bank_settings.dtype],
+        partition=bank_partition(bank_settings.placement, context.num_samples, context.distributed),
     )
     loss = InvariancePropagationLoss(
-        temperature=cfg.loss.temperature,
-        n_background=cfg.loss.n_background,
-        steps=cfg.loss.steps,
-        n_hard_positives=cfg.loss.n_hard_positives,
-        exact=cfg.loss.exact,
-        hard_positives=cfg.loss.hard_positives,
+        temperature=loss_settings.temperature,
+        n_background=loss_settings.n_background,
+        steps=loss_settings.steps,
+        n_hard_positives=loss_settings.n_hard_positives,
+        exact=loss_settings.exact,
+        hard_positives=loss_settings.hard_positives,
         hard_negatives=hard_negatives,
-        exclusive=cfg.loss.exclusive,
+        exclusive=loss_settings.exclusive,
         positives=positives,
-        knn_positives=cfg.loss.knn_positives,
+        knn_positives=loss_settings.knn_positives,
     )
     return InvariancePropagation(
         encoder,
         bank,
         loss,
-        weight=cfg.loss.weight,
-        rampup=cfg.loss.rampup,
-        rampup_epochs=cfg.loss.rampup_epochs,
-        graph_update=cfg.bank.graph_update if positives == "propagation" else "none",
-        rebuild_chunk=cfg.bank.rebuild_chunk,
-        rebuild_search=cfg.bank.rebuild_search,
-        faiss_lists=cfg.bank.faiss_lists,
-        faiss_probe=cfg.bank.faiss_probe,
+        weight=loss_settings.weight,
+        rampup=loss_settings.rampup,
+        rampup_epochs=loss_settings.rampup_epochs,
+        graph_update=bank_settings.graph_update if positives == "propagation" else "none",
+        rebuild_chunk=bank_settings.rebuild_chunk,
+        rebuild_search=bank_settings.rebuild_search,
+        faiss_lists=bank_settings.faiss_lists,
+        faiss_probe=bank_settings.faiss_probe,
     )
 
 
-@METHODS.register("invp")
-def build_invp(cfg: Config, encoder: Encoder, num_samples: int, distributed: bool = False) -> InvariancePropagation:
+def check_faiss(settings: InvPSettings) -> None:
+    """A FAISS graph rebuild needs FAISS installed: say so before any work."""
+    bank = settings.bank
+    if bank.rebuild_search == "faiss" and bank.graph_update == "rebuild" and not faiss_available():
+        raise ConfigError("bank.rebuild_search=faiss needs FAISS: pip install 'invprop[faiss]' (or faiss-gpu)")
+
+
+def build_invp(settings: InvPSettings, encoder: nn.Module, context: BuildContext) -> InvariancePropagation:
     """InvP: propagated positives, hard positives and negatives as ``loss.*`` says."""
-    return build_bank_method(cfg, encoder, num_samples, "propagation", cfg.loss.hard_negatives, distributed=distributed)
+    return build_bank_method(settings, encoder, context, "propagation", settings.loss.hard_negatives)
 
 
-@METHODS.register("knn-positives")
-def build_knn_positives(cfg: Config, encoder: Encoder, num_samples: int, distributed: bool = False) -> InvariancePropagation:
+def build_knn_positives(settings: InvPSettings, encoder: nn.Module, context: BuildContext) -> InvariancePropagation:
     """The paper's KNN comparison: the ``loss.knn_positives`` nearest bank rows as positives, no propagation."""
-    return build_bank_method(cfg, encoder, num_samples, "knn", cfg.loss.hard_negatives, distributed=distributed)
+    return build_bank_method(settings, encoder, context, "knn", settings.loss.hard_negatives)
 
 
-@METHODS.register("insdis-hard")
-def build_insdis_hard(cfg: Config, encoder: Encoder, num_samples: int, distributed: bool = False) -> InvariancePropagation:
+def build_insdis_hard(settings: InvPSettings, encoder: nn.Module, context: BuildContext) -> InvariancePropagation:
     """Instance discrimination against the N_b nearest bank rows only (InvP's L_ins alone, Eq. 6)."""
-    return build_bank_method(cfg, encoder, num_samples, "none", hard_negatives=True, distributed=distributed)
+    return build_bank_method(settings, encoder, context, "none", hard_negatives=True)
 
 
-@METHODS.register("insdis")
-def build_insdis(cfg: Config, encoder: Encoder, num_samples: int, distributed: bool = False) -> InvariancePropagation:
-    """Instance discrimination with a memory bank (Wu et al. 2018): softmax over the whole bank."""
-    return build_bank_method(cfg, encoder, num_samples, "none", hard_negatives=False, distributed=distributed)
+def build_insdis(settings: InvPSettings, encoder: nn.Module, context: BuildContext) -> InvariancePropagation:
+    """Instance discrimination with a memory bank (Wu et al., 2018): softmax over the whole bank."""
+    return build_bank_method(settings, encoder, context, "none", hard_negatives=False)
 
 
-__all__ = ["InvariancePropagation", "bank_partition", "build_bank_method"]
+for _name, _summary, _build in (
+    ("invp", "Invariance Propagation (Wang et al., 2020)", build_invp),
+    ("knn-positives", "the K nearest bank rows as positives, no propagation (InvP's KNN comparison)", build_knn_positives),
+    ("insdis-hard", "instance discrimination against the N_b nearest bank rows (InvP's L_ins alone)", build_insdis_hard),
+    ("insdis", "instance discrimination with a memory bank (Wu et al., 2018)", build_insdis),
+):
+    METHODS.register(_name)(MethodSpec(_summary, InvPSettings, _build, DATASET_PRESETS, preflight=check_faiss, headline=HEADLINE))
+
+
+__all__ = [
+    "DATASET_PRESETS",
+    "BankSettings",
+    "InvPSettings",
+    "InvariancePropagation",
+    "LossSettings",
+    "bank_partition",
+    "build_bank_method",
+]

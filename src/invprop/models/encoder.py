@@ -1,11 +1,14 @@
-"""Backbone + projection head."""
+"""Backbone + projection head, and the model settings that build one."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from torch import Tensor, nn
 
 from invprop.models.backbones import BACKBONES
 from invprop.models.heads import HEADS
+from invprop.settings import AT_LEAST_ONE, setting
 
 
 class Encoder(nn.Module):
@@ -27,6 +30,16 @@ class Encoder(nn.Module):
         return self.head(self.backbone(x))
 
 
+@dataclass
+class ModelSettings:
+    """The ``model`` section: which backbone and head, and the embedding width."""
+
+    backbone: str = setting("digits_convnet", "backbone network", choices=BACKBONES)
+    head: str = setting("mlp", "projection head (linear: use tau 0.07; mlp: tau 0.2)", choices=HEADS)
+    embedding_dim: int = setting(128, "embedding (bank) dimension D", bounds=AT_LEAST_ONE)
+    hidden_dim: int | None = setting(None, "MLP head hidden width; null = the backbone's feature width", bounds=AT_LEAST_ONE)
+
+
 def build_encoder(
     backbone: str, head: str = "mlp", embedding_dim: int = 128, hidden_dim: int | None = None, in_channels: int = 3
 ) -> Encoder:
@@ -39,3 +52,13 @@ def build_encoder(
     """
     net = BACKBONES.get(backbone)(in_channels=in_channels)
     return Encoder(net, HEADS.get(head)(net.feature_dim, embedding_dim, hidden_dim))
+
+
+def encoder_from(settings: ModelSettings, in_channels: int) -> Encoder:
+    """The encoder the ``model`` settings describe, for images of ``in_channels`` channels.
+
+    Example:
+        >>> encoder_from(ModelSettings(head="linear"), in_channels=1).head.out_features
+        128
+    """
+    return build_encoder(settings.backbone, settings.head, settings.embedding_dim, settings.hidden_dim, in_channels)

@@ -1,0 +1,291 @@
+"""Settings as nested dataclasses whose fields carry their own help, range and allowed values.
+
+A field is declared with :func:`setting`: a default, one line of help, and optionally a :class:`Range` and the
+``choices`` it may take -- a registry (heads, backbones, augmentations, methods, ...) or another container of
+names, never a copied list. Everything else works on any such dataclass:
+
+* :func:`merge` applies nested values (from YAML or ``--set``), checking names (with "did you mean") and types;
+* :func:`check` checks every range and choice, with one-line messages naming the dotted key;
+* :func:`as_dict` and :func:`help_texts` list every key with its value and meaning.
+
+A :class:`Range` is one object shared by a settings field and the constructor that needs the same bound
+(:func:`require`), so both say the same thing in the same words.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Collection, Iterable, Mapping, get_args, get_origin, get_type_hints
+
+import yaml
+
+from invprop.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Range:
+    """Bounds of a number: ``gt``/``ge`` below, ``lt``/``le`` above (None = unbounded).
+
+    Example:
+        >>> UNIT_INTERVAL.problem("momentum", 1.5)
+        'momentum must be in [0, 1), got 1.5'
+        >>> POSITIVE.problem("tau", 0.07) is None
+        True
+    """
+
+    gt: float | None = None
+    ge: float | None = None
+    lt: float | None = None
+    le: float | None = None
+
+    def contains(self, value: float) -> bool:
+        return (
+            (self.gt is None or value > self.gt)
+            and (self.ge is None or value >= self.ge)
+            and (self.lt is None or value < self.lt)
+            and (self.le is None or value <= self.le)
+        )
+
+    def describe(self) -> str:
+        """The bounds in words: "positive", "at least 1", "in [0, 1)", ..."""
+        low = (self.gt, "(") if self.gt is not None else (self.ge, "[") if self.ge is not None else None
+        high = (self.lt, ")") if self.lt is not None else (self.le, "]") if self.le is not None else None
+        if low is not None and high is not None:
+            return f"in {low[1]}{_number(low[0])}, {_number(high[0])}{high[1]}"
+        if low is not None:
+            if low[0] == 0:
+                return "positive" if low[1] == "(" else "non-negative"
+            return f"at least {_number(low[0])}" if low[1] == "[" else f"greater than {_number(low[0])}"
+        if high is not None:
+            return f"at most {_number(high[0])}" if high[1] == "]" else f"less than {_number(high[0])}"
+        return "any number"
+
+    def problem(self, name: str, value: float) -> str | None:
+        """The one-line message for ``value`` out of range (None when it is inside)."""
+        return None if self.contains(value) else f"{name} must be {self.describe()}, got {value}"
+
+
+def _number(value: float | None) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+POSITIVE = Range(gt=0)
+NON_NEGATIVE = Range(ge=0)
+AT_LEAST_ONE = Range(ge=1)
+AT_LEAST_TWO = Range(ge=2)
+#: [0, 1): momenta and smoothing factors.
+UNIT_INTERVAL = Range(ge=0, lt=1)
+
+
+def require(name: str, value: float, bounds: Range) -> None:
+    """Raise ``ValueError`` with :meth:`Range.problem`'s message when ``value`` is out of ``bounds`` (for
+    constructors of library objects)."""
+    message = bounds.problem(name, value)
+    if message is not None:
+        raise ValueError(message)
+
+
+def setting(
+    default: Any,
+    help: str,  # noqa: A002 - mirrors argparse's name
+    *,
+    bounds: Range | None = None,
+    choices: Collection[str] | None = None,
+    factory: Any = None,
+) -> Any:
+    """A dataclass field with its help, its range and its allowed values (any container of names whose iteration
+    lists them: a tuple, a dict, a :class:`invprop.registry.Registry`)."""
+    metadata = {"help": help, "bounds": bounds, "choices": choices}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def section(factory: Any, help: str) -> Any:  # noqa: A002
+    """A dataclass field holding a nested settings section."""
+    return field(default_factory=factory, metadata={"help": help})
+
+
+def is_section(value: Any) -> bool:
+    return dataclasses.is_dataclass(value) and not isinstance(value, type)
+
+
+def close_match(name: str, names: Iterable[str]) -> str:
+    """``" (did you mean X?)"`` for the closest of ``names``, or an empty string."""
+    close = difflib.get_close_matches(str(name), list(names), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def merge(target: Any, values: Any, prefix: str = "") -> None:
+    """Apply nested ``values`` to the settings dataclass ``target`` in place, checking names and types.
+
+    Raises:
+        ConfigError: an unknown name (with the closest known one), a value of the wrong type, or a section that is
+            not a mapping.
+    """
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{prefix.rstrip('.') or 'configuration'} must be a mapping, got {values!r}")
+    hints = get_type_hints(type(target))
+    names = [f.name for f in dataclasses.fields(target)]
+    for key, value in values.items():
+        if key not in names:
+            raise ConfigError(f"unknown setting {prefix}{key}{close_match(f'{prefix}{key}', [prefix + n for n in names])}")
+        current = getattr(target, key)
+        if is_section(current):
+            merge(current, value, f"{prefix}{key}.")
+        else:
+            setattr(target, key, coerce(value, hints[key], f"{prefix}{key}"))
+
+
+def coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check ``value`` against the field type ``hint`` (ints are accepted for floats)."""
+    args = get_args(hint)
+    if value is None:
+        if type(None) in args or hint is type(None):
+            return None
+        raise ConfigError(f"{key} cannot be null")
+    if type(None) in args:
+        hint = next(a for a in args if a is not type(None))
+    origin = get_origin(hint)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        (item,) = get_args(hint)
+        return [coerce(v, item, key) for v in value]
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is bool and not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{key} must be an integer, got {value!r}")
+    if not isinstance(value, hint):
+        raise ConfigError(f"{key} must be a {hint.__name__}, got {value!r}")
+    return value
+
+
+def check_value(f: dataclasses.Field, value: Any, key: str) -> None:
+    """Check one field's ``value`` against its range and choices; raises :class:`ConfigError` naming ``key``."""
+    if value is None:
+        return
+    bounds: Range | None = f.metadata.get("bounds")
+    if bounds is not None:
+        for item in value if isinstance(value, list) else [value]:
+            message = bounds.problem(key, item)
+            if message is not None:
+                raise ConfigError(message)
+    choices = f.metadata.get("choices")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {value!r}{close_match(str(value), choices)}")
+
+
+def check(settings: Any, prefix: str = "") -> None:
+    """Check every field's range and choices (recursively); raises :class:`ConfigError` naming the dotted key."""
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if is_section(value):
+            check(value, f"{prefix}{f.name}.")
+        else:
+            check_value(f, value, f"{prefix}{f.name}")
+
+
+def as_dict(settings: Any) -> dict[str, Any]:
+    """Nested plain values of a settings dataclass (for YAML and checkpoints)."""
+    return dataclasses.asdict(settings)
+
+
+def describe_field(f: dataclasses.Field) -> str:
+    """A field's help with its allowed values and range appended."""
+    text = f.metadata.get("help", "")
+    choices = f.metadata.get("choices")
+    if choices is not None:
+        text += f" -- one of: {', '.join(choices)}"
+    bounds = f.metadata.get("bounds")
+    if bounds is not None:
+        text += f" -- {bounds.describe()}"
+    return text
+
+
+def help_texts(settings: Any, prefix: str = "") -> dict[str, tuple[Any, str]]:
+    """Every dotted key of a settings dataclass with its current value and help (allowed values included)."""
+    out: dict[str, tuple[Any, str]] = {}
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if is_section(value):
+            out.update(help_texts(value, f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = (value, describe_field(f))
+    return out
+
+
+def deep_update(into: dict[str, Any], tree: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge the nested mapping ``tree`` into ``into`` (in place; later values win per key); returns ``into``."""
+    for key, value in tree.items():
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            deep_update(into[key], value)
+        else:
+            into[key] = dict(value) if isinstance(value, Mapping) else value
+    return into
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """``"loss.temperature=0.2"`` -> ``{"loss": {"temperature": 0.2}}`` (the value is read as YAML).
+
+    Example:
+        >>> parse_override("optim.lr=0.1")
+        {'optim': {'lr': 0.1}}
+    """
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects key=value with a dotted key, e.g. loss.temperature=0.2; got {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    out: dict[str, Any] = {}
+    node = out
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping in a YAML settings file; one-line errors for unreadable or invalid files."""
+    try:
+        text = Path(path).read_text()
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of settings")
+    return data
+
+
+__all__ = [
+    "AT_LEAST_ONE",
+    "AT_LEAST_TWO",
+    "NON_NEGATIVE",
+    "POSITIVE",
+    "UNIT_INTERVAL",
+    "Range",
+    "as_dict",
+    "check",
+    "check_value",
+    "close_match",
+    "coerce",
+    "deep_update",
+    "help_texts",
+    "load_yaml",
+    "merge",
+    "parse_override",
+    "require",
+    "section",
+    "setting",
+]
