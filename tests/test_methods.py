@@ -187,3 +187,35 @@ def test_faiss_rebuild_records_its_recall() -> None:
     assert set(metrics) == {"graph_recall"} and 0.0 < metrics["graph_recall"] <= 1.0
     method.rebuild_search = "exact"
     assert method.on_epoch_end(2) == {} and method.bank.sampled_recall(torch.arange(100)) == 1.0
+
+
+def test_a_plain_training_loop_needs_only_the_method_object() -> None:
+    import invprop
+    from invprop.core import MemoryBank
+    from invprop.errors import ConfigError
+
+    torch.manual_seed(0)
+    encoder = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16))  # any module giving (B, D)
+    method = invprop.create_method(
+        "invp", encoder, num_samples=60, embedding_dim=16,
+        bank={"num_neighbors": 3}, loss={"n_background": 30, "n_hard_positives": 5, "rampup_epochs": 0},
+    )  # fmt: skip
+    optimizer = torch.optim.SGD(method.parameters(), lr=0.1)
+    images, indices = torch.randn(60, 1, 8, 8), torch.arange(8)
+    expected = MemoryBank(60, 16, 0.5, 3, features=method.bank.features.clone(), neighbors=method.bank.neighbors.clone())
+    embeddings = encoder(images[indices]).detach()  # what the step sees, before the optimiser moves the weights
+    out = method.training_step(indices, images[indices], epoch=1)
+    optimizer.zero_grad()
+    out.loss.backward()
+    optimizer.step()
+    method.after_step()
+    # The authors' order, which the loop never had to know: refresh the neighbours from the bank, then EMA-update it.
+    expected.refresh_neighbors(indices, embeddings)
+    expected.update(indices, embeddings)
+    assert torch.equal(method.bank.neighbors, expected.neighbors)
+    torch.testing.assert_close(method.bank.features, expected.features)
+    assert float(out.terms["loss_inv"]) > 0
+    with pytest.raises(ConfigError, match="unknown setting loss.temprature"):
+        invprop.create_method("invp", encoder, 60, 16, loss={"temprature": 0.2})
+    classifier = invprop.create_method("instance-classifier", encoder, 60, 16, classifier={"hard_classes": 5})
+    assert isinstance(classifier, invprop.InstanceClassification) and classifier.views == 2
