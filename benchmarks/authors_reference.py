@@ -1,6 +1,6 @@
 """The authors' formulation of one InvP objective step, kept as the reference for tests and benchmarks.
 
-Written from the description in ../shared/docs/method.md (not copied): the full B x N similarity matrix is
+Written from the paper and the description of the authors' code (Wang et al., 2020; not copied): the full B x N similarity matrix is
 exponentiated, M_i is the top-N_b of that matrix, positives are the hop-by-hop concatenation of neighbour lists
 (duplicates kept), ``1e-7`` is added inside the logs, the neighbour table of the batch rows is refreshed from the
 top-(k+1) of the full matrix, and the bank rows are EMA-updated. It is deliberately the slow, dense form; the

@@ -10,7 +10,7 @@ import torch
 
 from invprop.machine import describe_machine
 
-#: The authors' ImageNet settings (../shared/docs/method.md).
+#: The authors' ImageNet settings (Wang et al., 2020).
 EMBEDDING_DIM = 128
 NUM_NEIGHBORS = 4
 STEPS = 3

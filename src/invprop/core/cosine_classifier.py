@@ -27,7 +27,7 @@ UNKNOWN_CLASS = -1
 
 
 def cosine_logits(embeddings: Tensor, weights: Tensor, temperature: float) -> Tensor:
-    """Eq. 1's logits: ``cos(w_j, z_b) / tau``.
+    """Liu et al. (2021), Eq. 1's logits: ``cos(w_j, z_b) / tau``.
 
     Args:
         embeddings: (B, D) un-normalised embeddings z.
@@ -43,7 +43,7 @@ def cosine_logits(embeddings: Tensor, weights: Tensor, temperature: float) -> Te
 
 
 def smoothed_targets(classes: Tensor, hard_classes: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
-    """Eq. 3's target distribution as sparse columns: ``1 - alpha`` on the own class, ``alpha / k`` on each hard one.
+    """Liu et al. (2021), Eq. 3's target distribution as sparse columns: ``1 - alpha`` on the own class, ``alpha / k`` on each hard one.
 
     Args:
         classes: (B,) each sample's own class (its image index).
@@ -65,7 +65,7 @@ def smoothed_targets(classes: Tensor, hard_classes: Tensor, alpha: float) -> tup
 
 
 def smoothed_cross_entropy(column_logits: Tensor, target_weights: Tensor, log_normaliser: Tensor) -> Tensor:
-    """Eq. 3: ``-sum_c t_c log p_c = log sum_j exp(s_j) - sum_c t_c s_c`` (targets summing to 1).
+    """Liu et al. (2021), Eq. 3: ``-sum_c t_c log p_c = log sum_j exp(s_j) - sum_c t_c s_c`` (targets summing to 1).
 
     Args:
         column_logits: (B, C) logits of the target's classes.

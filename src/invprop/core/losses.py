@@ -222,7 +222,8 @@ class _Scores:
 
 
 class InvariancePropagationLoss(nn.Module):
-    """The InvP objective against a :class:`MemoryBank`: instance term (Eq. 6) and invariance term (Eqs. 3-5).
+    """The InvP objective against a :class:`MemoryBank`: instance term (Wang et al., 2020, Eq. 6) and invariance
+    term (Eqs. 3-5).
 
     Args:
         temperature: tau > 0 (0.07 with a linear head, 0.2 with an MLP head in the authors' code).

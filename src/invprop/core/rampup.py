@@ -1,4 +1,4 @@
-"""Ramp-up schedules w(t) for the invariance term (seed 000, Sec. 3.3, Eq. 7)."""
+"""Ramp-up schedules w(t) for the invariance term (Wang et al., 2020, Sec. 3.3, Eq. 7)."""
 
 from __future__ import annotations
 

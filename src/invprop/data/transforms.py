@@ -1,7 +1,7 @@
 """Augmentation presets (training) and their deterministic evaluation counterparts.
 
 Presets, by name: ``digits`` (small affine, intensity, noise, for tiny grayscale images), ``cifar`` and ``imagenet``
-(the authors' recipes, ../shared/docs/method.md). Each preset builds a pair (train transform, eval transform) that
+(the authors' recipes: Wang et al., 2020, and their public code). Each preset builds a pair (train transform, eval transform) that
 maps a PIL image or a (C, H, W) float tensor in [0, 1] to a normalised (C, H, W) float tensor.
 """
 

@@ -52,7 +52,7 @@ VARIANTS: dict[str, Variant] = {
 }
 
 
-#: The instance classifier's component table (seed 001, Table 2): contrastive prior and hard-class smoothing.
+#: The instance classifier's component table (Liu et al., 2021, Table 2): contrastive prior and hard-class smoothing.
 CLASSIFIER_VARIANTS: dict[str, Variant] = {
     "classifier": Variant(
         "instance classifier, Gaussian init, no smoothing",

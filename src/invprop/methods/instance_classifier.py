@@ -46,7 +46,7 @@ class InstanceClassifierSettings:
 
 
 class InstanceClassification(Method):
-    """Cross-entropy of every view against its image's class (Eq. 1, or Eq. 3 with smoothing).
+    """Cross-entropy of every view against its image's class (Liu et al., 2021, Eq. 1, or Eq. 3 with smoothing).
 
     Args:
         encoder: backbone + head.
