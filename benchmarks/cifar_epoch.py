@@ -89,7 +89,9 @@ def main() -> None:
     print(f"timed {result['steps_timed']} of {result['steps_per_epoch']} steps in {result['seconds_timed']:.2f} s "
           f"({result['images_per_s']:,.0f} images/s)")  # fmt: skip
     label = "measured" if result["measured"] else "extrapolated from the timed steps"
-    print(f"one epoch: {result['epoch_seconds']:.1f} s ({label}); 200 epochs: {result['epoch_seconds'] * 200 / 60:.1f} min")
+    print(
+        f"one epoch: {result['epoch_seconds']:.1f} s ({label}); 200 epochs: {result['epoch_seconds'] * 200 / 60:.1f} min"
+    )
 
 
 if __name__ == "__main__":

@@ -26,7 +26,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--epoch-repeats", type=int, default=10, help="training epochs timed for the epoch time")
     args = parser.parse_args()
-    print(f"# digits main job; {machine()}; {datetime.date.today()}; device {args.device}; torch threads {torch.get_num_threads()}")
+    print(
+        f"# digits main job; {machine()}; {datetime.date.today()}; device {args.device}; torch threads {torch.get_num_threads()}"
+    )
     print("| pipeline | job wall time s | training epoch s | held-out kNN top-1 |")
     print("|---|---|---|---|")
     times = {}

@@ -55,7 +55,10 @@ from throughput import PLAIN, default_workers, measure_throughput, summary
 REPO = Path(__file__).resolve().parents[1]
 #: Where the CIFAR-10 tarball is looked for when --data is not given: beside the checkout, then in the ignored
 #: folder that is carried to the GPU machine (docs/benchmarks.md, "The GPU check").
-DATA_CANDIDATES = (REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz", REPO / ".device-data" / "cifar10-jpeg.tar.gz")
+DATA_CANDIDATES = (
+    REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz",
+    REPO / ".device-data" / "cifar10-jpeg.tar.gz",
+)
 #: Default budget: one 10-minute device command with margin for the start-up and the copy back.
 DEFAULT_BUDGET_S = 420
 #: Seconds kept back at the end for writing the report.
@@ -135,7 +138,9 @@ class Report:
         }
         self.sections: dict[str, str] = {}
 
-    def record(self, step: str, status: str, seconds: float, note: str = "", figures: Any = None, text: str = "") -> None:
+    def record(
+        self, step: str, status: str, seconds: float, note: str = "", figures: Any = None, text: str = ""
+    ) -> None:
         self.data["steps"][step] = {"status": status, "seconds": round(seconds, 2), "note": note, "figures": figures}
         self.sections[step] = text
         self.write()
@@ -199,7 +204,18 @@ def environment(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         "dirty": bool(_command(["git", "status", "--porcelain", "--untracked-files=no"])),
     }
     facts["packages"] = {}
-    for name in ("torchvision", "numpy", "scikit-learn", "pyyaml", "tqdm", "pillow", "safetensors", "matplotlib", "pytest", "faiss-cpu"):
+    for name in (
+        "torchvision",
+        "numpy",
+        "scikit-learn",
+        "pyyaml",
+        "tqdm",
+        "pillow",
+        "safetensors",
+        "matplotlib",
+        "pytest",
+        "faiss-cpu",
+    ):
         try:
             facts["packages"][name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
@@ -210,10 +226,14 @@ def environment(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         facts["gpu_memory_gib"] = round(props.total_memory / 2**30, 1)
         facts["gpu_multiprocessors"] = props.multi_processor_count
         facts["driver"] = _command(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])
-        facts["machine"] = f"{props.name} ({facts['gpu_memory_gib']} GiB), driver {facts['driver']}, CUDA {torch.version.cuda}"
+        facts["machine"] = (
+            f"{props.name} ({facts['gpu_memory_gib']} GiB), driver {facts['driver']}, CUDA {torch.version.cuda}"
+        )
     else:
         facts["machine"] = f"no GPU; {facts['cpu_cores']} CPU cores ({facts['cpu']})"
-    facts["machine"] += f"; torch {torch.__version__}, torchvision {facts['packages']['torchvision']}, Python {facts['python']}"
+    facts["machine"] += (
+        f"; torch {torch.__version__}, torchvision {facts['packages']['torchvision']}, Python {facts['python']}"
+    )
     rows = [[key, str(value)] for key, value in facts.items() if key != "packages"]
     rows += [[f"package {name}", str(version)] for name, version in facts["packages"].items()]
     return facts, markdown_table(("fact", "value"), rows)
@@ -233,8 +253,14 @@ def cuda_tests(plan: Plan, budget: Budget, out: Path) -> tuple[dict[str, Any], s
     counts: dict[str, int] = {}
     for _, outcome, _ in outcomes:
         counts[outcome] = counts.get(outcome, 0) + 1
-    figures = {"exit_code": code, "counts": counts, "tests": [{"test": t, "outcome": o, "message": m} for t, o, m in outcomes]}
-    table = markdown_table(("test", "outcome", "message"), [[t, o, m[:120]] for t, o, m in outcomes]) if outcomes else ""
+    figures = {
+        "exit_code": code,
+        "counts": counts,
+        "tests": [{"test": t, "outcome": o, "message": m} for t, o, m in outcomes],
+    }
+    table = (
+        markdown_table(("test", "outcome", "message"), [[t, o, m[:120]] for t, o, m in outcomes]) if outcomes else ""
+    )
     summary_line = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())) or "no test ran"
     # Exit code 5: no test ran (every case deselected); skips without CUDA are not failures either.
     status = "ok" if code in (0, 5) else "failed"
@@ -247,7 +273,9 @@ def junit_outcomes(path: Path) -> list[tuple[str, str, str]]:
 
     cases = []
     for case in ElementTree.parse(path).getroot().iter("testcase"):
-        name = f"{case.get('classname', '')}::{case.get('name', '')}".replace(".", "/", case.get("classname", "").count("."))
+        name = f"{case.get('classname', '')}::{case.get('name', '')}".replace(
+            ".", "/", case.get("classname", "").count(".")
+        )
         outcome, message = "passed", ""
         for kind in ("failure", "error", "skipped"):
             child = case.find(kind)
@@ -316,7 +344,9 @@ def run_settings(plan: Plan, epochs: int) -> dict[str, Any]:
     }
 
 
-def training_run(plan: Plan, device: torch.device, data: Path, cache: Path, epoch_s: float, budget: Budget) -> tuple[dict[str, Any], str]:
+def training_run(
+    plan: Plan, device: torch.device, data: Path, cache: Path, epoch_s: float, budget: Budget
+) -> tuple[dict[str, Any], str]:
     # Each epoch costs its training time plus its share of the kNN evaluations; keep back two epochs for setting up
     # (data from the cache, the raw-pixel baseline) and the report.
     per_epoch = epoch_s * 1.15
@@ -396,14 +426,23 @@ def find_data(given: str | None) -> Path | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="folder for gpu-check.md, gpu-check.json and the test log")
-    parser.add_argument("--budget", type=float, default=None, help=f"seconds for the whole check (default {DEFAULT_BUDGET_S}; 60 with --smoke)")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help=f"seconds for the whole check (default {DEFAULT_BUDGET_S}; 60 with --smoke)",
+    )
     parser.add_argument("--data", default=None, help="CIFAR-10 tarball or extracted folder (default: the first of "
                         + ", ".join(str(p) for p in DATA_CANDIDATES) + " that exists)")  # fmt: skip
     parser.add_argument("--work", default=None, help="folder for extracted data and caches (default: a temporary one)")
     parser.add_argument("--commit", default=None, help="the commit checked (default: git rev-parse HEAD)")
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cuda or cpu")
-    parser.add_argument("--smoke", action="store_true", help="CPU, tiny sizes, synthetic data: checks the script itself")
-    parser.add_argument("--skip", default="", help="comma-separated steps to leave out (" + ", ".join(STEP_TITLES) + ")")
+    parser.add_argument(
+        "--smoke", action="store_true", help="CPU, tiny sizes, synthetic data: checks the script itself"
+    )
+    parser.add_argument(
+        "--skip", default="", help="comma-separated steps to leave out (" + ", ".join(STEP_TITLES) + ")"
+    )
     args = parser.parse_args(argv)
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     unknown = skip - set(STEP_TITLES)
@@ -425,7 +464,9 @@ def main(argv: list[str] | None = None) -> int:
         if "data" not in state:
             source = synthetic_tarball(work / "synthetic-cifar.tar.gz") if args.smoke else find_data(args.data)
             if source is None or not source.exists():
-                raise _Skip("no CIFAR-10 data: pass --data or copy cifar10-jpeg.tar.gz into .device-data/ (docs/benchmarks.md)")
+                raise _Skip(
+                    "no CIFAR-10 data: pass --data or copy cifar10-jpeg.tar.gz into .device-data/ (docs/benchmarks.md)"
+                )
             state["data"] = prepare_data(source, work)
         return state["data"]
 
@@ -444,7 +485,12 @@ def main(argv: list[str] | None = None) -> int:
                 report.record(name, "skipped", 0, "left out with --skip")
                 continue
             if budget.left() - REPORT_RESERVE_S < needed:
-                report.record(name, "skipped", 0, f"{budget.left():.0f} s of the budget left; this step needs about {needed:.0f} s")
+                report.record(
+                    name,
+                    "skipped",
+                    0,
+                    f"{budget.left():.0f} s of the budget left; this step needs about {needed:.0f} s",
+                )
                 continue
             start = time.perf_counter()
             try:
@@ -456,12 +502,21 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as err:  # noqa: BLE001 - report it and go on with the next step
                 failed = True
                 trace = traceback.format_exc()
-                report.record(name, "failed", time.perf_counter() - start, f"{type(err).__name__}: {err}", text=f"```\n{trace}```\n")
+                report.record(
+                    name,
+                    "failed",
+                    time.perf_counter() - start,
+                    f"{type(err).__name__}: {err}",
+                    text=f"```\n{trace}```\n",
+                )
                 print(trace, file=sys.stderr, flush=True)
                 continue
             failed |= status == "failed"
             report.record(name, status, time.perf_counter() - start, note, figures, text)
-            print(f"gpu_check: {name} {status} ({time.perf_counter() - start:.1f} s, {budget.left():.0f} s left)", flush=True)
+            print(
+                f"gpu_check: {name} {status} ({time.perf_counter() - start:.1f} s, {budget.left():.0f} s left)",
+                flush=True,
+            )
     finally:
         if work_context is not None:
             work_context.cleanup()

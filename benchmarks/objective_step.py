@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import torch
 
+from authors_reference import authors_step
 from common import (
     EMBEDDING_DIM,
     MOMENTUM,
@@ -35,10 +36,11 @@ from common import (
 )
 from invprop.core import InvariancePropagationLoss, MemoryBank
 from invprop.core.bank import BANK_DTYPES
-from authors_reference import authors_step
 
 
-def make_inputs(n: int, b: int, device: torch.device, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def make_inputs(
+    n: int, b: int, device: torch.device, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     features = torch.nn.functional.normalize(torch.randn(n, EMBEDDING_DIM, generator=gen), dim=1)
     neighbors = torch.randint(0, n, (n, NUM_NEIGHBORS), generator=gen)
@@ -50,9 +52,18 @@ def make_inputs(n: int, b: int, device: torch.device, seed: int = 0) -> tuple[to
 def invprop_runner(features, neighbors, indices, embeddings, bank_dtype: torch.dtype, exact: bool, similarity: str):
     n = features.shape[0]
     bank = MemoryBank(
-        n, EMBEDDING_DIM, MOMENTUM, NUM_NEIGHBORS, device=features.device, dtype=bank_dtype, features=features, neighbors=neighbors
+        n,
+        EMBEDDING_DIM,
+        MOMENTUM,
+        NUM_NEIGHBORS,
+        device=features.device,
+        dtype=bank_dtype,
+        features=features,
+        neighbors=neighbors,
     )
-    objective = InvariancePropagationLoss(TEMPERATURE, N_BACKGROUND, STEPS, N_POSITIVES, exact=exact, similarity=similarity)
+    objective = InvariancePropagationLoss(
+        TEMPERATURE, N_BACKGROUND, STEPS, N_POSITIVES, exact=exact, similarity=similarity
+    )
 
     def step() -> None:
         emb = embeddings.clone().requires_grad_()
@@ -114,7 +125,16 @@ def objective_rows(
     def one_size(n: int, b: int) -> None:  # the inputs are freed when it returns
         inputs = make_inputs(n, b, device)
         ref_s, ref_m = measure(lambda: reference_runner(*inputs), device, repeats, warmup)
-        add({"N": n, "B": b, "variant": "reference (authors' formulation)", "ms": ref_s * 1e3, "ratio": 1.0, "peak_mib": ref_m})
+        add(
+            {
+                "N": n,
+                "B": b,
+                "variant": "reference (authors' formulation)",
+                "ms": ref_s * 1e3,
+                "ratio": 1.0,
+                "peak_mib": ref_m,
+            }
+        )
         for name, (dtype, exact, strategy) in variants(bank_dtype).items():
             sec, mem = measure(lambda: invprop_runner(*inputs, dtype, exact, strategy), device, repeats, warmup)
             add({"N": n, "B": b, "variant": name, "ms": sec * 1e3, "ratio": sec / ref_s, "peak_mib": mem})
@@ -129,7 +149,14 @@ COLUMNS = ("N", "B", "variant", "step ms", "vs reference", "peak MiB")
 
 
 def table_row(row: dict[str, Any]) -> list[str]:
-    return [f"{row['N']:,}", str(row["B"]), row["variant"], f"{row['ms']:.1f}", f"{row['ratio']:.2f}x", fmt(row["peak_mib"], "{:.0f}")]
+    return [
+        f"{row['N']:,}",
+        str(row["B"]),
+        row["variant"],
+        f"{row['ms']:.1f}",
+        f"{row['ratio']:.2f}x",
+        fmt(row["peak_mib"], "{:.0f}"),
+    ]
 
 
 def main() -> None:
@@ -143,7 +170,9 @@ def main() -> None:
     device = pick_device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = False  # both sides in true fp32
     print(f"# objective step, {machine()}, {datetime.date.today()}, device {device}")
-    print(f"# D={EMBEDDING_DIM} k={NUM_NEIGHBORS} l={STEPS} N_b={N_BACKGROUND} P={N_POSITIVES}; median of {args.repeats}")
+    print(
+        f"# D={EMBEDDING_DIM} k={NUM_NEIGHBORS} l={STEPS} N_b={N_BACKGROUND} P={N_POSITIVES}; median of {args.repeats}"
+    )
     print(markdown_table(COLUMNS, []), end="")
     objective_rows(
         device, args.sizes, args.batches, args.repeats, args.bank_dtype,

@@ -69,7 +69,9 @@ def partition(mode: str, n: int) -> RowPartition:
     return RowPartition.split(n) if mode == "sharded" else RowPartition.replicated(n)
 
 
-def step_time(mode: str, n: int, batch: int, device: torch.device, dtype: torch.dtype, repeats: int) -> tuple[float, float, float | None]:
+def step_time(
+    mode: str, n: int, batch: int, device: torch.device, dtype: torch.dtype, repeats: int
+) -> tuple[float, float, float | None]:
     """Median seconds of one step, the bank's MiB per process, and the peak device MiB (CUDA)."""
     world = dist.get_world_size() if dist.is_initialized() else 1
     rank = dist.get_rank() if dist.is_initialized() else 0
@@ -77,10 +79,21 @@ def step_time(mode: str, n: int, batch: int, device: torch.device, dtype: torch.
     neighbors = torch.randint(0, n, (n, NUM_NEIGHBORS), generator=generator)  # a valid graph from the first step
     torch.manual_seed(0)
     reset_peak(device)
-    bank = MemoryBank(n, EMBEDDING_DIM, 0.5, NUM_NEIGHBORS, device=device, dtype=dtype, neighbors=neighbors, partition=partition(mode, n))
+    bank = MemoryBank(
+        n,
+        EMBEDDING_DIM,
+        0.5,
+        NUM_NEIGHBORS,
+        device=device,
+        dtype=dtype,
+        neighbors=neighbors,
+        partition=partition(mode, n),
+    )
     del neighbors
     method = InvariancePropagation(
-        Encoder(_Passthrough(), nn.Identity()), bank, InvariancePropagationLoss(TEMPERATURE, N_BACKGROUND, STEPS, N_POSITIVES)
+        Encoder(_Passthrough(), nn.Identity()),
+        bank,
+        InvariancePropagationLoss(TEMPERATURE, N_BACKGROUND, STEPS, N_POSITIVES),
     )
     per_process = batch // world
     times = []
@@ -115,10 +128,14 @@ def clustered_rows(n: int, generator: torch.Generator) -> Tensor:
     return rows.add_(0.6 * torch.randn(n, EMBEDDING_DIM, generator=generator))
 
 
-def rebuild(n: int, device: torch.device, exact_max: int, lists: int | None, probe: int, data: str) -> dict[str, float | None]:
+def rebuild(
+    n: int, device: torch.device, exact_max: int, lists: int | None, probe: int, data: str
+) -> dict[str, float | None]:
     """Seconds of an exact and of a FAISS rebuild (split bank), and the FAISS graph's sampled recall."""
     generator = torch.Generator().manual_seed(1)
-    features = clustered_rows(n, generator) if data == "clustered" else torch.randn(n, EMBEDDING_DIM, generator=generator)
+    features = (
+        clustered_rows(n, generator) if data == "clustered" else torch.randn(n, EMBEDDING_DIM, generator=generator)
+    )
     bank = MemoryBank(n, EMBEDDING_DIM, 0.5, NUM_NEIGHBORS, device=device, features=features,
                       neighbors=torch.zeros(n, NUM_NEIGHBORS, dtype=torch.long), partition=partition("sharded", n))  # fmt: skip
     del features
@@ -142,7 +159,9 @@ def rebuild(n: int, device: torch.device, exact_max: int, lists: int | None, pro
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000], help="bank sizes N (0 = skip part 1)")
+    parser.add_argument(
+        "--rows", type=int, nargs="+", default=[100_000, 1_000_000], help="bank sizes N (0 = skip part 1)"
+    )
     parser.add_argument("--batch", type=int, default=256, help="global batch")
     parser.add_argument("--dtype", choices=sorted(BANK_DTYPES), default="float32")
     parser.add_argument("--device", default="auto")
@@ -151,8 +170,12 @@ def main() -> None:
     parser.add_argument("--exact-max", type=int, default=200_000, help="largest N rebuilt exactly too")
     parser.add_argument("--faiss-lists", type=int, default=None)
     parser.add_argument("--faiss-probe", type=int, default=32)
-    parser.add_argument("--rebuild-data", choices=["clustered", "uniform"], default="clustered",
-                        help="rows of the rebuild benchmark: clustered (1000 Gaussian clusters) or uniform on the sphere")
+    parser.add_argument(
+        "--rebuild-data",
+        choices=["clustered", "uniform"],
+        default="clustered",
+        help="rows of the rebuild benchmark: clustered (1000 Gaussian clusters) or uniform on the sphere",
+    )
     args = parser.parse_args()
     context = init_distributed(args.device)
     name = device_for(context, args.device)
@@ -160,10 +183,14 @@ def main() -> None:
     main_process = context.is_main
     if main_process:
         print(f"# sharded vs replicated bank, {context.world_size} processes, {datetime.date.today()}, {machine()}")
-        print(f"# global batch {args.batch}, D={EMBEDDING_DIM}, N_b={N_BACKGROUND}, P={N_POSITIVES}, l={STEPS}, bank {args.dtype}")
+        print(
+            f"# global batch {args.batch}, D={EMBEDDING_DIM}, N_b={N_BACKGROUND}, P={N_POSITIVES}, l={STEPS}, bank {args.dtype}"
+        )
     rows = [n for n in args.rows if n > 0]
     if rows and main_process:
-        print("\n| N | replicated step (s) | sharded step (s) | sharded / replicated | bank per process, replicated -> sharded (MiB) | peak device MiB, replicated -> sharded |")
+        print(
+            "\n| N | replicated step (s) | sharded step (s) | sharded / replicated | bank per process, replicated -> sharded (MiB) | peak device MiB, replicated -> sharded |"
+        )
         print("|---|---|---|---|---|---|")
     for n in rows:
         replicated = step_time("replicated", n, args.batch, device, BANK_DTYPES[args.dtype], args.repeats)
@@ -173,8 +200,12 @@ def main() -> None:
             print(f"| {n:,} | {replicated[0]:.3f} | {sharded[0]:.3f} | {sharded[0] / replicated[0]:.2f}x | "
                   f"{replicated[1]:,.0f} -> {sharded[1]:,.0f} | {peaks} |", flush=True)  # fmt: skip
     if args.rebuild_rows and main_process:
-        print(f"\n# rebuild: {args.rebuild_data} rows, FAISS probe {args.faiss_probe}, lists {args.faiss_lists or '4 sqrt(N / W)'}")
-        print(f"\n| N | exact rebuild (s) | FAISS rebuild (s) | FAISS / exact | FAISS recall@{NUM_NEIGHBORS} ({RECALL_SAMPLE} rows) |")
+        print(
+            f"\n# rebuild: {args.rebuild_data} rows, FAISS probe {args.faiss_probe}, lists {args.faiss_lists or '4 sqrt(N / W)'}"
+        )
+        print(
+            f"\n| N | exact rebuild (s) | FAISS rebuild (s) | FAISS / exact | FAISS recall@{NUM_NEIGHBORS} ({RECALL_SAMPLE} rows) |"
+        )
         print("|---|---|---|---|---|")
     for n in args.rebuild_rows:
         r = rebuild(n, device, args.exact_max, args.faiss_lists, args.faiss_probe, args.rebuild_data)

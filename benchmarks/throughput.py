@@ -55,7 +55,11 @@ def batches_per_image(data, device: torch.device, workers: int, batch: int) -> I
     for epoch in itertools.count():
         sampler.set_epoch_seed(epoch)
         for indices, images, labels in loader:
-            yield indices.to(device, non_blocking=True), images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            yield (
+                indices.to(device, non_blocking=True),
+                images.to(device, non_blocking=True),
+                labels.to(device, non_blocking=True),
+            )
 
 
 class CrossEntropyModel(nn.Module):
@@ -97,7 +101,9 @@ def run(
         model.encoder.compile()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.03, momentum=0.9, weight_decay=5e-4)
     amp: Callable[[], contextlib.AbstractContextManager] = (
-        (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if fast and device.type == "cuda" else contextlib.nullcontext
+        (lambda: torch.autocast("cuda", dtype=torch.bfloat16))
+        if fast and device.type == "cuda"
+        else contextlib.nullcontext
     )
     model.train()
     start = 0.0
@@ -143,7 +149,9 @@ def measure_throughput(
     """Seconds per step of each of ``variants`` (see :data:`VARIANTS`), measured one after the other."""
     torch.manual_seed(0)
     name = f"imagefolder:{data_root}"
-    settings = DataSettings(name=name, augment="cifar", image_size=32, cache_dir=None if cache_dir is None else str(cache_dir))
+    settings = DataSettings(
+        name=name, augment="cifar", image_size=32, cache_dir=None if cache_dir is None else str(cache_dir)
+    )
     fast_data = datasets_from(dataclasses.replace(settings, pipeline="tensor"))
     slow_data = None
     n = len(fast_data.train)
@@ -165,7 +173,10 @@ def measure_throughput(
 
 def summary(results: dict[str, float]) -> dict[str, float]:
     """The ratios the targets are about: fast / baseline throughput and InvP's overhead over cross-entropy."""
-    out = {"fast_over_baseline": results["baseline"] / results["fast"], "invp_overhead": results["fast"] / results["ce"]}
+    out = {
+        "fast_over_baseline": results["baseline"] / results["fast"],
+        "invp_overhead": results["fast"] / results["ce"],
+    }
     if "fast+compile" in results:
         out["compiled_fast_over_baseline"] = results["baseline"] / results["fast+compile"]
         out["compiled_invp_overhead"] = results["fast+compile"] / results["ce+compile"]
@@ -179,7 +190,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--workers", type=int, default=None, help="DataLoader workers of the baseline (default: cores)")
-    parser.add_argument("--compile", action="store_true", help="also measure the fast and ce variants with torch.compile")
+    parser.add_argument(
+        "--compile", action="store_true", help="also measure the fast and ce variants with torch.compile"
+    )
     parser.add_argument("--cache-dir", default="~/.cache/invprop/images")
     args = parser.parse_args()
     device = pick_device(args.device)

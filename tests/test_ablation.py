@@ -39,7 +39,23 @@ def test_ablation_resumes_variant_by_variant(tmp_path: Path) -> None:
     assert main([*common, "--variants", "insdis"]) == 0
     first = json.loads((out / "insdis" / "metrics.json").read_text())
     # An interrupted second variant: one epoch done, then the ablation is run again.
-    assert main(["-q", "train", "--epochs", "2", "--stop-after", "1", "--set", "method=insdis-hard", "--out", str(out / "insdis-hard")]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "train",
+                "--epochs",
+                "2",
+                "--stop-after",
+                "1",
+                "--set",
+                "method=insdis-hard",
+                "--out",
+                str(out / "insdis-hard"),
+            ]
+        )
+        == 0
+    )
     assert main([*common, "--variants", "insdis,insdis-hard"]) == 0
     rows = {r["variant"]: r for r in json.loads((out / "results.json").read_text())["variants"]}
     assert rows["insdis"]["seconds"] == first["seconds"]  # reused, not retrained

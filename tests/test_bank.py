@@ -72,8 +72,12 @@ def test_neighbors_assignable_and_in_state_dict() -> None:
 
 @pytest.mark.parametrize(
     "kwargs,match",
-    [({"size": 1, "dim": 4}, "size"), ({"size": 10, "dim": 0}, "dim"), ({"size": 10, "dim": 4, "momentum": 1.0}, "momentum"),
-     ({"size": 5, "dim": 4, "num_neighbors": 5}, "num_neighbors")],
+    [
+        ({"size": 1, "dim": 4}, "size"),
+        ({"size": 10, "dim": 0}, "dim"),
+        ({"size": 10, "dim": 4, "momentum": 1.0}, "momentum"),
+        ({"size": 5, "dim": 4, "num_neighbors": 5}, "num_neighbors"),
+    ],
 )
 def test_invalid_arguments(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
@@ -118,13 +122,17 @@ def _split_bank(rank: int, world: int) -> dict[str, object]:
     bank = MemoryBank(50, 4, momentum=0.5, num_neighbors=3, partition=RowPartition.split(50))
     initial = bank.features.clone()
     rng_after_init = torch.randn(1)
-    bank.update(torch.tensor([0, 24, 25, 49]), torch.arange(16.0).view(4, 4))  # rank 0 holds rows 0-24, rank 1 rows 25-49
+    bank.update(
+        torch.tensor([0, 24, 25, 49]), torch.arange(16.0).view(4, 4)
+    )  # rank 0 holds rows 0-24, rank 1 rows 25-49
     recall = bank.sampled_recall(torch.arange(0, 50, 5))
     state = bank.state_dict()  # the whole bank, gathered on rank 0
     bank.rebuild_neighbors(chunk_size=7)
     rebuilt = bank.neighbors.clone()
     # Load a whole single-process state into the split bank: each process keeps its rows.
-    whole = MemoryBank(50, 4, num_neighbors=3, features=torch.eye(4).repeat(13, 1)[:50] + 0.01 * torch.arange(50.0)[:, None])
+    whole = MemoryBank(
+        50, 4, num_neighbors=3, features=torch.eye(4).repeat(13, 1)[:50] + 0.01 * torch.arange(50.0)[:, None]
+    )
     bank.load_state_dict(whole.state_dict())
     return {"initial": initial, "rng": rng_after_init, "updated": state["features"], "recall": recall,
             "rebuilt": rebuilt, "loaded": bank.features.clone(), "whole": whole.features}  # fmt: skip

@@ -30,7 +30,9 @@ def gen(seed: int = 0) -> torch.Generator:
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("preset,channels,size", [("cifar", 3, 32), ("imagenet", 3, 40), ("digits", 1, 8)])
-def test_presets_keep_shape_and_are_deterministic_under_a_seed(preset: str, channels: int, size: int, device: str) -> None:
+def test_presets_keep_shape_and_are_deterministic_under_a_seed(
+    preset: str, channels: int, size: int, device: str
+) -> None:
     x = torch.rand(16, channels, size, size).to(device)
     aug = build_batch_augment(preset, size, MEAN[:channels], STD[:channels]).to(device)
 
@@ -80,7 +82,9 @@ def test_colour_adjustments_equal_torchvision(factor: float) -> None:
     ):
         torch.testing.assert_close(ours(x, f), torch.stack([theirs(img, factor) for img in x]))
     shift = factor - 1.0  # -0.4, 0, 0.4
-    torch.testing.assert_close(adjust_hue(x, torch.full((4,), shift)), torch.stack([F.adjust_hue(img, shift) for img in x]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        adjust_hue(x, torch.full((4,), shift)), torch.stack([F.adjust_hue(img, shift) for img in x]), atol=1e-5, rtol=0
+    )
 
 
 def test_hsv_round_trip() -> None:
@@ -121,9 +125,11 @@ def test_crop_samples_the_drawn_box() -> None:
 def test_crop_boxes_follow_torchvision_distribution() -> None:
     crop = BatchRandomResizedCrop(32, scale=(0.2, 1.0))
     boxes = crop.crop_boxes(20000, 32, 32, gen(1), torch.device("cpu"))
-    ours_area = (boxes[:, 2] * boxes[:, 3] / 1024)
+    ours_area = boxes[:, 2] * boxes[:, 3] / 1024
     torch.manual_seed(1)
-    theirs = torch.tensor([T.RandomResizedCrop.get_params(torch.empty(3, 32, 32), [0.2, 1.0], [3 / 4, 4 / 3]) for _ in range(20000)]).float()
+    theirs = torch.tensor(
+        [T.RandomResizedCrop.get_params(torch.empty(3, 32, 32), [0.2, 1.0], [3 / 4, 4 / 3]) for _ in range(20000)]
+    ).float()
     their_area = theirs[:, 2] * theirs[:, 3] / 1024
     assert abs(ours_area.mean() - their_area.mean()) < 0.01
     assert abs(ours_area.std() - their_area.std()) < 0.01

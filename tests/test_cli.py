@@ -50,12 +50,17 @@ def exit_code(*args: str) -> int:
         (["train", "--config", "/nonexistent.yaml", "--out", "{out}"], "cannot read config file"),
         (["train", "--resume"], "--resume needs --out"),
         (["train", "--resume", "--out", "{out}"], "nothing to resume"),
-        (["train", "--dataset", "cifar100", "--set", "data.root=/nonexistent", "--out", "{out}"], "CIFAR-100 not found"),
+        (
+            ["train", "--dataset", "cifar100", "--set", "data.root=/nonexistent", "--out", "{out}"],
+            "CIFAR-100 not found",
+        ),
         (["eval", "knn", "--checkpoint", "/nonexistent/last.pt"], "does not exist"),
         (["train", "--epochs", "two"], "invalid int value"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_input_is_one_line_and_exit_2(
+    args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "run"
     assert exit_code(*[a.format(out=out) for a in args]) == 2
     err = capsys.readouterr().err.strip()
@@ -98,7 +103,15 @@ def test_several_set_flags_on_one_section_all_apply() -> None:
 
 
 def _torchrun(*args: str, processes: int = 2, quiet: bool = True) -> list[str]:
-    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", "-m", "invprop"]
+    launch = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={processes}",
+        "-m",
+        "invprop",
+    ]
     return [*launch, *(["-q"] if quiet else []), "train", *args]
 
 
@@ -155,8 +168,13 @@ def test_two_process_instance_classifier_resumes_in_one_process(tmp_path: Path) 
     assert first.returncode == 0, first.stderr[-3000:]
     state = load_checkpoint(run / "last.pt")
     # The split weight matrix, its hard classes and its momentum are checkpointed whole (1,347 rows).
-    assert state["model"]["classifier.weight"].shape[0] == 1347 and state["model"]["classifier.hard"].shape == (1347, 10)
-    momentum = [s["momentum_buffer"] for s in state["optimizer"]["state"].values() if s["momentum_buffer"].shape[0] == 1347]
+    assert state["model"]["classifier.weight"].shape[0] == 1347 and state["model"]["classifier.hard"].shape == (
+        1347,
+        10,
+    )
+    momentum = [
+        s["momentum_buffer"] for s in state["optimizer"]["state"].values() if s["momentum_buffer"].shape[0] == 1347
+    ]
     assert len(momentum) == 1 and momentum[0].abs().sum() > 0
     assert main(["-q", "train", "--resume", "--out", str(run)]) == 0
     metrics = json.loads((run / "metrics.json").read_text())

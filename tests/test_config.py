@@ -85,7 +85,11 @@ def test_warmup_defaults_to_a_tenth_for_the_instance_classifier_only() -> None:
 
     assert METHODS.get("invp").default_warmup_epochs(100) == 0
     classifier = METHODS.get("instance-classifier")
-    assert (classifier.default_warmup_epochs(100), classifier.default_warmup_epochs(30), classifier.default_warmup_epochs(800)) == (10, 3, 10)
+    assert (
+        classifier.default_warmup_epochs(100),
+        classifier.default_warmup_epochs(30),
+        classifier.default_warmup_epochs(800),
+    ) == (10, 3, 10)
 
 
 def test_a_run_holds_only_its_own_methods_sections(tmp_path: Path) -> None:
@@ -95,7 +99,10 @@ def test_a_run_holds_only_its_own_methods_sections(tmp_path: Path) -> None:
     assert not any(key.startswith(("bank.", "loss.")) for key in C.help_texts(classifier))
     with pytest.raises(AttributeError, match="has no setting 'loss'"):
         classifier.loss
-    with pytest.raises(ConfigError, match=r"loss\.\* belongs to method insdis, insdis-hard, invp, knn-positives, not to instance-classifier"):
+    with pytest.raises(
+        ConfigError,
+        match=r"loss\.\* belongs to method insdis, insdis-hard, invp, knn-positives, not to instance-classifier",
+    ):
         C.from_dict({"loss": {"temperature": 0.2}}, base=classifier)
     invp = C.preset("digits")
     assert "classifier" not in C.to_dict(invp) and invp.loss.temperature == 0.1
@@ -119,7 +126,9 @@ def test_presets_compose_dataset_and_method_defaults() -> None:
 def test_allowed_values_come_from_the_registries() -> None:
     from invprop.models import HEADS
 
-    with pytest.raises(ConfigError, match=f"model.head must be one of {', '.join(HEADS)}; got 'mpl' \\(did you mean mlp\\?\\)"):
+    with pytest.raises(
+        ConfigError, match=f"model.head must be one of {', '.join(HEADS)}; got 'mpl' \\(did you mean mlp\\?\\)"
+    ):
         C.validate(C.from_dict({"model": {"head": "mpl"}}))
     with pytest.raises(ConfigError, match="unknown method 'invpp' \\(did you mean invp\\?\\)"):
         C.from_dict({"method": "invpp"})

@@ -7,7 +7,6 @@ import torch
 from torch.nn import functional as F
 
 from gloo import run_gloo
-from invprop.core.graph import knn_graph
 from invprop.core.cosine_classifier import (
     UNKNOWN_CLASS,
     CosineInstanceClassifier,
@@ -15,6 +14,7 @@ from invprop.core.cosine_classifier import (
     smoothed_cross_entropy,
     smoothed_targets,
 )
+from invprop.core.graph import knn_graph
 from invprop.distributed.partition import RowPartition
 
 
@@ -50,7 +50,9 @@ def test_classifier_loss_is_the_cosine_softmax_cross_entropy() -> None:
     z = torch.randn(5, 8)
     classes = torch.tensor([0, 4, 9, 20, 29])
     # Before mining, Eq. 1: plain cross-entropy over all 30 classes.
-    torch.testing.assert_close(clf(z, classes), F.cross_entropy(cosine_logits(z, clf.weight, 0.1), classes, reduction="none"))
+    torch.testing.assert_close(
+        clf(z, classes), F.cross_entropy(cosine_logits(z, clf.weight, 0.1), classes, reduction="none")
+    )
     clf.mine_hard_classes(chunk_size=7)
     unit = F.normalize(clf.weight.detach(), dim=1)
     assert torch.equal(clf.hard, knn_graph(unit, 4))  # the 4 most similar other rows, most similar first
@@ -75,7 +77,9 @@ def _inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 def _sharded(rank: int, world: int) -> dict[str, torch.Tensor]:
     weights, embeddings, classes = _inputs()
-    clf = CosineInstanceClassifier(41, 6, temperature=0.2, smoothing=0.2, hard_classes=5, partition=RowPartition.split(41))
+    clf = CosineInstanceClassifier(
+        41, 6, temperature=0.2, smoothing=0.2, hard_classes=5, partition=RowPartition.split(41)
+    )
     with torch.no_grad():
         clf.weight.copy_(weights[clf.partition.start : clf.partition.stop])
     clf.mine_hard_classes(chunk_size=6)

@@ -22,7 +22,9 @@ def test_rows_contain_any_matches_brute_force() -> None:
     rows = torch.randint(0, 30, (50, 7), generator=gen)
     values = torch.randint(0, 30, (50, 4), generator=gen)
     mask = torch.rand(50, 4, generator=gen) > 0.3
-    brute = torch.tensor([any(bool(m) and int(v) in r.tolist() for v, m in zip(vs, ms)) for r, vs, ms in zip(rows, values, mask)])
+    brute = torch.tensor(
+        [any(bool(m) and int(v) in r.tolist() for v, m in zip(vs, ms)) for r, vs, ms in zip(rows, values, mask)]
+    )
     assert torch.equal(rows_contain_any(rows, values, mask), brute)
     assert not rows_contain_any(rows, values[:, :0], mask[:, :0]).any()
 
@@ -34,7 +36,9 @@ def test_positive_diagnostics_on_a_hand_made_batch() -> None:
     positive_mask = positives >= 0
     hard = torch.tensor([[3], [4]])
     background = torch.tensor([[0, 1, 5], [3, 5, 2]])
-    out = positive_diagnostics(labels, anchors, positives, positive_mask, hard, torch.ones_like(hard, dtype=torch.bool), background)
+    out = positive_diagnostics(
+        labels, anchors, positives, positive_mask, hard, torch.ones_like(hard, dtype=torch.bool), background
+    )
     assert abs(float(out["purity_positive"]) - 3 / 5) < 1e-6
     assert float(out["purity_hard_positive"]) == 1 / 2
     assert float(out["background_has_positive"]) == 1 / 2  # row 0 holds positive 1; row 1 holds none of {4, 0}

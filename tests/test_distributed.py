@@ -22,7 +22,9 @@ def test_single_process_without_torchrun(monkeypatch: pytest.MonkeyPatch) -> Non
     assert not launched_distributed() and init_distributed("cpu") is SINGLE_PROCESS
     assert not SINGLE_PROCESS.enabled and SINGLE_PROCESS.is_main
     assert device_for(SINGLE_PROCESS, "cpu") == "cpu"
-    values, counts, stop = reduce_step_values(SINGLE_PROCESS, {"loss": 2.0, "purity": float("nan")}, True, torch.device("cpu"))
+    values, counts, stop = reduce_step_values(
+        SINGLE_PROCESS, {"loss": 2.0, "purity": float("nan")}, True, torch.device("cpu")
+    )
     assert values["loss"] == 2.0 and counts == {"loss": 1, "purity": 0} and stop
 
 

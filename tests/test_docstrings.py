@@ -10,7 +10,28 @@ import pytest
 
 import invprop
 
-MODULES = sorted(name for _, name, _ in pkgutil.walk_packages(invprop.__path__, "invprop.") if not name.endswith("__main__"))
+ALL_MODULES = sorted(
+    name for _, name, _ in pkgutil.walk_packages(invprop.__path__, "invprop.") if not name.endswith("__main__")
+)
+
+
+def _has_examples(name: str) -> bool:
+    module = importlib.import_module(name)
+    return any(test.examples for test in doctest.DocTestFinder(exclude_empty=True).find(module))
+
+
+#: Modules with at least one example; every one of them is run below, and each run must attempt something.
+MODULES = [name for name in ALL_MODULES if _has_examples(name)]
+
+
+def test_the_modules_with_examples_are_found() -> None:
+    assert {
+        "invprop.core.bank",
+        "invprop.core.losses",
+        "invprop.registry",
+        "invprop.methods.base",
+        "invprop.settings",
+    } <= set(MODULES)
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -19,4 +40,5 @@ def test_docstring_examples_run(name: str) -> None:
         pytest.importorskip("faiss")
     module = importlib.import_module(name)
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False)
+    assert result.attempted > 0, f"{name} has no example that ran"
     assert result.failed == 0, f"{result.failed} of {result.attempted} docstring examples of {name} failed"

@@ -18,7 +18,9 @@ def test_embed_writes_normalised_embeddings_with_labels(digits_run: Path, tmp_pa
     assert (data["indices"] == np.arange(450)).all()
 
 
-def test_neighbors_by_index_exclude_the_query_and_are_sorted(digits_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_neighbors_by_index_exclude_the_query_and_are_sorted(
+    digits_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from invprop.evaluation.embed import nearest_neighbors
 
     rows = nearest_neighbors(digits_run, "7", k=5)
@@ -62,6 +64,8 @@ def test_eval_linear_on_a_run_and_the_untrained_baseline(digits_run: Path, capsy
 
 def test_neighbors_render_a_png(digits_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "strip.png"
-    assert main(["-q", "neighbors", "--checkpoint", str(digits_run), "--query", "3", "-k", "4", "--render", str(out)]) == 0
+    assert (
+        main(["-q", "neighbors", "--checkpoint", str(digits_run), "--query", "3", "-k", "4", "--render", str(out)]) == 0
+    )
     with Image.open(out) as img:
         assert img.format == "PNG" and img.width > img.height  # a strip of 5 pictures

@@ -24,7 +24,9 @@ def fake_run(tmp_path: Path, backbone: str) -> Path:
 
 
 @pytest.mark.parametrize("backbone,arch", [("resnet18", "resnet18"), ("resnet18_cifar", "resnet18")])
-def test_torchvision_export_loads_strictly_and_computes_the_same_features(tmp_path: Path, backbone: str, arch: str) -> None:
+def test_torchvision_export_loads_strictly_and_computes_the_same_features(
+    tmp_path: Path, backbone: str, arch: str
+) -> None:
     ckpt = fake_run(tmp_path, backbone)
     path = export_weights(ckpt, "torchvision")
     weights = torch.load(path, weights_only=True)
@@ -44,8 +46,14 @@ def test_torchvision_export_loads_strictly_and_computes_the_same_features(tmp_pa
 def test_safetensors_export_holds_the_whole_encoder(tmp_path: Path) -> None:
     ckpt = fake_run(tmp_path, "small_convnet")
     tensors = load_file(str(export_weights(ckpt, "safetensors", tmp_path / "enc.safetensors")))
-    encoder = build_encoder("small_convnet", "mlp", 128)
-    encoder.load_state_dict(tensors, strict=True)
+    exported = build_encoder("small_convnet", "mlp", 128)
+    exported.load_state_dict(tensors, strict=True)
+    trained = build_encoder("small_convnet", "mlp", 128)
+    trained.load_state_dict({k[len("encoder.") :]: v for k, v in torch.load(ckpt, weights_only=True)["model"].items()})
+    x = torch.randn(4, 3, 32, 32)
+    exported.eval(), trained.eval()
+    torch.testing.assert_close(exported(x), trained(x))  # the same function, head included
+    torch.testing.assert_close(exported.features(x), trained.features(x))
 
 
 def test_export_refuses_what_it_cannot_promise(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

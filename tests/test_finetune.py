@@ -26,7 +26,9 @@ def test_balanced_subset_is_class_balanced_and_reproducible() -> None:
     assert sorted(torch.tensor([0, 0, 1])[tiny].tolist()) == [0, 1]  # at least one per class
 
 
-def test_semi_reports_pretrained_and_scratch_and_saves_subsets(digits_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_semi_reports_pretrained_and_scratch_and_saves_subsets(
+    digits_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["-q", "eval", "semi", "--checkpoint", str(digits_run), "--set", "eval.finetune_epochs=1"]) == 0
     out = capsys.readouterr().out
     for key in ("semi_1pct_top1", "semi_1pct_scratch_top1", "semi_10pct_top1", "semi_10pct_scratch_top5"):
@@ -54,10 +56,30 @@ def test_transfer_to_another_dataset(tmp_path: Path, capsys: pytest.CaptureFixtu
     run = tmp_path / "run"
     common = ["--set", "model.backbone=small_convnet", "--set", "data.image_size=8", "--set", "optim.batch_size=4",
               "--set", "bank.num_neighbors=2", "--set", "loss.n_background=8", "--set", "eval.knn_k=4"]  # fmt: skip
-    assert main(["-q", "train", "--dataset", f"imagefolder:{tmp_path / 'source'}", "--epochs", "1", *common, "--out", str(run)]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "train",
+                "--dataset",
+                f"imagefolder:{tmp_path / 'source'}",
+                "--epochs",
+                "1",
+                *common,
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     target = f"imagefolder:{tmp_path / 'target'}"
-    assert main(["-q", "eval", "transfer", "--checkpoint", str(run), "--dataset", target, "--set", "eval.finetune_epochs=2"]) == 0
+    assert (
+        main(
+            ["-q", "eval", "transfer", "--checkpoint", str(run), "--dataset", target, "--set", "eval.finetune_epochs=2"]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     for key in ("linear_top1", "finetune_top1", "scratch_top1"):
         assert key in out

@@ -31,7 +31,10 @@ def test_smoke_run_goes_through_every_step_and_reports_each(tmp_path: Path) -> N
     assert {"test_bf16_step_matches_the_fp32_step", "test_channels_last_gives_the_same_step",
             "test_one_process_torchrun_joins_a_process_group_and_trains", "test_objective_step_memory_at_imagenet_scale",
             "test_presets_keep_shape_and_are_deterministic_under_a_seed"} <= gpu_tests  # fmt: skip
-    assert {row["variant"] for row in steps["objective"]["figures"]} >= {"reference (authors' formulation)", "invprop, exact positives, auto"}
+    assert {row["variant"] for row in steps["objective"]["figures"]} >= {
+        "reference (authors' formulation)",
+        "invprop, exact positives, auto",
+    }
     assert set(steps["throughput"]["figures"]["seconds_per_step"]) == {"fast", "baseline", "ce"}
     assert steps["epoch"]["figures"]["measured"] and steps["epoch"]["figures"]["epoch_seconds"] > 0
     run = steps["run"]["figures"]

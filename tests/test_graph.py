@@ -32,7 +32,9 @@ def concatenation(table: torch.Tensor, anchor: int, steps: int) -> list[int]:
     return out
 
 
-@pytest.mark.parametrize("n,k,steps,invalid", [(30, 3, 3, 0.0), (200, 4, 3, 0.0), (50, 2, 5, 0.0), (60, 4, 2, 0.2), (10, 9, 2, 0.0)])
+@pytest.mark.parametrize(
+    "n,k,steps,invalid", [(30, 3, 3, 0.0), (200, 4, 3, 0.0), (50, 2, 5, 0.0), (60, 4, 2, 0.2), (10, 9, 2, 0.0)]
+)
 def test_exact_propagation_matches_bfs(n: int, k: int, steps: int, invalid: float) -> None:
     g = torch.Generator().manual_seed(n * 10 + k)
     table = random_graph(n, k, g, invalid)

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from invprop.evaluation.linear_probe import fit_linear_probe, stratified_split
 from invprop.evaluation.linear import linear_protocol
+from invprop.evaluation.linear_probe import fit_linear_probe, stratified_split
 
 
 def separable(n: int = 60, classes: int = 3, dim: int = 5, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,8 +1,7 @@
 from __future__ import annotations
 
-import torch
-
 import pytest
+import torch
 
 from invprop.data import EpochBatchSampler, IndexedDataset, TensorBatches, TensorImages, epoch_order, epoch_plan
 from invprop.data.transforms import RandomDigitAugment

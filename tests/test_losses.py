@@ -5,11 +5,11 @@ import math
 import pytest
 import torch
 
+from authors_reference import authors_objective as reference_objective
 from conftest import random_graph
 from devices import cuda_only
 from invprop.core.bank import MemoryBank
 from invprop.core.graph import propagate
-from authors_reference import authors_objective as reference_objective
 from invprop.core.losses import (
     InvariancePropagationLoss,
     instance_loss,
@@ -81,9 +81,14 @@ def test_loss_terms_match_direct_equations(case: dict) -> None:
     idx = torch.tensor([0, 5, 9, 17, 33, 63])
     tau, n_bg, steps, n_pos = 0.1, 20, 2, 5
     loss = InvariancePropagationLoss(
-        tau, n_bg, steps, n_pos,
-        exact=case.get("exact", True), hard_positives=case.get("hard_pos", True),
-        hard_negatives=case.get("hard_neg", True), exclusive=case.get("exclusive", True),
+        tau,
+        n_bg,
+        steps,
+        n_pos,
+        exact=case.get("exact", True),
+        hard_positives=case.get("hard_pos", True),
+        hard_negatives=case.get("hard_neg", True),
+        exclusive=case.get("exclusive", True),
     )
     out = loss(emb, idx, bank)
     ref_ins, ref_inv = direct_losses(emb, idx, bank, tau, n_bg, steps, n_pos, **case)
@@ -103,9 +108,13 @@ def test_background_larger_than_bank_is_capped_with_warning() -> None:
     torch.testing.assert_close(out.invariance.double(), ref_inv, rtol=1e-5, atol=1e-5)
 
 
-def authors_objective(points, point_indices, bank_points, neigh, t, n_background, layers, n_pos, exclusive=True, hard_pos=True):
+def authors_objective(
+    points, point_indices, bank_points, neigh, t, n_background, layers, n_pos, exclusive=True, hard_pos=True
+):
     """The two losses of :func:`invprop.core.reference.authors_objective` (the authors' dense formulation)."""
-    loss_a, loss_b, _ = reference_objective(points, point_indices, bank_points, neigh, t, n_background, layers, n_pos, exclusive, hard_pos)
+    loss_a, loss_b, _ = reference_objective(
+        points, point_indices, bank_points, neigh, t, n_background, layers, n_pos, exclusive, hard_pos
+    )
     return loss_a, loss_b
 
 
@@ -119,7 +128,9 @@ def test_concatenation_mode_equals_authors_objective(exclusive: bool, hard_pos: 
     idx = torch.randperm(n)[:16]
     # Embeddings close to their own rows, so each anchor is inside its own top-N_b (as in training).
     emb = bank.features[idx] + 0.3 * torch.randn(16, 16)
-    loss = InvariancePropagationLoss(0.07, n_background=64, steps=3, n_hard_positives=50, exact=False, hard_positives=hard_pos, exclusive=exclusive)
+    loss = InvariancePropagationLoss(
+        0.07, n_background=64, steps=3, n_hard_positives=50, exact=False, hard_positives=hard_pos, exclusive=exclusive
+    )
     out = loss(emb, idx, bank)
     ref_a, ref_b = authors_objective(
         emb.double(), idx, bank.features.double(), bank.neighbors, 0.07, 64, 3, 50, exclusive, hard_pos
@@ -287,7 +298,9 @@ def test_knn_positive_source_uses_the_nearest_bank_rows() -> None:
     bank = make_bank(n=80, d=8, k=3)
     idx = torch.tensor([4, 9, 30])
     emb = bank.features[idx] + 0.1 * torch.randn(3, 8)
-    loss = InvariancePropagationLoss(0.1, n_background=20, steps=2, n_hard_positives=50, positives="knn", knn_positives=6)
+    loss = InvariancePropagationLoss(
+        0.1, n_background=20, steps=2, n_hard_positives=50, positives="knn", knn_positives=6
+    )
     out = loss(emb, idx, bank)
     q = torch.nn.functional.normalize(emb, dim=1)
     sims = q @ bank.features.T
@@ -308,7 +321,9 @@ def test_no_positive_source_is_instance_discrimination(hard_negatives: bool) -> 
     bank = make_bank(n=60, d=8, k=3)
     idx = torch.tensor([1, 2, 3, 50])
     emb = torch.randn(4, 8, requires_grad=True)
-    out = InvariancePropagationLoss(0.2, n_background=16, positives="none", hard_negatives=hard_negatives)(emb, idx, bank)
+    out = InvariancePropagationLoss(0.2, n_background=16, positives="none", hard_negatives=hard_negatives)(
+        emb, idx, bank
+    )
     assert float(out.invariance.detach()) == 0.0 and out.positives.shape == (4, 0)
     logits = torch.nn.functional.normalize(emb, dim=1) @ bank.features.T / 0.2
     background = logits.topk(16, dim=1).values if hard_negatives else logits
@@ -369,7 +384,9 @@ def _sharded_losses(rank: int, world: int) -> dict[str, dict[str, torch.Tensor]]
     results = {}
     for name, kwargs in SHARDED_CASES.items():
         emb = embeddings[rows].clone().requires_grad_(True)
-        out = InvariancePropagationLoss(0.1, n_background=12, steps=2, n_hard_positives=4, **kwargs)(emb, indices[rows], bank)
+        out = InvariancePropagationLoss(0.1, n_background=12, steps=2, n_hard_positives=4, **kwargs)(
+            emb, indices[rows], bank
+        )
         total = out.instance + 0.6 * out.invariance
         (total / world).backward()  # the summed objective over processes is then the single-process one
         results[name] = {"total": total.detach(), "grad": emb.grad, "positives": out.positives,

@@ -18,7 +18,12 @@ def make(name: str, **loss):
 
 @pytest.mark.parametrize(
     "name,positives,hard_negatives",
-    [("invp", "propagation", True), ("knn-positives", "knn", True), ("insdis-hard", "none", True), ("insdis", "none", False)],
+    [
+        ("invp", "propagation", True),
+        ("knn-positives", "knn", True),
+        ("insdis-hard", "none", True),
+        ("insdis", "none", False),
+    ],
 )
 def test_each_method_wires_its_objective_and_trains_a_step(name: str, positives: str, hard_negatives: bool) -> None:
     method = make(name)
@@ -35,7 +40,9 @@ def test_each_method_wires_its_objective_and_trains_a_step(name: str, positives:
     if positives == "none":
         assert set(out.terms) == {"loss_ins"}
     else:
-        assert {"loss_inv", "positives", "purity_positive", "purity_hard_positive", "background_has_positive"} <= set(out.terms)
+        assert {"loss_inv", "positives", "purity_positive", "purity_hard_positive", "background_has_positive"} <= set(
+            out.terms
+        )
         assert 0 <= float(out.terms["purity_positive"]) <= 1
 
 
@@ -202,7 +209,9 @@ def test_a_plain_training_loop_needs_only_the_method_object() -> None:
     )  # fmt: skip
     optimizer = torch.optim.SGD(method.parameters(), lr=0.1)
     images, indices = torch.randn(60, 1, 8, 8), torch.arange(8)
-    expected = MemoryBank(60, 16, 0.5, 3, features=method.bank.features.clone(), neighbors=method.bank.neighbors.clone())
+    expected = MemoryBank(
+        60, 16, 0.5, 3, features=method.bank.features.clone(), neighbors=method.bank.neighbors.clone()
+    )
     embeddings = encoder(images[indices]).detach()  # what the step sees, before the optimiser moves the weights
     out = method.training_step(indices, images[indices], epoch=1)
     optimizer.zero_grad()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from invprop.core import InvariancePropagationLoss, MemoryBank
 from authors_reference import authors_step
+from invprop.core import InvariancePropagationLoss, MemoryBank
 
 
 @pytest.mark.parametrize("n_background", [64, 300])

@@ -28,7 +28,9 @@ def config(pipeline: str, epochs: int = 2):
 
 
 @pytest.mark.parametrize("pipeline", ["tensor", "per_image"])
-def test_sigterm_mid_epoch_saves_and_resume_matches(pipeline: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sigterm_mid_epoch_saves_and_resume_matches(
+    pipeline: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cfg = config(pipeline)
     full = Trainer(cfg, tmp_path / "full", progress=False).fit().metrics
 
@@ -109,9 +111,11 @@ def test_sigint_from_outside_stops_cleanly_with_a_message(tmp_path: Path) -> Non
     assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] >= 1
 
 
-def test_training_on_a_folder_with_broken_files_skips_and_counts_them(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from invprop.cli import main
+def test_training_on_a_folder_with_broken_files_skips_and_counts_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from broken_images import write_folder_with_broken_files
+    from invprop.cli import main
 
     root = write_folder_with_broken_files(tmp_path / "data")
     common = ["-q", "train", "--dataset", f"imagefolder:{root}", "--epochs", "1", "--set", "model.backbone=small_convnet",
@@ -154,13 +158,17 @@ def _one_line_error(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
         (["--epochs", "0"], "epochs must be at least 1"),
     ],
 )
-def test_bad_settings_fail_before_any_work(settings: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_settings_fail_before_any_work(
+    settings: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     err = _one_line_error(["-q", "train", *settings, "--out", str(tmp_path / "run")], capsys)
     assert message in err
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
-def test_corrupt_truncated_and_foreign_checkpoints_are_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_corrupt_truncated_and_foreign_checkpoints_are_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from invprop.cli import main
 
     assert main(["-q", "train", "--epochs", "1", "--out", str(tmp_path / "run")]) == 0
@@ -185,15 +193,21 @@ def test_corrupt_truncated_and_foreign_checkpoints_are_named(tmp_path: Path, cap
     assert not (tmp_path / "pwned").exists()
 
 
-def test_empty_and_single_image_folders_fail_before_training(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_empty_and_single_image_folders_fail_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import numpy as np
     from PIL import Image
 
     (tmp_path / "empty").mkdir()
-    assert "no images" in _one_line_error(["-q", "train", "--dataset", f"imagefolder:{tmp_path / 'empty'}", "--out", str(tmp_path / "a")], capsys)
+    assert "no images" in _one_line_error(
+        ["-q", "train", "--dataset", f"imagefolder:{tmp_path / 'empty'}", "--out", str(tmp_path / "a")], capsys
+    )
     (tmp_path / "one").mkdir()
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "one" / "x.png")
-    err = _one_line_error(["-q", "train", "--dataset", f"imagefolder:{tmp_path / 'one'}", "--out", str(tmp_path / "b")], capsys)
+    err = _one_line_error(
+        ["-q", "train", "--dataset", f"imagefolder:{tmp_path / 'one'}", "--out", str(tmp_path / "b")], capsys
+    )
     assert "1 training image" in err and "at least 2" in err
 
 
@@ -212,7 +226,9 @@ def test_overwrite_only_when_asked(tmp_path: Path, capsys: pytest.CaptureFixture
     assert (run / "notes.txt").read_text() == "mine"  # only the run's own files are replaced
 
 
-def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_the_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_the_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cfg = config("tensor", epochs=3)
     trainer = Trainer(cfg, tmp_path / "run", progress=False)
     trainer.fit(stop_after=1)
@@ -286,5 +302,7 @@ def test_a_signal_to_one_process_stops_all_at_the_same_step(tmp_path: Path) -> N
     assert "epoch 1, step 3/" in results[0]["message"]
     state = load_checkpoint(run / "last.pt")
     assert state["epoch"] == 0 and state["partial"]["step"] == 3
-    resumed = Trainer(from_dict({"device": "cpu"}, base=config("tensor", epochs=2)), run, progress=False).fit(resume=True)
+    resumed = Trainer(from_dict({"device": "cpu"}, base=config("tensor", epochs=2)), run, progress=False).fit(
+        resume=True
+    )
     assert resumed.finished and resumed.metrics["epochs"] == 2

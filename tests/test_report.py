@@ -14,7 +14,9 @@ from invprop.evaluation.report import histogram_overlap, neighbor_similarities
 
 
 def test_neighbor_similarities_pick_the_nearest_of_each_kind() -> None:
-    emb = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.8, 0.3], [0.0, 1.0], [0.1, 0.9], [0.3, 0.8]]), dim=1)
+    emb = torch.nn.functional.normalize(
+        torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.8, 0.3], [0.0, 1.0], [0.1, 0.9], [0.3, 0.8]]), dim=1
+    )
     labels = torch.tensor([0, 0, 0, 1, 1, 1])
     same, different = neighbor_similarities(emb, labels, k=2)
     sims = emb @ emb.T

@@ -127,7 +127,9 @@ def test_distributed_settings_are_checked_before_any_work(tmp_path) -> None:
     with pytest.raises(ConfigError, match="global batch: it must be a multiple of the 2 processes"):
         Trainer(from_dict({"optim": {"batch_size": 63}}, base=preset("digits")), tmp_path, context=two)
     with pytest.raises(ConfigError, match="sync_bn needs CUDA"):
-        Trainer(from_dict({"device": "cpu", "distributed": {"sync_bn": True}}, base=preset("digits")), tmp_path, context=two)
+        Trainer(
+            from_dict({"device": "cpu", "distributed": {"sync_bn": True}}, base=preset("digits")), tmp_path, context=two
+        )
 
 
 @pytest.mark.parametrize("pipeline", ["tensor", "per_image"])

@@ -9,14 +9,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shutil
 import re
+import shutil
 import sys
 import time
 import traceback
 import warnings
 from pathlib import Path
-from typing import Any, NoReturn, Sequence
+from typing import Any, Mapping, NoReturn, Sequence
 
 import yaml
 
@@ -28,13 +28,13 @@ from invprop.engine.process_group import DistributedContext, barrier, init_distr
 from invprop.engine.signals import TrainingInterrupted
 from invprop.engine.trainer import RunResult
 from invprop.errors import ConfigError, InvpropError
-from invprop.methods import METHODS
-from invprop.settings import deep_update
 from invprop.evaluation import PROTOCOLS, parse_variants, run_ablation
 from invprop.evaluation.ablation import ABLATIONS
 from invprop.evaluation.embed import SPLITS, embed, nearest_neighbors
 from invprop.evaluation.export import FORMATS, export_weights
+from invprop.methods import METHODS
 from invprop.registry import UnknownNameError
+from invprop.settings import deep_update
 
 logger = logging.getLogger("invprop")
 
@@ -82,7 +82,11 @@ def _base_config(args: argparse.Namespace, overrides: dict[str, Any], method: st
     method = overrides.get("method") or from_file.get("method") or method
     name = args.preset
     if name is None and args.dataset:
-        name = args.dataset if args.dataset in cfgmod.PRESETS else ("cifar10" if args.dataset.startswith(IMAGEFOLDER_PREFIX) else None)
+        name = (
+            args.dataset
+            if args.dataset in cfgmod.PRESETS
+            else ("cifar10" if args.dataset.startswith(IMAGEFOLDER_PREFIX) else None)
+        )
         if name is None and args.dataset not in dataset_names():
             raise ConfigError(f"unknown dataset {args.dataset!r}; choose one of: {', '.join(dataset_names())}")
     cfg = cfgmod.preset(name or cfgmod.DEFAULT_PRESET, method if isinstance(method, str) else None)
@@ -140,7 +144,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not context.is_main:
         return 0
     m = result.metrics
-    state = "finished" if result.finished else f"stopped after epoch {m['epochs']} of {cfg.epochs} (resume with --resume)"
+    state = (
+        "finished" if result.finished else f"stopped after epoch {m['epochs']} of {cfg.epochs} (resume with --resume)"
+    )
     print(f"run {state}: {result.run_dir}")
     print(f"epochs {m['epochs']}  loss {m['loss']:.4f}  training time {m['seconds']:.1f}s")
     if m.get("knn_top1") is not None:
@@ -173,7 +179,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     command = "invprop " + " ".join(args.argv)
     logger.info("ablation of %d variants on %s, %d epochs each -> %s", len(names), cfg.data.name, cfg.epochs, out_dir)
 
-    def report(row: dict[str, Any]) -> None:
+    def report(row: Mapping[str, Any]) -> None:
         top1 = "-" if row["knn_top1"] is None else f"{row['knn_top1']:.4f}"
         logger.info("%s: kNN top-1 %s (%.1fs)", row["variant"], top1, row["seconds"] or 0.0)
 
@@ -193,7 +199,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if isinstance(value, float):
             print(f"{key}: {value:.4f}")
         elif isinstance(value, dict):
-            print(f"{key}: " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in value.items()))
+            print(
+                f"{key}: " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in value.items())
+            )
         else:
             print(f"{key}: {value}")
     return 0
@@ -241,8 +249,12 @@ def cmd_presets(args: argparse.Namespace) -> int:
         cfg = cfgmod.preset(args.name or cfgmod.DEFAULT_PRESET, method)
         for key, (value, text) in cfgmod.help_texts(cfg).items():
             print(f"{key} = {value!r}\n    {text}")
-        others = [name for name in METHODS if cfgmod.method_spec(name).sections() != cfgmod.method_spec(cfg.method).sections()]
-        print(f"\nthe sections of {cfg.method}; another method's: invprop presets --keys --method NAME ({', '.join(others)})")
+        others = [
+            name for name in METHODS if cfgmod.method_spec(name).sections() != cfgmod.method_spec(cfg.method).sections()
+        ]
+        print(
+            f"\nthe sections of {cfg.method}; another method's: invprop presets --keys --method NAME ({', '.join(others)})"
+        )
         return 0
     if args.name:
         print(yaml.safe_dump(cfgmod.to_dict(cfgmod.preset(args.name, method)), sort_keys=False), end="")
@@ -279,12 +291,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, help="total epochs of the schedule")
     train.add_argument("--out", help="run directory (default: runs/<method>-<dataset>-<time>)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    train.add_argument("--stop-after", type=int, metavar="N", help="end cleanly after epoch N; the schedule stays that of --epochs")
-    train.add_argument("--strict-data", action="store_true", help="fail on unreadable image files instead of skipping them")
+    train.add_argument(
+        "--stop-after", type=int, metavar="N", help="end cleanly after epoch N; the schedule stays that of --epochs"
+    )
+    train.add_argument(
+        "--strict-data", action="store_true", help="fail on unreadable image files instead of skipping them"
+    )
     train.add_argument("--overwrite", action="store_true", help="replace an existing run in --out instead of refusing")
     train.set_defaults(func=cmd_train)
 
-    ab = sub.add_parser("ablate", help="train a method's ablation table (InvP and baselines, or the instance classifier) with one config")
+    ab = sub.add_parser(
+        "ablate",
+        help="train a method's ablation table (InvP and baselines, or the instance classifier) with one config",
+    )
     ab.add_argument("--dataset", help=f"dataset: {', '.join(dataset_names())}")
     ab.add_argument("--preset", help=f"start from a preset: {', '.join(cfgmod.PRESETS)}")
     ab.add_argument("--config", help="YAML file of settings (applied over the preset)")
@@ -301,7 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated subset of the table's variants (default: all). "
         + "; ".join(f"{method}: {', '.join(table)}" for method, table in ABLATIONS.items()),
     )
-    ab.add_argument("--out", help="results folder, one run directory per variant; re-run to resume (default: runs/ablate-<dataset>-<time>)")
+    ab.add_argument(
+        "--out",
+        help="results folder, one run directory per variant; re-run to resume (default: runs/ablate-<dataset>-<time>)",
+    )
     ab.set_defaults(func=cmd_ablate)
 
     ev = sub.add_parser("eval", help="evaluate a checkpoint")
@@ -349,7 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("presets", help="list the presets, or print one in full")
     pr.add_argument("name", nargs="?", help="preset to print as YAML")
-    pr.add_argument("--method", default=None, help=f"for this method (default {cfgmod.DEFAULT_METHOD}): {', '.join(METHODS)}")
+    pr.add_argument(
+        "--method", default=None, help=f"for this method (default {cfgmod.DEFAULT_METHOD}): {', '.join(METHODS)}"
+    )
     pr.add_argument("--keys", action="store_true", help="list every setting with its value in the preset and its help")
     pr.set_defaults(func=cmd_presets)
     return parser
@@ -366,7 +390,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(args_list)
     args.argv = args_list
     if launched_distributed() and args.func is not cmd_train:
-        parser.exit(EXIT_USAGE, f"invprop: error: only 'invprop train' runs under torchrun; run '{args.command}' as one process\n")
+        parser.exit(
+            EXIT_USAGE,
+            f"invprop: error: only 'invprop train' runs under torchrun; run '{args.command}' as one process\n",
+        )
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
     logging.captureWarnings(True)
     warnings.simplefilter("default")

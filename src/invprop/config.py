@@ -13,6 +13,7 @@ range and choice before any work.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,13 +42,15 @@ from invprop.settings import (
     coerce,
     deep_update,
     describe_field,
-    help_texts as section_help,
     is_section,
     load_yaml,
     merge,
     parse_override,
     section,
     setting,
+)
+from invprop.settings import (
+    help_texts as section_help,
 )
 
 #: Mixed-precision modes: the autocast dtype of each (None = fp32); ``auto`` is bf16 on CUDA and fp32 on the CPU.
@@ -83,9 +86,13 @@ class EvalSettings:
     knn_sigma: float = setting(0.07, "sigma of the weighted kNN monitor", bounds=POSITIVE)
     every: int = setting(1, "run the kNN monitor every this many epochs (and after the last)", bounds=AT_LEAST_ONE)
     finetune_epochs: int = setting(
-        30, "epochs of fine-tuning in the semi and transfer protocols (pretrained and scratch alike)", bounds=AT_LEAST_ONE
+        30,
+        "epochs of fine-tuning in the semi and transfer protocols (pretrained and scratch alike)",
+        bounds=AT_LEAST_ONE,
     )
-    finetune_lr: float = setting(0.002, "SGD learning rate of fine-tuning (cosine schedule, momentum 0.9)", bounds=POSITIVE)
+    finetune_lr: float = setting(
+        0.002, "SGD learning rate of fine-tuning (cosine schedule, momentum 0.9)", bounds=POSITIVE
+    )
     finetune_batch_size: int = setting(
         64, "images per fine-tuning step (capped at the labelled subset size)", bounds=AT_LEAST_TWO
     )
@@ -119,7 +126,9 @@ class Config:
     epochs: int = setting(800, "total epochs of the schedule", bounds=AT_LEAST_ONE)
     seed: int = setting(0, "random seed (data order, augmentation, initialisation)")
     device: str = setting("auto", "auto, cpu, cuda or cuda:N")
-    precision: str = setting("auto", "mixed precision (auto: bf16 autocast on CUDA, fp32 on the CPU)", choices=PRECISIONS)
+    precision: str = setting(
+        "auto", "mixed precision (auto: bf16 autocast on CUDA, fp32 on the CPU)", choices=PRECISIONS
+    )
     channels_last: bool = setting(True, "channels_last memory format on CUDA")
     compile: bool = setting(False, "torch.compile the encoder's forward (slower start, faster steps on CUDA)")
     data: DataSettings = section(DataSettings, "the images")
@@ -210,13 +219,13 @@ def from_dict(values: Mapping[str, Any], base: Config | None = None) -> Config:
     spec = method_spec(method)
     cfg = Config(method=method)
     if base is not None:
-        shared = {name: value for name, value in to_dict(base).items() if name not in _field_names(base.method_settings)}
+        shared = {
+            name: value for name, value in to_dict(base).items() if name not in _field_names(base.method_settings)
+        }
         shared.pop("method")
         _merge(cfg, shared)
         if type(base.method_settings) is spec.settings:
-            cfg.method_settings = dataclasses.replace(base.method_settings)
-            for name in _field_names(base.method_settings):  # deep copies of the sections
-                setattr(cfg.method_settings, name, dataclasses.replace(getattr(base.method_settings, name)))
+            cfg.method_settings = copy.deepcopy(base.method_settings)
     _merge(cfg, values)
     return cfg
 

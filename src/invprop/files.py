@@ -63,9 +63,14 @@ def write_atomically(path: str | os.PathLike[str], write: Callable[[BinaryIO], o
     return path
 
 
+def write_bytes_atomically(path: str | os.PathLike[str], data: bytes, durable: bool = False) -> Path:
+    """:func:`write_atomically` for bytes."""
+    return write_atomically(path, lambda handle: handle.write(data), durable)
+
+
 def write_text_atomically(path: str | os.PathLike[str], text: str, durable: bool = False) -> Path:
     """:func:`write_atomically` for UTF-8 text."""
-    return write_atomically(path, lambda handle: handle.write(text.encode()), durable)
+    return write_bytes_atomically(path, text.encode(), durable)
 
 
-__all__ = ["write_atomically", "write_text_atomically"]
+__all__ = ["write_atomically", "write_bytes_atomically", "write_text_atomically"]

@@ -132,7 +132,9 @@ def merge(target: Any, values: Any, prefix: str = "") -> None:
     names = [f.name for f in dataclasses.fields(target)]
     for key, value in values.items():
         if key not in names:
-            raise ConfigError(f"unknown setting {prefix}{key}{close_match(f'{prefix}{key}', [prefix + n for n in names])}")
+            raise ConfigError(
+                f"unknown setting {prefix}{key}{close_match(f'{prefix}{key}', [prefix + n for n in names])}"
+            )
         current = getattr(target, key)
         if is_section(current):
             merge(current, value, f"{prefix}{key}.")

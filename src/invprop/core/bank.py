@@ -22,7 +22,14 @@ import torch
 from torch import Tensor, nn
 
 from invprop.core.faiss_search import FaissSearch
-from invprop.core.graph import drop_anchor, exact_neighbors_of, graph_recall, knn_graph, online_neighbors, sharded_knn_graph
+from invprop.core.graph import (
+    drop_anchor,
+    exact_neighbors_of,
+    graph_recall,
+    knn_graph,
+    online_neighbors,
+    sharded_knn_graph,
+)
 from invprop.distributed.collectives import all_reduce_sum
 from invprop.distributed.partition import RowPartition, SplitRowsState, partition_randn
 from invprop.distributed.rows import sharded_topk

@@ -106,7 +106,7 @@ class CosineInstanceClassifier(SplitRowsState, nn.Module):
         torch.Size([4])
     """
 
-    weight: Tensor
+    weight: nn.Parameter
     hard: Tensor
     split_rows = ("weight", "hard")
 

@@ -14,7 +14,6 @@ import math
 import torch
 from torch import Tensor
 
-
 #: k-means cells per sqrt(N) when ``lists`` is not given (FAISS's guideline is 4-16 x sqrt(N)).
 LISTS_PER_SQRT_ROWS = 4
 #: Training points per k-means cell (FAISS warns below 39).

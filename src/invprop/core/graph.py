@@ -8,9 +8,8 @@ mean "no neighbour known yet" and are never followed. The graph of rows split ov
 from __future__ import annotations
 
 import torch
-from torch import Tensor
-
 import torch.distributed as dist
+from torch import Tensor
 
 from invprop.distributed.collectives import ProcessGroup, all_gather_tensor, rank, world_size
 from invprop.distributed.partition import RowPartition, block_bounds
@@ -160,7 +159,9 @@ def propagate(neighbors: Tensor, anchors: Tensor, steps: int, exact: bool = True
 
     # Exact breadth-first search, one hop at a time, on padded per-row sets. ``visited`` includes the anchor so
     # that it is never re-added; the frontier holds only nodes first reached at the previous hop.
-    visited, visited_valid, _ = _dedup_rows(anchors.unsqueeze(1), torch.ones(b, 1, dtype=torch.bool, device=anchors.device))
+    visited, visited_valid, _ = _dedup_rows(
+        anchors.unsqueeze(1), torch.ones(b, 1, dtype=torch.bool, device=anchors.device)
+    )
     frontier, frontier_valid = hop, hop_valid
     for step in range(steps):
         width = visited.shape[1]
@@ -232,7 +233,9 @@ def sharded_knn_graph(
                     queries = rows[first - part.start : last - part.start].contiguous()
                 else:
                     queries = rows.new_empty(last - first, rows.shape[1])
-                dist.broadcast(queries, src=dist.get_global_rank(part.group, owner) if part.group else owner, group=part.group)
+                dist.broadcast(
+                    queries, src=dist.get_global_rank(part.group, owner) if part.group else owner, group=part.group
+                )
                 found = neighbours_of(first, queries)
                 if owner == me or not local_only:
                     table[first - offset : last - offset] = found
@@ -254,7 +257,9 @@ def _all_gather_blocks(block: Tensor, total: int, parts: int, group: ProcessGrou
     padded = block.new_zeros(longest, *block.shape[1:])
     padded[: block.shape[0]] = block
     gathered = all_gather_tensor(padded, group).view(parts, longest, *block.shape[1:])
-    return torch.cat([gathered[i, : block_bounds(total, parts, i)[1] - block_bounds(total, parts, i)[0]] for i in range(parts)])
+    return torch.cat(
+        [gathered[i, : block_bounds(total, parts, i)[1] - block_bounds(total, parts, i)[0]] for i in range(parts)]
+    )
 
 
 def graph_recall(approximate: Tensor, exact: Tensor) -> float:

@@ -34,7 +34,9 @@ SIMILARITY_STRATEGIES = {"auto": None, "dense": True, "gather": False}
 _MAX_EXCLUDED_SHARE = 1.0 - 1e-6
 
 
-def subtracted_logsumexp(logits: Tensor, excluded: Tensor, mask: Tensor | None = None, group: ProcessGroup = LOCAL) -> Tensor:
+def subtracted_logsumexp(
+    logits: Tensor, excluded: Tensor, mask: Tensor | None = None, group: ProcessGroup = LOCAL
+) -> Tensor:
     """``log( sum_j exp(logits[:, j]) - exp(excluded) )`` in float32, computed stably.
 
     The authors' "exclusive" denominator: it subtracts the anchor's term from the sum over M_i whether or not the
@@ -314,7 +316,9 @@ class InvariancePropagationLoss(nn.Module):
 
     def _knn_within_background(self, bank: MemoryBank) -> bool:
         """True when the K nearest rows are the head of M_i, so they need no similarity pass of their own."""
-        return self.positives == "knn" and self.hard_negatives and self._knn_count(bank) < self.background_size(bank.size)
+        return (
+            self.positives == "knn" and self.hard_negatives and self._knn_count(bank) < self.background_size(bank.size)
+        )
 
     def discover_positives(self, query: Tensor, indices: Tensor, bank: MemoryBank) -> tuple[Tensor, Tensor]:
         """Positive candidates ``(indices, mask)``, both (B, M), from the configured source (M = 0 for ``none``)."""
@@ -399,8 +403,15 @@ class InvariancePropagationLoss(nn.Module):
             if positives.shape[1] == 0:  # positives="none": instance discrimination only
                 empty = positives.new_empty(positives.shape)
                 return InvPLossOutput(
-                    instance, query.sum() * 0.0, positives, positive_mask, empty, positive_mask, scores.background,
-                    indices, query.detach(),
+                    instance,
+                    query.sum() * 0.0,
+                    positives,
+                    positive_mask,
+                    empty,
+                    positive_mask,
+                    scores.background,
+                    indices,
+                    query.detach(),
                 )
 
             hard_logits, hard_mask, hard_columns = select_positives(

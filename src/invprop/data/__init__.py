@@ -1,8 +1,15 @@
 """Layer 2: datasets yielding (index, image, label), augmentation presets, and the data settings that build the
 splits."""
 
-from invprop.data.datasets import DATASETS, IMAGEFOLDER_PREFIX, IndexedDataset, dataset_names, load_source, scan_image_folder
 from invprop.data.batch_transforms import BATCH_AUGMENTATIONS, BatchAugment, build_batch_augment
+from invprop.data.datasets import (
+    DATASETS,
+    IMAGEFOLDER_PREFIX,
+    IndexedDataset,
+    dataset_names,
+    load_source,
+    scan_image_folder,
+)
 from invprop.data.image_sequences import ImageFiles, TensorImages, to_tensor_images
 from invprop.data.loader import EpochBatchSampler, TensorBatches, epoch_order, epoch_plan
 from invprop.data.splits import PIPELINES, DataSettings, DataSplits, build_datasets, datasets_from

@@ -131,7 +131,11 @@ class BatchRandomResizedCrop(nn.Module):
     """
 
     def __init__(
-        self, size: int, scale: tuple[float, float] = CIFAR_CROP_SCALE, ratio: tuple[float, float] = CROP_RATIO, flip_p: float = 0.5
+        self,
+        size: int,
+        scale: tuple[float, float] = CIFAR_CROP_SCALE,
+        ratio: tuple[float, float] = CROP_RATIO,
+        flip_p: float = 0.5,
     ) -> None:
         super().__init__()
         self.size = size
@@ -200,7 +204,12 @@ class BatchColorJitter(nn.Module):
         apply = torch.rand(b, generator=generator, device=device) < self.p
         order = torch.rand(b, 4, generator=generator, device=device).argsort(dim=1)
         factors = [_uniform(low, high, (b,), generator, device) for low, high in self.ranges]
-        ops: list[Callable[[Tensor, Tensor], Tensor]] = [adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue]
+        ops: list[Callable[[Tensor, Tensor], Tensor]] = [
+            adjust_brightness,
+            adjust_contrast,
+            adjust_saturation,
+            adjust_hue,
+        ]
         out = x.clone()
         for position in range(4):
             for op_index, op in enumerate(ops):
@@ -270,6 +279,9 @@ class BatchAugment(nn.Module):
         torch.Size([4, 3, 32, 32])
     """
 
+    mean: Tensor
+    std: Tensor
+
     def __init__(self, ops: Sequence[nn.Module], mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         super().__init__()
         self.ops = nn.ModuleList(ops)
@@ -311,4 +323,3 @@ def imagenet_batch_ops(image_size: int) -> list[nn.Module]:
 def build_batch_augment(preset: str, image_size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> BatchAugment:
     """The batch counterpart of augmentation preset ``preset``."""
     return BatchAugment(BATCH_AUGMENTATIONS.get(preset)(image_size), mean, std)
-

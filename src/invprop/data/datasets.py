@@ -18,7 +18,7 @@ import torchvision
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from invprop.data.image_sequences import ImageFiles, TensorImages
+from invprop.data.image_sequences import ImageFiles, ImageSequence, TensorImages
 from invprop.data.transforms import Transform
 from invprop.errors import DataError
 from invprop.registry import Registry
@@ -47,9 +47,9 @@ MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 class Source:
     """Raw splits of a dataset: sequences of ``(image, label)`` with PIL images or (C, H, W) tensors in [0, 1]."""
 
-    train: Sequence[tuple[Any, int]]
-    memory: Sequence[tuple[Any, int]] | None
-    test: Sequence[tuple[Any, int]] | None
+    train: ImageSequence
+    memory: ImageSequence | None
+    test: ImageSequence | None
     num_classes: int
     in_channels: int
     image_size: int
@@ -62,7 +62,7 @@ class Source:
 class SubsetSequence:
     """The items ``indices`` of a sequence of ``(image, label)``, keeping ``targets``."""
 
-    def __init__(self, base: Sequence[tuple[Any, int]], indices: Sequence[int]) -> None:
+    def __init__(self, base: ImageSequence, indices: Sequence[int]) -> None:
         self.base = base
         self.indices = list(indices)
         targets = _targets(base)
@@ -75,9 +75,9 @@ class SubsetSequence:
         return self.base[self.indices[index]]
 
 
-def _targets(split: Sequence[tuple[Any, int]]) -> list[int]:
+def _targets(split: ImageSequence) -> list[int]:
     targets = getattr(split, "targets", None)
-    return [int(t) for t in targets] if targets is not None else [int(label) for _, label in split]
+    return [int(t) for t in targets] if targets is not None else [int(split[i][1]) for i in range(len(split))]
 
 
 def subset_indices(labels: Sequence[int], count: int, seed: int = SUBSET_SEED) -> list[int]:
@@ -96,7 +96,7 @@ def subset_indices(labels: Sequence[int], count: int, seed: int = SUBSET_SEED) -
     return sorted(int(i) for i in chosen)
 
 
-def take_subset(split: Sequence[tuple[Any, int]], indices: Sequence[int]) -> Sequence[tuple[Any, int]]:
+def take_subset(split: ImageSequence, indices: Sequence[int]) -> ImageSequence:
     """``split`` restricted to ``indices``, in the cheapest form the tensor cache still understands."""
     if isinstance(split, TensorImages):
         index = torch.as_tensor(list(indices), dtype=torch.long)
@@ -120,7 +120,7 @@ class IndexedDataset(Dataset):
     torch RNG seeded from both, so its augmentation depends on neither the worker that loads it nor what ran before.
     """
 
-    def __init__(self, source: Sequence[tuple[Any, int]], transform: Transform) -> None:
+    def __init__(self, source: ImageSequence, transform: Transform) -> None:
         self.source = source
         self.transform = transform
 
@@ -302,11 +302,11 @@ def dataset_names() -> list[str]:
     return DATASETS.names() + [IMAGEFOLDER_PREFIX + "PATH"]
 
 
-def load_source(name: str, root: str | os.PathLike[str], image_size: int | None = None, augment: str | None = None) -> Source:
+def load_source(
+    name: str, root: str | os.PathLike[str], image_size: int | None = None, augment: str | None = None
+) -> Source:
     """The raw splits of dataset ``name`` (a registered name or ``imagefolder:PATH``)."""
     if name.startswith(IMAGEFOLDER_PREFIX):
         path = Path(name[len(IMAGEFOLDER_PREFIX) :]).expanduser()
         return image_folder_source(path, image_size or 32, augment or "cifar")
     return DATASETS.get(name)(Path(root).expanduser())
-
-

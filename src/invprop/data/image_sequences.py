@@ -14,7 +14,7 @@ import multiprocessing
 import pickle
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Protocol, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -28,6 +28,15 @@ from invprop.machine import available_cores
 
 logger = logging.getLogger(__name__)
 R = TypeVar("R")
+
+
+class ImageSequence(Protocol):
+    """What every split is: indexable ``(image, label)`` pairs (PIL images or tensors), ``label`` -1 if unknown."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> tuple[Any, int]: ...
+
 
 #: Folders of at least this many files are read by several processes (fewer: one process, no start-up cost).
 PARALLEL_READ_MIN_FILES = 4096
@@ -115,7 +124,9 @@ def map_file_chunks(fn: Callable[[list[Path]], list[R]], paths: list[Path], work
         return [item for part in pool.map(fn, chunks) for item in part]
 
 
-def check_image_files(files: ImageFiles, strict: bool = False, cache_dir: Path | None = None) -> tuple[ImageFiles, list[str]]:
+def check_image_files(
+    files: ImageFiles, strict: bool = False, cache_dir: Path | None = None
+) -> tuple[ImageFiles, list[str]]:
     """Decode every file once; drop (or, with ``strict``, refuse) the unreadable ones.
 
     Returns the readable files and the paths left out. The result is cached in ``cache_dir`` under a key of the
@@ -144,7 +155,9 @@ def check_image_files(files: ImageFiles, strict: bool = False, cache_dir: Path |
     names = [str(files.files[i]) for i in bad]
     if bad and strict:
         shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-        raise DataError(f"{len(names)} unreadable image file(s): {shown} (remove them, or drop --strict-data to skip them)")
+        raise DataError(
+            f"{len(names)} unreadable image file(s): {shown} (remove them, or drop --strict-data to skip them)"
+        )
     if not bad:
         return files, []
     logger.warning("skipping %d unreadable image file(s), e.g. %s", len(names), names[0])
@@ -238,7 +251,7 @@ def _from_numpy_nhwc(array: Any, labels: Sequence[int]) -> TensorImages:
     return TensorImages(images.permute(0, 3, 1, 2).contiguous(), torch.as_tensor(list(labels), dtype=torch.long))
 
 
-def to_tensor_images(split: Sequence[tuple[Any, int]], cache_dir: Path | None = None) -> TensorImages:
+def to_tensor_images(split: ImageSequence, cache_dir: Path | None = None) -> TensorImages:
     """Every image of ``split`` in one tensor (see the module docstring).
 
     Supports :class:`TensorImages`, :class:`ImageFiles`, torchvision's CIFAR-10/100, SVHN, STL-10 and MNIST
@@ -256,9 +269,11 @@ def to_tensor_images(split: Sequence[tuple[Any, int]], cache_dir: Path | None = 
         return TensorImages(torch.from_numpy(np.ascontiguousarray(split.data)), torch.as_tensor(list(labels)).long())
     base = getattr(split, "base", None)
     if isinstance(base, torchvision.datasets.MNIST):
-        return TensorImages(base.data.unsqueeze(1).contiguous(), torch.as_tensor(list(split.targets)).long())
+        return TensorImages(
+            base.data.unsqueeze(1).contiguous(), torch.as_tensor(list(getattr(split, "targets"))).long()
+        )
     images, labels = [], []
-    for image, label in split:
+    for image, label in (split[i] for i in range(len(split))):
         tensor = image if isinstance(image, Tensor) else torchvision.transforms.functional.pil_to_tensor(image)
         images.append(tensor)
         labels.append(int(label))

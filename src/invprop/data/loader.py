@@ -122,7 +122,9 @@ class TensorBatches:
         rank: this process.
     """
 
-    def __init__(self, images: TensorImages, batch_size: int, device: torch.device, world_size: int = 1, rank: int = 0) -> None:
+    def __init__(
+        self, images: TensorImages, batch_size: int, device: torch.device, world_size: int = 1, rank: int = 0
+    ) -> None:
         self.images = images.images.to(device)
         self.plan = epoch_plan(self.images.shape[0], batch_size, world_size)
         self.rank = rank

@@ -25,7 +25,6 @@ from invprop.settings import AT_LEAST_ONE, NON_NEGATIVE, setting
 PIPELINES = ("auto", "tensor", "per_image")
 
 
-
 @dataclass
 class DataSettings:
     """The ``data`` section: which images, how they are read and augmented."""
@@ -45,7 +44,9 @@ class DataSettings:
         "workers) or auto (tensor for the built-in small-image datasets, per_image for imagefolder:PATH)",
         choices=PIPELINES,
     )
-    cache_dir: str | None = setting("~/.cache/invprop/images", "where decoded image folders are cached (null = no cache)")
+    cache_dir: str | None = setting(
+        "~/.cache/invprop/images", "where decoded image folders are cached (null = no cache)"
+    )
     strict: bool = setting(False, "fail on unreadable image files, naming them (default: skip them with a warning)")
 
 
@@ -156,7 +157,13 @@ def build_datasets(
             f"set data.image_size={side[0]} or use --set data.pipeline=per_image"
         )
     normalize = Normalize(source.mean, source.std)
-    memory = train if source.memory is source.train else to_tensor_images(source.memory, cache) if source.memory is not None else None
+    memory = (
+        train
+        if source.memory is source.train
+        else to_tensor_images(source.memory, cache)
+        if source.memory is not None
+        else None
+    )
     test = to_tensor_images(source.test, cache) if source.test is not None else None
     return DataSplits(
         train=IndexedDataset(train, build_transforms(preset, size, source.mean, source.std).train),
@@ -171,7 +178,9 @@ def build_datasets(
     )
 
 
-def datasets_from(settings: DataSettings, name: str | None = None, foreign: bool = False, subset: bool = True) -> DataSplits:
+def datasets_from(
+    settings: DataSettings, name: str | None = None, foreign: bool = False, subset: bool = True
+) -> DataSplits:
     """The splits the ``data`` settings describe.
 
     Args:

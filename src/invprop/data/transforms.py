@@ -45,6 +45,7 @@ class MultiView:
     def __call__(self, image: object) -> Tensor:
         return torch.stack([self.transform(image) for _ in range(self.views)])
 
+
 #: Digits preset: rotation (degrees), isotropic scale (+-fraction), translation (+-fraction of the image),
 #: intensity scale (+-fraction) and additive Gaussian noise (std, in [0, 1] pixel units).
 DIGITS_MAX_ROTATION = 10.0
@@ -151,7 +152,9 @@ def cifar_preset(image_size: int, mean: tuple[float, ...], std: tuple[float, ...
                 Normalize(mean, std),
             ]
         ),
-        eval=T.Compose([T.Resize(image_size, antialias=True), T.CenterCrop(image_size), _to_tensor(), Normalize(mean, std)]),
+        eval=T.Compose(
+            [T.Resize(image_size, antialias=True), T.CenterCrop(image_size), _to_tensor(), Normalize(mean, std)]
+        ),
     )
 
 
@@ -171,7 +174,9 @@ def imagenet_preset(image_size: int, mean: tuple[float, ...], std: tuple[float, 
                 Normalize(mean, std),
             ]
         ),
-        eval=T.Compose([T.Resize(resize, antialias=True), T.CenterCrop(image_size), _to_tensor(), Normalize(mean, std)]),
+        eval=T.Compose(
+            [T.Resize(resize, antialias=True), T.CenterCrop(image_size), _to_tensor(), Normalize(mean, std)]
+        ),
     )
 
 

@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+
 class _Local:
     """The type of :data:`LOCAL`."""
 
@@ -70,13 +71,13 @@ def all_gather_tensor(tensor: Tensor, group: ProcessGroup | None = None) -> Tens
 
 class _AllGatherRows(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, tensor: Tensor, group: ProcessGroup | None) -> Tensor:  # type: ignore[override]
+    def forward(ctx, tensor: Tensor, group: ProcessGroup | None) -> Tensor:
         ctx.group = group
         ctx.rows = tensor.shape[0]
         return all_gather_tensor(tensor, group)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
         grad = grad.contiguous().clone()
         dist.all_reduce(grad, group=ctx.group)
         start = rank(ctx.group) * ctx.rows
@@ -95,14 +96,14 @@ def all_gather_rows(tensor: Tensor, group: ProcessGroup | None = None) -> Tensor
 
 class _AllReduceSum(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, tensor: Tensor, group: ProcessGroup | None) -> Tensor:  # type: ignore[override]
+    def forward(ctx, tensor: Tensor, group: ProcessGroup | None) -> Tensor:
         ctx.group = group
         out = tensor.contiguous().clone()
         dist.all_reduce(out, group=group)
         return out
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
         grad = grad.contiguous().clone()
         dist.all_reduce(grad, group=ctx.group)
         return grad, None

@@ -139,7 +139,7 @@ class SplitRowsState:
     split_rows: tuple[str, ...] = ()
     partition: RowPartition
 
-    def _save_to_state_dict(self, destination, prefix, keep_vars):  # type: ignore[no-untyped-def]
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
         super()._save_to_state_dict(destination, prefix, keep_vars)  # type: ignore[misc]
         if self.partition.is_split:
             for name in self.split_rows:
@@ -147,7 +147,7 @@ class SplitRowsState:
                 if whole is not None:
                     destination[prefix + name] = whole
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         for name in self.split_rows:
             saved = state_dict.get(prefix + name)
             if saved is not None and self.partition.is_split and saved.shape[0] == self.partition.total:
@@ -156,7 +156,9 @@ class SplitRowsState:
 
 
 @torch.no_grad()
-def gather_partition(rows: Tensor, part: RowPartition, dst: int = 0, chunk_rows: int = GATHER_CHUNK_ROWS) -> Tensor | None:
+def gather_partition(
+    rows: Tensor, part: RowPartition, dst: int = 0, chunk_rows: int = GATHER_CHUNK_ROWS
+) -> Tensor | None:
     """The whole (N, D) matrix on rank ``dst`` (in CPU memory), from every rank's block; None on other ranks.
 
     A collective: every rank of the group must call it. Rows travel in chunks of ``chunk_rows`` per rank, so the

@@ -193,7 +193,9 @@ def sharded_background_logits(
     if dense:
         local_sim = query @ rows.to(query.dtype).T  # (B, R), differentiable w.r.t. the query
         values, local = local_sim.detach().topk(min(n_background, part.rows), dim=1, sorted=True)
-        background = merge_topk(values, local + part.start, n_background, part.group, part.total)[1] if part.is_split else local
+        background = (
+            merge_topk(values, local + part.start, n_background, part.group, part.total)[1] if part.is_split else local
+        )
         logits = local_sim.gather(1, part.local(background))
         column_sim = local_sim.gather(1, part.local(columns))
         members = part.owns(background) if part.is_split else None

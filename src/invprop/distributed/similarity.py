@@ -77,7 +77,7 @@ class _GatheredDot(torch.autograd.Function):
     """``out[b, m] = query[b] . keys[columns[b, m]]``; gradient for ``query`` only (the bank is a buffer)."""
 
     @staticmethod
-    def forward(ctx, query: Tensor, keys: Tensor, columns: Tensor, block_elements: int) -> Tensor:  # type: ignore[override]
+    def forward(ctx, query: Tensor, keys: Tensor, columns: Tensor, block_elements: int) -> Tensor:
         ctx.save_for_backward(keys, columns)
         ctx.block_elements = block_elements
         out = query.new_empty(columns.shape)
@@ -87,7 +87,7 @@ class _GatheredDot(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, None, None, None]:  # type: ignore[override]
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor | None, None, None, None]:
         keys, columns = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
             return None, None, None, None

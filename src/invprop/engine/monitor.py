@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
 from invprop.core import knn_class_scores, topk_accuracy
 from invprop.data import IndexedDataset
 from invprop.data.loader import eval_batches
@@ -47,7 +48,9 @@ def extract(
     return Extracted(torch.cat(embeddings), torch.cat(features), torch.cat(labels))
 
 
-def knn_scores(train: Tensor, train_labels: Tensor, test: Tensor, test_labels: Tensor, num_classes: int, k: int, sigma: float) -> dict[int, float]:
+def knn_scores(
+    train: Tensor, train_labels: Tensor, test: Tensor, test_labels: Tensor, num_classes: int, k: int, sigma: float
+) -> dict[int, float]:
     scores = knn_class_scores(train, train_labels, test, num_classes, k=k, sigma=sigma)
     return topk_accuracy(scores, test_labels, (1, 5))
 

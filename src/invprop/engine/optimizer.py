@@ -13,20 +13,25 @@ from invprop.distributed.partition import RowPartition, gather_partition
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Two SGD groups: weights with decay; norm-layer parameters and biases (all 0-d/1-d tensors) without."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for param in model.parameters():
         if param.requires_grad:
             (no_decay if param.ndim <= 1 else decay).append(param)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _split_positions(optimizer: torch.optim.Optimizer, split: Iterable[tuple[nn.Parameter, RowPartition]]) -> dict[int, RowPartition]:
+def _split_positions(
+    optimizer: torch.optim.Optimizer, split: Iterable[tuple[nn.Parameter, RowPartition]]
+) -> dict[int, RowPartition]:
     """Positions in the optimiser's state dict of the parameters split over processes, with their partitions."""
     position = {id(p): i for i, p in enumerate(p for group in optimizer.param_groups for p in group["params"])}
     return {position[id(param)]: part for param, part in split if part.is_split}
 
 
-def gathered_state_dict(optimizer: torch.optim.Optimizer, split: Iterable[tuple[nn.Parameter, RowPartition]]) -> dict[str, Any]:
+def gathered_state_dict(
+    optimizer: torch.optim.Optimizer, split: Iterable[tuple[nn.Parameter, RowPartition]]
+) -> dict[str, Any]:
     """The optimiser's state dict with the per-row state of split parameters gathered whole (a collective)."""
     state = optimizer.state_dict()
     for index, part in _split_positions(optimizer, split).items():

@@ -148,11 +148,12 @@ def reduce_step_values(
     """
     keys = sorted(values)
     if not context.enabled:
-        counts = {k: 0 if values[k] != values[k] else 1 for k in keys}
-        return values, counts, stop
+        return values, {k: 0 if values[k] != values[k] else 1 for k in keys}, stop
     raw = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
     present = ~torch.isnan(raw)
-    packed = torch.cat([torch.where(present, raw, torch.zeros_like(raw)), present.double(), raw.new_tensor([float(stop)])])
+    packed = torch.cat(
+        [torch.where(present, raw, torch.zeros_like(raw)), present.double(), raw.new_tensor([float(stop)])]
+    )
     dist.all_reduce(packed)
     n = len(keys)
     sums, counts, stop_votes = packed[:n], packed[n : 2 * n], packed[2 * n]

@@ -35,7 +35,8 @@ def rng_state() -> dict[str, Any]:
         >>> bool(torch.equal(a, torch.rand(1)))
         True
     """
-    np_kind, np_keys, *np_rest = np.random.get_state()
+    np_kind, np_keys, *np_rest = np.random.get_state(legacy=True)
+    assert isinstance(np_keys, np.ndarray)  # the legacy state is (name, keys, pos, has_gauss, cached_gaussian)
     py_version, py_keys, py_gauss = random.getstate()
     return {
         "torch": torch.get_rng_state(),

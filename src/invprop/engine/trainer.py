@@ -34,19 +34,26 @@ from invprop.engine.process_group import (
     reduce_step_values,
 )
 from invprop.engine.rng import epoch_seed, restore_rng_state, rng_state, seed_everything
-from invprop.schedules import lr_factor
 from invprop.engine.signals import StopRequested, StopSignals, TrainingInterrupted
 from invprop.errors import CheckpointError, ConfigError, InvpropError
 from invprop.files import write_text_atomically
 from invprop.methods import Method
-from invprop.models import encoder_from
+from invprop.models import Encoder, encoder_from
+from invprop.schedules import lr_factor
 
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "config.yaml"
 METRICS_NAME = "metrics.json"
 #: Diagnostics copied from the last epoch into metrics.json (see :mod:`invprop.core.diagnostics`).
-DIAGNOSTIC_KEYS = ("positives", "purity_positive", "purity_hard_positive", "background_has_positive", "background_same_label")
+DIAGNOSTIC_KEYS = (
+    "positives",
+    "purity_positive",
+    "purity_hard_positive",
+    "background_has_positive",
+    "background_same_label",
+)
+
 
 @dataclass
 class RunResult:
@@ -87,17 +94,21 @@ class Trainer:
         if cfg.optim.batch_size > n:
             raise ConfigError(f"optim.batch_size={cfg.optim.batch_size} exceeds the dataset size {n}; lower it")
         seed_everything(cfg.seed)
-        encoder = encoder_from(cfg.model, self.data.in_channels).to(self.device)
+        encoder: Encoder = encoder_from(cfg.model, self.data.in_channels).to(self.device)
         if context.enabled and cfg.distributed.sync_bn:
             encoder = nn.SyncBatchNorm.convert_sync_batchnorm(encoder)
         if cfg.channels_last and self.device.type == "cuda":
             encoder = encoder.to(memory_format=torch.channels_last)
+        #: The encoder the method trains (with its ``features`` for the kNN monitor).
+        self.encoder = encoder
         self.method: Method = build_method(cfg, encoder, n, context.enabled).to(self.device)
         if cfg.compile:
             self.method.encoder.compile()
         if context.enabled:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
-            self.method.set_encoder_wrapper(nn.parallel.DistributedDataParallel(self.method.encoder, device_ids=device_ids))
+            self.method.set_encoder_wrapper(
+                nn.parallel.DistributedDataParallel(self.method.encoder, device_ids=device_ids)
+            )
         train_labels = self.data.train.labels
         if bool((train_labels >= 0).any()):
             self.method.set_diagnostic_labels(train_labels.to(self.device))
@@ -130,7 +141,9 @@ class Trainer:
                 f"{world} processes with at least {MIN_PROCESS_BATCH} images each"
             )
         if cfg.distributed.sync_bn and self.device.type != "cuda":
-            raise ConfigError("distributed.sync_bn needs CUDA (torch's SyncBatchNorm has no CPU kernel); set it to false")
+            raise ConfigError(
+                "distributed.sync_bn needs CUDA (torch's SyncBatchNorm has no CPU kernel); set it to false"
+            )
 
     # ----------------------------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
@@ -158,7 +171,9 @@ class Trainer:
         restore_rng_state(state["rng"])
 
     # ----------------------------------------------------------------------------------------------- loop
-    def train_epoch(self, epoch: int, max_steps: int | None = None, resume_from: dict[str, Any] | None = None) -> dict[str, float]:
+    def train_epoch(
+        self, epoch: int, max_steps: int | None = None, resume_from: dict[str, Any] | None = None
+    ) -> dict[str, float]:
         """One epoch (or its first ``max_steps`` steps, for benchmarks); returns the epoch means of the loss terms.
 
         ``resume_from`` continues an interrupted epoch (its saved step and running sums; the RNG states come from
@@ -178,12 +193,24 @@ class Trainer:
         # tqdm's disable=None shows the bar on a terminal only.
         hide = None if self.progress is None else not self.progress
         batches = self.batches.epoch(epoch_seed(cfg.seed, epoch), skip=first)
-        bar = tqdm(batches, total=self.steps_per_epoch, initial=first, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=hide)
+        bar = tqdm(
+            batches,
+            total=self.steps_per_epoch,
+            initial=first,
+            desc=f"epoch {epoch}/{cfg.epochs}",
+            leave=False,
+            disable=hide,
+        )
         for step, (indices, images) in enumerate(bar, start=first):
             if max_steps is not None and step >= max_steps:
                 break
             factor = lr_factor(
-                self.global_step, self.steps_per_epoch, cfg.epochs, cfg.optim.schedule, self.warmup_epochs, cfg.optim.milestones,
+                self.global_step,
+                self.steps_per_epoch,
+                cfg.epochs,
+                cfg.optim.schedule,
+                self.warmup_epochs,
+                cfg.optim.milestones,
                 cfg.optim.gamma,
             )
             for group in self.optimizer.param_groups:
@@ -204,7 +231,9 @@ class Trainer:
             self.method.after_step()
             values = {"loss": loss_value, **{k: float(v) for k, v in out.terms.items()}}
             # One all-reduce per step: the logged means over processes, and whether any process was asked to stop.
-            values, present, stop = reduce_step_values(self.context, values, self._stop.received is not None, self.device)
+            values, present, stop = reduce_step_values(
+                self.context, values, self._stop.received is not None, self.device
+            )
             self.global_step += 1
             count += 1
             for key, value in values.items():
@@ -229,7 +258,7 @@ class Trainer:
             return {}
         assert self.data.memory is not None and self.data.test is not None
         return knn_monitor(
-            self.method.encoder,
+            self.encoder,
             self.data.memory,
             self.data.test,
             self.data.num_classes,
@@ -305,8 +334,8 @@ class Trainer:
             self._save(ckpt_path)
             summary = "  ".join(f"{k}={v:.4f}" for k, v in record.items() if k.startswith(("loss", "knn_top1")))
             logger.info("epoch %d/%d  %s  (%.1fs)", epoch, cfg.epochs, summary, self.seconds)
-            stop = reduce_step_values(self.context, {}, self._stop.received is not None, self.device)[2]
-            if stop and self.epoch < end:
+            asked = reduce_step_values(self.context, {}, self._stop.received is not None, self.device)[2]
+            if asked and self.epoch < end:
                 self._stop.request()
                 raise self._interrupted(None)
 
@@ -320,7 +349,11 @@ class Trainer:
     def _interrupted(self, step: int | None) -> TrainingInterrupted:
         assert self._stop.received is not None
         signum = self._stop.received
-        where = f"epoch {self.epoch + 1}, step {step}/{self.steps_per_epoch}" if step is not None else f"the end of epoch {self.epoch}"
+        where = (
+            f"epoch {self.epoch + 1}, step {step}/{self.steps_per_epoch}"
+            if step is not None
+            else f"the end of epoch {self.epoch}"
+        )
         return TrainingInterrupted(
             signum,
             f"stopped by {signal.Signals(signum).name}: checkpoint saved at {where} in "
@@ -329,7 +362,7 @@ class Trainer:
 
     def _metrics(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         last = records[-1] if records else {}
-        latest_eval = next((r for r in reversed(records) if "knn_top1" in r), {})
+        latest_eval: dict[str, Any] = next((r for r in reversed(records) if "knn_top1" in r), {})
         metrics: dict[str, Any] = {
             "method": self.cfg.method,
             "dataset": self.cfg.data.name,

@@ -3,8 +3,8 @@
 from typing import Any, Callable
 
 from invprop.evaluation.ablation import VARIANTS, parse_variants, run_ablation
-from invprop.evaluation.knn import evaluate_knn
 from invprop.evaluation.finetune import evaluate_semi, evaluate_transfer
+from invprop.evaluation.knn import evaluate_knn
 from invprop.evaluation.linear import evaluate_linear
 
 #: ``invprop eval PROTOCOL``: each takes (checkpoint or None, dataset=None, overrides=None) and returns its results.

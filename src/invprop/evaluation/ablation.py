@@ -19,8 +19,8 @@ import yaml
 
 from invprop.config import Config, from_dict, from_saved, to_dict
 from invprop.engine import CHECKPOINT_NAME, METRICS_NAME, Trainer
-from invprop.engine.trainer import CONFIG_NAME
 from invprop.engine.device import resolve_device
+from invprop.engine.trainer import CONFIG_NAME
 from invprop.errors import ConfigError
 from invprop.files import write_text_atomically
 from invprop.machine import describe_machine
@@ -42,7 +42,9 @@ class Variant:
 #: The variants, in table order: InvP, its switches (paper Table 5), then the baselines.
 VARIANTS: dict[str, Variant] = {
     "invp": Variant("InvP: propagated positives, hard positives, hard negatives"),
-    "invp-no-hard-positives": Variant("InvP, easiest positives instead of hardest", {"loss": {"hard_positives": False}}),
+    "invp-no-hard-positives": Variant(
+        "InvP, easiest positives instead of hardest", {"loss": {"hard_positives": False}}
+    ),
     "invp-no-hard-negatives": Variant("InvP, whole bank as background", {"loss": {"hard_negatives": False}}),
     "invp-concat": Variant("InvP, the authors' concatenated positive set", {"loss": {"exact": False}}),
     "invp-gaussian": Variant("InvP, Gaussian ramp-up", {"loss": {"rampup": "gaussian"}}),
@@ -59,7 +61,8 @@ CLASSIFIER_VARIANTS: dict[str, Variant] = {
         {"method": "instance-classifier", "classifier": {"prior": False, "smoothing": 0.0}},
     ),
     "classifier-prior": Variant(
-        "instance classifier, contrastive prior", {"method": "instance-classifier", "classifier": {"prior": True, "smoothing": 0.0}}
+        "instance classifier, contrastive prior",
+        {"method": "instance-classifier", "classifier": {"prior": True, "smoothing": 0.0}},
     ),
     "classifier-smoothing": Variant(
         "instance classifier, hard-class label smoothing",
@@ -216,4 +219,13 @@ def run_ablation(
     return rows
 
 
-__all__ = ["ABLATIONS", "CLASSIFIER_VARIANTS", "VARIANTS", "Variant", "parse_variants", "run_ablation", "run_variant", "write_results"]
+__all__ = [
+    "ABLATIONS",
+    "CLASSIFIER_VARIANTS",
+    "VARIANTS",
+    "Variant",
+    "parse_variants",
+    "run_ablation",
+    "run_variant",
+    "write_results",
+]

@@ -67,10 +67,12 @@ def write_embeddings(result: Embeddings, out: Path) -> Path:
     }
     if result.paths is not None:
         arrays["paths"] = np.asarray(result.paths)
-    return write_atomically(out, lambda handle: np.savez(handle, **arrays))
+    return write_atomically(out, lambda handle: np.savez(handle, **arrays))  # type: ignore[arg-type]
 
 
-def embed(checkpoint: Path, dataset: str | None, split: str, out: Path, overrides: dict[str, Any] | None = None) -> Path:
+def embed(
+    checkpoint: Path, dataset: str | None, split: str, out: Path, overrides: dict[str, Any] | None = None
+) -> Path:
     """``invprop embed``: embeddings of ``split`` of ``dataset`` (default: the training dataset) into ``out``."""
     ctx = load_eval_context(checkpoint, dataset, overrides, require_labels=False)
     return write_embeddings(embed_split(ctx, split), out)

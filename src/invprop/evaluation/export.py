@@ -21,12 +21,16 @@ from invprop.config import from_saved
 from invprop.engine import load_checkpoint
 from invprop.errors import ConfigError
 from invprop.evaluation.loading import ENCODER_PREFIX, checkpoint_path
-from invprop.models.backbones import adapt_resnet_stem
 from invprop.files import write_atomically
+from invprop.models.backbones import adapt_resnet_stem
 
 FORMATS = ("torchvision", "safetensors")
 #: invprop backbone -> (torchvision architecture, CIFAR stem).
-TORCHVISION_BACKBONES = {"resnet18": ("resnet18", False), "resnet18_cifar": ("resnet18", True), "resnet50": ("resnet50", False)}
+TORCHVISION_BACKBONES = {
+    "resnet18": ("resnet18", False),
+    "resnet18_cifar": ("resnet18", True),
+    "resnet50": ("resnet50", False),
+}
 #: Prefix of torchvision-named parameters inside an invprop ResNet backbone.
 RESNET_PREFIX = "backbone.net."
 
@@ -66,6 +70,10 @@ def export_weights(checkpoint: Path, fmt: str, out: Path | None = None) -> Path:
     from safetensors.torch import save
 
     tensors = {k: v.detach().contiguous().cpu() for k, v in weights.items()}
-    metadata = {"format": "invprop-encoder", "model": json.dumps(dataclasses.asdict(cfg.model)), "epoch": str(state["epoch"])}
+    metadata = {
+        "format": "invprop-encoder",
+        "model": json.dumps(dataclasses.asdict(cfg.model)),
+        "epoch": str(state["epoch"]),
+    }
     target = out or path.parent / "encoder.safetensors"
     return write_atomically(target, lambda handle: handle.write(save(tensors, metadata=metadata)))

@@ -17,7 +17,6 @@ from torch import Tensor, nn
 
 from invprop.config import Config
 from invprop.core.knn_classifier import topk_accuracy
-from invprop.evaluation.linear_probe import fit_linear_probe
 from invprop.data import DataSplits, IndexedDataset
 from invprop.data.datasets import take_subset
 from invprop.data.image_sequences import to_float
@@ -25,9 +24,10 @@ from invprop.data.loader import epoch_order, eval_batches, num_batches
 from invprop.engine.monitor import EXTRACT_BATCH, extract
 from invprop.errors import DataError
 from invprop.evaluation.linear import linear_protocol
+from invprop.evaluation.linear_probe import fit_linear_probe
 from invprop.evaluation.loading import EvalContext, load_eval_context, record_result
-from invprop.models import Encoder, encoder_from
 from invprop.files import write_text_atomically
+from invprop.models import Encoder, encoder_from
 
 #: Label fractions of the semi-supervised protocol.
 SEMI_FRACTIONS = (0.01, 0.10)
@@ -68,7 +68,9 @@ class Classifier(nn.Module):
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(encoder: Encoder, dataset: IndexedDataset, device: torch.device, num_workers: int = 0) -> None:
+def recalibrate_batchnorm(
+    encoder: Encoder, dataset: IndexedDataset, device: torch.device, num_workers: int = 0
+) -> None:
     """Set every BatchNorm's running statistics to the exact averages over ``dataset`` (train-mode forward passes).
 
     Afterwards eval-mode features match what the network sees while fine-tuning, which the probe initialisation
@@ -91,10 +93,14 @@ def recalibrate_batchnorm(encoder: Encoder, dataset: IndexedDataset, device: tor
         m.momentum = momentum
 
 
-def _train_batches(splits: DataSplits, positions: Tensor, batch_size: int, seed: int, device: torch.device) -> Iterator[tuple[Tensor, Tensor]]:
+def _train_batches(
+    splits: DataSplits, positions: Tensor, batch_size: int, seed: int, device: torch.device
+) -> Iterator[tuple[Tensor, Tensor]]:
     """One epoch of augmented ``(images, labels)`` batches over the training ``positions``."""
     order = positions[epoch_order(positions.numel(), seed)]
-    steps = num_batches(order.numel(), batch_size, drop_last=order.numel() % batch_size == 1)  # no batch of one (BatchNorm)
+    steps = num_batches(
+        order.numel(), batch_size, drop_last=order.numel() % batch_size == 1
+    )  # no batch of one (BatchNorm)
     if splits.train_images is not None and splits.batch_augment is not None:
         images, labels = splits.train_images.images, splits.train_images.labels
         augment = splits.batch_augment.to(device)
@@ -105,8 +111,8 @@ def _train_batches(splits: DataSplits, positions: Tensor, batch_size: int, seed:
         return
     dataset = splits.train
     for b in range(steps):
-        rows = order[b * batch_size : (b + 1) * batch_size].tolist()
-        items = [dataset[(seed, r)] for r in rows]
+        chosen = order[b * batch_size : (b + 1) * batch_size].tolist()
+        items = [dataset[(seed, r)] for r in chosen]
         yield torch.stack([x for _, x, _ in items]).to(device), torch.tensor([y for _, _, y in items], device=device)
 
 
@@ -128,7 +134,9 @@ def finetune(
     with torch.no_grad():  # fold the probe's standardisation into the layer
         model.fc.weight.copy_(probe.weight / probe.std)
         model.fc.bias.copy_(probe.bias - (probe.weight * (probe.mean / probe.std)).sum(dim=1))
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.eval.finetune_lr, momentum=FINETUNE_MOMENTUM, weight_decay=FINETUNE_WEIGHT_DECAY)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=cfg.eval.finetune_lr, momentum=FINETUNE_MOMENTUM, weight_decay=FINETUNE_WEIGHT_DECAY
+    )
     epochs = cfg.eval.finetune_epochs
     batch_size = max(2, min(cfg.eval.finetune_batch_size, positions.numel()))
     total = epochs * max(1, positions.numel() // batch_size)
@@ -173,7 +181,10 @@ def _labels(splits: DataSplits) -> Tensor:
 
 
 def evaluate_semi(
-    checkpoint: Path | None, dataset: str | None = None, overrides: dict[str, Any] | None = None, fractions: Sequence[float] = SEMI_FRACTIONS
+    checkpoint: Path | None,
+    dataset: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    fractions: Sequence[float] = SEMI_FRACTIONS,
 ) -> dict[str, Any]:
     """The semi-supervised protocol (module docstring); results and subset indices saved beside the checkpoint."""
     ctx = load_eval_context(checkpoint, dataset, overrides)
@@ -193,13 +204,17 @@ def evaluate_semi(
         })  # fmt: skip
     if ctx.checkpoint is not None:
         path = ctx.checkpoint.parent / SUBSETS_NAME
-        write_text_atomically(path, json.dumps({"seed": SUBSET_SEED, "dataset": ctx.dataset, "subsets": subsets}) + "\n")
+        write_text_atomically(
+            path, json.dumps({"seed": SUBSET_SEED, "dataset": ctx.dataset, "subsets": subsets}) + "\n"
+        )
         results["subsets_file"] = str(path)
     record_result(ctx, "semi", results)
     return results
 
 
-def evaluate_transfer(checkpoint: Path | None, dataset: str | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def evaluate_transfer(
+    checkpoint: Path | None, dataset: str | None = None, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Linear probe and full fine-tuning (all labels) of ``checkpoint`` on ``dataset``, beside training from scratch."""
     if dataset is None:
         raise DataError("transfer needs --dataset, the dataset to transfer to")

@@ -14,8 +14,8 @@ import torch
 from torch import Tensor
 
 from invprop.core.knn_classifier import topk_accuracy
-from invprop.evaluation.linear_probe import fit_linear_probe, stratified_split
 from invprop.engine.monitor import extract
+from invprop.evaluation.linear_probe import fit_linear_probe, stratified_split
 from invprop.evaluation.loading import load_eval_context, record_result
 
 #: Fraction of every class of the training split held out to choose the weight decay.
@@ -51,13 +51,18 @@ def linear_protocol(
     return {"linear_top1": acc[1], "linear_top5": acc[5], "linear_weight_decay": best, "linear_val_top1": sweep}
 
 
-def evaluate_linear(checkpoint: Path | None, dataset: str | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def evaluate_linear(
+    checkpoint: Path | None, dataset: str | None = None, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The linear protocol on the backbone of ``checkpoint`` (None: an untrained encoder)."""
     ctx = load_eval_context(checkpoint, dataset, overrides)
     splits = ctx.splits
     assert splits.memory is not None and splits.test is not None
     train = extract(ctx.encoder, splits.memory, ctx.device, ctx.cfg.data.num_workers)
     test = extract(ctx.encoder, splits.test, ctx.device, ctx.cfg.data.num_workers)
-    results = {**ctx.describe(), **linear_protocol(train.features, train.labels, test.features, test.labels, splits.num_classes)}
+    results = {
+        **ctx.describe(),
+        **linear_protocol(train.features, train.labels, test.features, test.labels, splits.num_classes),
+    }
     record_result(ctx, "linear", results)
     return results

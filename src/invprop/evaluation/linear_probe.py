@@ -52,7 +52,9 @@ def fit_linear_probe(
         True
     """
     if features.dim() != 2 or labels.shape != (features.shape[0],):
-        raise ValueError(f"features must be (N, D) and labels (N,); got {tuple(features.shape)} and {tuple(labels.shape)}")
+        raise ValueError(
+            f"features must be (N, D) and labels (N,); got {tuple(features.shape)} and {tuple(labels.shape)}"
+        )
     if weight_decay < 0:
         raise ValueError(f"weight_decay must be non-negative, got {weight_decay}")
     if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
@@ -64,7 +66,9 @@ def fit_linear_probe(
     x = (x - mean) / std
     weight = torch.zeros(num_classes, x.shape[1], device=x.device, requires_grad=True)
     bias = torch.zeros(num_classes, device=x.device, requires_grad=True)
-    optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, history_size=LBFGS_HISTORY, line_search_fn="strong_wolfe")
+    optimizer = torch.optim.LBFGS(
+        [weight, bias], lr=1.0, max_iter=max_iter, history_size=LBFGS_HISTORY, line_search_fn="strong_wolfe"
+    )
 
     def closure() -> Tensor:
         optimizer.zero_grad()

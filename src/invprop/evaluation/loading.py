@@ -14,8 +14,8 @@ from invprop.config import Config, from_dict, from_saved
 from invprop.data import DataSplits, datasets_from
 from invprop.engine import CHECKPOINT_NAME, METRICS_NAME, load_checkpoint, resolve_device
 from invprop.errors import ConfigError, DataError
-from invprop.models import Encoder, encoder_from
 from invprop.files import write_text_atomically
+from invprop.models import Encoder, encoder_from
 
 #: Prefix of the encoder's parameters inside a method's state dict.
 ENCODER_PREFIX = "encoder."
@@ -39,7 +39,11 @@ class EvalContext:
     epoch: int
 
     def describe(self) -> dict[str, Any]:
-        return {"checkpoint": str(self.checkpoint) if self.checkpoint else "untrained", "dataset": self.dataset, "epoch": self.epoch}
+        return {
+            "checkpoint": str(self.checkpoint) if self.checkpoint else "untrained",
+            "dataset": self.dataset,
+            "epoch": self.epoch,
+        }
 
 
 def checkpoint_path(checkpoint: Path) -> Path:
@@ -47,7 +51,10 @@ def checkpoint_path(checkpoint: Path) -> Path:
 
 
 def load_eval_context(
-    checkpoint: Path | None, dataset: str | None = None, overrides: dict[str, Any] | None = None, require_labels: bool = True
+    checkpoint: Path | None,
+    dataset: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    require_labels: bool = True,
 ) -> EvalContext:
     """The encoder of ``checkpoint`` (or, with None, a fresh one from the dataset's preset) and ``dataset``'s splits.
 
@@ -83,7 +90,9 @@ def load_eval_context(
         try:
             encoder.load_state_dict(weights)
         except RuntimeError:
-            raise DataError(f"the encoder in {path} does not fit dataset {name!r} (different image channels?)") from None
+            raise DataError(
+                f"the encoder in {path} does not fit dataset {name!r} (different image channels?)"
+            ) from None
     encoder.to(device).eval()
     return EvalContext(cfg, name, splits, encoder, device, path, epoch)
 

@@ -32,7 +32,7 @@ from invprop.engine import CHECKPOINT_NAME, HISTORY_NAME, load_checkpoint  # noq
 from invprop.engine.monitor import extract  # noqa: E402
 from invprop.errors import ConfigError  # noqa: E402
 from invprop.evaluation.loading import load_eval_context  # noqa: E402
-from invprop.files import write_atomically, write_text_atomically
+from invprop.files import write_bytes_atomically, write_text_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -69,11 +69,15 @@ def _png(fig: plt.Figure) -> bytes:
 def read_history(run_dir: Path) -> list[dict[str, Any]]:
     path = run_dir / HISTORY_NAME
     if not path.is_file():
-        raise ConfigError(f"{run_dir} is not a run directory (no {HISTORY_NAME}); pass the folder `invprop train` wrote")
+        raise ConfigError(
+            f"{run_dir} is not a run directory (no {HISTORY_NAME}); pass the folder `invprop train` wrote"
+        )
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def curves_figure(histories: dict[str, list[dict[str, Any]]], keys: Sequence[str], title: str, ylabel: str) -> bytes | None:
+def curves_figure(
+    histories: dict[str, list[dict[str, Any]]], keys: Sequence[str], title: str, ylabel: str
+) -> bytes | None:
     """One panel per key, one line per run; None when no run logged any of ``keys``."""
     present = [k for k in keys if any(k in r for h in histories.values() for r in h)]
     if not present:
@@ -126,8 +130,20 @@ def similarity_figure(runs: dict[str, tuple[Tensor, Tensor]]) -> tuple[bytes, di
     for ax, (name, (same, different)) in zip(axes[0], runs.items()):
         overlaps[name] = histogram_overlap(same, different)
         edges = np.linspace(-1, 1, HISTOGRAM_BINS + 1)
-        ax.hist(same.flatten().numpy(), bins=edges, alpha=0.6, density=True, label=f"{SIMILARITY_NEIGHBORS} nearest same class")
-        ax.hist(different.flatten().numpy(), bins=edges, alpha=0.6, density=True, label=f"{SIMILARITY_NEIGHBORS} nearest other class")
+        ax.hist(
+            same.flatten().numpy(),
+            bins=edges,
+            alpha=0.6,
+            density=True,
+            label=f"{SIMILARITY_NEIGHBORS} nearest same class",
+        )
+        ax.hist(
+            different.flatten().numpy(),
+            bins=edges,
+            alpha=0.6,
+            density=True,
+            label=f"{SIMILARITY_NEIGHBORS} nearest other class",
+        )
         ax.set_title(f"{name}\noverlap {overlaps[name]:.3f}")
         ax.set_xlabel("cosine similarity")
     axes[0][0].legend(fontsize=8)
@@ -164,10 +180,12 @@ def positive_grid(
         valid = mask[row].nonzero().squeeze(1)
         order = valid[sims[row, valid].argsort(descending=True)]
         easy, hard = order[:GRID_POSITIVES], order.flip(0)[:GRID_POSITIVES]
-        cells = [("anchor", anchor, None)] + [("easy", int(positives[row, c]), float(sims[row, c])) for c in easy]
-        cells += [(None, None, None)] * (GRID_POSITIVES - len(easy))
+        blank: tuple[str | None, int | None, float | None] = (None, None, None)
+        cells: list[tuple[str | None, int | None, float | None]] = [("anchor", anchor, None)]
+        cells += [("easy", int(positives[row, c]), float(sims[row, c])) for c in easy]
+        cells += [blank] * (GRID_POSITIVES - len(easy))
         cells += [("hard", int(positives[row, c]), float(sims[row, c])) for c in hard]
-        cells += [(None, None, None)] * (GRID_POSITIVES - len(hard))
+        cells += [blank] * (GRID_POSITIVES - len(hard))
         for ax, (kind, index, sim) in zip(axes[row], cells):
             ax.axis("off")
             if index is None:
@@ -211,7 +229,12 @@ def build_report(run_dirs: Sequence[Path], out_dir: Path) -> Path:
     for keys, title, ylabel, filename in (
         (("loss", "loss_ins", "loss_inv"), "loss terms", "loss", "curves-loss.png"),
         (("knn_top1", "knn_backbone_top1"), "held-out kNN accuracy", "top-1", "curves-knn.png"),
-        (("purity_positive", "purity_hard_positive", "background_same_label"), "positive purity", "fraction", "curves-purity.png"),
+        (
+            ("purity_positive", "purity_hard_positive", "background_same_label"),
+            "positive purity",
+            "fraction",
+            "curves-purity.png",
+        ),
     ):
         png = curves_figure(histories, keys, title, ylabel)
         if png is not None:
@@ -275,7 +298,7 @@ def write_html(figures: Sequence[Figure], histories: dict[str, list[dict[str, An
         "<table><tr><th>run</th><th>epochs</th><th>kNN top-1</th><th>seconds</th></tr>" + "".join(rows) + "</table>",
     ]
     for figure in figures:
-        write_atomically(out_dir / figure.filename, lambda handle, png=figure.png: handle.write(png))
+        write_bytes_atomically(out_dir / figure.filename, figure.png)
         data = base64.b64encode(figure.png).decode("ascii")
         parts.append(f"<h2>{html.escape(figure.title)}</h2><img alt='{html.escape(figure.title)}' "
                      f"src='data:image/png;base64,{data}'><p>{html.escape(figure.caption)}</p>")  # fmt: skip

@@ -137,7 +137,9 @@ class MethodSpec:
 METHODS: Registry[MethodSpec] = Registry("method")
 
 
-def create_method(name: str, encoder: nn.Module, num_samples: int, embedding_dim: int, **sections: Mapping[str, Any]) -> Method:
+def create_method(
+    name: str, encoder: nn.Module, num_samples: int, embedding_dim: int, **sections: Mapping[str, Any]
+) -> Method:
     """A registered method for your own training loop, its settings from ``sections`` over the method's defaults.
 
     Args:

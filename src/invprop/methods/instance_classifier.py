@@ -31,11 +31,17 @@ class ClassifierSettings:
     """The ``classifier`` section."""
 
     temperature: float = setting(0.2, "tau of the instance classifier's cosine softmax", bounds=POSITIVE)
-    smoothing: float = setting(0.2, "alpha of hard-class label smoothing (0 = off: plain one-hot targets)", bounds=UNIT_INTERVAL)
-    hard_classes: int = setting(100, "k, hard classes per instance for label smoothing (mined once per epoch)", bounds=AT_LEAST_ONE)
+    smoothing: float = setting(
+        0.2, "alpha of hard-class label smoothing (0 = off: plain one-hot targets)", bounds=UNIT_INTERVAL
+    )
+    hard_classes: int = setting(
+        100, "k, hard classes per instance for label smoothing (mined once per epoch)", bounds=AT_LEAST_ONE
+    )
     prior: bool = setting(True, "contrastive-prior initialisation of the weights (false = Gaussian random)")
     views: int = setting(2, "augmented views per image in each batch", bounds=AT_LEAST_ONE)
-    mining_chunk: int = setting(4096, "rows per block of the hard-class search (memory O(chunk x N))", bounds=AT_LEAST_ONE)
+    mining_chunk: int = setting(
+        4096, "rows per block of the hard-class search (memory O(chunk x N))", bounds=AT_LEAST_ONE
+    )
 
 
 @dataclass
@@ -57,7 +63,12 @@ class InstanceClassification(Method):
     """
 
     def __init__(
-        self, encoder: nn.Module, classifier: CosineInstanceClassifier, views: int = 2, prior: bool = True, mining_chunk: int = 4096
+        self,
+        encoder: nn.Module,
+        classifier: CosineInstanceClassifier,
+        views: int = 2,
+        prior: bool = True,
+        mining_chunk: int = 4096,
     ) -> None:
         super().__init__(encoder)
         if views < 1:
@@ -125,7 +136,9 @@ def build_instance_classifier(
         hard_classes=min(options.hard_classes, num_samples - 1),
         partition=partition,
     )
-    return InstanceClassification(encoder, classifier, views=options.views, prior=options.prior, mining_chunk=options.mining_chunk)
+    return InstanceClassification(
+        encoder, classifier, views=options.views, prior=options.prior, mining_chunk=options.mining_chunk
+    )
 
 
 METHODS.register("instance-classifier")(

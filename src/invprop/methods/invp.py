@@ -35,7 +35,6 @@ from invprop.errors import ConfigError
 from invprop.methods.base import METHODS, BuildContext, Method, MethodSpec, StepOutput
 from invprop.settings import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, section, setting
 
-
 #: Bank rows on which the recall of an approximate (FAISS) graph rebuild is measured against exact search.
 RECALL_SAMPLE = 1000
 #: Neighbour-graph upkeep a run may choose (methods without propagation keep none).
@@ -53,10 +52,16 @@ class BankSettings:
     graph_update: str = setting(
         "online", "neighbour upkeep: online (batch rows after each step) or rebuild (each epoch)", choices=GRAPH_UPDATES
     )
-    rebuild_chunk: int = setting(4096, "rows per block of the exact graph rebuild (memory O(chunk x N))", bounds=AT_LEAST_ONE)
-    dtype: str = setting("float32", "bank storage (half precision halves the memory; see docs/benchmarks.md)", choices=BANK_DTYPES)
+    rebuild_chunk: int = setting(
+        4096, "rows per block of the exact graph rebuild (memory O(chunk x N))", bounds=AT_LEAST_ONE
+    )
+    dtype: str = setting(
+        "float32", "bank storage (half precision halves the memory; see docs/benchmarks.md)", choices=BANK_DTYPES
+    )
     rebuild_search: str = setting(
-        "exact", "search of the graph rebuild (faiss: approximate; pip install 'invprop[faiss]')", choices=REBUILD_SEARCHES
+        "exact",
+        "search of the graph rebuild (faiss: approximate; pip install 'invprop[faiss]')",
+        choices=REBUILD_SEARCHES,
     )
     faiss_lists: int | None = setting(None, "k-means cells of the FAISS index (null = 4 sqrt(N))", bounds=AT_LEAST_ONE)
     faiss_probe: int = setting(32, "FAISS cells scanned per query (more = slower, higher recall)", bounds=AT_LEAST_ONE)
@@ -72,12 +77,16 @@ class BankSettings:
 class LossSettings:
     """The ``loss`` section: the InvP objective (Wang et al., 2020, Eqs. 1-7)."""
 
-    temperature: float = setting(0.07, "tau (0.07 for a linear head, 0.2 for an MLP head in the authors' code)", bounds=POSITIVE)
+    temperature: float = setting(
+        0.07, "tau (0.07 for a linear head, 0.2 for an MLP head in the authors' code)", bounds=POSITIVE
+    )
     n_background: int = setting(
         4096, "N_b, nearest bank rows forming the background M_i (capped at the bank size)", bounds=AT_LEAST_ONE
     )
     steps: int = setting(3, "l, propagation hops", bounds=AT_LEAST_ONE)
-    n_hard_positives: int = setting(50, "P, hard positives per anchor (20 for CIFAR-10 in the authors' code)", bounds=AT_LEAST_ONE)
+    n_hard_positives: int = setting(
+        50, "P, hard positives per anchor (20 for CIFAR-10 in the authors' code)", bounds=AT_LEAST_ONE
+    )
     knn_positives: int | None = setting(None, "K of the knn-positives method (nearest bank rows as positives); null = P",
                                         bounds=AT_LEAST_ONE)  # fmt: skip
     exact: bool = setting(True, "exact de-duplicated positive set (true) or the authors' concatenation (false)")
@@ -189,7 +198,13 @@ class InvariancePropagation(Method):
         if self._labels is None:
             return {}
         diagnostics = positive_diagnostics(
-            self._labels, out.anchors, out.positives, out.positive_mask, out.hard_positives, out.hard_positive_mask, out.background
+            self._labels,
+            out.anchors,
+            out.positives,
+            out.positive_mask,
+            out.hard_positives,
+            out.hard_positive_mask,
+            out.background,
         )
         return diagnostics  # NaN where undefined on this batch: the trainer leaves those out of its means
 
@@ -315,11 +330,21 @@ def build_insdis(settings: InvPSettings, encoder: nn.Module, context: BuildConte
 
 for _name, _summary, _build in (
     ("invp", "Invariance Propagation (Wang et al., 2020)", build_invp),
-    ("knn-positives", "the K nearest bank rows as positives, no propagation (InvP's KNN comparison)", build_knn_positives),
-    ("insdis-hard", "instance discrimination against the N_b nearest bank rows (InvP's L_ins alone)", build_insdis_hard),
+    (
+        "knn-positives",
+        "the K nearest bank rows as positives, no propagation (InvP's KNN comparison)",
+        build_knn_positives,
+    ),
+    (
+        "insdis-hard",
+        "instance discrimination against the N_b nearest bank rows (InvP's L_ins alone)",
+        build_insdis_hard,
+    ),
     ("insdis", "instance discrimination with a memory bank (Wu et al., 2018)", build_insdis),
 ):
-    METHODS.register(_name)(MethodSpec(_summary, InvPSettings, _build, DATASET_PRESETS, preflight=check_faiss, headline=HEADLINE))
+    METHODS.register(_name)(
+        MethodSpec(_summary, InvPSettings, _build, DATASET_PRESETS, preflight=check_faiss, headline=HEADLINE)
+    )
 
 
 __all__ = [

@@ -75,7 +75,12 @@ class SmallConvNet(nn.Module):
         layers: list[nn.Module] = []
         width = in_channels
         for channels in SMALL_CHANNELS:
-            layers += [nn.Conv2d(width, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            layers += [
+                nn.Conv2d(width, channels, 3, padding=1, bias=False),
+                nn.BatchNorm2d(channels),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ]
             width = channels
         self.features = nn.Sequential(*layers, *grid_feature_layers(width, feature_dim))
         self.feature_dim = feature_dim
@@ -102,7 +107,7 @@ class TorchvisionResNet(nn.Module):
     def __init__(self, arch: str, in_channels: int = 3, cifar_stem: bool = False) -> None:
         super().__init__()
         net = adapt_resnet_stem(getattr(torchvision.models, arch)(weights=None), in_channels, cifar_stem)
-        self.feature_dim = net.fc.in_features
+        self.feature_dim = int(getattr(net.fc, "in_features"))
         net.fc = nn.Identity()
         self.net = net
 

@@ -21,7 +21,7 @@ class Encoder(nn.Module):
 
     @property
     def feature_dim(self) -> int:
-        return int(self.backbone.feature_dim)
+        return int(getattr(self.backbone, "feature_dim"))
 
     def features(self, x: Tensor) -> Tensor:
         return self.backbone(x)
@@ -37,7 +37,9 @@ class ModelSettings:
     backbone: str = setting("digits_convnet", "backbone network", choices=BACKBONES)
     head: str = setting("mlp", "projection head (linear: use tau 0.07; mlp: tau 0.2)", choices=HEADS)
     embedding_dim: int = setting(128, "embedding (bank) dimension D", bounds=AT_LEAST_ONE)
-    hidden_dim: int | None = setting(None, "MLP head hidden width; null = the backbone's feature width", bounds=AT_LEAST_ONE)
+    hidden_dim: int | None = setting(
+        None, "MLP head hidden width; null = the backbone's feature width", bounds=AT_LEAST_ONE
+    )
 
 
 def build_encoder(
