@@ -75,6 +75,15 @@ def _inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return torch.randn(41, 6, generator=g), torch.randn(8, 6, generator=g), torch.randperm(41, generator=g)[:8]
 
 
+def _whole_classifier(weights: torch.Tensor) -> CosineInstanceClassifier:
+    """A classifier of every row (no partition) with the given weights, its hard classes mined."""
+    clf = CosineInstanceClassifier(41, 6, temperature=0.2, smoothing=0.2, hard_classes=5)
+    with torch.no_grad():
+        clf.weight.copy_(weights)
+    clf.mine_hard_classes()
+    return clf
+
+
 def _sharded(rank: int, world: int) -> dict[str, torch.Tensor]:
     weights, embeddings, classes = _inputs()
     clf = CosineInstanceClassifier(
@@ -94,10 +103,7 @@ def _sharded(rank: int, world: int) -> dict[str, torch.Tensor]:
 def test_sharded_classifier_loss_and_gradients_equal_one_process(tmp_path: Path) -> None:
     results = run_gloo(_sharded, 2, tmp_path)
     weights, embeddings, classes = _inputs()
-    clf = CosineInstanceClassifier(41, 6, temperature=0.2, smoothing=0.2, hard_classes=5)
-    with torch.no_grad():
-        clf.weight.copy_(weights)
-    clf.mine_hard_classes()
+    clf = _whole_classifier(weights)
     z = embeddings.clone().requires_grad_(True)
     losses = clf(z, classes)
     losses.mean().backward()
@@ -113,20 +119,14 @@ def test_sharded_classifier_loss_and_gradients_equal_one_process(tmp_path: Path)
 def _whole_inside_a_group(rank: int, world: int) -> dict[str, torch.Tensor]:
     """A user's own DDP job: every process holds a whole classifier and classifies its own, different batch."""
     weights, embeddings, classes = _inputs()
-    clf = CosineInstanceClassifier(41, 6, temperature=0.2, smoothing=0.2, hard_classes=5)  # whole: no partition given
-    with torch.no_grad():
-        clf.weight.copy_(weights)
-    clf.mine_hard_classes()
+    clf = _whole_classifier(weights)  # whole: no partition given
     return {"losses": clf(embeddings[4 * rank : 4 * rank + 4], classes[4 * rank : 4 * rank + 4]).detach()}
 
 
 def test_a_whole_classifier_in_a_process_group_stays_local(tmp_path: Path) -> None:
     results = run_gloo(_whole_inside_a_group, 2, tmp_path)
     weights, embeddings, classes = _inputs()
-    clf = CosineInstanceClassifier(41, 6, temperature=0.2, smoothing=0.2, hard_classes=5)
-    with torch.no_grad():
-        clf.weight.copy_(weights)
-    clf.mine_hard_classes()
+    clf = _whole_classifier(weights)
     for rank, result in enumerate(results):  # no denominator mixes the two processes' samples
         expected = clf(embeddings[4 * rank : 4 * rank + 4], classes[4 * rank : 4 * rank + 4]).detach()
         torch.testing.assert_close(result["losses"], expected, rtol=1e-6, atol=1e-6)
