@@ -48,6 +48,7 @@ from cifar_epoch import epoch_config, measure_epoch
 from common import markdown_table, pick_device
 from invprop.config import from_dict
 from invprop.engine import Trainer
+from invprop.files import write_text_atomically
 from objective_step import COLUMNS as OBJECTIVE_COLUMNS
 from objective_step import objective_rows, table_row
 from throughput import PLAIN, default_workers, measure_throughput, summary
@@ -147,7 +148,8 @@ class Report:
 
     def write(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / REPORT_JSON).write_text(json.dumps(self.data, indent=2, default=str) + "\n")
+        # Atomic: the command may be killed at its time limit while a report is being rewritten.
+        write_text_atomically(self.out / REPORT_JSON, json.dumps(self.data, indent=2, default=str) + "\n")
         env = self.data["steps"].get("environment", {}).get("figures") or {}
         lines = [
             "# GPU check",
@@ -169,7 +171,7 @@ class Report:
             lines += [head + (f": {entry['note']}" if entry["note"] else ""), ""]
             if self.sections.get(step):
                 lines += [self.sections[step].rstrip("\n"), ""]
-        (self.out / REPORT_MD).write_text("\n".join(lines))
+        write_text_atomically(self.out / REPORT_MD, "\n".join(lines))
 
 
 STEP_TITLES = {
@@ -246,9 +248,10 @@ def cuda_tests(plan: Plan, budget: Budget, out: Path) -> tuple[dict[str, Any], s
     try:
         proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO)
         output, code = proc.stdout + proc.stderr, proc.returncode
-    except subprocess.TimeoutExpired as err:
-        output, code = f"{err.stdout or ''}{err.stderr or ''}\n[timed out after {timeout:.0f} s]", -1
-    (out / TESTS_LOG).write_text(output if isinstance(output, str) else output.decode())
+    except subprocess.TimeoutExpired as err:  # (its captured output comes as bytes, whatever text=True says)
+        captured = "".join(_text(part) for part in (err.stdout, err.stderr))
+        output, code = f"{captured}\n[timed out after {timeout:.0f} s]", -1
+    write_text_atomically(out / TESTS_LOG, output)
     outcomes = junit_outcomes(junit) if junit.is_file() else []
     counts: dict[str, int] = {}
     for _, outcome, _ in outcomes:
@@ -265,6 +268,12 @@ def cuda_tests(plan: Plan, budget: Budget, out: Path) -> tuple[dict[str, Any], s
     # Exit code 5: no test ran (every case deselected); skips without CUDA are not failures either.
     status = "ok" if code in (0, 5) else "failed"
     return {**figures, "status": status}, table, f"{summary_line} (pytest exit code {code}); full log in {TESTS_LOG}"
+
+
+def _text(output: str | bytes | None) -> str:
+    if output is None:
+        return ""
+    return output.decode(errors="replace") if isinstance(output, bytes) else output
 
 
 def junit_outcomes(path: Path) -> list[tuple[str, str, str]]:

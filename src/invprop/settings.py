@@ -6,7 +6,7 @@ names, never a copied list. Everything else works on any such dataclass:
 
 * :func:`merge` applies nested values (from YAML or ``--set``), checking names (with "did you mean") and types;
 * :func:`check` checks every range and choice, with one-line messages naming the dotted key;
-* :func:`as_dict` and :func:`help_texts` list every key with its value and meaning.
+* :func:`help_texts` lists every key with its value and meaning.
 
 A :class:`Range` is one object shared by a settings field and the constructor that needs the same bound
 (:func:`require`), so both say the same thing in the same words.
@@ -193,11 +193,6 @@ def check(settings: Any, prefix: str = "") -> None:
             check_value(f, value, f"{prefix}{f.name}")
 
 
-def as_dict(settings: Any) -> dict[str, Any]:
-    """Nested plain values of a settings dataclass (for YAML and checkpoints)."""
-    return dataclasses.asdict(settings)
-
-
 def describe_field(f: dataclasses.Field) -> str:
     """A field's help with its allowed values and range appended."""
     text = f.metadata.get("help", "")
@@ -277,7 +272,6 @@ __all__ = [
     "POSITIVE",
     "UNIT_INTERVAL",
     "Range",
-    "as_dict",
     "check",
     "check_value",
     "close_match",
