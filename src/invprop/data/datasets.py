@@ -1,7 +1,8 @@
 """Datasets yielding ``(index, image, label)``, registered by name.
 
-``index`` is the image's row in the memory bank; ``label`` is ``-1`` for unlabelled images. Nothing is downloaded:
-torchvision datasets are read with ``download=False`` and a missing file gives a message saying where to put it.
+``index`` is the image's row in the memory bank; ``label`` is ``-1`` for unlabelled images. The torchvision datasets
+are read from ``data.root``; a missing one is fetched by :func:`invprop.data.download.fetch_dataset` when
+``data.download`` is true, else a one-line error says where to put its files.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torchvision
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from invprop.data.download import Fetch, fetch_dataset
 from invprop.data.image_sequences import ImageFiles, ImageSequence, TensorImages
 from invprop.data.transforms import Transform
 from invprop.errors import DataError
@@ -143,7 +145,8 @@ class IndexedDataset(Dataset):
         return torch.as_tensor(_targets(self.source), dtype=torch.long)
 
 
-DATASETS: Registry[Callable[[Path], Source]] = Registry("dataset")
+#: Every built-in dataset: ``(root, download) -> Source``.
+DATASETS: Registry[Callable[[Path, bool], Source]] = Registry("dataset")
 
 
 def _is_image(path: Path) -> bool:
@@ -177,7 +180,7 @@ def image_folder_source(root: Path, image_size: int = 32, augment: str = "cifar"
     labelled = bool(train.classes) and test is not None and test.classes == train.classes
     if train.classes and test is not None and test.classes != train.classes:
         raise DataError(f"class folders of {root / 'train'} and {root / 'test'} differ; make them the same")
-    mean, std = (CIFAR_MEAN, CIFAR_STD) if augment == "cifar" else (IMAGENET_MEAN, IMAGENET_STD)
+    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if augment == "imagenet" else (CIFAR_MEAN, CIFAR_STD)
     return Source(
         train=train,
         memory=train if labelled else None,
@@ -193,7 +196,7 @@ def image_folder_source(root: Path, image_size: int = 32, augment: str = "cifar"
 
 
 @DATASETS.register("digits")
-def digits_source(root: Path) -> Source:
+def digits_source(root: Path, download: bool = False) -> Source:
     """scikit-learn's bundled 1,797 8x8 digits, fixed stratified 75/25 train/test split (no file needed)."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -209,58 +212,96 @@ def digits_source(root: Path) -> Source:
     return Source(train, train, test, 10, 1, 8, DIGITS_MEAN, DIGITS_STD, "digits")
 
 
-def _torchvision(name: str, where: str, build: Callable[[], tuple[Any, Any, Any]]) -> tuple[Any, Any, Any]:
+def _torchvision(
+    root: Path, download: bool, spec: Fetch, build: Callable[[], tuple[Any, Any, Any]]
+) -> tuple[Any, Any, Any]:
+    """The splits ``build`` reads from ``root``; when they are not there, fetched first (``download``) or a one-line
+    error saying where to put them."""
     try:
         return build()
     except (RuntimeError, FileNotFoundError, OSError) as err:
-        raise DataError(f"{name} not found: {where} (nothing is downloaded; {err})") from None
+        if not download:
+            raise DataError(
+                f"{spec.label} not found under {root}: {spec.by_hand}, or set data.download=true to fetch it ({err})"
+            ) from None
+    fetch_dataset(spec, root)
+    return build()
+
+
+def _fetch(
+    label: str, folder: str, entries: tuple[str, ...], dataset: Any, splits: dict[str, Any], by_hand: str
+) -> Fetch:
+    """A :class:`Fetch` through torchvision's ``dataset`` class, one download per split's keyword arguments."""
+
+    def download(where: Path) -> None:
+        for kwargs in splits.values():
+            dataset(str(where), download=True, **kwargs)
+
+    return Fetch(label, folder, entries, download, by_hand)
 
 
 @DATASETS.register("cifar10")
-def cifar10_source(root: Path) -> Source:
-    """CIFAR-10: torchvision's ``cifar-10-batches-py/`` under root, or an ImageFolder copy ``root/cifar10/``."""
+def cifar10_source(root: Path, download: bool = False) -> Source:
+    """CIFAR-10: an ImageFolder copy ``root/cifar10/train/<class>/`` if there, else torchvision's
+    ``cifar-10-batches-py/`` under root (fetched with ``download``)."""
     folder = root / "cifar10"
     if (folder / "train").is_dir():
         return image_folder_source(folder, 32, "cifar", small=True)
     ds = torchvision.datasets.CIFAR10
-    train, _, test = _torchvision(
+    spec = _fetch(
         "CIFAR-10",
+        "",
+        ("cifar-10-batches-py",),
+        ds,
+        {"train": {"train": True}},
         f"put cifar-10-batches-py/ (the python version) or an ImageFolder copy cifar10/train/<class>/ under {root}",
-        lambda: (ds(str(root), train=True), None, ds(str(root), train=False)),
+    )
+    train, _, test = _torchvision(
+        root, download, spec, lambda: (ds(str(root), train=True), None, ds(str(root), train=False))
     )
     return Source(train, train, test, 10, 3, 32, CIFAR_MEAN, CIFAR_STD, "cifar")
 
 
 @DATASETS.register("cifar100")
-def cifar100_source(root: Path) -> Source:
+def cifar100_source(root: Path, download: bool = False) -> Source:
     ds = torchvision.datasets.CIFAR100
+    spec = _fetch(
+        "CIFAR-100", "", ("cifar-100-python",), ds, {"train": {"train": True}}, f"put cifar-100-python/ under {root}"
+    )
     train, _, test = _torchvision(
-        "CIFAR-100",
-        f"put cifar-100-python/ under {root}",
-        lambda: (ds(str(root), train=True), None, ds(str(root), train=False)),
+        root, download, spec, lambda: (ds(str(root), train=True), None, ds(str(root), train=False))
     )
     return Source(train, train, test, 100, 3, 32, CIFAR_MEAN, CIFAR_STD, "cifar")
 
 
 @DATASETS.register("svhn")
-def svhn_source(root: Path) -> Source:
+def svhn_source(root: Path, download: bool = False) -> Source:
     ds = torchvision.datasets.SVHN
-    train, _, test = _torchvision(
+    where = root / "svhn"
+    spec = _fetch(
         "SVHN",
-        f"put train_32x32.mat and test_32x32.mat under {root / 'svhn'}",
-        lambda: (ds(str(root / "svhn"), split="train"), None, ds(str(root / "svhn"), split="test")),
+        "svhn",
+        ("train_32x32.mat", "test_32x32.mat"),
+        ds,
+        {"train": {"split": "train"}, "test": {"split": "test"}},
+        f"put train_32x32.mat and test_32x32.mat under {where}",
+    )
+    train, _, test = _torchvision(
+        root, download, spec, lambda: (ds(str(where), split="train"), None, ds(str(where), split="test"))
     )
     train.targets, test.targets = train.labels.tolist(), test.labels.tolist()
     return Source(train, train, test, 10, 3, 32, CIFAR_MEAN, CIFAR_STD, "cifar")
 
 
 @DATASETS.register("stl10")
-def stl10_source(root: Path) -> Source:
+def stl10_source(root: Path, download: bool = False) -> Source:
     """STL-10: trains on train+unlabeled (105k), monitors kNN with the labelled train split."""
     ds = torchvision.datasets.STL10
+    spec = _fetch("STL-10", "", ("stl10_binary",), ds, {"train": {"split": "train"}}, f"put stl10_binary/ under {root}")
     train, memory, test = _torchvision(
-        "STL-10",
-        f"put stl10_binary/ under {root}",
+        root,
+        download,
+        spec,
         lambda: (ds(str(root), split="train+unlabeled"), ds(str(root), split="train"), ds(str(root), split="test")),
     )
     for split in (train, memory, test):
@@ -284,12 +325,18 @@ class _GrayToTensor:
 
 
 @DATASETS.register("mnist")
-def mnist_source(root: Path) -> Source:
+def mnist_source(root: Path, download: bool = False) -> Source:
     ds = torchvision.datasets.MNIST
-    train, _, test = _torchvision(
+    spec = _fetch(
         "MNIST",
+        "",
+        ("MNIST",),
+        ds,
+        {"train": {"train": True}, "test": {"train": False}},
         f"put MNIST/raw/ (the four idx files) under {root}",
-        lambda: (ds(str(root), train=True), None, ds(str(root), train=False)),
+    )
+    train, _, test = _torchvision(
+        root, download, spec, lambda: (ds(str(root), train=True), None, ds(str(root), train=False))
     )
     train, test = _GrayToTensor(train), _GrayToTensor(test)
     return Source(train, train, test, 10, 1, 28, MNIST_MEAN, MNIST_STD, "digits")
@@ -303,10 +350,15 @@ def dataset_names() -> list[str]:
 
 
 def load_source(
-    name: str, root: str | os.PathLike[str], image_size: int | None = None, augment: str | None = None
+    name: str,
+    root: str | os.PathLike[str],
+    image_size: int | None = None,
+    augment: str | None = None,
+    download: bool = False,
 ) -> Source:
-    """The raw splits of dataset ``name`` (a registered name or ``imagefolder:PATH``)."""
+    """The raw splits of dataset ``name`` (a registered name or ``imagefolder:PATH``); ``download`` fetches a missing
+    built-in dataset into ``root`` (:mod:`invprop.data.download`)."""
     if name.startswith(IMAGEFOLDER_PREFIX):
         path = Path(name[len(IMAGEFOLDER_PREFIX) :]).expanduser()
         return image_folder_source(path, image_size or 32, augment or "cifar")
-    return DATASETS.get(name)(Path(root).expanduser())
+    return DATASETS.get(name)(Path(root).expanduser(), download)

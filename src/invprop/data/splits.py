@@ -32,7 +32,12 @@ class DataSettings:
     name: str = setting("digits", "dataset: a registered name (invprop presets lists them) or imagefolder:PATH")
     subset: int | None = setting(None, "train on a fixed, stratified subset of this many training images (null = all)",
                                  bounds=AT_LEAST_ONE)  # fmt: skip
-    root: str = setting("~/.cache/invprop/data", "folder holding torchvision-format datasets (nothing is downloaded)")
+    root: str = setting("~/.cache/invprop/data", "folder holding the built-in torchvision-format datasets")
+    download: bool = setting(
+        True,
+        "fetch a missing built-in dataset (cifar10, cifar100, svhn, stl10, mnist) into data.root, through "
+        "torchvision's download and checksums (false: only read what is there)",
+    )
     augment: str | None = setting(None, "augmentation preset; null = the dataset's own", choices=AUGMENTATIONS)
     image_size: int | None = setting(None, "image side for image folders; null = the dataset's own (32 for folders)",
                                      bounds=AT_LEAST_ONE)  # fmt: skip
@@ -109,6 +114,7 @@ def build_datasets(
     cache_dir: str | os.PathLike[str] | None = None,
     subset: int | None = None,
     strict: bool = False,
+    download: bool = False,
 ) -> DataSplits:
     """Datasets for training (augmented) and evaluation (deterministic) of ``name``.
 
@@ -122,10 +128,11 @@ def build_datasets(
         subset: train on a fixed, stratified subset of this many training images (the kNN monitor's reference set
             is the same subset when it is the training split); None = all.
         strict: fail on unreadable image files (naming them) instead of skipping them with a warning.
+        download: fetch a missing built-in dataset into ``root`` (torchvision's download and checksums).
     """
     if pipeline not in PIPELINES:
         raise DataError(f"data pipeline must be one of {', '.join(PIPELINES)}; got {pipeline!r}")
-    source = load_source(name, root, image_size, augment)
+    source = load_source(name, root, image_size, augment, download)
     size = image_size or source.image_size
     preset = augment or source.augment
     cache = Path(cache_dir).expanduser() if cache_dir is not None else None
@@ -200,4 +207,5 @@ def datasets_from(
         settings.cache_dir,
         settings.subset if subset and not foreign else None,
         settings.strict,
+        settings.download,
     )
