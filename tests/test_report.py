@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import base64
+import html
+import json
+import os
 import re
 import shutil
 import subprocess
@@ -49,16 +52,79 @@ def test_report_embeds_every_figure(report_dir: Path) -> None:
     assert "http://" not in page and "https://" not in page  # self-contained: opens offline
 
 
-def test_report_renders_in_a_headless_browser(report_dir: Path, tmp_path: Path) -> None:
+#: Set by .ci/run, which installs Chromium: there a missing browser fails the test instead of skipping it.
+REQUIRE_BROWSER = "INVPROP_REQUIRE_BROWSER"
+#: Appended to a copy of the page: after loading, the browser writes what it saw into the DOM that --dump-dom prints.
+PROBE = """<script>
+window.addEventListener('load', () => {
+  const images = [...document.images].map(i => ({alt: i.alt, loaded: i.complete && i.naturalWidth > 0,
+                                                   width: i.naturalWidth}));
+  const fetched = performance.getEntriesByType('resource').map(e => e.name);
+  const links = [...document.querySelectorAll('[src],[href]')]
+    .map(e => e.getAttribute('src') || e.getAttribute('href'))
+    .filter(u => !u.startsWith('data:') && !u.startsWith('#'));
+  const probe = document.createElement('pre');
+  probe.id = 'probe';
+  probe.textContent = JSON.stringify({images, fetched, links});
+  document.body.appendChild(probe);
+});
+</script>"""
+
+
+def _browser() -> str:
     browser = next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
     if browser is None:
+        if os.environ.get(REQUIRE_BROWSER):
+            pytest.fail(f"no headless browser installed, and {REQUIRE_BROWSER} is set (.ci/run installs chromium)")
         pytest.skip("no headless browser installed")
+    return browser
+
+
+def _headless(browser: str, *args: str) -> str:
+    flags = ["--headless", "--disable-gpu", "--no-sandbox", "--hide-scrollbars", "--virtual-time-budget=5000"]
+    done = subprocess.run([browser, *flags, *args], check=True, timeout=120, capture_output=True, text=True)
+    return done.stdout
+
+
+def test_report_renders_in_a_headless_browser(report_dir: Path, tmp_path: Path) -> None:
+    browser = _browser()
+    page = (report_dir / "report.html").read_text()
+    probed = tmp_path / "probed.html"  # a copy outside the report folder: nothing beside it to load by accident
+    probed.write_text(page.replace("</body>", PROBE + "</body>") if "</body>" in page else page + PROBE)
+    dom = _headless(browser, "--dump-dom", probed.as_uri())
+    found = re.search(r"<pre id=\"probe\">(.*?)</pre>", dom, re.S)
+    assert found, "the page did not finish loading"
+    seen = json.loads(html.unescape(found.group(1)))
+    figures = page.count("<img ")
+    assert figures >= 6 and len(seen["images"]) == figures
+    assert all(image["loaded"] and image["width"] > 100 for image in seen["images"]), seen["images"]
+    assert seen["fetched"] == [] and seen["links"] == []  # every figure is inside the page: nothing is fetched
     shot = tmp_path / "shot.png"
-    subprocess.run([browser, "--headless", "--disable-gpu", "--no-sandbox", f"--screenshot={shot}", (report_dir / "report.html").as_uri()],
-                   check=True, timeout=60, capture_output=True)  # fmt: skip
-    assert shot.is_file() and shot.stat().st_size > 10_000
+    _headless(browser, "--window-size=1280,2400", f"--screenshot={shot}", (report_dir / "report.html").as_uri())
+    from PIL import Image
+
+    with Image.open(shot) as picture:
+        colours = picture.convert("RGB").getcolors(maxcolors=1 << 20)
+    assert colours is not None and len(colours) > 50  # figures were drawn, not a blank page
 
 
 def test_report_rejects_a_folder_that_is_not_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["-q", "report", str(tmp_path)]) == 2
     assert "not a run directory" in capsys.readouterr().err
+
+
+def test_figure_titles_do_not_overlap_the_panel_titles() -> None:
+    from invprop.evaluation.report import curves_plot
+
+    history = [{"epoch": e, "purity_positive": 0.5, "purity_hard_positive": 0.4, "background_same_label": 0.1}
+               for e in (1, 2, 3)]  # fmt: skip
+    keys = ("purity_positive", "purity_hard_positive", "background_same_label")
+    fig = curves_plot({"run": history}, keys, "positive purity", "purity")
+    assert fig is not None
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    title = fig.get_suptitle()
+    assert title == "positive purity"
+    top = fig._suptitle.get_window_extent(renderer)
+    for ax in fig.axes:
+        assert not top.overlaps(ax.title.get_window_extent(renderer)), ax.get_title()

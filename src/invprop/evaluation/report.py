@@ -78,11 +78,19 @@ def read_history(run_dir: Path) -> list[dict[str, Any]]:
 def curves_figure(
     histories: dict[str, list[dict[str, Any]]], keys: Sequence[str], title: str, ylabel: str
 ) -> bytes | None:
-    """One panel per key, one line per run; None when no run logged any of ``keys``."""
+    """One panel per key, one line per run, as a PNG; None when no run logged any of ``keys``."""
+    fig = curves_plot(histories, keys, title, ylabel)
+    return None if fig is None else _png(fig)
+
+
+def curves_plot(
+    histories: dict[str, list[dict[str, Any]]], keys: Sequence[str], title: str, ylabel: str
+) -> plt.Figure | None:
+    """The figure of :func:`curves_figure`, laid out so that its title clears the panels' titles."""
     present = [k for k in keys if any(k in r for h in histories.values() for r in h)]
     if not present:
         return None
-    fig, axes = plt.subplots(1, len(present), figsize=(4.2 * len(present), 3.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(present), figsize=(4.2 * len(present), 3.2), squeeze=False, layout="constrained")
     for ax, key in zip(axes[0], present):
         for name, history in histories.items():
             points = [(r["epoch"], r[key]) for r in history if key in r and r[key] is not None]
@@ -94,7 +102,7 @@ def curves_figure(
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.suptitle(title)
-    return _png(fig)
+    return fig
 
 
 def neighbor_similarities(embeddings: Tensor, labels: Tensor, k: int = SIMILARITY_NEIGHBORS) -> tuple[Tensor, Tensor]:
@@ -175,7 +183,9 @@ def positive_grid(
     positive_emb = embeddings[inverse[len(anchors) :]].view(*positives.shape, -1)
     sims = (anchor_emb[:, None, :] * positive_emb).sum(-1).masked_fill(~mask, float("nan"))
     cols = 1 + 2 * GRID_POSITIVES
-    fig, axes = plt.subplots(len(anchors), cols, figsize=(1.1 * cols, 1.2 * len(anchors)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(anchors), cols, figsize=(1.1 * cols, 1.2 * len(anchors)), squeeze=False, layout="constrained"
+    )
     for row, anchor in enumerate(anchors.tolist()):
         valid = mask[row].nonzero().squeeze(1)
         order = valid[sims[row, valid].argsort(descending=True)]
