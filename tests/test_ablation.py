@@ -87,11 +87,11 @@ def test_classifier_ablation_is_its_own_table(tmp_path: Path, capsys: pytest.Cap
     from invprop.evaluation.ablation import CLASSIFIER_VARIANTS, variant_config
 
     names = parse_variants(None, "instance-classifier")
-    assert names == list(CLASSIFIER_VARIANTS) and len(names) == 4
+    assert names == list(CLASSIFIER_VARIANTS) and len(names) == 5
     settings = {name: variant_config(preset("digits"), name) for name in names}
     assert all(cfg.method == "instance-classifier" for cfg in settings.values())
-    assert [(c.classifier.prior, c.classifier.smoothing > 0) for c in settings.values()] == [
-        (False, False), (True, False), (False, True), (True, True)
+    assert [(c.model.head, c.classifier.prior, c.classifier.smoothing > 0) for c in settings.values()] == [
+        ("linear", True, True), ("mlp_bn", False, False), ("mlp_bn", True, False), ("mlp_bn", False, True), ("mlp_bn", True, True)
     ]  # fmt: skip
     with pytest.raises(Exception, match="unknown variant 'invp' of instance-classifier"):
         parse_variants("invp", "instance-classifier")
@@ -103,3 +103,26 @@ def test_classifier_ablation_is_its_own_table(tmp_path: Path, capsys: pytest.Cap
     assert set(rows) == {"classifier", "classifier-prior-smoothing"}
     assert all(0 < r["knn_top1"] <= 1 and r["method"] == "instance-classifier" for r in rows.values())
     assert "| classifier-prior-smoothing |" in capsys.readouterr().out
+
+
+def test_paper_setting_is_the_tables_own_and_set_still_wins(tmp_path: Path) -> None:
+    from invprop.config import load_yaml
+
+    out = tmp_path / "ablate"
+    args = ["-q", "ablate", "--paper", "--variants", "invp,invp-paper-background", "--epochs", "1",
+            "--set", "loss.rampup_epochs=0", "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    for name in ("invp", "invp-paper-background"):
+        saved = load_yaml(out / name / "config.yaml")
+        assert (saved["model"]["head"], saved["loss"]["temperature"], saved["loss"]["rampup_epochs"]) == (
+            "linear",
+            0.07,
+            0,
+        )
+    assert load_yaml(out / "invp-paper-background" / "config.yaml")["loss"]["background"] == "paper"
+    header = json.loads((out / "results.json").read_text())["base_config"]
+    assert header["model"]["head"] == "linear"
+    with_set = tmp_path / "with-set"
+    assert main(["-q", "ablate", "--paper", "--variants", "invp", "--epochs", "1", "--set", "loss.temperature=0.1",
+                 "--out", str(with_set)]) == 0  # fmt: skip
+    assert load_yaml(with_set / "invp" / "config.yaml")["loss"]["temperature"] == 0.1

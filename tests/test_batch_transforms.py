@@ -106,6 +106,17 @@ def test_crop_covers_identity_and_flip() -> None:
     torch.testing.assert_close(flipped, x.flip(-1), atol=1e-6, rtol=0)
 
 
+def test_cifar_is_the_authors_recipe_without_flip_and_cifar_flip_adds_one() -> None:
+    from invprop.data.batch_transforms import BATCH_AUGMENTATIONS
+    from invprop.data.transforms import build_transforms
+
+    assert BATCH_AUGMENTATIONS.get("cifar")(32)[0].flip_p == 0.0
+    assert BATCH_AUGMENTATIONS.get("cifar_flip")(32)[0].flip_p == 0.5
+    for preset, flips in (("cifar", False), ("cifar_flip", True)):
+        steps = build_transforms(preset, 32, (0.5,) * 3, (0.25,) * 3).train.transforms
+        assert any(isinstance(t, T.RandomHorizontalFlip) for t in steps) == flips, preset
+
+
 def test_crop_samples_the_drawn_box() -> None:
     # On an image linear in (row, col), bilinear resampling is exact, so each output pixel must equal the linear
     # function at the point where torchvision's crop-then-resize would sample it.

@@ -105,9 +105,9 @@ def test_a_run_holds_only_its_own_methods_sections(tmp_path: Path) -> None:
     ):
         C.from_dict({"loss": {"temperature": 0.2}}, base=classifier)
     invp = C.preset("digits")
-    assert "classifier" not in C.to_dict(invp) and invp.loss.temperature == 0.1
+    assert "classifier" not in C.to_dict(invp) and invp.loss.n_background == 1024
     # Switching between methods of the same sections keeps them; to another method's, its sections start fresh.
-    assert C.from_dict({"method": "insdis"}, base=invp).loss.temperature == 0.1
+    assert C.from_dict({"method": "insdis"}, base=invp).loss.n_background == 1024
     assert C.from_dict({"method": "instance-classifier"}, base=invp).classifier.hard_classes == 100
     C.save_yaml(classifier, tmp_path / "c.yaml")
     assert C.from_dict(C.load_yaml(tmp_path / "c.yaml")) == classifier
@@ -118,8 +118,8 @@ def test_presets_compose_dataset_and_method_defaults() -> None:
     assert (cifar100.data.name, cifar100.model.backbone, cifar100.loss.temperature, cifar100.loss.steps) == (
         "cifar100", "resnet18_cifar", 0.2, 4)  # fmt: skip
     mnist = C.preset("mnist")  # extends digits, but a 60k-image bank keeps N_b = 4096
-    assert (mnist.epochs, mnist.optim.lr, mnist.loss.temperature, mnist.loss.n_background) == (50, 0.05, 0.1, 4096)
-    assert C.preset_values("stl10")["loss"] == {"temperature": 0.2, "n_hard_positives": 20}
+    assert (mnist.epochs, mnist.optim.lr, mnist.loss.n_hard_positives, mnist.loss.n_background) == (50, 0.05, 20, 4096)
+    assert C.preset_values("stl10")["loss"] == {"n_hard_positives": 20}
     assert C.preset("cifar10", "instance-classifier").optim.batch_size == 128
 
 
@@ -155,3 +155,30 @@ def test_runs_saved_by_earlier_versions_still_load() -> None:
     assert cfg.bank.placement == "sharded" and "classifier" not in C.to_dict(cfg)
     old_classifier = {**C.to_dict(C.preset("digits", "instance-classifier")), "bank": {"momentum": 0.5}, "loss": {}}
     assert "bank" not in C.to_dict(C.from_saved(old_classifier))
+
+
+@pytest.mark.parametrize("method", ["invp", "knn-positives", "insdis", "instance-classifier"])
+def test_every_default_that_differs_from_the_paper_says_why(method: str) -> None:
+    for name in C.PRESETS:
+        origins = C.provenance(C.preset(name, method), name)
+        assert origins, (method, name)
+        unexplained = [key for key, origin in origins.items() if origin.reason == ""]
+        assert unexplained == [], f"{method} preset {name}: {unexplained} differ from the paper without a reason"
+    library = C.provenance(C.from_dict({"method": method}))
+    assert [key for key, origin in library.items() if origin.reason == ""] == []
+    assert [key for key, origin in library.items() if origin.reason] == ["model.head"]  # the one measured choice
+
+
+def test_provenance_finds_an_unexplained_difference() -> None:
+    origins = C.provenance(C.from_dict({"loss": {"temperature": 0.5}, "model": {"embedding_dim": 64}}))
+    assert origins["loss.temperature"].reason == "" and origins["model.embedding_dim"].reason == ""
+    assert "differs from" in origins["loss.temperature"].describe() and "no reason recorded" in origins[
+        "loss.temperature"].describe()  # fmt: skip
+    digits = C.provenance(C.preset("digits"), "digits")
+    assert digits["loss.n_background"].reason and digits["loss.n_background"].reference.value == 4096
+    assert digits["bank.num_neighbors"].reason is None and "as published (" in digits["bank.num_neighbors"].describe()
+
+
+def test_library_defaults_pair_the_mlp_head_with_its_temperature() -> None:
+    cfg = C.Config()
+    assert (cfg.model.head, cfg.loss.temperature) == ("mlp_bn", 0.2)  # tau 0.2 goes with both MLP heads

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from conftest import random_graph
-from invprop.core.graph import knn_graph, online_neighbors, propagate
+from invprop.core.graph import knn_graph, online_neighbors, outside_sets, propagate
 
 
 def bfs(table: torch.Tensor, anchor: int, steps: int) -> set[int]:
@@ -98,3 +98,14 @@ def test_online_neighbors_skips_the_anchor() -> None:
     assert out.tolist() == [[5, 2, 9, 1], [0, 1, 2, 3], [4, 3, 2, 1]]
     with pytest.raises(ValueError, match="candidates"):
         online_neighbors(candidates[:, :4], anchors, 4)
+
+
+def test_outside_sets_matches_python_membership() -> None:
+    g = torch.Generator().manual_seed(0)
+    rows = torch.randint(0, 30, (5, 12), generator=g)
+    members = torch.randint(-1, 30, (5, 7), generator=g)
+    expected = [[int(r) not in set(m.tolist()) for r in row] for row, m in zip(rows, members)]
+    assert outside_sets(rows, members).tolist() == expected
+    shared = torch.arange(30).unsqueeze(0)  # one row of candidates for every anchor
+    assert outside_sets(shared, members).sum(dim=1).tolist() == [30 - len(set(m.tolist()) - {-1}) for m in members]
+    assert outside_sets(rows, members[:, :0]).all()

@@ -14,6 +14,7 @@ from invprop.core.losses import (
     InvariancePropagationLoss,
     instance_loss,
     invariance_loss,
+    paper_invariance_loss,
     select_positives,
     set_log_probability,
     total_loss,
@@ -27,8 +28,11 @@ def make_bank(n: int = 64, d: int = 8, k: int = 3, seed: int = 0) -> MemoryBank:
     return bank
 
 
-def direct_losses(emb, idx, bank, tau, n_bg, steps, n_pos, exact=True, hard_pos=True, hard_neg=True, exclusive=True):
-    """Eqs. 3-6 written out per anchor with Python sets and loops (no shared code with the library)."""
+def direct_losses(
+    emb, idx, bank, tau, n_bg, steps, n_pos, exact=True, hard_pos=True, hard_neg=True, exclusive=True, paper=False
+):
+    """Eqs. 3-6 written out per anchor with Python sets and loops (no shared code with the library). ``paper``: the
+    paper's background B_i = H_i united with (M_i minus P_i) for the invariance term."""
     v = torch.nn.functional.normalize(emb.double(), dim=1)
     feats = bank.features.double()
     table = bank.neighbors.tolist()
@@ -56,7 +60,10 @@ def direct_losses(emb, idx, bank, tau, n_bg, steps, n_pos, exact=True, hard_pos=
                 hop = [nb for node in hop for nb in table[node]]
                 pos += hop
         chosen = sorted(pos, key=lambda j: float(s[j]), reverse=not hard_pos)[:n_pos]
-        if exclusive and not exact:  # the authors' form: subtract the anchor's term, wherever its row is
+        if paper:
+            rest = [j for j in background if j not in pos and not (exclusive and j == i)]
+            log_denom = torch.logsumexp(s[list(chosen) + rest], 0)
+        elif exclusive and not exact:  # the authors' form: subtract the anchor's term, wherever its row is
             log_denom = torch.log(torch.exp(s[background]).sum() - torch.exp(s[i]))
         else:
             log_denom = torch.logsumexp(s[[j for j in background if not (exclusive and j == i)]], 0)
@@ -71,6 +78,10 @@ CASES = [
     dict(hard_neg=False),
     dict(exact=False),
     dict(exact=False, hard_pos=False, exclusive=False),
+    dict(paper=True),
+    dict(paper=True, exclusive=False),
+    dict(paper=True, hard_neg=False),
+    dict(paper=True, exact=False),
 ]
 
 
@@ -89,6 +100,7 @@ def test_loss_terms_match_direct_equations(case: dict) -> None:
         hard_positives=case.get("hard_pos", True),
         hard_negatives=case.get("hard_neg", True),
         exclusive=case.get("exclusive", True),
+        background="paper" if case.get("paper") else "nearest",
     )
     out = loss(emb, idx, bank)
     ref_ins, ref_inv = direct_losses(emb, idx, bank, tau, n_bg, steps, n_pos, **case)
@@ -96,12 +108,11 @@ def test_loss_terms_match_direct_equations(case: dict) -> None:
     torch.testing.assert_close(out.invariance.double(), ref_inv, rtol=1e-5, atol=1e-5)
 
 
-def test_background_larger_than_bank_is_capped_with_warning() -> None:
+def test_background_larger_than_bank_is_capped() -> None:
     bank = make_bank(n=30)
     emb, idx = torch.randn(4, 8), torch.tensor([1, 2, 3, 4])
     loss = InvariancePropagationLoss(0.1, n_background=4096, steps=2, n_hard_positives=5)
-    with pytest.warns(UserWarning, match="exceeds the bank size 30"):
-        out = loss(emb, idx, bank)
+    out = loss(emb, idx, bank)
     assert out.background.shape == (4, 30)
     ref_ins, ref_inv = direct_losses(emb, idx, bank, 0.1, 30, 2, 5)
     torch.testing.assert_close(out.instance.double(), ref_ins, rtol=1e-5, atol=1e-5)
@@ -218,6 +229,18 @@ def test_pure_functions_match_formulas() -> None:
         -math.log(math.e / (math.exp(2) + math.e + 1)), rel=1e-6
     )
     assert total_loss(torch.tensor(1.0), torch.tensor(2.0), 0.6, 0.5).item() == pytest.approx(1.6)
+
+
+def test_paper_background_adds_the_hard_positives_to_the_negatives() -> None:
+    hard = torch.tensor([[1.0, 0.0, 5.0]])
+    hard_mask = torch.tensor([[True, True, False]])
+    negatives = torch.tensor([[2.0, 1.0, 3.0]])
+    negative_mask = torch.tensor([[True, False, True]])
+    expected = -math.log((math.e + 1) / (math.e + 1 + math.exp(2) + math.exp(3)))
+    got = paper_invariance_loss(hard, hard_mask, negatives, negative_mask)
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+    nothing_else = paper_invariance_loss(hard, hard_mask, negatives, torch.zeros_like(negative_mask))
+    assert nothing_else.item() == pytest.approx(0.0, abs=1e-7)  # B_i = H_i: the positives carry all the mass
 
 
 @pytest.mark.parametrize("kwargs", [{"temperature": 0}, {"n_background": 0}, {"steps": 0}, {"n_hard_positives": 0}])
@@ -356,6 +379,8 @@ SHARDED_CASES = {
     "invp": {},
     "invp-authors-concatenation": {"exact": False},
     "invp-inclusive": {"exclusive": False},
+    "invp-paper-background": {"background": "paper"},
+    "knn-positives-paper-background": {"positives": "knn", "knn_positives": 5, "background": "paper"},
     "knn-positives": {"positives": "knn", "knn_positives": 5},
     "knn-positives-beyond-background": {"positives": "knn", "knn_positives": 20},
     "insdis-hard": {"positives": "none"},

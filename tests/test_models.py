@@ -28,8 +28,25 @@ def test_cifar_resnet_stem_and_torchvision_compatibility() -> None:
 
 
 def test_mlp_head_hidden_width_defaults_to_feature_width() -> None:
-    head = HEADS.get("mlp")(512, 128)
-    assert head[0].out_features == 512
+    for name in ("mlp", "mlp_bn"):
+        assert HEADS.get(name)(512, 128)[0].out_features == 512
+
+
+def test_the_authors_mlp_head_has_no_batchnorm_and_mlp_bn_has_one() -> None:
+    kinds = {name: [type(m).__name__ for m in HEADS.get(name)(64, 16, 32)] for name in ("mlp", "mlp_bn")}
+    assert kinds == {"mlp": ["Linear", "ReLU", "Linear"], "mlp_bn": ["Linear", "BatchNorm1d", "ReLU", "Linear"]}
+    x = torch.randn(1, 64)  # a batch of one: fine without BatchNorm, which needs more than one value per channel
+    assert HEADS.get("mlp")(64, 16).train()(x).shape == (1, 16)
+
+
+def test_an_earlier_versions_mlp_head_is_read_as_mlp_bn() -> None:
+    from invprop.config import BATCHNORM_HEAD_KEY, from_saved
+
+    saved = {"model": {"backbone": "digits_convnet", "head": "mlp"}}
+    assert from_saved(saved).model.head == "mlp"
+    assert from_saved(saved, {BATCHNORM_HEAD_KEY: torch.zeros(3)}).model.head == "mlp_bn"
+    encoder = build_encoder("digits_convnet", "mlp_bn", 16, in_channels=1)
+    assert BATCHNORM_HEAD_KEY.removeprefix("encoder.") in encoder.state_dict()
 
 
 def test_registry_errors_suggest_names() -> None:

@@ -29,7 +29,7 @@ from invprop.engine.signals import TrainingInterrupted
 from invprop.engine.trainer import RunResult
 from invprop.errors import ConfigError, InvpropError
 from invprop.evaluation import PROTOCOLS, parse_variants, run_ablation
-from invprop.evaluation.ablation import ABLATIONS
+from invprop.evaluation.ablation import ABLATIONS, paper_config
 from invprop.evaluation.embed import SPLITS, embed, nearest_neighbors
 from invprop.evaluation.export import FORMATS, export_weights
 from invprop.methods import METHODS
@@ -170,7 +170,11 @@ def _fit(cfg: Config, run_dir: Path, context: DistributedContext, resume: bool, 
 def cmd_ablate(args: argparse.Namespace) -> int:
     names = parse_variants(args.variants, args.method)
     overrides = _merge_overrides(args)
-    cfg = cfgmod.validate(cfgmod.from_dict(overrides, base=_base_config(args, overrides, args.method)))
+    base = _base_config(args, overrides, args.method)
+    if args.paper:
+        base = paper_config(base, args.method)
+        logger.info("the paper's setting: %s", ABLATIONS[args.method].paper_source)
+    cfg = cfgmod.validate(cfgmod.from_dict(overrides, base=base))
     if args.out:
         out_dir = Path(args.out)
     else:
@@ -246,9 +250,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_presets(args: argparse.Namespace) -> int:
     method = args.method
     if args.keys:
-        cfg = cfgmod.preset(args.name or cfgmod.DEFAULT_PRESET, method)
+        name = args.name or cfgmod.DEFAULT_PRESET
+        cfg = cfgmod.preset(name, method)
+        origins = cfgmod.provenance(cfg, name)
         for key, (value, text) in cfgmod.help_texts(cfg).items():
             print(f"{key} = {value!r}\n    {text}")
+            if key in origins:
+                print(f"    {origins[key].describe()}")
         others = [
             name for name in METHODS if cfgmod.method_spec(name).sections() != cfgmod.method_spec(cfg.method).sections()
         ]
@@ -318,7 +326,13 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument(
         "--variants",
         help="comma-separated subset of the table's variants (default: all). "
-        + "; ".join(f"{method}: {', '.join(table)}" for method, table in ABLATIONS.items()),
+        + "; ".join(f"{method}: {', '.join(table.variants)}" for method, table in ABLATIONS.items()),
+    )
+    ab.add_argument(
+        "--paper",
+        action="store_true",
+        help="the setting the method's paper ran its table in (invp: linear head, tau 0.07; instance-classifier: "
+        "tau 0.2), over the preset and --config; --set still wins",
     )
     ab.add_argument(
         "--out",
@@ -379,6 +393,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _log_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None
+) -> None:
+    """A Python warning (ours or a library's) as one log line, without its source location and code."""
+    logger.warning("warning: %s", str(message).strip().splitlines()[0] if str(message).strip() else category.__name__)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if not args_list:
@@ -395,8 +416,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"invprop: error: only 'invprop train' runs under torchrun; run '{args.command}' as one process\n",
         )
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
-    logging.captureWarnings(True)
-    warnings.simplefilter("default")
+    warnings.simplefilter("default")  # each distinct warning once
+    warnings.showwarning = _log_warning
     try:
         return int(args.func(args) or 0)
     except TrainingInterrupted as err:

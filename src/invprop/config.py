@@ -36,6 +36,7 @@ from invprop.settings import (
     NON_NEGATIVE,
     POSITIVE,
     UNIT_INTERVAL,
+    Reference,
     check,
     check_value,
     close_match,
@@ -262,6 +263,18 @@ DATASET_PRESETS: dict[str, dict[str, Any]] = {
         "optim": {"batch_size": 256, "weight_decay": 1e-4},
     },
 }
+#: Why a preset's shared setting differs from a method's published value (the methods' own reasons, in
+#: :attr:`invprop.methods.MethodSpec.deviations`, come first).
+PRESET_REASONS: dict[str, dict[str, str]] = {
+    "digits": {
+        "epochs": "the digits job: 100 epochs of 1,347 images run in about a minute on a laptop CPU",
+    },
+    "mnist": {
+        "epochs": "a CPU-sized schedule for 60,000 images",
+        "optim.batch_size": "fewer steps per epoch on a CPU; not measured against 128",
+    },
+    "stl10": {"optim.batch_size": "105,000 images of 96 pixels, for a GPU; not measured against 128"},
+}
 #: The names of the presets (``digits``, the default, runs in about a minute on a laptop CPU).
 PRESETS = tuple(DATASET_PRESETS)
 DEFAULT_PRESET = "digits"
@@ -296,15 +309,69 @@ def preset(name: str, method: str | None = None) -> Config:
     return from_dict(preset_values(name, method))
 
 
+@dataclass(frozen=True)
+class Provenance:
+    """Where a setting's value comes from: its published value, and why the value differs from it, if it does.
+
+    Attributes:
+        value: the setting's value.
+        reference: the published value and its source.
+        reason: why ``value`` differs (None when it equals the reference; empty when nobody wrote why).
+    """
+
+    value: Any
+    reference: Reference
+    reason: str | None
+
+    def describe(self) -> str:
+        """One line for ``invprop presets --keys``."""
+        ref = self.reference
+        if self.reason is None:
+            return f"as published ({ref.source})"
+        why = self.reason or "no reason recorded"
+        return f"differs from the published {ref.value!r} ({ref.source}): {why}"
+
+
+def provenance(cfg: Config, preset_name: str | None = None) -> dict[str, Provenance]:
+    """Every dotted key of ``cfg`` with a published value for its method, along preset ``preset_name``'s chain (None:
+    the library defaults), with the reason for each difference."""
+    spec = method_spec(cfg.method)
+    links = ["*", *(_chain(preset_name) if preset_name else [])]
+    references: dict[str, Reference] = {}
+    reasons: dict[str, str] = {}
+    for link in links:
+        references.update(spec.references.get(link, {}))
+        reasons.update(PRESET_REASONS.get(link, {}))
+    for link in links:
+        reasons.update(spec.deviations.get(link, {}))
+    values = help_texts(cfg)
+    out: dict[str, Provenance] = {}
+    for key, ref in references.items():
+        value = values[key][0]
+        out[key] = Provenance(value, ref, None if value == ref.value else reasons.get(key, ""))
+    return out
+
+
 #: Keys of earlier versions, as ``(old section, old key) -> (new section, new key)``, upgraded when a saved run's
 #: settings are read.
 RENAMED = {("distributed", "bank"): ("bank", "placement")}
 
 
-def from_saved(values: Mapping[str, Any]) -> Config:
+#: A parameter only the ``mlp_bn`` head has: runs of earlier versions saved that head under the name ``mlp``.
+BATCHNORM_HEAD_KEY = "encoder.head.1.running_mean"
+
+
+def from_saved(values: Mapping[str, Any], weights: Mapping[str, Any] | None = None) -> Config:
     """The config of a saved run (config.yaml, or a checkpoint's ``config``), including runs of earlier versions,
-    which saved every method's sections and a few keys under other names."""
+    which saved every method's sections and a few keys under other names.
+
+    ``weights``, the checkpoint's model state, tells an earlier version's ``mlp`` head (which had a BatchNorm, now
+    ``mlp_bn``) from the authors' head that ``mlp`` names now.
+    """
     values = {k: dict(v) if isinstance(v, Mapping) else v for k, v in values.items()}
+    model = values.get("model")
+    if isinstance(model, dict) and model.get("head", "mlp") == "mlp" and weights and BATCHNORM_HEAD_KEY in weights:
+        model["head"] = "mlp_bn"
     for (old_section, old_key), (new_section, new_key) in RENAMED.items():
         if old_key in values.get(old_section, {}):
             moved = values[old_section].pop(old_key)
@@ -363,7 +430,9 @@ __all__ = [
     "DEFAULT_PRESET",
     "PRECISIONS",
     "PRESETS",
+    "PRESET_REASONS",
     "Config",
+    "Provenance",
     "build_method",
     "DistributedSettings",
     "EvalSettings",
@@ -376,6 +445,7 @@ __all__ = [
     "parse_override",
     "preset",
     "preset_values",
+    "provenance",
     "save_yaml",
     "sections",
     "to_dict",

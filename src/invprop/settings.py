@@ -88,6 +88,19 @@ def require(name: str, value: float, bounds: Range) -> None:
         raise ValueError(message)
 
 
+@dataclass(frozen=True)
+class Reference:
+    """A setting's published value: what the paper (or, where the paper is silent, its authors' code) uses.
+
+    Attributes:
+        value: the published value.
+        source: where it is written, e.g. ``"Wang et al. (2020), Sec. 4"``.
+    """
+
+    value: Any
+    source: str
+
+
 def setting(
     default: Any,
     help: str,  # noqa: A002 - mirrors argparse's name
@@ -266,6 +279,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 __all__ = [
+    "Reference",
     "AT_LEAST_ONE",
     "AT_LEAST_TWO",
     "NON_NEGATIVE",

@@ -121,6 +121,28 @@ def _dedup_rows(values: Tensor, valid: Tensor, first_block: int = 0) -> tuple[Te
     return out, kept, torch.gather(from_tail, 1, shift)
 
 
+def outside_sets(rows: Tensor, members: Tensor) -> Tensor:
+    """Which ``rows`` are NOT members of their anchor's set (e.g. M_i minus P_i), by sorted search.
+
+    Args:
+        rows: (B, M) or (1, M) bank indices (a (1, M) row is shared by every anchor).
+        members: (B, S) bank indices of each anchor's set, ``-1`` padding.
+
+    Returns:
+        (B, M) bool, True where ``rows[b, m]`` is not in ``members[b]``. Memory O(B x (M + S)).
+
+    Example:
+        >>> outside_sets(torch.tensor([[3, 5, 7]]), torch.tensor([[5, -1], [7, 3]])).tolist()
+        [[True, False, True], [False, True, False]]
+    """
+    rows = rows.expand(members.shape[0], -1)
+    if members.shape[1] == 0:
+        return torch.ones(rows.shape, dtype=torch.bool, device=rows.device)
+    ordered = members.sort(dim=1).values
+    at = torch.searchsorted(ordered, rows.contiguous()).clamp_(max=ordered.shape[1] - 1)
+    return ordered.gather(1, at) != rows
+
+
 def propagate(neighbors: Tensor, anchors: Tensor, steps: int, exact: bool = True) -> tuple[Tensor, Tensor]:
     """Positive-sample discovery by invariance propagation (Wang et al., 2020, Eq. 3).
 

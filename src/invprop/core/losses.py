@@ -14,20 +14,22 @@ entries of its own rows) -- the equations stay written once.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from invprop.core.bank import MemoryBank
-from invprop.core.graph import nearest_columns, online_neighbors, propagate
+from invprop.core.graph import nearest_columns, online_neighbors, outside_sets, propagate
 from invprop.distributed.collectives import LOCAL, ProcessGroup, all_gather_rows, all_gather_tensor, masked_logsumexp
 from invprop.distributed.rows import owned_entries, sharded_background_logits, sharded_row_logits, sharded_topk
 from invprop.settings import AT_LEAST_ONE, POSITIVE, require
 
 #: Sources of positives: InvP's propagation, the K nearest bank rows (the paper's KNN baseline), or none (InsDis).
 POSITIVE_SOURCES = ("propagation", "knn", "none")
+#: The invariance term's background: ``nearest`` = M_i (the paper's approximation, the authors' code), ``paper`` =
+#: H_i united with (M_i minus P_i), the set the paper defines.
+BACKGROUNDS = ("nearest", "paper")
 #: How the background's logits are computed (same values): by bank size, the dense product, or gathered rows.
 SIMILARITY_STRATEGIES = {"auto": None, "dense": True, "gather": False}
 #: Largest fraction of a sum that :func:`subtracted_logsumexp` removes (keeps its log finite).
@@ -149,6 +151,34 @@ def invariance_loss(
     return -set_log_probability(hard_positive_logits, hard_positive_mask, background_logits, background_mask, group)
 
 
+def paper_invariance_loss(
+    hard_positive_logits: Tensor,
+    hard_positive_mask: Tensor,
+    negative_logits: Tensor,
+    negative_mask: Tensor | None = None,
+    group: ProcessGroup = LOCAL,
+) -> Tensor:
+    """Wang et al. (2020), Eqs. 4/5 with the paper's own background ``B_i = H_i united with (M_i minus P_i)``:
+    ``L_inv(i) = -log( S_H / (S_H + sum_{j in M_i minus P_i} exp(s_j)) )`` with ``S_H = sum_{p in H_i} exp(s_p)``.
+
+    The paper calls the nearest rows M_i an approximation of B_i (used by :func:`invariance_loss` and the authors'
+    code); this is the set it defines: the hard positives, plus the nearest rows that are not positives.
+
+    Args:
+        hard_positive_logits: (B, P) logits of H_i (padded).
+        hard_positive_mask: (B, P) bool, True for real members of H_i.
+        negative_logits: (B, M) logits of the background rows M_i.
+        negative_mask: (B, M) bool, True for the rows of M_i minus P_i (the caller removes the positives).
+        group: the processes holding the background's entries (H_i is complete on every process).
+
+    Returns:
+        (B,) per-anchor losses, >= 0; ``+inf`` for anchors without positives (callers exclude them).
+    """
+    positive = masked_logsumexp(hard_positive_logits, hard_positive_mask)
+    negative = masked_logsumexp(negative_logits, negative_mask, group)
+    return torch.logaddexp(positive, negative) - positive
+
+
 def instance_loss(
     target_logits: Tensor,
     background_logits: Tensor,
@@ -228,8 +258,8 @@ class InvariancePropagationLoss(nn.Module):
     term (Eqs. 3-5).
 
     Args:
-        temperature: tau > 0 (0.07 with a linear head, 0.2 with an MLP head in the authors' code).
-        n_background: N_b, the number of nearest bank rows forming M_i; capped at the bank size with a warning.
+        temperature: tau > 0 (0.2 with an MLP head, 0.07 with a linear head: the paper's values).
+        n_background: N_b, the number of nearest bank rows forming M_i; capped at the bank size.
         steps: l, propagation hops (Eq. 3).
         n_hard_positives: P, positives kept per anchor (Sec. 3.2).
         exact: exact de-duplicated positive set (paper) or the authors' concatenation approximation.
@@ -247,6 +277,9 @@ class InvariancePropagationLoss(nn.Module):
             nearest to the anchor's embedding, the paper's KNN comparison) or ``none`` (instance discrimination
             only: the invariance term is zero).
         knn_positives: K of the ``knn`` source; None = ``n_hard_positives``.
+        background: the invariance term's background: ``nearest`` (M_i, the paper's approximation and the authors'
+            code) or ``paper`` (H_i united with M_i minus P_i, the paper's definition; :func:`paper_invariance_loss`).
+            With ``exclusive`` the anchor's own row leaves either.
 
     The call returns an :class:`InvPLossOutput`; its ``instance`` and ``invariance`` are differentiable w.r.t. the
     (un-normalised) embeddings. The bank is read, never written: updating it is the caller's job.
@@ -261,7 +294,7 @@ class InvariancePropagationLoss(nn.Module):
 
     def __init__(
         self,
-        temperature: float = 0.07,
+        temperature: float = 0.2,
         n_background: int = 4096,
         steps: int = 3,
         n_hard_positives: int = 50,
@@ -272,8 +305,11 @@ class InvariancePropagationLoss(nn.Module):
         similarity: str = "auto",
         positives: str = "propagation",
         knn_positives: int | None = None,
+        background: str = "nearest",
     ) -> None:
         super().__init__()
+        if background not in BACKGROUNDS:
+            raise ValueError(f"background must be one of {', '.join(BACKGROUNDS)}, got {background!r}")
         if positives not in POSITIVE_SOURCES:
             raise ValueError(f"positives must be one of {', '.join(POSITIVE_SOURCES)}, got {positives!r}")
         if knn_positives is not None:
@@ -295,21 +331,13 @@ class InvariancePropagationLoss(nn.Module):
         self.similarity = similarity
         self.positives = positives
         self.knn_positives = knn_positives if knn_positives is not None else n_hard_positives
-        self._warned_cap = False
+        self.background = background
 
     def background_size(self, bank_size: int) -> int:
-        """N_b actually used for a bank of ``bank_size`` rows (warns once when capping)."""
+        """N_b actually used for a bank of ``bank_size`` rows: at most the bank (the method says so once per run)."""
         if not self.hard_negatives:
             return bank_size
-        if self.n_background > bank_size:
-            if not self._warned_cap:
-                warnings.warn(
-                    f"n_background={self.n_background} exceeds the bank size {bank_size}; using {bank_size}",
-                    stacklevel=3,
-                )
-                self._warned_cap = True
-            return bank_size
-        return self.n_background
+        return min(self.n_background, bank_size)
 
     def _knn_count(self, bank: MemoryBank) -> int:
         return min(self.knn_positives, bank.size - 1)
@@ -418,7 +446,13 @@ class InvariancePropagationLoss(nn.Module):
                 scores.positive_logits, positive_mask, self.n_hard_positives, hardest=self.hard_positives
             )
             hard = torch.where(hard_mask, positives.gather(1, hard_columns), torch.full_like(hard_columns, -1))
-            if self.exclusive and not self.exact:
+            if self.background == "paper":
+                not_anchor = scores.member_rows != indices.view(-1, 1) if self.exclusive else None
+                negatives = outside_sets(scores.member_rows, torch.where(positive_mask, positives, -1))
+                for mask in (scores.members, not_anchor):
+                    negatives = negatives if mask is None else negatives & mask
+                per_anchor = paper_invariance_loss(hard_logits, hard_mask, scores.background_logits, negatives, group)
+            elif self.exclusive and not self.exact:
                 # The authors' exclusive denominator, term for term: sum over M_i minus the anchor's own term.
                 log_norm = subtracted_logsumexp(scores.background_logits, scores.target, scores.members, group)
                 per_anchor = log_norm - masked_logsumexp(hard_logits, hard_mask)
@@ -450,5 +484,5 @@ class InvariancePropagationLoss(nn.Module):
             f"temperature={self.temperature}, n_background={self.n_background}, steps={self.steps}, "
             f"n_hard_positives={self.n_hard_positives}, exact={self.exact}, hard_positives={self.hard_positives}, "
             f"hard_negatives={self.hard_negatives}, exclusive={self.exclusive}, similarity={self.similarity}, "
-            f"positives={self.positives}, knn_positives={self.knn_positives}"
+            f"positives={self.positives}, knn_positives={self.knn_positives}, background={self.background}"
         )

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from invprop.data.transforms import (
     CIFAR_CROP_SCALE,
     CIFAR_JITTER,
+    FLIP_P,
     GRAYSCALE_P,
     IMAGENET_BLUR_P,
     IMAGENET_BLUR_SIGMA,
@@ -135,7 +136,7 @@ class BatchRandomResizedCrop(nn.Module):
         size: int,
         scale: tuple[float, float] = CIFAR_CROP_SCALE,
         ratio: tuple[float, float] = CROP_RATIO,
-        flip_p: float = 0.5,
+        flip_p: float = FLIP_P,
     ) -> None:
         super().__init__()
         self.size = size
@@ -304,16 +305,32 @@ def digits_batch_ops(image_size: int) -> list[nn.Module]:
 
 @BATCH_AUGMENTATIONS.register("cifar")
 def cifar_batch_ops(image_size: int) -> list[nn.Module]:
-    # Per-image order: crop, jitter, grayscale, flip. The flip commutes with the colour ops, so it joins the crop.
+    """The authors' CIFAR recipe: crop, colour jitter, grayscale; no flip."""
     j = CIFAR_JITTER
-    return [BatchRandomResizedCrop(image_size), BatchColorJitter(j, j, j, j), BatchRandomGrayscale(GRAYSCALE_P)]
+    return [
+        BatchRandomResizedCrop(image_size, flip_p=0.0),
+        BatchColorJitter(j, j, j, j),
+        BatchRandomGrayscale(GRAYSCALE_P),
+    ]
+
+
+@BATCH_AUGMENTATIONS.register("cifar_flip")
+def cifar_flip_batch_ops(image_size: int) -> list[nn.Module]:
+    """The CIFAR recipe with a horizontal flip. Per image the flip comes last; it commutes with the colour ops, so it
+    joins the crop."""
+    j = CIFAR_JITTER
+    return [
+        BatchRandomResizedCrop(image_size, flip_p=FLIP_P),
+        BatchColorJitter(j, j, j, j),
+        BatchRandomGrayscale(GRAYSCALE_P),
+    ]
 
 
 @BATCH_AUGMENTATIONS.register("imagenet")
 def imagenet_batch_ops(image_size: int) -> list[nn.Module]:
     blur_kernel = 2 * (image_size // 20) + 1  # as the per-image preset
     return [
-        BatchRandomResizedCrop(image_size),
+        BatchRandomResizedCrop(image_size, flip_p=FLIP_P),
         BatchColorJitter(*IMAGENET_JITTER, p=IMAGENET_JITTER_P),
         BatchRandomGrayscale(GRAYSCALE_P),
         BatchGaussianBlur(blur_kernel, IMAGENET_BLUR_SIGMA, IMAGENET_BLUR_P),

@@ -1,7 +1,8 @@
 """Augmentation presets (training) and their deterministic evaluation counterparts.
 
 Presets, by name: ``digits`` (small affine, intensity, noise, for tiny grayscale images), ``cifar`` and ``imagenet``
-(the authors' recipes: Wang et al., 2020, and their public code). Each preset builds a pair (train transform, eval transform) that
+(the authors' recipes: Wang et al., 2020, and their public code; the CIFAR one has no horizontal flip) and
+``cifar_flip`` (the CIFAR recipe with a flip). Each preset builds a pair (train transform, eval transform) that
 maps a PIL image or a (C, H, W) float tensor in [0, 1] to a normalised (C, H, W) float tensor.
 """
 
@@ -58,6 +59,8 @@ DIGITS_NOISE_STD = 0.05
 CIFAR_CROP_SCALE = (0.2, 1.0)
 CIFAR_JITTER = 0.4
 GRAYSCALE_P = 0.2
+#: Probability of a horizontal flip (the ImageNet recipe and ``cifar_flip``).
+FLIP_P = 0.5
 #: The authors' ImageNet recipe: jitter (brightness, contrast, saturation, hue), probabilities, blur sigma.
 IMAGENET_JITTER = (0.4, 0.4, 0.4, 0.1)
 IMAGENET_JITTER_P = 0.8
@@ -138,8 +141,7 @@ def digits_preset(image_size: int, mean: tuple[float, ...], std: tuple[float, ..
     )
 
 
-@AUGMENTATIONS.register("cifar")
-def cifar_preset(image_size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> TransformPair:
+def _cifar_pair(image_size: int, mean: tuple[float, ...], std: tuple[float, ...], flip: bool) -> TransformPair:
     j = CIFAR_JITTER
     return TransformPair(
         train=T.Compose(
@@ -147,7 +149,7 @@ def cifar_preset(image_size: int, mean: tuple[float, ...], std: tuple[float, ...
                 T.RandomResizedCrop(image_size, scale=CIFAR_CROP_SCALE, antialias=True),
                 T.ColorJitter(j, j, j, j),
                 T.RandomGrayscale(GRAYSCALE_P),
-                T.RandomHorizontalFlip(),
+                *([T.RandomHorizontalFlip(FLIP_P)] if flip else []),
                 _to_tensor(),
                 Normalize(mean, std),
             ]
@@ -156,6 +158,19 @@ def cifar_preset(image_size: int, mean: tuple[float, ...], std: tuple[float, ...
             [T.Resize(image_size, antialias=True), T.CenterCrop(image_size), _to_tensor(), Normalize(mean, std)]
         ),
     )
+
+
+@AUGMENTATIONS.register("cifar")
+def cifar_preset(image_size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> TransformPair:
+    """The authors' CIFAR recipe: crop, colour jitter, grayscale -- no horizontal flip (their code has it commented
+    out)."""
+    return _cifar_pair(image_size, mean, std, flip=False)
+
+
+@AUGMENTATIONS.register("cifar_flip")
+def cifar_flip_preset(image_size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> TransformPair:
+    """The authors' CIFAR recipe plus a horizontal flip (p = 0.5), as most CIFAR recipes of the field have."""
+    return _cifar_pair(image_size, mean, std, flip=True)
 
 
 @AUGMENTATIONS.register("imagenet")
@@ -169,7 +184,7 @@ def imagenet_preset(image_size: int, mean: tuple[float, ...], std: tuple[float, 
                 T.RandomApply([T.ColorJitter(*IMAGENET_JITTER)], p=IMAGENET_JITTER_P),
                 T.RandomGrayscale(GRAYSCALE_P),
                 T.RandomApply([T.GaussianBlur(blur_kernel, IMAGENET_BLUR_SIGMA)], p=IMAGENET_BLUR_P),
-                T.RandomHorizontalFlip(),
+                T.RandomHorizontalFlip(FLIP_P),
                 _to_tensor(),
                 Normalize(mean, std),
             ]

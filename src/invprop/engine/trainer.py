@@ -392,5 +392,6 @@ def config_for_resume(run_dir: Path, overrides: dict[str, Any]) -> Config:
     path = run_dir / CONFIG_NAME
     if not (run_dir / CHECKPOINT_NAME).is_file():
         raise CheckpointError(f"nothing to resume in {run_dir}: no {CHECKPOINT_NAME} there")
-    saved = yaml.safe_load(path.read_text()) if path.is_file() else load_checkpoint(run_dir / CHECKPOINT_NAME)["config"]
-    return from_dict(overrides, base=from_saved(saved))
+    state = load_checkpoint(run_dir / CHECKPOINT_NAME)
+    saved = yaml.safe_load(path.read_text()) if path.is_file() else state["config"]
+    return from_dict(overrides, base=from_saved(saved, state["model"]))

@@ -48,14 +48,22 @@ VARIANTS: dict[str, Variant] = {
     "invp-no-hard-negatives": Variant("InvP, whole bank as background", {"loss": {"hard_negatives": False}}),
     "invp-concat": Variant("InvP, the authors' concatenated positive set", {"loss": {"exact": False}}),
     "invp-gaussian": Variant("InvP, Gaussian ramp-up", {"loss": {"rampup": "gaussian"}}),
+    "invp-paper-background": Variant(
+        "InvP, the paper's background H_i + (M_i - P_i) in L_inv", {"loss": {"background": "paper"}}
+    ),
     "knn-positives": Variant("K nearest bank rows as positives, no propagation", {"method": "knn-positives"}),
     "insdis-hard": Variant("instance discrimination, hard negatives only (L_ins)", {"method": "insdis-hard"}),
     "insdis": Variant("instance discrimination over the whole bank (Wu et al. 2018)", {"method": "insdis"}),
 }
 
 
-#: The instance classifier's component table (Liu et al., 2021, Table 2): contrastive prior and hard-class smoothing.
+#: The instance classifier's component table (Liu et al., 2021, Table 2): MLP head, contrastive prior and hard-class
+#: smoothing. The paper's first row (58.6) has the prior and the smoothing but no MLP head.
 CLASSIFIER_VARIANTS: dict[str, Variant] = {
+    "classifier-no-mlp": Variant(
+        "instance classifier without the MLP head (linear head), prior and smoothing",
+        {"method": "instance-classifier", "model": {"head": "linear"}, "classifier": {"prior": True, "smoothing": 0.2}},
+    ),
     "classifier": Variant(
         "instance classifier, Gaussian init, no smoothing",
         {"method": "instance-classifier", "classifier": {"prior": False, "smoothing": 0.0}},
@@ -73,16 +81,53 @@ CLASSIFIER_VARIANTS: dict[str, Variant] = {
         {"method": "instance-classifier", "classifier": {"prior": True, "smoothing": 0.2}},
     ),
 }
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """A method's ablation table: its variants, and the setting its paper ran them in (``invprop ablate --paper``).
+
+    Attributes:
+        variants: the rows, in table order.
+        paper: overrides that give the paper's setting of the table, applied over the preset and the YAML file
+            (``--set`` still wins).
+        paper_source: where that setting is written.
+    """
+
+    variants: Mapping[str, Variant]
+    paper: Mapping[str, Any]
+    paper_source: str
+
+
 #: Which table ``invprop ablate --method M`` trains.
-ABLATIONS: dict[str, dict[str, Variant]] = {"invp": VARIANTS, "instance-classifier": CLASSIFIER_VARIANTS}
-_ALL_VARIANTS: dict[str, Variant] = {name: v for table in ABLATIONS.values() for name, v in table.items()}
+ABLATIONS: dict[str, Ablation] = {
+    "invp": Ablation(
+        VARIANTS,
+        {"model": {"head": "linear"}, "loss": {"temperature": 0.07}},
+        "Wang et al. (2020), Sec. 4.2: every Table 5 model has a linear projection head (200 epochs), with tau 0.07 for that head (Sec. 4)",
+    ),
+    "instance-classifier": Ablation(
+        CLASSIFIER_VARIANTS,
+        {"classifier": {"temperature": 0.2}},
+        "Liu et al. (2021), Table 2: tau 0.2 with a two-layer MLP head (model.head, mlp_bn unless set); the rows "
+        "switch components off",
+    ),
+}
+_ALL_VARIANTS: dict[str, Variant] = {name: v for table in ABLATIONS.values() for name, v in table.variants.items()}
+
+
+def paper_config(base: Config, method: str) -> Config:
+    """``base`` in the setting the paper of ``method``'s table ran it in (:attr:`Ablation.paper`)."""
+    if method not in ABLATIONS:
+        raise ConfigError(f"no ablation for method {method!r}; choose one of: {', '.join(ABLATIONS)}")
+    return from_dict(dict(ABLATIONS[method].paper), base=base)
 
 
 def parse_variants(text: str | None, method: str = "invp") -> list[str]:
     """``a,b,c`` -> validated variant names of ``method``'s table (all of them for None or ``all``)."""
     if method not in ABLATIONS:
         raise ConfigError(f"no ablation for method {method!r}; choose one of: {', '.join(ABLATIONS)}")
-    table = ABLATIONS[method]
+    table = ABLATIONS[method].variants
     if text is None or text.strip() == "all":
         return list(table)
     names = [name.strip() for name in text.split(",") if name.strip()]
@@ -221,9 +266,11 @@ def run_ablation(
 
 __all__ = [
     "ABLATIONS",
+    "Ablation",
     "CLASSIFIER_VARIANTS",
     "VARIANTS",
     "Variant",
+    "paper_config",
     "parse_variants",
     "run_ablation",
     "run_variant",

@@ -58,7 +58,7 @@ def export_weights(checkpoint: Path, fmt: str, out: Path | None = None) -> Path:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
     path = checkpoint_path(checkpoint)
     state = load_checkpoint(path)
-    cfg = from_saved(state["config"])
+    cfg = from_saved(state["config"], state["model"])
     weights = _encoder_weights(state)
     if fmt == "torchvision":
         backbone = {k[len(RESNET_PREFIX) :]: v.clone() for k, v in weights.items() if k.startswith(RESNET_PREFIX)}

@@ -68,7 +68,7 @@ def load_eval_context(
     if checkpoint is not None:
         path = checkpoint_path(checkpoint)
         state = load_checkpoint(path)
-        cfg = from_dict(overrides, base=from_saved(state["config"]))
+        cfg = from_dict(overrides, base=from_saved(state["config"], state["model"]))
         epoch = int(state["epoch"])
     else:
         path, state, epoch = None, None, 0

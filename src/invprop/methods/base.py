@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from invprop.distributed.partition import RowPartition
 from invprop.registry import Registry
-from invprop.settings import check, merge
+from invprop.settings import Reference, check, merge
 
 
 @dataclass
@@ -115,6 +115,10 @@ class MethodSpec:
             :data:`MAX_DEFAULT_WARMUP_EPOCHS`).
         preflight: checks of the environment before any work (e.g. an optional package that the settings need).
         headline: the dotted keys listings show for the method.
+        references: per dataset preset (``"*"``: every preset), the published value of dotted keys -- any key,
+            shared sections included -- from the method's paper or its authors' code (applied along ``extends``).
+        deviations: per preset (``"*"``: the library defaults), why a default differs from its reference.
+            ``invprop presets --keys`` prints both, and a test requires a reason for every difference.
     """
 
     summary: str
@@ -124,6 +128,8 @@ class MethodSpec:
     warmup_share: float = 0.0
     preflight: Callable[[Any], None] | None = None
     headline: tuple[str, ...] = ()
+    references: Mapping[str, Mapping[str, Reference]] = field(default_factory=dict)
+    deviations: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     def sections(self) -> tuple[str, ...]:
         """Names of the method's settings sections."""

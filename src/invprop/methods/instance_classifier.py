@@ -10,6 +10,7 @@ are one section, ``classifier`` (:class:`ClassifierSettings`); it warms up for 1
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -20,7 +21,10 @@ from invprop.core.cosine_classifier import CosineInstanceClassifier
 from invprop.distributed.collectives import all_gather_tensor, world_size
 from invprop.distributed.partition import RowPartition
 from invprop.methods.base import METHODS, BuildContext, Method, MethodSpec, StepOutput
+from invprop.methods.published import CLASSIFIER_DEVIATIONS, CLASSIFIER_REFERENCES
 from invprop.settings import AT_LEAST_ONE, POSITIVE, UNIT_INTERVAL, section, setting
+
+logger = logging.getLogger(__name__)
 
 #: The share of the epochs warmed up by default (the paper warms up for 10 epochs).
 WARMUP_SHARE = 0.1
@@ -127,6 +131,12 @@ def build_instance_classifier(
     """The instance classifier with ``classifier.*`` settings; split over the processes of a distributed run."""
     options = settings.classifier
     num_samples = context.num_samples
+    if options.smoothing > 0 and options.hard_classes >= num_samples:
+        logger.info(
+            "classifier.hard_classes=%d is not below the %d training images: every other image is a hard class",
+            options.hard_classes,
+            num_samples,
+        )
     partition = RowPartition.split(num_samples) if context.distributed else RowPartition.whole(num_samples)
     classifier = CosineInstanceClassifier(
         num_samples,
@@ -148,6 +158,8 @@ METHODS.register("instance-classifier")(
         build_instance_classifier,
         warmup_share=WARMUP_SHARE,
         headline=("classifier.temperature", "classifier.smoothing", "classifier.hard_classes"),
+        references=CLASSIFIER_REFERENCES,
+        deviations=CLASSIFIER_DEVIATIONS,
     )
 )
 

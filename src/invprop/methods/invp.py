@@ -18,6 +18,7 @@ authors' per-dataset values (:data:`DATASET_PRESETS`).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,13 +28,16 @@ from torch import Tensor, nn
 from invprop.core.bank import BANK_DTYPES, REBUILD_SEARCHES, MemoryBank
 from invprop.core.diagnostics import positive_diagnostics
 from invprop.core.faiss_search import faiss_available
-from invprop.core.losses import InvariancePropagationLoss, InvPLossOutput, total_loss
+from invprop.core.losses import BACKGROUNDS, InvariancePropagationLoss, InvPLossOutput, total_loss
 from invprop.core.rampup import RAMPUPS, rampup_weight
 from invprop.distributed.collectives import all_gather_tensor
 from invprop.distributed.partition import RowPartition
 from invprop.errors import ConfigError
 from invprop.methods.base import METHODS, BuildContext, Method, MethodSpec, StepOutput
+from invprop.methods.published import INVP_DEVIATIONS, INVP_REFERENCES
 from invprop.settings import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, section, setting
+
+logger = logging.getLogger(__name__)
 
 #: Bank rows on which the recall of an approximate (FAISS) graph rebuild is measured against exact search.
 RECALL_SAMPLE = 1000
@@ -78,7 +82,9 @@ class LossSettings:
     """The ``loss`` section: the InvP objective (Wang et al., 2020, Eqs. 1-7)."""
 
     temperature: float = setting(
-        0.07, "tau (0.07 for a linear head, 0.2 for an MLP head in the authors' code)", bounds=POSITIVE
+        0.2,
+        "tau: 0.2 goes with an MLP head (model.head=mlp_bn or mlp), 0.07 with the linear head (the paper's values)",
+        bounds=POSITIVE,
     )
     n_background: int = setting(
         4096, "N_b, nearest bank rows forming the background M_i (capped at the bank size)", bounds=AT_LEAST_ONE
@@ -93,6 +99,12 @@ class LossSettings:
     hard_positives: bool = setting(True, "use the least similar positives (false = most similar: ablation)")
     hard_negatives: bool = setting(True, "background = N_b nearest rows (false = whole bank: ablation)")
     exclusive: bool = setting(True, "drop the anchor's own row from the invariance term's background")
+    background: str = setting(
+        "nearest",
+        "the invariance term's background B_i: nearest (M_i, the N_b nearest rows: the paper's approximation and the "
+        "authors' code) or paper (H_i united with M_i minus P_i, the paper's definition)",
+        choices=BACKGROUNDS,
+    )
     weight: float = setting(0.6, "lambda, weight of the invariance term (Eq. 7)", bounds=NON_NEGATIVE)
     rampup: str = setting("binary", "ramp-up w(t) of the invariance term", choices=RAMPUPS)
     rampup_epochs: int = setting(
@@ -108,15 +120,14 @@ class InvPSettings:
     loss: LossSettings = section(LossSettings, "the objective")
 
 
-#: The authors' values per dataset preset (the MLP head's tau 0.2 and P 20 on CIFAR; l = 4 on CIFAR-100), and the
-#: digits job's (a 1,347-image bank: N_b 1024, a 10-epoch ramp-up). A preset also gets those of the presets it
-#: extends.
+#: The authors' values per dataset preset (P 20 on CIFAR-10; l = 4 on CIFAR-100), and the digits job's (a
+#: 1,347-image bank: N_b 1024, a 10-epoch ramp-up; :data:`invprop.methods.published.INVP_DEVIATIONS` says why). A preset also gets those of the
+#: presets it extends.
 DATASET_PRESETS: dict[str, dict[str, Any]] = {
-    "digits": {"loss": {"temperature": 0.1, "n_background": 1024, "n_hard_positives": 20, "rampup_epochs": 10}},
+    "digits": {"loss": {"n_background": 1024, "n_hard_positives": 20, "rampup_epochs": 10}},
     "mnist": {"loss": {"n_background": 4096}},
-    "cifar10": {"loss": {"temperature": 0.2, "n_hard_positives": 20}},
+    "cifar10": {"loss": {"n_hard_positives": 20}},
     "cifar100": {"loss": {"steps": 4}},
-    "imagenet": {"loss": {"temperature": 0.2}},
 }
 
 
@@ -264,6 +275,12 @@ def build_bank_method(
         raise ConfigError(
             f"bank.num_neighbors={bank_settings.num_neighbors} must be smaller than the dataset size {context.num_samples}"
         )
+    if hard_negatives and loss_settings.n_background > context.num_samples:
+        logger.info(
+            "loss.n_background=%d is more than the %d training images: the background M_i is the whole bank",
+            loss_settings.n_background,
+            context.num_samples,
+        )
     device = next(encoder.parameters()).device
     bank = MemoryBank(
         context.num_samples,
@@ -285,6 +302,7 @@ def build_bank_method(
         exclusive=loss_settings.exclusive,
         positives=positives,
         knn_positives=loss_settings.knn_positives,
+        background=loss_settings.background,
     )
     return InvariancePropagation(
         encoder,
@@ -343,7 +361,16 @@ for _name, _summary, _build in (
     ("insdis", "instance discrimination with a memory bank (Wu et al., 2018)", build_insdis),
 ):
     METHODS.register(_name)(
-        MethodSpec(_summary, InvPSettings, _build, DATASET_PRESETS, preflight=check_faiss, headline=HEADLINE)
+        MethodSpec(
+            _summary,
+            InvPSettings,
+            _build,
+            DATASET_PRESETS,
+            preflight=check_faiss,
+            headline=HEADLINE,
+            references=INVP_REFERENCES,
+            deviations=INVP_DEVIATIONS,
+        )
     )
 
 
