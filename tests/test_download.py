@@ -185,3 +185,25 @@ def test_download_shows_a_progress_bar_unless_quiet(
     assert len(source.train) == 5 * IMAGES_PER_BATCH and len(source.test) == TEST_IMAGES
     assert "100%" in capsys.readouterr().err
     assert any("downloading CIFAR-10" in record.getMessage() for record in caplog.records)
+
+
+def test_a_failed_move_takes_back_what_it_had_moved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from invprop.data.download import Fetch, fetch_dataset
+    from invprop.errors import DataError
+
+    def download(where: Path) -> None:
+        (where / "train.mat").write_bytes(b"train")
+        (where / "test.mat").write_bytes(b"test")
+
+    spec = Fetch("X", "x", ("train.mat", "test.mat"), download, "put train.mat and test.mat under x")
+    rename = Path.rename
+
+    def failing_rename(self: Path, target: Path) -> Path:
+        if self.name == "test.mat":
+            raise OSError("disk full")
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", failing_rename)
+    with pytest.raises(DataError, match=r"X could not be downloaded \(disk full\); put train.mat"):
+        fetch_dataset(spec, tmp_path)
+    assert list((tmp_path / "x").iterdir()) == []  # neither the moved file nor the staging folder is left

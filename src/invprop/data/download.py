@@ -57,6 +57,13 @@ def _reason(err: BaseException) -> str:
     return text[:160]
 
 
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def fetch_dataset(spec: Fetch, root: Path) -> None:
     """Download ``spec``'s dataset into ``root / spec.folder`` through torchvision, checksums verified.
 
@@ -74,7 +81,9 @@ def fetch_dataset(spec: Fetch, root: Path) -> None:
     try:
         target.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise DataError(f"cannot create {target} for {spec.label} ({_reason(err)}); set data.root to a writable folder")
+        raise DataError(
+            f"cannot create {target} for {spec.label} ({_reason(err)}); set data.root to a writable folder"
+        ) from None
     staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=target))
     logger.info("downloading %s into %s (torchvision; checksums verified)", spec.label, target)
     chatter = io.StringIO()
@@ -91,8 +100,7 @@ def fetch_dataset(spec: Fetch, root: Path) -> None:
             (staging / name).rename(target / name)
     except Exception as err:  # noqa: BLE001 - every failure becomes the same one-line message
         for name in spec.entries:  # none existed before: remove what this download moved into place
-            if (target / name).exists():
-                shutil.rmtree(target / name, ignore_errors=True)
+            _remove(target / name)
         raise DataError(
             f"{spec.label} could not be downloaded ({_reason(err)}); {spec.by_hand}, or set data.root to where it is"
         ) from None
