@@ -229,12 +229,12 @@ def _torchvision(
 
 
 def _fetch(
-    label: str, folder: str, entries: tuple[str, ...], dataset: Any, splits: dict[str, Any], by_hand: str
+    label: str, folder: str, entries: tuple[str, ...], dataset: Any, splits: Sequence[dict[str, Any]], by_hand: str
 ) -> Fetch:
-    """A :class:`Fetch` through torchvision's ``dataset`` class, one download per split's keyword arguments."""
+    """A :class:`Fetch` through torchvision's ``dataset`` class, one download per keyword arguments in ``splits``."""
 
     def download(where: Path) -> None:
-        for kwargs in splits.values():
+        for kwargs in splits:
             dataset(str(where), download=True, **kwargs)
 
     return Fetch(label, folder, entries, download, by_hand)
@@ -253,7 +253,7 @@ def cifar10_source(root: Path, download: bool = False) -> Source:
         "",
         ("cifar-10-batches-py",),
         ds,
-        {"train": {"train": True}},
+        ({"train": True},),
         f"put cifar-10-batches-py/ (the python version) or an ImageFolder copy cifar10/train/<class>/ under {root}",
     )
     train, _, test = _torchvision(
@@ -265,9 +265,7 @@ def cifar10_source(root: Path, download: bool = False) -> Source:
 @DATASETS.register("cifar100")
 def cifar100_source(root: Path, download: bool = False) -> Source:
     ds = torchvision.datasets.CIFAR100
-    spec = _fetch(
-        "CIFAR-100", "", ("cifar-100-python",), ds, {"train": {"train": True}}, f"put cifar-100-python/ under {root}"
-    )
+    spec = _fetch("CIFAR-100", "", ("cifar-100-python",), ds, ({"train": True},), f"put cifar-100-python/ under {root}")
     train, _, test = _torchvision(
         root, download, spec, lambda: (ds(str(root), train=True), None, ds(str(root), train=False))
     )
@@ -283,7 +281,7 @@ def svhn_source(root: Path, download: bool = False) -> Source:
         "svhn",
         ("train_32x32.mat", "test_32x32.mat"),
         ds,
-        {"train": {"split": "train"}, "test": {"split": "test"}},
+        ({"split": "train"}, {"split": "test"}),
         f"put train_32x32.mat and test_32x32.mat under {where}",
     )
     train, _, test = _torchvision(
@@ -297,7 +295,7 @@ def svhn_source(root: Path, download: bool = False) -> Source:
 def stl10_source(root: Path, download: bool = False) -> Source:
     """STL-10: trains on train+unlabeled (105k), monitors kNN with the labelled train split."""
     ds = torchvision.datasets.STL10
-    spec = _fetch("STL-10", "", ("stl10_binary",), ds, {"train": {"split": "train"}}, f"put stl10_binary/ under {root}")
+    spec = _fetch("STL-10", "", ("stl10_binary",), ds, ({"split": "train"},), f"put stl10_binary/ under {root}")
     train, memory, test = _torchvision(
         root,
         download,
@@ -332,7 +330,7 @@ def mnist_source(root: Path, download: bool = False) -> Source:
         "",
         ("MNIST",),
         ds,
-        {"train": {"train": True}, "test": {"train": False}},
+        ({"train": True}, {"train": False}),
         f"put MNIST/raw/ (the four idx files) under {root}",
     )
     train, _, test = _torchvision(
