@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import errno
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -61,6 +63,19 @@ def test_corrupt_cache_is_ignored(tmp_path: Path) -> None:
     good = cached_image_files(files, cache)
     next(cache.glob("images-*.pt")).write_bytes(b"not a tensor file")
     assert torch.equal(cached_image_files(files, cache).images, good.images)
+
+
+def test_a_cache_that_cannot_be_written_is_skipped_with_one_warning(
+    tmp_path: Path, fail_writes: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cache is an optimisation: a full disk costs the cache, not the run (the run's own files still fail)."""
+    write_pngs(tmp_path / "imgs", [4, 4])
+    files = scan_image_folder(tmp_path / "imgs")
+    fail_writes("images-*.pt", errno.ENOSPC)
+    decoded = cached_image_files(files, tmp_path / "cache")
+    assert decoded.images.shape[0] == 2
+    assert "could not write the image cache" in caplog.text and "No space left on device (ENOSPC)" in caplog.text
+    assert list((tmp_path / "cache").iterdir()) == []  # no cache, no temporary file
 
 
 def test_mixed_sizes_are_refused_with_a_hint(tmp_path: Path) -> None:

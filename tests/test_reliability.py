@@ -94,6 +94,8 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path: Path) -> 
     resume = subprocess.run([sys.executable, "-m", "invprop", "-q", "train", "--epochs", str(epochs), "--resume",
                              "--out", str(tmp_path / "cut")], capture_output=True, text=True, timeout=300)  # fmt: skip
     assert resume.returncode == 0, resume.stderr
+    # The killed run's lock was released by the kernel; the resume takes it over and says whose it was.
+    assert f"took over the lock of process {victim.pid} " in resume.stderr
     a = json.loads((tmp_path / "full" / "metrics.json").read_text())
     b = json.loads((tmp_path / "cut" / "metrics.json").read_text())
     for key in COMPARED:

@@ -1,12 +1,14 @@
 """Command-line interface: ``invprop train | eval | presets``.
 
-Bad input (unknown dataset, missing files, invalid settings) prints one line ``invprop: error: ...`` to stderr and
-exits with code 2, without a traceback.
+Bad input (unknown dataset, missing files, invalid settings, a run directory in use) prints one line
+``invprop: error: ...`` to stderr and exits with code 2, without a traceback; a file that cannot be written (no space,
+quota, read-only, permission) does the same with exit code 74 (:data:`invprop.errors.EXIT_WRITE_FAILED`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import re
@@ -23,11 +25,30 @@ import yaml
 from invprop import config as cfgmod
 from invprop.config import Config
 from invprop.data import IMAGEFOLDER_PREFIX, dataset_names
-from invprop.engine import CHECKPOINT_NAME, CONFIG_NAME, HISTORY_NAME, METRICS_NAME, Trainer, config_for_resume
-from invprop.engine.process_group import DistributedContext, barrier, init_distributed, launched_distributed, shutdown
+from invprop.engine import (
+    ALLOW_CHANGES_FLAG,
+    CHANGES_KEY,
+    CHECKPOINT_NAME,
+    CONFIG_NAME,
+    HISTORY_NAME,
+    METRICS_NAME,
+    TENSORBOARD_DIR,
+    RunLock,
+    Trainer,
+    config_for_resume,
+)
+from invprop.engine.process_group import (
+    DistributedContext,
+    barrier,
+    init_distributed,
+    launched_distributed,
+    launched_rank,
+    shutdown,
+)
+from invprop.engine.run_settings import Change
 from invprop.engine.signals import TrainingInterrupted
 from invprop.engine.trainer import RunResult
-from invprop.errors import ConfigError, InvpropError
+from invprop.errors import EXIT_USAGE, ConfigError, InvpropError
 from invprop.evaluation import PROTOCOLS, parse_variants, run_ablation
 from invprop.evaluation.ablation import ABLATIONS, paper_config
 from invprop.evaluation.embed import SPLITS, embed, nearest_neighbors
@@ -38,11 +59,7 @@ from invprop.settings import deep_update
 
 logger = logging.getLogger("invprop")
 
-#: Exit code for bad input (as argparse uses).
-EXIT_USAGE = 2
 DEFAULT_RUNS_DIR = Path("runs")
-#: Sub-folder of a run holding TensorBoard events (see invprop.engine.history).
-TENSORBOARD_DIR = "tensorboard"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -72,13 +89,22 @@ def _merge_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return merged
 
 
+def _file_settings(path: str) -> dict[str, Any]:
+    """The settings in a YAML file; a run's ``config.yaml`` gives its final values (its record of changes is not a
+    setting)."""
+    values = cfgmod.load_yaml(path)
+    if values.pop(CHANGES_KEY, None):
+        logger.info("%s is a run's settings file: using its final values", path)
+    return values
+
+
 def _base_config(args: argparse.Namespace, overrides: dict[str, Any], method: str | None = None) -> Config:
     """The preset (explicit, or named after the dataset, else digits) for the run's method, then the YAML file.
 
     The method is settled first -- from ``--set method=...``, the YAML file, or ``method`` -- so that the preset
     brings that method's own defaults for the dataset.
     """
-    from_file = cfgmod.load_yaml(args.config) if args.config else {}
+    from_file = _file_settings(args.config) if args.config else {}
     method = overrides.get("method") or from_file.get("method") or method
     name = args.preset
     if name is None and args.dataset:
@@ -106,32 +132,59 @@ def _clear_run(run_dir: Path) -> None:
     logger.warning("--overwrite: replaced the run in %s", run_dir)
 
 
+def _command(args: argparse.Namespace) -> str:
+    """The command line, for the lock file a process holds on its run directory."""
+    text = "invprop " + " ".join(args.argv)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     overrides = _merge_overrides(args)
-    overwrite = False
+    if args.allow_changes and not args.resume:
+        raise ConfigError(f"{ALLOW_CHANGES_FLAG} changes the settings of a resumed run; add --resume --out DIR")
+    if args.stop_after is not None and args.stop_after < 1:
+        raise ConfigError(f"--stop-after must be at least 1, got {args.stop_after}")
+    cfg: Config | None = None
     if args.resume:
         if args.out is None:
             raise ConfigError("--resume needs --out DIR, the run directory to continue")
+        if args.preset:
+            raise ConfigError(
+                "--preset starts a new run; --resume continues with the run's own settings (--set KEY=VALUE)"
+            )
+        if args.config:  # its values count as overrides: the same check of what they change
+            overrides = deep_update(_file_settings(args.config), overrides)
         run_dir = Path(args.out)
-        cfg = config_for_resume(run_dir, overrides)
     else:
-        cfg = cfgmod.from_dict(overrides, base=_base_config(args, overrides))
+        cfg = cfgmod.validate(cfgmod.from_dict(overrides, base=_base_config(args, overrides)))
         run_dir = Path(args.out) if args.out else _default_run_dir(cfg)
-        if (run_dir / CHECKPOINT_NAME).exists() or (run_dir / HISTORY_NAME).exists():
+    # One writer per run directory: the main process holds the lock from the check of what is there to the end.
+    lock = RunLock(run_dir, _command(args)) if launched_rank() == 0 else contextlib.nullcontext()
+    with lock:
+        changes: list[Change] = []
+        overwrite = False
+        if args.resume:
+            plan = config_for_resume(run_dir, overrides, args.allow_changes)
+            cfg, changes = plan.cfg, plan.changes
+        elif (run_dir / CHECKPOINT_NAME).exists() or (run_dir / HISTORY_NAME).exists():
             if not args.overwrite:
                 raise ConfigError(
                     f"{run_dir} already holds a run; add --resume to continue it, --overwrite to replace it, or pick another --out"
                 )
             overwrite = True
-    cfgmod.validate(cfg)
-    if args.stop_after is not None and args.stop_after < 1:
-        raise ConfigError(f"--stop-after must be at least 1, got {args.stop_after}")
+        assert cfg is not None
+        cfgmod.validate(cfg)
+        return _train(args, cfg, run_dir, overwrite, changes)
+
+
+def _train(args: argparse.Namespace, cfg: Config, run_dir: Path, overwrite: bool, changes: list[Change]) -> int:
+    """Join the process group (when launched by torchrun), train, and print the result."""
     context = init_distributed(cfg.device, cfg.distributed.backend, cfg.distributed.timeout_minutes)
     try:
         if overwrite and context.is_main:
             _clear_run(run_dir)
         barrier(context)
-        result = _fit(cfg, run_dir, context, args.resume, args.stop_after)
+        result = _fit(cfg, run_dir, context, args.resume, args.stop_after, changes)
     except BaseException as err:
         # The trainer (and its DistributedDataParallel wrapper) must be gone before the process group is: torch 2.11
         # can hang at exit destroying them after it. Clearing the traceback's frames releases them.
@@ -156,9 +209,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fit(cfg: Config, run_dir: Path, context: DistributedContext, resume: bool, stop_after: int | None) -> RunResult:
-    """Train in a frame of its own, so that the trainer is released when it returns (see :func:`cmd_train`)."""
-    trainer = Trainer(cfg, run_dir, progress=None, context=context)
+def _fit(
+    cfg: Config,
+    run_dir: Path,
+    context: DistributedContext,
+    resume: bool,
+    stop_after: int | None,
+    changes: list[Change],
+) -> RunResult:
+    """Train in a frame of its own, so that the trainer is released when it returns (see :func:`_train`)."""
+    trainer = Trainer(cfg, run_dir, progress=None, context=context, changes=changes)
     processes = f", {context.world_size} processes" if context.enabled else ""
     logger.info(
         "training %s on %s: %d images, %d epochs, device %s%s -> %s",
@@ -306,6 +366,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--strict-data", action="store_true", help="fail on unreadable image files instead of skipping them"
     )
     train.add_argument("--overwrite", action="store_true", help="replace an existing run in --out instead of refusing")
+    train.add_argument(
+        ALLOW_CHANGES_FLAG,
+        action="store_true",
+        help="with --resume: accept settings that change what is trained (e.g. optim.lr); they apply from the next "
+        "epoch and are recorded in config.yaml and history.jsonl. Without it such a resume is refused; epochs, "
+        "eval.*, workers and device may always change",
+    )
     train.set_defaults(func=cmd_train)
 
     ab = sub.add_parser(
@@ -423,7 +490,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrainingInterrupted as err:
         print(f"invprop: {err}", file=sys.stderr)
         return err.exit_code
-    except (InvpropError, UnknownNameError) as err:
+    except InvpropError as err:
+        print(f"invprop: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except UnknownNameError as err:
         print(f"invprop: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

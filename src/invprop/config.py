@@ -43,6 +43,8 @@ from invprop.settings import (
     coerce,
     deep_update,
     describe_field,
+    fields_by_key,
+    is_resumable,
     is_section,
     load_yaml,
     merge,
@@ -83,19 +85,24 @@ class OptimSettings:
 class EvalSettings:
     """The ``eval`` section: the kNN monitor and the fine-tuning protocols."""
 
-    knn_k: int = setting(200, "K of the weighted kNN monitor (capped at the training set size)", bounds=AT_LEAST_ONE)
-    knn_sigma: float = setting(0.07, "sigma of the weighted kNN monitor", bounds=POSITIVE)
-    every: int = setting(1, "run the kNN monitor every this many epochs (and after the last)", bounds=AT_LEAST_ONE)
+    knn_k: int = setting(
+        200, "K of the weighted kNN monitor (capped at the training set size)", bounds=AT_LEAST_ONE, resumable=True
+    )
+    knn_sigma: float = setting(0.07, "sigma of the weighted kNN monitor", bounds=POSITIVE, resumable=True)
+    every: int = setting(
+        1, "run the kNN monitor every this many epochs (and after the last)", bounds=AT_LEAST_ONE, resumable=True
+    )
     finetune_epochs: int = setting(
         30,
         "epochs of fine-tuning in the semi and transfer protocols (pretrained and scratch alike)",
         bounds=AT_LEAST_ONE,
+        resumable=True,
     )
     finetune_lr: float = setting(
-        0.002, "SGD learning rate of fine-tuning (cosine schedule, momentum 0.9)", bounds=POSITIVE
+        0.002, "SGD learning rate of fine-tuning (cosine schedule, momentum 0.9)", bounds=POSITIVE, resumable=True
     )
     finetune_batch_size: int = setting(
-        64, "images per fine-tuning step (capped at the labelled subset size)", bounds=AT_LEAST_TWO
+        64, "images per fine-tuning step (capped at the labelled subset size)", bounds=AT_LEAST_TWO, resumable=True
     )
 
 
@@ -104,9 +111,13 @@ class DistributedSettings:
     """The ``distributed`` section: how the processes of a torchrun job work together."""
 
     sync_bn: bool = setting(False, "convert BatchNorm layers to SyncBatchNorm (CUDA only) in a multi-process run")
-    backend: str = setting("auto", "torch.distributed backend (auto: nccl on CUDA, gloo on the CPU)", choices=BACKENDS)
+    backend: str = setting("auto", "torch.distributed backend (auto: nccl on CUDA, gloo on the CPU)", choices=BACKENDS,
+                      resumable=True)  # fmt: skip
     timeout_minutes: int = setting(
-        60, "how long a process waits for the others at a collective (e.g. during evaluation)", bounds=AT_LEAST_ONE
+        60,
+        "how long a process waits for the others at a collective (e.g. during evaluation)",
+        bounds=AT_LEAST_ONE,
+        resumable=True,
     )
 
 
@@ -124,14 +135,16 @@ class Config:
     """
 
     method: str = setting(DEFAULT_METHOD, "training objective", choices=METHODS)
-    epochs: int = setting(800, "total epochs of the schedule", bounds=AT_LEAST_ONE)
+    epochs: int = setting(800, "total epochs of the schedule", bounds=AT_LEAST_ONE, resumable=True)
     seed: int = setting(0, "random seed (data order, augmentation, initialisation)")
-    device: str = setting("auto", "auto, cpu, cuda or cuda:N")
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N", resumable=True)
     precision: str = setting(
         "auto", "mixed precision (auto: bf16 autocast on CUDA, fp32 on the CPU)", choices=PRECISIONS
     )
-    channels_last: bool = setting(True, "channels_last memory format on CUDA")
-    compile: bool = setting(False, "torch.compile the encoder's forward (slower start, faster steps on CUDA)")
+    channels_last: bool = setting(True, "channels_last memory format on CUDA", resumable=True)
+    compile: bool = setting(
+        False, "torch.compile the encoder's forward (slower start, faster steps on CUDA)", resumable=True
+    )
     data: DataSettings = section(DataSettings, "the images")
     model: ModelSettings = section(ModelSettings, "the encoder")
     optim: OptimSettings = section(OptimSettings, "the optimiser")
@@ -412,6 +425,60 @@ def help_texts(cfg: Config | None = None) -> dict[str, tuple[Any, str]]:
     return out
 
 
+@dataclass(frozen=True)
+class SettingChange:
+    """One key whose value differs between a run's saved settings and the settings it is resumed with.
+
+    Attributes:
+        key: the dotted key.
+        saved: the value the run was trained with (None when the key is not in the saved settings).
+        new: the value asked for now (None when the key is not in the new settings).
+        resumable: whether the key may change on resume without changing what is trained (see
+            :func:`invprop.settings.setting`).
+    """
+
+    key: str
+    saved: Any
+    new: Any
+    resumable: bool
+
+    def describe(self) -> str:
+        """``optim.batch_size 128 -> 64``."""
+        return f"{self.key} {self.saved!r} -> {self.new!r}"
+
+
+def _fields_by_key(cfg: Config) -> dict[str, tuple[Any, dataclasses.Field]]:
+    fields = {f.name: f for f in dataclasses.fields(cfg)}
+    out: dict[str, tuple[Any, dataclasses.Field]] = {}
+    for name, value in sections(cfg):
+        if is_section(value):
+            out.update(fields_by_key(value, f"{name}."))
+        else:
+            out[name] = (value, fields[name])
+    return out
+
+
+def setting_changes(saved: Config, new: Config) -> list[SettingChange]:
+    """Every key whose value differs between ``saved`` and ``new``, in config.yaml's order.
+
+    Example:
+        >>> changes = setting_changes(Config(), from_dict({"epochs": 5, "optim": {"lr": 0.1}}))
+        >>> [(c.describe(), c.resumable) for c in changes]
+        [('epochs 800 -> 5', True), ('optim.lr 0.03 -> 0.1', False)]
+    """
+    before, after = _fields_by_key(saved), _fields_by_key(new)
+    out = []
+    for key in [*before, *(k for k in after if k not in before)]:
+        old_value, old_field = before.get(key, (None, None))
+        new_value, new_field = after.get(key, (None, None))
+        if key in before and key in after and old_value == new_value:
+            continue
+        field_ = old_field if old_field is not None else new_field
+        resumable = key in before and key in after and field_ is not None and is_resumable(field_)
+        out.append(SettingChange(key, old_value, new_value, resumable))
+    return out
+
+
 def build_method(cfg: Config, encoder: nn.Module, num_samples: int, distributed: bool = False) -> Method:
     """The method ``cfg`` describes, around ``encoder``, for ``num_samples`` training images (``distributed``: inside
     an initialised process group)."""
@@ -432,6 +499,7 @@ __all__ = [
     "PRESETS",
     "PRESET_REASONS",
     "Config",
+    "SettingChange",
     "Provenance",
     "build_method",
     "DistributedSettings",
@@ -448,6 +516,7 @@ __all__ = [
     "provenance",
     "save_yaml",
     "sections",
+    "setting_changes",
     "to_dict",
     "validate",
 ]

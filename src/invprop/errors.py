@@ -1,8 +1,30 @@
-"""User-facing errors: the CLI prints their message on one line and exits with code 2."""
+"""User-facing errors: the CLI prints their message on one line and exits with their ``exit_code``."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+#: Exit code for bad input: settings, files, data (as argparse uses).
+EXIT_USAGE = 2
+#: Exit code for a file that could not be written (sysexits.h's EX_IOERR): no space, quota, read-only, permission.
+EXIT_WRITE_FAILED = 74
+
+#: What to do about the most common reasons a write fails, by errno.
+_WRITE_HINTS = {
+    errno.ENOSPC: "free some space or write elsewhere",
+    errno.EDQUOT: "free some of your quota or write elsewhere",
+    errno.EROFS: "the file system is read-only: write elsewhere",
+    errno.EACCES: "you may not write there: fix its permissions or write elsewhere",
+    errno.EPERM: "you may not write there: fix its permissions or write elsewhere",
+    errno.EFBIG: "the file is larger than this system allows (ulimit -f?): raise the limit or write elsewhere",
+}
 
 
 class InvpropError(Exception):
     """Base class for errors caused by input (settings, files, data) rather than by a bug."""
+
+    exit_code = EXIT_USAGE
 
 
 class ConfigError(InvpropError, ValueError):
@@ -15,3 +37,33 @@ class DataError(InvpropError):
 
 class CheckpointError(InvpropError):
     """A checkpoint or run directory that cannot be used."""
+
+
+class RunBusyError(CheckpointError):
+    """A run directory that another process is writing (see :mod:`invprop.engine.run_lock`); ``holder`` describes
+    that process."""
+
+    holder: str = "another process"
+
+
+class WriteError(InvpropError, OSError):
+    """A file invprop writes could not be written (an ``OSError``: no space, quota, read-only file system,
+    permission). Exit code :data:`EXIT_WRITE_FAILED`; still an ``OSError`` for code that tolerates failed writes
+    (caches)."""
+
+    exit_code = EXIT_WRITE_FAILED
+
+    @classmethod
+    def from_os_error(cls, path: str | os.PathLike[str], err: OSError) -> "WriteError":
+        """``cannot write PATH: <reason> (<ERRNO>); <hint>``.
+
+        Example:
+            >>> print(WriteError.from_os_error("runs/a/last.pt", OSError(errno.ENOSPC, "No space left on device")))
+            cannot write runs/a/last.pt: No space left on device (ENOSPC); free some space or write elsewhere
+        """
+        reason = err.strerror or str(err) or type(err).__name__
+        code = f" ({errno.errorcode[err.errno]})" if err.errno is not None and err.errno in errno.errorcode else ""
+        hint = _WRITE_HINTS.get(err.errno or 0, "check the folder and write elsewhere if needed")
+        error = cls(f"cannot write {os.fspath(path)}: {reason}{code}; {hint}")
+        error.errno = err.errno
+        return error

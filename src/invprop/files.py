@@ -3,14 +3,77 @@
 Every file invprop writes -- checkpoints, decode caches, exports, metrics, reports, run settings -- goes through
 :func:`write_atomically`: until the rename the target still holds its previous content, so a process killed at any
 moment leaves either the old file or the new one, and a leftover ``*.tmp`` file is never read.
+
+A write that fails with an ``OSError`` (no space, quota, read-only file system, permission) removes its temporary
+file and raises :class:`~invprop.errors.WriteError`, one line naming the target and the reason; the target keeps its
+previous content.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
 import tempfile
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Iterator
+
+from invprop.errors import WriteError
+
+
+def _os_error_behind(err: BaseException) -> OSError | None:
+    """The ``OSError`` that ``err`` is or was raised while handling (torch's writers wrap a failed ``write`` of the
+    handle in a ``RuntimeError``)."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn an ``OSError`` raised inside the block (or behind an exception raised there) into a :class:`WriteError`
+    naming ``path``, without the chain of exceptions that a failed flush on close adds."""
+    try:
+        yield
+    except WriteError:
+        raise
+    except Exception as err:  # noqa: BLE001 - re-raised unless an OSError is behind it
+        cause = _os_error_behind(err)
+        if cause is None:
+            raise
+        raise WriteError.from_os_error(path, cause) from None
+
+
+def make_folder(path: str | os.PathLike[str]) -> Path:
+    """``mkdir -p path``; a :class:`WriteError` naming it when that fails."""
+    path = Path(path)
+    with writing(path):
+        path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+#: The process's umask when invprop was imported: a new file gets the mode ``open()`` would give it.
+_NEW_FILE_MODE = 0o666 & ~_umask()
+
+
+def _mode_for(path: Path) -> int:
+    """The mode a rewrite of ``path`` keeps (its own), or the mode a new file gets (0666 less the umask); a
+    temporary file from ``mkstemp`` is 0600 otherwise."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return _NEW_FILE_MODE
 
 
 def _fsync_directory(folder: Path) -> None:
@@ -38,6 +101,9 @@ def write_atomically(path: str | os.PathLike[str], write: Callable[[BinaryIO], o
     Returns:
         The target path.
 
+    Raises:
+        WriteError: an ``OSError`` while writing; the temporary file is gone and ``path`` is unchanged.
+
     Example:
         >>> import tempfile
         >>> target = Path(tempfile.mkdtemp()) / "a.txt"
@@ -46,20 +112,22 @@ def write_atomically(path: str | os.PathLike[str], write: Callable[[BinaryIO], o
         ('hello', ['a.txt'])
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            if durable:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        if durable:
-            _fsync_directory(path.parent)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    make_folder(path.parent)
+    with writing(path):
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            os.chmod(tmp, _mode_for(path))
+            with os.fdopen(fd, "wb") as handle:
+                write(handle)
+                if durable:
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    if durable:
+        _fsync_directory(path.parent)
     return path
 
 
@@ -73,4 +141,4 @@ def write_text_atomically(path: str | os.PathLike[str], text: str, durable: bool
     return write_bytes_atomically(path, text.encode(), durable)
 
 
-__all__ = ["write_atomically", "write_bytes_atomically", "write_text_atomically"]
+__all__ = ["make_folder", "write_atomically", "write_bytes_atomically", "write_text_atomically", "writing"]

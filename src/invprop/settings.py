@@ -108,10 +108,15 @@ def setting(
     bounds: Range | None = None,
     choices: Collection[str] | None = None,
     factory: Any = None,
+    resumable: bool = False,
 ) -> Any:
     """A dataclass field with its help, its range and its allowed values (any container of names whose iteration
-    lists them: a tuple, a dict, a :class:`invprop.registry.Registry`)."""
-    metadata = {"help": help, "bounds": bounds, "choices": choices}
+    lists them: a tuple, a dict, a :class:`invprop.registry.Registry`).
+
+    ``resumable``: the value does not change what is trained (where data is read from, workers, evaluation,
+    logging), so a run may be resumed with another value; every other setting is fixed for the life of a run.
+    """
+    metadata = {"help": help, "bounds": bounds, "choices": choices, "resumable": resumable}
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -215,7 +220,37 @@ def describe_field(f: dataclasses.Field) -> str:
     bounds = f.metadata.get("bounds")
     if bounds is not None:
         text += f" -- {bounds.describe()}"
+    if is_resumable(f):
+        text += " -- may change when a run is resumed"
     return text
+
+
+def is_resumable(f: dataclasses.Field) -> bool:
+    """Whether a run may be resumed with another value of the field (see :func:`setting`)."""
+    return bool(f.metadata.get("resumable", False))
+
+
+def fields_by_key(settings: Any, prefix: str = "") -> dict[str, tuple[Any, dataclasses.Field]]:
+    """Every dotted key of a settings dataclass with its current value and its field (recursively).
+
+    Example:
+        >>> @dataclass
+        ... class Inner:
+        ...     k: int = setting(3, "k")
+        >>> @dataclass
+        ... class Outer:
+        ...     inner: Inner = section(Inner, "inner")
+        >>> {key: value for key, (value, _) in fields_by_key(Outer()).items()}
+        {'inner.k': 3}
+    """
+    out: dict[str, tuple[Any, dataclasses.Field]] = {}
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if is_section(value):
+            out.update(fields_by_key(value, f"{prefix}{f.name}."))
+        else:
+            out[f"{prefix}{f.name}"] = (value, f)
+    return out
 
 
 def help_texts(settings: Any, prefix: str = "") -> dict[str, tuple[Any, str]]:
@@ -291,7 +326,9 @@ __all__ = [
     "close_match",
     "coerce",
     "deep_update",
+    "fields_by_key",
     "help_texts",
+    "is_resumable",
     "load_yaml",
     "merge",
     "parse_override",

@@ -32,17 +32,19 @@ class DataSettings:
     name: str = setting("digits", "dataset: a registered name (invprop presets lists them) or imagefolder:PATH")
     subset: int | None = setting(None, "train on a fixed, stratified subset of this many training images (null = all)",
                                  bounds=AT_LEAST_ONE)  # fmt: skip
-    root: str = setting("~/.cache/invprop/data", "folder holding the built-in torchvision-format datasets")
+    root: str = setting("~/.cache/invprop/data", "folder holding the built-in torchvision-format datasets",
+                        resumable=True)  # fmt: skip
     download: bool = setting(
         True,
         "fetch a missing built-in dataset (cifar10, cifar100, svhn, stl10, mnist) into data.root, through "
         "torchvision's download and checksums (false: only read what is there)",
+        resumable=True,
     )
     augment: str | None = setting(None, "augmentation preset; null = the dataset's own", choices=AUGMENTATIONS)
     image_size: int | None = setting(None, "image side for image folders; null = the dataset's own (32 for folders)",
                                      bounds=AT_LEAST_ONE)  # fmt: skip
     num_workers: int = setting(0, "DataLoader worker processes of the per-image pipeline (0 = load in the training process)",
-                               bounds=NON_NEGATIVE)  # fmt: skip
+                               bounds=NON_NEGATIVE, resumable=True)  # fmt: skip
     pipeline: str = setting(
         "auto",
         "tensor (decode once, augment whole batches on the training device), per_image (torchvision transforms in "
@@ -50,9 +52,10 @@ class DataSettings:
         choices=PIPELINES,
     )
     cache_dir: str | None = setting(
-        "~/.cache/invprop/images", "where decoded image folders are cached (null = no cache)"
+        "~/.cache/invprop/images", "where decoded image folders are cached (null = no cache)", resumable=True
     )
-    strict: bool = setting(False, "fail on unreadable image files, naming them (default: skip them with a warning)")
+    strict: bool = setting(False, "fail on unreadable image files, naming them (default: skip them with a warning)",
+                          resumable=True)  # fmt: skip
 
 
 @dataclass

@@ -2,16 +2,31 @@
 
 from invprop.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from invprop.engine.device import resolve_device
-from invprop.engine.history import HISTORY_NAME, History
-from invprop.engine.trainer import CONFIG_NAME, METRICS_NAME, RunResult, Trainer, config_for_resume
+from invprop.engine.history import HISTORY_NAME, TENSORBOARD_DIR, History
+from invprop.engine.run_lock import LOCK_NAME, RunLock
+from invprop.engine.run_settings import CHANGES_KEY, CONFIG_NAME
+from invprop.engine.trainer import (
+    ALLOW_CHANGES_FLAG,
+    METRICS_NAME,
+    ResumePlan,
+    RunResult,
+    Trainer,
+    config_for_resume,
+)
 from invprop.schedules import lr_factor
 
 __all__ = [
+    "ALLOW_CHANGES_FLAG",
+    "CHANGES_KEY",
     "CHECKPOINT_NAME",
     "CONFIG_NAME",
     "HISTORY_NAME",
+    "LOCK_NAME",
     "METRICS_NAME",
+    "TENSORBOARD_DIR",
     "History",
+    "ResumePlan",
+    "RunLock",
     "RunResult",
     "Trainer",
     "config_for_resume",

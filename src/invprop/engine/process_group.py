@@ -68,6 +68,14 @@ def launched_distributed() -> bool:
     return processes > 1 or (ENV_WORLD_SIZE in os.environ and ENV_TORCHRUN in os.environ)
 
 
+def launched_rank() -> int:
+    """This process's global rank as the launcher set it (0 without one), readable before joining the group."""
+    try:
+        return int(os.environ.get(ENV_RANK, "0"))
+    except ValueError:
+        return 0
+
+
 def init_distributed(device: str = "auto", backend: str = "auto", timeout_minutes: int = 60) -> DistributedContext:
     """Join the process group torchrun described in the environment (or return the single-process context).
 

@@ -9,14 +9,22 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
-import yaml
 from torch import nn
 from tqdm import tqdm
 
-from invprop.config import Config, build_method, from_dict, from_saved, method_spec, save_yaml, to_dict, validate
+from invprop.config import (
+    Config,
+    build_method,
+    from_dict,
+    from_saved,
+    method_spec,
+    setting_changes,
+    to_dict,
+    validate,
+)
 from invprop.data import DataSplits, datasets_from
 from invprop.data.loader import MIN_PROCESS_BATCH
 from invprop.engine.batches import BatchPipeline
@@ -34,16 +42,24 @@ from invprop.engine.process_group import (
     reduce_step_values,
 )
 from invprop.engine.rng import epoch_seed, restore_rng_state, rng_state, seed_everything
+from invprop.engine.run_settings import (
+    CONFIG_NAME,
+    HISTORY_CHANGES_KEY,
+    Change,
+    changes_at,
+    read_run_settings,
+    record_changes,
+    write_run_settings,
+)
 from invprop.engine.signals import StopRequested, StopSignals, TrainingInterrupted
-from invprop.errors import CheckpointError, ConfigError, InvpropError
-from invprop.files import write_text_atomically
+from invprop.errors import CheckpointError, ConfigError, InvpropError, WriteError
+from invprop.files import make_folder, write_text_atomically
 from invprop.methods import Method
 from invprop.models import Encoder, encoder_from
 from invprop.schedules import lr_factor
 
 logger = logging.getLogger(__name__)
 
-CONFIG_NAME = "config.yaml"
 METRICS_NAME = "metrics.json"
 #: Diagnostics copied from the last epoch into metrics.json (see :mod:`invprop.core.diagnostics`).
 DIAGNOSTIC_KEYS = (
@@ -73,12 +89,21 @@ class Trainer:
             processes the encoder trains under DistributedDataParallel, ``optim.batch_size`` is the global batch
             (split evenly), only the main process logs, evaluates and writes files, and checkpoints hold the whole
             state, so a run resumes with any number of processes.
+        changes: the story of settings changed on resume (:mod:`invprop.engine.run_settings`, from
+            :func:`config_for_resume`), written into the run's ``config.yaml`` and into ``history.jsonl`` at the
+            epochs where they took effect; None keeps the story that the run's ``config.yaml`` holds.
     """
 
     def __init__(
-        self, cfg: Config, run_dir: Path, progress: bool | None = None, context: DistributedContext = SINGLE_PROCESS
+        self,
+        cfg: Config,
+        run_dir: Path,
+        progress: bool | None = None,
+        context: DistributedContext = SINGLE_PROCESS,
+        changes: Sequence[Change] | None = None,
     ) -> None:
         self.cfg = validate(cfg)
+        self._changes = None if changes is None else list(changes)
         self.run_dir = Path(run_dir)
         self.context = context
         self.progress = progress if context.is_main else False
@@ -161,7 +186,14 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.method.load_state_dict(state["model"])
+        try:
+            self.method.load_state_dict(state["model"])
+        except RuntimeError as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise CheckpointError(
+                f"the checkpoint's weights do not fit the settings ({first[:160]}): resume with the settings the "
+                "run was trained with"
+            ) from None
         load_split_state_dict(self.optimizer, state["optimizer"], self.method.sharded_parameters())
         self.global_step = int(state["scheduler"]["global_step"])
         self.epoch = int(state["epoch"])
@@ -275,32 +307,41 @@ class Trainer:
         """
         cfg = self.cfg
         main = self.context.is_main
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         ckpt_path = self.run_dir / CHECKPOINT_NAME
+        if not resume and self._changes is None:
+            self._changes = []  # a new run: whatever settings file a failed start left is not its story
         if resume:
             # CPU first: a split bank's process keeps only its rows of the whole saved bank.
             self.load_state_dict(load_checkpoint(ckpt_path, "cpu"))
             logger.info("resumed %s at epoch %d/%d", self.run_dir, self.epoch, cfg.epochs)
+        end = cfg.epochs if stop_after is None else min(stop_after, cfg.epochs)
+        if resume and self.epoch >= end:  # nothing to train: no file changes
+            logger.info("nothing to train: %s is at epoch %d, the end asked for is %d", self.run_dir, self.epoch, end)
+            return RunResult(self.run_dir, self._saved_metrics() if main else {}, self.epoch >= cfg.epochs)
+        if main:
+            make_folder(self.run_dir)
         history = History(self.run_dir) if main else None
         if history is not None and resume:
             history.truncate_after(self.epoch)
         if main:
-            save_yaml(cfg, self.run_dir / CONFIG_NAME)
+            write_run_settings(cfg, self.changes, self.run_dir / CONFIG_NAME)
         if main and self.baseline is None and self.data.labelled:
             assert self.data.memory is not None and self.data.test is not None
             self.baseline = raw_pixel_baseline(
                 self.data.memory, self.data.test, self.data.num_classes, cfg.eval.knn_k, cfg.eval.knn_sigma,
                 cfg.data.num_workers, self.device,
             ) or {}  # fmt: skip
-        end = cfg.epochs if stop_after is None else min(stop_after, cfg.epochs)
         if self.epoch == 0 and self._partial is None:
             self.method.before_training(self.batches.epoch(epoch_seed(cfg.seed, 0), views=1))
         try:
             with self._stop:
                 self._train_until(end, ckpt_path, history)
-        finally:
+        except BaseException:
             if history is not None:
-                history.close()
+                history.close(quiet=True)  # the error on its way out is the one to report
+            raise
+        if history is not None:
+            history.close()
         if history is None:
             return RunResult(self.run_dir, {}, finished=self.epoch >= cfg.epochs)
         metrics = self._metrics(history.read())
@@ -324,14 +365,22 @@ class Trainer:
                 raise self._interrupted(stop.progress["step"]) from None
             self._partial = None
             record: dict[str, Any] = {"epoch": epoch, **means}
+            changed = changes_at(self.changes, epoch)
+            if changed:
+                record[HISTORY_CHANGES_KEY] = changed
             if epoch % cfg.eval.every == 0 or epoch == cfg.epochs or epoch == end:
                 record.update(self.evaluate())
             self.seconds += time.perf_counter() - start
             record["seconds"] = round(self.seconds, 3)
             self.epoch = epoch
-            if history is not None:
-                history.append(record)
-            self._save(ckpt_path)
+            try:
+                if history is not None:
+                    history.append(record)
+                self._save(ckpt_path)
+            except WriteError:
+                if history is not None:
+                    history.drop_last()  # the record stays truthful: this epoch has no checkpoint
+                raise
             summary = "  ".join(f"{k}={v:.4f}" for k, v in record.items() if k.startswith(("loss", "knn_top1")))
             logger.info("epoch %d/%d  %s  (%.1fs)", epoch, cfg.epochs, summary, self.seconds)
             asked = reduce_step_values(self.context, {}, self._stop.received is not None, self.device)[2]
@@ -360,6 +409,25 @@ class Trainer:
             f"{self.run_dir / CHECKPOINT_NAME}; continue with --resume --out {self.run_dir}",
         )
 
+    @property
+    def changes(self) -> list[Change]:
+        """The story of settings changed on resume (given, or read from the run's ``config.yaml``)."""
+        if self._changes is None:
+            saved = read_run_settings(self.run_dir)
+            self._changes = saved.changes if saved is not None else []
+        return self._changes
+
+    def _saved_metrics(self) -> dict[str, Any]:
+        """The run's ``metrics.json`` (rebuilt from its history when it has none), read without writing."""
+        path = self.run_dir / METRICS_NAME
+        if path.is_file():
+            try:
+                saved: dict[str, Any] = json.loads(path.read_text())
+                return saved
+            except (OSError, ValueError):
+                logger.warning("%s cannot be read; rebuilding the metrics from the history", path)
+        return self._metrics(History(self.run_dir).read())
+
     def _metrics(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         last = records[-1] if records else {}
         latest_eval: dict[str, Any] = next((r for r in reversed(records) if "knn_top1" in r), {})
@@ -387,11 +455,46 @@ class Trainer:
         return metrics
 
 
-def config_for_resume(run_dir: Path, overrides: dict[str, Any]) -> Config:
-    """The saved config of ``run_dir`` with ``overrides`` applied (e.g. a longer ``epochs``)."""
-    path = run_dir / CONFIG_NAME
+@dataclass
+class ResumePlan:
+    """How a run continues: its settings, and the story of changes to write once training goes on."""
+
+    cfg: Config
+    changes: list[Change]
+
+
+#: The command-line flag that lets ``--resume`` change settings that change what is trained.
+ALLOW_CHANGES_FLAG = "--allow-changes"
+
+
+def config_for_resume(run_dir: Path, overrides: dict[str, Any], allow_changes: bool = False) -> ResumePlan:
+    """The saved settings of ``run_dir`` with ``overrides`` applied, and the story of changes to record.
+
+    Keys that may change on resume (:func:`invprop.settings.is_resumable`: ``epochs``, evaluation, workers,
+    device, ...) are always accepted. Any other difference from the saved settings raises :class:`ConfigError`
+    listing each key with its saved and its new value, unless ``allow_changes``; even then settings change only
+    between epochs, not inside an interrupted one. Every accepted change is recorded at the next epoch.
+    """
     if not (run_dir / CHECKPOINT_NAME).is_file():
         raise CheckpointError(f"nothing to resume in {run_dir}: no {CHECKPOINT_NAME} there")
     state = load_checkpoint(run_dir / CHECKPOINT_NAME)
-    saved = yaml.safe_load(path.read_text()) if path.is_file() else state["config"]
-    return from_dict(overrides, base=from_saved(saved, state["model"]))
+    settings = read_run_settings(run_dir)
+    saved = from_saved(settings.values if settings is not None else state["config"], state["model"])
+    cfg = from_dict(overrides, base=saved)
+    made = setting_changes(saved, cfg)
+    fixed = [change for change in made if not change.resumable]
+    epoch = int(state["epoch"]) + 1
+    if fixed and not allow_changes:
+        raise ConfigError(
+            f"resuming would change what {run_dir} was trained with: {', '.join(c.describe() for c in fixed)}; "
+            f"resume without them, or add {ALLOW_CHANGES_FLAG} to train from epoch {epoch} on with the new values "
+            "(recorded in config.yaml and history.jsonl)"
+        )
+    partial = state.get("partial")
+    if fixed and partial:
+        raise ConfigError(
+            f"{run_dir} stopped inside epoch {partial['epoch']} (step {partial['step']}): settings change only "
+            f"between epochs; resume without the changes and --stop-after {partial['epoch']}, then change them"
+        )
+    story = record_changes(settings.changes if settings is not None else [], epoch, made)
+    return ResumePlan(cfg, story)

@@ -2,7 +2,8 @@
 
 Each variant trains into ``OUT/<variant>/`` (an ordinary run directory). A finished variant is reused, an
 interrupted one is resumed, so ``invprop ablate`` can be re-run until the table is complete. ``results.md`` and
-``results.json`` are rewritten after every variant.
+``results.json`` are rewritten after every variant. The results folder and each variant's run directory are locked
+while they are written (:class:`~invprop.engine.RunLock`): a second ``ablate`` of the same folder is refused.
 """
 
 from __future__ import annotations
@@ -15,12 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-import yaml
-
 from invprop.config import Config, from_dict, from_saved, to_dict
-from invprop.engine import CHECKPOINT_NAME, METRICS_NAME, Trainer
+from invprop.engine import CHECKPOINT_NAME, METRICS_NAME, RunLock, Trainer
 from invprop.engine.device import resolve_device
-from invprop.engine.trainer import CONFIG_NAME
+from invprop.engine.run_settings import read_run_settings
 from invprop.errors import ConfigError
 from invprop.files import write_text_atomically
 from invprop.machine import describe_machine
@@ -157,10 +156,10 @@ def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
 
 
 def _check_same_config(run_dir: Path, cfg: Config) -> None:
-    saved_path = run_dir / CONFIG_NAME
-    if not saved_path.is_file():
+    settings = read_run_settings(run_dir)
+    if settings is None:
         return
-    saved = to_dict(from_saved(yaml.safe_load(saved_path.read_text()) or {}))
+    saved = to_dict(from_saved(settings.values))
     changed = _differences(saved, to_dict(cfg))
     if changed:
         raise ConfigError(
@@ -187,16 +186,17 @@ def run_variant(base: Config, name: str, out_dir: Path, progress: bool | None = 
     """Train (or reuse, or resume) one variant in ``out_dir/name``; returns its table row."""
     cfg = variant_config(base, name)
     run_dir = out_dir / name
-    _check_same_config(run_dir, cfg)
-    metrics_path = run_dir / METRICS_NAME
-    if metrics_path.is_file():
-        metrics = json.loads(metrics_path.read_text())
-        if metrics.get("epochs") == cfg.epochs:
-            logger.info("%s: already finished in %s, reused", name, run_dir)
-            return {**_row(name, cfg, metrics), "baseline_raw_knn_top1": metrics.get("baseline_raw_knn_top1")}
-    resume = (run_dir / CHECKPOINT_NAME).is_file()
-    logger.info("%s: %s %s", name, "resuming" if resume else "training", run_dir)
-    result = Trainer(cfg, run_dir, progress=progress).fit(resume=resume)
+    with RunLock(run_dir, f"invprop ablate, variant {name}"):
+        _check_same_config(run_dir, cfg)
+        metrics_path = run_dir / METRICS_NAME
+        if metrics_path.is_file():
+            metrics = json.loads(metrics_path.read_text())
+            if metrics.get("epochs") == cfg.epochs:
+                logger.info("%s: already finished in %s, reused", name, run_dir)
+                return {**_row(name, cfg, metrics), "baseline_raw_knn_top1": metrics.get("baseline_raw_knn_top1")}
+        resume = (run_dir / CHECKPOINT_NAME).is_file()
+        logger.info("%s: %s %s", name, "resuming" if resume else "training", run_dir)
+        result = Trainer(cfg, run_dir, progress=progress).fit(resume=resume)
     return {**_row(name, cfg, result.metrics), "baseline_raw_knn_top1": result.metrics.get("baseline_raw_knn_top1")}
 
 
@@ -244,7 +244,18 @@ def run_ablation(
     on_row: Callable[[Mapping[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Train every variant of ``names`` over ``base`` into ``out_dir`` and write the results after each one."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(out_dir, command):
+        return _run_variants(base, names, out_dir, command, progress, on_row)
+
+
+def _run_variants(
+    base: Config,
+    names: Sequence[str],
+    out_dir: Path,
+    command: str,
+    progress: bool | None,
+    on_row: Callable[[Mapping[str, Any]], None] | None,
+) -> list[dict[str, Any]]:
     device = resolve_device(base.device)
     header = {
         "dataset": base.data.name,

@@ -9,17 +9,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from pathlib import Path
+from typing import Iterator
 
 import torch
 import torchvision
 from torch import Tensor, nn
 
 from invprop.config import from_saved
-from invprop.engine import load_checkpoint
-from invprop.errors import ConfigError
+from invprop.engine import RunLock, load_checkpoint
+from invprop.errors import ConfigError, RunBusyError
 from invprop.evaluation.loading import ENCODER_PREFIX, checkpoint_path
 from invprop.files import write_atomically
 from invprop.models.backbones import adapt_resnet_stem
@@ -66,7 +68,8 @@ def export_weights(checkpoint: Path, fmt: str, out: Path | None = None) -> Path:
         model = torchvision_model(cfg.model.backbone, in_channels)
         model.load_state_dict(backbone, strict=True)  # the promise of this format, checked before writing
         target = out or path.parent / f"{cfg.model.backbone}-torchvision.pth"
-        return write_atomically(target, lambda handle: torch.save(backbone, handle))
+        with _writing_beside(path, out):
+            return write_atomically(target, lambda handle: torch.save(backbone, handle))
     from safetensors.torch import save
 
     tensors = {k: v.detach().contiguous().cpu() for k, v in weights.items()}
@@ -76,4 +79,23 @@ def export_weights(checkpoint: Path, fmt: str, out: Path | None = None) -> Path:
         "epoch": str(state["epoch"]),
     }
     target = out or path.parent / "encoder.safetensors"
-    return write_atomically(target, lambda handle: handle.write(save(tensors, metadata=metadata)))
+    with _writing_beside(path, out):
+        return write_atomically(target, lambda handle: handle.write(save(tensors, metadata=metadata)))
+
+
+@contextlib.contextmanager
+def _writing_beside(checkpoint: Path, out: Path | None) -> Iterator[None]:
+    """Hold the run directory's lock while the export is written into it (not needed with ``--out``)."""
+    if out is not None:
+        yield
+        return
+    try:
+        lock = RunLock(checkpoint.parent, "invprop export").acquire()
+    except RunBusyError as busy:
+        raise RunBusyError(
+            f"{checkpoint.parent} is in use by {busy.holder}; export elsewhere with --out FILE"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()

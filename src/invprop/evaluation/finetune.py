@@ -25,7 +25,7 @@ from invprop.engine.monitor import EXTRACT_BATCH, extract
 from invprop.errors import DataError
 from invprop.evaluation.linear import linear_protocol
 from invprop.evaluation.linear_probe import fit_linear_probe
-from invprop.evaluation.loading import EvalContext, load_eval_context, record_result
+from invprop.evaluation.loading import EvalContext, load_eval_context, record_result, recording_into
 from invprop.files import write_text_atomically
 from invprop.models import Encoder, encoder_from
 
@@ -204,10 +204,12 @@ def evaluate_semi(
         })  # fmt: skip
     if ctx.checkpoint is not None:
         path = ctx.checkpoint.parent / SUBSETS_NAME
-        write_text_atomically(
-            path, json.dumps({"seed": SUBSET_SEED, "dataset": ctx.dataset, "subsets": subsets}) + "\n"
-        )
-        results["subsets_file"] = str(path)
+        with recording_into(ctx.checkpoint.parent, "semi") as free:
+            if free:
+                write_text_atomically(
+                    path, json.dumps({"seed": SUBSET_SEED, "dataset": ctx.dataset, "subsets": subsets}) + "\n"
+                )
+                results["subsets_file"] = str(path)
     record_result(ctx, "semi", results)
     return results
 

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
 from invprop import config as cfgmod
 from invprop.config import Config, from_dict, from_saved
 from invprop.data import DataSplits, datasets_from
-from invprop.engine import CHECKPOINT_NAME, METRICS_NAME, load_checkpoint, resolve_device
-from invprop.errors import ConfigError, DataError
+from invprop.engine import CHECKPOINT_NAME, METRICS_NAME, RunLock, load_checkpoint, resolve_device
+from invprop.errors import ConfigError, DataError, RunBusyError
 from invprop.files import write_text_atomically
 from invprop.models import Encoder, encoder_from
+
+logger = logging.getLogger(__name__)
 
 #: Prefix of the encoder's parameters inside a method's state dict.
 ENCODER_PREFIX = "encoder."
@@ -97,16 +101,37 @@ def load_eval_context(
     return EvalContext(cfg, name, splits, encoder, device, path, epoch)
 
 
+@contextlib.contextmanager
+def recording_into(run_dir: Path, what: str) -> Iterator[bool]:
+    """Hold ``run_dir``'s lock while an evaluation writes into it. Yields False, after one warning, when another
+    process (a training run, which rewrites its metrics.json) holds it: the result is then printed, not recorded."""
+    lock = RunLock(run_dir, f"invprop eval ({what})")
+    try:
+        lock.acquire()
+    except RunBusyError as busy:
+        logger.warning("%s is being written by %s: the %s result is printed, not recorded in it", run_dir,
+                       busy.holder, what)  # fmt: skip
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
+
+
 def record_result(ctx: EvalContext, protocol: str, results: dict[str, Any]) -> None:
-    """Append ``results`` to ``metrics.json`` under ``eval`` when the checkpoint sits in a run directory."""
+    """Append ``results`` to ``metrics.json`` under ``eval`` when the checkpoint sits in a run directory that no
+    other process is writing."""
     if ctx.checkpoint is None:
         return
     metrics_path = ctx.checkpoint.parent / METRICS_NAME
     if not metrics_path.is_file():
         return
-    metrics = json.loads(metrics_path.read_text())
-    metrics.setdefault("eval", []).append({"protocol": protocol, **results})
-    write_text_atomically(metrics_path, json.dumps(metrics, indent=2) + "\n")
+    with recording_into(ctx.checkpoint.parent, protocol) as free:
+        if free:
+            metrics = json.loads(metrics_path.read_text())
+            metrics.setdefault("eval", []).append({"protocol": protocol, **results})
+            write_text_atomically(metrics_path, json.dumps(metrics, indent=2) + "\n")
 
 
 def require(condition: bool, message: str) -> None:

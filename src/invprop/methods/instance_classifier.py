@@ -44,7 +44,7 @@ class ClassifierSettings:
     prior: bool = setting(True, "contrastive-prior initialisation of the weights (false = Gaussian random)")
     views: int = setting(2, "augmented views per image in each batch", bounds=AT_LEAST_ONE)
     mining_chunk: int = setting(
-        4096, "rows per block of the hard-class search (memory O(chunk x N))", bounds=AT_LEAST_ONE
+        4096, "rows per block of the hard-class search (memory O(chunk x N))", bounds=AT_LEAST_ONE, resumable=True
     )
 
 

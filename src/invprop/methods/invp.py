@@ -57,7 +57,7 @@ class BankSettings:
         "online", "neighbour upkeep: online (batch rows after each step) or rebuild (each epoch)", choices=GRAPH_UPDATES
     )
     rebuild_chunk: int = setting(
-        4096, "rows per block of the exact graph rebuild (memory O(chunk x N))", bounds=AT_LEAST_ONE
+        4096, "rows per block of the exact graph rebuild (memory O(chunk x N))", bounds=AT_LEAST_ONE, resumable=True
     )
     dtype: str = setting(
         "float32", "bank storage (half precision halves the memory; see docs/benchmarks.md)", choices=BANK_DTYPES
@@ -74,6 +74,7 @@ class BankSettings:
         "the bank of a multi-process run: replicated (every process holds it all) or sharded (each holds a block of "
         "rows; for banks larger than one device)",
         choices=PLACEMENTS,
+        resumable=True,
     )
 
 

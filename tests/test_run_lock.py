@@ -1,0 +1,135 @@
+"""One writer per run directory: the lock refuses a second process, and a dead holder's lock is taken over."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from invprop.engine.run_lock import LOCK_NAME, LockHolder, RunLock
+from invprop.errors import RunBusyError
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX record locks")
+
+
+def _python(code: str, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+TRY_LOCK = """
+    import sys
+    from invprop.engine.run_lock import RunLock
+    from invprop.errors import RunBusyError
+    try:
+        RunLock(sys.argv[1], "the second writer").acquire()
+    except RunBusyError as err:
+        print(err)
+        sys.exit(2)
+    print("acquired")
+"""
+
+#: Takes the lock, says so, then waits to be killed (never releases it).
+HOLD_LOCK = """
+    import sys, time
+    from invprop.engine.run_lock import RunLock
+    RunLock(sys.argv[1], "invprop train --out run").acquire()
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_second_process_is_refused_with_the_holder_named(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    with RunLock(run, "invprop train --out run"):
+        before = (run / LOCK_NAME).read_text()
+        other = _python(TRY_LOCK, str(run))
+        out, _ = other.communicate(timeout=60)
+        assert other.returncode == 2
+        assert f"{run} is in use by process {os.getpid()} on " in out and "(invprop train --out run, since " in out
+        assert (run / LOCK_NAME).read_text() == before  # the refused process wrote nothing
+    other = _python(TRY_LOCK, str(run))  # released: the next one gets it
+    assert other.communicate(timeout=60)[0].strip() == "acquired" and other.returncode == 0
+
+
+def test_the_lock_of_a_killed_process_is_taken_over_and_named(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    run = tmp_path / "run"
+    holder = _python(HOLD_LOCK, str(run))
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    with pytest.raises(RunBusyError, match=f"in use by process {holder.pid} "):
+        RunLock(run, "me").acquire()
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(timeout=30)
+    assert LockHolder.parse((run / LOCK_NAME).read_text()).pid == holder.pid  # type: ignore[union-attr]
+    with caplog.at_level(logging.WARNING, logger="invprop.engine.run_lock"):
+        with RunLock(run, "me"):
+            assert LockHolder.parse((run / LOCK_NAME).read_text()).pid == os.getpid()  # type: ignore[union-attr]
+    assert f"took over the lock of process {holder.pid} " in caplog.text and "ended without releasing it" in caplog.text
+
+
+def test_forked_children_do_not_keep_a_dead_holder_s_lock(tmp_path: Path) -> None:
+    """DataLoader workers are forked from the training process: a record lock is not inherited by them."""
+    run = tmp_path / "run"
+    code = """
+        import os, sys, time
+        from invprop.engine.run_lock import RunLock
+        RunLock(sys.argv[1], "parent").acquire()
+        child = os.fork()
+        if child == 0:
+            null = os.open(os.devnull, os.O_RDWR)
+            os.dup2(null, 1)
+            os.dup2(null, 2)  # (the test reads the parent's output to its end)
+            time.sleep(60)
+            os._exit(0)
+        print(child, flush=True)
+        os._exit(0)  # the holder dies without releasing; its child lives on
+    """
+    parent = _python(code, str(run))
+    child = int(parent.communicate(timeout=60)[0].strip())
+    try:
+        with RunLock(run, "next"):
+            pass
+    finally:
+        os.kill(child, signal.SIGKILL)
+
+
+def test_release_empties_the_lock_and_removes_only_a_folder_it_made_for_nothing(tmp_path: Path) -> None:
+    made = tmp_path / "new"
+    with RunLock(made, "x"):
+        assert made.is_dir()
+    assert not made.exists()  # e.g. a run that failed before writing anything leaves no empty folder
+    used = tmp_path / "used"
+    with RunLock(used, "x"):
+        (used / "config.yaml").write_text("epochs: 1\n")
+    assert sorted(p.name for p in used.iterdir()) == [LOCK_NAME, "config.yaml"]
+    assert (used / LOCK_NAME).read_text() == ""
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    with RunLock(existing, "x"):
+        pass
+    assert existing.is_dir()
+
+
+def test_holder_descriptions_round_trip_and_garbage_is_ignored() -> None:
+    holder = LockHolder.this_process("invprop ablate")
+    parsed = LockHolder.parse(holder.to_json())
+    assert parsed == holder and parsed.describe().startswith(f"process {os.getpid()} on ")
+    assert LockHolder.parse("") is None and LockHolder.parse("not json") is None and LockHolder.parse("[1]") is None
+
+
+def test_acquiring_twice_through_one_object_is_a_bug(tmp_path: Path) -> None:
+    lock = RunLock(tmp_path, "x").acquire()
+    try:
+        with pytest.raises(RuntimeError, match="already held"):
+            lock.acquire()
+    finally:
+        lock.release()
+    lock.release()  # a second release is harmless
+    assert not lock.held
