@@ -207,3 +207,21 @@ def test_a_failed_move_takes_back_what_it_had_moved(tmp_path: Path, monkeypatch:
     with pytest.raises(DataError, match=r"X could not be downloaded \(disk full\); put train.mat"):
         fetch_dataset(spec, tmp_path)
     assert list((tmp_path / "x").iterdir()) == []  # neither the moved file nor the staging folder is left
+
+
+def test_a_full_disk_during_a_download_is_a_write_error_and_leaves_nothing(tmp_path: Path) -> None:
+    """No space is not a failed download: exit code 74 and the folder named, not "put the files there by hand"."""
+    import errno
+
+    from invprop.data.download import Fetch, fetch_dataset
+    from invprop.errors import EXIT_WRITE_FAILED, WriteError
+
+    def download(where: Path) -> None:
+        (where / "train.mat").write_bytes(b"half of it")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    spec = Fetch("X", "x", ("train.mat",), download, "put train.mat under x")
+    with pytest.raises(WriteError, match=r"cannot write .*/x: No space left on device \(ENOSPC\)") as info:
+        fetch_dataset(spec, tmp_path)
+    assert info.value.exit_code == EXIT_WRITE_FAILED
+    assert list((tmp_path / "x").iterdir()) == []

@@ -21,6 +21,10 @@ _WRITE_HINTS = {
 }
 
 
+#: The errno values of a write that failed for want of room or of rights (not of a network, say).
+WRITE_ERRNOS = frozenset(_WRITE_HINTS)
+
+
 class InvpropError(Exception):
     """Base class for errors caused by input (settings, files, data) rather than by a bug."""
 

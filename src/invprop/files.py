@@ -21,7 +21,7 @@ from typing import BinaryIO, Callable, Iterator
 from invprop.errors import WriteError
 
 
-def _os_error_behind(err: BaseException) -> OSError | None:
+def os_error_behind(err: BaseException) -> OSError | None:
     """The ``OSError`` that ``err`` is or was raised while handling (torch's writers wrap a failed ``write`` of the
     handle in a ``RuntimeError``)."""
     seen: set[int] = set()
@@ -43,7 +43,7 @@ def writing(path: str | os.PathLike[str]) -> Iterator[None]:
     except WriteError:
         raise
     except Exception as err:  # noqa: BLE001 - re-raised unless an OSError is behind it
-        cause = _os_error_behind(err)
+        cause = os_error_behind(err)
         if cause is None:
             raise
         raise WriteError.from_os_error(path, cause) from None
@@ -141,4 +141,11 @@ def write_text_atomically(path: str | os.PathLike[str], text: str, durable: bool
     return write_bytes_atomically(path, text.encode(), durable)
 
 
-__all__ = ["make_folder", "write_atomically", "write_bytes_atomically", "write_text_atomically", "writing"]
+__all__ = [
+    "make_folder",
+    "os_error_behind",
+    "write_atomically",
+    "write_bytes_atomically",
+    "write_text_atomically",
+    "writing",
+]

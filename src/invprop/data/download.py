@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from invprop.errors import DataError
+from invprop.errors import WRITE_ERRNOS, DataError, WriteError
+from invprop.files import make_folder, os_error_behind
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +71,8 @@ def fetch_dataset(spec: Fetch, root: Path) -> None:
     Raises:
         DataError: one line -- the download failed (offline, server error, checksum mismatch) and what to do instead,
             or an entry already exists (a dataset that cannot be read is not overwritten).
+        WriteError: the files could not be written under ``root`` (no space, quota, read-only, permission); nothing
+            of the download is left.
     """
     target = root / spec.folder
     present = [name for name in spec.entries if (target / name).exists()]
@@ -78,12 +81,7 @@ def fetch_dataset(spec: Fetch, root: Path) -> None:
             f"{spec.label} cannot be read from {target / present[0]}, and it is not downloaded over existing files: "
             f"remove {target / present[0]} to download it again, or repair it"
         )
-    try:
-        target.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise DataError(
-            f"cannot create {target} for {spec.label} ({_reason(err)}); set data.root to a writable folder"
-        ) from None
+    make_folder(target)
     staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=target))
     logger.info("downloading %s into %s (torchvision; checksums verified)", spec.label, target)
     chatter = io.StringIO()
@@ -101,6 +99,9 @@ def fetch_dataset(spec: Fetch, root: Path) -> None:
     except Exception as err:  # noqa: BLE001 - every failure becomes the same one-line message
         for name in spec.entries:  # none existed before: remove what this download moved into place
             _remove(target / name)
+        cause = os_error_behind(err)
+        if cause is not None and cause.errno in WRITE_ERRNOS:  # a full disk, not a download that went wrong
+            raise WriteError.from_os_error(target, cause) from None
         raise DataError(
             f"{spec.label} could not be downloaded ({_reason(err)}); {spec.by_hand}, or set data.root to where it is"
         ) from None
