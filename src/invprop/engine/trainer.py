@@ -145,6 +145,7 @@ class Trainer:
             context.world_size, context.rank,
         )  # fmt: skip
         self.steps_per_epoch = self.batches.steps_per_epoch
+        self.method.set_total_steps(self.steps_per_epoch * cfg.epochs)
         warmup = cfg.optim.warmup_epochs
         #: Linear warm-up epochs: the setting, or the method's default share of the epochs.
         self.warmup_epochs = warmup if warmup is not None else self.spec.default_warmup_epochs(cfg.epochs)
@@ -259,6 +260,7 @@ class Trainer:
                 )
             self.optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
+            self.method.before_optimizer_step()
             self.optimizer.step()
             self.method.after_step()
             values = {"loss": loss_value, **{k: float(v) for k, v in out.terms.items()}}

@@ -10,8 +10,24 @@ from invprop.methods.instance_classifier import (
 )
 from invprop.methods.invp import BankSettings, InvariancePropagation, InvPSettings, LossSettings, build_invp
 
+# The field's methods register themselves on import (after InvP and the instance classifier, in this order).
+from invprop.methods.simclr import SimCLR  # noqa: E402  isort: skip
+from invprop.methods.moco import MoCo  # noqa: E402  isort: skip
+from invprop.methods.byol import BYOL  # noqa: E402  isort: skip
+from invprop.methods.simsiam import SimSiam  # noqa: E402  isort: skip
+from invprop.methods.barlow_twins import BarlowTwins  # noqa: E402  isort: skip
+from invprop.methods.vicreg import VICReg  # noqa: E402  isort: skip
+from invprop.methods.nnclr import NNCLR  # noqa: E402  isort: skip
+
 __all__ = [
+    "BYOL",
     "METHODS",
+    "NNCLR",
+    "BarlowTwins",
+    "MoCo",
+    "SimCLR",
+    "SimSiam",
+    "VICReg",
     "BankSettings",
     "BuildContext",
     "ClassifierSettings",

@@ -58,6 +58,10 @@ class Method(nn.Module):
     #: Augmented views per image in a training batch (the engine stacks them view-major: (views x B, C, H, W)).
     views: int = 1
 
+    def set_total_steps(self, total_steps: int) -> None:
+        """The run's planned optimiser steps, for schedules inside the method (e.g. BYOL's momentum); called by the
+        engine before training and again when a resumed run changes ``epochs`` (default: ignored)."""
+
     @torch.no_grad()
     def before_training(self, batches: Iterable[tuple[Tensor, Tensor]]) -> None:
         """Called once before epoch 1 of a new run with this process's ``(indices, images)`` of one epoch, one view
@@ -71,6 +75,10 @@ class Method(nn.Module):
         """Parameters split by rows over processes, with their partitions (their optimiser state is gathered into
         checkpoints; default none)."""
         return []
+
+    def before_optimizer_step(self) -> None:
+        """Called between the backward pass and the optimiser step (default: nothing); e.g. averaging the gradients
+        of modules that the engine's data-parallel wrapper does not hold (a predictor) over processes."""
 
     @torch.no_grad()
     def after_step(self) -> None:

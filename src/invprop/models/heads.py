@@ -38,3 +38,28 @@ def mlp_bn_head(in_dim: int, out_dim: int = 128, hidden_dim: int | None = None) 
     return nn.Sequential(
         nn.Linear(in_dim, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out_dim)
     )
+
+
+@HEADS.register("mlp3_bn")
+def mlp3_bn_head(in_dim: int, out_dim: int = 128, hidden_dim: int | None = None) -> nn.Module:
+    """Three layers, (Linear -> BatchNorm -> ReLU) x 2 -> Linear: the projector of Barlow Twins and the expander of
+    VICReg (8192 wide on ImageNet; 2048 in solo-learn's CIFAR configs); hidden width defaults to ``in_dim``."""
+    hidden = hidden_dim or in_dim
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+        nn.Linear(hidden, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+        nn.Linear(hidden, out_dim),
+    )  # fmt: skip
+
+
+@HEADS.register("mlp3_bn_out")
+def mlp3_bn_out_head(in_dim: int, out_dim: int = 128, hidden_dim: int | None = None) -> nn.Module:
+    """:func:`mlp3_bn_head` with a BatchNorm on the output too: SimSiam's projector (Chen & He, 2021, Sec. 3) and
+    NNCLR's (Dwibedi et al., 2021, Sec. 4)."""
+    return nn.Sequential(mlp3_bn_head(in_dim, out_dim, hidden_dim), nn.BatchNorm1d(out_dim))
+
+
+def predictor(dim: int, hidden_dim: int, out_dim: int | None = None) -> nn.Module:
+    """The predictor of BYOL, SimSiam and NNCLR: Linear -> BatchNorm -> ReLU -> Linear, ``dim -> hidden -> out``
+    (BYOL: 256 -> 4096 -> 256; SimSiam: 2048 -> 512 -> 2048, a bottleneck; NNCLR: 256 -> 4096 -> 256)."""
+    return mlp_bn_head(dim, out_dim or dim, hidden_dim)

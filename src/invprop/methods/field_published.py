@@ -1,0 +1,134 @@
+"""The field's methods (SimCLR, MoCo v2, BYOL, SimSiam, Barlow Twins, VICReg, NNCLR): their per-dataset defaults,
+the published value of each of their own settings, and why a default differs from it.
+
+Sources: the papers, their authors' code where a paper gives no value, and solo-learn's CIFAR recipes
+(``scripts/pretrain/cifar/<method>.yaml``, facts only) for CIFAR-sized data. The projector and predictor widths
+are scaled down with the backbone on digits (a 256-wide network). Optimisation stays the dataset preset's (SGD and
+its learning rate, as for InvP): the papers' LARS and their large-batch learning rates do not carry over to SGD at
+batch 128.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from invprop.settings import Reference
+
+_SOLO = "solo-learn's CIFAR recipe (scripts/pretrain/cifar/{}.yaml)"
+_DIGITS_WIDTH = "scaled down with the 256-wide digits network"
+
+#: Per method, per dataset preset: the method's defaults (its own section and its projector, ``model.*``).
+FIELD_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "simclr": {
+        "digits": {"model": {"head": "mlp_bn"}},
+        "cifar10": {"model": {"head": "mlp", "hidden_dim": 2048, "embedding_dim": 256}},
+    },
+    "moco": {
+        "digits": {"model": {"head": "mlp"}, "moco": {"queue_size": 1024}},
+        "cifar10": {"model": {"head": "mlp", "hidden_dim": 2048, "embedding_dim": 256}, "moco": {"queue_size": 16384}},
+    },
+    "byol": {
+        "digits": {"model": {"head": "mlp_bn", "hidden_dim": 1024, "embedding_dim": 128}, "byol": {"predictor_hidden_dim": 1024}},
+        "cifar10": {"model": {"head": "mlp_bn", "hidden_dim": 4096, "embedding_dim": 256}},
+    },
+    "simsiam": {
+        "digits": {"model": {"head": "mlp3_bn_out", "hidden_dim": 256, "embedding_dim": 256}, "simsiam": {"predictor_hidden_dim": 64}},
+        "cifar10": {"model": {"head": "mlp3_bn_out", "hidden_dim": 2048, "embedding_dim": 2048}},
+    },
+    "barlowtwins": {
+        "digits": {"model": {"head": "mlp3_bn", "hidden_dim": 512, "embedding_dim": 512}},
+        "cifar10": {"model": {"head": "mlp3_bn", "hidden_dim": 2048, "embedding_dim": 2048}},
+    },
+    "vicreg": {
+        "digits": {"model": {"head": "mlp3_bn", "hidden_dim": 512, "embedding_dim": 512}},
+        "cifar10": {"model": {"head": "mlp3_bn", "hidden_dim": 2048, "embedding_dim": 2048}},
+    },
+    "nnclr": {
+        "digits": {"model": {"head": "mlp3_bn_out", "hidden_dim": 512, "embedding_dim": 128}, "nnclr": {"queue_size": 1024, "predictor_hidden_dim": 1024}},
+        "cifar10": {"model": {"head": "mlp3_bn_out", "hidden_dim": 2048, "embedding_dim": 256}, "nnclr": {"queue_size": 16384}},
+    },
+}  # fmt: skip
+
+#: Published values of each method's own settings.
+FIELD_REFERENCES: dict[str, dict[str, dict[str, Reference]]] = {
+    "simclr": {
+        "*": {"simclr.temperature": Reference(0.1, "Chen et al. (2020), Sec. 5 (ImageNet, large batches)")},
+        "cifar10": {"simclr.temperature": Reference(0.5, "Chen et al. (2020), App. B.9 (CIFAR-10)")},
+    },
+    "moco": {
+        "*": {
+            "moco.temperature": Reference(0.2, "Chen et al. (2020), MoCo v2, Sec. 2"),
+            "moco.queue_size": Reference(65536, "He et al. (2020), MoCo, Sec. 4 (ImageNet)"),
+            "moco.base_momentum": Reference(0.999, "He et al. (2020), MoCo, Sec. 3.2 (fixed)"),
+            "moco.final_momentum": Reference(0.999, "He et al. (2020), MoCo, Sec. 3.2 (fixed)"),
+            "moco.symmetric": Reference(False, "He et al. (2020), MoCo, Alg. 1 (one direction)"),
+        },
+    },
+    "byol": {
+        "*": {
+            "byol.base_momentum": Reference(0.996, "Grill et al. (2020), Sec. 3.2"),
+            "byol.final_momentum": Reference(1.0, "Grill et al. (2020), Sec. 3.2"),
+            "byol.predictor_hidden_dim": Reference(4096, "Grill et al. (2020), Sec. 3.3"),
+        },
+    },
+    "simsiam": {"*": {"simsiam.predictor_hidden_dim": Reference(512, "Chen & He (2021), Sec. 3 (2048 -> 512 -> 2048)")}},
+    "barlowtwins": {
+        "*": {
+            "barlowtwins.off_diagonal_weight": Reference(0.0051, "Zbontar et al. (2021), the authors' code (lambd)"),
+            "barlowtwins.scale": Reference(1.0, "Zbontar et al. (2021), Eq. 1 (no factor)"),
+        },
+    },
+    "vicreg": {
+        "*": {
+            "vicreg.invariance_weight": Reference(25.0, "Bardes et al. (2022), Sec. 4.2"),
+            "vicreg.variance_weight": Reference(25.0, "Bardes et al. (2022), Sec. 4.2"),
+            "vicreg.covariance_weight": Reference(1.0, "Bardes et al. (2022), Sec. 4.2"),
+            "vicreg.target_std": Reference(1.0, "Bardes et al. (2022), Eq. 1"),
+        },
+    },
+    "nnclr": {
+        "*": {
+            "nnclr.temperature": Reference(0.1, "Dwibedi et al. (2021), Sec. 4"),
+            "nnclr.queue_size": Reference(98304, "Dwibedi et al. (2021), Sec. 4 (ImageNet)"),
+            "nnclr.predictor_hidden_dim": Reference(4096, "Dwibedi et al. (2021), Sec. 4"),
+        },
+    },
+}  # fmt: skip
+
+_QUEUE_DIGITS = "below the 1,347 digits training images (a larger queue would hold an image's own earlier keys)"
+_QUEUE_CIFAR = "below CIFAR-10's 50,000 training images (solo-learn's CIFAR recipes use 32,768 and 65,536)"
+
+#: Why a default differs from its reference.
+FIELD_DEVIATIONS: dict[str, dict[str, dict[str, str]]] = {
+    "simclr": {
+        "*": {
+            "simclr.temperature": f"{_SOLO.format('simclr')} uses 0.2 for small images and batches; not measured here"
+        },
+        "cifar10": {"simclr.temperature": f"{_SOLO.format('simclr')} uses 0.2; not measured here against 0.5"},
+    },
+    "moco": {
+        "*": {
+            "moco.base_momentum": f"{_SOLO.format('mocov2plus')}: 0.99 rising to 0.999 (short schedules on small data)",
+            "moco.symmetric": f"{_SOLO.format('mocov2plus')} ('MoCo v2+'): the symmetric loss",
+            "moco.queue_size": "4096 for datasets of a few tens of thousands of images; presets adapt it",
+        },
+        "digits": {"moco.queue_size": _QUEUE_DIGITS},
+        "cifar10": {"moco.queue_size": _QUEUE_CIFAR},
+    },
+    "byol": {
+        "*": {"byol.base_momentum": f"{_SOLO.format('byol')}: 0.99 for CIFAR-sized data and short schedules"},
+        "digits": {"byol.predictor_hidden_dim": _DIGITS_WIDTH},
+    },
+    "simsiam": {"digits": {"simsiam.predictor_hidden_dim": f"{_DIGITS_WIDTH} (the paper's 1/4 bottleneck of 256)"}},
+    "barlowtwins": {
+        "*": {"barlowtwins.scale": f"{_SOLO.format('barlow')}: scale_loss 0.1 with its 2048-wide projector"}
+    },
+    "vicreg": {},
+    "nnclr": {
+        "*": {"nnclr.queue_size": "4096 for datasets of a few tens of thousands of images; presets adapt it"},
+        "digits": {"nnclr.queue_size": _QUEUE_DIGITS, "nnclr.predictor_hidden_dim": _DIGITS_WIDTH},
+        "cifar10": {"nnclr.queue_size": _QUEUE_CIFAR},
+    },
+}
+
+__all__ = ["FIELD_DEVIATIONS", "FIELD_PRESETS", "FIELD_REFERENCES"]

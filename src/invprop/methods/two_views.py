@@ -1,0 +1,78 @@
+"""What the two-view methods of the field share: two augmented views per image, a step counter for schedules, and
+the gathering of a distributed run's batch.
+
+The engine stacks the views view-major, ``(2B, C, H, W)``: rows ``[0, B)`` are the first views and ``[B, 2B)``
+the second views of the same images. Each method encodes both halves in one forward pass (BatchNorm statistics
+over the 2B images, as single-process implementations do).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from invprop.distributed.collectives import all_gather_rows, all_gather_tensor, all_reduce_sum, world_size
+from invprop.methods.base import Method
+
+
+class TwoViewMethod(Method):
+    """Base of the two-view methods: :meth:`pair` encodes a batch into its two halves; ``step`` (a buffer, saved
+    with the state) counts optimiser steps against ``total_steps`` for schedules.
+
+    Args:
+        encoder: backbone + projector (the run's ``model.head``).
+        distributed: inside a process group: :meth:`gather` and :meth:`gather_constant` concatenate every
+            process's rows (rank order), so that a loss over the batch sees the global batch.
+    """
+
+    views = 2
+    step: Tensor
+
+    def __init__(self, encoder: nn.Module, distributed: bool = False) -> None:
+        super().__init__(encoder)
+        self.distributed = distributed
+        self.total_steps = 1
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+
+    def set_total_steps(self, total_steps: int) -> None:
+        self.total_steps = max(int(total_steps), 1)
+
+    @staticmethod
+    def halves(x: Tensor) -> tuple[Tensor, Tensor]:
+        """The first and second views' rows of a view-major (2B, ...) tensor."""
+        n = x.shape[0] // 2
+        return x[:n], x[n:]
+
+    def pair(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """Projections (B, D) of the first and of the second views, one forward pass."""
+        return self.halves(self.encode(images))
+
+    def gather(self, x: Tensor) -> Tensor:
+        """Every process's rows, differentiably (the batch's own rows keep their gradient); as is in one process."""
+        return all_gather_rows(x) if self.distributed else x
+
+    def gather_constant(self, x: Tensor) -> Tensor:
+        """Every process's rows without gradient (keys before they enter a queue)."""
+        return all_gather_tensor(x.detach()) if self.distributed else x.detach()
+
+    def shared_modules(self) -> list[nn.Module]:
+        """Trained modules outside the encoder (predictors): their gradients are averaged over processes here, as
+        the engine's data-parallel wrapper does for the encoder's."""
+        return []
+
+    def before_optimizer_step(self) -> None:
+        if not self.distributed:
+            return
+        grads = [p.grad for m in self.shared_modules() for p in m.parameters() if p.grad is not None]
+        if grads:
+            flat = torch.cat([g.reshape(-1) for g in grads])
+            flat = all_reduce_sum(flat.detach()) / world_size()
+            for g, part in zip(grads, torch.split(flat, [g.numel() for g in grads]), strict=True):
+                g.copy_(part.view_as(g))
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        self.step.add_(1)
+
+
+__all__ = ["TwoViewMethod"]
