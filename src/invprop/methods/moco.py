@@ -21,7 +21,7 @@ from invprop.core.momentum import cosine_momentum, ema_update_, frozen_copy
 from invprop.core.queue import FeatureQueue
 from invprop.methods.base import METHODS, BuildContext, MethodSpec, StepOutput
 from invprop.methods.field_published import FIELD_DEVIATIONS, FIELD_PRESETS, FIELD_REFERENCES
-from invprop.methods.two_views import TwoViewMethod
+from invprop.methods.two_views import TwoViewMethod, warn_if_queue_holds_the_dataset
 from invprop.settings import AT_LEAST_ONE, POSITIVE, Range, section, setting
 
 #: A momentum in [0, 1].
@@ -94,6 +94,7 @@ class MoCo(TwoViewMethod):
 
 
 def build_moco(settings: MoCoSettings, encoder: nn.Module, context: BuildContext) -> MoCo:
+    warn_if_queue_holds_the_dataset("moco.queue_size", settings.moco.queue_size, context.num_samples)
     return MoCo(encoder, context.embedding_dim, settings.moco, context.distributed)
 
 

@@ -18,7 +18,7 @@ from invprop.core.contrastive_losses import nearest_neighbours, nnclr_loss
 from invprop.core.queue import FeatureQueue
 from invprop.methods.base import METHODS, BuildContext, MethodSpec, StepOutput
 from invprop.methods.field_published import FIELD_DEVIATIONS, FIELD_PRESETS, FIELD_REFERENCES
-from invprop.methods.two_views import TwoViewMethod
+from invprop.methods.two_views import TwoViewMethod, warn_if_queue_holds_the_dataset
 from invprop.models.heads import predictor
 from invprop.settings import AT_LEAST_ONE, POSITIVE, section, setting
 
@@ -83,6 +83,7 @@ class NNCLR(TwoViewMethod):
 
 
 def build_nnclr(settings: NNCLRSettings, encoder: nn.Module, context: BuildContext) -> NNCLR:
+    warn_if_queue_holds_the_dataset("nnclr.queue_size", settings.nnclr.queue_size, context.num_samples)
     return NNCLR(encoder, context.embedding_dim, settings.nnclr, context.distributed)
 
 

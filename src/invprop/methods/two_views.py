@@ -8,11 +8,24 @@ over the 2B images, as single-process implementations do).
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import Tensor, nn
 
 from invprop.distributed.collectives import all_gather_rows, all_gather_tensor, all_reduce_sum, world_size
 from invprop.methods.base import Method
+
+logger = logging.getLogger(__name__)
+
+
+def warn_if_queue_holds_the_dataset(key: str, size: int, num_samples: int) -> None:
+    """Say once, when a method is built, that a queue as large as the dataset holds images' own earlier rows."""
+    if size >= num_samples:
+        logger.warning(
+            "%s=%d is not below the %d training images: the queue holds images' own earlier rows (as negatives or "
+            "neighbours); lower it", key, size, num_samples,
+        )  # fmt: skip
 
 
 class TwoViewMethod(Method):
@@ -75,4 +88,4 @@ class TwoViewMethod(Method):
         self.step.add_(1)
 
 
-__all__ = ["TwoViewMethod"]
+__all__ = ["TwoViewMethod", "warn_if_queue_holds_the_dataset"]

@@ -1,0 +1,99 @@
+"""The field's contrastive losses against their formulas written out per sample, and on inputs with known answers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from invprop.core.contrastive_losses import info_nce_queue_loss, nearest_neighbours, nnclr_loss, nt_xent_loss
+
+
+def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(a.double() @ b.double() / (a.double().norm() * b.double().norm()))
+
+
+def nt_xent_oracle(z1: torch.Tensor, z2: torch.Tensor, tau: float) -> float:
+    """SimCLR, Eq. 1, one anchor at a time over the 2B embeddings."""
+    z = torch.cat([z1, z2])
+    n = z1.shape[0]
+    total = 0.0
+    for i in range(2 * n):
+        j = i + n if i < n else i - n
+        denominator = sum(math.exp(_cos(z[i], z[k]) / tau) for k in range(2 * n) if k != i)
+        total += -math.log(math.exp(_cos(z[i], z[j]) / tau) / denominator)
+    return total / (2 * n)
+
+
+def info_nce_oracle(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, tau: float) -> float:
+    total = 0.0
+    for b in range(q.shape[0]):
+        positive = math.exp(_cos(q[b], k[b]) / tau)
+        negatives = sum(math.exp(_cos(q[b], row) / tau) for row in queue)
+        total += -math.log(positive / (positive + negatives))
+    return total / q.shape[0]
+
+
+def nnclr_oracle(support: torch.Tensor, z: torch.Tensor, p: torch.Tensor, tau: float) -> float:
+    total = 0.0
+    for i in range(z.shape[0]):
+        best = max(range(support.shape[0]), key=lambda r: _cos(z[i], support[r]))
+        nn_i = support[best]
+        denominator = sum(math.exp(_cos(nn_i, p[k]) / tau) for k in range(p.shape[0]))
+        total += -math.log(math.exp(_cos(nn_i, p[i]) / tau) / denominator)
+    return total / z.shape[0]
+
+
+@pytest.mark.parametrize("tau", [0.1, 0.5])
+def test_nt_xent_matches_the_per_anchor_formula(tau: float) -> None:
+    g = torch.Generator().manual_seed(0)
+    z1, z2 = torch.randn(5, 7, generator=g), torch.randn(5, 7, generator=g) * 3
+    assert float(nt_xent_loss(z1, z2, tau)) == pytest.approx(nt_xent_oracle(z1, z2, tau), rel=1e-5)
+
+
+def test_nt_xent_known_answers() -> None:
+    # Identical views of orthogonal images: each anchor's positive has similarity 1, its 2B - 2 negatives 0.
+    z = torch.eye(4)
+    tau = 0.5
+    expected = -math.log(math.exp(2) / (math.exp(2) + 6))
+    assert float(nt_xent_loss(z, z, tau)) == pytest.approx(expected, rel=1e-6)
+    # Collapsed embeddings: all 2B - 1 candidates equally similar, the loss is log(2B - 1).
+    same = torch.ones(4, 3)
+    assert float(nt_xent_loss(same, same, 0.2)) == pytest.approx(math.log(7), rel=1e-6)
+    # Scale does not matter (cosine similarities).
+    z1, z2 = torch.randn(3, 4), torch.randn(3, 4)
+    assert torch.allclose(nt_xent_loss(z1, z2, 0.2), nt_xent_loss(10 * z1, 0.1 * z2, 0.2))
+
+
+def test_info_nce_with_a_queue_matches_the_formula_and_handles_an_empty_queue() -> None:
+    g = torch.Generator().manual_seed(1)
+    q, k, queue = torch.randn(4, 6, generator=g), torch.randn(4, 6, generator=g), torch.randn(9, 6, generator=g)
+    assert float(info_nce_queue_loss(q, k, queue, 0.2)) == pytest.approx(info_nce_oracle(q, k, queue, 0.2), rel=1e-5)
+    assert float(info_nce_queue_loss(q, k, queue[:0], 0.2)) == pytest.approx(0.0, abs=1e-6)  # nothing to contrast
+    # A key equal to the query and negatives orthogonal to it: -log(e^{1/tau} / (e^{1/tau} + K)).
+    e = torch.eye(4)
+    expected = -math.log(math.exp(5) / (math.exp(5) + 3))
+    assert float(info_nce_queue_loss(e[:1], e[:1], e[1:], 0.2)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_info_nce_takes_no_gradient_through_keys_or_queue() -> None:
+    q = torch.randn(3, 4, requires_grad=True)
+    k = torch.randn(3, 4, requires_grad=True)
+    queue = torch.randn(5, 4, requires_grad=True)
+    info_nce_queue_loss(q, k, queue, 0.2).backward()
+    assert q.grad is not None and k.grad is None and queue.grad is None
+
+
+def test_nnclr_matches_the_formula_with_the_neighbour_as_positive() -> None:
+    g = torch.Generator().manual_seed(2)
+    support, z, p = torch.randn(8, 5, generator=g), torch.randn(4, 5, generator=g), torch.randn(4, 5, generator=g)
+    neighbours = nearest_neighbours(z, support)
+    expected = nnclr_oracle(support, z, p, 0.1)
+    assert float(nnclr_loss(neighbours, p, 0.1)) == pytest.approx(expected, rel=1e-5)
+    # The neighbour of a support row is that row.
+    assert torch.allclose(nearest_neighbours(support[[3, 5]] * 2, support), F.normalize(support[[3, 5]], dim=1))
+    p.requires_grad_(True)
+    nnclr_loss(neighbours, p, 0.1).backward()
+    assert p.grad is not None
