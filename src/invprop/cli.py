@@ -253,6 +253,47 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from invprop.evaluation.compare import parse_methods, run_comparison
+
+    methods = parse_methods(args.methods)
+    overrides = _merge_overrides(args)
+    preset = args.preset or _preset_for(args.dataset) or cfgmod.DEFAULT_PRESET
+    file_values = _file_settings(args.config) if args.config else {}
+    if args.out:
+        out_dir = Path(args.out)
+    else:
+        name = str(overrides.get("data", {}).get("name") or cfgmod.preset(preset).data.name)
+        slug = re.sub(r"[^A-Za-z0-9]+", "-", name.split("/")[-1]).strip("-") or "run"
+        out_dir = DEFAULT_RUNS_DIR / f"compare-{slug}-{time.strftime('%Y%m%d-%H%M%S')}"
+    command = "invprop " + " ".join(args.argv)
+    logger.info("comparing %d methods -> %s", len(methods), out_dir)
+
+    def report(row: Mapping[str, Any]) -> None:
+        top1 = "-" if row["knn_top1"] is None else f"{row['knn_top1']:.4f}"
+        logger.info("%s: kNN top-1 %s (%.1fs)", row["method"], top1, row["seconds"] or 0.0)
+
+    rows = run_comparison(
+        methods, preset, file_values, overrides, out_dir, command, linear=not args.no_linear, on_row=report
+    )
+    print((out_dir / "results.md").read_text(), end="")
+    print(f"results: {out_dir / 'results.md'} and {out_dir / 'results.json'} ({len(rows)} methods)")
+    return 0
+
+
+def _preset_for(dataset: str | None) -> str | None:
+    """The preset named after ``dataset`` (cifar10's for image folders); None without a dataset."""
+    if not dataset:
+        return None
+    if dataset in cfgmod.PRESETS:
+        return dataset
+    if dataset.startswith(IMAGEFOLDER_PREFIX):
+        return "cifar10"
+    if dataset not in dataset_names():
+        raise ConfigError(f"unknown dataset {dataset!r}; choose one of: {', '.join(dataset_names())}")
+    return None
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     if (args.checkpoint is None) == (not args.untrained):
         raise ConfigError("give --checkpoint PATH (a run's last.pt or its directory), or --untrained for the baseline")
@@ -406,6 +447,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="results folder, one run directory per variant; re-run to resume (default: runs/ablate-<dataset>-<time>)",
     )
     ab.set_defaults(func=cmd_ablate)
+
+    cp = sub.add_parser(
+        "compare", help="train several methods on the same data, seed and epochs, each with its defaults, and rank them"
+    )
+    cp.add_argument(
+        "--methods",
+        help="comma-separated methods (default: invp, its baselines and the field's methods); see invprop presets --keys",
+    )
+    cp.add_argument("--dataset", help=f"dataset: {', '.join(dataset_names())}")
+    cp.add_argument("--preset", help=f"start every method from this preset: {', '.join(cfgmod.PRESETS)}")
+    cp.add_argument("--config", help="YAML file of settings; each method takes the sections it has")
+    cp.add_argument("--set", action="append", metavar="KEY=VALUE", help="dotted override, for every method that has it")
+    cp.add_argument("--epochs", type=int, help="epochs of every method (the budget)")
+    cp.add_argument("--no-linear", action="store_true", help="skip the linear probe of each method")
+    cp.add_argument(
+        "--out",
+        help="results folder, one run directory per method; re-run to resume (default: runs/compare-<dataset>-<time>)",
+    )
+    cp.set_defaults(func=cmd_compare)
 
     ev = sub.add_parser("eval", help="evaluate a checkpoint")
     ev.add_argument(

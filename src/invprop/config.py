@@ -374,6 +374,18 @@ RENAMED = {("distributed", "bank"): ("bank", "placement")}
 BATCHNORM_HEAD_KEY = "encoder.head.1.running_mean"
 
 
+def for_method(values: Mapping[str, Any], method: str) -> dict[str, Any]:
+    """``values`` (nested settings) without ``method`` and without the sections that only other methods have, so
+    one file or one set of overrides can serve several methods (``invprop compare``).
+
+    Example:
+        >>> sorted(for_method({"method": "invp", "loss": {"weight": 1}, "optim": {"lr": 0.1}}, "simclr"))
+        ['optim']
+    """
+    own = method_spec(method).sections()
+    return {k: v for k, v in values.items() if k != "method" and (k in own or not _owners(str(k)))}
+
+
 def from_saved(values: Mapping[str, Any], weights: Mapping[str, Any] | None = None) -> Config:
     """The config of a saved run (config.yaml, or a checkpoint's ``config``), including runs of earlier versions,
     which saved every method's sections and a few keys under other names.
@@ -506,6 +518,7 @@ __all__ = [
     "EvalSettings",
     "OptimSettings",
     "from_dict",
+    "for_method",
     "from_saved",
     "help_texts",
     "load_yaml",

@@ -33,4 +33,37 @@ def describe_machine(device: torch.device | str | None = None) -> str:
     return f"{accelerator}; {available_cores()} CPU cores ({cpu}); torch {torch.__version__}"
 
 
-__all__ = ["available_cores", "describe_machine"]
+#: Linux: writing this to /proc/self/clear_refs resets the process's peak resident memory (VmHWM).
+_RESET_PEAK_RSS = "5"
+
+
+def reset_peak_memory(device: torch.device | str) -> None:
+    """Start measuring peak memory afresh: CUDA's allocator peak, or (CPU, Linux) the process's peak resident set."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write(_RESET_PEAK_RSS)
+    except OSError:
+        pass  # not Linux, or not allowed: the peak since the process started is reported instead
+
+
+def peak_memory_bytes(device: torch.device | str) -> int | None:
+    """Peak memory since :func:`reset_peak_memory`: CUDA tensors on ``device``, or the process's peak resident set
+    on the CPU (Linux ``VmHWM``; elsewhere None)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+__all__ = ["available_cores", "describe_machine", "peak_memory_bytes", "reset_peak_memory"]

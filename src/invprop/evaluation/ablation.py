@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from invprop.config import Config, from_dict, from_saved, to_dict
-from invprop.engine import CHECKPOINT_NAME, METRICS_NAME, RunLock, Trainer
+from invprop.config import Config, from_dict, to_dict
+from invprop.engine import RunLock
 from invprop.engine.device import resolve_device
-from invprop.engine.run_settings import read_run_settings
 from invprop.errors import ConfigError
+from invprop.evaluation.runs import fmt, train_or_reuse
 from invprop.files import write_text_atomically
 from invprop.machine import describe_machine
 
@@ -146,28 +146,6 @@ def variant_config(base: Config, name: str) -> Config:
     return from_dict(dict(_ALL_VARIANTS[name].overrides), base=base)
 
 
-def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out: list[str] = []
-        for key in sorted(set(a) | set(b)):
-            out += _differences(a.get(key), b.get(key), f"{prefix}{key}.")
-        return out
-    return [] if a == b else [prefix.rstrip(".")]
-
-
-def _check_same_config(run_dir: Path, cfg: Config) -> None:
-    settings = read_run_settings(run_dir)
-    if settings is None:
-        return
-    saved = to_dict(from_saved(settings.values))
-    changed = _differences(saved, to_dict(cfg))
-    if changed:
-        raise ConfigError(
-            f"{run_dir} was trained with a different configuration ({', '.join(changed[:4])} differ); "
-            "use another --out to start a new ablation"
-        )
-
-
 def _row(name: str, cfg: Config, metrics: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "variant": name,
@@ -185,23 +163,8 @@ def _row(name: str, cfg: Config, metrics: Mapping[str, Any]) -> dict[str, Any]:
 def run_variant(base: Config, name: str, out_dir: Path, progress: bool | None = None) -> dict[str, Any]:
     """Train (or reuse, or resume) one variant in ``out_dir/name``; returns its table row."""
     cfg = variant_config(base, name)
-    run_dir = out_dir / name
-    with RunLock(run_dir, f"invprop ablate, variant {name}"):
-        _check_same_config(run_dir, cfg)
-        metrics_path = run_dir / METRICS_NAME
-        if metrics_path.is_file():
-            metrics = json.loads(metrics_path.read_text())
-            if metrics.get("epochs") == cfg.epochs:
-                logger.info("%s: already finished in %s, reused", name, run_dir)
-                return {**_row(name, cfg, metrics), "baseline_raw_knn_top1": metrics.get("baseline_raw_knn_top1")}
-        resume = (run_dir / CHECKPOINT_NAME).is_file()
-        logger.info("%s: %s %s", name, "resuming" if resume else "training", run_dir)
-        result = Trainer(cfg, run_dir, progress=progress).fit(resume=resume)
-    return {**_row(name, cfg, result.metrics), "baseline_raw_knn_top1": result.metrics.get("baseline_raw_knn_top1")}
-
-
-def _fmt(value: Any, pattern: str = "{:.4f}") -> str:
-    return "-" if value is None else pattern.format(value)
+    metrics = train_or_reuse(cfg, out_dir / name, f"ablate, variant {name}", progress)
+    return {**_row(name, cfg, metrics), "baseline_raw_knn_top1": metrics.get("baseline_raw_knn_top1")}
 
 
 def write_results(rows: Sequence[Mapping[str, Any]], out_dir: Path, header: Mapping[str, Any]) -> None:
@@ -220,8 +183,8 @@ def write_results(rows: Sequence[Mapping[str, Any]], out_dir: Path, header: Mapp
     ]
     for r in rows:
         lines.append(
-            f"| {r['variant']} | {r['description']} | {_fmt(r['knn_top1'])} | {_fmt(r['knn_top5'])} | "
-            f"{_fmt(r['purity_positive'], '{:.3f}')} | {_fmt(r['purity_hard_positive'], '{:.3f}')} | {_fmt(r['seconds'], '{:.1f}')} |"
+            f"| {r['variant']} | {r['description']} | {fmt(r['knn_top1'])} | {fmt(r['knn_top5'])} | "
+            f"{fmt(r['purity_positive'], '{:.3f}')} | {fmt(r['purity_hard_positive'], '{:.3f}')} | {fmt(r['seconds'], '{:.1f}')} |"
         )
     if raw is not None:
         lines += ["", f"Raw pixels, same weighted kNN: top-1 {raw:.4f}."]

@@ -1,0 +1,222 @@
+"""``invprop compare``: which method is best on MY data, at MY budget?
+
+Every method trains on the same data, seed and epoch budget, each with its own preset defaults (the dataset's
+shared settings plus the method's, as ``invprop presets --method NAME`` shows them), into ``OUT/<method>/`` -- an
+ordinary run directory, reused when finished and resumed when interrupted (the machinery of ``ablate``). A shared
+``--config`` file or ``--set`` override applies to every method that has its key; a section that only other methods
+have is skipped for this one. ``results.md`` and ``results.json`` are rewritten after every method.
+
+Per method the table gives: held-out kNN top-1/top-5 (the run's monitor), linear-probe top-1 (the ``eval linear``
+protocol), the untrained encoder's kNN top-1 (same architecture and seed, no training: the floor to beat), wall
+time per epoch and in total, images per second, and peak memory.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+
+from invprop import config as cfgmod
+from invprop.config import Config
+from invprop.data import datasets_from
+from invprop.engine import RunLock
+from invprop.engine.device import resolve_device
+from invprop.engine.monitor import knn_monitor
+from invprop.errors import ConfigError
+from invprop.evaluation.ablation import RESULTS_JSON, RESULTS_MD
+from invprop.evaluation.linear import evaluate_linear
+from invprop.evaluation.runs import fmt, train_or_reuse
+from invprop.files import write_text_atomically
+from invprop.machine import describe_machine, peak_memory_bytes, reset_peak_memory
+from invprop.methods import METHODS
+from invprop.models import encoder_from
+from invprop.settings import close_match, deep_update
+
+logger = logging.getLogger(__name__)
+
+#: What ``compare`` measures beside the run's own metrics, kept in each run directory (so reused rows keep it).
+MEASURES_NAME = "compare.json"
+#: The methods of ``invprop compare`` without ``--methods``: InvP, its baselines and the field's methods.
+DEFAULT_METHODS = ("invp", "insdis", "instance-classifier", "simclr", "moco", "byol", "simsiam", "barlowtwins",
+                   "vicreg", "nnclr")  # fmt: skip
+
+
+def parse_methods(text: str | None) -> list[str]:
+    """``"invp,simclr"`` -> the registered methods, in order; a one-line error names an unknown one."""
+    names = [n.strip() for n in text.split(",") if n.strip()] if text else list(DEFAULT_METHODS)
+    for name in names:
+        if name not in METHODS:
+            raise ConfigError(f"unknown method {name!r}{close_match(name, METHODS)}; choose from: {', '.join(METHODS)}")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"--methods names a method twice: {text}")
+    return names
+
+
+def method_config(preset: str, method: str, file_values: Mapping[str, Any], overrides: Mapping[str, Any]) -> Config:
+    """``method``'s preset for ``preset``, then the keys of ``file_values`` and ``overrides`` that it has."""
+    values = cfgmod.preset_values(preset, method)
+    deep_update(values, cfgmod.for_method(file_values, method))
+    deep_update(values, cfgmod.for_method(overrides, method))
+    return cfgmod.validate(cfgmod.from_dict(values))
+
+
+@torch.no_grad()
+def untrained_knn_top1(cfg: Config) -> float | None:
+    """kNN top-1 of ``cfg``'s encoder as initialised (seed ``cfg.seed``), on the head embeddings: the floor."""
+    data = datasets_from(cfg.data)
+    if not data.labelled or data.memory is None or data.test is None:
+        return None
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    encoder = encoder_from(cfg.model, data.in_channels).to(device)
+    scores = knn_monitor(
+        encoder, data.memory, data.test, data.num_classes, device, cfg.eval.knn_k, cfg.eval.knn_sigma,
+        cfg.data.num_workers,
+    )  # fmt: skip
+    return scores["knn_top1"]
+
+
+def _measures(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / MEASURES_NAME
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def run_method(cfg: Config, run_dir: Path, linear: bool = True, progress: bool | None = None) -> dict[str, Any]:
+    """Train (or reuse, or resume) ``cfg``'s method in ``run_dir`` and measure its row of the table."""
+    device = resolve_device(cfg.device)
+    measures = _measures(run_dir)
+
+    def record(metrics: Mapping[str, Any], trained: bool) -> None:
+        if trained:  # the peak of the last training segment (a resumed run: since it resumed)
+            measures["peak_memory_bytes"] = peak_memory_bytes(device)
+            measures["peak_memory_of"] = "CUDA tensors" if device.type == "cuda" else "process resident set"
+        write_text_atomically(run_dir / MEASURES_NAME, json.dumps(measures, indent=2) + "\n")
+
+    reset_peak_memory(device)
+    metrics = train_or_reuse(cfg, run_dir, f"compare, method {cfg.method}", progress, record)
+    changed = False
+    if "untrained_knn_top1" not in measures:
+        measures["untrained_knn_top1"] = untrained_knn_top1(cfg)
+        changed = True
+    if linear and "linear_top1" not in measures and metrics.get("knn_top1") is not None:
+        measures["linear_top1"] = evaluate_linear(run_dir)["linear_top1"]
+        changed = True
+    if changed:
+        with RunLock(run_dir, "invprop compare"):
+            write_text_atomically(run_dir / MEASURES_NAME, json.dumps(measures, indent=2) + "\n")
+    epochs = metrics.get("epochs") or 0
+    seconds = metrics.get("seconds")
+    images = len(datasets_from(cfg.data).train) if seconds else 0
+    return {
+        "method": cfg.method,
+        "summary": METHODS.get(cfg.method).summary,
+        "epochs": epochs,
+        "knn_top1": metrics.get("knn_top1"),
+        "knn_top5": metrics.get("knn_top5"),
+        "linear_top1": measures.get("linear_top1"),
+        "untrained_knn_top1": measures.get("untrained_knn_top1"),
+        "seconds": seconds,
+        "seconds_per_epoch": seconds / epochs if seconds and epochs else None,
+        "images_per_second": images * epochs / seconds if seconds else None,
+        "peak_memory_bytes": measures.get("peak_memory_bytes"),
+        "baseline_raw_knn_top1": metrics.get("baseline_raw_knn_top1"),
+    }
+
+
+def write_comparison(rows: Sequence[Mapping[str, Any]], out_dir: Path, header: Mapping[str, Any]) -> None:
+    """``results.json`` (everything) and ``results.md`` (methods ranked by kNN top-1) in ``out_dir``."""
+    payload = {**header, "kind": "compare", "rows": [dict(r) for r in rows]}
+    ranked = sorted(rows, key=lambda r: -1.0 if r["knn_top1"] is None else -r["knn_top1"])
+    raw = next((r["baseline_raw_knn_top1"] for r in rows if r.get("baseline_raw_knn_top1") is not None), None)
+    lines = [
+        f"# Compare: {header['dataset']}, {header['epochs']} epochs, seed {header['seed']}",
+        "",
+        f"Command: `{header['command']}`  ",
+        f"Machine: {header['machine']}  ",
+        f"Date: {header['date']}",
+        "",
+        "| rank | method | kNN top-1 | kNN top-5 | linear top-1 | untrained kNN top-1 | s/epoch | total s | images/s "
+        "| peak memory MB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for place, r in enumerate(ranked, start=1):
+        memory = None if r.get("peak_memory_bytes") is None else r["peak_memory_bytes"] / 2**20
+        lines.append(
+            f"| {place} | {r['method']} | {fmt(r['knn_top1'])} | {fmt(r['knn_top5'])} | {fmt(r['linear_top1'])} | "
+            f"{fmt(r['untrained_knn_top1'])} | {fmt(r['seconds_per_epoch'], '{:.2f}')} | {fmt(r['seconds'], '{:.1f}')} | "
+            f"{fmt(r['images_per_second'], '{:.0f}')} | {fmt(memory, '{:.0f}')} |"
+        )
+    if raw is not None:
+        lines += ["", f"Raw pixels, same weighted kNN: top-1 {raw:.4f}."]
+    lines += [
+        "",
+        "kNN: weighted kNN (`eval.knn_k`, `eval.knn_sigma`) of the head embeddings on the held-out split after the last "
+        "epoch. Linear: the `eval linear` protocol on the frozen backbone. Untrained: the same encoder as initialised. "
+        "Times: training plus the per-epoch kNN monitor; images/s = training images x epochs / total s. Peak memory: "
+        "CUDA tensors on a GPU, the process's resident set on the CPU (of the last training segment).",
+    ]
+    write_text_atomically(out_dir / RESULTS_JSON, json.dumps(payload, indent=2) + "\n")
+    write_text_atomically(out_dir / RESULTS_MD, "\n".join(lines) + "\n")
+
+
+def run_comparison(
+    methods: Sequence[str],
+    preset: str,
+    file_values: Mapping[str, Any],
+    overrides: Mapping[str, Any],
+    out_dir: Path,
+    command: str,
+    linear: bool = True,
+    progress: bool | None = None,
+    on_row: Callable[[Mapping[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Train and measure every method of ``methods`` into ``out_dir``; the table is rewritten after each one."""
+    configs = [method_config(preset, m, file_values, overrides) for m in methods]  # every error before any work
+    first = configs[0]
+    header = {
+        "dataset": first.data.name,
+        "epochs": first.epochs,
+        "seed": first.seed,
+        "command": command,
+        "machine": describe_machine(resolve_device(first.device)),
+        "date": datetime.date.today().isoformat(),
+        "configs": {cfg.method: cfgmod.to_dict(cfg) for cfg in configs},
+    }
+    rows: list[dict[str, Any]] = []
+    with RunLock(out_dir, command):
+        for cfg in configs:
+            rows.append(run_method(cfg, out_dir / cfg.method, linear, progress))
+            write_comparison(rows, out_dir, header)
+            if on_row is not None:
+                on_row(rows[-1])
+    return rows
+
+
+def compare_rows(folder: Path) -> list[dict[str, Any]] | None:
+    """The rows of a compare folder's ``results.json`` (None when ``folder`` is not one)."""
+    path = folder / RESULTS_JSON
+    if not path.is_file():
+        return None
+    try:
+        payload = json.loads(path.read_text())
+    except ValueError:
+        return None
+    return payload.get("rows") if isinstance(payload, dict) and payload.get("kind") == "compare" else None
+
+
+__all__ = [
+    "DEFAULT_METHODS",
+    "MEASURES_NAME",
+    "compare_rows",
+    "method_config",
+    "parse_methods",
+    "run_comparison",
+    "run_method",
+    "untrained_knn_top1",
+    "write_comparison",
+]
