@@ -182,3 +182,12 @@ def test_provenance_finds_an_unexplained_difference() -> None:
 def test_library_defaults_pair_the_mlp_head_with_its_temperature() -> None:
     cfg = C.Config()
     assert (cfg.model.head, cfg.loss.temperature) == ("mlp_bn", 0.2)  # tau 0.2 goes with both MLP heads
+
+
+@pytest.mark.parametrize("method", ["simclr", "moco", "byol", "simsiam", "barlowtwins", "vicreg", "nnclr"])
+def test_the_field_s_methods_say_where_their_defaults_come_from(method: str) -> None:
+    for name in C.PRESETS:
+        origins = C.provenance(C.preset(name, method), name)
+        assert any(key.startswith(f"{C.method_spec(method).sections()[0]}.") for key in origins), (method, name)
+        unexplained = [key for key, origin in origins.items() if origin.reason == ""]
+        assert unexplained == [], f"{method} preset {name}: {unexplained} differ from the paper without a reason"

@@ -8,7 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from invprop.core.contrastive_losses import info_nce_queue_loss, nearest_neighbours, nnclr_loss, nt_xent_loss
+from invprop.core.contrastive_losses import (
+    info_nce_queue_loss,
+    log_nce_normaliser,
+    nearest_neighbours,
+    nnclr_loss,
+    nt_xent_loss,
+    pirl_nce_loss,
+)
 
 
 def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -97,3 +104,39 @@ def test_nnclr_matches_the_formula_with_the_neighbour_as_positive() -> None:
     p.requires_grad_(True)
     nnclr_loss(neighbours, p, 0.1).backward()
     assert p.grad is not None
+
+
+def pirl_nce_oracle(memory, x, negatives, tau: float, log_z: float, n: int) -> float:  # type: ignore[no-untyped-def]
+    """PIRL Eq. 3-4 with Wu et al.'s normalised probability, one sample and one negative at a time."""
+    m = negatives.shape[0]
+    noise = m / n
+    total = 0.0
+    for b in range(x.shape[0]):
+        p = math.exp(_cos(x[b], memory[b]) / tau - log_z)
+        loss = -math.log(p / (p + noise))
+        for row in negatives:
+            q = math.exp(_cos(x[b], row) / tau - log_z)
+            loss -= math.log(1 - q / (q + noise))
+        total += loss
+    return total / x.shape[0]
+
+
+def test_pirl_nce_matches_the_formula_per_sample() -> None:
+    g = torch.Generator().manual_seed(3)
+    memory, x, negatives = (
+        torch.randn(3, 5, generator=g),
+        torch.randn(3, 5, generator=g),
+        torch.randn(7, 5, generator=g),
+    )
+    tau, n = 0.5, 50
+    sims = F.normalize(x, dim=1) @ F.normalize(negatives, dim=1).T
+    log_z = log_nce_normaliser(sims, tau, n)
+    expected_log_z = math.log(n * sum(math.exp(float(s) / tau) for s in sims.flatten()) / sims.numel())
+    assert float(log_z) == pytest.approx(expected_log_z, rel=1e-6)
+    expected = pirl_nce_oracle(memory, x, negatives, tau, float(log_z), n)
+    assert float(pirl_nce_loss(memory, x, negatives, tau, log_z, n)) == pytest.approx(expected, rel=1e-5)
+    # The positive close and the negatives far gives a lower loss than the reverse.
+    e = torch.eye(4)
+    close = pirl_nce_loss(e[:1], e[:1], e[1:], 0.2, torch.tensor(0.0), 100)
+    far = pirl_nce_loss(e[1:2], e[:1], e[:1].repeat(3, 1), 0.2, torch.tensor(0.0), 100)
+    assert float(close) < float(far)

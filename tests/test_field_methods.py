@@ -95,7 +95,7 @@ def test_simsiam_logs_its_collapse_indicator() -> None:
     assert 0 < float(out.terms["output_std"]) <= 1
 
 
-@pytest.mark.parametrize("name", FIELD)
+@pytest.mark.parametrize("name", [*FIELD, "pirl"])
 def test_stop_and_resume_ends_exactly_where_an_uninterrupted_run_does(name: str, tmp_path: Path) -> None:
     cfg = from_dict({"method": name, "epochs": 2, "optim": {"batch_size": 64}}, base=preset("digits", name))
     full = Trainer(cfg, tmp_path / "full", progress=False).fit().metrics
@@ -152,3 +152,29 @@ def test_two_processes_equal_one_with_the_same_global_batch(name: str, tmp_path:
         assert state.keys() == single.keys()
         for key, value in single.items():
             assert torch.allclose(state[key].float(), value.float(), atol=2e-5), key
+
+
+def test_pirl_updates_its_bank_keeps_its_normaliser_and_refuses_torchrun() -> None:
+    from invprop.errors import ConfigError
+    from invprop.models import build_encoder
+
+    spec = METHODS.get("pirl")
+    settings = spec.settings()
+    merge(settings, {"pirl": {"negatives": 16}})
+    encoder = build_encoder("digits_convnet", "linear", D, in_channels=1)
+    method = spec.build(settings, encoder, BuildContext(20, D))
+    indices = torch.arange(4)
+    before = method.bank.features[indices].clone()
+    others = method.bank.features[4:].clone()
+    out = method.training_step(indices, _views(4), epoch=1)
+    out.loss.backward()
+    assert set(out.terms) == {"loss_jigsaw", "loss_image"} and torch.isfinite(out.loss)
+    assert all(p.grad is not None for p in (*method.tile_projection.parameters(), *method.jigsaw_head.parameters()))
+    normaliser = float(method.log_normaliser)
+    method.after_step()
+    assert not torch.allclose(method.bank.features[indices], before)  # EMA towards f(v_I)
+    assert torch.equal(method.bank.features[4:], others)  # only the batch's rows
+    method.training_step(indices, _views(4, seed=5), epoch=1)
+    assert float(method.log_normaliser) == normaliser  # estimated once
+    with pytest.raises(ConfigError, match="pirl does not run under torchrun"):
+        spec.build(settings, build_encoder("digits_convnet", "linear", D, in_channels=1), BuildContext(20, D, True))

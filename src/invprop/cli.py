@@ -506,7 +506,12 @@ def build_parser() -> argparse.ArgumentParser:
     ex.set_defaults(func=cmd_export)
 
     rp = sub.add_parser("report", help="one offline HTML page of figures comparing runs")
-    rp.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories written by invprop train")
+    rp.add_argument(
+        "runs",
+        nargs="+",
+        metavar="RUN_DIR",
+        help="run directories written by invprop train, or compare folders (their methods, and the table)",
+    )
     rp.add_argument("--out", help="folder for report.html and the PNGs (default: FIRST_RUN/report)")
     rp.set_defaults(func=cmd_report)
 

@@ -87,4 +87,57 @@ def nnclr_loss(neighbours: Tensor, predictions: Tensor, temperature: float) -> T
     return F.cross_entropy(logits, torch.arange(p.shape[0], device=p.device))
 
 
-__all__ = ["info_nce_queue_loss", "nearest_neighbours", "nnclr_loss", "nt_xent_loss"]
+def log_nce_normaliser(similarities: Tensor, temperature: float, num_samples: int) -> Tensor:
+    """log Z of the NCE probability ``exp(s / tau) / Z`` (Wu et al., 2018, Sec. 3.2, which PIRL's NCE follows):
+    ``Z ~ N x mean_j exp(s_j / tau)`` over similarities to randomly drawn bank rows, estimated once and then fixed.
+
+    Args:
+        similarities: any shape, cosine similarities of embeddings to random bank rows.
+        temperature: tau.
+        num_samples: N, the rows of the bank (the noise distribution is uniform, 1/N).
+    """
+    s = similarities.detach().float().reshape(-1) / temperature
+    return (
+        torch.logsumexp(s, dim=0)
+        - torch.log(torch.tensor(float(s.numel())))
+        + torch.log(torch.tensor(float(num_samples)))
+    )
+
+
+def pirl_nce_loss(
+    memory: Tensor, x: Tensor, negatives: Tensor, temperature: float, log_normaliser: Tensor, num_samples: int
+) -> Tensor:
+    """PIRL's NCE loss L_NCE(m_I, x) (Misra & van der Maaten, 2020, Eq. 3-4), mean over the batch.
+
+    ``h(u, v) = P(u, v) / (P(u, v) + m/N)`` with ``P = exp(s(u, v) / tau) / Z`` (the probability of Wu et al.,
+    2018, with its normaliser Z; Eq. 3 writes the unnormalised exponential), m negatives drawn uniformly from the
+    N bank rows; ``L = -log h(m_I, x) - sum_{I' in D_N} log(1 - h(x, m_I'))``. Computed in log space.
+
+    Args:
+        memory: (B, D) bank rows m_I of the batch's images (constants).
+        x: (B, D) the representation that is contrasted: g(v_It) (the jigsaw view) or f(v_I) (the image).
+        negatives: (m, D) bank rows drawn at random, D_N (constants).
+        temperature: tau.
+        log_normaliser: log Z (0-d), from :func:`log_nce_normaliser`.
+        num_samples: N, the bank's rows.
+    """
+    x = F.normalize(x.float(), dim=1)
+    mem = F.normalize(memory.detach().float(), dim=1)
+    neg = F.normalize(negatives.detach().float(), dim=1)
+    log_noise = torch.log(torch.tensor(neg.shape[0] / num_samples, device=x.device))
+    log_z = log_normaliser.to(x.device).float()
+    positive = (x * mem).sum(dim=1) / temperature - log_z
+    negative = x @ neg.T / temperature - log_z
+    log_h = positive - torch.logaddexp(positive, log_noise)
+    log_one_minus_h = log_noise - torch.logaddexp(negative, log_noise)
+    return (-log_h - log_one_minus_h.sum(dim=1)).mean()
+
+
+__all__ = [
+    "info_nce_queue_loss",
+    "log_nce_normaliser",
+    "nearest_neighbours",
+    "nnclr_loss",
+    "nt_xent_loss",
+    "pirl_nce_loss",
+]

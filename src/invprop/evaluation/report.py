@@ -15,7 +15,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import matplotlib
 
@@ -31,6 +31,7 @@ from invprop.data.datasets import take_subset  # noqa: E402
 from invprop.engine import CHECKPOINT_NAME, HISTORY_NAME, load_checkpoint  # noqa: E402
 from invprop.engine.monitor import extract  # noqa: E402
 from invprop.errors import ConfigError  # noqa: E402
+from invprop.evaluation.compare import compare_rows
 from invprop.evaluation.loading import load_eval_context  # noqa: E402
 from invprop.files import write_bytes_atomically, write_text_atomically
 
@@ -227,8 +228,48 @@ def _sample(n: int, limit: int, seed: int = SAMPLE_SEED) -> Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:limit].sort().values
 
 
+#: The columns of a compare table in the report: (key in a row, heading, format).
+COMPARE_COLUMNS = (
+    ("method", "method", "{}"),
+    ("knn_top1", "kNN top-1", "{:.4f}"),
+    ("linear_top1", "linear top-1", "{:.4f}"),
+    ("untrained_knn_top1", "untrained kNN top-1", "{:.4f}"),
+    ("seconds_per_epoch", "s/epoch", "{:.2f}"),
+    ("images_per_second", "images/s", "{:.0f}"),
+)
+
+
+def expand_compare_folders(paths: Sequence[Path]) -> tuple[list[Path], list[tuple[Path, list[dict[str, Any]]]]]:
+    """Run directories of ``paths``, where a compare folder stands for its methods' runs; and each compare folder
+    with its rows (for the report's table)."""
+    runs: list[Path] = []
+    tables: list[tuple[Path, list[dict[str, Any]]]] = []
+    for path in paths:
+        rows = compare_rows(path)
+        if rows is None:
+            runs.append(path)
+        else:
+            runs += [path / row["method"] for row in rows]
+            tables.append((path, rows))
+    return runs, tables
+
+
+def _compare_table(folder: Path, rows: Sequence[Mapping[str, Any]]) -> str:
+    head = "".join(f"<th>{html.escape(title)}</th>" for _, title, _ in COMPARE_COLUMNS)
+    body = []
+    for row in sorted(rows, key=lambda r: -(r.get("knn_top1") or -1.0)):
+        cells = []
+        for key, _, pattern in COMPARE_COLUMNS:
+            value = row.get(key)
+            cells.append(f"<td>{'-' if value is None else html.escape(pattern.format(value))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<h2>compare: {html.escape(str(folder))}</h2><table><tr>{head}</tr>{''.join(body)}</table>"
+
+
 def build_report(run_dirs: Sequence[Path], out_dir: Path) -> Path:
-    """Write ``out_dir/report.html`` and one PNG per figure; returns the HTML path."""
+    """Write ``out_dir/report.html`` and one PNG per figure; returns the HTML path. A compare folder among
+    ``run_dirs`` adds its table and puts the curves of all its methods on the same plots."""
+    run_dirs, tables = expand_compare_folders(run_dirs)
     if not run_dirs:
         raise ConfigError("give at least one run directory")
     names = [p.name or str(p) for p in run_dirs]
@@ -287,10 +328,15 @@ def build_report(run_dirs: Sequence[Path], out_dir: Path) -> Path:
     if maps:
         figures.append(Figure("t-SNE map of the embeddings", "tsne.png", tsne_figure(maps),
                               f"Up to {MAX_IMAGES} training images per run, coloured by label when labelled."))  # fmt: skip
-    return write_html(figures, histories, out_dir)
+    return write_html(figures, histories, out_dir, [_compare_table(folder, rows) for folder, rows in tables])
 
 
-def write_html(figures: Sequence[Figure], histories: dict[str, list[dict[str, Any]]], out_dir: Path) -> Path:
+def write_html(
+    figures: Sequence[Figure],
+    histories: dict[str, list[dict[str, Any]]],
+    out_dir: Path,
+    tables: Sequence[str] = (),
+) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for name, history in histories.items():
@@ -306,6 +352,7 @@ def write_html(figures: Sequence[Figure], histories: dict[str, list[dict[str, An
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}</style></head><body>",
         "<h1>invprop report</h1>",
         "<table><tr><th>run</th><th>epochs</th><th>kNN top-1</th><th>seconds</th></tr>" + "".join(rows) + "</table>",
+        *tables,
     ]
     for figure in figures:
         write_bytes_atomically(out_dir / figure.filename, figure.png)

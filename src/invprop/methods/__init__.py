@@ -18,11 +18,13 @@ from invprop.methods.simsiam import SimSiam  # noqa: E402  isort: skip
 from invprop.methods.barlow_twins import BarlowTwins  # noqa: E402  isort: skip
 from invprop.methods.vicreg import VICReg  # noqa: E402  isort: skip
 from invprop.methods.nnclr import NNCLR  # noqa: E402  isort: skip
+from invprop.methods.pirl import PIRL  # noqa: E402  isort: skip
 
 __all__ = [
     "BYOL",
     "METHODS",
     "NNCLR",
+    "PIRL",
     "BarlowTwins",
     "MoCo",
     "SimCLR",

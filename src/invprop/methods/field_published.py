@@ -1,4 +1,4 @@
-"""The field's methods (SimCLR, MoCo v2, BYOL, SimSiam, Barlow Twins, VICReg, NNCLR): their per-dataset defaults,
+"""The field's methods (SimCLR, MoCo v2, BYOL, SimSiam, Barlow Twins, VICReg, NNCLR, PIRL): their per-dataset defaults,
 the published value of each of their own settings, and why a default differs from it.
 
 Sources: the papers, their authors' code where a paper gives no value, and solo-learn's CIFAR recipes
@@ -47,6 +47,10 @@ FIELD_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "digits": {"model": {"head": "mlp3_bn_out", "hidden_dim": 512, "embedding_dim": 128}, "nnclr": {"queue_size": 1024, "predictor_hidden_dim": 1024}},
         "cifar10": {"model": {"head": "mlp3_bn_out", "hidden_dim": 2048, "embedding_dim": 256}, "nnclr": {"queue_size": 16384}},
     },
+    "pirl": {
+        "digits": {"model": {"head": "linear"}, "pirl": {"negatives": 1024}},
+        "cifar10": {"model": {"head": "linear"}, "pirl": {"negatives": 4096, "tile_size": 16}},
+    },
 }  # fmt: skip
 
 #: Published values of each method's own settings.
@@ -93,6 +97,15 @@ FIELD_REFERENCES: dict[str, dict[str, dict[str, Reference]]] = {
             "nnclr.predictor_hidden_dim": Reference(4096, "Dwibedi et al. (2021), Sec. 4"),
         },
     },
+    "pirl": {
+        "*": {
+            "pirl.temperature": Reference(0.07, "Misra & van der Maaten (2020), Sec. 4"),
+            "pirl.negatives": Reference(32000, "Misra & van der Maaten (2020), Sec. 4"),
+            "pirl.weight": Reference(0.5, "Misra & van der Maaten (2020), Sec. 3.2"),
+            "pirl.bank_momentum": Reference(0.5, "Misra & van der Maaten (2020), Sec. 3.2"),
+            "pirl.grid": Reference(3, "Misra & van der Maaten (2020), Sec. 3 (3 x 3 jigsaw)"),
+        },
+    },
 }  # fmt: skip
 
 _QUEUE_DIGITS = "below the 1,347 digits training images (a larger queue would hold an image's own earlier keys)"
@@ -128,6 +141,10 @@ FIELD_DEVIATIONS: dict[str, dict[str, dict[str, str]]] = {
         "*": {"nnclr.queue_size": "4096 for datasets of a few tens of thousands of images; presets adapt it"},
         "digits": {"nnclr.queue_size": _QUEUE_DIGITS, "nnclr.predictor_hidden_dim": _DIGITS_WIDTH},
         "cifar10": {"nnclr.queue_size": _QUEUE_CIFAR},
+    },
+    "pirl": {
+        "digits": {"pirl.negatives": "below the 1,347 digits training images (drawn with replacement)"},
+        "cifar10": {"pirl.negatives": "fewer draws per step on a CPU; not measured against 32,000"},
     },
 }
 

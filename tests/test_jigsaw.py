@@ -1,0 +1,28 @@
+"""The jigsaw transformation: every cell once per image, in the order of its permutation, resized."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from invprop.data.jigsaw import jigsaw_tiles
+
+
+def test_each_image_s_tiles_are_its_cells_in_the_permuted_order() -> None:
+    torch.manual_seed(0)
+    images = torch.arange(2 * 36, dtype=torch.float).reshape(2, 1, 6, 6)
+    tiles, order = jigsaw_tiles(images, grid=3, tile_size=2)
+    assert tiles.shape == (18, 1, 2, 2) and order.shape == (2, 9)
+    for b in range(2):
+        assert sorted(order[b].tolist()) == list(range(9))  # a permutation
+        for k in range(9):
+            row, col = divmod(int(order[b, k]), 3)
+            assert torch.equal(tiles[b * 9 + k, 0], images[b, 0, 2 * row : 2 * row + 2, 2 * col : 2 * col + 2])
+    assert not torch.equal(order[0], order[1])  # drawn per image
+
+
+def test_tiles_are_resized_and_small_images_are_refused() -> None:
+    tiles, _ = jigsaw_tiles(torch.rand(4, 3, 8, 8))  # 2x2 cells of a digit, blown up to the image side
+    assert tiles.shape == (36, 3, 8, 8)
+    with pytest.raises(ValueError, match="image side / grid must be at least 1"):
+        jigsaw_tiles(torch.rand(1, 1, 2, 2), grid=3)
