@@ -160,7 +160,7 @@ def test_pirl_updates_its_bank_keeps_its_normaliser_and_refuses_torchrun() -> No
 
     spec = METHODS.get("pirl")
     settings = spec.settings()
-    merge(settings, {"pirl": {"negatives": 16}})
+    merge(settings, {"pirl": {"negatives": 16, "normaliser": "first_step"}})
     encoder = build_encoder("digits_convnet", "linear", D, in_channels=1)
     method = spec.build(settings, encoder, BuildContext(20, D))
     indices = torch.arange(4)
@@ -176,5 +176,8 @@ def test_pirl_updates_its_bank_keeps_its_normaliser_and_refuses_torchrun() -> No
     assert torch.equal(method.bank.features[4:], others)  # only the batch's rows
     method.training_step(indices, _views(4, seed=5), epoch=1)
     assert float(method.log_normaliser) == normaliser  # estimated once
+    method.options.normaliser = "per_step"
+    method.training_step(indices, _views(4, seed=6), epoch=1)
+    assert float(method.log_normaliser) != normaliser  # estimated again at every step
     with pytest.raises(ConfigError, match="pirl does not run under torchrun"):
         spec.build(settings, build_encoder("digits_convnet", "linear", D, in_channels=1), BuildContext(20, D, True))

@@ -5,8 +5,10 @@ cut into a 3 x 3 jigsaw (:func:`invprop.data.jigsaw.jigsaw_tiles`), every tile g
 a shared linear projection, and the concatenated tiles are projected to g(v_It). A memory bank holds an EMA
 m_I of f(v_I) per image. The loss mixes two NCE terms (Eq. 5): ``lambda L_NCE(m_I, g(v_It)) + (1 - lambda)
 L_NCE(m_I, f(v_I))`` with negatives drawn uniformly from the bank
-(:func:`invprop.core.contrastive_losses.pirl_nce_loss`); NCE's normaliser Z is estimated on the first step and
-kept (a buffer, so a resumed run keeps it).
+(:func:`invprop.core.contrastive_losses.pirl_nce_loss`). NCE's normaliser Z is estimated at every step from that
+step's similarities to the drawn negatives (``pirl.normaliser=per_step``, the default) or, as Wu et al. do, once on
+the first step and then fixed (``first_step``, kept in a buffer so a resumed run keeps it). Fixed after the first
+step -- while the bank still holds its random initial rows -- the loss exploded on digits (docs/results.md).
 
 Differences from the paper, for small images: a tile is a whole grid cell (no random crop inside the cell) and is
 resized to ``pirl.tile_size`` (default: the image side) so that any backbone accepts it. The run refuses torchrun:
@@ -28,6 +30,9 @@ from invprop.methods.base import METHODS, BuildContext, Method, MethodSpec, Step
 from invprop.methods.field_published import FIELD_DEVIATIONS, FIELD_PRESETS, FIELD_REFERENCES
 from invprop.settings import AT_LEAST_ONE, AT_LEAST_TWO, POSITIVE, UNIT_INTERVAL, section, setting
 
+#: When NCE's normaliser Z is estimated.
+NORMALISERS = ("per_step", "first_step")
+
 
 @dataclass
 class PIRLOptions:
@@ -39,6 +44,12 @@ class PIRLOptions:
     bank_momentum: float = setting(0.5, "EMA momentum of the memory bank", bounds=UNIT_INTERVAL)
     grid: int = setting(3, "jigsaw tiles per side", bounds=AT_LEAST_TWO)
     tile_size: int | None = setting(None, "side each tile is resized to (null: the image side)", bounds=AT_LEAST_ONE)
+    normaliser: str = setting(
+        "per_step",
+        "NCE's normaliser Z: per_step (estimated at every step from that step's similarities to the drawn negatives) "
+        "or first_step (Wu et al.: estimated once, then fixed)",
+        choices=NORMALISERS,
+    )
 
 
 @dataclass
@@ -91,7 +102,7 @@ class PIRL(Method):
         draws = torch.randint(self.num_samples, (self.options.negatives,), device=bank.device)
         negatives = bank[draws].float()
         tau = self.options.temperature
-        if not bool(self.normaliser_set):
+        if self.options.normaliser == "per_step" or not bool(self.normaliser_set):
             with torch.no_grad():
                 sims = nn.functional.normalize(f.float(), dim=1) @ negatives.T
                 self.log_normaliser.copy_(log_nce_normaliser(sims, tau, self.num_samples))
