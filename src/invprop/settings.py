@@ -78,6 +78,8 @@ AT_LEAST_ONE = Range(ge=1)
 AT_LEAST_TWO = Range(ge=2)
 #: [0, 1): momenta and smoothing factors.
 UNIT_INTERVAL = Range(ge=0, lt=1)
+#: [0, 1]: shares, and momenta that may reach 1 (a frozen target).
+FRACTION = Range(ge=0, le=1)
 
 
 def require(name: str, value: float, bounds: Range) -> None:
@@ -317,6 +319,7 @@ __all__ = [
     "Reference",
     "AT_LEAST_ONE",
     "AT_LEAST_TWO",
+    "FRACTION",
     "NON_NEGATIVE",
     "POSITIVE",
     "UNIT_INTERVAL",

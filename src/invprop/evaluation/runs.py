@@ -11,6 +11,7 @@ from typing import Any, Callable
 from invprop.config import Config, from_saved, to_dict
 from invprop.engine import CHECKPOINT_NAME, METRICS_NAME, RunLock, Trainer
 from invprop.engine.run_settings import read_run_settings
+from invprop.engine.signals import TrainingInterrupted
 from invprop.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -63,7 +64,13 @@ def train_or_reuse(
                 return metrics
         resume = (run_dir / CHECKPOINT_NAME).is_file()
         logger.info("%s: %s %s", label, "resuming" if resume else "training", run_dir)
-        metrics = Trainer(cfg, run_dir, progress=progress).fit(resume=resume).metrics
+        try:
+            metrics = Trainer(cfg, run_dir, progress=progress).fit(resume=resume).metrics
+        except TrainingInterrupted as stop:  # the way on is the table's command, not train --resume
+            saved = str(stop).split("; continue with")[0]
+            raise TrainingInterrupted(
+                stop.exit_code - 128, f"{saved}; run the same command again to go on (finished rows are reused)"
+            ) from None
         if while_locked is not None:
             while_locked(metrics, True)
     return metrics

@@ -18,18 +18,17 @@ from invprop.core.distillation_losses import byol_loss
 from invprop.core.momentum import cosine_momentum, ema_update_, frozen_copy
 from invprop.methods.base import METHODS, BuildContext, MethodSpec, StepOutput
 from invprop.methods.field_published import FIELD_DEVIATIONS, FIELD_PRESETS, FIELD_REFERENCES
-from invprop.methods.moco import MOMENTUM
 from invprop.methods.two_views import TwoViewMethod
 from invprop.models.heads import predictor
-from invprop.settings import AT_LEAST_ONE, section, setting
+from invprop.settings import AT_LEAST_ONE, FRACTION, section, setting
 
 
 @dataclass
 class BYOLOptions:
     """The ``byol`` section."""
 
-    base_momentum: float = setting(0.99, "tau_base, the target's momentum at the first step", bounds=MOMENTUM)
-    final_momentum: float = setting(1.0, "the target's momentum at the last step (cosine schedule)", bounds=MOMENTUM)
+    base_momentum: float = setting(0.99, "tau_base, the target's momentum at the first step", bounds=FRACTION)
+    final_momentum: float = setting(1.0, "the target's momentum at the last step (cosine schedule)", bounds=FRACTION)
     predictor_hidden_dim: int = setting(4096, "hidden width of the predictor (D -> hidden -> D)", bounds=AT_LEAST_ONE)
 
 

@@ -22,10 +22,7 @@ from invprop.core.queue import FeatureQueue
 from invprop.methods.base import METHODS, BuildContext, MethodSpec, StepOutput
 from invprop.methods.field_published import FIELD_DEVIATIONS, FIELD_PRESETS, FIELD_REFERENCES
 from invprop.methods.two_views import TwoViewMethod, warn_if_queue_holds_the_dataset
-from invprop.settings import AT_LEAST_ONE, POSITIVE, Range, section, setting
-
-#: A momentum in [0, 1].
-MOMENTUM = Range(ge=0, le=1)
+from invprop.settings import AT_LEAST_ONE, FRACTION, POSITIVE, section, setting
 
 
 @dataclass
@@ -35,9 +32,9 @@ class MoCoOptions:
     temperature: float = setting(0.2, "tau of InfoNCE", bounds=POSITIVE)
     queue_size: int = setting(4096, "K, keys in the queue of negatives (keep it below the dataset size)",
                               bounds=AT_LEAST_ONE)  # fmt: skip
-    base_momentum: float = setting(0.99, "momentum of the key encoder at the first step", bounds=MOMENTUM)
+    base_momentum: float = setting(0.99, "momentum of the key encoder at the first step", bounds=FRACTION)
     final_momentum: float = setting(
-        0.999, "momentum at the last step (cosine schedule; = base: fixed)", bounds=MOMENTUM
+        0.999, "momentum at the last step (cosine schedule; = base: fixed)", bounds=FRACTION
     )
     symmetric: bool = setting(True, "also the loss with the views swapped, both views' keys enqueued (MoCo v2+)")
 

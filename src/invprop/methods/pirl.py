@@ -28,7 +28,7 @@ from invprop.data.jigsaw import jigsaw_tiles
 from invprop.errors import ConfigError
 from invprop.methods.base import METHODS, BuildContext, Method, MethodSpec, StepOutput
 from invprop.methods.field_published import FIELD_DEVIATIONS, FIELD_PRESETS, FIELD_REFERENCES
-from invprop.settings import AT_LEAST_ONE, AT_LEAST_TWO, POSITIVE, UNIT_INTERVAL, section, setting
+from invprop.settings import AT_LEAST_ONE, AT_LEAST_TWO, FRACTION, POSITIVE, UNIT_INTERVAL, section, setting
 
 #: When NCE's normaliser Z is estimated.
 NORMALISERS = ("per_step", "first_step")
@@ -40,7 +40,7 @@ class PIRLOptions:
 
     temperature: float = setting(0.07, "tau of the NCE probability", bounds=POSITIVE)
     negatives: int = setting(32000, "m, bank rows drawn as negatives per step", bounds=AT_LEAST_ONE)
-    weight: float = setting(0.5, "lambda, the share of the jigsaw term in the loss (Eq. 5)", bounds=UNIT_INTERVAL)
+    weight: float = setting(0.5, "lambda, the share of the jigsaw term in the loss (Eq. 5)", bounds=FRACTION)
     bank_momentum: float = setting(0.5, "EMA momentum of the memory bank", bounds=UNIT_INTERVAL)
     grid: int = setting(3, "jigsaw tiles per side", bounds=AT_LEAST_TWO)
     tile_size: int | None = setting(None, "side each tile is resized to (null: the image side)", bounds=AT_LEAST_ONE)
