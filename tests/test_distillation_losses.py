@@ -27,7 +27,7 @@ def test_negative_cosine_per_sample_and_stop_gradient() -> None:
     pd, zd = p.detach(), z.detach()
     expected = -sum(float(pd[b] @ zd[b] / (pd[b].norm() * zd[b].norm())) for b in range(4)) / 4
     loss = negative_cosine(p, z)
-    assert float(loss) == pytest.approx(expected, rel=1e-5)
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-5)
     loss.backward()
     assert p.grad is not None and z.grad is None  # sg(z)
 
