@@ -106,15 +106,7 @@ def _base_config(args: argparse.Namespace, overrides: dict[str, Any], method: st
     """
     from_file = _file_settings(args.config) if args.config else {}
     method = overrides.get("method") or from_file.get("method") or method
-    name = args.preset
-    if name is None and args.dataset:
-        name = (
-            args.dataset
-            if args.dataset in cfgmod.PRESETS
-            else ("cifar10" if args.dataset.startswith(IMAGEFOLDER_PREFIX) else None)
-        )
-        if name is None and args.dataset not in dataset_names():
-            raise ConfigError(f"unknown dataset {args.dataset!r}; choose one of: {', '.join(dataset_names())}")
+    name = args.preset or _preset_for(args.dataset)
     cfg = cfgmod.preset(name or cfgmod.DEFAULT_PRESET, method if isinstance(method, str) else None)
     return cfgmod.from_dict(from_file, base=cfg) if from_file else cfg
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Iterable
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 
 @torch.no_grad()
@@ -47,9 +46,4 @@ def frozen_copy(module: nn.Module) -> nn.Module:
     return twin
 
 
-def parameters_equal(a: Iterable[Tensor], b: Iterable[Tensor]) -> bool:
-    """Whether two parameter lists hold the same values (tests and checks)."""
-    return all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
-
-
-__all__ = ["cosine_momentum", "ema_update_", "frozen_copy", "parameters_equal"]
+__all__ = ["cosine_momentum", "ema_update_", "frozen_copy"]

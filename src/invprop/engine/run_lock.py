@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import socket
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -194,11 +193,4 @@ def _replace_content(fd: int, text: str) -> None:
     os.write(fd, text.encode())
 
 
-def command_line() -> str:
-    """This process's command line, shortened for a lock file (``invprop train --out runs/a ...``)."""
-    words = [Path(sys.argv[0]).name if sys.argv else "python", *sys.argv[1:]]
-    text = " ".join(words)
-    return text if len(text) <= 200 else text[:197] + "..."
-
-
-__all__ = ["LOCK_NAME", "LockHolder", "RunLock", "command_line"]
+__all__ = ["LOCK_NAME", "LockHolder", "RunLock"]
