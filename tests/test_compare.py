@@ -44,7 +44,8 @@ def test_compare_trains_ranks_reuses_and_reports(tmp_path: Path, capsys: pytest.
     assert payload["kind"] == "compare" and [r["method"] for r in payload["rows"]] == ["simclr", "vicreg"]
     for row in payload["rows"]:
         assert row["epochs"] == 1 and 0 < row["knn_top1"] <= 1 and 0 < row["linear_top1"] <= 1
-        assert 0 < row["untrained_knn_top1"] <= 1 and row["seconds_per_epoch"] > 0 and row["images_per_second"] > 0
+        assert 0 < row["untrained_knn_top1"] <= 1 and 0 < row["untrained_knn_backbone_top1"] <= 1
+        assert 0 < row["knn_backbone_top1"] <= 1 and row["seconds_per_epoch"] > 0 and row["images_per_second"] > 0
         assert row["peak_memory_bytes"] is None or row["peak_memory_bytes"] > 0
         assert payload["configs"][row["method"]]["optim"]["batch_size"] == 64
     checkpoints = {m: (out / m / "last.pt").stat().st_mtime_ns for m in ("simclr", "vicreg")}

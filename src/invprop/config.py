@@ -421,6 +421,10 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"optim.warmup_epochs must be in [0, epochs), got {warmup}")
     if not (cfg.device in ("auto", "cpu") or cfg.device.startswith("cuda")):
         raise ConfigError(f"device must be auto, cpu, cuda or cuda:N; got {cfg.device!r}")
+    if cfg.data.small_crops and not method_spec(cfg.method).multi_crop:
+        users = ", ".join(name for name in METHODS if METHODS.get(name).multi_crop)
+        raise ConfigError(f"method {cfg.method} does not use multi-crop small crops; set data.small_crops=0 (methods "
+                          f"that use them: {users})")  # fmt: skip
     return cfg
 
 

@@ -15,7 +15,14 @@ from typing import Any
 from invprop.data.batch_transforms import BatchAugment, build_batch_augment
 from invprop.data.datasets import IndexedDataset, Source, _targets, load_source, subset_indices, take_subset
 from invprop.data.image_sequences import ImageFiles, TensorImages, check_image_files, to_tensor_images
-from invprop.data.transforms import AUGMENTATIONS, Normalize, build_transforms
+from invprop.data.multi_crop import (
+    SMALL_CROP_SCALE,
+    SmallCrops,
+    default_small_side,
+    small_crop_augment,
+    small_crop_transform,
+)
+from invprop.data.transforms import AUGMENTATIONS, Normalize, Transform, build_transforms
 from invprop.errors import DataError
 from invprop.settings import AT_LEAST_ONE, NON_NEGATIVE, setting
 
@@ -56,6 +63,16 @@ class DataSettings:
     )
     strict: bool = setting(False, "fail on unreadable image files, naming them (default: skip them with a warning)",
                           resumable=True)  # fmt: skip
+    small_crops: int = setting(
+        0, "multi-crop: small crops per image besides the method's full-size views (SwAV: 6 on ImageNet); only "
+        "methods that use them accept more than 0", bounds=NON_NEGATIVE,
+    )  # fmt: skip
+    small_crop_size: int | None = setting(
+        None, "side of the small crops; null = 96/224 of the image side (SwAV's ratio)", bounds=AT_LEAST_ONE
+    )
+    small_crop_scale: list[float] | None = setting(
+        None, "[low, high], the range of the image area a small crop covers; null = SwAV's 0.05 to 0.14"
+    )
 
 
 @dataclass
@@ -72,6 +89,8 @@ class DataSplits:
         train_images: the training images as one tensor, when the tensor pipeline is used (else None).
         skipped_files: unreadable image files left out (empty unless the data is a folder with broken files).
         batch_augment: the batch counterpart of the training transform, with ``train_images``.
+        small_crops: the multi-crop small crops (None: none), with ``small_transform`` (per-image pipeline) or
+            ``small_augment`` (tensor pipeline) making them.
     """
 
     train: IndexedDataset
@@ -83,6 +102,9 @@ class DataSplits:
     train_images: TensorImages | None = None
     batch_augment: BatchAugment | None = None
     skipped_files: list[str] = dataclasses.field(default_factory=list)
+    small_crops: SmallCrops | None = None
+    small_transform: Transform | None = None
+    small_augment: BatchAugment | None = None
 
     @property
     def pipeline(self) -> str:
@@ -118,6 +140,7 @@ def build_datasets(
     subset: int | None = None,
     strict: bool = False,
     download: bool = False,
+    small_crops: SmallCrops | None = None,
 ) -> DataSplits:
     """Datasets for training (augmented) and evaluation (deterministic) of ``name``.
 
@@ -132,6 +155,7 @@ def build_datasets(
             is the same subset when it is the training split); None = all.
         strict: fail on unreadable image files (naming them) instead of skipping them with a warning.
         download: fetch a missing built-in dataset into ``root`` (torchvision's download and checksums).
+        small_crops: multi-crop small crops to make besides the training views (None: none).
     """
     if pipeline not in PIPELINES:
         raise DataError(f"data pipeline must be one of {', '.join(PIPELINES)}; got {pipeline!r}")
@@ -140,6 +164,8 @@ def build_datasets(
     preset = augment or source.augment
     cache = Path(cache_dir).expanduser() if cache_dir is not None else None
     source, skipped = _drop_unreadable(source, strict, cache)
+    if small_crops is not None and small_crops.size is None:
+        small_crops = dataclasses.replace(small_crops, size=default_small_side(size))
     if len(source.train) < 2:
         raise DataError(f"dataset {name!r} has {len(source.train)} training image(s); at least 2 are needed")
     if subset is not None:
@@ -152,6 +178,8 @@ def build_datasets(
         pair = build_transforms(preset, size, source.mean, source.std)
         return DataSplits(
             skipped_files=skipped,
+            small_crops=small_crops,
+            small_transform=small_crop_transform(pair.train, small_crops) if small_crops is not None else None,
             train=IndexedDataset(source.train, pair.train),
             train_plain=IndexedDataset(source.train, pair.eval),
             memory=IndexedDataset(source.memory, pair.eval) if source.memory is not None else None,
@@ -175,6 +203,7 @@ def build_datasets(
         else None
     )
     test = to_tensor_images(source.test, cache) if source.test is not None else None
+    batch_augment = build_batch_augment(preset, size, source.mean, source.std)
     return DataSplits(
         train=IndexedDataset(train, build_transforms(preset, size, source.mean, source.std).train),
         train_plain=IndexedDataset(train, normalize),
@@ -183,8 +212,10 @@ def build_datasets(
         num_classes=source.num_classes,
         in_channels=source.in_channels,
         train_images=train,
-        batch_augment=build_batch_augment(preset, size, source.mean, source.std),
+        batch_augment=batch_augment,
         skipped_files=skipped,
+        small_crops=small_crops,
+        small_augment=small_crop_augment(batch_augment, small_crops) if small_crops is not None else None,
     )
 
 
@@ -211,4 +242,19 @@ def datasets_from(
         settings.subset if subset and not foreign else None,
         settings.strict,
         settings.download,
+        None if foreign else small_crops_from(settings),
     )
+
+
+def small_crops_from(settings: DataSettings) -> SmallCrops | None:
+    """The ``data.small_crop*`` settings as a :class:`SmallCrops` (None without small crops; a null side is resolved
+    by :func:`build_datasets`)."""
+    if not settings.small_crops:
+        return None
+    scale = settings.small_crop_scale if settings.small_crop_scale is not None else list(SMALL_CROP_SCALE)
+    if len(scale) != 2:
+        raise DataError(f"data.small_crop_scale must be two numbers [low, high], got {scale}")
+    try:
+        return SmallCrops(settings.small_crops, settings.small_crop_size, (float(scale[0]), float(scale[1])))
+    except ValueError as error:
+        raise DataError(f"data.{error}") from None

@@ -4,11 +4,14 @@ Two pipelines give the same kind of batches. The tensor pipeline keeps every ima
 and augments whole batches there with a generator seeded from the epoch (and the rank). The per-image pipeline runs
 torchvision transforms in DataLoader workers, each image seeded from (epoch seed, index). Either way an epoch's
 batches are a function of its seed, and an interrupted epoch continues exactly from any step.
+
+With multi-crop small crops (``data.small_crops``) a batch's images are a list ``[large, small]``
+(:mod:`invprop.data.multi_crop`); otherwise one tensor.
 """
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterator, Union
 
 import torch
 from torch import Tensor
@@ -16,7 +19,11 @@ from torch.utils.data import DataLoader
 
 from invprop.data import DataSplits, EpochBatchSampler, TensorBatches
 from invprop.data.loader import epoch_plan, ignore_interrupts_in_worker, worker_count
+from invprop.data.multi_crop import MultiCrop, group_crops
 from invprop.data.transforms import MultiView
+
+#: A batch's images: one view-major tensor, or ``[large, small]`` with multi-crop.
+Images = Union[Tensor, list[Tensor]]
 
 #: Offsets each process's batch-augmentation seed in a distributed run (rank 0 keeps the single-process seed).
 RANK_SEED_STRIDE = 7_919
@@ -46,13 +53,20 @@ class BatchPipeline:
         self.steps_per_epoch = len(epoch_plan(len(data.train), batch_size, world_size))
         self._tensor_batches: TensorBatches | None = None
         self._loader: DataLoader | None = None
+        self.small_count = data.small_crops.count if data.small_crops is not None else 0
         if data.train_images is not None:
             assert data.batch_augment is not None
             self._tensor_batches = TensorBatches(data.train_images, batch_size, device, world_size, rank)
             self._augment = data.batch_augment.to(device)
+            self._small_augment = data.small_augment.to(device) if data.small_augment is not None else None
             return
         self._sampler = EpochBatchSampler(len(data.train), batch_size, world_size, rank)
-        if views > 1:  # each item carries all of its views: (views, C, H, W)
+        if self.small_count:  # each item is a list: views full-size crops, then the small ones
+            assert data.small_transform is not None
+            data.train.transform = MultiCrop(  # type: ignore[assignment]  # items are lists of crops
+                data.train.transform, views, data.small_transform, self.small_count
+            )
+        elif views > 1:  # each item carries all of its views: (views, C, H, W)
             data.train.transform = MultiView(data.train.transform, views)
         workers = worker_count(num_workers)
         self._loader = DataLoader(
@@ -65,24 +79,42 @@ class BatchPipeline:
             worker_init_fn=ignore_interrupts_in_worker,
         )
 
-    def epoch(self, seed: int, skip: int = 0, views: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
-        """The batches of the epoch with ``seed``, from batch ``skip`` on, with ``views`` views (default: all)."""
+    def plain_epoch(self, seed: int) -> Iterator[tuple[Tensor, Tensor]]:
+        """The epoch with ``seed`` with one full-size view and no small crops."""
+        for indices, images in self.epoch(seed, views=1):
+            assert isinstance(images, Tensor)
+            yield indices, images
+
+    def epoch(self, seed: int, skip: int = 0, views: int | None = None) -> Iterator[tuple[Tensor, Images]]:
+        """The batches of the epoch with ``seed``, from batch ``skip`` on, with ``views`` views (default: all, and
+        the small crops; a number: that many full-size views, no small crops)."""
+        small = self.small_count if views is None else 0
         views = self.views if views is None else views
         if self._tensor_batches is not None:
             generator = torch.Generator(device=self.device).manual_seed(seed + RANK_SEED_STRIDE * self.rank)
             for step, (indices, images) in enumerate(self._tensor_batches.epoch(seed)):
                 # Skipped batches are augmented too: they advance the generator.
                 augmented = torch.cat([self._augment(images, generator) for _ in range(views)])
-                if step >= skip:
+                if small and self._small_augment is not None:
+                    crops = torch.cat([self._small_augment(images, generator) for _ in range(small)])
+                    if step >= skip:
+                        yield indices, [augmented, crops]
+                elif step >= skip:
                     yield indices, augmented
             return
         assert self._loader is not None
         self._sampler.set_epoch_seed(seed)
         self._sampler.set_start(skip)  # per-image seeds make skipping exact
         for indices, images, _ in self._loader:
+            indices = indices.to(self.device, non_blocking=True)
+            if isinstance(images, list):  # from MultiCrop: per position, (B, C, H, W)
+                if small:
+                    yield indices, [t.to(self.device, non_blocking=True) for t in group_crops(images, self.views)]
+                    continue
+                images = torch.stack(images[:views], dim=1)
             if images.dim() == 5:  # (B, views, C, H, W) from MultiView
                 images = images[:, :views].transpose(0, 1).reshape(-1, *images.shape[2:])
-            yield indices.to(self.device, non_blocking=True), images.to(self.device, non_blocking=True)
+            yield indices, images.to(self.device, non_blocking=True)
 
 
-__all__ = ["RANK_SEED_STRIDE", "BatchPipeline"]
+__all__ = ["RANK_SEED_STRIDE", "BatchPipeline", "Images"]

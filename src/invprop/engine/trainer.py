@@ -157,6 +157,12 @@ class Trainer:
         self._partial: dict[str, Any] | None = None
         self._stop = StopSignals()
 
+    def _memory_format(self, images: torch.Tensor) -> torch.Tensor:
+        """``images`` in channels_last on CUDA when ``channels_last`` is set; as they are otherwise."""
+        if self.cfg.channels_last and self.device.type == "cuda":
+            return images.contiguous(memory_format=torch.channels_last)
+        return images
+
     def _check_distributed_settings(self) -> None:
         cfg, world = self.cfg, self.context.world_size
         if not self.context.enabled:
@@ -248,10 +254,11 @@ class Trainer:
             )
             for group in self.optimizer.param_groups:
                 group["lr"] = cfg.optim.lr * factor
-            if cfg.channels_last and self.device.type == "cuda":
-                images = images.contiguous(memory_format=torch.channels_last)
             with autocast(self.device, self.amp_dtype):
-                out = self.method.training_step(indices, images, epoch)
+                if isinstance(images, list):
+                    out = self.method.multi_crop_step(indices, [self._memory_format(x) for x in images], epoch)
+                else:
+                    out = self.method.training_step(indices, self._memory_format(images), epoch)
             loss_value = float(out.loss.detach())
             if not math.isfinite(loss_value):  # (in a distributed run the launcher then stops the other processes)
                 raise InvpropError(
@@ -334,7 +341,7 @@ class Trainer:
                 cfg.data.num_workers, self.device,
             ) or {}  # fmt: skip
         if self.epoch == 0 and self._partial is None:
-            self.method.before_training(self.batches.epoch(epoch_seed(cfg.seed, 0), views=1))
+            self.method.before_training(self.batches.plain_epoch(epoch_seed(cfg.seed, 0)))
         try:
             with self._stop:
                 self._train_until(end, ckpt_path, history)

@@ -234,6 +234,7 @@ COMPARE_COLUMNS = (
     ("knn_top1", "kNN top-1", "{:.4f}"),
     ("linear_top1", "linear top-1", "{:.4f}"),
     ("untrained_knn_top1", "untrained kNN top-1", "{:.4f}"),
+    ("knn_backbone_top1", "backbone kNN top-1", "{:.4f}"),
     ("seconds_per_epoch", "s/epoch", "{:.2f}"),
     ("images_per_second", "images/s", "{:.0f}"),
 )

@@ -19,12 +19,18 @@ from invprop.methods.barlow_twins import BarlowTwins  # noqa: E402  isort: skip
 from invprop.methods.vicreg import VICReg  # noqa: E402  isort: skip
 from invprop.methods.nnclr import NNCLR  # noqa: E402  isort: skip
 from invprop.methods.pirl import PIRL  # noqa: E402  isort: skip
+from invprop.methods.rotnet import RotNet  # noqa: E402  isort: skip
+from invprop.methods.jigsaw import Jigsaw  # noqa: E402  isort: skip
+from invprop.methods.swav import SwAV  # noqa: E402  isort: skip
 
 __all__ = [
     "BYOL",
     "METHODS",
     "NNCLR",
     "PIRL",
+    "Jigsaw",
+    "RotNet",
+    "SwAV",
     "BarlowTwins",
     "MoCo",
     "SimCLR",

@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterable, Mapping
 import torch
 from torch import Tensor, nn
 
+from invprop.distributed.collectives import all_reduce_sum, world_size
 from invprop.distributed.partition import RowPartition
 from invprop.registry import Registry
 from invprop.settings import Reference, check, merge
@@ -34,9 +35,10 @@ class Method(nn.Module):
     wrapper (DistributedDataParallel) without the wrapper becoming part of the method's state dict.
     """
 
-    def __init__(self, encoder: nn.Module) -> None:
+    def __init__(self, encoder: nn.Module, distributed: bool = False) -> None:
         super().__init__()
         self.encoder = encoder
+        self.distributed = distributed
         self._encoder_wrapper: nn.Module | None = None
 
     def set_encoder_wrapper(self, wrapper: nn.Module | None) -> None:
@@ -51,6 +53,11 @@ class Method(nn.Module):
     def training_step(self, indices: Tensor, images: Tensor, epoch: int) -> StepOutput:
         """Loss for one batch at ``epoch`` (counting from 1)."""
         raise NotImplementedError
+
+    def multi_crop_step(self, indices: Tensor, crops: list[Tensor], epoch: int) -> StepOutput:
+        """Loss for a multi-crop batch ``[large (views x B, C, H, W), small (count x B, C, s, s)]`` (methods whose
+        spec sets ``multi_crop``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not take multi-crop batches")
 
     def set_diagnostic_labels(self, labels: Tensor | None) -> None:
         """Give the method the training labels for logged diagnostics only (default: ignored)."""
@@ -76,9 +83,23 @@ class Method(nn.Module):
         checkpoints; default none)."""
         return []
 
+    def shared_modules(self) -> list[nn.Module]:
+        """Trained modules outside the encoder (predictors, classifiers, prototypes): in a distributed run their
+        gradients are averaged over processes by :meth:`before_optimizer_step`, as the engine's data-parallel wrapper
+        does for the encoder's (default none)."""
+        return []
+
     def before_optimizer_step(self) -> None:
-        """Called between the backward pass and the optimiser step (default: nothing); e.g. averaging the gradients
-        of modules that the engine's data-parallel wrapper does not hold (a predictor) over processes."""
+        """Called between the backward pass and the optimiser step: averages the gradients of
+        :meth:`shared_modules` over processes when ``distributed``."""
+        if not self.distributed:
+            return
+        grads = [p.grad for m in self.shared_modules() for p in m.parameters() if p.grad is not None]
+        if grads:
+            flat = torch.cat([g.reshape(-1) for g in grads])
+            flat = all_reduce_sum(flat.detach()) / world_size()
+            for g, part in zip(grads, torch.split(flat, [g.numel() for g in grads]), strict=True):
+                g.copy_(part.view_as(g))
 
     @torch.no_grad()
     def after_step(self) -> None:
@@ -127,6 +148,8 @@ class MethodSpec:
             shared sections included -- from the method's paper or its authors' code (applied along ``extends``).
         deviations: per preset (``"*"``: the library defaults), why a default differs from its reference.
             ``invprop presets --keys`` prints both, and a test requires a reason for every difference.
+        multi_crop: the method takes multi-crop batches (``data.small_crops``) through
+            :meth:`Method.multi_crop_step`.
     """
 
     summary: str
@@ -138,6 +161,7 @@ class MethodSpec:
     headline: tuple[str, ...] = ()
     references: Mapping[str, Mapping[str, Reference]] = field(default_factory=dict)
     deviations: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    multi_crop: bool = False
 
     def sections(self) -> tuple[str, ...]:
         """Names of the method's settings sections."""

@@ -1,4 +1,5 @@
-"""The field's methods (SimCLR, MoCo v2, BYOL, SimSiam, Barlow Twins, VICReg, NNCLR, PIRL): their per-dataset defaults,
+"""The field's methods (SimCLR, MoCo v2, BYOL, SimSiam, Barlow Twins, VICReg, NNCLR, PIRL; RotNet, Jigsaw, SwAV,
+DeepCluster, PCL, colorization): their per-dataset defaults,
 the published value of each of their own settings, and why a default differs from it.
 
 Sources: the papers, their authors' code where a paper gives no value, and solo-learn's CIFAR recipes
@@ -47,6 +48,13 @@ FIELD_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "digits": {"model": {"head": "mlp3_bn_out", "hidden_dim": 512, "embedding_dim": 128}, "nnclr": {"queue_size": 1024, "predictor_hidden_dim": 1024}},
         "cifar10": {"model": {"head": "mlp3_bn_out", "hidden_dim": 2048, "embedding_dim": 256}, "nnclr": {"queue_size": 16384}},
     },
+    "rotnet": {},
+    "jigsaw": {"cifar10": {"jigsaw": {"tile_size": 16}}},
+    "swav": {
+        "digits": {"model": {"head": "mlp_bn"}, "swav": {"prototypes": 30}},
+        "cifar10": {"model": {"head": "mlp_bn", "hidden_dim": 2048, "embedding_dim": 128},
+                    "swav": {"queue_size": 3840, "queue_start_epoch": 50, "freeze_prototypes_epochs": 2}},
+    },
     "pirl": {
         "digits": {"model": {"head": "linear"}, "pirl": {"negatives": 1024}},
         "cifar10": {"model": {"head": "linear"}, "pirl": {"negatives": 4096, "tile_size": 16}},
@@ -55,6 +63,26 @@ FIELD_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 
 #: Published values of each method's own settings.
 FIELD_REFERENCES: dict[str, dict[str, dict[str, Reference]]] = {
+    "swav": {
+        "*": {
+            "swav.prototypes": Reference(3000, "Caron et al. (2020), Sec. 4 (ImageNet)"),
+            "swav.temperature": Reference(0.1, "Caron et al. (2020), App. A.1"),
+            "swav.epsilon": Reference(0.05, "Caron et al. (2020), App. A.1"),
+            "swav.sinkhorn_iterations": Reference(3, "Caron et al. (2020), Sec. 3.1"),
+            "swav.freeze_prototypes_epochs": Reference(1, "Caron et al. (2020), App. A.1 (the first epoch)"),
+            "swav.queue_size": Reference(3840, "the authors' code, small-batch setting (batch 256)"),
+            "swav.queue_start_epoch": Reference(15, "the authors' code, small-batch setting"),
+            "data.small_crops": Reference(6, "Caron et al. (2020), Sec. 4 (2 x 224 + 6 x 96 on ImageNet)"),
+        },
+    },
+    "rotnet": {},
+    "jigsaw": {
+        "*": {
+            "jigsaw.grid": Reference(3, "Noroozi & Favaro (2016), Sec. 3 (3 x 3 tiles)"),
+            "jigsaw.permutations": Reference(1000, "Noroozi & Favaro (2016), Sec. 3.2 (the set of the main results)"),
+            "jigsaw.hidden_dim": Reference(4096, "Noroozi & Favaro (2016), Fig. 3 (fc7)"),
+        },
+    },
     "simclr": {
         "*": {"simclr.temperature": Reference(0.1, "Chen et al. (2020), Sec. 5 (ImageNet, large batches)")},
         "cifar10": {"simclr.temperature": Reference(0.5, "Chen et al. (2020), App. B.9 (CIFAR-10)")},
@@ -114,6 +142,30 @@ _QUEUE_CIFAR = "below CIFAR-10's 50,000 training images (solo-learn's CIFAR reci
 
 #: Why a default differs from its reference.
 FIELD_DEVIATIONS: dict[str, dict[str, dict[str, str]]] = {
+    "swav": {
+        "*": {
+            "swav.queue_size": "off unless asked for: a queue only helps once it is full, and the right size depends on "
+            "the batch and the dataset",
+            "data.small_crops": "multi-crop is opt-in (data.small_crops); the two full-size views are SwAV's baseline "
+            "setting (Caron et al., 2020, Table 3)",
+        },
+        "digits": {
+            "swav.prototypes": "3 per class of the 10 digits: 3000 prototypes for 1,347 images leave most unused"
+        },
+        "cifar10": {
+            "swav.freeze_prototypes_epochs": f"{_SOLO.format('swav')}",
+            "swav.queue_start_epoch": f"{_SOLO.format('swav')} (its schedules are 1000 epochs)",
+            "data.small_crops": f"{_SOLO.format('swav')} trains CIFAR with the two 32-pixel views",
+        },
+    },
+    "rotnet": {},
+    "jigsaw": {
+        "*": {
+            "jigsaw.permutations": "fewer classes for datasets of thousands of images, and a set chosen in seconds "
+            "(about 50 ms per permutation of 9 tiles on a CPU); the paper compares several set sizes",
+            "jigsaw.hidden_dim": "scaled down with the small backbones (256 to 512 features per tile)",
+        },
+    },
     "simclr": {
         "*": {
             "simclr.temperature": f"{_SOLO.format('simclr')} uses 0.2 for small images and batches; not measured here"

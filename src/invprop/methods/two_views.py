@@ -13,7 +13,7 @@ import logging
 import torch
 from torch import Tensor, nn
 
-from invprop.distributed.collectives import all_gather_rows, all_gather_tensor, all_reduce_sum, world_size
+from invprop.distributed.collectives import all_gather_rows, all_gather_tensor
 from invprop.methods.base import Method
 
 logger = logging.getLogger(__name__)
@@ -42,8 +42,7 @@ class TwoViewMethod(Method):
     step: Tensor
 
     def __init__(self, encoder: nn.Module, distributed: bool = False) -> None:
-        super().__init__(encoder)
-        self.distributed = distributed
+        super().__init__(encoder, distributed)
         self.total_steps = 1
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
 
@@ -67,21 +66,6 @@ class TwoViewMethod(Method):
     def gather_constant(self, x: Tensor) -> Tensor:
         """Every process's rows without gradient (keys before they enter a queue)."""
         return all_gather_tensor(x.detach()) if self.distributed else x.detach()
-
-    def shared_modules(self) -> list[nn.Module]:
-        """Trained modules outside the encoder (predictors): their gradients are averaged over processes here, as
-        the engine's data-parallel wrapper does for the encoder's."""
-        return []
-
-    def before_optimizer_step(self) -> None:
-        if not self.distributed:
-            return
-        grads = [p.grad for m in self.shared_modules() for p in m.parameters() if p.grad is not None]
-        if grads:
-            flat = torch.cat([g.reshape(-1) for g in grads])
-            flat = all_reduce_sum(flat.detach()) / world_size()
-            for g, part in zip(grads, torch.split(flat, [g.numel() for g in grads]), strict=True):
-                g.copy_(part.view_as(g))
 
     @torch.no_grad()
     def after_step(self) -> None:
