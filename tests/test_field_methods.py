@@ -99,9 +99,11 @@ def test_simsiam_logs_its_collapse_indicator() -> None:
     assert 0 < float(out.terms["output_std"]) <= 1
 
 
-@pytest.mark.parametrize("name", [*FIELD, "pirl", "rotnet", "jigsaw", "swav"])
+@pytest.mark.parametrize("name", [*FIELD, "pirl", "rotnet", "jigsaw", "swav", "deepcluster", "pcl"])
 def test_stop_and_resume_ends_exactly_where_an_uninterrupted_run_does(name: str, tmp_path: Path) -> None:
-    cfg = from_dict({"method": name, "epochs": 2, "optim": {"batch_size": 64}}, base=preset("digits", name))
+    state = {"pcl": {"pcl": {"warmup_epochs": 1}}, "swav": {"swav": {"queue_size": 128, "queue_start_epoch": 1}}}
+    values = {"method": name, "epochs": 2, "optim": {"batch_size": 64}, **state.get(name, {})}  # state to resume
+    cfg = from_dict(values, base=preset("digits", name))
     full = Trainer(cfg, tmp_path / "full", progress=False).fit().metrics
     Trainer(cfg, tmp_path / "cut", progress=False).fit(stop_after=1)
     resumed = Trainer(cfg, tmp_path / "cut", progress=False).fit(resume=True).metrics

@@ -7,7 +7,7 @@ one exactly and the per-image pipeline gives the same batches with any number of
 from __future__ import annotations
 
 import signal
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from torch import Tensor
@@ -33,6 +33,37 @@ def worker_count(requested: int) -> int:
 def epoch_order(n: int, seed: int) -> Tensor:
     """The permutation of ``range(n)`` used by the epoch with ``seed``."""
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+
+
+#: ``(n, seed) -> order``: the epoch's sequence of dataset indices (a permutation of ``range(n)`` by default; a
+#: method may draw another, e.g. DeepCluster's sampling uniform over clusters).
+OrderFn = Callable[[int, int], Tensor]
+
+
+def cluster_balanced_order(labels: Tensor, seed: int) -> Tensor:
+    """N indices drawn uniformly over the non-empty clusters of ``labels`` (N,), as DeepCluster samples its epochs
+    (Caron et al., 2018, Sec. 3.3): each cluster contributes ``N // clusters + 1`` images (with replacement when it
+    has fewer), the result is shuffled and cut to N.
+
+    Example:
+        >>> order = cluster_balanced_order(torch.tensor([0] * 9 + [1]), seed=0)
+        >>> int((order == 9).sum())   # the lone image of cluster 1 fills half of the epoch
+        5
+    """
+    n = labels.shape[0]
+    generator = torch.Generator().manual_seed(seed)
+    labels = labels.cpu()
+    clusters = torch.unique(labels)
+    per_cluster = n // clusters.numel() + 1
+    picks = []
+    for cluster in clusters.tolist():
+        members = (labels == cluster).nonzero().flatten()
+        if members.numel() >= per_cluster:
+            picks.append(members[torch.randperm(members.numel(), generator=generator)[:per_cluster]])
+        else:
+            picks.append(members[torch.randint(members.numel(), (per_cluster,), generator=generator)])
+    drawn = torch.cat(picks)
+    return drawn[torch.randperm(drawn.numel(), generator=generator)][:n]
 
 
 def num_batches(n: int, batch_size: int, drop_last: bool) -> int:
@@ -82,9 +113,12 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
         rank: this process.
     """
 
-    def __init__(self, n: int, batch_size: int, world_size: int = 1, rank: int = 0) -> None:
+    def __init__(
+        self, n: int, batch_size: int, world_size: int = 1, rank: int = 0, order: OrderFn = epoch_order
+    ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
+        self.order = order
         self.plan = epoch_plan(n, batch_size, world_size)
         self.n = n
         self.rank = rank
@@ -103,7 +137,7 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
         return len(self.plan) - self.first_step
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        order = epoch_order(self.n, self.seed).tolist()
+        order = self.order(self.n, self.seed).tolist()
         for start, per_process in self.plan[self.first_step :]:
             yield [(self.seed, index) for index in order[rank_positions(start, per_process, self.rank)]]
 
@@ -120,11 +154,14 @@ class TensorBatches:
         device: where batches are produced.
         world_size: number of processes W.
         rank: this process.
+        order: the epoch's order of indices (default: a permutation).
     """
 
     def __init__(
-        self, images: TensorImages, batch_size: int, device: torch.device, world_size: int = 1, rank: int = 0
-    ) -> None:
+        self, images: TensorImages, batch_size: int, device: torch.device, world_size: int = 1, rank: int = 0,
+        order: OrderFn = epoch_order,
+    ) -> None:  # fmt: skip
+        self.order = order
         self.images = images.images.to(device)
         self.plan = epoch_plan(self.images.shape[0], batch_size, world_size)
         self.rank = rank
@@ -135,7 +172,7 @@ class TensorBatches:
 
     def epoch(self, seed: int) -> Iterator[tuple[Tensor, Tensor]]:
         """The batches of the epoch with ``seed``."""
-        order = epoch_order(self.images.shape[0], seed).to(self.device)
+        order = self.order(self.images.shape[0], seed).to(self.device)
         for start, per_process in self.plan:
             indices = order[rank_positions(start, per_process, self.rank)]
             yield indices, to_float(self.images[indices])

@@ -18,7 +18,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from invprop.data import DataSplits, EpochBatchSampler, TensorBatches
-from invprop.data.loader import epoch_plan, ignore_interrupts_in_worker, worker_count
+from invprop.data.loader import OrderFn, epoch_order, epoch_plan, ignore_interrupts_in_worker, worker_count
 from invprop.data.multi_crop import MultiCrop, group_crops
 from invprop.data.transforms import MultiView
 
@@ -40,11 +40,12 @@ class BatchPipeline:
         num_workers: DataLoader workers of the per-image pipeline.
         world_size: number of processes W.
         rank: this process.
+        order: the epoch's order of indices, ``(n, seed) -> indices`` (default: a permutation).
     """
 
     def __init__(
         self, data: DataSplits, batch_size: int, device: torch.device, views: int = 1, num_workers: int = 0,
-        world_size: int = 1, rank: int = 0,
+        world_size: int = 1, rank: int = 0, order: OrderFn = epoch_order,
     ) -> None:  # fmt: skip
         self.device = device
         self.views = views
@@ -56,11 +57,11 @@ class BatchPipeline:
         self.small_count = data.small_crops.count if data.small_crops is not None else 0
         if data.train_images is not None:
             assert data.batch_augment is not None
-            self._tensor_batches = TensorBatches(data.train_images, batch_size, device, world_size, rank)
+            self._tensor_batches = TensorBatches(data.train_images, batch_size, device, world_size, rank, order)
             self._augment = data.batch_augment.to(device)
             self._small_augment = data.small_augment.to(device) if data.small_augment is not None else None
             return
-        self._sampler = EpochBatchSampler(len(data.train), batch_size, world_size, rank)
+        self._sampler = EpochBatchSampler(len(data.train), batch_size, world_size, rank, order)
         if self.small_count:  # each item is a list: views full-size crops, then the small ones
             assert data.small_transform is not None
             data.train.transform = MultiCrop(  # type: ignore[assignment]  # items are lists of crops

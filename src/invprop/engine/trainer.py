@@ -31,7 +31,7 @@ from invprop.engine.batches import BatchPipeline
 from invprop.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from invprop.engine.device import autocast, autocast_dtype, resolve_device
 from invprop.engine.history import History
-from invprop.engine.monitor import knn_monitor, raw_pixel_baseline
+from invprop.engine.monitor import extract, knn_monitor, raw_pixel_baseline
 from invprop.engine.optimizer import gathered_state_dict, load_split_state_dict, parameter_groups
 from invprop.engine.process_group import (
     SINGLE_PROCESS,
@@ -142,8 +142,9 @@ class Trainer:
         )
         self.batches = BatchPipeline(
             self.data, cfg.optim.batch_size, self.device, self.method.views, cfg.data.num_workers,
-            context.world_size, context.rank,
+            context.world_size, context.rank, self.method.epoch_order,
         )  # fmt: skip
+        self.method.set_feature_source(self._training_embeddings)
         self.steps_per_epoch = self.batches.steps_per_epoch
         self.method.set_total_steps(self.steps_per_epoch * cfg.epochs)
         warmup = cfg.optim.warmup_epochs
@@ -156,6 +157,16 @@ class Trainer:
         #: Progress inside an interrupted epoch: {"epoch", "step", "sums", "count"} (None between epochs).
         self._partial: dict[str, Any] | None = None
         self._stop = StopSignals()
+
+    def _training_embeddings(self, encoder: nn.Module) -> torch.Tensor:
+        """(N, D) embeddings through ``encoder`` (an :class:`Encoder`) of every training image, not augmented, in eval
+        mode, on the training device (each process computes all of them, so every process clusters the same
+        rows)."""
+        plain = self.data.train_plain
+        if plain is None:
+            raise ConfigError(f"method {self.cfg.method} needs the training images without augmentation")
+        assert isinstance(encoder, Encoder)
+        return extract(encoder, plain, self.device, self.cfg.data.num_workers, keep_on_device=True).embeddings
 
     def _memory_format(self, images: torch.Tensor) -> torch.Tensor:
         """``images`` in channels_last on CUDA when ``channels_last`` is set; as they are otherwise."""
@@ -223,6 +234,8 @@ class Trainer:
         if resume_from is None:
             torch.manual_seed(epoch_seed(cfg.seed, epoch))  # augmentation draws: a function of (seed, epoch) only
             self.method.on_epoch_start(epoch)
+            for parameter in self.method.reinitialised_parameters():
+                self.optimizer.state.pop(parameter, None)
         self.method.train()
         first = int(resume_from["step"]) if resume_from else 0
         sums: dict[str, float] = dict(resume_from["sums"]) if resume_from else {}

@@ -22,6 +22,8 @@ from invprop.methods.pirl import PIRL  # noqa: E402  isort: skip
 from invprop.methods.rotnet import RotNet  # noqa: E402  isort: skip
 from invprop.methods.jigsaw import Jigsaw  # noqa: E402  isort: skip
 from invprop.methods.swav import SwAV  # noqa: E402  isort: skip
+from invprop.methods.deepcluster import DeepCluster  # noqa: E402  isort: skip
+from invprop.methods.pcl import PCL  # noqa: E402  isort: skip
 
 __all__ = [
     "BYOL",
@@ -31,6 +33,8 @@ __all__ = [
     "Jigsaw",
     "RotNet",
     "SwAV",
+    "DeepCluster",
+    "PCL",
     "BarlowTwins",
     "MoCo",
     "SimCLR",

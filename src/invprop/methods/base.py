@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterable, Mapping
 import torch
 from torch import Tensor, nn
 
+from invprop.data.loader import epoch_order
 from invprop.distributed.collectives import all_reduce_sum, world_size
 from invprop.distributed.partition import RowPartition
 from invprop.registry import Registry
@@ -58,6 +59,21 @@ class Method(nn.Module):
         """Loss for a multi-crop batch ``[large (views x B, C, H, W), small (count x B, C, s, s)]`` (methods whose
         spec sets ``multi_crop``)."""
         raise NotImplementedError(f"{type(self).__name__} does not take multi-crop batches")
+
+    def epoch_order(self, n: int, seed: int) -> Tensor:
+        """The indices of the ``n`` training images an epoch with ``seed`` visits, in order (default: a permutation);
+        called when the epoch's batches start, after :meth:`on_epoch_start`."""
+        return epoch_order(n, seed)
+
+    def set_feature_source(self, source: Callable[[nn.Module], Tensor]) -> None:
+        """Give the method ``source(encoder) -> (N, D)``: the embeddings through ``encoder`` (the method's encoder or
+        a copy of it, e.g. a momentum encoder) of every training image, not augmented, in eval mode and index order,
+        for methods that cluster the dataset (default: ignored)."""
+
+    def reinitialised_parameters(self) -> list[nn.Parameter]:
+        """Parameters re-initialised by the last :meth:`on_epoch_start`; the engine clears their optimiser state
+        (default none)."""
+        return []
 
     def set_diagnostic_labels(self, labels: Tensor | None) -> None:
         """Give the method the training labels for logged diagnostics only (default: ignored)."""

@@ -50,6 +50,12 @@ FIELD_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "rotnet": {},
     "jigsaw": {"cifar10": {"jigsaw": {"tile_size": 16}}},
+    "deepcluster": {"digits": {"deepcluster": {"clusters": 30}}, "cifar10": {"deepcluster": {"clusters": 500}}},
+    "pcl": {
+        "digits": {"model": {"head": "mlp"}, "pcl": {"queue_size": 1024, "clusters": [25, 50, 100], "warmup_epochs": 10}},
+        "cifar10": {"model": {"head": "mlp", "hidden_dim": 2048, "embedding_dim": 128},
+                    "pcl": {"clusters": [250, 500, 1000]}},
+    },
     "swav": {
         "digits": {"model": {"head": "mlp_bn"}, "swav": {"prototypes": 30}},
         "cifar10": {"model": {"head": "mlp_bn", "hidden_dim": 2048, "embedding_dim": 128},
@@ -76,6 +82,24 @@ FIELD_REFERENCES: dict[str, dict[str, dict[str, Reference]]] = {
         },
     },
     "rotnet": {},
+    "pcl": {
+        "*": {
+            "pcl.temperature": Reference(0.2, "Li et al. (2021), Sec. 4 (MoCo v2's)"),
+            "pcl.queue_size": Reference(16384, "Li et al. (2021), Sec. 4"),
+            "pcl.momentum": Reference(0.999, "Li et al. (2021), Sec. 4 (MoCo's)"),
+            "pcl.clusters": Reference([25000, 50000, 100000], "Li et al. (2021), Sec. 4 (ImageNet)"),
+            "pcl.warmup_epochs": Reference(20, "Li et al. (2021), Sec. 4 (of 200)"),
+            "pcl.negative_prototypes": Reference(16000, "Li et al. (2021), Sec. 3.2 (r)"),
+        },
+    },
+    "deepcluster": {
+        "*": {
+            "deepcluster.clusters": Reference(10000, "Caron et al. (2018), Sec. 4 (ImageNet)"),
+            "deepcluster.pca_dim": Reference(256, "Caron et al. (2018), Sec. 3.3"),
+            "deepcluster.kmeans_iterations": Reference(20, "the authors' code (FAISS k-means, 20 iterations)"),
+            "deepcluster.balanced_sampling": Reference(True, "Caron et al. (2018), Sec. 3.3"),
+        },
+    },
     "jigsaw": {
         "*": {
             "jigsaw.grid": Reference(3, "Noroozi & Favaro (2016), Sec. 3 (3 x 3 tiles)"),
@@ -159,6 +183,26 @@ FIELD_DEVIATIONS: dict[str, dict[str, dict[str, str]]] = {
         },
     },
     "rotnet": {},
+    "pcl": {
+        "digits": {
+            "pcl.queue_size": _QUEUE_DIGITS,
+            "pcl.clusters": "the paper's about 50, 25 and 13 images per cluster, for 1,347 images",
+            "pcl.warmup_epochs": "the paper's 10% of the schedule (100 epochs on digits)",
+        },
+        "cifar10": {
+            "pcl.clusters": "the paper's images per cluster, roughly, for CIFAR-10's 50,000 images (it has 1.28 M)",
+        },
+    },
+    "deepcluster": {
+        "digits": {
+            "deepcluster.clusters": "3 per class of the 10 digits (the paper: about 130 images per cluster; "
+            "1,347 images cannot fill 10,000)"
+        },
+        "cifar10": {
+            "deepcluster.clusters": "about 100 images per cluster of CIFAR-10's 50,000 (the paper: 10,000 "
+            "for 1.3 M ImageNet images, and over-clustering helps); not tuned here"
+        },
+    },
     "jigsaw": {
         "*": {
             "jigsaw.permutations": "fewer classes for datasets of thousands of images, and a set chosen in seconds "

@@ -67,6 +67,11 @@ class MoCo(TwoViewMethod):
         return cosine_momentum(o.base_momentum, int(self.step), self.total_steps, o.final_momentum)
 
     def training_step(self, indices: Tensor, images: Tensor, epoch: int) -> StepOutput:
+        loss, _ = self.contrast(images)
+        return StepOutput(loss, {"loss_nce": loss.detach()})
+
+    def contrast(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """InfoNCE of a two-view batch (its keys kept for the queue) and the first views' queries (B, D)."""
         q1, q2 = self.pair(images)
         with torch.no_grad():
             k1, k2 = self.halves(self.key_encoder(images))
@@ -78,7 +83,7 @@ class MoCo(TwoViewMethod):
             self._keys = [k2, k1]
         else:
             self._keys = [k2]
-        return StepOutput(loss, {"loss_nce": loss.detach()})
+        return loss, q1
 
     @torch.no_grad()
     def after_step(self) -> None:
