@@ -495,10 +495,13 @@ def setting_changes(saved: Config, new: Config) -> list[SettingChange]:
     return out
 
 
-def build_method(cfg: Config, encoder: nn.Module, num_samples: int, distributed: bool = False) -> Method:
+def build_method(
+    cfg: Config, encoder: nn.Module, num_samples: int, distributed: bool = False, in_channels: int = 3,
+    mean: tuple[float, ...] = (), std: tuple[float, ...] = (),
+) -> Method:  # fmt: skip
     """The method ``cfg`` describes, around ``encoder``, for ``num_samples`` training images (``distributed``: inside
-    an initialised process group)."""
-    context = BuildContext(num_samples, cfg.model.embedding_dim, distributed)
+    an initialised process group) of ``in_channels`` channels normalised by ``mean`` and ``std``."""
+    context = BuildContext(num_samples, cfg.model.embedding_dim, distributed, in_channels, tuple(mean), tuple(std))
     return method_spec(cfg.method).build(cfg.method_settings, encoder, context)
 
 

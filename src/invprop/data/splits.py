@@ -91,6 +91,7 @@ class DataSplits:
         batch_augment: the batch counterpart of the training transform, with ``train_images``.
         small_crops: the multi-crop small crops (None: none), with ``small_transform`` (per-image pipeline) or
             ``small_augment`` (tensor pipeline) making them.
+        mean, std: the per-channel normalisation of every split.
     """
 
     train: IndexedDataset
@@ -105,6 +106,8 @@ class DataSplits:
     small_crops: SmallCrops | None = None
     small_transform: Transform | None = None
     small_augment: BatchAugment | None = None
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
 
     @property
     def pipeline(self) -> str:
@@ -178,6 +181,8 @@ def build_datasets(
         pair = build_transforms(preset, size, source.mean, source.std)
         return DataSplits(
             skipped_files=skipped,
+            mean=source.mean,
+            std=source.std,
             small_crops=small_crops,
             small_transform=small_crop_transform(pair.train, small_crops) if small_crops is not None else None,
             train=IndexedDataset(source.train, pair.train),
@@ -214,6 +219,8 @@ def build_datasets(
         train_images=train,
         batch_augment=batch_augment,
         skipped_files=skipped,
+        mean=source.mean,
+        std=source.std,
         small_crops=small_crops,
         small_augment=small_crop_augment(batch_augment, small_crops) if small_crops is not None else None,
     )

@@ -126,7 +126,10 @@ class Trainer:
             encoder = encoder.to(memory_format=torch.channels_last)
         #: The encoder the method trains (with its ``features`` for the kNN monitor).
         self.encoder = encoder
-        self.method: Method = build_method(cfg, encoder, n, context.enabled).to(self.device)
+        data = self.data
+        self.method: Method = build_method(cfg, encoder, n, context.enabled, data.in_channels, data.mean, data.std).to(
+            self.device
+        )
         if cfg.compile:
             self.method.encoder.compile()
         if context.enabled:

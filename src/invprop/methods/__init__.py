@@ -24,6 +24,7 @@ from invprop.methods.jigsaw import Jigsaw  # noqa: E402  isort: skip
 from invprop.methods.swav import SwAV  # noqa: E402  isort: skip
 from invprop.methods.deepcluster import DeepCluster  # noqa: E402  isort: skip
 from invprop.methods.pcl import PCL  # noqa: E402  isort: skip
+from invprop.methods.colorization import Colorization  # noqa: E402  isort: skip
 
 __all__ = [
     "BYOL",
@@ -35,6 +36,7 @@ __all__ = [
     "SwAV",
     "DeepCluster",
     "PCL",
+    "Colorization",
     "BarlowTwins",
     "MoCo",
     "SimCLR",

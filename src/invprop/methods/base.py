@@ -135,11 +135,16 @@ class BuildContext:
         num_samples: N, training images (bank rows, classes).
         embedding_dim: D, the width of the encoder's embeddings.
         distributed: True inside a torch.distributed run (the default process group is initialised).
+        in_channels: channels of the training images.
+        mean, std: the per-channel normalisation of the training batches (empty when unknown).
     """
 
     num_samples: int
     embedding_dim: int
     distributed: bool = False
+    in_channels: int = 3
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
 
 
 #: The most epochs a method's default warm-up share may give (``optim.warmup_epochs: null``).

@@ -49,6 +49,7 @@ FIELD_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "cifar10": {"model": {"head": "mlp3_bn_out", "hidden_dim": 2048, "embedding_dim": 256}, "nnclr": {"queue_size": 16384}},
     },
     "rotnet": {},
+    "colorization": {"cifar10": {"model": {"head": "mlp_bn", "embedding_dim": 256}}},
     "jigsaw": {"cifar10": {"jigsaw": {"tile_size": 16}}},
     "deepcluster": {"digits": {"deepcluster": {"clusters": 30}}, "cifar10": {"deepcluster": {"clusters": 500}}},
     "pcl": {
@@ -82,6 +83,7 @@ FIELD_REFERENCES: dict[str, dict[str, dict[str, Reference]]] = {
         },
     },
     "rotnet": {},
+    "colorization": {"*": {"colorization.downsample": Reference(4, "Zhang et al. (2016), Fig. 2 (224 -> 56)")}},
     "pcl": {
         "*": {
             "pcl.temperature": Reference(0.2, "Li et al. (2021), Sec. 4 (MoCo v2's)"),
@@ -183,6 +185,7 @@ FIELD_DEVIATIONS: dict[str, dict[str, dict[str, str]]] = {
         },
     },
     "rotnet": {},
+    "colorization": {},
     "pcl": {
         "digits": {
             "pcl.queue_size": _QUEUE_DIGITS,

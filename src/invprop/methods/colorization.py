@@ -1,0 +1,155 @@
+"""Colorization (Zhang, Isola & Efros, 2016) as a training method: ``method: colorization``.
+
+Each training image is decolourised -- its CIE Lab lightness L/100 in every channel, normalised as the colour
+images are -- and encoded (backbone + ``model.head``); a decoder maps the embedding to a spatial map of scores over
+the quantised ab colours at a quarter of the image side (the paper's output resolution), trained with the
+class-rebalanced multinomial loss against the soft-encoded true colours
+(:func:`invprop.core.pretext_losses.rebalanced_colour_loss`). The rebalancing weights come from the colour
+histogram of one epoch of training images, measured before epoch 1 and saved with the state. The backbone and head
+are what kNN, the linear probe and export use; the decoder is only for training. Colour images only: a dataset of
+one channel is refused.
+
+Differences from the paper: the decoder starts from the embedding vector (the backbones here end in a vector), not
+from a convolutional feature map; the encoder sees L as a grey image so that its input width stays the dataset's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from invprop.core.pretext_losses import rebalanced_colour_loss
+from invprop.data.colour import ab_bins, bin_histogram, rebalancing_weights, rgb_to_lab, soft_encode
+from invprop.errors import ConfigError
+from invprop.methods.base import METHODS, BuildContext, Method, MethodSpec, StepOutput
+from invprop.methods.field_published import FIELD_DEVIATIONS, FIELD_PRESETS, FIELD_REFERENCES
+from invprop.settings import AT_LEAST_ONE, section, setting
+
+#: L's range in CIE Lab.
+L_MAX = 100.0
+
+
+@dataclass
+class ColorizationOptions:
+    """The ``colorization`` section."""
+
+    decoder_width: int = setting(128, "channels of the decoder's feature maps", bounds=AT_LEAST_ONE)
+    downsample: int = setting(4, "the output map's side is the image side divided by this (the paper: 4)",
+                              bounds=AT_LEAST_ONE)  # fmt: skip
+    start_side: int = setting(4, "side of the decoder's first map, reshaped from the embedding", bounds=AT_LEAST_ONE)
+
+
+@dataclass
+class ColorizationSettings:
+    colorization: ColorizationOptions = section(ColorizationOptions, "colorization's decoder and colour classes")
+
+
+class ColourDecoder(nn.Module):
+    """Embedding (B, D) -> scores (B, Q, side, side): a linear map to a ``start x start`` grid of ``width`` channels,
+    bilinear upsampling to ``side``, a 3x3 conv-BN-ReLU and a 1x1 conv to the Q classes."""
+
+    def __init__(self, embedding_dim: int, classes: int, width: int, start: int) -> None:
+        super().__init__()
+        self.width, self.start = width, start
+        self.project = nn.Sequential(nn.Linear(embedding_dim, width * start * start), nn.ReLU(inplace=True))
+        self.refine = nn.Sequential(
+            nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+            nn.Conv2d(width, classes, 1),
+        )  # fmt: skip
+
+    def forward(self, embedding: Tensor, side: int) -> Tensor:
+        grid = self.project(embedding).view(-1, self.width, self.start, self.start)
+        if side != self.start:
+            grid = F.interpolate(grid, size=(side, side), mode="bilinear", align_corners=False)
+        return self.refine(grid)
+
+
+class Colorization(Method):
+    """Predict the colours of a decolourised image (Zhang et al., 2016, Sec. 2).
+
+    Args:
+        encoder: backbone + head.
+        embedding_dim: D.
+        mean, std: the training batches' normalisation (3 channels).
+        options: the ``colorization`` section.
+        distributed: average the decoder's gradients over processes.
+    """
+
+    bins: Tensor
+    weights: Tensor
+    weights_set: Tensor
+    mean: Tensor
+    std: Tensor
+
+    def __init__(
+        self, encoder: nn.Module, embedding_dim: int, mean: tuple[float, ...], std: tuple[float, ...],
+        options: ColorizationOptions, distributed: bool = False,
+    ) -> None:  # fmt: skip
+        super().__init__(encoder, distributed)
+        self.options = options
+        bins = ab_bins()
+        self.register_buffer("bins", bins)
+        self.register_buffer("weights", torch.ones(bins.shape[0]))
+        self.register_buffer("weights_set", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+        self.decoder = ColourDecoder(embedding_dim, bins.shape[0], options.decoder_width, options.start_side)
+
+    def shared_modules(self) -> list[nn.Module]:
+        return [self.decoder]
+
+    def colours(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """The decolourised, normalised input (B, 3, H, W) and the Lab image (B, 3, H, W) of a normalised batch."""
+        rgb = (images.float() * self.std + self.mean).clamp(0, 1)
+        lab = rgb_to_lab(rgb)
+        grey = (lab[:, :1] / L_MAX).expand_as(rgb)
+        return (grey - self.mean) / self.std, lab
+
+    def target_side(self, images: Tensor) -> int:
+        return max(1, images.shape[-1] // self.options.downsample)
+
+    @torch.no_grad()
+    def before_training(self, batches: Iterable[tuple[Tensor, Tensor]]) -> None:
+        counts = torch.zeros(self.bins.shape[0], device=self.bins.device)
+        for _, images in batches:
+            _, lab = self.colours(images.to(self.bins.device))
+            ab = F.adaptive_avg_pool2d(lab[:, 1:], self.target_side(images))
+            counts += bin_histogram(ab, self.bins)
+        self.weights.copy_(rebalancing_weights(counts, self.bins))
+        self.weights_set.fill_(True)
+
+    def training_step(self, indices: Tensor, images: Tensor, epoch: int) -> StepOutput:
+        grey, lab = self.colours(images)
+        side = self.target_side(images)
+        with torch.no_grad():
+            targets = soft_encode(F.adaptive_avg_pool2d(lab[:, 1:], side), self.bins)
+        logits = self.decoder(self.encode(grey.to(images.dtype)), side)
+        loss = rebalanced_colour_loss(logits, targets, self.weights)
+        return StepOutput(loss, {"loss_colour": loss.detach()})
+
+
+def build_colorization(settings: ColorizationSettings, encoder: nn.Module, context: BuildContext) -> Colorization:
+    if context.in_channels != 3 or len(context.mean) != 3:
+        raise ConfigError(f"method colorization needs colour images, and these have {context.in_channels} channel(s); "
+                          "choose a colour dataset (e.g. --preset cifar10) or another method")  # fmt: skip
+    return Colorization(encoder, context.embedding_dim, context.mean, context.std, settings.colorization,
+                        context.distributed)  # fmt: skip
+
+
+METHODS.register("colorization")(
+    MethodSpec(
+        "Colorization: predict an image's quantised colours from its lightness (Zhang et al., 2016)",
+        ColorizationSettings,
+        build_colorization,
+        presets=FIELD_PRESETS["colorization"],
+        headline=("colorization.downsample",),
+        references=FIELD_REFERENCES["colorization"],
+        deviations=FIELD_DEVIATIONS["colorization"],
+    )
+)
+
+__all__ = ["Colorization", "ColorizationOptions", "ColorizationSettings", "ColourDecoder", "build_colorization"]
