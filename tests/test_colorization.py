@@ -101,3 +101,12 @@ def test_stop_and_resume_on_colour_images_ends_where_an_uninterrupted_run_does(t
     a = load_checkpoint(tmp_path / "full" / "last.pt")["model"]
     b = load_checkpoint(tmp_path / "cut" / "last.pt")["model"]
     assert bool(a["weights_set"]) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_compare_refuses_colorization_on_grayscale_before_any_work(tmp_path, capsys):
+    from invprop.cli import main
+
+    code = main(["-q", "compare", "--methods", "simclr,colorization", "--epochs", "1", "--out", str(tmp_path / "c")])
+    assert code == 2
+    assert "method colorization needs colour images, and these have 1 channel(s)" in capsys.readouterr().err
+    assert not (tmp_path / "c" / "simclr").exists()

@@ -117,3 +117,12 @@ def test_resume_keeps_the_pseudo_labels(tmp_path: Path) -> None:
     Trainer(cfg, tmp_path / "run", progress=False).fit(stop_after=1)
     saved = load_checkpoint(tmp_path / "run" / "last.pt")["model"]["pseudo_labels"]
     assert saved.shape == (1347,) and len(torch.unique(saved)) == 30
+
+
+def test_faiss_kmeans_finds_the_same_blobs():
+    pytest.importorskip("faiss")
+    method = _method(kmeans="faiss")
+    method.set_feature_source(lambda encoder: _blobs())
+    method.on_epoch_start(1)
+    groups = {frozenset(method.pseudo_labels[torch.arange(40) % 3 == c].tolist()) for c in range(3)}
+    assert groups == {frozenset({0}), frozenset({1}), frozenset({2})}

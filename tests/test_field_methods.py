@@ -151,12 +151,18 @@ class TwoViews:
 def test_two_processes_equal_one_with_the_same_global_batch(name: str, tmp_path: Path) -> None:
     """Gathered projections, gathered keys before enqueueing, averaged predictor gradients: 2 gloo processes end
     with the parameters, queues and target networks of one process (encoder and predictor without BatchNorm, whose
-    statistics are per process unless distributed.sync_bn)."""
+    statistics are per process unless distributed.sync_bn). SwAV's queues are per process: together, in rank order,
+    they hold the single process's rows."""
     single = _train_steps(0, 1, name, 3, 8)
     results = run_gloo(_train_steps, 2, tmp_path, name, 3, 8)
     for state in results:
         assert state.keys() == single.keys()
         for key, value in single.items():
+            if key.startswith("queues."):
+                if key.endswith(".queue"):
+                    together = torch.cat([r[key] for r in results])
+                    assert torch.allclose(together, value, atol=2e-5), key
+                continue
             assert torch.allclose(state[key].float(), value.float(), atol=2e-5), key
 
 

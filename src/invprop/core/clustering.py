@@ -189,6 +189,24 @@ def kmeans(x: Tensor, centroids: Tensor, iterations: int, generator: torch.Gener
     return KMeansResult(c, labels, distances, done, splits)
 
 
+#: k-means implementations: exact Lloyd in torch, or FAISS's (optional package).
+KMEANS_BACKENDS = ("torch", "faiss")
+
+
+def kmeans_with(
+    backend: str, x: Tensor, centroids: Tensor, iterations: int, generator: torch.Generator | None = None
+) -> KMeansResult:
+    """:func:`kmeans` (``torch``) or FAISS's k-means (``faiss``) from the same initial centroids."""
+    if backend == "torch":
+        return kmeans(x, centroids, iterations, generator)
+    if backend != "faiss":
+        raise ValueError(f"k-means backend must be one of {', '.join(KMEANS_BACKENDS)}, got {backend!r}")
+    from invprop.core.faiss_search import faiss_kmeans
+
+    c, labels, distances = faiss_kmeans(x, centroids, iterations)
+    return KMeansResult(c, labels, distances, iterations, 0)
+
+
 def initial_centroids(x: Tensor, k: int, generator: torch.Generator) -> Tensor:
     """``k`` distinct rows of ``x`` drawn uniformly (FAISS's and DeepCluster's initialisation): (k, D)."""
     if not 1 <= k <= x.shape[0]:
@@ -276,12 +294,14 @@ def cluster_concentration(
 
 
 __all__ = [
+    "KMEANS_BACKENDS",
     "KMeansResult",
     "Whitening",
     "assign",
     "cluster_concentration",
     "initial_centroids",
     "kmeans",
+    "kmeans_with",
     "pca_whitening",
     "sinkhorn_knopp",
     "split_empty_clusters",

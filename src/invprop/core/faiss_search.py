@@ -92,4 +92,27 @@ class FaissSearch:
         return values_t.masked_fill(indices_t < 0, float("-inf")), indices_t
 
 
-__all__ = ["FaissSearch", "faiss_available"]
+def faiss_kmeans(points: Tensor, centroids: Tensor, iterations: int) -> tuple[Tensor, Tensor, Tensor]:
+    """FAISS's k-means (``faiss.Kmeans``, the implementation DeepCluster and PCL use) from the given initial
+    centroids; FAISS fills empty clusters by splitting large ones itself.
+
+    Args:
+        points: (N, D) points.
+        centroids: (K, D) initial centroids.
+        iterations: Lloyd iterations.
+
+    Returns:
+        ``(centroids (K, D), assignments (N,), squared distances (N,))`` on ``points``' device.
+    """
+    faiss = _faiss()
+    data = points.detach().float().cpu().contiguous().numpy()
+    k, dim = centroids.shape
+    kmeans = faiss.Kmeans(dim, k, niter=iterations, min_points_per_centroid=1, max_points_per_centroid=points.shape[0])
+    kmeans.train(data, init_centroids=centroids.detach().float().cpu().contiguous().numpy())
+    distances, labels = kmeans.index.search(data, 1)
+    device = points.device
+    return (torch.from_numpy(kmeans.centroids).to(device), torch.from_numpy(labels[:, 0]).long().to(device),
+            torch.from_numpy(distances[:, 0]).to(device))  # fmt: skip
+
+
+__all__ = ["FaissSearch", "faiss_available", "faiss_kmeans"]

@@ -115,6 +115,7 @@ class Trainer:
             self.spec.preflight(cfg.method_settings)
         with main_process_first(context):  # the main process fills the decode caches, the others read them
             self.data: DataSplits = datasets_from(cfg.data)
+        self.spec.check_images(cfg.method, self.data.in_channels)
         n = len(self.data.train)
         if cfg.optim.batch_size > n:
             raise ConfigError(f"optim.batch_size={cfg.optim.batch_size} exceeds the dataset size {n}; lower it")

@@ -185,6 +185,10 @@ def run_comparison(
     """Train and measure every method of ``methods`` into ``out_dir``; the table is rewritten after each one."""
     configs = [method_config(preset, m, file_values, overrides) for m in methods]  # every error before any work
     first = configs[0]
+    if any(METHODS.get(cfg.method).colour_only for cfg in configs):
+        channels = datasets_from(first.data).in_channels
+        for cfg in configs:
+            METHODS.get(cfg.method).check_images(cfg.method, channels)
     header = {
         "dataset": first.data.name,
         "epochs": first.epochs,

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from invprop.data.loader import epoch_order
 from invprop.distributed.collectives import all_reduce_sum, world_size
 from invprop.distributed.partition import RowPartition
+from invprop.errors import ConfigError
 from invprop.registry import Registry
 from invprop.settings import Reference, check, merge
 
@@ -171,6 +172,7 @@ class MethodSpec:
             ``invprop presets --keys`` prints both, and a test requires a reason for every difference.
         multi_crop: the method takes multi-crop batches (``data.small_crops``) through
             :meth:`Method.multi_crop_step`.
+        colour_only: the method needs three-channel images (:meth:`check_images`).
     """
 
     summary: str
@@ -183,6 +185,13 @@ class MethodSpec:
     references: Mapping[str, Mapping[str, Reference]] = field(default_factory=dict)
     deviations: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     multi_crop: bool = False
+    colour_only: bool = False
+
+    def check_images(self, name: str, in_channels: int) -> None:
+        """A one-line error when method ``name`` cannot train on images of ``in_channels`` channels."""
+        if self.colour_only and in_channels != 3:
+            raise ConfigError(f"method {name} needs colour images, and these have {in_channels} channel(s); choose "
+                              "a colour dataset (e.g. --preset cifar10) or another method")  # fmt: skip
 
     def sections(self) -> tuple[str, ...]:
         """Names of the method's settings sections."""

@@ -149,6 +149,7 @@ METHODS.register("colorization")(
         headline=("colorization.downsample",),
         references=FIELD_REFERENCES["colorization"],
         deviations=FIELD_DEVIATIONS["colorization"],
+        colour_only=True,
     )
 )
 

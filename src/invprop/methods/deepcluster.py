@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from invprop.core.clustering import initial_centroids, kmeans, pca_whitening
+from invprop.core.clustering import KMEANS_BACKENDS, initial_centroids, kmeans_with, pca_whitening
+from invprop.core.faiss_search import faiss_available
 from invprop.data.loader import cluster_balanced_order, epoch_order
 from invprop.errors import ConfigError
 from invprop.methods.base import METHODS, BuildContext, Method, MethodSpec, StepOutput
@@ -37,6 +38,11 @@ class DeepClusterOptions:
     clusters: int = setting(10000, "k, the clusters of k-means (the classifier's classes)", bounds=AT_LEAST_TWO)
     pca_dim: int = setting(256, "components kept by the PCA-whitening (at most the embedding width)",
                            bounds=AT_LEAST_ONE)  # fmt: skip
+    kmeans: str = setting(
+        "torch",
+        "k-means implementation: torch (exact, on the training device) or faiss (pip install 'invprop[faiss]')",
+        choices=KMEANS_BACKENDS,
+    )
     kmeans_iterations: int = setting(20, "at most this many Lloyd iterations per epoch", bounds=AT_LEAST_ONE)
     balanced_sampling: bool = setting(True, "visit images uniformly over the clusters (false: every image once)")
 
@@ -92,7 +98,7 @@ class DeepCluster(Method):
         """Pseudo-labels from ``embeddings`` (N, D): PCA-whitening, L2-normalisation, k-means; returns statistics."""
         points = F.normalize(pca_whitening(embeddings, self.pca_dim)(embeddings), dim=1)
         start = initial_centroids(points, self.options.clusters, generator)
-        result = kmeans(points, start, self.options.kmeans_iterations, generator)
+        result = kmeans_with(self.options.kmeans, points, start, self.options.kmeans_iterations, generator)
         self.pseudo_labels.copy_(result.assignments.to(self.pseudo_labels.device))
         self.clustered.fill_(True)
         sizes = torch.bincount(result.assignments, minlength=self.options.clusters)
@@ -127,12 +133,19 @@ def build_deepcluster(settings: DeepClusterSettings, encoder: nn.Module, context
     return DeepCluster(encoder, context.num_samples, context.embedding_dim, settings.deepcluster, context.distributed)
 
 
+def check_faiss(settings: DeepClusterSettings) -> None:
+    """FAISS k-means needs FAISS installed: say so before any work."""
+    if settings.deepcluster.kmeans == "faiss" and not faiss_available():
+        raise ConfigError("deepcluster.kmeans=faiss needs FAISS: pip install 'invprop[faiss]' (or faiss-gpu)")
+
+
 METHODS.register("deepcluster")(
     MethodSpec(
         "DeepCluster: classify each image's k-means cluster, re-clustered every epoch (Caron et al., 2018)",
         DeepClusterSettings,
         build_deepcluster,
         presets=FIELD_PRESETS["deepcluster"],
+        preflight=check_faiss,
         headline=("deepcluster.clusters", "deepcluster.pca_dim"),
         references=FIELD_REFERENCES["deepcluster"],
         deviations=FIELD_DEVIATIONS["deepcluster"],

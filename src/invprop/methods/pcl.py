@@ -21,8 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from invprop.core.clustering import cluster_concentration, initial_centroids, kmeans
+from invprop.core.clustering import KMEANS_BACKENDS, cluster_concentration, initial_centroids, kmeans_with
 from invprop.core.clustering_losses import proto_nce_loss
+from invprop.core.faiss_search import faiss_available
 from invprop.errors import ConfigError
 from invprop.methods.base import METHODS, BuildContext, MethodSpec, StepOutput
 from invprop.methods.field_published import FIELD_DEVIATIONS, FIELD_PRESETS, FIELD_REFERENCES
@@ -46,6 +47,11 @@ class PCLOptions:
     momentum: float = setting(0.999, "momentum of the key encoder (fixed)", bounds=FRACTION)
     clusters: list[int] = setting(None, "k of each k-means granularity", factory=lambda: list(PAPER_CLUSTERS))
     warmup_epochs: int = setting(20, "epochs of InfoNCE alone before the prototypes join", bounds=NON_NEGATIVE)
+    kmeans: str = setting(
+        "torch",
+        "k-means implementation: torch (exact, on the training device) or faiss (pip install 'invprop[faiss]')",
+        choices=KMEANS_BACKENDS,
+    )
     kmeans_iterations: int = setting(20, "at most this many Lloyd iterations per clustering", bounds=AT_LEAST_ONE)
     negative_prototypes: int = setting(16000, "r, prototypes drawn as negatives per step (all if fewer)",
                                        bounds=AT_LEAST_ONE)  # fmt: skip
@@ -100,7 +106,8 @@ class PCL(MoCo):
         """Prototypes and concentrations of every granularity from momentum embeddings (N, D)."""
         points = F.normalize(embeddings.float(), dim=1)
         for m, k in enumerate(self.pcl.clusters):
-            result = kmeans(points, initial_centroids(points, k, generator), self.pcl.kmeans_iterations, generator)
+            start = initial_centroids(points, k, generator)
+            result = kmeans_with(self.pcl.kmeans, points, start, self.pcl.kmeans_iterations, generator)
             assignments, prototypes, concentration = self.clustering(m)
             assignments.copy_(result.assignments.to(assignments.device))
             prototypes.copy_(F.normalize(result.centroids, dim=1).to(prototypes.device))
@@ -158,12 +165,19 @@ def build_pcl(settings: PCLSettings, encoder: nn.Module, context: BuildContext) 
     return PCL(encoder, context.num_samples, context.embedding_dim, o, context.distributed)
 
 
+def check_faiss(settings: PCLSettings) -> None:
+    """FAISS k-means needs FAISS installed: say so before any work."""
+    if settings.pcl.kmeans == "faiss" and not faiss_available():
+        raise ConfigError("pcl.kmeans=faiss needs FAISS: pip install 'invprop[faiss]' (or faiss-gpu)")
+
+
 METHODS.register("pcl")(
     MethodSpec(
         "PCL: ProtoNCE, InfoNCE plus k-means prototypes at several granularities (Li et al., 2021)",
         PCLSettings,
         build_pcl,
         presets=FIELD_PRESETS["pcl"],
+        preflight=check_faiss,
         headline=("pcl.clusters", "pcl.warmup_epochs", "pcl.queue_size"),
         references=FIELD_REFERENCES["pcl"],
         deviations=FIELD_DEVIATIONS["pcl"],
