@@ -20,7 +20,8 @@ from invprop.settings import merge
 
 FIELD = ("simclr", "moco", "byol", "simsiam", "barlowtwins", "vicreg", "nnclr")
 #: Methods of the clustering and pretext families that a two-process run can match exactly (jigsaw draws its
-#: puzzles from each process's own generator; deepcluster and pcl cluster the whole dataset, tested on their own).
+#: puzzles from each process's own generator; deepcluster's whole-dataset clusters are tested in test_deepcluster.py,
+#: and pcl gets its embeddings the same way).
 EXACT_IN_TWO = ("swav", "rotnet")
 D = 8
 
