@@ -56,3 +56,11 @@ def test_compare_trains_ranks_reuses_and_reports(tmp_path: Path, capsys: pytest.
     assert main(["-q", "report", str(out), "--out", str(tmp_path / "report")]) == 0
     page = (tmp_path / "report" / "report.html").read_text()
     assert f"compare: {out}" in page and "<td>simclr</td>" in page and "<td>vicreg</td>" in page
+
+
+def test_the_default_methods_run_on_grayscale_images() -> None:
+    from invprop.methods import METHODS
+
+    names = parse_methods(None)
+    assert {"invp", "insdis", "simclr", "swav"} <= set(names)
+    assert not [n for n in names if METHODS.get(n).colour_only]  # a default compare of digits must not refuse

@@ -445,7 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cp.add_argument(
         "--methods",
-        help="comma-separated methods (default: invp, its baselines and the field's methods); see invprop presets --keys",
+        help="comma-separated methods (default: invp, its baselines, the two-view and the clustering methods); see "
+        "invprop presets --keys",
     )
     cp.add_argument("--dataset", help=f"dataset: {', '.join(dataset_names())}")
     cp.add_argument("--preset", help=f"start every method from this preset: {', '.join(cfgmod.PRESETS)}")

@@ -41,9 +41,10 @@ logger = logging.getLogger(__name__)
 
 #: What ``compare`` measures beside the run's own metrics, kept in each run directory (so reused rows keep it).
 MEASURES_NAME = "compare.json"
-#: The methods of ``invprop compare`` without ``--methods``: InvP, its baselines and the field's methods.
+#: The methods of ``invprop compare`` without ``--methods``: InvP, its baselines, the two-view and the clustering
+#: methods (not PIRL and the pretext tasks: slower, and behind in every table of docs/results.md).
 DEFAULT_METHODS = ("invp", "insdis", "instance-classifier", "simclr", "moco", "byol", "simsiam", "barlowtwins",
-                   "vicreg", "nnclr")  # fmt: skip
+                   "vicreg", "nnclr", "swav", "deepcluster", "pcl")  # fmt: skip
 
 
 def parse_methods(text: str | None) -> list[str]:
