@@ -82,7 +82,7 @@ def test_stop_and_resume_on_colour_images_ends_where_an_uninterrupted_run_does(t
     from PIL import Image
 
     from invprop.config import from_dict
-    from invprop.engine import Trainer, load_checkpoint
+    from resume_check import assert_resumes_exactly
 
     rng = np.random.default_rng(0)
     for split, count in (("train", 12), ("test", 4)):
@@ -94,13 +94,8 @@ def test_stop_and_resume_on_colour_images_ends_where_an_uninterrupted_run_does(t
     cfg = from_dict({"method": "colorization", "epochs": 2, "data": {"name": f"imagefolder:{tmp_path / 'images'}",
                      "image_size": 16, "cache_dir": None}, "model": {"backbone": "small_convnet"},
                      "optim": {"batch_size": 8}})  # fmt: skip
-    full = Trainer(cfg, tmp_path / "full", progress=False).fit().metrics
-    Trainer(cfg, tmp_path / "cut", progress=False).fit(stop_after=1)
-    resumed = Trainer(cfg, tmp_path / "cut", progress=False).fit(resume=True).metrics
-    assert resumed["loss"] == full["loss"] and resumed["knn_top1"] == full["knn_top1"]
-    a = load_checkpoint(tmp_path / "full" / "last.pt")["model"]
-    b = load_checkpoint(tmp_path / "cut" / "last.pt")["model"]
-    assert bool(a["weights_set"]) and all(torch.equal(a[k], b[k]) for k in a)
+    state = assert_resumes_exactly(cfg, tmp_path)
+    assert bool(state["weights_set"])
 
 
 def test_compare_refuses_colorization_on_grayscale_before_any_work(tmp_path, capsys):

@@ -89,15 +89,9 @@ def test_the_encoder_and_prototypes_learn():
 
 def test_multi_crop_training_resumes_exactly(tmp_path):
     from invprop.config import from_dict, preset
-    from invprop.engine import Trainer, load_checkpoint
+    from resume_check import assert_resumes_exactly
 
     cfg = from_dict({"method": "swav", "epochs": 2, "optim": {"batch_size": 64},
                      "data": {"small_crops": 2, "small_crop_size": 6, "small_crop_scale": [0.3, 0.6]}},
                     base=preset("digits", "swav"))  # fmt: skip
-    full = Trainer(cfg, tmp_path / "full", progress=False).fit().metrics
-    Trainer(cfg, tmp_path / "cut", progress=False).fit(stop_after=1)
-    resumed = Trainer(cfg, tmp_path / "cut", progress=False).fit(resume=True).metrics
-    assert resumed["loss"] == full["loss"] and resumed["knn_top1"] == full["knn_top1"]
-    a = load_checkpoint(tmp_path / "full" / "last.pt")["model"]
-    b = load_checkpoint(tmp_path / "cut" / "last.pt")["model"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert_resumes_exactly(cfg, tmp_path)
