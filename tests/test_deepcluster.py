@@ -126,3 +126,10 @@ def test_faiss_kmeans_finds_the_same_blobs():
     method.on_epoch_start(1)
     groups = {frozenset(method.pseudo_labels[torch.arange(40) % 3 == c].tolist()) for c in range(3)}
     assert groups == {frozenset({0}), frozenset({1}), frozenset({2})}
+
+
+def test_a_large_cluster_gives_distinct_images():
+    labels = torch.tensor([0] * 70 + [1] * 30)  # 51 draws each: cluster 0 without replacement, cluster 1 with
+    order = cluster_balanced_order(labels, seed=1)
+    large = order[labels[order] == 0].tolist()
+    assert len(large) == len(set(large)) and len(large) >= 45

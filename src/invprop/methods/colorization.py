@@ -133,9 +133,9 @@ class Colorization(Method):
 
 
 def build_colorization(settings: ColorizationSettings, encoder: nn.Module, context: BuildContext) -> Colorization:
-    if context.in_channels != 3 or len(context.mean) != 3:
-        raise ConfigError(f"method colorization needs colour images, and these have {context.in_channels} channel(s); "
-                          "choose a colour dataset (e.g. --preset cifar10) or another method")  # fmt: skip
+    METHODS.get("colorization").check_images("colorization", context.in_channels)
+    if len(context.mean) != 3:
+        raise ConfigError("method colorization needs the three channels' normalisation (BuildContext.mean and std)")
     return Colorization(encoder, context.embedding_dim, context.mean, context.std, settings.colorization,
                         context.distributed)  # fmt: skip
 
