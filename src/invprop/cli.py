@@ -52,7 +52,7 @@ from invprop.errors import EXIT_USAGE, ConfigError, InvpropError
 from invprop.evaluation import PROTOCOLS, parse_variants, run_ablation
 from invprop.evaluation.ablation import ABLATIONS, paper_config
 from invprop.evaluation.embed import SPLITS, embed, nearest_neighbors
-from invprop.evaluation.export import FORMATS, export_weights
+from invprop.evaluation.export import FORMATS, export_weights, timm_create_call
 from invprop.methods import METHODS
 from invprop.registry import UnknownNameError
 from invprop.settings import deep_update
@@ -327,6 +327,9 @@ def cmd_neighbors(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     path = export_weights(Path(args.checkpoint), args.format, Path(args.out) if args.out else None)
     print(f"{args.format} weights written: {path}")
+    if args.format == "timm":
+        print(f"load them with: model = {timm_create_call(Path(args.checkpoint))}; "
+              f"model.load_state_dict(torch.load({str(path)!r}))")  # fmt: skip
     return 0
 
 
@@ -492,7 +495,9 @@ def build_parser() -> argparse.ArgumentParser:
     nb.add_argument("--set", action="append", metavar="KEY=VALUE", help="dotted override")
     nb.set_defaults(func=cmd_neighbors)
 
-    ex = sub.add_parser("export", help="export weights for torchvision (ResNets) or as safetensors (any backbone)")
+    ex = sub.add_parser(
+        "export", help="export weights for torchvision (ResNets), timm (timm:NAME backbones) or as safetensors (any)"
+    )
     ex.add_argument("--checkpoint", required=True, help="a run's last.pt (or the run directory)")
     ex.add_argument("--format", required=True, choices=FORMATS)
     ex.add_argument("--out", help="output file (default: next to the checkpoint)")

@@ -23,12 +23,14 @@ import torch
 import yaml
 from torch import nn
 
-from invprop.data import DataSettings
+from invprop.data import DataSettings, DataSplits, InputNeeds, datasets_from
 from invprop.distributed.collectives import BACKENDS
 from invprop.errors import ConfigError
 from invprop.files import write_text_atomically
 from invprop.methods import METHODS, BuildContext, Method, MethodSpec
-from invprop.models import ModelSettings
+from invprop.models import ModelSettings, check_model_settings, is_timm_backbone, model_input
+from invprop.models.timm_backbone import patch_side
+from invprop.optimizers import OPTIMIZERS
 from invprop.schedules import SCHEDULES
 from invprop.settings import (
     AT_LEAST_ONE,
@@ -36,6 +38,7 @@ from invprop.settings import (
     NON_NEGATIVE,
     POSITIVE,
     UNIT_INTERVAL,
+    Range,
     Reference,
     check,
     check_value,
@@ -64,11 +67,20 @@ DEFAULT_METHOD = "invp"
 
 @dataclass
 class OptimSettings:
-    """The ``optim`` section: SGD and its learning-rate schedule."""
+    """The ``optim`` section: the optimiser and its learning-rate schedule."""
 
-    lr: float = setting(0.03, "base learning rate of SGD", bounds=POSITIVE)
+    optimizer: str = setting("sgd", "optimiser: sgd (with momentum) or adamw (the ViT recipes')", choices=OPTIMIZERS)
+    lr: float = setting(0.03, "base learning rate", bounds=POSITIVE)
     momentum: float = setting(0.9, "SGD momentum", bounds=UNIT_INTERVAL)
-    weight_decay: float = setting(5e-4, "weight decay (not applied to norm layers and biases)", bounds=NON_NEGATIVE)
+    betas: list[float] = setting(None, "AdamW's beta1 and beta2", bounds=UNIT_INTERVAL, factory=lambda: [0.9, 0.999])
+    layer_decay: float = setting(
+        1.0, "timm backbones: layer-wise learning-rate decay, each layer's rate times this per layer from the top "
+        "(the ViT fine-tuning recipes: 0.65-0.75; 1 = none)", bounds=Range(gt=0, le=1),
+    )  # fmt: skip
+    weight_decay: float = setting(
+        5e-4, "weight decay (not applied to norm layers, biases, nor a ViT's position embeddings and class token)",
+        bounds=NON_NEGATIVE,
+    )  # fmt: skip
     batch_size: int = setting(
         128, "images per step, summed over all processes of a distributed run (the global batch)", bounds=AT_LEAST_TWO
     )
@@ -270,12 +282,21 @@ DATASET_PRESETS: dict[str, dict[str, Any]] = {
         "model": {"backbone": "resnet18"},
         "optim": {"batch_size": 256},
     },
+    "cifar10-vit": {
+        "extends": "cifar10",
+        "epochs": 300,
+        "model": {"backbone": "timm:vit_tiny_patch16_224", "patch_size": 4},
+        "optim": {"optimizer": "adamw", "lr": 1.5e-4, "weight_decay": 0.1, "batch_size": 256, "warmup_epochs": 40},
+    },
     "imagenet": {
         "data": {"name": "imagefolder:~/data/imagenet", "augment": "imagenet", "image_size": 224, "num_workers": 16},
         "model": {"backbone": "resnet50"},
         "optim": {"batch_size": 256, "weight_decay": 1e-4},
     },
 }
+#: Where the ViT recipe of ``cifar10-vit`` comes from: no paper publishes a ViT-on-CIFAR recipe for the methods here.
+MOCO_V3_VIT = ("the ViT recipe of MoCo v3 (Chen, Xie & He, 2021, Sec. 4 and its README) on ImageNet; each method "
+               "keeps its settings of the cifar10 preset")  # fmt: skip
 #: Why a preset's shared setting differs from a method's published value (the methods' own reasons, in
 #: :attr:`invprop.methods.MethodSpec.deviations`, come first).
 PRESET_REASONS: dict[str, dict[str, str]] = {
@@ -287,6 +308,18 @@ PRESET_REASONS: dict[str, dict[str, str]] = {
         "optim.batch_size": "fewer steps per epoch on a CPU; not measured against 128",
     },
     "stl10": {"optim.batch_size": "105,000 images of 96 pixels, for a GPU; not measured against 128"},
+    "cifar10-vit": {
+        "model.backbone": "ViT-Tiny (5.5M parameters), the smallest ViT of timm's zoo (Touvron et al., 2021)",
+        "model.patch_size": "4x4 patches on 32x32 images (64 tokens), as solo-learn's CIFAR ViT configs "
+        "(scripts/pretrain/cifar/mae.yaml: vit_small, patch_size 4, img_size 32)",
+        "optim.optimizer": f"AdamW, {MOCO_V3_VIT}",
+        "epochs": f"300 epochs, {MOCO_V3_VIT}",
+        "optim.lr": f"1.5e-4 x batch/256, {MOCO_V3_VIT}",
+        "optim.weight_decay": f"0.1 (AdamW's, decoupled), {MOCO_V3_VIT}",
+        "optim.batch_size": "256, the batch of the scaling rule lr = 1.5e-4 x batch/256 (MoCo v3 trains with 4,096 "
+        "on many GPUs); not measured against other batches",
+        "optim.warmup_epochs": f"40 warm-up epochs, {MOCO_V3_VIT}",
+    },
 }
 #: The names of the presets (``digits``, the default, runs in about a minute on a laptop CPU).
 PRESETS = tuple(DATASET_PRESETS)
@@ -421,6 +454,14 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"optim.warmup_epochs must be in [0, epochs), got {warmup}")
     if not (cfg.device in ("auto", "cpu") or cfg.device.startswith("cuda")):
         raise ConfigError(f"device must be auto, cpu, cuda or cuda:N; got {cfg.device!r}")
+    check_model_settings(cfg.model)
+    if cfg.optim.layer_decay != 1.0 and not is_timm_backbone(cfg.model.backbone):
+        raise ConfigError(
+            f"optim.layer_decay applies to timm backbones (model.backbone=timm:NAME), not {cfg.model.backbone}; "
+            "set it to 1"
+        )
+    if len(cfg.optim.betas) != 2:
+        raise ConfigError(f"optim.betas must be two numbers [beta1, beta2], got {cfg.optim.betas}")
     if cfg.data.small_crops and not method_spec(cfg.method).multi_crop:
         users = ", ".join(name for name in METHODS if METHODS.get(name).multi_crop)
         raise ConfigError(f"method {cfg.method} does not use multi-crop small crops; set data.small_crops=0 (methods "
@@ -505,12 +546,30 @@ def build_method(
     return method_spec(cfg.method).build(cfg.method_settings, encoder, context)
 
 
+def input_needs(model: ModelSettings) -> InputNeeds:
+    """What the encoder of the ``model`` settings asks of the data: for a timm backbone, its native side for image
+    folders, its pretrained weights' normalisation (when pretrained) and its patch side; nothing otherwise."""
+    if not is_timm_backbone(model.backbone):
+        return InputNeeds()
+    native = model_input(model.backbone)
+    normalization = (native.mean, native.std) if model.pretrained else None
+    return InputNeeds(native.image_size, normalization, patch_side(model.backbone, model.patch_size) or 1)
+
+
+def data_for(cfg: Config, name: str | None = None, foreign: bool = False, subset: bool = True) -> DataSplits:
+    """The splits of ``cfg``'s data (or of dataset ``name``) as its encoder needs them (see
+    :func:`invprop.data.datasets_from` for the arguments)."""
+    return datasets_from(cfg.data, name, foreign, subset, input_needs(cfg.model))
+
+
 def save_yaml(cfg: Config, path: str | Path) -> None:
     write_text_atomically(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
 __all__ = [
     "AUTOCAST_DTYPES",
+    "data_for",
+    "input_needs",
     "DATASET_PRESETS",
     "DEFAULT_METHOD",
     "DEFAULT_PRESET",

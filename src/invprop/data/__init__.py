@@ -12,7 +12,7 @@ from invprop.data.datasets import (
 )
 from invprop.data.image_sequences import ImageFiles, TensorImages, to_tensor_images
 from invprop.data.loader import EpochBatchSampler, TensorBatches, epoch_order, epoch_plan
-from invprop.data.splits import PIPELINES, DataSettings, DataSplits, build_datasets, datasets_from
+from invprop.data.splits import PIPELINES, DataSettings, DataSplits, InputNeeds, build_datasets, datasets_from
 from invprop.data.transforms import AUGMENTATIONS, RandomDigitAugment, build_transforms
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "DATASETS",
     "DataSettings",
     "datasets_from",
+    "InputNeeds",
     "IMAGEFOLDER_PREFIX",
     "DataSplits",
     "IndexedDataset",

@@ -40,9 +40,15 @@ class SmallCrops:
             raise ValueError(f"the small crops' scale must satisfy 0 < low <= high <= 1, got {list(self.scale)}")
 
 
-def default_small_side(image_size: int) -> int:
-    """SwAV's ratio of the small crop's side to the image's: 96 / 224 (14 pixels for 32-pixel images)."""
-    return max(1, round(image_size * SMALL_CROP_SIDE_RATIO))
+def default_small_side(image_size: int, multiple: int = 1) -> int:
+    """SwAV's ratio of the small crop's side to the image's: 96 / 224 (14 pixels for 32-pixel images), rounded to a
+    multiple of ``multiple`` (a ViT's patch side: 12 pixels for 32-pixel images and 4-pixel patches).
+
+    Example:
+        >>> default_small_side(32), default_small_side(32, multiple=4), default_small_side(224, multiple=16)
+        (14, 12, 96)
+    """
+    return max(1, round(image_size * SMALL_CROP_SIDE_RATIO / multiple)) * multiple
 
 
 def _side(crops: SmallCrops) -> int:

@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from invprop.data.batch_transforms import BatchAugment, build_batch_augment
-from invprop.data.datasets import IndexedDataset, Source, _targets, load_source, subset_indices, take_subset
+from invprop.data.datasets import (
+    IMAGEFOLDER_PREFIX,
+    IndexedDataset,
+    Source,
+    _targets,
+    load_source,
+    subset_indices,
+    take_subset,
+)
 from invprop.data.image_sequences import ImageFiles, TensorImages, check_image_files, to_tensor_images
 from invprop.data.multi_crop import (
     SMALL_CROP_SCALE,
@@ -75,6 +83,22 @@ class DataSettings:
     )
 
 
+@dataclass(frozen=True)
+class InputNeeds:
+    """What an encoder asks of its inputs, which the data then honours.
+
+    Attributes:
+        folder_size: the side of image-folder data when ``data.image_size`` is null (a timm model's native side);
+            None = 32.
+        normalization: ``(mean, std)`` instead of the dataset's own (what pretrained weights expect).
+        side_multiple: crop sides must be multiples of this (a ViT's patch side).
+    """
+
+    folder_size: int | None = None
+    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    side_multiple: int = 1
+
+
 @dataclass
 class DataSplits:
     """What training and evaluation need from a dataset.
@@ -92,6 +116,7 @@ class DataSplits:
         small_crops: the multi-crop small crops (None: none), with ``small_transform`` (per-image pipeline) or
             ``small_augment`` (tensor pipeline) making them.
         mean, std: the per-channel normalisation of every split.
+        image_size: the side of the training images (the views the encoder sees).
     """
 
     train: IndexedDataset
@@ -108,6 +133,7 @@ class DataSplits:
     small_augment: BatchAugment | None = None
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
+    image_size: int = 0
 
     @property
     def pipeline(self) -> str:
@@ -144,6 +170,7 @@ def build_datasets(
     strict: bool = False,
     download: bool = False,
     small_crops: SmallCrops | None = None,
+    needs: InputNeeds = InputNeeds(),
 ) -> DataSplits:
     """Datasets for training (augmented) and evaluation (deterministic) of ``name``.
 
@@ -159,16 +186,26 @@ def build_datasets(
         strict: fail on unreadable image files (naming them) instead of skipping them with a warning.
         download: fetch a missing built-in dataset into ``root`` (torchvision's download and checksums).
         small_crops: multi-crop small crops to make besides the training views (None: none).
+        needs: what the encoder asks of its inputs (side of image folders, normalisation, side multiple).
     """
     if pipeline not in PIPELINES:
         raise DataError(f"data pipeline must be one of {', '.join(PIPELINES)}; got {pipeline!r}")
+    if image_size is None and name.startswith(IMAGEFOLDER_PREFIX):
+        image_size = needs.folder_size
     source = load_source(name, root, image_size, augment, download)
+    if needs.normalization is not None:
+        source = dataclasses.replace(source, mean=tuple(needs.normalization[0]), std=tuple(needs.normalization[1]))
     size = image_size or source.image_size
     preset = augment or source.augment
     cache = Path(cache_dir).expanduser() if cache_dir is not None else None
     source, skipped = _drop_unreadable(source, strict, cache)
     if small_crops is not None and small_crops.size is None:
-        small_crops = dataclasses.replace(small_crops, size=default_small_side(size))
+        small_crops = dataclasses.replace(small_crops, size=default_small_side(size, needs.side_multiple))
+    if small_crops is not None and small_crops.size is not None and small_crops.size % needs.side_multiple:
+        raise DataError(
+            f"data.small_crop_size={small_crops.size} is not a multiple of the encoder's patch side "
+            f"{needs.side_multiple}; choose a multiple (or null for SwAV's ratio, rounded)"
+        )
     if len(source.train) < 2:
         raise DataError(f"dataset {name!r} has {len(source.train)} training image(s); at least 2 are needed")
     if subset is not None:
@@ -183,6 +220,7 @@ def build_datasets(
             skipped_files=skipped,
             mean=source.mean,
             std=source.std,
+            image_size=size,
             small_crops=small_crops,
             small_transform=small_crop_transform(pair.train, small_crops) if small_crops is not None else None,
             train=IndexedDataset(source.train, pair.train),
@@ -221,13 +259,18 @@ def build_datasets(
         skipped_files=skipped,
         mean=source.mean,
         std=source.std,
+        image_size=size,
         small_crops=small_crops,
         small_augment=small_crop_augment(batch_augment, small_crops) if small_crops is not None else None,
     )
 
 
 def datasets_from(
-    settings: DataSettings, name: str | None = None, foreign: bool = False, subset: bool = True
+    settings: DataSettings,
+    name: str | None = None,
+    foreign: bool = False,
+    subset: bool = True,
+    needs: InputNeeds = InputNeeds(),
 ) -> DataSplits:
     """The splits the ``data`` settings describe.
 
@@ -238,6 +281,7 @@ def datasets_from(
             pipeline are used.
         subset: take the training subset of ``data.subset`` (the evaluation protocols score against the whole
             training split).
+        needs: what the encoder asks of its inputs.
     """
     return build_datasets(
         name or settings.name,
@@ -250,6 +294,7 @@ def datasets_from(
         settings.strict,
         settings.download,
         None if foreign else small_crops_from(settings),
+        needs,
     )
 
 

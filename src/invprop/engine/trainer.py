@@ -18,6 +18,7 @@ from tqdm import tqdm
 from invprop.config import (
     Config,
     build_method,
+    data_for,
     from_dict,
     from_saved,
     method_spec,
@@ -25,14 +26,14 @@ from invprop.config import (
     to_dict,
     validate,
 )
-from invprop.data import DataSplits, datasets_from
+from invprop.data import DataSplits
 from invprop.data.loader import MIN_PROCESS_BATCH
 from invprop.engine.batches import BatchPipeline
 from invprop.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from invprop.engine.device import autocast, autocast_dtype, resolve_device
 from invprop.engine.history import History
 from invprop.engine.monitor import extract, knn_monitor, raw_pixel_baseline
-from invprop.engine.optimizer import gathered_state_dict, load_split_state_dict, parameter_groups
+from invprop.engine.optimizer import LR_SCALE, gathered_state_dict, load_split_state_dict, parameter_groups
 from invprop.engine.process_group import (
     SINGLE_PROCESS,
     DistributedContext,
@@ -56,6 +57,7 @@ from invprop.errors import CheckpointError, ConfigError, InvpropError, WriteErro
 from invprop.files import make_folder, write_text_atomically
 from invprop.methods import Method
 from invprop.models import Encoder, encoder_from
+from invprop.optimizers import OPTIMIZERS
 from invprop.schedules import lr_factor
 
 logger = logging.getLogger(__name__)
@@ -114,13 +116,13 @@ class Trainer:
         if self.spec.preflight is not None:
             self.spec.preflight(cfg.method_settings)
         with main_process_first(context):  # the main process fills the decode caches, the others read them
-            self.data: DataSplits = datasets_from(cfg.data)
+            self.data: DataSplits = data_for(cfg)
         self.spec.check_images(cfg.method, self.data.in_channels)
         n = len(self.data.train)
         if cfg.optim.batch_size > n:
             raise ConfigError(f"optim.batch_size={cfg.optim.batch_size} exceeds the dataset size {n}; lower it")
         seed_everything(cfg.seed)
-        encoder: Encoder = encoder_from(cfg.model, self.data.in_channels).to(self.device)
+        encoder: Encoder = encoder_from(cfg.model, self.data.in_channels, self.data.image_size).to(self.device)
         if context.enabled and cfg.distributed.sync_bn:
             encoder = nn.SyncBatchNorm.convert_sync_batchnorm(encoder)
         if cfg.channels_last and self.device.type == "cuda":
@@ -141,9 +143,10 @@ class Trainer:
         train_labels = self.data.train.labels
         if bool((train_labels >= 0).any()):
             self.method.set_diagnostic_labels(train_labels.to(self.device))
-        self.optimizer = torch.optim.SGD(
-            parameter_groups(self.method, cfg.optim.weight_decay), lr=cfg.optim.lr, momentum=cfg.optim.momentum
-        )
+        self.optimizer = OPTIMIZERS.get(cfg.optim.optimizer)(
+            parameter_groups(self.method, cfg.optim.weight_decay, cfg.optim.layer_decay),
+            cfg.optim.lr, cfg.optim.momentum, cfg.optim.betas,
+        )  # fmt: skip
         self.batches = BatchPipeline(
             self.data, cfg.optim.batch_size, self.device, self.method.views, cfg.data.num_workers,
             context.world_size, context.rank, self.method.epoch_order,
@@ -203,6 +206,7 @@ class Trainer:
             "seconds": self.seconds,
             "baseline": self.baseline,
             "config": to_dict(self.cfg),
+            "input": {"in_channels": self.data.in_channels, "image_size": self.data.image_size},
             "rng": rng_state(),
             "partial": self._partial,
         }
@@ -270,7 +274,7 @@ class Trainer:
                 cfg.optim.gamma,
             )
             for group in self.optimizer.param_groups:
-                group["lr"] = cfg.optim.lr * factor
+                group["lr"] = cfg.optim.lr * factor * group.get(LR_SCALE, 1.0)
             with autocast(self.device, self.amp_dtype):
                 if isinstance(images, list):
                     out = self.method.multi_crop_step(indices, [self._memory_format(x) for x in images], epoch)
@@ -307,7 +311,7 @@ class Trainer:
         upkeep = self.method.on_epoch_end(epoch)
         means = {key: value / max(counts.get(key, count), 1) for key, value in sums.items()}
         means.update(upkeep)
-        means["lr"] = self.optimizer.param_groups[0]["lr"]
+        means["lr"] = max(group["lr"] for group in self.optimizer.param_groups)
         return means
 
     def evaluate(self) -> dict[str, float]:

@@ -22,8 +22,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 
 from invprop import config as cfgmod
-from invprop.config import Config
-from invprop.data import datasets_from
+from invprop.config import Config, data_for
 from invprop.engine import RunLock
 from invprop.engine.device import resolve_device
 from invprop.engine.monitor import knn_monitor
@@ -70,12 +69,12 @@ def method_config(preset: str, method: str, file_values: Mapping[str, Any], over
 def untrained_knn(cfg: Config) -> dict[str, float]:
     """kNN top-1 of ``cfg``'s encoder as initialised (seed ``cfg.seed``), on the head embeddings (``knn_top1``) and
     on the backbone features (``knn_backbone_top1``): the floors. Empty for unlabelled data."""
-    data = datasets_from(cfg.data)
+    data = data_for(cfg)
     if not data.labelled or data.memory is None or data.test is None:
         return {}
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    encoder = encoder_from(cfg.model, data.in_channels).to(device)
+    encoder = encoder_from(cfg.model, data.in_channels, data.image_size).to(device)
     scores = knn_monitor(
         encoder, data.memory, data.test, data.num_classes, device, cfg.eval.knn_k, cfg.eval.knn_sigma,
         cfg.data.num_workers,
@@ -115,7 +114,7 @@ def run_method(cfg: Config, run_dir: Path, linear: bool = True, progress: bool |
             write_text_atomically(run_dir / MEASURES_NAME, json.dumps(measures, indent=2) + "\n")
     epochs = metrics.get("epochs") or 0
     seconds = metrics.get("seconds")
-    images = len(datasets_from(cfg.data).train) if seconds else 0
+    images = len(data_for(cfg).train) if seconds else 0
     return {
         "method": cfg.method,
         "summary": METHODS.get(cfg.method).summary,
@@ -187,7 +186,7 @@ def run_comparison(
     configs = [method_config(preset, m, file_values, overrides) for m in methods]  # every error before any work
     first = configs[0]
     if any(METHODS.get(cfg.method).colour_only for cfg in configs):
-        channels = datasets_from(first.data).in_channels
+        channels = data_for(first).in_channels
         for cfg in configs:
             METHODS.get(cfg.method).check_images(cfg.method, channels)
     header = {

@@ -4,7 +4,11 @@
   ``fc``. It loads with ``strict=True`` into ``torchvision.models.resnet18()``/``resnet50()`` once ``fc`` is replaced
   by ``torch.nn.Identity()`` (and, for the CIFAR stem, ``conv1``/``maxpool`` as :func:`torchvision_model` does) --
   the form detection and segmentation toolkits consume. Checked on export.
-* ``safetensors``: the whole encoder (backbone and head) for any backbone, with the model settings as metadata.
+* ``timm``: the backbone of a ``timm:NAME`` run as a plain ``state_dict`` with timm's parameter names. It loads with
+  ``strict=True`` into ``timm.create_model(NAME, num_classes=0)`` -- plus the image side and patch size a ViT was
+  built for (``img_size=32, patch_size=4``), which :func:`timm_create_call` spells out. Checked on export.
+* ``safetensors``: the whole encoder (backbone and head) for any backbone, with the model settings (and, for timm
+  backbones, the ``timm.create_model`` arguments) as metadata.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import contextlib
 import dataclasses
 import json
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 import torchvision
@@ -25,16 +29,19 @@ from invprop.errors import ConfigError, RunBusyError
 from invprop.evaluation.loading import ENCODER_PREFIX, checkpoint_path
 from invprop.files import write_atomically
 from invprop.models.backbones import adapt_resnet_stem
+from invprop.models.timm_backbone import creation_kwargs, import_timm, is_timm_backbone, timm_architecture
 
-FORMATS = ("torchvision", "safetensors")
+FORMATS = ("torchvision", "timm", "safetensors")
 #: invprop backbone -> (torchvision architecture, CIFAR stem).
 TORCHVISION_BACKBONES = {
     "resnet18": ("resnet18", False),
     "resnet18_cifar": ("resnet18", True),
     "resnet50": ("resnet50", False),
 }
-#: Prefix of torchvision-named parameters inside an invprop ResNet backbone.
+#: Prefix of torchvision- or timm-named parameters inside an invprop ResNet or timm backbone.
 RESNET_PREFIX = "backbone.net."
+#: What checkpoints written before the input shape was recorded are taken to hold.
+DEFAULT_INPUT = {"in_channels": 3, "image_size": None}
 
 
 def torchvision_model(backbone: str, in_channels: int = 3) -> nn.Module:
@@ -48,6 +55,31 @@ def torchvision_model(backbone: str, in_channels: int = 3) -> nn.Module:
     model = adapt_resnet_stem(getattr(torchvision.models, arch)(weights=None), in_channels, cifar_stem)
     model.fc = nn.Identity()
     return model
+
+
+def timm_creation(state: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The timm model name and ``timm.create_model`` arguments (besides ``pretrained``) of the backbone of a
+    checkpoint's run (a ``timm:NAME`` backbone)."""
+    cfg = from_saved(state["config"], state["model"])
+    if not is_timm_backbone(cfg.model.backbone):
+        raise ConfigError(f"backbone {cfg.model.backbone!r} is not a timm model; use --format safetensors (or "
+                          "torchvision for ResNets)")  # fmt: skip
+    shape = {**DEFAULT_INPUT, **state.get("input", {})}
+    options = dataclasses.replace(cfg.model.timm_options, pretrained=False, pretrained_file=None)
+    kwargs = creation_kwargs(cfg.model.backbone, int(shape["in_channels"]), shape["image_size"], options)
+    return timm_architecture(cfg.model.backbone), kwargs
+
+
+def timm_create_call(checkpoint: Path) -> str:
+    """The ``timm.create_model(...)`` call whose model loads the ``--format timm`` export of ``checkpoint``
+    strictly."""
+    arch, kwargs = timm_creation(load_checkpoint(checkpoint_path(checkpoint)))
+    return _create_call(arch, kwargs)
+
+
+def _create_call(arch: str, kwargs: dict[str, Any]) -> str:
+    shown = {k: v for k, v in kwargs.items() if not (k == "in_chans" and v == 3)}
+    return f"timm.create_model({arch!r}, {', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
 
 def _encoder_weights(state: dict) -> dict[str, Tensor]:
@@ -70,14 +102,25 @@ def export_weights(checkpoint: Path, fmt: str, out: Path | None = None) -> Path:
         target = out or path.parent / f"{cfg.model.backbone}-torchvision.pth"
         with _writing_beside(path, out):
             return write_atomically(target, lambda handle: torch.save(backbone, handle))
+    if fmt == "timm":
+        arch, kwargs = timm_creation(state)
+        backbone = {k[len(RESNET_PREFIX) :]: v.clone() for k, v in weights.items() if k.startswith(RESNET_PREFIX)}
+        import_timm().create_model(arch, **kwargs).load_state_dict(backbone, strict=True)  # checked before writing
+        target = out or path.parent / f"{arch}-timm.pth"
+        with _writing_beside(path, out):
+            return write_atomically(target, lambda handle: torch.save(backbone, handle))
     from safetensors.torch import save
 
     tensors = {k: v.detach().contiguous().cpu() for k, v in weights.items()}
     metadata = {
         "format": "invprop-encoder",
         "model": json.dumps(dataclasses.asdict(cfg.model)),
+        "input": json.dumps({**DEFAULT_INPUT, **state.get("input", {})}),
         "epoch": str(state["epoch"]),
     }
+    if is_timm_backbone(cfg.model.backbone):
+        arch, kwargs = timm_creation(state)
+        metadata["timm_create_model"] = json.dumps({"model_name": arch, **kwargs})
     target = out or path.parent / "encoder.safetensors"
     with _writing_beside(path, out):
         return write_atomically(target, lambda handle: handle.write(save(tensors, metadata=metadata)))

@@ -164,7 +164,7 @@ def finetune(
 def _fresh_encoder(ctx: EvalContext, seed: int) -> Encoder:
     torch.manual_seed(seed)
     cfg = ctx.cfg
-    return encoder_from(cfg.model, ctx.splits.in_channels).to(ctx.device)
+    return encoder_from(cfg.model, ctx.splits.in_channels, ctx.image_size).to(ctx.device)
 
 
 def _pretrained_copy(ctx: EvalContext) -> Encoder:

@@ -12,8 +12,8 @@ from typing import Any, Iterator
 import torch
 
 from invprop import config as cfgmod
-from invprop.config import Config, from_dict, from_saved
-from invprop.data import DataSplits, datasets_from
+from invprop.config import Config, data_for, from_dict, from_saved
+from invprop.data import DataSplits
 from invprop.engine import CHECKPOINT_NAME, METRICS_NAME, RunLock, load_checkpoint, resolve_device
 from invprop.errors import ConfigError, DataError, RunBusyError
 from invprop.files import write_text_atomically
@@ -32,6 +32,7 @@ class EvalContext:
     Attributes:
         checkpoint: the checkpoint file, or None for a randomly initialised encoder (the untrained baseline).
         epoch: training epochs behind the encoder (0 when untrained).
+        image_size: the image side the encoder was built for (timm's patch-based models need it to rebuild it).
     """
 
     cfg: Config
@@ -41,6 +42,7 @@ class EvalContext:
     device: torch.device
     checkpoint: Path | None
     epoch: int
+    image_size: int | None = None
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -83,12 +85,14 @@ def load_eval_context(
     cfgmod.validate(cfg)
     name = dataset or cfg.data.name
     foreign = dataset is not None and checkpoint is not None
-    splits = datasets_from(cfg.data, name, foreign=foreign, subset=False)
+    splits = data_for(cfg, name, foreign=foreign, subset=False)
     if require_labels and not splits.labelled:
         raise DataError(f"dataset {name!r} has no labelled held-out split; this evaluation needs one")
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    encoder = encoder_from(cfg.model, splits.in_channels)
+    # the side the encoder was built for (a ViT's position embeddings), which transfer data may not share
+    image_size = int(state.get("input", {}).get("image_size", splits.image_size)) if state else splits.image_size
+    encoder = encoder_from(cfg.model, splits.in_channels, image_size)
     if state is not None:
         weights = {k[len(ENCODER_PREFIX) :]: v for k, v in state["model"].items() if k.startswith(ENCODER_PREFIX)}
         try:
@@ -98,7 +102,7 @@ def load_eval_context(
                 f"the encoder in {path} does not fit dataset {name!r} (different image channels?)"
             ) from None
     encoder.to(device).eval()
-    return EvalContext(cfg, name, splits, encoder, device, path, epoch)
+    return EvalContext(cfg, name, splits, encoder, device, path, epoch, image_size)
 
 
 @contextlib.contextmanager

@@ -3,15 +3,46 @@ exposing ``feature_dim``."""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import torchvision
 from torch import Tensor, nn
 
+from invprop.models.timm_backbone import TIMM_PREFIX, TimmBackbone, TimmOptions, is_timm_backbone
 from invprop.registry import Registry
 
 BACKBONES: Registry[Callable[..., nn.Module]] = Registry("backbone")
+
+
+class BackboneNames:
+    """The values ``model.backbone`` may take: a registered backbone, or ``timm:NAME`` for any timm model (whose
+    name is checked against timm's own list by :func:`invprop.models.timm_backbone.timm_architecture`).
+
+    Example:
+        >>> "resnet18" in BackboneNames(), "timm:convnext_atto" in BackboneNames(), "resnet19" in BackboneNames()
+        (True, True, False)
+    """
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and (name in BACKBONES or is_timm_backbone(name))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([*BACKBONES.names(), f"{TIMM_PREFIX}NAME"])
+
+    def __len__(self) -> int:
+        return len(BACKBONES) + 1
+
+
+def build_backbone(
+    name: str, in_channels: int = 3, image_size: int | None = None, timm_options: TimmOptions = TimmOptions()
+) -> nn.Module:
+    """The backbone ``name`` (registered, or ``timm:NAME``) for images of ``in_channels`` channels and side
+    ``image_size`` (used by timm's patch-based models; None = the model's own)."""
+    if is_timm_backbone(name):
+        return TimmBackbone(name, in_channels, image_size, timm_options)
+    return BACKBONES.get(name)(in_channels=in_channels)
+
 
 #: Channel widths of the digits network's three conv stages and the width of its feature vector.
 DIGITS_CHANNELS = (32, 64, 128)

@@ -6,8 +6,10 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from invprop.models.backbones import BACKBONES
+from invprop.errors import ConfigError
+from invprop.models.backbones import BackboneNames, build_backbone
 from invprop.models.heads import HEADS
+from invprop.models.timm_backbone import TimmOptions, is_timm_backbone, timm_architecture
 from invprop.settings import AT_LEAST_ONE, setting
 
 
@@ -34,7 +36,12 @@ class Encoder(nn.Module):
 class ModelSettings:
     """The ``model`` section: which backbone and head, and the embedding width."""
 
-    backbone: str = setting("digits_convnet", "backbone network", choices=BACKBONES)
+    backbone: str = setting(
+        "digits_convnet",
+        "backbone network: a registered one or timm:NAME, any timm model (pip install 'invprop[timm]'), without its "
+        "classifier, randomly initialised unless model.pretrained",
+        choices=BackboneNames(),
+    )
     head: str = setting(
         "mlp_bn",
         "projection head: mlp_bn (Linear-BatchNorm-ReLU-Linear), mlp (the authors': Linear-ReLU-Linear) -- both with "
@@ -46,27 +53,72 @@ class ModelSettings:
     hidden_dim: int | None = setting(
         None, "MLP head hidden width; null = the backbone's feature width", bounds=AT_LEAST_ONE
     )
+    pretrained: bool = setting(
+        False, "timm backbones: start from timm's pretrained weights (its normalisation then applies to the data)"
+    )
+    pretrained_file: str | None = setting(
+        None, "timm backbones: a local weights file for model.pretrained (offline); null = timm's cache or download"
+    )
+    global_pool: str | None = setting(
+        None, "timm backbones: the pooled feature -- ViTs: token (the class token) or avg (mean of the patch tokens); "
+        "convnets: avg, max, ...; null = the model's own",
+    )  # fmt: skip
+    patch_size: int | None = setting(
+        None, "timm patch-based backbones (ViTs): the patch side, e.g. 4 for 32x32 images; null = the model's own",
+        bounds=AT_LEAST_ONE,
+    )  # fmt: skip
+
+    @property
+    def timm_options(self) -> TimmOptions:
+        return TimmOptions(self.pretrained, self.pretrained_file, self.global_pool, self.patch_size)
+
+
+#: The ``model`` keys that only timm backbones take, with their defaults.
+TIMM_ONLY_KEYS = {"pretrained": False, "pretrained_file": None, "global_pool": None, "patch_size": None}
+
+
+def check_model_settings(settings: ModelSettings) -> None:
+    """Check what the field checks cannot: a timm backbone's name (timm installed, the model known), and timm-only
+    keys left at their defaults for other backbones. Raises :class:`ConfigError` with one line."""
+    if is_timm_backbone(settings.backbone):
+        timm_architecture(settings.backbone)
+        return
+    for key, default in TIMM_ONLY_KEYS.items():
+        if getattr(settings, key) != default:
+            raise ConfigError(
+                f"model.{key} applies to timm backbones (model.backbone=timm:NAME), not {settings.backbone}; remove it"
+            )
 
 
 def build_encoder(
-    backbone: str, head: str = "mlp_bn", embedding_dim: int = 128, hidden_dim: int | None = None, in_channels: int = 3
+    backbone: str,
+    head: str = "mlp_bn",
+    embedding_dim: int = 128,
+    hidden_dim: int | None = None,
+    in_channels: int = 3,
+    image_size: int | None = None,
+    timm_options: TimmOptions = TimmOptions(),
 ) -> Encoder:
-    """Build an :class:`Encoder` from registry names.
+    """Build an :class:`Encoder` from registry names (or ``timm:NAME``).
 
     Example:
         >>> enc = build_encoder("digits_convnet", "linear", 128, in_channels=1)
         >>> enc.feature_dim
         256
     """
-    net = BACKBONES.get(backbone)(in_channels=in_channels)
-    return Encoder(net, HEADS.get(head)(net.feature_dim, embedding_dim, hidden_dim))
+    net = build_backbone(backbone, in_channels, image_size, timm_options)
+    return Encoder(net, HEADS.get(head)(int(getattr(net, "feature_dim")), embedding_dim, hidden_dim))
 
 
-def encoder_from(settings: ModelSettings, in_channels: int) -> Encoder:
-    """The encoder the ``model`` settings describe, for images of ``in_channels`` channels.
+def encoder_from(settings: ModelSettings, in_channels: int, image_size: int | None = None) -> Encoder:
+    """The encoder the ``model`` settings describe, for images of ``in_channels`` channels and side ``image_size``
+    (which timm's patch-based models are built for; None = the model's own).
 
     Example:
         >>> encoder_from(ModelSettings(head="linear"), in_channels=1).head.out_features
         128
     """
-    return build_encoder(settings.backbone, settings.head, settings.embedding_dim, settings.hidden_dim, in_channels)
+    return build_encoder(
+        settings.backbone, settings.head, settings.embedding_dim, settings.hidden_dim, in_channels, image_size,
+        settings.timm_options,
+    )  # fmt: skip
