@@ -139,3 +139,14 @@ def test_multi_view_draws_independent_views() -> None:
     assert not torch.equal(views[0], views[1]) and not torch.equal(views[1], views[2])
     with pytest.raises(ValueError, match="views"):
         MultiView(RandomDigitAugment(), 0)
+
+
+def test_an_encoders_normalisation_replaces_the_datasets_and_fits_grey_images() -> None:
+    from invprop.data import InputNeeds
+
+    rgb = ((0.5, 0.25, 0.75), (0.2, 0.3, 0.4))
+    splits = build_datasets("digits", needs=InputNeeds(normalization=rgb))
+    assert splits.mean == (0.5,) and splits.std == pytest.approx((0.3,))  # one channel: the mean of the three
+    own = build_datasets("digits")
+    image = splits.train_plain[0][1]
+    assert torch.allclose(image * 0.3 + 0.5, own.train_plain[0][1] * own.std[0] + own.mean[0], atol=1e-5)

@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from devices import DEVICES
 from invprop.config import from_dict, input_needs, preset, validate
 from invprop.errors import ConfigError, DataError
 from invprop.models import ModelSettings, TimmBackbone, TimmOptions, encoder_from
@@ -115,15 +116,17 @@ def test_layer_decay_scales_each_layer_and_exempts_embeddings_and_norms_from_wei
     assert where["head.0.weight"] == (1.0, 0.1) and where["head.3.bias"] == (1.0, 0.0)  # the head: top, plain
 
 
-def test_the_trainer_uses_adamw_and_the_layer_scaled_rates(tmp_path: Path) -> None:
+@pytest.mark.parametrize("device", DEVICES)
+def test_the_trainer_uses_adamw_and_the_layer_scaled_rates(tmp_path: Path, device: str) -> None:
     from invprop.engine import Trainer
 
     cfg = _config(
         _write_folder(tmp_path / "images"), "simclr", "timm:test_vit", {"patch_size": 4},
         optim={"optimizer": "adamw", "lr": 1e-3, "layer_decay": 0.5, "betas": [0.8, 0.95]},
     )  # fmt: skip
+    cfg.device = device  # on CUDA: bf16 autocast and channels_last, the defaults there
     trainer = Trainer(cfg, tmp_path / "run", progress=False)
-    trainer.fit(stop_after=1)
+    assert np.isfinite(trainer.fit(stop_after=1).metrics["loss"])
     assert isinstance(trainer.optimizer, torch.optim.AdamW)
     assert {group["betas"] for group in trainer.optimizer.param_groups} == {(0.8, 0.95)}
     top = max(group["lr"] for group in trainer.optimizer.param_groups)

@@ -194,7 +194,8 @@ def build_datasets(
         image_size = needs.folder_size
     source = load_source(name, root, image_size, augment, download)
     if needs.normalization is not None:
-        source = dataclasses.replace(source, mean=tuple(needs.normalization[0]), std=tuple(needs.normalization[1]))
+        mean, std = (_per_channel(values, source.in_channels) for values in needs.normalization)
+        source = dataclasses.replace(source, mean=mean, std=std)
     size = image_size or source.image_size
     preset = augment or source.augment
     cache = Path(cache_dir).expanduser() if cache_dir is not None else None
@@ -263,6 +264,14 @@ def build_datasets(
         small_crops=small_crops,
         small_augment=small_crop_augment(batch_augment, small_crops) if small_crops is not None else None,
     )
+
+
+def _per_channel(values: tuple[float, ...], channels: int) -> tuple[float, ...]:
+    """Per-channel statistics for ``channels`` channels: as given when they match, else their mean for each channel
+    (RGB weights on grey images: timm sums the first layer's kernels over the colours)."""
+    if len(values) == channels:
+        return tuple(values)
+    return (sum(values) / len(values),) * channels
 
 
 def datasets_from(
