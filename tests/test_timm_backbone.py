@@ -16,6 +16,7 @@ from PIL import Image
 from devices import DEVICES
 from invprop.config import from_dict, input_needs, preset, validate
 from invprop.errors import ConfigError, DataError
+from invprop.methods import METHODS
 from invprop.models import ModelSettings, TimmBackbone, TimmOptions, encoder_from
 from invprop.models import timm_backbone as timm_module
 
@@ -50,7 +51,10 @@ def _config(folder: Path, method: str, backbone: str, model: dict[str, Any], **e
         "optim": {"batch_size": 8},
     }  # fmt: skip
     for key, value in extra.items():
-        values.setdefault(key, {}).update(value)
+        if isinstance(value, dict):
+            values.setdefault(key, {}).update(value)
+        else:
+            values[key] = value
     return from_dict(values)
 
 
@@ -75,6 +79,18 @@ def test_a_tiny_model_of_each_family_trains_resumes_exactly_and_exports_strictly
     images = torch.randn(3, 3, SIDE, SIDE)
     with torch.no_grad():
         torch.testing.assert_close(ctx.encoder.features(images), reference(images), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_every_method_trains_a_vit_for_an_epoch(tmp_path: Path, method: str) -> None:
+    from invprop.engine import Trainer
+
+    folder = _write_folder(tmp_path / "images")
+    small = {"small_crops": 2} if METHODS.get(method).multi_crop else {}
+    few = {"deepcluster": {"deepcluster": {"clusters": 4}}, "pcl": {"pcl": {"clusters": [2, 4], "warmup_epochs": 0}}}
+    cfg = _config(folder, method, "timm:test_vit", {"patch_size": 4}, data=small, epochs=1, **few.get(method, {}))
+    result = Trainer(cfg, tmp_path / "run", progress=False).fit()
+    assert np.isfinite(result.metrics["loss"]) and result.metrics["epochs"] == 1
 
 
 def test_a_vit_takes_smaller_crops_through_interpolated_position_embeddings() -> None:
