@@ -5,6 +5,7 @@ outputs; the settings that only timm backbones take, and their one-line errors."
 from __future__ import annotations
 
 import builtins
+import json
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,20 @@ def test_a_tiny_model_of_each_family_trains_resumes_exactly_and_exports_strictly
     with torch.no_grad():
         torch.testing.assert_close(ctx.encoder.features(images), reference(images), rtol=0, atol=0)
 
+    from safetensors import safe_open
+
+    whole = export_weights(tmp_path / "full", "safetensors", tmp_path / "encoder.safetensors")
+    with safe_open(str(whole), "pt") as handle:
+        metadata = handle.metadata()
+    created = json.loads(metadata["timm_create_model"])
+    assert created == {
+        "model_name": backbone.removeprefix("timm:"),
+        "num_classes": 0,
+        "in_chans": 3,
+        **created_extra(create),
+    }
+    assert json.loads(metadata["input"]) == {"in_channels": 3, "image_size": SIDE}
+
 
 @pytest.mark.parametrize("method", list(METHODS))
 def test_every_method_trains_a_vit_for_an_epoch(tmp_path: Path, method: str) -> None:
@@ -91,6 +106,12 @@ def test_every_method_trains_a_vit_for_an_epoch(tmp_path: Path, method: str) -> 
     cfg = _config(folder, method, "timm:test_vit", {"patch_size": 4}, data=small, epochs=1, **few.get(method, {}))
     result = Trainer(cfg, tmp_path / "run", progress=False).fit()
     assert np.isfinite(result.metrics["loss"]) and result.metrics["epochs"] == 1
+
+
+def created_extra(create: dict[str, Any]) -> dict[str, Any]:
+    """The arguments a ViT built for small images adds to ``timm.create_model`` beside ``create``: it also takes
+    other sides (interpolated position embeddings)."""
+    return {**create, "dynamic_img_size": True} if "img_size" in create else {}
 
 
 def test_a_vit_takes_smaller_crops_through_interpolated_position_embeddings() -> None:
