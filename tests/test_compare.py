@@ -64,3 +64,22 @@ def test_the_default_methods_run_on_grayscale_images() -> None:
     names = parse_methods(None)
     assert {"invp", "insdis", "simclr", "swav"} <= set(names)
     assert not [n for n in names if METHODS.get(n).colour_only]  # a default compare of digits must not refuse
+
+
+def test_a_method_that_diverges_is_reported_and_the_others_still_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    out = tmp_path / "cmp"
+    args = ["compare", "--methods", "simclr,insdis", "--epochs", "1", "--set", "simclr.temperature=1.0e-30",
+            "--no-linear", "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    rows = {r["method"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    assert rows["simclr"]["diverged"].startswith("diverged at epoch 1, step ") and rows["simclr"]["knn_top1"] is None
+    assert 0 < rows["simclr"]["untrained_knn_top1"] <= 1  # the floor is still measured
+    assert 0 < rows["insdis"]["knn_top1"] <= 1  # the method after it ran
+    table = (out / "results.md").read_text()
+    assert "| 2 | simclr | diverged at epoch 1, step " in table and "| 1 | insdis | " in table
+    assert "compare, method simclr: non-finite loss" in caplog.text and "Traceback" not in captured.err
+    assert main(["-q", "report", str(out), "--out", str(tmp_path / "report")]) == 0
+    assert "<td>diverged at epoch 1, step " in (tmp_path / "report" / "report.html").read_text()

@@ -262,8 +262,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     logger.info("comparing %d methods -> %s", len(methods), out_dir)
 
     def report(row: Mapping[str, Any]) -> None:
-        top1 = "-" if row["knn_top1"] is None else f"{row['knn_top1']:.4f}"
-        logger.info("%s: kNN top-1 %s (%.1fs)", row["method"], top1, row["seconds"] or 0.0)
+        top1 = row.get("diverged") or ("-" if row["knn_top1"] is None else f"kNN top-1 {row['knn_top1']:.4f}")
+        logger.info("%s: %s (%.1fs)", row["method"], top1, row["seconds"] or 0.0)
 
     rows = run_comparison(
         methods, preset, file_values, overrides, out_dir, command, linear=not args.no_linear, on_row=report

@@ -39,6 +39,16 @@ class DataError(InvpropError):
     """A dataset that cannot be found or read."""
 
 
+class DivergedError(InvpropError):
+    """Training produced a non-finite loss (at ``epoch``, ``step``): the settings do not train this method stably.
+    The run directory keeps its last good checkpoint."""
+
+    def __init__(self, message: str, epoch: int, step: int) -> None:
+        super().__init__(message)
+        self.epoch = epoch
+        self.step = step
+
+
 class CheckpointError(InvpropError):
     """A checkpoint or run directory that cannot be used."""
 

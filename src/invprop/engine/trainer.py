@@ -53,7 +53,7 @@ from invprop.engine.run_settings import (
     write_run_settings,
 )
 from invprop.engine.signals import StopRequested, StopSignals, TrainingInterrupted
-from invprop.errors import CheckpointError, ConfigError, InvpropError, WriteError
+from invprop.errors import CheckpointError, ConfigError, DivergedError, WriteError
 from invprop.files import make_folder, write_text_atomically
 from invprop.methods import Method
 from invprop.models import Encoder, encoder_from
@@ -282,9 +282,12 @@ class Trainer:
                     out = self.method.training_step(indices, self._memory_format(images), epoch)
             loss_value = float(out.loss.detach())
             if not math.isfinite(loss_value):  # (in a distributed run the launcher then stops the other processes)
-                raise InvpropError(
+                raise DivergedError(
                     f"non-finite loss ({loss_value}) at epoch {epoch}, step {step + 1}; the last good checkpoint is "
-                    f"{self.run_dir / CHECKPOINT_NAME} -- lower optim.lr or raise loss.temperature"
+                    f"{self.run_dir / CHECKPOINT_NAME} -- lower optim.lr or warm up over more epochs "
+                    f"(optim.warmup_epochs){' or raise loss.temperature' if 'loss' in self.spec.sections() else ''}",
+                    epoch,
+                    step + 1,
                 )
             self.optimizer.zero_grad(set_to_none=True)
             out.loss.backward()

@@ -26,7 +26,7 @@ from invprop.config import Config, data_for
 from invprop.engine import RunLock
 from invprop.engine.device import resolve_device
 from invprop.engine.monitor import knn_monitor
-from invprop.errors import ConfigError
+from invprop.errors import ConfigError, DivergedError
 from invprop.evaluation.ablation import RESULTS_JSON, RESULTS_MD
 from invprop.evaluation.linear import evaluate_linear
 from invprop.evaluation.runs import fmt, train_or_reuse
@@ -133,10 +133,25 @@ def run_method(cfg: Config, run_dir: Path, linear: bool = True, progress: bool |
     }
 
 
+def diverged_row(cfg: Config, diverged: DivergedError) -> dict[str, Any]:
+    """The row of a method whose training diverged: where, and its untrained floors; no trained measures."""
+    floors = untrained_knn(cfg)
+    return {
+        "method": cfg.method,
+        "summary": METHODS.get(cfg.method).summary,
+        "diverged": f"diverged at epoch {diverged.epoch}, step {diverged.step}",
+        "epochs": diverged.epoch - 1,
+        **dict.fromkeys(("knn_top1", "knn_top5", "linear_top1", "knn_backbone_top1", "seconds"), None),
+        **dict.fromkeys(("seconds_per_epoch", "images_per_second", "peak_memory_bytes", "baseline_raw_knn_top1"), None),
+        "untrained_knn_top1": floors.get("knn_top1"),
+        "untrained_knn_backbone_top1": floors.get("knn_backbone_top1"),
+    }
+
+
 def write_comparison(rows: Sequence[Mapping[str, Any]], out_dir: Path, header: Mapping[str, Any]) -> None:
     """``results.json`` (everything) and ``results.md`` (methods ranked by kNN top-1) in ``out_dir``."""
     payload = {**header, "kind": "compare", "rows": [dict(r) for r in rows]}
-    ranked = sorted(rows, key=lambda r: -1.0 if r["knn_top1"] is None else -r["knn_top1"])
+    ranked = sorted(rows, key=lambda r: (r["knn_top1"] is None, -(r["knn_top1"] or 0.0)))  # unmeasured rows last
     raw = next((r["baseline_raw_knn_top1"] for r in rows if r.get("baseline_raw_knn_top1") is not None), None)
     lines = [
         f"# Compare: {header['dataset']}, {header['epochs']} epochs, seed {header['seed']}",
@@ -151,14 +166,18 @@ def write_comparison(rows: Sequence[Mapping[str, Any]], out_dir: Path, header: M
     ]
     for place, r in enumerate(ranked, start=1):
         memory = None if r.get("peak_memory_bytes") is None else r["peak_memory_bytes"] / 2**20
+        knn = f"{r['diverged']} (non-finite loss)" if r.get("diverged") else fmt(r["knn_top1"])
         lines.append(
-            f"| {place} | {r['method']} | {fmt(r['knn_top1'])} | {fmt(r['knn_top5'])} | {fmt(r['untrained_knn_top1'])} | "
+            f"| {place} | {r['method']} | {knn} | {fmt(r['knn_top5'])} | {fmt(r['untrained_knn_top1'])} | "
             f"{fmt(r.get('knn_backbone_top1'))} | {fmt(r.get('untrained_knn_backbone_top1'))} | {fmt(r['linear_top1'])} | "
             f"{fmt(r['seconds_per_epoch'], '{:.2f}')} | {fmt(r['seconds'], '{:.1f}')} | "
             f"{fmt(r['images_per_second'], '{:.0f}')} | {fmt(memory, '{:.0f}')} |"
         )
     if raw is not None:
         lines += ["", f"Raw pixels, same weighted kNN: top-1 {raw:.4f}."]
+    if any(r.get("diverged") for r in rows):
+        lines += ["", "Diverged: training produced a non-finite loss with these settings; the row keeps its untrained "
+                  "encoder's floors and ranks last, and its run directory the last good checkpoint."]  # fmt: skip
     lines += [
         "",
         "kNN: weighted kNN (`eval.knn_k`, `eval.knn_sigma`) of the head embeddings on the held-out split after the last "
@@ -201,7 +220,11 @@ def run_comparison(
     rows: list[dict[str, Any]] = []
     with RunLock(out_dir, command):
         for cfg in configs:
-            rows.append(run_method(cfg, out_dir / cfg.method, linear, progress))
+            try:
+                rows.append(run_method(cfg, out_dir / cfg.method, linear, progress))
+            except DivergedError as diverged:  # the answer for this method on this data; the others still run
+                logger.warning("compare, method %s: %s", cfg.method, diverged)
+                rows.append(diverged_row(cfg, diverged))
             write_comparison(rows, out_dir, header)
             if on_row is not None:
                 on_row(rows[-1])

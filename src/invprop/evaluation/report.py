@@ -250,7 +250,12 @@ def expand_compare_folders(paths: Sequence[Path]) -> tuple[list[Path], list[tupl
         if rows is None:
             runs.append(path)
         else:
-            runs += [path / row["method"] for row in rows]
+            # a run that diverged in its first epoch has no curves to show; its row still goes into the table
+            runs += [
+                path / row["method"]
+                for row in rows
+                if not row.get("diverged") or (path / row["method"] / HISTORY_NAME).is_file()
+            ]
             tables.append((path, rows))
     return runs, tables
 
@@ -262,7 +267,10 @@ def _compare_table(folder: Path, rows: Sequence[Mapping[str, Any]]) -> str:
         cells = []
         for key, _, pattern in COMPARE_COLUMNS:
             value = row.get(key)
-            cells.append(f"<td>{'-' if value is None else html.escape(pattern.format(value))}</td>")
+            text = "-" if value is None else pattern.format(value)
+            if key == "knn_top1" and row.get("diverged"):
+                text = str(row["diverged"])
+            cells.append(f"<td>{html.escape(text)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<h2>compare: {html.escape(str(folder))}</h2><table><tr>{head}</tr>{''.join(body)}</table>"
 
