@@ -81,5 +81,6 @@ def test_a_method_that_diverges_is_reported_and_the_others_still_run(
     table = (out / "results.md").read_text()
     assert "| 2 | simclr | diverged at epoch 1, step " in table and "| 1 | insdis | " in table
     assert "compare, method simclr: non-finite loss" in caplog.text and "Traceback" not in captured.err
+    assert "no checkpoint yet" in caplog.text  # it diverged before the first epoch ended
     assert main(["-q", "report", str(out), "--out", str(tmp_path / "report")]) == 0
     assert "<td>diverged at epoch 1, step " in (tmp_path / "report" / "report.html").read_text()

@@ -282,9 +282,11 @@ class Trainer:
                     out = self.method.training_step(indices, self._memory_format(images), epoch)
             loss_value = float(out.loss.detach())
             if not math.isfinite(loss_value):  # (in a distributed run the launcher then stops the other processes)
+                checkpoint = self.run_dir / CHECKPOINT_NAME
+                kept = f"the last good checkpoint is {checkpoint}" if checkpoint.is_file() else "no checkpoint yet"
                 raise DivergedError(
-                    f"non-finite loss ({loss_value}) at epoch {epoch}, step {step + 1}; the last good checkpoint is "
-                    f"{self.run_dir / CHECKPOINT_NAME} -- lower optim.lr or warm up over more epochs "
+                    f"non-finite loss ({loss_value}) at epoch {epoch}, step {step + 1}; {kept} -- lower optim.lr or "
+                    "warm up over more epochs "
                     f"(optim.warmup_epochs){' or raise loss.temperature' if 'loss' in self.spec.sections() else ''}",
                     epoch,
                     step + 1,

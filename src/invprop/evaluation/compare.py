@@ -177,7 +177,7 @@ def write_comparison(rows: Sequence[Mapping[str, Any]], out_dir: Path, header: M
         lines += ["", f"Raw pixels, same weighted kNN: top-1 {raw:.4f}."]
     if any(r.get("diverged") for r in rows):
         lines += ["", "Diverged: training produced a non-finite loss with these settings; the row keeps its untrained "
-                  "encoder's floors and ranks last, and its run directory the last good checkpoint."]  # fmt: skip
+                  "encoder's floors and ranks last, and its run directory the last good checkpoint if an epoch had finished."]  # fmt: skip
     lines += [
         "",
         "kNN: weighted kNN (`eval.knn_k`, `eval.knn_sigma`) of the head embeddings on the held-out split after the last "
