@@ -253,6 +253,11 @@ def test_patch_sides_that_do_not_divide_the_images_and_patches_on_convnets_are_r
         encoder_from(ModelSettings(backbone="timm:test_convnext", patch_size=4), 3, SIDE)
 
 
+def test_an_option_the_model_refuses_is_a_one_line_error() -> None:
+    with pytest.raises(ConfigError, match="timm model test_vit does not take .*'global_pool': 'foo'.*pooling"):
+        encoder_from(ModelSettings(backbone="timm:test_vit", patch_size=4, global_pool="foo"), 3, SIDE)
+
+
 def test_without_timm_a_timm_backbone_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
     real_import = builtins.__import__
 

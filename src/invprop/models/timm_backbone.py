@@ -29,6 +29,10 @@ from invprop.settings import close_match
 
 #: The prefix that names a timm model in ``model.backbone``.
 TIMM_PREFIX = "timm:"
+#: The input side and normalisation assumed for a timm model without a pretrained config (timm's usual ones).
+DEFAULT_SIDE = 224
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 #: What to install when timm is missing.
 INSTALL_HINT = "pip install 'invprop[timm]'"
 
@@ -101,18 +105,24 @@ def model_input(name: str) -> ModelInput:
     is built)."""
     timm = import_timm()
     cfg = timm.get_pretrained_cfg(timm_architecture(name))
-    size = int(cfg.input_size[-1]) if cfg is not None and cfg.input_size else 224
-    mean = tuple(float(v) for v in cfg.mean) if cfg is not None else (0.485, 0.456, 0.406)
-    std = tuple(float(v) for v in cfg.std) if cfg is not None else (0.229, 0.224, 0.225)
-    return ModelInput(size, mean, std)
+    if cfg is None:
+        return ModelInput(DEFAULT_SIDE, IMAGENET_MEAN, IMAGENET_STD)
+    size = int(cfg.input_size[-1]) if cfg.input_size else DEFAULT_SIDE
+    return ModelInput(size, tuple(float(v) for v in cfg.mean), tuple(float(v) for v in cfg.std))
 
 
 def patch_side(name: str, patch_size: int | None = None) -> int | None:
     """The patch side of the timm backbone ``name`` (``patch_size`` when set), or None for a model without patches."""
-    timm = import_timm()
-    probe = _build(timm, timm_architecture(name), {"num_classes": 0}, meta=True)
+    native = _native_patch(import_timm(), timm_architecture(name))
+    return None if native is None else patch_size or native
+
+
+def _native_patch(timm: ModuleType, arch: str) -> int | None:
+    """The patch side ``arch`` is built with by default (None: no patch embedding), read from a model on the meta
+    device."""
+    probe = _build(timm, arch, {"num_classes": 0}, meta=True)
     patch = getattr(getattr(probe, "patch_embed", None), "patch_size", None)
-    return None if patch is None else patch_size or int(patch[0])
+    return None if patch is None else int(patch[0])
 
 
 def creation_kwargs(name: str, in_channels: int, image_size: int | None, options: TimmOptions) -> dict[str, Any]:
@@ -127,15 +137,14 @@ def creation_kwargs(name: str, in_channels: int, image_size: int | None, options
     kwargs: dict[str, Any] = {"num_classes": 0, "in_chans": in_channels}
     if options.global_pool is not None:
         kwargs["global_pool"] = options.global_pool
-    probe = _build(timm, arch, kwargs, meta=True)
-    patch = getattr(getattr(probe, "patch_embed", None), "patch_size", None)
+    patch = _native_patch(timm, arch)
     if patch is None:
         if options.patch_size is not None:
             raise ConfigError(
                 f"model.patch_size applies to patch-based models (ViTs); {name} has no patches: set it to null"
             )
         return kwargs
-    side = options.patch_size or int(patch[0])
+    side = options.patch_size or patch
     native = model_input(name).image_size
     if image_size is not None and image_size % side:
         raise ConfigError(
@@ -146,7 +155,8 @@ def creation_kwargs(name: str, in_channels: int, image_size: int | None, options
         kwargs["patch_size"] = options.patch_size
     if image_size is not None and image_size != native:
         kwargs["img_size"] = image_size
-    with contextlib.suppress(TypeError):  # models without it keep a fixed input side
+    _build(timm, arch, kwargs, meta=True)  # refuses what the model does not take, before any weights are made
+    with contextlib.suppress(ConfigError):  # models without it keep a fixed input side
         _build(timm, arch, {**kwargs, "dynamic_img_size": True}, meta=True)
         kwargs["dynamic_img_size"] = True
     return kwargs
@@ -158,14 +168,13 @@ def _divisor_near(side: int, patch: int) -> int:
 
 def _build(timm: ModuleType, arch: str, kwargs: dict[str, Any], meta: bool = False, **extra: Any) -> nn.Module:
     """``timm.create_model``; ``meta`` builds it without memory (to read its structure). A model that refuses the
-    arguments is a :class:`ConfigError`."""
+    arguments is a :class:`ConfigError` with timm's reason."""
     try:
         with torch.device("meta") if meta else contextlib.nullcontext():
             return timm.create_model(arch, **kwargs, **extra)
-    except TypeError as err:
-        if meta:
-            raise
-        raise ConfigError(f"timm model {arch} does not take {kwargs}: {err}") from None
+    except (TypeError, AssertionError, ValueError) as err:  # timm refuses arguments with any of these
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"timm model {arch} does not take {kwargs}: {first}") from None
 
 
 class TimmBackbone(nn.Module):
