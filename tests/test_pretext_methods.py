@@ -53,8 +53,10 @@ def test_rotnet_learns_rotations_of_asymmetric_images():
     assert float(out.terms["rotation_accuracy"]) == 1.0
 
 
-def test_jigsaw_labels_name_the_permutation_applied():
-    method = _build("jigsaw", grid=2, permutations=6, hidden_dim=8)
+@pytest.mark.parametrize("paper_tiles", [True, False], ids=["windows-normalised", "whole-cells"])
+def test_jigsaw_labels_name_the_permutation_applied(paper_tiles: bool):
+    options = {} if paper_tiles else {"tile_share": 1.0, "normalise_tiles": False}
+    method = _build("jigsaw", grid=2, permutations=6, hidden_dim=8, **options)
     table = method.permutation_table
     assert table.shape == (6, 4) and int(hamming_distances(table, table).fill_diagonal_(4).min()) >= 2
     torch.manual_seed(3)
@@ -63,16 +65,24 @@ def test_jigsaw_labels_name_the_permutation_applied():
     out.loss.backward()
     assert set(out.terms) == {"loss_jigsaw", "jigsaw_accuracy"}
     assert all(p.grad is not None for p in (*method.encoder.parameters(), *method.classifier.parameters()))
-    # Replaying the same draws: the cross-entropy of the classifier on tiles shuffled by the label's row.
+    # Replaying the same draws: the cross-entropy of the classifier on tiles shuffled by the label's row. With the
+    # paper's tiles (the defaults), each is a 3x3 window (round(64/75 x 4)) at a drawn place in its 4x4 cell,
+    # normalised on its own after resizing.
     torch.manual_seed(3)
     torch.rand(4, 1, 8, 8)
     labels = torch.randint(6, (4,))
+    side = 3 if paper_tiles else 4
+    top, left = (torch.randint(2, (16, 1)), torch.randint(2, (16, 1))) if paper_tiles else (torch.zeros(16, 1),) * 2
     tiles = []
     for b in range(4):
-        for cell in table[labels[b]].tolist():
+        for k, cell in enumerate(table[labels[b]].tolist()):
             row, col = divmod(cell, 2)
-            tiles.append(images[b, :, 4 * row : 4 * row + 4, 4 * col : 4 * col + 4])
+            y, x = 4 * row + int(top[4 * b + k]), 4 * col + int(left[4 * b + k])
+            tiles.append(images[b, :, y : y + side, x : x + side])
     tiles = nn.functional.interpolate(torch.stack(tiles), size=(8, 8), mode="bilinear", align_corners=False)
+    if paper_tiles:
+        for t in tiles:
+            t.sub_(t.mean()).div_(t.std(unbiased=False))  # one channel: each tile to mean 0, std 1
     with torch.no_grad():
         logits = method.classifier(method.encoder(tiles).reshape(4, -1))
     assert torch.allclose(out.loss, nn.functional.cross_entropy(logits, labels), atol=1e-6)

@@ -80,6 +80,8 @@ AT_LEAST_TWO = Range(ge=2)
 UNIT_INTERVAL = Range(ge=0, lt=1)
 #: [0, 1]: shares, and momenta that may reach 1 (a frozen target).
 FRACTION = Range(ge=0, le=1)
+#: (0, 1]: a share of something that cannot be empty (a tile's side within its cell).
+NON_EMPTY_SHARE = Range(gt=0, le=1)
 
 
 def require(name: str, value: float, bounds: Range) -> None:
@@ -320,6 +322,7 @@ __all__ = [
     "AT_LEAST_ONE",
     "AT_LEAST_TWO",
     "FRACTION",
+    "NON_EMPTY_SHARE",
     "NON_NEGATIVE",
     "POSITIVE",
     "UNIT_INTERVAL",

@@ -107,6 +107,8 @@ FIELD_REFERENCES: dict[str, dict[str, dict[str, Reference]]] = {
             "jigsaw.grid": Reference(3, "Noroozi & Favaro (2016), Sec. 3 (3 x 3 tiles)"),
             "jigsaw.permutations": Reference(1000, "Noroozi & Favaro (2016), Sec. 3.2 (the set of the main results)"),
             "jigsaw.hidden_dim": Reference(4096, "Noroozi & Favaro (2016), Fig. 3 (fc7)"),
+            "jigsaw.tile_share": Reference(64 / 75, "Noroozi & Favaro (2016), Sec. 3 (64x64 tiles in 75x75 cells)"),
+            "jigsaw.normalise_tiles": Reference(True, "Noroozi & Favaro (2016), Sec. 3 (against shortcuts)"),
         },
     },
     "simclr": {

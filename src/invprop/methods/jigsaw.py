@@ -4,9 +4,11 @@ Each image is cut into a ``jigsaw.grid`` x ``jigsaw.grid`` grid; its tiles are s
 fixed set of ``jigsaw.permutations`` chosen far apart in Hamming distance (:func:`invprop.data.pretext.permutation_set`),
 and the network predicts which. Every tile goes through the same encoder (backbone + ``model.head``: the paper's
 shared tile network up to fc6); the tiles' embeddings are concatenated in their shuffled order and classified by
-an MLP (the paper's fc7 and fc8). Tiles are whole grid cells resized to ``jigsaw.tile_size`` (default the image side,
-so any backbone accepts them); on 8x8 digits a 3 x 3 grid gives 2-pixel cells, blown up (docs/results.md reports what
-that gives).
+an MLP (the paper's fc7 and fc8). Against shortcuts, as in the paper, each tile is a window of ``jigsaw.tile_share``
+of its cell's side at a random place in the cell (a gap between tiles, and jitter), and each tile is normalised on
+its own (``jigsaw.normalise_tiles``). Tiles are resized to ``jigsaw.tile_size`` (default the image side, so any
+backbone accepts them); on 8x8 digits a 3 x 3 grid gives 2-pixel cells, too small for a gap, blown up
+(docs/results.md reports what that gives).
 """
 
 from __future__ import annotations
@@ -21,7 +23,10 @@ from invprop.data.jigsaw import jigsaw_tiles
 from invprop.data.pretext import permutation_set
 from invprop.methods.base import METHODS, BuildContext, Method, MethodSpec, StepOutput
 from invprop.methods.field_published import FIELD_DEVIATIONS, FIELD_PRESETS, FIELD_REFERENCES
-from invprop.settings import AT_LEAST_ONE, AT_LEAST_TWO, section, setting
+from invprop.settings import AT_LEAST_ONE, AT_LEAST_TWO, NON_EMPTY_SHARE, section, setting
+
+#: Noroozi & Favaro (2016), Sec. 3: a 64x64 tile at a random place in each 75x75 cell of a 225x225 crop.
+TILE_SHARE = 64 / 75
 
 
 @dataclass
@@ -32,6 +37,11 @@ class JigsawOptions:
     permutations: int = setting(100, "classes: permutations in the fixed set", bounds=AT_LEAST_TWO)
     permutation_seed: int = setting(0, "seed of the permutation set's first permutation")
     tile_size: int | None = setting(None, "side each tile is resized to (null: the image side)", bounds=AT_LEAST_ONE)
+    tile_share: float = setting(
+        TILE_SHARE, "a tile's side over its cell's, placed at random in the cell (1: whole, adjacent cells)",
+        bounds=NON_EMPTY_SHARE,
+    )  # fmt: skip
+    normalise_tiles: bool = setting(True, "normalise each tile's channels to mean 0, std 1 on its own")
     hidden_dim: int = setting(
         1024, "width of the classifier's hidden layer (the paper's fc7: 4096)", bounds=AT_LEAST_ONE
     )
@@ -74,7 +84,9 @@ class Jigsaw(Method):
     def training_step(self, indices: Tensor, images: Tensor, epoch: int) -> StepOutput:
         o = self.options
         labels = torch.randint(o.permutations, (images.shape[0],)).to(images.device)
-        tiles, _ = jigsaw_tiles(images, o.grid, o.tile_size, self.permutation_table[labels])
+        tiles, _ = jigsaw_tiles(
+            images, o.grid, o.tile_size, self.permutation_table[labels], o.tile_share, o.normalise_tiles
+        )
         embeddings = self.encode(tiles).reshape(images.shape[0], -1)
         logits = self.classifier(embeddings)
         loss = F.cross_entropy(logits.float(), labels)
