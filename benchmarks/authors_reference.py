@@ -4,7 +4,7 @@ Written from the paper and the description of the authors' code (Wang et al., 20
 exponentiated, M_i is the top-N_b of that matrix, positives are the hop-by-hop concatenation of neighbour lists
 (duplicates kept), ``1e-7`` is added inside the logs, the neighbour table of the batch rows is refreshed from the
 top-(k+1) of the full matrix, and the bank rows are EMA-updated. It is deliberately the slow, dense form; the
-library's :class:`invprop.core.losses.InvariancePropagationLoss` with ``exact=False`` computes the same losses.
+library's :class:`invprop.core.invp_losses.InvariancePropagationLoss` with ``exact=False`` computes the same losses.
 """
 
 from __future__ import annotations

@@ -40,12 +40,12 @@ from common import (
     reset_peak,
     synchronize,
 )
-from invprop.core import InvariancePropagationLoss, MemoryBank
-from invprop.core.bank import BANK_DTYPES
+from invprop.core.bank import BANK_DTYPES, MemoryBank
 from invprop.core.faiss_search import faiss_available
 from invprop.distributed.partition import RowPartition
 from invprop.engine.process_group import device_for, init_distributed, shutdown
-from invprop.methods.invp import InvariancePropagation
+from invprop.methods import Batch, BuildContext
+from invprop.methods.memory_bank.invp import InvariancePropagation, InvPSettings
 from invprop.models.encoder import Encoder
 
 #: Clusters of the synthetic rows of the rebuild benchmark (real embeddings are clustered, not uniform on the sphere).
@@ -79,22 +79,21 @@ def step_time(
     neighbors = torch.randint(0, n, (n, NUM_NEIGHBORS), generator=generator)  # a valid graph from the first step
     torch.manual_seed(0)
     reset_peak(device)
-    bank = MemoryBank(
-        n,
-        EMBEDDING_DIM,
-        0.5,
-        NUM_NEIGHBORS,
-        device=device,
-        dtype=dtype,
-        neighbors=neighbors,
-        partition=partition(mode, n),
+    settings = InvPSettings()
+    settings.bank.num_neighbors, settings.bank.placement = NUM_NEIGHBORS, mode
+    settings.bank.dtype = next(name for name, value in BANK_DTYPES.items() if value == dtype)
+    loss = settings.loss
+    loss.temperature, loss.n_background, loss.steps, loss.n_hard_positives = (
+        TEMPERATURE,
+        N_BACKGROUND,
+        STEPS,
+        N_POSITIVES,
     )
+    context = BuildContext(n, EMBEDDING_DIM, distributed=dist.is_initialized())
+    method = InvariancePropagation(settings, Encoder(_Passthrough(), nn.Identity()), context).to(device)
+    method.bank.neighbors.copy_(neighbors)
+    bank = method.bank
     del neighbors
-    method = InvariancePropagation(
-        Encoder(_Passthrough(), nn.Identity()),
-        bank,
-        InvariancePropagationLoss(TEMPERATURE, N_BACKGROUND, STEPS, N_POSITIVES),
-    )
     per_process = batch // world
     times = []
     for repeat in range(repeats + 1):
@@ -103,9 +102,9 @@ def step_time(
         embeddings = torch.randn(per_process, EMBEDDING_DIM, generator=generator).to(device).requires_grad_()
         barrier_all(device)
         start = time.perf_counter()
-        out = method.training_step(indices, embeddings, epoch=100)
+        out = method.training_step(Batch.of(indices, embeddings, epoch=100))
         out.loss.backward()
-        method.after_step()
+        method.after_step([out])
         barrier_all(device)
         if repeat:  # the first step warms up
             times.append(time.perf_counter() - start)

@@ -31,6 +31,7 @@ from common import machine, markdown_table, pick_device, synchronize
 from invprop.config import build_method, preset
 from invprop.data import DataSettings, EpochBatchSampler, TensorBatches, datasets_from
 from invprop.machine import available_cores
+from invprop.methods import Batch, StepOutput
 from invprop.models import encoder_from
 
 BATCH = 256
@@ -68,10 +69,10 @@ class CrossEntropyModel(nn.Module):
         self.encoder = encoder_from(preset("cifar10").model, in_channels=3)
         self.classifier = nn.Linear(self.encoder.feature_dim, classes)
 
-    def step(self, indices: Tensor, images: Tensor, labels: Tensor) -> Tensor:
-        return nn.functional.cross_entropy(self.classifier(self.encoder.features(images)), labels)
+    def step(self, indices: Tensor, images: Tensor, labels: Tensor) -> StepOutput:
+        return StepOutput(nn.functional.cross_entropy(self.classifier(self.encoder.features(images)), labels))
 
-    def after_step(self) -> None:
+    def after_step(self, out: StepOutput) -> None:
         pass
 
 
@@ -83,11 +84,11 @@ class InvPModel(nn.Module):
         self.method = build_method(cfg, encoder, n)
         self.encoder = encoder
 
-    def step(self, indices: Tensor, images: Tensor, labels: Tensor) -> Tensor:
-        return self.method.training_step(indices, images, epoch=100).loss  # after the ramp-up: both terms on
+    def step(self, indices: Tensor, images: Tensor, labels: Tensor) -> StepOutput:
+        return self.method.training_step(Batch.of(indices, images, epoch=100))  # after the ramp-up: both terms on
 
-    def after_step(self) -> None:
-        self.method.after_step()
+    def after_step(self, out: StepOutput) -> None:
+        self.method.after_step([out])
 
 
 def run(
@@ -115,11 +116,11 @@ def run(
         if fast and device.type == "cuda":
             images = images.contiguous(memory_format=torch.channels_last)
         with amp():
-            loss = model.step(indices, images, labels)
+            out = model.step(indices, images, labels)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        out.loss.backward()
         optimizer.step()
-        model.after_step()
+        model.after_step(out)
     synchronize(device)
     return (time.perf_counter() - start) / steps
 

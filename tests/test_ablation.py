@@ -6,7 +6,11 @@ from pathlib import Path
 import pytest
 
 from invprop.cli import main
-from invprop.evaluation.ablation import VARIANTS, parse_variants
+from invprop.evaluation.ablation import ablation_of, parse_variants
+from invprop.methods.classification.instance_classifier import ABLATION as CLASSIFIER_ABLATION
+from invprop.methods.memory_bank.invp import ABLATION
+
+VARIANTS = ABLATION.variants
 
 
 def test_two_epoch_ablation_on_digits_writes_every_variant(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -84,11 +88,12 @@ def test_parse_variants() -> None:
 
 def test_classifier_ablation_is_its_own_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from invprop.config import preset
-    from invprop.evaluation.ablation import CLASSIFIER_VARIANTS, variant_config
+    from invprop.evaluation.ablation import variant_config
 
     names = parse_variants(None, "instance-classifier")
-    assert names == list(CLASSIFIER_VARIANTS) and len(names) == 5
-    settings = {name: variant_config(preset("digits"), name) for name in names}
+    assert names == list(CLASSIFIER_ABLATION.variants) and len(names) == 5
+    assert ablation_of("instance-classifier") is CLASSIFIER_ABLATION
+    settings = {name: variant_config(preset("digits"), "instance-classifier", name) for name in names}
     assert all(cfg.method == "instance-classifier" for cfg in settings.values())
     assert [(c.model.head, c.classifier.prior, c.classifier.smoothing > 0) for c in settings.values()] == [
         ("linear", True, True), ("mlp_bn", False, False), ("mlp_bn", True, False), ("mlp_bn", False, True), ("mlp_bn", True, True)

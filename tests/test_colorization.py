@@ -11,8 +11,8 @@ from torch import nn
 
 from invprop.core.pretext_losses import rebalanced_colour_loss
 from invprop.errors import ConfigError
-from invprop.methods import METHODS, BuildContext
-from invprop.methods.colorization import Colorization
+from invprop.methods import METHODS, Batch, BuildContext
+from invprop.methods.pretext.colorization import Colorization
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
 
@@ -21,7 +21,7 @@ def _method() -> Colorization:
     torch.manual_seed(0)
     spec = METHODS.get("colorization")
     encoder = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 8))
-    method = spec.build(spec.settings(), encoder, BuildContext(10, 8, False, 3, MEAN, STD))
+    method = spec.create(spec.new_sections(), encoder, BuildContext(10, 8, False, 3, MEAN, STD))
     assert isinstance(method, Colorization)
     return method
 
@@ -38,7 +38,7 @@ def test_the_input_is_colourless_and_the_targets_a_quarter_of_the_side():
     assert torch.allclose(rgb[:, 0], rgb[:, 1], atol=1e-6) and torch.allclose(rgb[:, 1], rgb[:, 2], atol=1e-6)
     assert torch.allclose(rgb[:, 0], lab[:, 0] / 100, atol=1e-6)
     assert method.target_side(images) == 4
-    out = method.training_step(torch.arange(2), images, epoch=1)
+    out = method.training_step(Batch.of(torch.arange(2), images))
     out.loss.backward()
     assert torch.isfinite(out.loss) and set(out.terms) == {"loss_colour"}
     assert all(p.grad is not None for p in (*method.encoder.parameters(), *method.decoder.parameters()))
@@ -74,7 +74,7 @@ def test_loss_matches_the_formula_per_pixel():
 def test_grayscale_data_is_refused():
     spec = METHODS.get("colorization")
     with pytest.raises(ConfigError, match="needs colour images, and these have 1 channel"):
-        spec.build(spec.settings(), nn.Linear(1, 1), BuildContext(10, 8, False, 1, (0.5,), (0.2,)))
+        spec.create(spec.new_sections(), nn.Linear(1, 1), BuildContext(10, 8, False, 1, (0.5,), (0.2,)))
 
 
 def test_stop_and_resume_on_colour_images_ends_where_an_uninterrupted_run_does(tmp_path):

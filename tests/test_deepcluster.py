@@ -14,19 +14,20 @@ from invprop.core.clustering import initial_centroids, kmeans, pca_whitening
 from invprop.data.loader import cluster_balanced_order
 from invprop.engine import Trainer, load_checkpoint
 from invprop.errors import ConfigError
-from invprop.methods import METHODS, BuildContext
-from invprop.methods.deepcluster import DeepCluster
+from invprop.methods import METHODS, Batch, BuildContext
+from invprop.methods.clustering.deepcluster import DeepCluster
 from invprop.settings import merge
 
 D = 4
 
 
-def _method(n: int = 40, **options) -> DeepCluster:
+def _method(n: int = 40, features=None, **options) -> DeepCluster:
     torch.manual_seed(0)
     spec = METHODS.get("deepcluster")
-    settings = spec.settings()
+    settings = spec.new_sections()
     merge(settings, {"deepcluster": {"clusters": 3, "pca_dim": D, **options}})
-    method = spec.build(settings, nn.Sequential(nn.Flatten(), nn.Linear(16, D)), BuildContext(n, D))
+    context = BuildContext(n, D, features=features)
+    method = spec.create(settings, nn.Sequential(nn.Flatten(), nn.Linear(16, D)), context)
     assert isinstance(method, DeepCluster)
     return method
 
@@ -38,11 +39,11 @@ def _blobs(n: int = 40) -> torch.Tensor:
 
 
 def test_pseudo_labels_are_k_means_of_the_whitened_normalised_embeddings():
-    method = _method()
     embeddings = _blobs()
-    method.set_feature_source(lambda encoder: embeddings)
+    method = _method(features=lambda encoder: embeddings)
     torch.manual_seed(7)
-    method.on_epoch_start(1)
+    stats = method.on_epoch_start(1)
+    assert set(stats) == {"kmeans_loss", "kmeans_splits", "largest_cluster"}
     torch.manual_seed(7)
     generator = torch.Generator().manual_seed(int(torch.randint(2**62, (1,))))
     points = nn.functional.normalize(pca_whitening(embeddings, D)(embeddings), dim=1)
@@ -54,12 +55,11 @@ def test_pseudo_labels_are_k_means_of_the_whitened_normalised_embeddings():
 
 
 def test_the_classifier_is_reinitialised_every_epoch_and_learns_the_pseudo_labels():
-    method = _method()
-    method.set_feature_source(lambda encoder: _blobs())
+    method = _method(features=lambda encoder: _blobs())
     method.on_epoch_start(1)
     first = method.classifier.weight.detach().clone()
     assert method.reinitialised_parameters() == list(method.classifier.parameters())
-    out = method.training_step(torch.arange(6), torch.randn(6, 1, 4, 4), epoch=1)
+    out = method.training_step(Batch.of(torch.arange(6), torch.randn(6, 1, 4, 4)))
     out.loss.backward()
     logits = method.classifier(method.encoder(torch.randn(1, 1, 4, 4)))
     assert logits.shape == (1, 3) and method.classifier.weight.grad is not None
@@ -121,8 +121,7 @@ def test_resume_keeps_the_pseudo_labels(tmp_path: Path) -> None:
 
 def test_faiss_kmeans_finds_the_same_blobs():
     pytest.importorskip("faiss")
-    method = _method(kmeans="faiss")
-    method.set_feature_source(lambda encoder: _blobs())
+    method = _method(kmeans="faiss", features=lambda encoder: _blobs())
     method.on_epoch_start(1)
     groups = {frozenset(method.pseudo_labels[torch.arange(40) % 3 == c].tolist()) for c in range(3)}
     assert groups == {frozenset({0}), frozenset({1}), frozenset({2})}

@@ -27,9 +27,10 @@ MODULES = [name for name in ALL_MODULES if _has_examples(name)]
 def test_the_modules_with_examples_are_found() -> None:
     assert {
         "invprop.core.bank",
-        "invprop.core.losses",
+        "invprop.core.invp_losses",
         "invprop.registry",
-        "invprop.methods.base",
+        "invprop.methods.spec",
+        "invprop.methods.method",
         "invprop.settings",
     } <= set(MODULES)
 

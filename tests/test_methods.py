@@ -4,16 +4,17 @@ import pytest
 import torch
 
 from invprop.config import build_method, from_dict, preset
+from invprop.methods import Batch
 from invprop.models import build_encoder
 
 
-def make(name: str, **loss):
+def make(name: str, labels: torch.Tensor | None = None, **loss):
     cfg = from_dict(
         {"method": name, "model": {"embedding_dim": 16}, "loss": {"n_background": 32, "n_hard_positives": 5, **loss}},
         base=preset("digits"),
     )
     encoder = build_encoder("digits_convnet", "mlp", 16, in_channels=1)
-    return build_method(cfg, encoder, 100)
+    return build_method(cfg, encoder, 100, labels=labels)
 
 
 @pytest.mark.parametrize(
@@ -26,14 +27,13 @@ def make(name: str, **loss):
     ],
 )
 def test_each_method_wires_its_objective_and_trains_a_step(name: str, positives: str, hard_negatives: bool) -> None:
-    method = make(name)
+    method = make(name, labels=torch.arange(100) % 10)
     assert method.loss.positives == positives and method.loss.hard_negatives == hard_negatives
-    method.set_diagnostic_labels(torch.arange(100) % 10)
     indices = torch.arange(8)
     before = method.bank.features[indices].clone()
-    out = method.training_step(indices, torch.rand(8, 1, 8, 8), epoch=50)
+    out = method.training_step(Batch.of(indices, torch.rand(8, 1, 8, 8), epoch=50))
     out.loss.backward()
-    method.after_step()
+    method.after_step([out])
     assert torch.isfinite(out.loss)
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in method.encoder.parameters())
     assert not torch.equal(method.bank.features[indices], before)  # the EMA update ran
@@ -54,12 +54,11 @@ def test_knn_positives_default_to_p_and_follow_the_config() -> None:
 def test_diagnostics_are_off_without_labels_and_never_change_the_loss() -> None:
     torch.manual_seed(0)
     a = make("invp")
-    b = make("invp")
+    b = make("invp", labels=torch.arange(100) % 10)
     b.load_state_dict(a.state_dict())
-    b.set_diagnostic_labels(torch.arange(100) % 10)
-    images, indices = torch.rand(8, 1, 8, 8), torch.arange(8)
+    batch = Batch.of(torch.arange(8), torch.rand(8, 1, 8, 8), epoch=50)
     a.eval(), b.eval()
-    out_a, out_b = a.training_step(indices, images, 50), b.training_step(indices, images, 50)
+    out_a, out_b = a.training_step(batch), b.training_step(batch)
     assert torch.equal(out_a.loss, out_b.loss)
     assert "purity_positive" not in out_a.terms and "purity_positive" in out_b.terms
 
@@ -75,7 +74,7 @@ class _Flatten(torch.nn.Module):
 
 def _distributed_run(bank_mode: str, world: int, rank: int) -> dict[str, object]:
     """Three steps of InvP on a fixed global batch of 16 (rank r takes its slice), as in a DDP run."""
-    from invprop.methods.base import Method  # noqa: F401 - the registry is filled by invprop.methods
+    from invprop.methods import Method  # noqa: F401 - the registry is filled by invprop.methods
     from invprop.models.encoder import Encoder
     from invprop.models.heads import HEADS
 
@@ -86,9 +85,8 @@ def _distributed_run(bank_mode: str, world: int, rank: int) -> dict[str, object]
     )  # fmt: skip
     torch.manual_seed(0)
     encoder = Encoder(_Flatten(), HEADS.get("linear")(64, 16, None))
-    method = build_method(cfg, encoder, 100, world > 1)
-    if world > 1:
-        method.set_encoder_wrapper(torch.nn.parallel.DistributedDataParallel(method.encoder))
+    forward = torch.nn.parallel.DistributedDataParallel(encoder) if world > 1 else None
+    method = build_method(cfg, encoder, 100, distributed=world > 1, forward=forward)
     optimizer = torch.optim.SGD(method.encoder.parameters(), lr=0.5, momentum=0.9)
     images = torch.rand(100, 1, 8, 8, generator=torch.Generator().manual_seed(1))
     per_process = 16 // world
@@ -96,11 +94,11 @@ def _distributed_run(bank_mode: str, world: int, rank: int) -> dict[str, object]
     for step in range(3):
         batch = torch.randperm(100, generator=torch.Generator().manual_seed(10 + step))[:16]
         mine = batch[rank * per_process : (rank + 1) * per_process]
-        out = method.training_step(mine, images[mine], epoch=50)
+        out = method.training_step(Batch.of(mine, images[mine], epoch=50))
         optimizer.zero_grad()
         out.loss.backward()
         optimizer.step()
-        method.after_step()
+        method.after_step([out])
         losses.append(float(out.loss.detach()))
     state = method.state_dict()  # a collective for a split bank: the whole bank on rank 0
     return {"losses": losses, "features": state["bank.features"], "neighbors": method.bank.neighbors.clone(),
@@ -151,10 +149,10 @@ def _classifier(prior: bool = True, smoothing: float = 0.2):
 def test_instance_classifier_trains_two_views_per_image() -> None:
     method = _classifier()
     assert method.views == 2 and method.classifier.num_classes == 40
-    method.on_epoch_start(1)
+    assert method.on_epoch_start(1) == {}
     assert method.classifier.hard.shape == (40, 5) and (method.classifier.hard >= 0).all()
     indices = torch.arange(8)
-    out = method.training_step(indices, torch.rand(16, 1, 8, 8), epoch=1)
+    out = method.training_step(Batch(indices, (torch.rand(16, 1, 8, 8),)))
     out.loss.backward()
     assert torch.isfinite(out.loss) and set(out.terms) == {"loss_cls"}
     assert method.classifier.weight.grad is not None and method.classifier.weight.grad.abs().sum() > 0
@@ -189,10 +187,12 @@ def test_contrastive_prior_sets_weights_to_running_batchnorm_features() -> None:
 def test_faiss_rebuild_records_its_recall() -> None:
     pytest.importorskip("faiss")
     method = make("invp")
-    method.graph_update, method.rebuild_search, method.faiss_lists, method.faiss_probe = "rebuild", "faiss", 2, 2
+    method.graph_update = "rebuild"
+    bank = method.settings.bank
+    bank.rebuild_search, bank.faiss_lists, bank.faiss_probe = "faiss", 2, 2
     metrics = method.on_epoch_end(1)
     assert set(metrics) == {"graph_recall"} and 0.0 < metrics["graph_recall"] <= 1.0
-    method.rebuild_search = "exact"
+    bank.rebuild_search = "exact"
     assert method.on_epoch_end(2) == {} and method.bank.sampled_recall(torch.arange(100)) == 1.0
 
 
@@ -213,11 +213,11 @@ def test_a_plain_training_loop_needs_only_the_method_object() -> None:
         60, 16, 0.5, 3, features=method.bank.features.clone(), neighbors=method.bank.neighbors.clone()
     )
     embeddings = encoder(images[indices]).detach()  # what the step sees, before the optimiser moves the weights
-    out = method.training_step(indices, images[indices], epoch=1)
+    out = method.training_step(invprop.Batch.of(indices, images[indices]))
     optimizer.zero_grad()
     out.loss.backward()
     optimizer.step()
-    method.after_step()
+    method.after_step([out])
     # The authors' order, which the loop never had to know: refresh the neighbours from the bank, then EMA-update it.
     expected.refresh_neighbors(indices, embeddings)
     expected.update(indices, embeddings)

@@ -10,43 +10,42 @@ import torch
 from torch import nn
 
 from invprop.errors import ConfigError
-from invprop.methods import METHODS, BuildContext
-from invprop.methods.pcl import PCL
+from invprop.methods import METHODS, Batch, BuildContext
+from invprop.methods.clustering.pcl import PCL
 from invprop.settings import merge
 
 D = 4
 
 
-def _pcl(n: int = 30, **options) -> PCL:
+def _pcl(n: int = 30, features=None, **options) -> PCL:
     torch.manual_seed(0)
     spec = METHODS.get("pcl")
-    settings = spec.settings()
+    settings = spec.new_sections()
     merge(settings, {"pcl": {"queue_size": 8, "clusters": [3, 5], "warmup_epochs": 1, **options}})
-    method = spec.build(settings, nn.Sequential(nn.Flatten(), nn.Linear(16, D)), BuildContext(n, D))
+    context = BuildContext(n, D, features=features)
+    method = spec.create(settings, nn.Sequential(nn.Flatten(), nn.Linear(16, D)), context)
     assert isinstance(method, PCL)
     return method
 
 
 def test_warmup_is_infonce_alone_and_clustering_uses_the_momentum_encoder():
-    method = _pcl()
     seen: list[nn.Module] = []
 
     def source(encoder: nn.Module) -> torch.Tensor:
         seen.append(encoder)
         return torch.randn(30, D, generator=torch.Generator().manual_seed(2))
 
-    method.set_feature_source(source)
-    method.on_epoch_start(1)
+    method = _pcl(features=source)
+    assert method.on_epoch_start(1) == {}
     assert not seen and not bool(method.ready)  # warm-up: no clustering
-    out = method.training_step(torch.arange(4), torch.randn(8, 1, 4, 4), epoch=1)
+    out = method.training_step(Batch(torch.arange(4), (torch.randn(8, 1, 4, 4),), epoch=1))
     assert set(out.terms) == {"loss_nce"}
-    method.on_epoch_start(2)
+    stats = method.on_epoch_start(2)
     assert seen == [method.key_encoder] and bool(method.ready)
-    out = method.training_step(torch.arange(4), torch.randn(8, 1, 4, 4), epoch=2)
+    assert set(stats) == {"kmeans_loss_3", "kmeans_loss_5"}
+    out = method.training_step(Batch(torch.arange(4), (torch.randn(8, 1, 4, 4),), epoch=2))
     assert set(out.terms) == {"loss_nce", "loss_proto"}
     assert torch.allclose(out.loss, out.terms["loss_nce"] + out.terms["loss_proto"])
-    stats = method.on_epoch_end(2)
-    assert set(stats) == {"kmeans_loss_3", "kmeans_loss_5"}
     for m, k in enumerate((3, 5)):
         assignments, prototypes, concentration = method.clustering(m)
         assert set(assignments.tolist()) == set(range(k))
@@ -55,8 +54,9 @@ def test_warmup_is_infonce_alone_and_clustering_uses_the_momentum_encoder():
 
 
 def test_prototype_term_matches_the_formula_per_sample():
-    method = _pcl(negative_prototypes=100)
-    method.set_feature_source(lambda encoder: torch.randn(30, D, generator=torch.Generator().manual_seed(3)))
+    method = _pcl(
+        negative_prototypes=100, features=lambda encoder: torch.randn(30, D, generator=torch.Generator().manual_seed(3))
+    )
     method.on_epoch_start(2)
     query = torch.randn(3, D)
     indices = torch.tensor([0, 7, 12])
@@ -75,8 +75,11 @@ def test_prototype_term_matches_the_formula_per_sample():
 
 
 def test_negative_prototypes_are_drawn_when_there_are_more():
-    method = _pcl(clusters=[10], negative_prototypes=2)
-    method.set_feature_source(lambda encoder: torch.randn(30, D, generator=torch.Generator().manual_seed(4)))
+    method = _pcl(
+        clusters=[10],
+        negative_prototypes=2,
+        features=lambda encoder: torch.randn(30, D, generator=torch.Generator().manual_seed(4)),
+    )
     method.on_epoch_start(2)
     assert torch.isfinite(method.prototype_loss(torch.randn(2, D), torch.tensor([0, 1])))
 

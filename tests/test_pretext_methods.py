@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from invprop.data.pretext import hamming_distances
-from invprop.methods import METHODS, BuildContext
+from invprop.methods import METHODS, Batch, BuildContext
 from invprop.settings import merge
 
 D = 6
@@ -20,15 +20,15 @@ def _encoder() -> nn.Module:
 
 def _build(name: str, **options):
     spec = METHODS.get(name)
-    settings = spec.settings()
+    settings = spec.new_sections()
     merge(settings, {name: options})
-    return spec.build(settings, _encoder(), BuildContext(50, D))
+    return spec.create(settings, _encoder(), BuildContext(50, D))
 
 
 def test_rotnet_classifies_the_four_rotations():
     method = _build("rotnet")
     images = torch.rand(5, 1, 8, 8)
-    out = method.training_step(torch.arange(5), images, epoch=1)
+    out = method.training_step(Batch.of(torch.arange(5), images))
     out.loss.backward()
     assert set(out.terms) == {"loss_rotation", "rotation_accuracy"}
     assert all(p.grad is not None for p in (*method.encoder.parameters(), *method.classifier.parameters()))
@@ -46,7 +46,7 @@ def test_rotnet_learns_rotations_of_asymmetric_images():
     images = torch.zeros(8, 1, 8, 8)
     images[:, :, :2, :4] = 1  # a bar in the top-left: every rotation looks different
     for _ in range(60):
-        out = method.training_step(torch.arange(8), images + 0.05 * torch.rand(8, 1, 8, 8), epoch=1)
+        out = method.training_step(Batch.of(torch.arange(8), images + 0.05 * torch.rand(8, 1, 8, 8)))
         optimizer.zero_grad()
         out.loss.backward()
         optimizer.step()
@@ -61,7 +61,7 @@ def test_jigsaw_labels_name_the_permutation_applied(paper_tiles: bool):
     assert table.shape == (6, 4) and int(hamming_distances(table, table).fill_diagonal_(4).min()) >= 2
     torch.manual_seed(3)
     images = torch.rand(4, 1, 8, 8)
-    out = method.training_step(torch.arange(4), images, epoch=1)
+    out = method.training_step(Batch.of(torch.arange(4), images))
     out.loss.backward()
     assert set(out.terms) == {"loss_jigsaw", "jigsaw_accuracy"}
     assert all(p.grad is not None for p in (*method.encoder.parameters(), *method.classifier.parameters()))

@@ -38,8 +38,8 @@ def test_sigterm_mid_epoch_saves_and_resume_matches(
     original = type(trainer.method).after_step
     calls = {"n": 0}
 
-    def after_step_then_signal(self) -> None:
-        original(self)
+    def after_step_then_signal(self, outputs) -> None:
+        original(self, outputs)
         calls["n"] += 1
         if calls["n"] == trainer.steps_per_epoch + 5:  # step 5 of epoch 2
             signal.raise_signal(signal.SIGTERM)
@@ -239,9 +239,9 @@ def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_the_checkpoint(
     original = type(resumed.method).training_step
     calls = {"n": 0}
 
-    def poisoned(self, indices, images, epoch):
+    def poisoned(self, batch):
         calls["n"] += 1
-        out = original(self, indices, images, epoch)
+        out = original(self, batch)
         if calls["n"] == 3:
             out.loss = out.loss * float("nan")
         return out
@@ -274,13 +274,13 @@ def test_ctrl_c_to_the_process_group_with_dataloader_workers(tmp_path: Path) -> 
 def _signal_one_process(rank: int, world: int, run: str) -> dict[str, object]:
     from invprop.engine.process_group import DistributedContext
 
-    cfg = from_dict({"device": "cpu"}, base=config("tensor", epochs=2))
+    cfg = from_dict({"device": "cpu", "log": {"every_steps": 4}}, base=config("tensor", epochs=2))
     trainer = Trainer(cfg, Path(run), progress=False, context=DistributedContext(rank, world, rank))
     original = type(trainer.method).after_step
     calls = {"n": 0}
 
-    def after_step_then_signal(self) -> None:
-        original(self)
+    def after_step_then_signal(self, outputs) -> None:
+        original(self, outputs)
         calls["n"] += 1
         if rank == 1 and calls["n"] == 3:  # only process 1 is told to stop, during step 3 of epoch 1
             signal.raise_signal(signal.SIGTERM)
@@ -300,11 +300,11 @@ def test_a_signal_to_one_process_stops_all_at_the_same_step(tmp_path: Path) -> N
 
     run = tmp_path / "run"
     results = run_gloo(_signal_one_process, 2, tmp_path, str(run))
-    assert [r["steps"] for r in results] == [3, 3]  # both stopped after the step in which the signal arrived
-    assert "epoch 1, step 3/" in results[0]["message"]
+    # Both stopped at the first sync after the signal (log.every_steps=4), not at the step it arrived in (3).
+    assert [r["steps"] for r in results] == [4, 4]
+    assert "epoch 1, step 4/" in results[0]["message"]
     state = load_checkpoint(run / "last.pt")
-    assert state["epoch"] == 0 and state["partial"]["step"] == 3
-    resumed = Trainer(from_dict({"device": "cpu"}, base=config("tensor", epochs=2)), run, progress=False).fit(
-        resume=True
-    )
+    assert state["epoch"] == 0 and state["partial"]["step"] == 4
+    cfg = from_dict({"device": "cpu", "log": {"every_steps": 4}}, base=config("tensor", epochs=2))
+    resumed = Trainer(cfg, run, progress=False).fit(resume=True)
     assert resumed.finished and resumed.metrics["epochs"] == 2

@@ -42,11 +42,15 @@ def report_dir(digits_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 
 def test_report_embeds_every_figure(report_dir: Path) -> None:
+    from invprop.evaluation.report import SHARED_CURVES, curve_filename
+    from invprop.methods import METHODS
+
     page = (report_dir / "report.html").read_text()
     pngs = sorted(report_dir.glob("*.png"))
     names = {p.name for p in pngs}
-    assert {"curves-loss.png", "curves-knn.png", "curves-purity.png", "similarities.png", "tsne.png"} <= names
-    assert any(n.startswith("positives-") for n in names)
+    curves = {curve_filename(c) for c in (*SHARED_CURVES, *METHODS.get("invp").curves)}  # the run's method's curves
+    assert curves | {"similarities.png", "tsne.png"} <= names
+    assert len(curves) == 4 and any(n.startswith("positives-") for n in names)  # InvP's figure of its positives
     embedded = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
     assert sorted(base64.b64decode(e) for e in embedded) == sorted(p.read_bytes() for p in pngs)
     assert "http://" not in page and "https://" not in page  # self-contained: opens offline

@@ -7,8 +7,8 @@ from torch import nn
 
 from invprop.core.clustering import sinkhorn_knopp
 from invprop.core.clustering_losses import swapped_prediction_loss
-from invprop.methods import METHODS, BuildContext
-from invprop.methods.swav import SwAV
+from invprop.methods import METHODS, Batch, BuildContext
+from invprop.methods.clustering.swav import SwAV
 from invprop.settings import merge
 
 D = 6
@@ -17,15 +17,15 @@ D = 6
 def _swav(**options) -> SwAV:
     torch.manual_seed(0)
     spec = METHODS.get("swav")
-    settings = spec.settings()
+    settings = spec.new_sections()
     merge(settings, {"swav": {"prototypes": 5, **options}})
-    method = spec.build(settings, nn.Sequential(nn.Flatten(), nn.Linear(16, D)), BuildContext(40, D))
+    method = spec.create(settings, nn.Sequential(nn.Flatten(), nn.Linear(16, D)), BuildContext(40, D))
     assert isinstance(method, SwAV)
     return method
 
 
 def _step(method: SwAV, crops: list[torch.Tensor], epoch: int = 3) -> torch.Tensor:
-    out = method.multi_crop_step(torch.arange(4), crops, epoch)
+    out = method.training_step(Batch(torch.arange(4), tuple(crops), epoch))
     method.zero_grad()
     out.loss.backward()
     method.before_optimizer_step()
@@ -33,14 +33,14 @@ def _step(method: SwAV, crops: list[torch.Tensor], epoch: int = 3) -> torch.Tens
         for p in method.parameters():
             if p.grad is not None:
                 p.sub_(0.1 * p.grad)
-    method.after_step()
+    method.after_step([out])
     return out.loss
 
 
 def test_loss_is_swapped_prediction_of_the_full_size_views_codes():
     method = _swav()
     large, small = torch.randn(8, 1, 4, 4), torch.randn(12, 1, 2, 8)  # small crops: other shapes, same pixel count
-    out = method.multi_crop_step(torch.arange(4), [large, small], epoch=3)
+    out = method.training_step(Batch(torch.arange(4), (large, small), epoch=3))
     with torch.no_grad():
         w = nn.functional.normalize(method.prototypes.weight, dim=1)
         z = [nn.functional.normalize(method.encoder(x), dim=1) for x in (large, small)]
@@ -54,8 +54,11 @@ def test_loss_is_swapped_prediction_of_the_full_size_views_codes():
 def test_prototypes_are_frozen_for_the_first_epochs_and_renormalised():
     method = _swav(freeze_prototypes_epochs=1)
     before = method.prototypes.weight.detach().clone()
+    encoder_before = [p.detach().clone() for p in method.encoder.parameters()]
     _step(method, [torch.randn(8, 1, 4, 4)], epoch=1)
     assert torch.allclose(method.prototypes.weight, nn.functional.normalize(before, dim=1))  # only renormalised
+    assert method.prototypes.weight.grad is None  # frozen: no gradient reaches them
+    assert not all(torch.equal(a, b) for a, b in zip(method.encoder.parameters(), encoder_before))  # the rest learns
     _step(method, [torch.randn(8, 1, 4, 4)], epoch=2)
     assert not torch.allclose(method.prototypes.weight, nn.functional.normalize(before, dim=1))
 
@@ -82,7 +85,7 @@ def test_queue_fills_from_its_epoch_and_enters_the_codes_once_full():
 
 def test_the_encoder_and_prototypes_learn():
     method = _swav(freeze_prototypes_epochs=0)
-    out = method.multi_crop_step(torch.arange(4), [torch.randn(8, 1, 4, 4)], epoch=1)
+    out = method.training_step(Batch(torch.arange(4), (torch.randn(8, 1, 4, 4),), epoch=1))
     out.loss.backward()
     assert all(p.grad is not None for p in (*method.encoder.parameters(), method.prototypes.weight))
 

@@ -7,8 +7,8 @@ methods' mathematics) -> ``models``, ``data`` -> ``methods`` -> ``config`` -> ``
 In your own training loop, a method object does the bookkeeping (memory bank, neighbour graph, classifier)::
 
     method = invprop.create_method("invp", encoder, num_samples=len(dataset), embedding_dim=128)
-    out = method.training_step(indices, images, epoch)   # out.loss, out.terms
-    out.loss.backward(); optimizer.step(); method.after_step()
+    out = method.training_step(invprop.Batch.of(indices, images, epoch=epoch))   # out.loss, out.terms
+    out.loss.backward(); optimizer.step(); method.after_step([out])
 """
 
 from invprop.config import Config, from_dict, preset
@@ -26,12 +26,21 @@ from invprop.core import (
     rampup_weight,
     total_loss,
 )
-from invprop.methods import METHODS, InstanceClassification, InvariancePropagation, Method, StepOutput, create_method
+from invprop.methods import (
+    METHODS,
+    Batch,
+    InstanceClassification,
+    InvariancePropagation,
+    Method,
+    StepOutput,
+    create_method,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "METHODS",
+    "Batch",
     "Config",
     "CosineInstanceClassifier",
     "InstanceClassification",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -26,7 +27,6 @@ from invprop import config as cfgmod
 from invprop.config import Config
 from invprop.data import IMAGEFOLDER_PREFIX, dataset_names
 from invprop.engine import (
-    ALLOW_CHANGES_FLAG,
     CHANGES_KEY,
     CHECKPOINT_NAME,
     CONFIG_NAME,
@@ -48,11 +48,20 @@ from invprop.engine.process_group import (
 from invprop.engine.run_settings import Change
 from invprop.engine.signals import TrainingInterrupted
 from invprop.engine.trainer import RunResult
-from invprop.errors import EXIT_USAGE, ConfigError, InvpropError
+from invprop.errors import (
+    EXIT_USAGE,
+    ChangesInsideEpoch,
+    ConfigError,
+    DeviceUnavailable,
+    InvpropError,
+    ResumeChangesRefused,
+    RunBusyError,
+)
 from invprop.evaluation import PROTOCOLS, parse_variants, run_ablation
-from invprop.evaluation.ablation import ABLATIONS, paper_config
+from invprop.evaluation.ablation import ablated_methods, ablation_of, paper_config
 from invprop.evaluation.embed import SPLITS, embed, nearest_neighbors
-from invprop.evaluation.export import FORMATS, export_weights, timm_create_call
+from invprop.evaluation.export import FORMATS, ExportBusy, export_weights, timm_create_call
+from invprop.evaluation.runs import RowInterrupted
 from invprop.methods import METHODS
 from invprop.registry import UnknownNameError
 from invprop.settings import deep_update
@@ -60,6 +69,8 @@ from invprop.settings import deep_update
 logger = logging.getLogger("invprop")
 
 DEFAULT_RUNS_DIR = Path("runs")
+#: The flag that lets ``--resume`` change settings that change what is trained.
+ALLOW_CHANGES_FLAG = "--allow-changes"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -111,9 +122,10 @@ def _base_config(args: argparse.Namespace, overrides: dict[str, Any], method: st
     return cfgmod.from_dict(from_file, base=cfg) if from_file else cfg
 
 
-def _default_run_dir(cfg: Config) -> Path:
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", cfg.data.name.split("/")[-1]).strip("-") or "run"
-    return DEFAULT_RUNS_DIR / f"{cfg.method}-{slug}-{time.strftime('%Y%m%d-%H%M%S')}"
+def default_out(kind: str, dataset: str) -> Path:
+    """``runs/<kind>-<dataset>-<time>``: where a command writes without ``--out``."""
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", dataset.split("/")[-1]).strip("-") or "run"
+    return DEFAULT_RUNS_DIR / f"{kind}-{slug}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def _clear_run(run_dir: Path) -> None:
@@ -149,7 +161,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_dir = Path(args.out)
     else:
         cfg = cfgmod.validate(cfgmod.from_dict(overrides, base=_base_config(args, overrides)))
-        run_dir = Path(args.out) if args.out else _default_run_dir(cfg)
+        run_dir = Path(args.out) if args.out else default_out(cfg.method, cfg.data.name)
     # One writer per run directory: the main process holds the lock from the check of what is there to the end.
     lock = RunLock(run_dir, _command(args)) if launched_rank() == 0 else contextlib.nullcontext()
     with lock:
@@ -225,13 +237,9 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     base = _base_config(args, overrides, args.method)
     if args.paper:
         base = paper_config(base, args.method)
-        logger.info("the paper's setting: %s", ABLATIONS[args.method].paper_source)
+        logger.info("the paper's setting: %s", ablation_of(args.method).paper_source)
     cfg = cfgmod.validate(cfgmod.from_dict(overrides, base=base))
-    if args.out:
-        out_dir = Path(args.out)
-    else:
-        slug = re.sub(r"[^A-Za-z0-9]+", "-", cfg.data.name.split("/")[-1]).strip("-") or "run"
-        out_dir = DEFAULT_RUNS_DIR / f"ablate-{slug}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out_dir = Path(args.out) if args.out else default_out("ablate", cfg.data.name)
     command = "invprop " + " ".join(args.argv)
     logger.info("ablation of %d variants on %s, %d epochs each -> %s", len(names), cfg.data.name, cfg.epochs, out_dir)
 
@@ -239,7 +247,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         top1 = "-" if row["knn_top1"] is None else f"{row['knn_top1']:.4f}"
         logger.info("%s: kNN top-1 %s (%.1fs)", row["variant"], top1, row["seconds"] or 0.0)
 
-    rows = run_ablation(cfg, names, out_dir, command, progress=None, on_row=report)
+    rows = run_ablation(cfg, names, out_dir, command, progress=None, on_row=report, method=args.method)
     print((out_dir / "results.md").read_text(), end="")
     print(f"results: {out_dir / 'results.md'} and {out_dir / 'results.json'} ({len(rows)} variants)")
     return 0
@@ -252,12 +260,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     overrides = _merge_overrides(args)
     preset = args.preset or _preset_for(args.dataset) or cfgmod.DEFAULT_PRESET
     file_values = _file_settings(args.config) if args.config else {}
-    if args.out:
-        out_dir = Path(args.out)
-    else:
-        name = str(overrides.get("data", {}).get("name") or cfgmod.preset(preset).data.name)
-        slug = re.sub(r"[^A-Za-z0-9]+", "-", name.split("/")[-1]).strip("-") or "run"
-        out_dir = DEFAULT_RUNS_DIR / f"compare-{slug}-{time.strftime('%Y%m%d-%H%M%S')}"
+    dataset = str(overrides.get("data", {}).get("name") or cfgmod.preset(preset).data.name)
+    out_dir = Path(args.out) if args.out else default_out("compare", dataset)
     command = "invprop " + " ".join(args.argv)
     logger.info("comparing %d methods -> %s", len(methods), out_dir)
 
@@ -382,17 +386,26 @@ def _headline(cfg: Config) -> dict[str, Any]:
     return {key: values[key][0] for key in cfgmod.method_spec(cfg.method).headline}
 
 
+def _settings_flags() -> _Parser:
+    """The flags every command that builds a run's settings shares (an argparse parent)."""
+    flags = _Parser(add_help=False)
+    flags.add_argument("--dataset", help=f"dataset: {', '.join(dataset_names())}")
+    flags.add_argument("--preset", help=f"start from a preset: {', '.join(cfgmod.PRESETS)}")
+    flags.add_argument("--config", help="YAML file of settings (applied over the preset; each method takes the "
+                       "sections it has)")  # fmt: skip
+    flags.add_argument("--set", action="append", metavar="KEY=VALUE", help="dotted override, e.g. optim.lr=0.1 "
+                       "(for every method that has the key)")  # fmt: skip
+    flags.add_argument("--epochs", type=int, help="total epochs of the schedule (of every method or variant)")
+    return flags
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="invprop", description="Unsupervised representation learning by Invariance Propagation.")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and results")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    settings = [_settings_flags()]
 
-    train = sub.add_parser("train", help="train a model (default: InvP on the bundled digits)")
-    train.add_argument("--dataset", help=f"dataset: {', '.join(dataset_names())}")
-    train.add_argument("--preset", help=f"start from a preset: {', '.join(cfgmod.PRESETS)}")
-    train.add_argument("--config", help="YAML file of settings (applied over the preset)")
-    train.add_argument("--set", action="append", metavar="KEY=VALUE", help="dotted override, e.g. loss.temperature=0.2")
-    train.add_argument("--epochs", type=int, help="total epochs of the schedule")
+    train = sub.add_parser("train", parents=settings, help="train a model (default: InvP on the bundled digits)")
     train.add_argument("--out", help="run directory (default: runs/<method>-<dataset>-<time>)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     train.add_argument(
@@ -411,31 +424,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.set_defaults(func=cmd_train)
 
+    tables = ablated_methods()
     ab = sub.add_parser(
-        "ablate",
-        help="train a method's ablation table (InvP and baselines, or the instance classifier) with one config",
-    )
-    ab.add_argument("--dataset", help=f"dataset: {', '.join(dataset_names())}")
-    ab.add_argument("--preset", help=f"start from a preset: {', '.join(cfgmod.PRESETS)}")
-    ab.add_argument("--config", help="YAML file of settings (applied over the preset)")
-    ab.add_argument("--set", action="append", metavar="KEY=VALUE", help="dotted override shared by every variant")
-    ab.add_argument("--epochs", type=int, help="epochs of every variant")
-    ab.add_argument(
-        "--method",
-        default="invp",
-        choices=list(ABLATIONS),
-        help="which table: invp (InvP, its switches and the baselines) or instance-classifier (its components)",
-    )
+        "ablate", parents=settings,
+        help=f"train a method's ablation table ({', '.join(tables)}) with one config",
+    )  # fmt: skip
+    ab.add_argument("--method", default="invp", choices=tables, help="whose table (its spec's ablation)")
     ab.add_argument(
         "--variants",
         help="comma-separated subset of the table's variants (default: all). "
-        + "; ".join(f"{method}: {', '.join(table.variants)}" for method, table in ABLATIONS.items()),
+        + "; ".join(f"{method}: {', '.join(ablation_of(method).variants)}" for method in tables),
     )
     ab.add_argument(
         "--paper",
         action="store_true",
-        help="the setting the method's paper ran its table in (invp: linear head, tau 0.07; instance-classifier: "
-        "tau 0.2), over the preset and --config; --set still wins",
+        help="the setting the method's paper ran its table in, over the preset and --config; --set still wins ("
+        + "; ".join(f"{method}: {ablation_of(method).paper_source}" for method in tables)
+        + ")",
     )
     ab.add_argument(
         "--out",
@@ -444,18 +449,14 @@ def build_parser() -> argparse.ArgumentParser:
     ab.set_defaults(func=cmd_ablate)
 
     cp = sub.add_parser(
-        "compare", help="train several methods on the same data, seed and epochs, each with its defaults, and rank them"
-    )
+        "compare", parents=settings,
+        help="train several methods on the same data, seed and epochs, each with its defaults, and rank them",
+    )  # fmt: skip
     cp.add_argument(
         "--methods",
-        help="comma-separated methods (default: invp, its baselines, the two-view and the clustering methods); see "
-        "invprop presets --keys",
+        help="comma-separated methods (default: those whose spec says so: invp, its baselines, the two-view and the "
+        "clustering methods); invprop presets lists them",
     )
-    cp.add_argument("--dataset", help=f"dataset: {', '.join(dataset_names())}")
-    cp.add_argument("--preset", help=f"start every method from this preset: {', '.join(cfgmod.PRESETS)}")
-    cp.add_argument("--config", help="YAML file of settings; each method takes the sections it has")
-    cp.add_argument("--set", action="append", metavar="KEY=VALUE", help="dotted override, for every method that has it")
-    cp.add_argument("--epochs", type=int, help="epochs of every method (the budget)")
     cp.add_argument("--no-linear", action="store_true", help="skip the linear probe of each method")
     cp.add_argument(
         "--out",
@@ -523,6 +524,49 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@functools.singledispatch
+def words(err: InvpropError) -> str:
+    """What the command line says of an error: its message, and for errors that carry their data, the flags that
+    get past them."""
+    return str(err)
+
+
+@words.register
+def _(err: TrainingInterrupted) -> str:
+    return f"{err}; continue with --resume --out {err.run_dir}"
+
+
+@words.register
+def _(err: RowInterrupted) -> str:
+    return f"{err}; run the same command again to go on (finished rows are reused)"
+
+
+@words.register
+def _(err: RunBusyError) -> str:
+    return f"{err}; wait for it to finish, or use another --out"
+
+
+@words.register
+def _(err: ExportBusy) -> str:
+    return f"{err}; export elsewhere with --out FILE"
+
+
+@words.register
+def _(err: ResumeChangesRefused) -> str:
+    return (f"{err}; resume without them, or add {ALLOW_CHANGES_FLAG} to train from epoch {err.epoch} on with the "
+            "new values (recorded in config.yaml and history.jsonl)")  # fmt: skip
+
+
+@words.register
+def _(err: ChangesInsideEpoch) -> str:
+    return f"{err}; resume without the changes and --stop-after {err.epoch}, then change them"
+
+
+@words.register
+def _(err: DeviceUnavailable) -> str:
+    return f"{err}; use --set device=cpu"
+
+
 def _log_warning(
     message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None
 ) -> None:
@@ -551,10 +595,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except TrainingInterrupted as err:
-        print(f"invprop: {err}", file=sys.stderr)
+        print(f"invprop: {words(err)}", file=sys.stderr)
         return err.exit_code
     except InvpropError as err:
-        print(f"invprop: error: {err}", file=sys.stderr)
+        print(f"invprop: error: {words(err)}", file=sys.stderr)
         return err.exit_code
     except UnknownNameError as err:
         print(f"invprop: error: {err}", file=sys.stderr)

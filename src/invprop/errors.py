@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import os
+from pathlib import Path
+from typing import Sequence
 
 #: Exit code for bad input: settings, files, data (as argparse uses).
 EXIT_USAGE = 2
@@ -54,10 +56,43 @@ class CheckpointError(InvpropError):
 
 
 class RunBusyError(CheckpointError):
-    """A run directory that another process is writing (see :mod:`invprop.engine.run_lock`); ``holder`` describes
-    that process."""
+    """A run directory, ``folder``, that another process is writing (see :mod:`invprop.engine.run_lock`);
+    ``holder`` describes that process."""
 
-    holder: str = "another process"
+    def __init__(self, folder: str | os.PathLike[str], holder: str = "another process") -> None:
+        super().__init__(f"{os.fspath(folder)} is in use by {holder}")
+        self.folder = Path(folder)
+        self.holder = holder
+
+
+class ResumeChangesRefused(ConfigError):
+    """Resuming ``run_dir`` would change what it trains: ``changes`` (``key saved -> new``, one each), which could
+    apply from ``epoch``."""
+
+    def __init__(self, run_dir: str | os.PathLike[str], changes: Sequence[str], epoch: int) -> None:
+        super().__init__(f"resuming would change what {os.fspath(run_dir)} was trained with: {', '.join(changes)}")
+        self.run_dir = Path(run_dir)
+        self.changes = list(changes)
+        self.epoch = epoch
+
+
+class ChangesInsideEpoch(ConfigError):
+    """Settings change only between epochs, and ``run_dir`` stopped inside epoch ``epoch`` (at ``step``)."""
+
+    def __init__(self, run_dir: str | os.PathLike[str], epoch: int, step: int) -> None:
+        super().__init__(f"{os.fspath(run_dir)} stopped inside epoch {epoch} (step {step}): settings change only "
+                         "between epochs")  # fmt: skip
+        self.run_dir = Path(run_dir)
+        self.epoch = epoch
+        self.step = step
+
+
+class DeviceUnavailable(ConfigError):
+    """The ``device`` asked for does not exist here (CUDA without a GPU)."""
+
+    def __init__(self, device: str) -> None:
+        super().__init__(f"device {device!r} asked for, but CUDA is not available")
+        self.device = device
 
 
 class WriteError(InvpropError, OSError):

@@ -9,7 +9,9 @@ names, never a copied list. Everything else works on any such dataclass:
 * :func:`help_texts` lists every key with its value and meaning.
 
 A :class:`Range` is one object shared by a settings field and the constructor that needs the same bound
-(:func:`require`), so both say the same thing in the same words.
+(:func:`require`), so both say the same thing in the same words. One walker, :func:`leaves`, visits every key of a
+settings tree; a field declared with :func:`flattened` holds sections that sit at its parent's level (a run's
+method sections, beside the shared ones).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import dataclasses
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Collection, Iterable, Mapping, get_args, get_origin, get_type_hints
+from typing import Any, Collection, Iterable, Iterator, Mapping, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -131,8 +133,52 @@ def section(factory: Any, help: str) -> Any:  # noqa: A002
     return field(default_factory=factory, metadata={"help": help})
 
 
+def flattened(factory: Any = None, default: Any = None) -> Any:
+    """A dataclass field holding settings whose own fields are keys at this level (see :func:`leaves`)."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"flatten": True}, repr=False)
+    return field(default=default, metadata={"flatten": True}, repr=False)
+
+
 def is_section(value: Any) -> bool:
     return dataclasses.is_dataclass(value) and not isinstance(value, type)
+
+
+def is_flattened(f: dataclasses.Field) -> bool:
+    """Whether the field's value is a dataclass whose fields sit at the field's own level (:func:`flattened`)."""
+    return bool(f.metadata.get("flatten", False))
+
+
+def top_level(settings: Any) -> Iterator[tuple[str, Any, dataclasses.Field]]:
+    """``(name, value, field)`` of every field of ``settings`` at its own level: a :func:`flattened` field gives its
+    value's fields in its place."""
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if is_flattened(f):
+            if value is not None:
+                yield from top_level(value)
+        else:
+            yield f.name, value, f
+
+
+def leaves(settings: Any, prefix: str = "") -> Iterator[tuple[str, Any, dataclasses.Field]]:
+    """``(dotted key, value, field)`` of every setting of a settings dataclass, sections walked recursively.
+
+    Example:
+        >>> @dataclass
+        ... class Inner:
+        ...     k: int = setting(3, "k")
+        >>> @dataclass
+        ... class Outer:
+        ...     inner: Inner = section(Inner, "inner")
+        >>> [(key, value) for key, value, _ in leaves(Outer())]
+        [('inner.k', 3)]
+    """
+    for name, value, f in top_level(settings):
+        if is_section(value):
+            yield from leaves(value, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", value, f
 
 
 def close_match(name: str, names: Iterable[str]) -> str:
@@ -207,12 +253,8 @@ def check_value(f: dataclasses.Field, value: Any, key: str) -> None:
 
 def check(settings: Any, prefix: str = "") -> None:
     """Check every field's range and choices (recursively); raises :class:`ConfigError` naming the dotted key."""
-    for f in dataclasses.fields(settings):
-        value = getattr(settings, f.name)
-        if is_section(value):
-            check(value, f"{prefix}{f.name}.")
-        else:
-            check_value(f, value, f"{prefix}{f.name}")
+    for key, value, f in leaves(settings, prefix):
+        check_value(f, value, key)
 
 
 def describe_field(f: dataclasses.Field) -> str:
@@ -235,38 +277,13 @@ def is_resumable(f: dataclasses.Field) -> bool:
 
 
 def fields_by_key(settings: Any, prefix: str = "") -> dict[str, tuple[Any, dataclasses.Field]]:
-    """Every dotted key of a settings dataclass with its current value and its field (recursively).
-
-    Example:
-        >>> @dataclass
-        ... class Inner:
-        ...     k: int = setting(3, "k")
-        >>> @dataclass
-        ... class Outer:
-        ...     inner: Inner = section(Inner, "inner")
-        >>> {key: value for key, (value, _) in fields_by_key(Outer()).items()}
-        {'inner.k': 3}
-    """
-    out: dict[str, tuple[Any, dataclasses.Field]] = {}
-    for f in dataclasses.fields(settings):
-        value = getattr(settings, f.name)
-        if is_section(value):
-            out.update(fields_by_key(value, f"{prefix}{f.name}."))
-        else:
-            out[f"{prefix}{f.name}"] = (value, f)
-    return out
+    """Every dotted key of a settings dataclass with its current value and its field."""
+    return {key: (value, f) for key, value, f in leaves(settings, prefix)}
 
 
 def help_texts(settings: Any, prefix: str = "") -> dict[str, tuple[Any, str]]:
     """Every dotted key of a settings dataclass with its current value and help (allowed values included)."""
-    out: dict[str, tuple[Any, str]] = {}
-    for f in dataclasses.fields(settings):
-        value = getattr(settings, f.name)
-        if is_section(value):
-            out.update(help_texts(value, f"{prefix}{f.name}."))
-        else:
-            out[f"{prefix}{f.name}"] = (value, describe_field(f))
-    return out
+    return {key: (value, describe_field(f)) for key, value, f in leaves(settings, prefix)}
 
 
 def deep_update(into: dict[str, Any], tree: Mapping[str, Any]) -> dict[str, Any]:
@@ -333,12 +350,16 @@ __all__ = [
     "coerce",
     "deep_update",
     "fields_by_key",
+    "flattened",
     "help_texts",
+    "is_flattened",
     "is_resumable",
+    "leaves",
     "load_yaml",
     "merge",
     "parse_override",
     "require",
     "section",
     "setting",
+    "top_level",
 ]

@@ -8,8 +8,7 @@ package :mod:`invprop.distributed`.
 from invprop.core.bank import BANK_DTYPES, MemoryBank
 from invprop.core.cosine_classifier import CosineInstanceClassifier
 from invprop.core.graph import knn_graph, online_neighbors, propagate
-from invprop.core.knn_classifier import knn_class_scores, topk_accuracy
-from invprop.core.losses import (
+from invprop.core.invp_losses import (
     InvariancePropagationLoss,
     InvPLossOutput,
     instance_log_probability,
@@ -19,6 +18,7 @@ from invprop.core.losses import (
     set_log_probability,
     total_loss,
 )
+from invprop.core.knn_classifier import knn_class_scores, topk_accuracy
 from invprop.core.rampup import binary_rampup, gaussian_rampup, rampup_weight
 
 __all__ = [

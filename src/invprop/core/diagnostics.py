@@ -27,7 +27,7 @@ def label_agreement(labels: Tensor, anchors: Tensor, members: Tensor, mask: Tens
     member_labels = labels[members.clamp_min(0)]
     known = mask & (member_labels >= 0) & (anchor_labels >= 0)
     same = known & (member_labels == anchor_labels)
-    return same.sum().float() / known.sum().float() if bool(known.any()) else torch.tensor(float("nan"))
+    return same.sum().float() / known.sum().float()  # 0 / 0: NaN, on the device (no host sync)
 
 
 def rows_contain_any(rows: Tensor, values: Tensor, values_mask: Tensor) -> Tensor:
@@ -65,4 +65,4 @@ def positive_diagnostics(
         out["background_has_positive"] = rows_contain_any(background, positives, positive_mask).float().mean()
         not_self = background != anchors.unsqueeze(1)
         out["background_same_label"] = label_agreement(labels, anchors, background, not_self)
-    return {key: value.float().cpu() for key, value in out.items()}
+    return {key: value.float() for key, value in out.items()}

@@ -6,7 +6,6 @@ from invprop.engine.history import HISTORY_NAME, TENSORBOARD_DIR, History
 from invprop.engine.run_lock import LOCK_NAME, RunLock
 from invprop.engine.run_settings import CHANGES_KEY, CONFIG_NAME
 from invprop.engine.trainer import (
-    ALLOW_CHANGES_FLAG,
     METRICS_NAME,
     ResumePlan,
     RunResult,
@@ -16,7 +15,6 @@ from invprop.engine.trainer import (
 from invprop.schedules import lr_factor
 
 __all__ = [
-    "ALLOW_CHANGES_FLAG",
     "CHANGES_KEY",
     "CHECKPOINT_NAME",
     "CONFIG_NAME",

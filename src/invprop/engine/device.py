@@ -7,7 +7,7 @@ import contextlib
 import torch
 
 from invprop.config import AUTOCAST_DTYPES
-from invprop.errors import ConfigError
+from invprop.errors import DeviceUnavailable
 
 
 def resolve_device(name: str) -> torch.device:
@@ -16,7 +16,7 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} asked for, but CUDA is not available; use --set device=cpu")
+        raise DeviceUnavailable(name)
     return device
 
 

@@ -83,7 +83,7 @@ class History:
             else:
                 os.truncate(self.path, self._length_before_last)
         except OSError as err:
-            logger.warning("could not take back the last line of %s (%s); --resume drops it", self.path, err)
+            logger.warning("could not take back the last line of %s (%s); resuming the run drops it", self.path, err)
         self._length_before_last = None
 
     def close(self, quiet: bool = False) -> None:

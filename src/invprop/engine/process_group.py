@@ -17,7 +17,7 @@ from typing import Iterator
 import torch
 import torch.distributed as dist
 
-from invprop.errors import ConfigError
+from invprop.errors import ConfigError, DeviceUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def init_distributed(device: str = "auto", backend: str = "auto", timeout_minute
         raise ConfigError("distributed.backend=nccl needs CUDA; use distributed.backend=gloo (or auto) on CPU")
     if use_cuda:
         if not torch.cuda.is_available():
-            raise ConfigError(f"device {device!r} asked for, but CUDA is not available; use --set device=cpu")
+            raise DeviceUnavailable(device)
         if local_rank >= torch.cuda.device_count():
             raise ConfigError(
                 f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} GPUs here; lower --nproc_per_node"
@@ -145,25 +145,10 @@ def main_process_first(context: DistributedContext) -> Iterator[None]:
         barrier(context)
 
 
-def reduce_step_values(
-    context: DistributedContext, values: dict[str, float], stop: bool, device: torch.device
-) -> tuple[dict[str, float], dict[str, int], bool]:
-    """Average one step's logged values over processes and agree on stopping, in one all-reduce.
-
-    NaN values (a diagnostic undefined on one process's batch) are left out of their mean. Returns the means, the
-    number of processes that gave each value, and whether any process asked to stop. Keys must be the same on every
-    process.
-    """
-    keys = sorted(values)
+def agree_to_stop(context: DistributedContext, stop: bool, device: torch.device) -> bool:
+    """Whether any process of the run asked to stop (one all-reduce; ``stop`` itself in one process)."""
     if not context.enabled:
-        return values, {k: 0 if values[k] != values[k] else 1 for k in keys}, stop
-    raw = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
-    present = ~torch.isnan(raw)
-    packed = torch.cat(
-        [torch.where(present, raw, torch.zeros_like(raw)), present.double(), raw.new_tensor([float(stop)])]
-    )
-    dist.all_reduce(packed)
-    n = len(keys)
-    sums, counts, stop_votes = packed[:n], packed[n : 2 * n], packed[2 * n]
-    means = {key: float(sums[i] / counts[i]) if counts[i] > 0 else float("nan") for i, key in enumerate(keys)}
-    return means, {key: int(counts[i]) for i, key in enumerate(keys)}, bool(stop_votes > 0)
+        return stop
+    vote = torch.tensor([float(stop)], dtype=torch.float64, device=device)
+    dist.all_reduce(vote)
+    return bool(vote.item() > 0)

@@ -135,9 +135,7 @@ class RunLock:
             holder = LockHolder.parse(_read_all(fd))
             os.close(fd)
             who = holder.describe() if holder is not None else "another process"
-            busy = RunBusyError(f"{self.folder} is in use by {who}; wait for it to finish, or use another --out")
-            busy.holder = who
-            raise busy from None
+            raise RunBusyError(self.folder, who) from None
         previous = LockHolder.parse(_read_all(fd))
         if previous is not None:
             logger.warning(

@@ -4,8 +4,10 @@ a second one acts at once (the previous handler is back)."""
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -18,10 +20,19 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class TrainingInterrupted(InvpropError):
-    """Training stopped on SIGINT/SIGTERM after saving a resumable checkpoint; ``exit_code`` is 128 + signal."""
+    """Training stopped on signal ``signum`` (SIGINT/SIGTERM) after saving a resumable checkpoint, ``checkpoint``, of
+    the run in ``run_dir`` at ``where`` (e.g. "epoch 2, step 5/10"); ``exit_code`` is 128 + signal."""
 
-    def __init__(self, signum: int, message: str) -> None:
-        super().__init__(message)
+    def __init__(
+        self, signum: int, run_dir: str | os.PathLike[str], checkpoint: str | os.PathLike[str], where: str
+    ) -> None:
+        super().__init__(
+            f"stopped by {signal.Signals(signum).name}: checkpoint saved at {where} in {os.fspath(checkpoint)}"
+        )
+        self.signum = signum
+        self.run_dir = Path(run_dir)
+        self.checkpoint = Path(checkpoint)
+        self.where = where
         self.exit_code = 128 + signum
 
 

@@ -1,11 +1,15 @@
-"""The training loop: SGD with a per-step schedule, per-epoch checkpoints, exact resume, the kNN monitor."""
+"""The training loop: the optimiser with a per-step schedule, per-epoch checkpoints, exact resume, the kNN monitor.
+
+The loop drives any registered method through its spec and its narrow contract (:class:`invprop.methods.Method`):
+it builds the method with everything it needs (:class:`invprop.methods.BuildContext`), feeds it
+:class:`invprop.methods.Batch` objects, hands each step's output back to ``after_step``, and records whatever terms
+the method reports -- it knows none of them by name.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-import math
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,19 +19,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from invprop.config import (
-    Config,
-    build_method,
-    data_for,
-    from_dict,
-    from_saved,
-    method_spec,
-    setting_changes,
-    to_dict,
-    validate,
-)
+from invprop.config import Config, build_method, data_for, from_dict, from_saved, setting_changes, to_dict, validate
 from invprop.data import DataSplits
-from invprop.data.loader import MIN_PROCESS_BATCH
+from invprop.data.loader import MIN_PROCESS_BATCH, epoch_plan
 from invprop.engine.batches import BatchPipeline
 from invprop.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from invprop.engine.device import autocast, autocast_dtype, resolve_device
@@ -37,10 +31,10 @@ from invprop.engine.optimizer import LR_SCALE, gathered_state_dict, load_split_s
 from invprop.engine.process_group import (
     SINGLE_PROCESS,
     DistributedContext,
+    agree_to_stop,
     barrier,
     device_for,
     main_process_first,
-    reduce_step_values,
 )
 from invprop.engine.rng import epoch_seed, restore_rng_state, rng_state, seed_everything
 from invprop.engine.run_settings import (
@@ -53,9 +47,17 @@ from invprop.engine.run_settings import (
     write_run_settings,
 )
 from invprop.engine.signals import StopRequested, StopSignals, TrainingInterrupted
-from invprop.errors import CheckpointError, ConfigError, DivergedError, WriteError
+from invprop.engine.terms import LOSS, NonFinite, TermSums
+from invprop.errors import (
+    ChangesInsideEpoch,
+    CheckpointError,
+    ConfigError,
+    DivergedError,
+    ResumeChangesRefused,
+    WriteError,
+)
 from invprop.files import make_folder, write_text_atomically
-from invprop.methods import Method
+from invprop.methods import Batch, Method
 from invprop.models import Encoder, encoder_from
 from invprop.optimizers import OPTIMIZERS
 from invprop.schedules import lr_factor
@@ -63,14 +65,6 @@ from invprop.schedules import lr_factor
 logger = logging.getLogger(__name__)
 
 METRICS_NAME = "metrics.json"
-#: Diagnostics copied from the last epoch into metrics.json (see :mod:`invprop.core.diagnostics`).
-DIAGNOSTIC_KEYS = (
-    "positives",
-    "purity_positive",
-    "purity_hard_positive",
-    "background_has_positive",
-    "background_same_label",
-)
 
 
 @dataclass
@@ -111,13 +105,13 @@ class Trainer:
         self.progress = progress if context.is_main else False
         self.device = resolve_device(device_for(context, cfg.device))
         self.amp_dtype = autocast_dtype(cfg.precision, self.device)
-        self.spec = method_spec(cfg.method)
+        self.spec = cfg.spec
         self._check_distributed_settings()
         if self.spec.preflight is not None:
-            self.spec.preflight(cfg.method_settings)
+            self.spec.preflight(self.spec.own(cfg.method_settings))
         with main_process_first(context):  # the main process fills the decode caches, the others read them
             self.data: DataSplits = data_for(cfg)
-        self.spec.check_images(cfg.method, self.data.in_channels)
+        self.spec.check_images(self.data.in_channels)
         n = len(self.data.train)
         if cfg.optim.batch_size > n:
             raise ConfigError(f"optim.batch_size={cfg.optim.batch_size} exceeds the dataset size {n}; lower it")
@@ -127,22 +121,20 @@ class Trainer:
             encoder = nn.SyncBatchNorm.convert_sync_batchnorm(encoder)
         if cfg.channels_last and self.device.type == "cuda":
             encoder = encoder.to(memory_format=torch.channels_last)
+        if cfg.compile:
+            encoder.compile()
         #: The encoder the method trains (with its ``features`` for the kNN monitor).
         self.encoder = encoder
+        #: The global batches of an epoch (a final batch too small for BatchNorm on every process is dropped).
+        self.steps_per_epoch = len(epoch_plan(n, cfg.optim.batch_size, context.world_size))
         data = self.data
-        self.method: Method = build_method(cfg, encoder, n, context.enabled, data.in_channels, data.mean, data.std).to(
-            self.device
-        )
-        if cfg.compile:
-            self.method.encoder.compile()
-        if context.enabled:
-            device_ids = [self.device.index] if self.device.type == "cuda" else None
-            self.method.set_encoder_wrapper(
-                nn.parallel.DistributedDataParallel(self.method.encoder, device_ids=device_ids)
-            )
-        train_labels = self.data.train.labels
-        if bool((train_labels >= 0).any()):
-            self.method.set_diagnostic_labels(train_labels.to(self.device))
+        labels = data.train.labels
+        self.method: Method = build_method(
+            cfg, encoder, n, distributed=context.enabled, in_channels=data.in_channels, mean=tuple(data.mean),
+            std=tuple(data.std), total_steps=self.steps_per_epoch * cfg.epochs,
+            labels=labels.to(self.device) if bool((labels >= 0).any()) else None,
+            features=self._training_embeddings, forward=self._data_parallel(encoder),
+        ).to(self.device)  # fmt: skip
         self.optimizer = OPTIMIZERS.get(cfg.optim.optimizer)(
             parameter_groups(self.method, cfg.optim.weight_decay, cfg.optim.layer_decay),
             cfg.optim.lr, cfg.optim.momentum, cfg.optim.betas,
@@ -151,9 +143,7 @@ class Trainer:
             self.data, cfg.optim.batch_size, self.device, self.method.views, cfg.data.num_workers,
             context.world_size, context.rank, self.method.epoch_order,
         )  # fmt: skip
-        self.method.set_feature_source(self._training_embeddings)
-        self.steps_per_epoch = self.batches.steps_per_epoch
-        self.method.set_total_steps(self.steps_per_epoch * cfg.epochs)
+        assert self.batches.steps_per_epoch == self.steps_per_epoch
         warmup = cfg.optim.warmup_epochs
         #: Linear warm-up epochs: the setting, or the method's default share of the epochs.
         self.warmup_epochs = warmup if warmup is not None else self.spec.default_warmup_epochs(cfg.epochs)
@@ -161,9 +151,17 @@ class Trainer:
         self.global_step = 0
         self.seconds = 0.0
         self.baseline: dict[str, float] | None = None
-        #: Progress inside an interrupted epoch: {"epoch", "step", "sums", "count"} (None between epochs).
+        #: Progress inside an interrupted epoch: {"epoch", "step", "sums", "counts", "count", "started"} (None
+        #: between epochs).
         self._partial: dict[str, Any] | None = None
         self._stop = StopSignals()
+
+    def _data_parallel(self, encoder: nn.Module) -> nn.Module | None:
+        """The encoder's training forward in a distributed run: DistributedDataParallel around it (None alone)."""
+        if not self.context.enabled:
+            return None
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(encoder, device_ids=device_ids)
 
     def _training_embeddings(self, encoder: nn.Module) -> torch.Tensor:
         """(N, D) embeddings through ``encoder`` (an :class:`Encoder`) of every training image, not augmented, in eval
@@ -232,24 +230,26 @@ class Trainer:
     def train_epoch(
         self, epoch: int, max_steps: int | None = None, resume_from: dict[str, Any] | None = None
     ) -> dict[str, float]:
-        """One epoch (or its first ``max_steps`` steps, for benchmarks); returns the epoch means of the loss terms.
+        """One epoch (or its first ``max_steps`` steps, for benchmarks); returns the epoch means of the logged terms
+        and the method's epoch metrics.
 
         ``resume_from`` continues an interrupted epoch (its saved step and running sums; the RNG states come from
-        the checkpoint). When a stop signal arrives, the epoch ends after the current step by raising
-        :class:`~invprop.engine.signals.StopRequested` with the progress to save.
+        the checkpoint). When a stop signal arrives, the epoch ends after the current step (under torchrun: at the
+        next sync, ``log.every_steps``) by raising :class:`~invprop.engine.signals.StopRequested` with the progress
+        to save.
         """
         cfg = self.cfg
         if resume_from is None:
             torch.manual_seed(epoch_seed(cfg.seed, epoch))  # augmentation draws: a function of (seed, epoch) only
-            self.method.on_epoch_start(epoch)
+            started = self.method.on_epoch_start(epoch)
             for parameter in self.method.reinitialised_parameters():
                 self.optimizer.state.pop(parameter, None)
+        else:
+            started = dict(resume_from.get("started") or {})
         self.method.train()
         first = int(resume_from["step"]) if resume_from else 0
-        sums: dict[str, float] = dict(resume_from["sums"]) if resume_from else {}
-        count = int(resume_from["count"]) if resume_from else 0
-        # Steps that gave each value (a diagnostic can be undefined, NaN, on some batches).
-        counts: dict[str, int] = dict(resume_from.get("counts") or {k: count for k in sums}) if resume_from else {}
+        terms = TermSums(self.device, first, resume_from, holds_saved=self.context.is_main)
+        every = cfg.log.every_steps
         # tqdm's disable=None shows the bar on a terminal only.
         hide = None if self.progress is None else not self.progress
         batches = self.batches.epoch(epoch_seed(cfg.seed, epoch), skip=first)
@@ -261,6 +261,7 @@ class Trainer:
             leave=False,
             disable=hide,
         )
+        unsynced = 0
         for step, (indices, images) in enumerate(bar, start=first):
             if max_steps is not None and step >= max_steps:
                 break
@@ -275,49 +276,55 @@ class Trainer:
             )
             for group in self.optimizer.param_groups:
                 group["lr"] = cfg.optim.lr * factor * group.get(LR_SCALE, 1.0)
+            groups = tuple(self._memory_format(x) for x in (images if isinstance(images, list) else [images]))
+            batch = Batch(indices, groups, epoch, self.global_step)
             with autocast(self.device, self.amp_dtype):
-                if isinstance(images, list):
-                    out = self.method.multi_crop_step(indices, [self._memory_format(x) for x in images], epoch)
-                else:
-                    out = self.method.training_step(indices, self._memory_format(images), epoch)
-            loss_value = float(out.loss.detach())
-            if not math.isfinite(loss_value):  # (in a distributed run the launcher then stops the other processes)
-                checkpoint = self.run_dir / CHECKPOINT_NAME
-                kept = f"the last good checkpoint is {checkpoint}" if checkpoint.is_file() else "no checkpoint yet"
-                raise DivergedError(
-                    f"non-finite loss ({loss_value}) at epoch {epoch}, step {step + 1}; {kept} -- lower optim.lr or "
-                    "warm up over more epochs "
-                    f"(optim.warmup_epochs){' or raise loss.temperature' if 'loss' in self.spec.sections() else ''}",
-                    epoch,
-                    step + 1,
-                )
+                out = self.method.training_step(batch)
             self.optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             self.method.before_optimizer_step()
             self.optimizer.step()
-            self.method.after_step()
-            values = {"loss": loss_value, **{k: float(v) for k, v in out.terms.items()}}
-            # One all-reduce per step: the logged means over processes, and whether any process was asked to stop.
-            values, present, stop = reduce_step_values(
-                self.context, values, self._stop.received is not None, self.device
-            )
+            self.method.after_step([out])
+            terms.add(out.loss, out.terms)
             self.global_step += 1
-            count += 1
-            for key, value in values.items():
-                if present[key]:
-                    sums[key] = sums.get(key, 0.0) + value
-                    counts[key] = counts.get(key, 0) + 1
-            bar.set_postfix(loss=f"{sums['loss'] / counts['loss']:.3f}")
+            unsynced += 1
+            asked = self._stop.received is not None
+            last = step + 1 == self.steps_per_epoch
+            if not (unsynced >= every or last or (asked and not self.context.enabled)):
+                continue
+            stop = self._sync(terms, asked, epoch, bar)
+            unsynced = 0
             if stop:
                 self._stop.request()  # (another process may have been the one asked to stop)
-            if stop and step + 1 < self.steps_per_epoch:
+            if stop and not last:
                 bar.close()
-                raise StopRequested({"epoch": epoch, "step": step + 1, "sums": sums, "count": count, "counts": counts})
-        upkeep = self.method.on_epoch_end(epoch)
-        means = {key: value / max(counts.get(key, count), 1) for key, value in sums.items()}
-        means.update(upkeep)
+                raise StopRequested({"epoch": epoch, "step": step + 1, **terms.state(), "started": started})
+        if unsynced:  # (a benchmark's max_steps ended the epoch early)
+            self._sync(terms, self._stop.received is not None, epoch, bar)
+        ended = self.method.on_epoch_end(epoch)
+        means = {**terms.means(), **started, **ended}
         means["lr"] = max(group["lr"] for group in self.optimizer.param_groups)
         return means
+
+    def _sync(self, terms: TermSums, asked: bool, epoch: int, bar: Any) -> bool:
+        """Copy the logged terms to the host (all-reduced over processes) and agree on stopping; raises
+        :class:`DivergedError` when a loss was not finite since the epoch began."""
+        stop, failed = terms.sync(self.context, asked)
+        if failed is not None:  # (in a distributed run the launcher then stops the other processes)
+            raise self._diverged(epoch, failed)
+        if LOSS in terms.counts and terms.counts[LOSS]:
+            bar.set_postfix(loss=f"{terms.sums[LOSS] / terms.counts[LOSS]:.3f}")
+        return stop
+
+    def _diverged(self, epoch: int, failed: NonFinite) -> DivergedError:
+        checkpoint = self.run_dir / CHECKPOINT_NAME
+        kept = f"the last good checkpoint is {checkpoint}" if checkpoint.is_file() else "no checkpoint yet"
+        return DivergedError(
+            f"non-finite loss ({failed.value}) at epoch {epoch}, step {failed.step}; {kept} -- lower optim.lr or warm "
+            "up over more epochs (optim.warmup_epochs)",
+            epoch,
+            failed.step,
+        )
 
     def evaluate(self) -> dict[str, float]:
         """The kNN monitor (empty for unlabelled data, and on processes other than the main one)."""
@@ -418,7 +425,7 @@ class Trainer:
                 raise
             summary = "  ".join(f"{k}={v:.4f}" for k, v in record.items() if k.startswith(("loss", "knn_top1")))
             logger.info("epoch %d/%d  %s  (%.1fs)", epoch, cfg.epochs, summary, self.seconds)
-            asked = reduce_step_values(self.context, {}, self._stop.received is not None, self.device)[2]
+            asked = agree_to_stop(self.context, self._stop.received is not None, self.device)
             if asked and self.epoch < end:
                 self._stop.request()
                 raise self._interrupted(None)
@@ -432,17 +439,12 @@ class Trainer:
 
     def _interrupted(self, step: int | None) -> TrainingInterrupted:
         assert self._stop.received is not None
-        signum = self._stop.received
         where = (
             f"epoch {self.epoch + 1}, step {step}/{self.steps_per_epoch}"
             if step is not None
             else f"the end of epoch {self.epoch}"
         )
-        return TrainingInterrupted(
-            signum,
-            f"stopped by {signal.Signals(signum).name}: checkpoint saved at {where} in "
-            f"{self.run_dir / CHECKPOINT_NAME}; continue with --resume --out {self.run_dir}",
-        )
+        return TrainingInterrupted(self._stop.received, self.run_dir, self.run_dir / CHECKPOINT_NAME, where)
 
     @property
     def changes(self) -> list[Change]:
@@ -464,6 +466,8 @@ class Trainer:
         return self._metrics(History(self.run_dir).read())
 
     def _metrics(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        """The run's summary: its loss and the last-epoch values of the terms its method's spec keeps, the latest
+        kNN scores, its time, and the raw-pixel baseline."""
         last = records[-1] if records else {}
         latest_eval: dict[str, Any] = next((r for r in reversed(records) if "knn_top1" in r), {})
         metrics: dict[str, Any] = {
@@ -471,18 +475,14 @@ class Trainer:
             "dataset": self.cfg.data.name,
             "epochs": self.epoch,
             "epochs_planned": self.cfg.epochs,
-            "loss": last.get("loss"),
-            "loss_ins": last.get("loss_ins"),
-            "loss_inv": last.get("loss_inv"),
+            LOSS: last.get(LOSS),
+            **{key: last[key] for key in self.spec.terms if key in last},
             "seconds": round(self.seconds, 3),
             "knn_top1": latest_eval.get("knn_top1"),
             "knn_top5": latest_eval.get("knn_top5"),
             "knn_backbone_top1": latest_eval.get("knn_backbone_top1"),
             "knn_backbone_top5": latest_eval.get("knn_backbone_top5"),
         }
-        for key in DIAGNOSTIC_KEYS:
-            if key in last:
-                metrics[key] = last[key]
         metrics["skipped_files"] = len(self.data.skipped_files)
         if self.data.skipped_files:
             metrics["skipped_file_examples"] = self.data.skipped_files[:20]
@@ -498,17 +498,14 @@ class ResumePlan:
     changes: list[Change]
 
 
-#: The command-line flag that lets ``--resume`` change settings that change what is trained.
-ALLOW_CHANGES_FLAG = "--allow-changes"
-
-
 def config_for_resume(run_dir: Path, overrides: dict[str, Any], allow_changes: bool = False) -> ResumePlan:
     """The saved settings of ``run_dir`` with ``overrides`` applied, and the story of changes to record.
 
     Keys that may change on resume (:func:`invprop.settings.is_resumable`: ``epochs``, evaluation, workers,
-    device, ...) are always accepted. Any other difference from the saved settings raises :class:`ConfigError`
-    listing each key with its saved and its new value, unless ``allow_changes``; even then settings change only
-    between epochs, not inside an interrupted one. Every accepted change is recorded at the next epoch.
+    device, ...) are always accepted. Any other difference from the saved settings raises
+    :class:`~invprop.errors.ResumeChangesRefused` listing each key with its saved and its new value, unless
+    ``allow_changes``; even then settings change only between epochs, not inside an interrupted one
+    (:class:`~invprop.errors.ChangesInsideEpoch`). Every accepted change is recorded at the next epoch.
     """
     if not (run_dir / CHECKPOINT_NAME).is_file():
         raise CheckpointError(f"nothing to resume in {run_dir}: no {CHECKPOINT_NAME} there")
@@ -520,16 +517,9 @@ def config_for_resume(run_dir: Path, overrides: dict[str, Any], allow_changes: b
     fixed = [change for change in made if not change.resumable]
     epoch = int(state["epoch"]) + 1
     if fixed and not allow_changes:
-        raise ConfigError(
-            f"resuming would change what {run_dir} was trained with: {', '.join(c.describe() for c in fixed)}; "
-            f"resume without them, or add {ALLOW_CHANGES_FLAG} to train from epoch {epoch} on with the new values "
-            "(recorded in config.yaml and history.jsonl)"
-        )
+        raise ResumeChangesRefused(run_dir, [c.describe() for c in fixed], epoch)
     partial = state.get("partial")
     if fixed and partial:
-        raise ConfigError(
-            f"{run_dir} stopped inside epoch {partial['epoch']} (step {partial['step']}): settings change only "
-            f"between epochs; resume without the changes and --stop-after {partial['epoch']}, then change them"
-        )
+        raise ChangesInsideEpoch(run_dir, int(partial["epoch"]), int(partial["step"]))
     story = record_changes(settings.changes if settings is not None else [], epoch, made)
     return ResumePlan(cfg, story)

@@ -2,7 +2,7 @@
 
 from typing import Any, Callable
 
-from invprop.evaluation.ablation import VARIANTS, parse_variants, run_ablation
+from invprop.evaluation.ablation import parse_variants, run_ablation
 from invprop.evaluation.finetune import evaluate_semi, evaluate_transfer
 from invprop.evaluation.knn import evaluate_knn
 from invprop.evaluation.linear import evaluate_linear
@@ -17,7 +17,6 @@ PROTOCOLS: dict[str, Callable[..., dict[str, Any]]] = {
 
 __all__ = [
     "PROTOCOLS",
-    "VARIANTS",
     "evaluate_knn",
     "evaluate_linear",
     "evaluate_semi",

@@ -40,15 +40,17 @@ logger = logging.getLogger(__name__)
 
 #: What ``compare`` measures beside the run's own metrics, kept in each run directory (so reused rows keep it).
 MEASURES_NAME = "compare.json"
-#: The methods of ``invprop compare`` without ``--methods``: InvP, its baselines, the two-view and the clustering
-#: methods (not PIRL and the pretext tasks: slower, and behind in every table of docs/results.md).
-DEFAULT_METHODS = ("invp", "insdis", "instance-classifier", "simclr", "moco", "byol", "simsiam", "barlowtwins",
-                   "vicreg", "nnclr", "swav", "deepcluster", "pcl")  # fmt: skip
+
+
+def default_methods() -> list[str]:
+    """The methods of ``invprop compare`` without ``--methods``: those whose spec says so
+    (:attr:`invprop.methods.MethodSpec.compare`)."""
+    return [name for name in METHODS if METHODS.get(name).compare]
 
 
 def parse_methods(text: str | None) -> list[str]:
     """``"invp,simclr"`` -> the registered methods, in order; a one-line error names an unknown one."""
-    names = [n.strip() for n in text.split(",") if n.strip()] if text else list(DEFAULT_METHODS)
+    names = [n.strip() for n in text.split(",") if n.strip()] if text else default_methods()
     for name in names:
         if name not in METHODS:
             raise ConfigError(f"unknown method {name!r}{close_match(name, METHODS)}; choose from: {', '.join(METHODS)}")
@@ -117,7 +119,7 @@ def run_method(cfg: Config, run_dir: Path, linear: bool = True, progress: bool |
     images = len(data_for(cfg).train) if seconds else 0
     return {
         "method": cfg.method,
-        "summary": METHODS.get(cfg.method).summary,
+        "summary": cfg.spec.summary,
         "epochs": epochs,
         "knn_top1": metrics.get("knn_top1"),
         "knn_top5": metrics.get("knn_top5"),
@@ -138,7 +140,7 @@ def diverged_row(cfg: Config, diverged: DivergedError) -> dict[str, Any]:
     floors = untrained_knn(cfg)
     return {
         "method": cfg.method,
-        "summary": METHODS.get(cfg.method).summary,
+        "summary": cfg.spec.summary,
         "diverged": f"diverged at epoch {diverged.epoch}, step {diverged.step}",
         "epochs": diverged.epoch - 1,
         **dict.fromkeys(("knn_top1", "knn_top5", "linear_top1", "knn_backbone_top1", "seconds"), None),
@@ -204,10 +206,10 @@ def run_comparison(
     """Train and measure every method of ``methods`` into ``out_dir``; the table is rewritten after each one."""
     configs = [method_config(preset, m, file_values, overrides) for m in methods]  # every error before any work
     first = configs[0]
-    if any(METHODS.get(cfg.method).colour_only for cfg in configs):
+    if any(cfg.spec.colour_only for cfg in configs):
         channels = data_for(first).in_channels
         for cfg in configs:
-            METHODS.get(cfg.method).check_images(cfg.method, channels)
+            cfg.spec.check_images(channels)
     header = {
         "dataset": first.data.name,
         "epochs": first.epochs,
@@ -244,7 +246,7 @@ def compare_rows(folder: Path) -> list[dict[str, Any]] | None:
 
 
 __all__ = [
-    "DEFAULT_METHODS",
+    "default_methods",
     "MEASURES_NAME",
     "compare_rows",
     "method_config",

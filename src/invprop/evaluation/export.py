@@ -126,6 +126,10 @@ def export_weights(checkpoint: Path, fmt: str, out: Path | None = None) -> Path:
         return write_atomically(target, lambda handle: handle.write(save(tensors, metadata=metadata)))
 
 
+class ExportBusy(RunBusyError):
+    """The run directory an export would be written into is in use: export elsewhere (``out``)."""
+
+
 @contextlib.contextmanager
 def _writing_beside(checkpoint: Path, out: Path | None) -> Iterator[None]:
     """Hold the run directory's lock while the export is written into it (not needed with ``--out``)."""
@@ -135,9 +139,7 @@ def _writing_beside(checkpoint: Path, out: Path | None) -> Iterator[None]:
     try:
         lock = RunLock(checkpoint.parent, "invprop export").acquire()
     except RunBusyError as busy:
-        raise RunBusyError(
-            f"{checkpoint.parent} is in use by {busy.holder}; export elsewhere with --out FILE"
-        ) from None
+        raise ExportBusy(busy.folder, busy.holder) from None
     try:
         yield
     finally:

@@ -1,9 +1,11 @@
 """``invprop report RUN_DIR [RUN_DIR ...]``: one self-contained HTML page (plus PNGs) comparing runs.
 
-Figures: loss terms and kNN accuracy over epochs; positive purity over epochs (when logged); similarities of each
-image's 5 nearest same-class and 5 nearest different-class neighbours with their overlap (paper Fig. 2a); anchors
-with their easiest and hardest discovered positives (Fig. 2b); a 2-D t-SNE map coloured by label. Unlabelled runs
-get the curves, the positive grids and the map. Every image is embedded in the HTML as base64, so it opens offline.
+Figures: the loss and the kNN accuracy over epochs for every run; each run's method's own curves and image figures,
+as its spec declares them (:attr:`invprop.methods.MethodSpec.curves` and ``figures``: e.g. InvP's loss terms, its
+positive purity and its anchors with their easiest and hardest discovered positives, Fig. 2b; VICReg's three
+terms); similarities of each image's 5 nearest same-class and 5 nearest different-class neighbours with their
+overlap (InvP's Fig. 2a); a 2-D t-SNE map coloured by label. Unlabelled runs get the curves, the method figures and
+the map. Every image is embedded in the HTML as base64, so it opens offline.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ import html
 import io
 import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import matplotlib
 
@@ -25,15 +28,18 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
-from invprop.core.graph import propagate  # noqa: E402
+from invprop.config import method_spec  # noqa: E402
 from invprop.data import IndexedDataset  # noqa: E402
 from invprop.data.datasets import take_subset  # noqa: E402
 from invprop.engine import CHECKPOINT_NAME, HISTORY_NAME, load_checkpoint  # noqa: E402
 from invprop.engine.monitor import extract  # noqa: E402
+from invprop.engine.run_settings import read_run_settings  # noqa: E402
 from invprop.errors import ConfigError  # noqa: E402
-from invprop.evaluation.compare import compare_rows
-from invprop.evaluation.loading import load_eval_context  # noqa: E402
-from invprop.files import write_bytes_atomically, write_text_atomically
+from invprop.evaluation.compare import compare_rows  # noqa: E402
+from invprop.evaluation.loading import EvalContext, load_eval_context  # noqa: E402
+from invprop.files import write_bytes_atomically, write_text_atomically  # noqa: E402
+from invprop.methods import METHODS, Curve  # noqa: E402
+from invprop.methods.spec import Cell, FigureInputs  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -42,14 +48,14 @@ REPORT_NAME = "report.html"
 SIMILARITY_NEIGHBORS = 5
 #: Images drawn for the similarity figure and the t-SNE map (keeps both fast on a CPU).
 MAX_IMAGES = 2000
-#: Anchors and positives shown in the positive grid.
-GRID_ANCHORS = 6
-GRID_POSITIVES = 4
 HISTOGRAM_BINS = 40
 FIGURE_DPI = 100
 SAMPLE_SEED = 0
-#: The method whose bank graph defines its positives (others keep no graph worth showing).
-PROPAGATING_METHOD = "invp"
+#: The curves of every run, whatever its method; each method adds its own (its spec's ``curves``).
+SHARED_CURVES = (
+    Curve("loss", ("loss",)),
+    Curve("held-out kNN accuracy", ("knn_top1", "knn_backbone_top1"), "top-1"),
+)
 
 
 @dataclass
@@ -166,45 +172,46 @@ def _as_picture(image: Tensor) -> np.ndarray:
     return x[0].numpy() if x.shape[0] == 1 else x.permute(1, 2, 0).numpy()
 
 
-def positive_grid(
-    dataset: Any, embed: Callable[[Tensor], Tensor], neighbors: Tensor, steps: int, seed: int = SAMPLE_SEED
-) -> bytes | None:
-    """Anchors with their easiest (most similar) and hardest (least similar) discovered positives (Fig. 2b).
-
-    ``embed`` maps (M,) dataset indices to (M, D) unit embeddings; only the anchors and their positives are embedded.
-    """
-    n = len(dataset)
-    if neighbors.shape[0] != n:
-        return None
-    anchors = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:GRID_ANCHORS]
-    positives, mask = propagate(neighbors, anchors, steps)
-    needed, inverse = torch.cat([anchors, positives.clamp_min(0).flatten()]).unique(return_inverse=True)
-    embeddings = embed(needed)
-    anchor_emb = embeddings[inverse[: len(anchors)]]
-    positive_emb = embeddings[inverse[len(anchors) :]].view(*positives.shape, -1)
-    sims = (anchor_emb[:, None, :] * positive_emb).sum(-1).masked_fill(~mask, float("nan"))
-    cols = 1 + 2 * GRID_POSITIVES
-    fig, axes = plt.subplots(
-        len(anchors), cols, figsize=(1.1 * cols, 1.2 * len(anchors)), squeeze=False, layout="constrained"
-    )
-    for row, anchor in enumerate(anchors.tolist()):
-        valid = mask[row].nonzero().squeeze(1)
-        order = valid[sims[row, valid].argsort(descending=True)]
-        easy, hard = order[:GRID_POSITIVES], order.flip(0)[:GRID_POSITIVES]
-        blank: tuple[str | None, int | None, float | None] = (None, None, None)
-        cells: list[tuple[str | None, int | None, float | None]] = [("anchor", anchor, None)]
-        cells += [("easy", int(positives[row, c]), float(sims[row, c])) for c in easy]
-        cells += [blank] * (GRID_POSITIVES - len(easy))
-        cells += [("hard", int(positives[row, c]), float(sims[row, c])) for c in hard]
-        cells += [blank] * (GRID_POSITIVES - len(hard))
-        for ax, (kind, index, sim) in zip(axes[row], cells):
+def image_grid(dataset: Any, rows: Sequence[Sequence[Cell]], title: str) -> bytes:
+    """Training images in a grid (a method's figure, :class:`invprop.methods.GridFigure`), each under its caption,
+    as a PNG."""
+    cols = max(len(row) for row in rows)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(1.1 * cols, 1.2 * len(rows)), squeeze=False,
+                             layout="constrained")  # fmt: skip
+    for ax_row, cells in zip(axes, rows):
+        for col, ax in enumerate(ax_row):
             ax.axis("off")
-            if index is None:
+            cell = cells[col] if col < len(cells) else None
+            if cell is None:
                 continue
+            index, caption = cell
             ax.imshow(_as_picture(dataset[index][1]), cmap="gray")
-            ax.set_title(kind if sim is None else f"{kind} {sim:.2f}", fontsize=7)
-    fig.suptitle("anchors | easiest positives | hardest positives (propagated, cosine similarity)", fontsize=9)
+            ax.set_title(caption, fontsize=7)
+    fig.suptitle(title, fontsize=9)
     return _png(fig)
+
+
+def method_figures(name: str, ctx: EvalContext, dataset: IndexedDataset, first: int) -> list[Figure]:
+    """The image figures the run's method declares (its spec's ``figures``), drawn for run ``name``."""
+    spec = ctx.cfg.spec
+    if not spec.figures:
+        return []
+
+    def embed(indices: Tensor) -> Tensor:
+        chosen = IndexedDataset(take_subset(dataset.source, indices.tolist()), dataset.transform)
+        return nn.functional.normalize(extract(ctx.encoder, chosen, ctx.device).embeddings, dim=1)
+
+    assert ctx.checkpoint is not None
+    state = load_checkpoint(ctx.checkpoint)["model"]
+    inputs = FigureInputs(spec.own(ctx.cfg.method_settings), state, len(dataset), embed)
+    figures: list[Figure] = []
+    for figure in spec.figures:
+        rows = figure.grid(inputs)
+        if rows:
+            png = image_grid(dataset, rows, f"{figure.title} of {name}")
+            filename = f"{_slug(figure.title)}-{first + len(figures)}.png"
+            figures.append(Figure(f"{figure.title} of {name}", filename, png, figure.caption))
+    return figures
 
 
 def tsne_figure(runs: dict[str, tuple[Tensor, Tensor]], seed: int = SAMPLE_SEED) -> bytes:
@@ -275,6 +282,36 @@ def _compare_table(folder: Path, rows: Sequence[Mapping[str, Any]]) -> str:
     return f"<h2>compare: {html.escape(str(folder))}</h2><table><tr>{head}</tr>{''.join(body)}</table>"
 
 
+def _slug(title: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
+
+
+def curve_filename(curve: Curve) -> str:
+    """The PNG of a curve figure: ``curves-<its title, slugged>.png``."""
+    return f"curves-{_slug(curve.title)}.png"
+
+
+def _method_of(run_dir: Path) -> str | None:
+    """The method a run directory trained (from its settings), if it can be read."""
+    try:
+        settings = read_run_settings(run_dir)
+    except (OSError, ValueError, ConfigError):
+        return None
+    method = settings.values.get("method") if settings is not None else None
+    return method if isinstance(method, str) and method in METHODS else None
+
+
+def report_curves(run_dirs: Sequence[Path]) -> list[Curve]:
+    """The curves of a report: :data:`SHARED_CURVES`, then each run's method's own (its spec's), once each."""
+    curves = list(SHARED_CURVES)
+    for run_dir in run_dirs:
+        method = _method_of(run_dir)
+        for curve in method_spec(method).curves if method else ():
+            if curve not in curves:
+                curves.append(curve)
+    return curves
+
+
 def build_report(run_dirs: Sequence[Path], out_dir: Path) -> Path:
     """Write ``out_dir/report.html`` and one PNG per figure; returns the HTML path. A compare folder among
     ``run_dirs`` adds its table and puts the curves of all its methods on the same plots."""
@@ -286,19 +323,11 @@ def build_report(run_dirs: Sequence[Path], out_dir: Path) -> Path:
         names = [str(p) for p in run_dirs]
     histories = {name: read_history(path) for name, path in zip(names, run_dirs)}
     figures: list[Figure] = []
-    for keys, title, ylabel, filename in (
-        (("loss", "loss_ins", "loss_inv"), "loss terms", "loss", "curves-loss.png"),
-        (("knn_top1", "knn_backbone_top1"), "held-out kNN accuracy", "top-1", "curves-knn.png"),
-        (
-            ("purity_positive", "purity_hard_positive", "background_same_label"),
-            "positive purity",
-            "fraction",
-            "curves-purity.png",
-        ),
-    ):
-        png = curves_figure(histories, keys, title, ylabel)
+    for curve in report_curves(run_dirs):
+        png = curves_figure(histories, curve.keys, curve.title, curve.ylabel)
         if png is not None:
-            figures.append(Figure(title, filename, png, f"{', '.join(keys)} per epoch, one line per run."))
+            caption = f"{', '.join(curve.keys)} per epoch, one line per run."
+            figures.append(Figure(curve.title, curve_filename(curve), png, caption))
 
     similarity_runs: dict[str, tuple[Tensor, Tensor]] = {}
     maps: dict[str, tuple[Tensor, Tensor]] = {}
@@ -316,18 +345,7 @@ def build_report(run_dirs: Sequence[Path], out_dir: Path) -> Path:
         maps[name] = (embeddings, out.labels)
         if bool((out.labels >= 0).all()):
             similarity_runs[name] = neighbor_similarities(embeddings, out.labels)
-        neighbors = load_checkpoint(run_dir / CHECKPOINT_NAME)["model"].get("bank.neighbors")
-        if neighbors is not None and ctx.cfg.method == PROPAGATING_METHOD:
-
-            def embed(indices: Tensor, ctx: Any = ctx, dataset: IndexedDataset = dataset) -> Tensor:
-                chosen = IndexedDataset(take_subset(dataset.source, indices.tolist()), dataset.transform)
-                return nn.functional.normalize(extract(ctx.encoder, chosen, ctx.device).embeddings, dim=1)
-
-            png = positive_grid(dataset, embed, neighbors.cpu(), ctx.cfg.loss.steps)
-            if png is not None:
-                figures.append(Figure(f"positives of {name}", f"positives-{len(figures)}.png", png,
-                                      "Random anchors (first column) with the discovered positives most similar to them "
-                                      "(easy) and least similar (hard, the ones InvP trains on)."))  # fmt: skip
+        figures += method_figures(name, ctx, dataset, len(figures))
     if similarity_runs:
         png, overlaps = similarity_figure(similarity_runs)
         text = ", ".join(f"{k}: {v:.3f}" for k, v in overlaps.items())

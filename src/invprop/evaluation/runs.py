@@ -17,6 +17,11 @@ from invprop.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 
+class RowInterrupted(TrainingInterrupted):
+    """A row of a ``compare`` or ``ablate`` table stopped by a signal after saving: the way on is the table's own
+    command (finished rows are reused), not ``train --resume``."""
+
+
 def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):
         out: list[str] = []
@@ -67,10 +72,7 @@ def train_or_reuse(
         try:
             metrics = Trainer(cfg, run_dir, progress=progress).fit(resume=resume).metrics
         except TrainingInterrupted as stop:  # the way on is the table's command, not train --resume
-            saved = str(stop).split("; continue with")[0]
-            raise TrainingInterrupted(
-                stop.exit_code - 128, f"{saved}; run the same command again to go on (finished rows are reused)"
-            ) from None
+            raise RowInterrupted(stop.signum, stop.run_dir, stop.checkpoint, stop.where) from None
         if while_locked is not None:
             while_locked(metrics, True)
     return metrics
@@ -81,4 +83,4 @@ def fmt(value: Any, pattern: str = "{:.4f}") -> str:
     return "-" if value is None else pattern.format(value)
 
 
-__all__ = ["check_same_config", "fmt", "train_or_reuse"]
+__all__ = ["RowInterrupted", "check_same_config", "fmt", "train_or_reuse"]

@@ -1,20 +1,21 @@
 """What the two-view methods of the field share: two augmented views per image, a step counter for schedules, and
 the gathering of a distributed run's batch.
 
-The engine stacks the views view-major, ``(2B, C, H, W)``: rows ``[0, B)`` are the first views and ``[B, 2B)``
-the second views of the same images. Each method encodes both halves in one forward pass (BatchNorm statistics
-over the 2B images, as single-process implementations do).
+A batch's full-size views come stacked view-major, ``(2B, C, H, W)``: rows ``[0, B)`` are the first views and
+``[B, 2B)`` the second views of the same images. Each method encodes both halves in one forward pass (BatchNorm
+statistics over the 2B images, as single-process implementations do).
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 
 from invprop.distributed.collectives import all_gather_rows, all_gather_tensor
-from invprop.methods.base import Method
+from invprop.methods.method import BuildContext, Method, StepOutput
 
 logger = logging.getLogger(__name__)
 
@@ -28,36 +29,35 @@ def warn_if_queue_holds_the_dataset(key: str, size: int, num_samples: int) -> No
         )  # fmt: skip
 
 
+def halves(x: Tensor) -> tuple[Tensor, Tensor]:
+    """The first and second views' rows of a view-major (2B, ...) tensor."""
+    n = x.shape[0] // 2
+    return x[:n], x[n:]
+
+
 class TwoViewMethod(Method):
     """Base of the two-view methods: :meth:`pair` encodes a batch into its two halves; ``step`` (a buffer, saved
-    with the state) counts optimiser steps against ``total_steps`` for schedules.
+    with the state) counts optimiser steps against the context's ``total_steps`` for schedules.
 
     Args:
         encoder: backbone + projector (the run's ``model.head``).
-        distributed: inside a process group: :meth:`gather` and :meth:`gather_constant` concatenate every
-            process's rows (rank order), so that a loss over the batch sees the global batch.
+        context: in a distributed run, :meth:`gather` and :meth:`gather_constant` concatenate every process's rows
+            (rank order), so that a loss over the batch sees the global batch.
     """
 
     views = 2
     step: Tensor
 
-    def __init__(self, encoder: nn.Module, distributed: bool = False) -> None:
-        super().__init__(encoder, distributed)
-        self.total_steps = 1
+    def __init__(self, encoder: nn.Module, context: BuildContext) -> None:
+        super().__init__(encoder, context)
+        self.total_steps = max(int(context.total_steps), 1)
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
 
-    def set_total_steps(self, total_steps: int) -> None:
-        self.total_steps = max(int(total_steps), 1)
-
-    @staticmethod
-    def halves(x: Tensor) -> tuple[Tensor, Tensor]:
-        """The first and second views' rows of a view-major (2B, ...) tensor."""
-        n = x.shape[0] // 2
-        return x[:n], x[n:]
+    halves = staticmethod(halves)
 
     def pair(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """Projections (B, D) of the first and of the second views, one forward pass."""
-        return self.halves(self.encode(images))
+        return halves(self.encode(images))
 
     def gather(self, x: Tensor) -> Tensor:
         """Every process's rows, differentiably (the batch's own rows keep their gradient); as is in one process."""
@@ -68,8 +68,8 @@ class TwoViewMethod(Method):
         return all_gather_tensor(x.detach()) if self.distributed else x.detach()
 
     @torch.no_grad()
-    def after_step(self) -> None:
+    def after_step(self, outputs: Sequence[StepOutput]) -> None:
         self.step.add_(1)
 
 
-__all__ = ["TwoViewMethod", "warn_if_queue_holds_the_dataset"]
+__all__ = ["TwoViewMethod", "halves", "warn_if_queue_holds_the_dataset"]

@@ -10,7 +10,7 @@ from conftest import random_graph
 from devices import cuda_only
 from invprop.core.bank import MemoryBank
 from invprop.core.graph import propagate
-from invprop.core.losses import (
+from invprop.core.invp_losses import (
     InvariancePropagationLoss,
     instance_loss,
     invariance_loss,

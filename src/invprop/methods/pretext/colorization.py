@@ -25,27 +25,22 @@ from torch import Tensor, nn
 from invprop.core.pretext_losses import rebalanced_colour_loss
 from invprop.data.colour import ab_bins, bin_histogram, rebalancing_weights, rgb_to_lab, soft_encode
 from invprop.errors import ConfigError
-from invprop.methods.base import METHODS, BuildContext, Method, MethodSpec, StepOutput
-from invprop.methods.field_published import FIELD_DEVIATIONS, FIELD_PRESETS, FIELD_REFERENCES
-from invprop.settings import AT_LEAST_ONE, section, setting
+from invprop.methods.method import Batch, BuildContext, Method, StepOutput
+from invprop.methods.spec import Curve, MethodSpec, register_method
+from invprop.settings import AT_LEAST_ONE, Reference, setting
 
 #: L's range in CIE Lab.
 L_MAX = 100.0
 
 
 @dataclass
-class ColorizationOptions:
+class ColorizationSettings:
     """The ``colorization`` section."""
 
     decoder_width: int = setting(128, "channels of the decoder's feature maps", bounds=AT_LEAST_ONE)
     downsample: int = setting(4, "the output map's side is the image side divided by this (the paper: 4)",
                               bounds=AT_LEAST_ONE)  # fmt: skip
     start_side: int = setting(4, "side of the decoder's first map, reshaped from the embedding", bounds=AT_LEAST_ONE)
-
-
-@dataclass
-class ColorizationSettings:
-    colorization: ColorizationOptions = section(ColorizationOptions, "colorization's decoder and colour classes")
 
 
 class ColourDecoder(nn.Module):
@@ -68,15 +63,30 @@ class ColourDecoder(nn.Module):
         return self.refine(grid)
 
 
+SPEC = MethodSpec(
+    "Colorization: predict an image's quantised colours from its lightness (Zhang et al., 2016)",
+    ColorizationSettings,
+    section="colorization",
+    section_help="colorization's decoder and colour classes",
+    presets={"cifar10": {"model": {"head": "mlp_bn", "embedding_dim": 256}}},
+    references={"*": {"colorization.downsample": Reference(4, "Zhang et al. (2016), Fig. 2 (224 -> 56)")}},
+    headline=("colorization.downsample",),
+    terms=("loss_colour",),
+    curves=(Curve("rebalanced colour loss", ("loss_colour",)),),
+    compare=False,
+    colour_only=True,
+)
+
+
+@register_method("colorization", SPEC)
 class Colorization(Method):
     """Predict the colours of a decolourised image (Zhang et al., 2016, Sec. 2).
 
     Args:
+        settings: the ``colorization`` section.
         encoder: backbone + head.
-        embedding_dim: D.
-        mean, std: the training batches' normalisation (3 channels).
-        options: the ``colorization`` section.
-        distributed: average the decoder's gradients over processes.
+        context: D, the training batches' normalisation (``mean``, ``std``: 3 channels), and the process group (the
+            decoder's gradients are averaged).
     """
 
     bins: Tensor
@@ -85,11 +95,11 @@ class Colorization(Method):
     mean: Tensor
     std: Tensor
 
-    def __init__(
-        self, encoder: nn.Module, embedding_dim: int, mean: tuple[float, ...], std: tuple[float, ...],
-        options: ColorizationOptions, distributed: bool = False,
-    ) -> None:  # fmt: skip
-        super().__init__(encoder, distributed)
+    def __init__(self, settings: ColorizationSettings, encoder: nn.Module, context: BuildContext) -> None:
+        if len(context.mean) != 3:
+            raise ConfigError("method colorization needs the three channels' normalisation (BuildContext.mean and std)")
+        super().__init__(encoder, context)
+        options, embedding_dim, mean, std = settings, context.embedding_dim, context.mean, context.std
         self.options = options
         bins = ab_bins()
         self.register_buffer("bins", bins)
@@ -122,7 +132,8 @@ class Colorization(Method):
         self.weights.copy_(rebalancing_weights(counts, self.bins))
         self.weights_set.fill_(True)
 
-    def training_step(self, indices: Tensor, images: Tensor, epoch: int) -> StepOutput:
+    def training_step(self, batch: Batch) -> StepOutput:
+        images = batch.images
         grey, lab = self.colours(images)
         side = self.target_side(images)
         with torch.no_grad():
@@ -132,25 +143,4 @@ class Colorization(Method):
         return StepOutput(loss, {"loss_colour": loss.detach()})
 
 
-def build_colorization(settings: ColorizationSettings, encoder: nn.Module, context: BuildContext) -> Colorization:
-    METHODS.get("colorization").check_images("colorization", context.in_channels)
-    if len(context.mean) != 3:
-        raise ConfigError("method colorization needs the three channels' normalisation (BuildContext.mean and std)")
-    return Colorization(encoder, context.embedding_dim, context.mean, context.std, settings.colorization,
-                        context.distributed)  # fmt: skip
-
-
-METHODS.register("colorization")(
-    MethodSpec(
-        "Colorization: predict an image's quantised colours from its lightness (Zhang et al., 2016)",
-        ColorizationSettings,
-        build_colorization,
-        presets=FIELD_PRESETS["colorization"],
-        headline=("colorization.downsample",),
-        references=FIELD_REFERENCES["colorization"],
-        deviations=FIELD_DEVIATIONS["colorization"],
-        colour_only=True,
-    )
-)
-
-__all__ = ["Colorization", "ColorizationOptions", "ColorizationSettings", "ColourDecoder", "build_colorization"]
+__all__ = ["SPEC", "Colorization", "ColorizationSettings", "ColourDecoder"]

@@ -13,26 +13,24 @@ the whole dataset with the same seed, so all hold the same clusters. Its setting
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from invprop.core.clustering import KMEANS_BACKENDS, initial_centroids, kmeans_with, pca_whitening
-from invprop.core.faiss_search import faiss_available
 from invprop.data.loader import cluster_balanced_order, epoch_order
 from invprop.errors import ConfigError
-from invprop.methods.base import METHODS, BuildContext, Method, MethodSpec, StepOutput
-from invprop.methods.field_published import FIELD_DEVIATIONS, FIELD_PRESETS, FIELD_REFERENCES
-from invprop.settings import AT_LEAST_ONE, AT_LEAST_TWO, section, setting
+from invprop.methods.method import Batch, BuildContext, Method, StepOutput
+from invprop.methods.spec import Curve, MethodSpec, Torchrun, register_method, require_faiss
+from invprop.settings import AT_LEAST_ONE, AT_LEAST_TWO, Reference, setting
 
 #: Seeds of an epoch's k-means initialisation: drawn from the epoch's seeded global generator.
 SEED_RANGE = 2**62
 
 
 @dataclass
-class DeepClusterOptions:
+class DeepClusterSettings:
     """The ``deepcluster`` section."""
 
     clusters: int = setting(10000, "k, the clusters of k-means (the classifier's classes)", bounds=AT_LEAST_TWO)
@@ -47,31 +45,60 @@ class DeepClusterOptions:
     balanced_sampling: bool = setting(True, "visit images uniformly over the clusters (false: every image once)")
 
 
-@dataclass
-class DeepClusterSettings:
-    deepcluster: DeepClusterOptions = section(DeepClusterOptions, "DeepCluster's k-means and pseudo-label classifier")
+_CARON = "Caron et al. (2018)"
+SPEC = MethodSpec(
+    "DeepCluster: classify each image's k-means cluster, re-clustered every epoch (Caron et al., 2018)",
+    DeepClusterSettings,
+    section="deepcluster",
+    section_help="DeepCluster's k-means and pseudo-label classifier",
+    presets={"digits": {"deepcluster": {"clusters": 30}}, "cifar10": {"deepcluster": {"clusters": 500}}},
+    references={
+        "*": {
+            "deepcluster.clusters": Reference(10000, f"{_CARON}, Sec. 4 (ImageNet)"),
+            "deepcluster.pca_dim": Reference(256, f"{_CARON}, Sec. 3.3"),
+            "deepcluster.kmeans_iterations": Reference(20, "the authors' code (FAISS k-means, 20 iterations)"),
+            "deepcluster.balanced_sampling": Reference(True, f"{_CARON}, Sec. 3.3"),
+        },
+    },
+    deviations={
+        "digits": {
+            "deepcluster.clusters": "3 per class of the 10 digits (the paper: about 130 images per cluster; "
+            "1,347 images cannot fill 10,000)"
+        },
+        "cifar10": {
+            "deepcluster.clusters": "about 100 images per cluster of CIFAR-10's 50,000 (the paper: 10,000 "
+            "for 1.3 M ImageNet images, and over-clustering helps); not tuned here"
+        },
+    },
+    headline=("deepcluster.clusters", "deepcluster.pca_dim"),
+    terms=("loss_cluster", "kmeans_loss", "largest_cluster"),
+    curves=(
+        Curve("pseudo-label classification", ("loss_cluster",)),
+        Curve("k-means", ("kmeans_loss", "largest_cluster"), "value"),
+    ),
+    torchrun=Torchrun.RUNS,
+    preflight=lambda settings: require_faiss("deepcluster.kmeans", settings.kmeans == "faiss"),
+)
 
 
+@register_method("deepcluster", SPEC)
 class DeepCluster(Method):
     """Alternate k-means on the embeddings and classification of the cluster assignments (Caron et al., 2018,
     Eq. 2 and Sec. 3.3).
 
     Args:
+        settings: the ``deepcluster`` section.
         encoder: backbone + head.
-        num_samples: N.
-        embedding_dim: D.
-        options: the ``deepcluster`` section.
-        distributed: average the classifier's gradients over processes.
+        context: N, D, the embeddings of the training set (``features``), and the process group (the classifier's
+            gradients are averaged over processes).
     """
 
     pseudo_labels: Tensor
     clustered: Tensor
 
-    def __init__(
-        self, encoder: nn.Module, num_samples: int, embedding_dim: int, options: DeepClusterOptions,
-        distributed: bool = False,
-    ) -> None:  # fmt: skip
-        super().__init__(encoder, distributed)
+    def __init__(self, settings: DeepClusterSettings, encoder: nn.Module, context: BuildContext) -> None:
+        super().__init__(encoder, context)
+        options, num_samples, embedding_dim = settings, context.num_samples, context.embedding_dim
         if options.clusters > num_samples:
             raise ConfigError(f"deepcluster.clusters={options.clusters} is more than the {num_samples} training images; "
                               "lower it")  # fmt: skip
@@ -80,18 +107,13 @@ class DeepCluster(Method):
         self.classifier = nn.Linear(embedding_dim, options.clusters)
         self.register_buffer("pseudo_labels", torch.zeros(num_samples, dtype=torch.long))
         self.register_buffer("clustered", torch.zeros((), dtype=torch.bool))
-        self._source: Callable[[nn.Module], Tensor] | None = None
-        self._reinitialised: list[nn.Parameter] = []
-        self._stats: dict[str, float] = {}
-
-    def set_feature_source(self, source: Callable[[nn.Module], Tensor]) -> None:
-        self._source = source
+        self._features = context.features
 
     def shared_modules(self) -> list[nn.Module]:
         return [self.classifier]
 
     def reinitialised_parameters(self) -> list[nn.Parameter]:
-        return self._reinitialised
+        return list(self.classifier.parameters())
 
     @torch.no_grad()
     def cluster(self, embeddings: Tensor, generator: torch.Generator) -> dict[str, float]:
@@ -106,50 +128,25 @@ class DeepCluster(Method):
                 "largest_cluster": float(sizes.max())}  # fmt: skip
 
     @torch.no_grad()
-    def on_epoch_start(self, epoch: int) -> None:
-        if self._source is None:
-            raise RuntimeError("deepcluster needs the training images' embeddings: call set_feature_source first")
+    def on_epoch_start(self, epoch: int) -> dict[str, float]:
+        """Cluster the training set, re-initialise the classifier; returns the clustering's statistics."""
+        if self._features is None:
+            raise RuntimeError("deepcluster needs the training images' embeddings: BuildContext.features")
         seed = int(torch.randint(SEED_RANGE, (1,)))  # the engine seeds the global generator from (seed, epoch)
-        self._stats = self.cluster(self._source(self.encoder), torch.Generator().manual_seed(seed))
+        stats = self.cluster(self._features(self.encoder), torch.Generator().manual_seed(seed))
         self.classifier.reset_parameters()
-        self._reinitialised = list(self.classifier.parameters())
-
-    def on_epoch_end(self, epoch: int) -> dict[str, float]:
-        return dict(self._stats)
+        return stats
 
     def epoch_order(self, n: int, seed: int) -> Tensor:
         if not self.options.balanced_sampling or not bool(self.clustered):
             return epoch_order(n, seed)
         return cluster_balanced_order(self.pseudo_labels, seed)
 
-    def training_step(self, indices: Tensor, images: Tensor, epoch: int) -> StepOutput:
-        labels = self.pseudo_labels[indices.to(self.pseudo_labels.device)]
-        logits = self.classifier(self.encode(images))
+    def training_step(self, batch: Batch) -> StepOutput:
+        labels = self.pseudo_labels[batch.indices.to(self.pseudo_labels.device)]
+        logits = self.classifier(self.encode(batch.images))
         loss = F.cross_entropy(logits.float(), labels.to(logits.device))
         return StepOutput(loss, {"loss_cluster": loss.detach()})
 
 
-def build_deepcluster(settings: DeepClusterSettings, encoder: nn.Module, context: BuildContext) -> DeepCluster:
-    return DeepCluster(encoder, context.num_samples, context.embedding_dim, settings.deepcluster, context.distributed)
-
-
-def check_faiss(settings: DeepClusterSettings) -> None:
-    """FAISS k-means needs FAISS installed: say so before any work."""
-    if settings.deepcluster.kmeans == "faiss" and not faiss_available():
-        raise ConfigError("deepcluster.kmeans=faiss needs FAISS: pip install 'invprop[faiss]' (or faiss-gpu)")
-
-
-METHODS.register("deepcluster")(
-    MethodSpec(
-        "DeepCluster: classify each image's k-means cluster, re-clustered every epoch (Caron et al., 2018)",
-        DeepClusterSettings,
-        build_deepcluster,
-        presets=FIELD_PRESETS["deepcluster"],
-        preflight=check_faiss,
-        headline=("deepcluster.clusters", "deepcluster.pca_dim"),
-        references=FIELD_REFERENCES["deepcluster"],
-        deviations=FIELD_DEVIATIONS["deepcluster"],
-    )
-)
-
-__all__ = ["DeepCluster", "DeepClusterOptions", "DeepClusterSettings", "build_deepcluster"]
+__all__ = ["SPEC", "DeepCluster", "DeepClusterSettings"]

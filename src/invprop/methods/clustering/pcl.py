@@ -15,7 +15,6 @@ are one section, ``pcl``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -23,13 +22,12 @@ from torch import Tensor, nn
 
 from invprop.core.clustering import KMEANS_BACKENDS, cluster_concentration, initial_centroids, kmeans_with
 from invprop.core.clustering_losses import proto_nce_loss
-from invprop.core.faiss_search import faiss_available
 from invprop.errors import ConfigError
-from invprop.methods.base import METHODS, BuildContext, MethodSpec, StepOutput
-from invprop.methods.field_published import FIELD_DEVIATIONS, FIELD_PRESETS, FIELD_REFERENCES
-from invprop.methods.moco import MoCo, MoCoOptions
-from invprop.methods.two_views import warn_if_queue_holds_the_dataset
-from invprop.settings import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE, section, setting
+from invprop.methods.citations import QUEUE_DIGITS
+from invprop.methods.contrastive.moco import MoCo, MoCoSettings
+from invprop.methods.method import Batch, BuildContext, StepOutput
+from invprop.methods.spec import Curve, MethodSpec, SmokeRun, Torchrun, register_method, require_faiss
+from invprop.settings import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE, Reference, setting
 
 #: Seeds of an epoch's k-means initialisation: drawn from the epoch's seeded global generator.
 SEED_RANGE = 2**62
@@ -38,7 +36,7 @@ PAPER_CLUSTERS = (25000, 50000, 100000)
 
 
 @dataclass
-class PCLOptions:
+class PCLSettings:
     """The ``pcl`` section."""
 
     temperature: float = setting(0.2, "tau of InfoNCE (and the mean concentration of the prototypes)", bounds=POSITIVE)
@@ -57,29 +55,73 @@ class PCLOptions:
                                        bounds=AT_LEAST_ONE)  # fmt: skip
 
 
-@dataclass
-class PCLSettings:
-    pcl: PCLOptions = section(PCLOptions, "PCL's momentum encoder, queue and prototypes")
+_LI = "Li et al. (2021)"
+SPEC = MethodSpec(
+    "PCL: ProtoNCE, InfoNCE plus k-means prototypes at several granularities (Li et al., 2021)",
+    PCLSettings,
+    section="pcl",
+    section_help="PCL's momentum encoder, queue and prototypes",
+    presets={
+        "digits": {
+            "model": {"head": "mlp"},
+            "pcl": {"queue_size": 1024, "clusters": [25, 50, 100], "warmup_epochs": 10},
+        },
+        "cifar10": {
+            "model": {"head": "mlp", "hidden_dim": 2048, "embedding_dim": 128},
+            "pcl": {"clusters": [250, 500, 1000]},
+        },
+    },  # fmt: skip
+    references={
+        "*": {
+            "pcl.temperature": Reference(0.2, f"{_LI}, Sec. 4 (MoCo v2's)"),
+            "pcl.queue_size": Reference(16384, f"{_LI}, Sec. 4"),
+            "pcl.momentum": Reference(0.999, f"{_LI}, Sec. 4 (MoCo's)"),
+            "pcl.clusters": Reference(list(PAPER_CLUSTERS), f"{_LI}, Sec. 4 (ImageNet)"),
+            "pcl.warmup_epochs": Reference(20, f"{_LI}, Sec. 4 (of 200)"),
+            "pcl.negative_prototypes": Reference(16000, f"{_LI}, Sec. 3.2 (r)"),
+        },
+    },
+    deviations={
+        "digits": {
+            "pcl.queue_size": QUEUE_DIGITS,
+            "pcl.clusters": "the paper's about 50, 25 and 13 images per cluster, for 1,347 images",
+            "pcl.warmup_epochs": "the paper's 10% of the schedule (100 epochs on digits)",
+        },
+        "cifar10": {
+            "pcl.clusters": "the paper's images per cluster, roughly, for CIFAR-10's 50,000 images (it has 1.28 M)",
+        },
+    },
+    headline=("pcl.clusters", "pcl.warmup_epochs", "pcl.queue_size"),
+    terms=("loss_nce", "loss_proto"),
+    curves=(Curve("ProtoNCE's terms", ("loss_nce", "loss_proto")),),
+    smoke=SmokeRun(settings={"pcl": {"warmup_epochs": 1}}),  # prototypes from epoch 2
+    torchrun=Torchrun.RUNS,
+    preflight=lambda settings: require_faiss("pcl.kmeans", settings.kmeans == "faiss"),
+)
 
 
+@register_method("pcl", SPEC)
 class PCL(MoCo):
     """ProtoNCE with a momentum encoder and k-means prototypes at several granularities (Li et al., 2021, Alg. 1).
 
     Args:
+        settings: the ``pcl`` section.
         encoder: backbone + projector (the query encoder).
-        num_samples: N.
-        embedding_dim: D.
-        options: the ``pcl`` section.
-        distributed: gather keys before enqueueing; every process clusters the whole dataset the same way.
+        context: N, D, the embeddings of the training set (``features``), and the process group (keys are gathered
+            before they are enqueued; every process clusters the whole dataset the same way).
     """
 
     ready: Tensor
+    queue_key = "pcl.queue_size"
 
-    def __init__(
-        self, encoder: nn.Module, num_samples: int, embedding_dim: int, options: PCLOptions, distributed: bool = False
-    ) -> None:
-        moco = MoCoOptions(options.temperature, options.queue_size, options.momentum, options.momentum, False)
-        super().__init__(encoder, embedding_dim, moco, distributed)
+    def __init__(self, settings: PCLSettings, encoder: nn.Module, context: BuildContext) -> None:
+        options, num_samples, embedding_dim = settings, context.num_samples, context.embedding_dim
+        too_many = [k for k in options.clusters if not 2 <= k <= num_samples]
+        if not options.clusters or too_many:
+            raise ConfigError(f"pcl.clusters must be a list of cluster counts between 2 and the {num_samples} "
+                              f"training images, got {options.clusters}")  # fmt: skip
+        moco = MoCoSettings(options.temperature, options.queue_size, options.momentum, options.momentum, False)
+        super().__init__(moco, encoder, context)
         self.pcl = options
         self.granularities = len(options.clusters)
         for m, k in enumerate(options.clusters):
@@ -87,11 +129,7 @@ class PCL(MoCo):
             self.register_buffer(f"prototypes_{m}", torch.zeros(k, embedding_dim))
             self.register_buffer(f"concentration_{m}", torch.ones(k))
         self.register_buffer("ready", torch.zeros((), dtype=torch.bool))
-        self._source: Callable[[nn.Module], Tensor] | None = None
-        self._stats: dict[str, float] = {}
-
-    def set_feature_source(self, source: Callable[[nn.Module], Tensor]) -> None:
-        self._source = source
+        self._features = context.features
 
     def clustering(self, m: int) -> tuple[Tensor, Tensor, Tensor]:
         """Granularity ``m``'s (N,) assignments, (k, D) prototypes and (k,) concentrations."""
@@ -102,8 +140,10 @@ class PCL(MoCo):
         )
 
     @torch.no_grad()
-    def cluster(self, embeddings: Tensor, generator: torch.Generator) -> None:
-        """Prototypes and concentrations of every granularity from momentum embeddings (N, D)."""
+    def cluster(self, embeddings: Tensor, generator: torch.Generator) -> dict[str, float]:
+        """Prototypes and concentrations of every granularity from momentum embeddings (N, D); returns each
+        granularity's k-means loss."""
+        stats: dict[str, float] = {}
         points = F.normalize(embeddings.float(), dim=1)
         for m, k in enumerate(self.pcl.clusters):
             start = initial_centroids(points, k, generator)
@@ -113,21 +153,19 @@ class PCL(MoCo):
             prototypes.copy_(F.normalize(result.centroids, dim=1).to(prototypes.device))
             phi = cluster_concentration(result.distances.sqrt(), result.assignments, k, self.pcl.temperature)
             concentration.copy_(phi.to(concentration.device))
-            self._stats[f"kmeans_loss_{k}"] = float(result.distances.mean())
+            stats[f"kmeans_loss_{k}"] = float(result.distances.mean())
         self.ready.fill_(True)
+        return stats
 
     @torch.no_grad()
-    def on_epoch_start(self, epoch: int) -> None:
+    def on_epoch_start(self, epoch: int) -> dict[str, float]:
+        """After the warm-up, cluster the training set's momentum embeddings; returns the k-means losses."""
         if epoch <= self.pcl.warmup_epochs:
-            return
-        if self._source is None:
-            raise RuntimeError("pcl needs the training images' embeddings: call set_feature_source first")
+            return {}
+        if self._features is None:
+            raise RuntimeError("pcl needs the training images' embeddings: BuildContext.features")
         seed = int(torch.randint(SEED_RANGE, (1,)))  # the engine seeds the global generator from (seed, epoch)
-        self.cluster(self._source(self.key_encoder), torch.Generator().manual_seed(seed))
-
-    def on_epoch_end(self, epoch: int) -> dict[str, float]:
-        stats, self._stats = self._stats, {}
-        return stats
+        return self.cluster(self._features(self.key_encoder), torch.Generator().manual_seed(seed))
 
     def prototype_loss(self, query: Tensor, indices: Tensor) -> Tensor:
         """The prototype term averaged over the granularities, for (B, D) queries of the images ``indices``."""
@@ -147,41 +185,12 @@ class PCL(MoCo):
             terms.append(proto_nce_loss(q, prototypes[chosen], concentration[chosen], target))
         return torch.stack(terms).mean()
 
-    def training_step(self, indices: Tensor, images: Tensor, epoch: int) -> StepOutput:
-        nce, query = self.contrast(images)
-        if not bool(self.ready) or epoch <= self.pcl.warmup_epochs:
-            return StepOutput(nce, {"loss_nce": nce.detach()})
-        proto = self.prototype_loss(query, indices)
-        return StepOutput(nce + proto, {"loss_nce": nce.detach(), "loss_proto": proto.detach()})
+    def training_step(self, batch: Batch) -> StepOutput:
+        nce, query, keys = self.contrast(batch.images)
+        if batch.epoch <= self.pcl.warmup_epochs or not bool(self.ready):
+            return StepOutput(nce, {"loss_nce": nce.detach()}, keys)
+        proto = self.prototype_loss(query, batch.indices)
+        return StepOutput(nce + proto, {"loss_nce": nce.detach(), "loss_proto": proto.detach()}, keys)
 
 
-def build_pcl(settings: PCLSettings, encoder: nn.Module, context: BuildContext) -> PCL:
-    o = settings.pcl
-    too_many = [k for k in o.clusters if not 2 <= k <= context.num_samples]
-    if not o.clusters or too_many:
-        raise ConfigError(f"pcl.clusters must be a list of cluster counts between 2 and the {context.num_samples} "
-                          f"training images, got {o.clusters}")  # fmt: skip
-    warn_if_queue_holds_the_dataset("pcl.queue_size", o.queue_size, context.num_samples)
-    return PCL(encoder, context.num_samples, context.embedding_dim, o, context.distributed)
-
-
-def check_faiss(settings: PCLSettings) -> None:
-    """FAISS k-means needs FAISS installed: say so before any work."""
-    if settings.pcl.kmeans == "faiss" and not faiss_available():
-        raise ConfigError("pcl.kmeans=faiss needs FAISS: pip install 'invprop[faiss]' (or faiss-gpu)")
-
-
-METHODS.register("pcl")(
-    MethodSpec(
-        "PCL: ProtoNCE, InfoNCE plus k-means prototypes at several granularities (Li et al., 2021)",
-        PCLSettings,
-        build_pcl,
-        presets=FIELD_PRESETS["pcl"],
-        preflight=check_faiss,
-        headline=("pcl.clusters", "pcl.warmup_epochs", "pcl.queue_size"),
-        references=FIELD_REFERENCES["pcl"],
-        deviations=FIELD_DEVIATIONS["pcl"],
-    )
-)
-
-__all__ = ["PCL", "PCLOptions", "PCLSettings", "build_pcl"]
+__all__ = ["PAPER_CLUSTERS", "SPEC", "PCL", "PCLSettings"]

@@ -462,11 +462,10 @@ class InvariancePropagationLoss(nn.Module):
                     not_anchor = scores.member_rows != indices.view(-1, 1)
                     background_mask = not_anchor if background_mask is None else background_mask & not_anchor
                 per_anchor = invariance_loss(hard_logits, hard_mask, scores.background_logits, background_mask, group)
+            # The mean over anchors with a positive (0 when none has one), without asking the host which they are.
             has_positive = hard_mask.any(dim=1)
-            if bool(has_positive.any()):
-                invariance = per_anchor[has_positive].mean()
-            else:
-                invariance = query.sum() * 0.0
+            kept = torch.where(has_positive, per_anchor, torch.zeros_like(per_anchor))
+            invariance = kept.sum() / has_positive.sum().clamp_min(1)
         return InvPLossOutput(
             instance=instance,
             invariance=invariance,

@@ -21,16 +21,16 @@ from torch import Tensor, nn
 
 from invprop.data.jigsaw import jigsaw_tiles
 from invprop.data.pretext import permutation_set
-from invprop.methods.base import METHODS, BuildContext, Method, MethodSpec, StepOutput
-from invprop.methods.field_published import FIELD_DEVIATIONS, FIELD_PRESETS, FIELD_REFERENCES
-from invprop.settings import AT_LEAST_ONE, AT_LEAST_TWO, NON_EMPTY_SHARE, section, setting
+from invprop.methods.method import Batch, BuildContext, Method, StepOutput
+from invprop.methods.spec import Curve, MethodSpec, Torchrun, register_method
+from invprop.settings import AT_LEAST_ONE, AT_LEAST_TWO, NON_EMPTY_SHARE, Reference, setting
 
 #: Noroozi & Favaro (2016), Sec. 3: a 64x64 tile at a random place in each 75x75 cell of a 225x225 crop.
 TILE_SHARE = 64 / 75
 
 
 @dataclass
-class JigsawOptions:
+class JigsawSettings:
     """The ``jigsaw`` section."""
 
     grid: int = setting(3, "tiles per side", bounds=AT_LEAST_TWO)
@@ -47,27 +47,56 @@ class JigsawOptions:
     )
 
 
-@dataclass
-class JigsawSettings:
-    jigsaw: JigsawOptions = section(JigsawOptions, "the jigsaw puzzle")
+_NOROOZI = "Noroozi & Favaro (2016)"
+SPEC = MethodSpec(
+    "Jigsaw: predict the permutation of shuffled tiles (Noroozi & Favaro, 2016)",
+    JigsawSettings,
+    section="jigsaw",
+    section_help="the jigsaw puzzle",
+    presets={"cifar10": {"jigsaw": {"tile_size": 16}}},
+    references={
+        "*": {
+            "jigsaw.grid": Reference(3, f"{_NOROOZI}, Sec. 3 (3 x 3 tiles)"),
+            "jigsaw.permutations": Reference(1000, f"{_NOROOZI}, Sec. 3.2 (the set of the main results)"),
+            "jigsaw.hidden_dim": Reference(4096, f"{_NOROOZI}, Fig. 3 (fc7)"),
+            "jigsaw.tile_share": Reference(64 / 75, f"{_NOROOZI}, Sec. 3 (64x64 tiles in 75x75 cells)"),
+            "jigsaw.normalise_tiles": Reference(True, f"{_NOROOZI}, Sec. 3 (against shortcuts)"),
+        },
+    },
+    deviations={
+        "*": {
+            "jigsaw.permutations": "fewer classes for datasets of thousands of images, and a set chosen in seconds "
+            "(about 50 ms per permutation of 9 tiles on a CPU); the paper compares several set sizes",
+            "jigsaw.hidden_dim": "scaled down with the small backbones (256 to 512 features per tile)",
+        },
+    },
+    headline=("jigsaw.grid", "jigsaw.permutations"),
+    terms=("loss_jigsaw", "jigsaw_accuracy"),
+    curves=(
+        Curve("permutation classification", ("loss_jigsaw",)),
+        Curve("puzzles solved", ("jigsaw_accuracy",), "accuracy"),
+    ),
+    compare=False,
+    torchrun=Torchrun.RUNS,
+)
 
 
+@register_method("jigsaw", SPEC)
 class Jigsaw(Method):
     """Permutation classification of shuffled tiles (Noroozi & Favaro, 2016, Sec. 3).
 
     Args:
+        settings: the ``jigsaw`` section.
         encoder: backbone + head, applied to every tile.
-        embedding_dim: D, a tile's embedding.
-        options: the ``jigsaw`` section.
-        distributed: average the classifier's gradients over processes.
+        context: D (a tile's embedding) and the process group (the classifier's gradients are averaged; each process
+            draws its own puzzles).
     """
 
     permutation_table: Tensor
 
-    def __init__(
-        self, encoder: nn.Module, embedding_dim: int, options: JigsawOptions, distributed: bool = False
-    ) -> None:
-        super().__init__(encoder, distributed)
+    def __init__(self, settings: JigsawSettings, encoder: nn.Module, context: BuildContext) -> None:
+        super().__init__(encoder, context)
+        options, embedding_dim = settings, context.embedding_dim
         self.options = options
         tiles = options.grid * options.grid
         self.register_buffer(
@@ -81,8 +110,9 @@ class Jigsaw(Method):
     def shared_modules(self) -> list[nn.Module]:
         return [self.classifier]
 
-    def training_step(self, indices: Tensor, images: Tensor, epoch: int) -> StepOutput:
+    def training_step(self, batch: Batch) -> StepOutput:
         o = self.options
+        images = batch.images
         labels = torch.randint(o.permutations, (images.shape[0],)).to(images.device)
         tiles, _ = jigsaw_tiles(
             images, o.grid, o.tile_size, self.permutation_table[labels], o.tile_share, o.normalise_tiles
@@ -94,20 +124,4 @@ class Jigsaw(Method):
         return StepOutput(loss, {"loss_jigsaw": loss.detach(), "jigsaw_accuracy": accuracy})
 
 
-def build_jigsaw(settings: JigsawSettings, encoder: nn.Module, context: BuildContext) -> Jigsaw:
-    return Jigsaw(encoder, context.embedding_dim, settings.jigsaw, context.distributed)
-
-
-METHODS.register("jigsaw")(
-    MethodSpec(
-        "Jigsaw: predict the permutation of shuffled tiles (Noroozi & Favaro, 2016)",
-        JigsawSettings,
-        build_jigsaw,
-        presets=FIELD_PRESETS["jigsaw"],
-        headline=("jigsaw.grid", "jigsaw.permutations"),
-        references=FIELD_REFERENCES["jigsaw"],
-        deviations=FIELD_DEVIATIONS["jigsaw"],
-    )
-)
-
-__all__ = ["Jigsaw", "JigsawOptions", "JigsawSettings", "build_jigsaw"]
+__all__ = ["SPEC", "TILE_SHARE", "Jigsaw", "JigsawSettings"]

@@ -1,0 +1,106 @@
+"""BYOL (Grill et al., 2020) as a training method: ``method: byol``.
+
+An online network (backbone + projector, then a predictor) and a target network, the momentum copy of backbone +
+projector. The online prediction of each view regresses the target projection of the other view
+(:func:`invprop.core.distillation_losses.byol_loss`), summed over both directions as in the paper. After each
+optimiser step the target follows the online network with a momentum raised from ``byol.base_momentum`` towards
+``byol.final_momentum`` on a cosine schedule over the run's steps (:func:`invprop.core.momentum.cosine_momentum`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from invprop.core.distillation_losses import byol_loss
+from invprop.core.momentum import cosine_momentum, ema_update_, frozen_copy
+from invprop.methods.citations import DIGITS_WIDTH, SOLO
+from invprop.methods.method import Batch, BuildContext, StepOutput
+from invprop.methods.spec import Curve, MethodSpec, register_method
+from invprop.methods.two_views import TwoViewMethod, halves
+from invprop.models.heads import predictor
+from invprop.settings import AT_LEAST_ONE, FRACTION, Reference, setting
+
+
+@dataclass
+class BYOLSettings:
+    """The ``byol`` section."""
+
+    base_momentum: float = setting(0.99, "tau_base, the target's momentum at the first step", bounds=FRACTION)
+    final_momentum: float = setting(1.0, "the target's momentum at the last step (cosine schedule)", bounds=FRACTION)
+    predictor_hidden_dim: int = setting(4096, "hidden width of the predictor (D -> hidden -> D)", bounds=AT_LEAST_ONE)
+
+
+_GRILL = "Grill et al. (2020)"
+SPEC = MethodSpec(
+    "BYOL: an online predictor regresses a momentum target network, no negatives (Grill et al., 2020)",
+    BYOLSettings,
+    section="byol",
+    section_help="BYOL's predictor and target network",
+    presets={
+        "digits": {
+            "model": {"head": "mlp_bn", "hidden_dim": 1024, "embedding_dim": 128},
+            "byol": {"predictor_hidden_dim": 1024},
+        },
+        "cifar10": {"model": {"head": "mlp_bn", "hidden_dim": 4096, "embedding_dim": 256}},
+    },  # fmt: skip
+    references={
+        "*": {
+            "byol.base_momentum": Reference(0.996, f"{_GRILL}, Sec. 3.2"),
+            "byol.final_momentum": Reference(1.0, f"{_GRILL}, Sec. 3.2"),
+            "byol.predictor_hidden_dim": Reference(4096, f"{_GRILL}, Sec. 3.3"),
+        },
+    },
+    deviations={
+        "*": {"byol.base_momentum": f"{SOLO.format('byol')}: 0.99 for CIFAR-sized data and short schedules"},
+        "digits": {"byol.predictor_hidden_dim": DIGITS_WIDTH},
+    },
+    headline=("byol.base_momentum", "model.head"),
+    terms=("loss_byol", "momentum"),
+    curves=(Curve("BYOL's regression loss", ("loss_byol",)), Curve("target momentum", ("momentum",), "momentum")),
+)
+
+
+@register_method("byol", SPEC)
+class BYOL(TwoViewMethod):
+    """Online prediction of the target's projection of the other view (Grill et al., 2020, Eq. 2, symmetrised).
+
+    Args:
+        settings: the ``byol`` section.
+        encoder: backbone + projector (online).
+        context: D (the predictor's width), the planned steps (the momentum's schedule), and the process group (the
+            predictor's gradients are averaged over processes).
+    """
+
+    def __init__(self, settings: BYOLSettings, encoder: nn.Module, context: BuildContext) -> None:
+        super().__init__(encoder, context)
+        self.options = settings
+        self.predictor = predictor(context.embedding_dim, settings.predictor_hidden_dim)
+        self.target = frozen_copy(encoder)
+
+    def shared_modules(self) -> list[nn.Module]:
+        return [self.predictor]
+
+    def momentum(self) -> float:
+        """The target's momentum at the current step."""
+        o = self.options
+        return cosine_momentum(o.base_momentum, int(self.step), self.total_steps, o.final_momentum)
+
+    def training_step(self, batch: Batch) -> StepOutput:
+        images = batch.images
+        p1, p2 = halves(self.predictor(self.encode(images)))
+        with torch.no_grad():
+            t1, t2 = halves(self.target(images))
+        loss = byol_loss(p1, t2) + byol_loss(p2, t1)
+        return StepOutput(loss, {"loss_byol": loss.detach(), "momentum": self.momentum()})
+
+    @torch.no_grad()
+    def after_step(self, outputs: Sequence[StepOutput]) -> None:
+        ema_update_(self.target, self.encoder, self.momentum())
+        super().after_step(outputs)
+
+
+__all__ = ["SPEC", "BYOL", "BYOLSettings"]

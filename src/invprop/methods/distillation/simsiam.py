@@ -1,0 +1,85 @@
+"""SimSiam (Chen & He, 2021) as a training method: ``method: simsiam``.
+
+Backbone + projector, then a bottleneck predictor; each view's prediction is pulled towards the other view's
+projection under a stop-gradient (:func:`invprop.core.distillation_losses.negative_cosine`), symmetrised with
+weights 1/2. No negatives, no momentum encoder. Every step logs ``output_std``, the paper's collapse indicator
+(the per-channel standard deviation of the normalised projections; the history holds its epoch mean): near
+1/sqrt(D) when healthy, 0 when collapsed. The paper keeps the predictor's learning rate fixed; here it follows the
+run's schedule with the rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from invprop.core.distillation_losses import negative_cosine, normalised_output_std
+from invprop.methods.citations import DIGITS_WIDTH
+from invprop.methods.method import Batch, BuildContext, StepOutput
+from invprop.methods.spec import Curve, MethodSpec, register_method
+from invprop.methods.two_views import TwoViewMethod, halves
+from invprop.models.heads import predictor
+from invprop.settings import AT_LEAST_ONE, Reference, setting
+
+
+@dataclass
+class SimSiamSettings:
+    """The ``simsiam`` section."""
+
+    predictor_hidden_dim: int = setting(
+        512, "bottleneck width of the predictor (D -> hidden -> D)", bounds=AT_LEAST_ONE
+    )
+
+
+SPEC = MethodSpec(
+    "SimSiam: a predictor and a stop-gradient, no negatives, no momentum encoder (Chen & He, 2021)",
+    SimSiamSettings,
+    section="simsiam",
+    section_help="SimSiam's predictor",
+    presets={
+        "digits": {
+            "model": {"head": "mlp3_bn_out", "hidden_dim": 256, "embedding_dim": 256},
+            "simsiam": {"predictor_hidden_dim": 64},
+        },
+        "cifar10": {"model": {"head": "mlp3_bn_out", "hidden_dim": 2048, "embedding_dim": 2048}},
+    },  # fmt: skip
+    references={
+        "*": {"simsiam.predictor_hidden_dim": Reference(512, "Chen & He (2021), Sec. 3 (2048 -> 512 -> 2048)")}
+    },
+    deviations={"digits": {"simsiam.predictor_hidden_dim": f"{DIGITS_WIDTH} (the paper's 1/4 bottleneck of 256)"}},
+    headline=("simsiam.predictor_hidden_dim", "model.head"),
+    terms=("loss_simsiam", "output_std"),
+    curves=(
+        Curve("SimSiam's loss", ("loss_simsiam",)),
+        Curve("collapse indicator", ("output_std",), "std of the normalised projections"),
+    ),
+)
+
+
+@register_method("simsiam", SPEC)
+class SimSiam(TwoViewMethod):
+    """``D(p1, sg(z2))/2 + D(p2, sg(z1))/2`` (Chen & He, 2021, Eq. 3).
+
+    Args:
+        settings: the ``simsiam`` section (the predictor's bottleneck).
+        encoder: backbone + projector.
+        context: D (the projections' width) and the process group (the predictor's gradients are averaged).
+    """
+
+    def __init__(self, settings: SimSiamSettings, encoder: nn.Module, context: BuildContext) -> None:
+        super().__init__(encoder, context)
+        self.predictor = predictor(context.embedding_dim, settings.predictor_hidden_dim)
+
+    def shared_modules(self) -> list[nn.Module]:
+        return [self.predictor]
+
+    def training_step(self, batch: Batch) -> StepOutput:
+        z = self.encode(batch.images)
+        z1, z2 = halves(z)
+        p1, p2 = halves(self.predictor(z))
+        loss = negative_cosine(p1, z2) / 2 + negative_cosine(p2, z1) / 2
+        return StepOutput(loss, {"loss_simsiam": loss.detach(), "output_std": normalised_output_std(z1)})
+
+
+__all__ = ["SPEC", "SimSiam", "SimSiamSettings"]

@@ -1,0 +1,320 @@
+"""How a method describes itself to the rest of invprop: one :class:`MethodSpec`, registered with its class by
+:func:`register_method` in the method's own file. The engine, ``compare``, ``ablate``, the report, ``presets`` and
+the tests read the specs; none of them names a method.
+
+A spec holds the method's settings (one section of the run's settings, or a dataclass of several), its defaults per
+dataset preset, the published value of each setting with its source, why a default differs from it, its ablation
+table, the curves and figures the report draws for it, the logged terms its ``metrics.json`` keeps, whether
+``invprop compare`` runs it by default, and what a short digits run of it must reach.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, TypeVar
+
+from torch import Tensor, nn
+
+from invprop.core.faiss_search import faiss_available
+from invprop.errors import ConfigError
+from invprop.methods.method import BuildContext, Method
+from invprop.registry import Registry
+from invprop.settings import Reference, check, merge, section
+
+#: The most epochs a method's default warm-up share may give (``optim.warmup_epochs: null``).
+MAX_DEFAULT_WARMUP_EPOCHS = 10
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One figure of the report: the history's ``keys`` over epochs, a panel each, a line per run."""
+
+    title: str
+    keys: tuple[str, ...]
+    ylabel: str = "loss"
+
+
+@dataclass(frozen=True)
+class FigureInputs:
+    """What a method's figure is computed from (the report gathers it from a run directory).
+
+    Attributes:
+        settings: the method's own settings of the run.
+        state: the checkpoint's model state (the method's buffers and weights, by name).
+        num_images: N, the training images (a figure names them by index).
+        embed: ``embed(indices) -> (M, D)``: unit embeddings of training images, not augmented.
+    """
+
+    settings: Any
+    state: Mapping[str, Tensor]
+    num_images: int
+    embed: Callable[[Tensor], Tensor]
+
+
+#: A cell of an image grid: a training image's index and its caption; None leaves the cell empty.
+Cell = tuple[int, str] | None
+
+
+@dataclass(frozen=True)
+class GridFigure:
+    """A figure of training images in a grid (e.g. InvP's anchors with their positives); ``grid`` gives its rows, or
+    None when the run cannot show it."""
+
+    title: str
+    caption: str
+    grid: Callable[[FigureInputs], list[list[Cell]] | None]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of an ablation table: overrides applied over the shared base settings."""
+
+    description: str
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """A method's ablation table (``invprop ablate --method NAME``).
+
+    Attributes:
+        variants: the rows, by name, in table order.
+        paper: overrides that give the setting the paper ran the table in (``--paper``), applied over the preset and
+            the YAML file (``--set`` still wins).
+        paper_source: where that setting is written.
+        columns: the table's own columns beside kNN and time: ``(metrics.json key, heading)``.
+        notes: what those columns mean, for the table's footnote.
+    """
+
+    variants: Mapping[str, Variant]
+    paper: Mapping[str, Any]
+    paper_source: str
+    columns: tuple[tuple[str, str], ...] = ()
+    notes: str = ""
+
+
+class Floor(enum.Enum):
+    """What a short run must reach: the untrained encoder's held-out kNN, raw pixels', or nothing but finite
+    losses."""
+
+    UNTRAINED = "untrained"
+    RAW_PIXELS = "raw"
+    FINITE = "finite"
+
+
+@dataclass(frozen=True)
+class SmokeRun:
+    """The short digits run of the contract test and what it must reach.
+
+    Attributes:
+        epochs: its length.
+        metric: the held-out kNN it is judged by: ``knn_top1`` (embeddings) or ``knn_backbone_top1`` (features).
+        floor: what ``metric`` must reach (at least).
+        settings: nested overrides over the method's digits preset for the short run.
+        why: why the floor is lower than the untrained encoder (required then).
+    """
+
+    epochs: int = 3
+    metric: str = "knn_top1"
+    floor: Floor = Floor.UNTRAINED
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    why: str = ""
+
+
+class Torchrun(enum.Enum):
+    """What a method does under torchrun: trains the weights one process would with the same global batch
+    (``EXACT``), runs but draws per process (``RUNS``), or refuses with one line (``REFUSED``)."""
+
+    EXACT = "exact"
+    RUNS = "runs"
+    REFUSED = "refused"
+
+
+M = TypeVar("M", bound=Method)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A training method as the registry holds it.
+
+    Attributes:
+        summary: one line for listings and tables.
+        settings: the dataclass of the method's own settings: with ``section``, one section of the run's settings
+            named so; without, each of its fields is a section (e.g. InvP's ``bank`` and ``loss``).
+        section: the name of the method's one section (None: ``settings`` is a dataclass of sections).
+        section_help: the section's help (with ``section``).
+        build: ``(settings, encoder, context) -> Method`` (set by :func:`register_method`: the method's class).
+        presets: per dataset preset, overrides of the method's sections and of shared keys (applied along the
+            preset's ``extends``).
+        references: per preset (``"*"``: every preset), the published value of dotted keys -- the method's own and
+            shared ones -- from its paper or its authors' code (applied along ``extends``).
+        deviations: per preset (``"*"``: the library defaults), why a default differs from its reference;
+            ``invprop presets --keys`` prints both, and a test requires a reason for every difference.
+        headline: the dotted keys listings show for the method.
+        terms: the logged terms (and diagnostics) whose last-epoch values ``metrics.json`` keeps, in this order.
+        curves: the report's figures of the method's own history keys.
+        figures: the report's image figures of the method.
+        ablation: its ablation table, if it has one.
+        compare: ``invprop compare`` runs it without ``--methods``.
+        smoke: the short digits run of the contract test.
+        torchrun: what it does under torchrun.
+        warmup_share: the share of the epochs warmed up when ``optim.warmup_epochs`` is null (at most
+            :data:`MAX_DEFAULT_WARMUP_EPOCHS`).
+        preflight: checks of the environment before any work, given the method's settings (e.g. an optional
+            package the settings need).
+        multi_crop: the method takes multi-crop small crops (``data.small_crops``).
+        colour_only: the method needs three-channel images.
+        name: the registered name (set by :func:`register_method`).
+        sections_type: the dataclass of the run's sections of the method (derived by :func:`register_method`).
+    """
+
+    summary: str
+    settings: type
+    section: str | None = None
+    section_help: str = ""
+    build: Callable[[Any, nn.Module, BuildContext], Method] | None = None
+    presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    references: Mapping[str, Mapping[str, Reference]] = field(default_factory=dict)
+    deviations: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    headline: tuple[str, ...] = ()
+    terms: tuple[str, ...] = ()
+    curves: tuple[Curve, ...] = ()
+    figures: tuple[GridFigure, ...] = ()
+    ablation: Ablation | None = None
+    compare: bool = True
+    smoke: SmokeRun = field(default_factory=SmokeRun)
+    torchrun: Torchrun = Torchrun.EXACT
+    warmup_share: float = 0.0
+    preflight: Callable[[Any], None] | None = None
+    multi_crop: bool = False
+    colour_only: bool = False
+    name: str = ""
+    sections_type: type | None = None
+
+    def sections(self) -> tuple[str, ...]:
+        """Names of the method's settings sections."""
+        return (self.section,) if self.section else tuple(f.name for f in dataclasses.fields(self.settings))
+
+    def new_sections(self) -> Any:
+        """The run's sections of the method at their defaults (an instance of :attr:`sections_type`)."""
+        assert self.sections_type is not None, "register the spec with register_method"
+        return self.sections_type()
+
+    def own(self, sections: Any) -> Any:
+        """The method's settings (an instance of :attr:`settings`) within the run's ``sections`` of it."""
+        return getattr(sections, self.section) if self.section else sections
+
+    def create(self, sections: Any, encoder: nn.Module, context: BuildContext) -> Method:
+        """The method, built from the run's ``sections`` of it around ``encoder``."""
+        assert self.build is not None
+        self.check_images(context.in_channels)
+        return self.build(self.own(sections), encoder, context)
+
+    def check_images(self, in_channels: int) -> None:
+        """A one-line error when the method cannot train on images of ``in_channels`` channels."""
+        if self.colour_only and in_channels != 3:
+            raise ConfigError(f"method {self.name} needs colour images, and these have {in_channels} channel(s); "
+                              "choose a colour dataset (e.g. --preset cifar10) or another method")  # fmt: skip
+
+    def default_warmup_epochs(self, epochs: int) -> int:
+        return min(int(epochs * self.warmup_share), MAX_DEFAULT_WARMUP_EPOCHS)
+
+
+#: Every training method, by name.
+METHODS: Registry[MethodSpec] = Registry("method")
+
+
+def _sections_type(name: str, spec: MethodSpec) -> type:
+    """The dataclass of the run's sections of a one-section method: one field, ``spec.section``."""
+    if spec.section is None:
+        return spec.settings
+    fields = [(spec.section, spec.settings, section(spec.settings, spec.section_help))]
+    return dataclasses.make_dataclass(f"{spec.settings.__name__}Section", fields)
+
+
+def register_method(name: str, spec: MethodSpec) -> Callable[[type[M]], type[M]]:
+    """Class decorator: register the decorated method class under ``name`` with ``spec`` (the class is its builder,
+    called as ``cls(settings, encoder, context)``, unless ``spec.build`` is set).
+
+    Example (the shape of every method file)::
+
+        @register_method("simclr", MethodSpec("SimCLR: ...", SimCLRSettings, section="simclr", terms=("loss_nce",)))
+        class SimCLR(TwoViewMethod): ...
+    """
+
+    def add(cls: type[M]) -> type[M]:
+        if spec.smoke.floor is not Floor.UNTRAINED and not spec.smoke.why:
+            raise ValueError(f"method {name}: a smoke run below the untrained encoder needs its reason (why)")
+        build = spec.build or _class_builder(cls)
+        complete = dataclasses.replace(spec, name=name, build=build)
+        METHODS.register(name)(dataclasses.replace(complete, sections_type=_sections_type(name, complete)))
+        return cls
+
+    return add
+
+
+def _class_builder(cls: type[Method]) -> Callable[[Any, nn.Module, BuildContext], Method]:
+    """A method class as its builder: every registered class takes ``(settings, encoder, context)``."""
+    construct: Callable[..., Method] = cls
+
+    def build(settings: Any, encoder: nn.Module, context: BuildContext) -> Method:
+        return construct(settings, encoder, context)
+
+    return build
+
+
+def require_faiss(key: str, wanted: bool) -> None:
+    """The one-line error for a setting ``key`` that asks for FAISS (``wanted``) when FAISS is not installed."""
+    if wanted and not faiss_available():
+        raise ConfigError(f"{key}=faiss needs FAISS: pip install 'invprop[faiss]' (or faiss-gpu)")
+
+
+def create_method(
+    name: str, encoder: nn.Module, num_samples: int, embedding_dim: int, **sections: Mapping[str, Any]
+) -> Method:
+    """A registered method for your own training loop, its settings from ``sections`` over the method's defaults.
+
+    Args:
+        name: a registered method (``invp``, ``simclr``, ``instance-classifier``, ...; ``invprop presets`` lists
+            them).
+        encoder: any module mapping a batch of images to (B, ``embedding_dim``) embeddings.
+        num_samples: N, the training images (indices run over ``[0, N)``).
+        embedding_dim: D.
+        sections: the method's settings sections as mappings, e.g. ``loss={"temperature": 0.2}``.
+
+    Example:
+        >>> import torch
+        >>> from invprop.methods import Batch
+        >>> encoder = nn.Sequential(nn.Flatten(), nn.Linear(64, 16))
+        >>> method = create_method("invp", encoder, num_samples=100, embedding_dim=16, loss={"n_background": 50})
+        >>> out = method.training_step(Batch.of(torch.arange(8), torch.randn(8, 1, 8, 8), epoch=40))
+        >>> out.loss.backward(); method.after_step([out])  # after the optimiser step: neighbour refresh, then EMA
+        >>> sorted(out.terms)[:2]
+        ['loss_ins', 'loss_inv']
+    """
+    spec = METHODS.get(name)
+    settings = spec.new_sections()
+    merge(settings, sections)
+    check(settings)
+    return spec.create(settings, encoder, BuildContext(num_samples, embedding_dim))
+
+
+__all__ = [
+    "MAX_DEFAULT_WARMUP_EPOCHS",
+    "METHODS",
+    "Ablation",
+    "Cell",
+    "Curve",
+    "FigureInputs",
+    "Floor",
+    "GridFigure",
+    "MethodSpec",
+    "SmokeRun",
+    "Torchrun",
+    "Variant",
+    "create_method",
+    "register_method",
+    "require_faiss",
+]
