@@ -12,8 +12,9 @@ fails is reported and does not stop the others:
    formulation and peak memory;
 4. throughput (benchmark 2): fast path vs the fp32 + per-image CPU-augmentation baseline, InvP vs a plain
    cross-entropy step, with and without torch.compile;
-5. one measured CIFAR-10 InvP epoch (benchmark 4);
-6. a CIFAR-10 InvP training run whose epoch count is chosen from step 5's epoch time so that it ends within the
+5. logging a step's terms (benchmark 6): every term copied to the host at every step vs sums kept on the device;
+6. one measured CIFAR-10 InvP epoch (benchmark 4);
+7. a CIFAR-10 InvP training run whose epoch count is chosen from step 6's epoch time so that it ends within the
    budget, with held-out kNN top-1.
 
 ``gpu-check.md`` (tables to paste into docs/benchmarks.md and docs/results.md) and ``gpu-check.json`` (every figure)
@@ -51,6 +52,8 @@ from invprop.engine import Trainer
 from invprop.files import write_text_atomically
 from objective_step import COLUMNS as OBJECTIVE_COLUMNS
 from objective_step import objective_rows, table_row
+from term_logging import COLUMNS as LOGGING_COLUMNS
+from term_logging import logging_rows
 from throughput import PLAIN, default_workers, measure_throughput, summary
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,12 +89,22 @@ class Plan:
     objective_repeats: int = 10
     throughput_steps: int = 50
     throughput_warmup: int = 5
+    logging_methods: tuple[str, ...] = ("invp", "simclr", "vicreg")
+    logging_steps: int = 200
     batch: int = 256
     compile: bool = True
     test_timeout_s: int = 240
     max_run_epochs: int = 200
     min_s: dict[str, float] = field(
-        default_factory=lambda: {"tests": 60, "objective": 45, "throughput": 40, "compile": 90, "epoch": 30, "run": 60}
+        default_factory=lambda: {
+            "tests": 60,
+            "objective": 45,
+            "throughput": 40,
+            "compile": 90,
+            "logging": 30,
+            "epoch": 30,
+            "run": 60,
+        }
     )
 
 
@@ -103,11 +116,13 @@ SMOKE = Plan(
     objective_repeats=1,
     throughput_steps=2,
     throughput_warmup=1,
+    logging_methods=("invp",),
+    logging_steps=4,
     batch=32,
     compile=False,
     test_timeout_s=120,
     max_run_epochs=2,
-    min_s={"tests": 5, "objective": 2, "throughput": 5, "compile": 60, "epoch": 3, "run": 3},
+    min_s={"tests": 5, "objective": 2, "throughput": 5, "compile": 60, "logging": 3, "epoch": 3, "run": 3},
 )
 
 
@@ -179,8 +194,9 @@ STEP_TITLES = {
     "tests": "2. CUDA tests (pytest -m gpu)",
     "objective": "3. Objective step vs the authors' formulation (benchmarks 1 and 3)",
     "throughput": "4. Training throughput and InvP's overhead (benchmark 2)",
-    "epoch": "5. One CIFAR-10 InvP epoch (benchmark 4)",
-    "run": "6. CIFAR-10 InvP training run within the budget",
+    "logging": "5. Logging a step's terms: host copies every step vs device sums (benchmark 6)",
+    "epoch": "6. One CIFAR-10 InvP epoch (benchmark 4)",
+    "run": "7. CIFAR-10 InvP training run within the budget",
 }
 
 
@@ -330,6 +346,11 @@ def throughput(plan: Plan, device: torch.device, data: Path, cache: Path, budget
         text += (f". With torch.compile: fast / baseline **{ratios['compiled_fast_over_baseline']:.2f}x**, "
                  f"InvP overhead **{ratios['compiled_invp_overhead']:.3f}**")  # fmt: skip
     return {"seconds_per_step": results, **ratios, "batch": plan.batch, "workers": workers}, text + ".\n"
+
+
+def term_logging(plan: Plan, device: torch.device) -> tuple[list[list[str]], str]:
+    rows = logging_rows(list(plan.logging_methods), device, plan.logging_steps, min(50, plan.logging_steps))
+    return rows, markdown_table(LOGGING_COLUMNS, rows)
 
 
 def one_epoch(plan: Plan, device: torch.device, data: Path, cache: Path) -> tuple[dict[str, Any], str]:
@@ -484,6 +505,7 @@ def main(argv: list[str] | None = None) -> int:
         ("tests", lambda: cuda_tests(plan, budget, out)),
         ("objective", lambda: (*objective(plan, device), "")),
         ("throughput", lambda: (*throughput(plan, device, data(), cache, budget), "")),
+        ("logging", lambda: (*term_logging(plan, device), "")),
         ("epoch", lambda: (*one_epoch(plan, device, data(), cache), "")),
         ("run", lambda: (*training_run(plan, device, data(), cache, _epoch_seconds(report), budget), "")),
     ]
@@ -536,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
 def _epoch_seconds(report: Report) -> float:
     epoch = report.data["steps"].get("epoch", {})
     if epoch.get("status") != "ok":
-        raise _Skip("needs the epoch time of step 5, which did not run")
+        raise _Skip("needs the epoch time of step 6, which did not run")
     return float(epoch["figures"]["epoch_seconds"])
 
 

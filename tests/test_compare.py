@@ -56,6 +56,16 @@ def test_compare_trains_ranks_reuses_and_reports(tmp_path: Path, capsys: pytest.
     assert main(["-q", "report", str(out), "--out", str(tmp_path / "report")]) == 0
     page = (tmp_path / "report" / "report.html").read_text()
     assert f"compare: {out}" in page and "<td>simclr</td>" in page and "<td>vicreg</td>" in page
+    # Each method's own curves, from its spec: VICReg's three terms in one figure, SimCLR's NT-Xent in another.
+    import html
+
+    from invprop.evaluation.report import curve_filename
+    from invprop.methods import METHODS
+
+    (vicreg_terms,) = METHODS.get("vicreg").curves
+    assert vicreg_terms.keys == ("loss_invariance", "loss_variance", "loss_covariance")
+    for curve in (vicreg_terms, *METHODS.get("simclr").curves):
+        assert (tmp_path / "report" / curve_filename(curve)).is_file() and f"alt='{html.escape(curve.title)}'" in page
 
 
 def test_the_default_methods_run_on_grayscale_images() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
-STEPS = ("environment", "tests", "objective", "throughput", "epoch", "run")
+STEPS = ("environment", "tests", "objective", "throughput", "logging", "epoch", "run")
 
 
 @pytest.mark.slow
@@ -40,8 +40,9 @@ def test_smoke_run_goes_through_every_step_and_reports_each(tmp_path: Path) -> N
     run = steps["run"]["figures"]
     assert run["epochs"] >= 1 and 0 <= run["metrics"]["knn_top1"] <= 1 and len(run["curve"]) >= 1
     markdown = (out / "gpu-check.md").read_text()
-    for title in ("1. Environment", "2. CUDA tests", "3. Objective step", "4. Training throughput", "5. One CIFAR-10",
-                  "6. CIFAR-10 InvP training run"):  # fmt: skip
+    assert [row[0] for row in steps["logging"]["figures"]] == ["invp"]
+    for title in ("1. Environment", "2. CUDA tests", "3. Objective step", "4. Training throughput", "5. Logging a step",
+                  "6. One CIFAR-10", "7. CIFAR-10 InvP training run"):  # fmt: skip
         assert f"## {title}" in markdown
     assert "not reached" not in markdown and "**failed**" not in markdown
     assert sorted(p.name for p in out.iterdir()) == ["gpu-check.json", "gpu-check.md", "gpu-tests.log", "gpu-tests.xml"]
@@ -56,7 +57,7 @@ def test_a_step_that_does_not_fit_the_budget_is_skipped_with_a_note(tmp_path: Pa
     assert proc.returncode == 0, proc.stderr[-3000:]
     steps = json.loads((out / "gpu-check.json").read_text())["steps"]
     assert steps["tests"]["note"] == "left out with --skip"
-    for name in ("objective", "throughput", "epoch", "run"):
+    for name in ("objective", "throughput", "logging", "epoch", "run"):
         assert steps[name]["status"] == "skipped" and "of the budget left" in steps[name]["note"], name
 
 

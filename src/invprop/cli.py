@@ -380,6 +380,19 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_methods(args: argparse.Namespace) -> int:
+    from invprop.evaluation.compare import default_methods
+
+    in_compare = set(default_methods())
+    for name in METHODS:
+        spec = METHODS.get(name)
+        marks = [spec.family, *(["compare"] if name in in_compare else []), f"torchrun: {spec.torchrun.value}"]
+        print(f"{name:20} {spec.summary}  [{', '.join(marks)}]")
+    print("\ncompare: run by `invprop compare` without --methods; torchrun: exact (two processes train the weights of "
+          "one), runs, or refused. Settings of one: invprop presets --keys --method NAME")  # fmt: skip
+    return 0
+
+
 def _headline(cfg: Config) -> dict[str, Any]:
     """The method's headline settings of ``cfg``, by dotted key."""
     values = cfgmod.help_texts(cfg)
@@ -429,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
         "ablate", parents=settings,
         help=f"train a method's ablation table ({', '.join(tables)}) with one config",
     )  # fmt: skip
-    ab.add_argument("--method", default="invp", choices=tables, help="whose table (its spec's ablation)")
+    ab.add_argument("--method", default=cfgmod.DEFAULT_METHOD, choices=tables, help="whose table (its spec's ablation)")
     ab.add_argument(
         "--variants",
         help="comma-separated subset of the table's variants (default: all). "
@@ -454,8 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     cp.add_argument(
         "--methods",
-        help="comma-separated methods (default: those whose spec says so: invp, its baselines, the two-view and the "
-        "clustering methods); invprop presets lists them",
+        help="comma-separated methods (default: those marked compare in invprop methods: InvP and InstDisc, the "
+        "instance classifier, the two-view and the clustering methods)",
     )
     cp.add_argument("--no-linear", action="store_true", help="skip the linear probe of each method")
     cp.add_argument(
@@ -513,6 +526,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rp.add_argument("--out", help="folder for report.html and the PNGs (default: FIRST_RUN/report)")
     rp.set_defaults(func=cmd_report)
+
+    me = sub.add_parser("methods", help="list the training methods: family, summary, and what compare and torchrun do")
+    me.set_defaults(func=cmd_methods)
 
     pr = sub.add_parser("presets", help="list the presets, or print one in full")
     pr.add_argument("name", nargs="?", help="preset to print as YAML")

@@ -74,8 +74,8 @@ class OptimSettings:
     )
     schedule: str = setting("cosine", "learning-rate schedule", choices=SCHEDULES)
     warmup_epochs: int | None = setting(
-        None, "linear warm-up epochs; null = the method's default (10% of the epochs, at most 10, for the instance "
-        "classifier; none for the memory-bank methods)", bounds=NON_NEGATIVE,
+        None, "linear warm-up epochs; null = the method's default share of the epochs (at most 10; none for most)",
+        bounds=NON_NEGATIVE,
     )  # fmt: skip
     milestones: list[int] | None = setting(None, "epochs at which the step schedule decays (default: 50%, 75%, 87.5%)")
     gamma: float = setting(0.1, "decay factor of the step schedule", bounds=POSITIVE)

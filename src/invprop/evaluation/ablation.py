@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from invprop.config import Config, from_dict, method_spec, to_dict
+from invprop.config import DEFAULT_METHOD, Config, from_dict, method_spec, to_dict
 from invprop.engine import RunLock
 from invprop.engine.device import resolve_device
 from invprop.errors import ConfigError
@@ -50,7 +50,7 @@ def paper_config(base: Config, method: str) -> Config:
     return from_dict(dict(ablation_of(method).paper), base=base)
 
 
-def parse_variants(text: str | None, method: str = "invp") -> list[str]:
+def parse_variants(text: str | None, method: str = DEFAULT_METHOD) -> list[str]:
     """``a,b,c`` -> validated variant names of ``method``'s table (all of them for None or ``all``)."""
     table = ablation_of(method).variants
     if text is None or text.strip() == "all":
@@ -143,7 +143,7 @@ def run_ablation(
     command: str,
     progress: bool | None = None,
     on_row: Callable[[Mapping[str, Any]], None] | None = None,
-    method: str = "invp",
+    method: str = DEFAULT_METHOD,
 ) -> list[dict[str, Any]]:
     """Train every variant of ``names`` (of ``method``'s table) over ``base`` into ``out_dir`` and write the results
     after each one."""

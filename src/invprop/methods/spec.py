@@ -167,6 +167,7 @@ class MethodSpec:
         multi_crop: the method takes multi-crop small crops (``data.small_crops``).
         colour_only: the method needs three-channel images.
         name: the registered name (set by :func:`register_method`).
+        family: the method's family, its sub-package of :mod:`invprop.methods` (set by :func:`register_method`).
         sections_type: the dataclass of the run's sections of the method (derived by :func:`register_method`).
     """
 
@@ -191,6 +192,7 @@ class MethodSpec:
     multi_crop: bool = False
     colour_only: bool = False
     name: str = ""
+    family: str = ""
     sections_type: type | None = None
 
     def sections(self) -> tuple[str, ...]:
@@ -248,7 +250,8 @@ def register_method(name: str, spec: MethodSpec) -> Callable[[type[M]], type[M]]
         if spec.smoke.floor is not Floor.UNTRAINED and not spec.smoke.why:
             raise ValueError(f"method {name}: a smoke run below the untrained encoder needs its reason (why)")
         build = spec.build or _class_builder(cls)
-        complete = dataclasses.replace(spec, name=name, build=build)
+        family = cls.__module__.split(".")[-2] if cls.__module__.count(".") >= 2 else ""
+        complete = dataclasses.replace(spec, name=name, build=build, family=family)
         METHODS.register(name)(dataclasses.replace(complete, sections_type=_sections_type(name, complete)))
         return cls
 

@@ -44,12 +44,12 @@ class ModelSettings:
     )
     head: str = setting(
         "mlp_bn",
-        "projection head: mlp_bn (Linear-BatchNorm-ReLU-Linear), mlp (the authors': Linear-ReLU-Linear) -- both with "
-        "loss.temperature 0.2 -- or linear (the paper's ablations; 0.07). mlp_bn is the default because it measured "
-        "better than the authors' head here (docs/results.md)",
+        "projection head after the backbone (models/heads.py): mlp_bn (Linear-BatchNorm-ReLU-Linear), mlp "
+        "(Linear-ReLU-Linear), linear, or the deeper projectors of the field's methods; each method's presets pick "
+        "its own (invprop presets --keys --method NAME says where each comes from)",
         choices=HEADS,
     )
-    embedding_dim: int = setting(128, "embedding (bank) dimension D", bounds=AT_LEAST_ONE)
+    embedding_dim: int = setting(128, "embedding dimension D, the head's output", bounds=AT_LEAST_ONE)
     hidden_dim: int | None = setting(
         None, "MLP head hidden width; null = the backbone's feature width", bounds=AT_LEAST_ONE
     )

@@ -22,7 +22,7 @@ from invprop.core.clustering import KMEANS_BACKENDS, initial_centroids, kmeans_w
 from invprop.data.loader import cluster_balanced_order, epoch_order
 from invprop.errors import ConfigError
 from invprop.methods.method import Batch, BuildContext, Method, StepOutput
-from invprop.methods.spec import Curve, MethodSpec, Torchrun, register_method, require_faiss
+from invprop.methods.spec import Curve, MethodSpec, register_method, require_faiss
 from invprop.settings import AT_LEAST_ONE, AT_LEAST_TWO, Reference, setting
 
 #: Seeds of an epoch's k-means initialisation: drawn from the epoch's seeded global generator.
@@ -76,7 +76,6 @@ SPEC = MethodSpec(
         Curve("pseudo-label classification", ("loss_cluster",)),
         Curve("k-means", ("kmeans_loss", "largest_cluster"), "value"),
     ),
-    torchrun=Torchrun.RUNS,
     preflight=lambda settings: require_faiss("deepcluster.kmeans", settings.kmeans == "faiss"),
 )
 
