@@ -86,16 +86,24 @@ def test_bad_yaml_file(tmp_path: Path) -> None:
         C.load_yaml(tmp_path / "missing.yaml")
 
 
-def test_warmup_defaults_to_a_tenth_for_the_instance_classifier_only() -> None:
-    from invprop.methods import METHODS
+def test_the_instance_classifier_warms_up_for_its_10_epochs_at_most_a_tenth_of_the_run() -> None:
+    def warmup(method: str, epochs: int) -> int:
+        return C.lr_plan(C.from_dict({"epochs": epochs}, base=C.preset("digits", method))).warmup_epochs
 
-    assert METHODS.get("invp").default_warmup_epochs(100) == 0
-    classifier = METHODS.get("instance-classifier")
-    assert (
-        classifier.default_warmup_epochs(100),
-        classifier.default_warmup_epochs(30),
-        classifier.default_warmup_epochs(800),
-    ) == (10, 3, 10)
+    assert warmup("invp", 100) == 0
+    assert (warmup("instance-classifier", 100), warmup("instance-classifier", 30), warmup("instance-classifier", 800)) == (
+        10, 3, 10)  # fmt: skip
+    with pytest.raises(ConfigError, match="must be shorter than the run; it is 5 of 5 epochs"):
+        C.validate(C.from_dict({"epochs": 5, "optim": {"warmup_epochs": 5, "warmup_share": 1.0}}))
+
+
+def test_runs_of_earlier_versions_keep_their_default_warm_up() -> None:
+    saved = C.to_dict(C.preset("digits", "instance-classifier"))
+    saved["optim"]["warmup_epochs"] = None  # what earlier versions saved: "the method's default share"
+    assert C.from_saved(saved).optim.warmup_epochs == 10
+    invp = C.to_dict(C.preset("digits"))
+    invp["optim"]["warmup_epochs"] = None
+    assert C.from_saved(invp).optim.warmup_epochs == 0
 
 
 def test_a_run_holds_only_its_own_methods_sections(tmp_path: Path) -> None:
@@ -166,7 +174,8 @@ def test_runs_saved_by_earlier_versions_still_load() -> None:
 @pytest.mark.parametrize("method", ["invp", "knn-positives", "insdis", "instance-classifier"])
 def test_the_memory_bank_methods_and_the_classifier_differ_from_their_papers_in_the_head_only(method: str) -> None:
     library = C.provenance(C.from_dict({"method": method}))
-    assert [key for key, origin in library.items() if origin.reason] == ["model.head"]  # the one measured choice
+    measured = [key for key, origin in library.items() if origin.reason and origin.reason != C.LIBRARY_DEFAULT]
+    assert measured == ["model.head"]  # the one measured choice
 
 
 def test_provenance_finds_an_unexplained_difference() -> None:

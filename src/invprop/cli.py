@@ -30,6 +30,7 @@ from invprop.engine import (
     CHANGES_KEY,
     CHECKPOINT_NAME,
     CONFIG_NAME,
+    DERIVED_KEY,
     HISTORY_NAME,
     METRICS_NAME,
     TENSORBOARD_DIR,
@@ -104,7 +105,8 @@ def _file_settings(path: str) -> dict[str, Any]:
     """The settings in a YAML file; a run's ``config.yaml`` gives its final values (its record of changes is not a
     setting)."""
     values = cfgmod.load_yaml(path)
-    if values.pop(CHANGES_KEY, None):
+    derived = values.pop(DERIVED_KEY, None)
+    if values.pop(CHANGES_KEY, None) or derived:
         logger.info("%s is a run's settings file: using its final values", path)
     return values
 

@@ -2,16 +2,25 @@
 (:mod:`~invprop.config.presets`), saved runs and resume diffs (:mod:`~invprop.config.saved`), and what the
 settings build (:mod:`~invprop.config.factories`)."""
 
-from invprop.config.factories import build_method, data_for, input_needs
+from invprop.config.factories import (
+    LearningRatePlan,
+    build_method,
+    data_for,
+    input_needs,
+    lr_plan,
+    optimizer_options,
+)
 from invprop.config.presets import (
     DATASET_PRESETS,
     DEFAULT_PRESET,
+    LIBRARY_DEFAULT,
     PRESET_REASONS,
     PRESETS,
     Provenance,
     preset,
     preset_values,
     provenance,
+    recipe_of,
 )
 from invprop.config.saved import BATCHNORM_HEAD_KEY, SettingChange, from_saved, save_yaml, setting_changes
 from invprop.config.schema import (
@@ -31,6 +40,7 @@ from invprop.config.schema import (
     sections,
     to_dict,
     validate,
+    warmup_epochs_of,
 )
 from invprop.settings import load_yaml, parse_override
 
@@ -40,11 +50,13 @@ __all__ = [
     "DATASET_PRESETS",
     "DEFAULT_METHOD",
     "DEFAULT_PRESET",
+    "LIBRARY_DEFAULT",
     "PRECISIONS",
     "PRESETS",
     "PRESET_REASONS",
     "Config",
     "DistributedSettings",
+    "LearningRatePlan",
     "EvalSettings",
     "LogSettings",
     "OptimSettings",
@@ -58,15 +70,19 @@ __all__ = [
     "help_texts",
     "input_needs",
     "load_yaml",
+    "lr_plan",
     "method_spec",
+    "optimizer_options",
     "owners",
     "parse_override",
     "preset",
     "preset_values",
     "provenance",
+    "recipe_of",
     "save_yaml",
     "sections",
     "setting_changes",
     "to_dict",
     "validate",
+    "warmup_epochs_of",
 ]

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
-from invprop.config.schema import Config
+from invprop.config.schema import Config, warmup_epochs_of
 from invprop.data import DataSplits, InputNeeds, datasets_from
 from invprop.methods import BuildContext, Method
 from invprop.models import ModelSettings, is_timm_backbone, model_input
 from invprop.models.timm_backbone import patch_side
+from invprop.optimizers import OptimizerOptions
+from invprop.schedules import scaled_lr
 
 
 def build_method(cfg: Config, encoder: nn.Module, num_samples: int, **context: Any) -> Method:
@@ -18,6 +21,58 @@ def build_method(cfg: Config, encoder: nn.Module, num_samples: int, **context: A
     other fields of :class:`~invprop.methods.BuildContext` (``distributed``, ``in_channels``, ``mean``, ``std``,
     ``total_steps``, ``labels``, ``features``, ``forward``)."""
     return cfg.spec.create(cfg.method_settings, encoder, BuildContext(num_samples, cfg.model.embedding_dim, **context))
+
+
+@dataclass(frozen=True)
+class LearningRatePlan:
+    """A run's learning rate, from its ``optim`` settings and length.
+
+    Attributes:
+        peak: the peak learning rate: ``optim.lr`` scaled from ``optim.reference_batch`` to the run's batch.
+        warmup_epochs: the warm-up the run gets (the recipe's, at most ``optim.warmup_share`` of the run).
+        warmup_start: the share of the peak the warm-up starts from.
+        floor: the share of the peak the schedule decays to.
+        milestones: the step schedule's epochs (None: its default).
+    """
+
+    peak: float
+    warmup_epochs: int
+    warmup_start: float
+    floor: float
+    milestones: list[int] | None
+
+    def describe(self, cfg: Config) -> str:
+        """One line for the log: how the peak came about, and the warm-up."""
+        o = cfg.optim
+        rule = "" if o.lr_scaling == "none" else f" ({o.lr} x batch {o.batch_size}/{o.reference_batch}, {o.lr_scaling})"
+        return (
+            f"{o.optimizer}, peak lr {self.peak:.6g}{rule}, {self.warmup_epochs} warm-up epochs, {o.schedule} schedule"
+        )
+
+
+def lr_plan(cfg: Config) -> LearningRatePlan:
+    """The learning rate of a run of ``cfg``.
+
+    Example:
+        >>> from invprop.config import from_dict
+        >>> plan = lr_plan(from_dict({"epochs": 30, "optim": {"lr": 0.3, "lr_scaling": "linear", "batch_size": 128,
+        ...                                                    "warmup_epochs": 10}}))
+        >>> plan.peak, plan.warmup_epochs
+        (0.15, 3)
+    """
+    o = cfg.optim
+    peak = scaled_lr(o.lr, o.batch_size, o.reference_batch, o.lr_scaling)
+    shares = o.milestone_shares
+    milestones = o.milestones if o.milestones is not None else None if shares is None else [
+        round(share * cfg.epochs) for share in shares
+    ]  # fmt: skip
+    return LearningRatePlan(peak, warmup_epochs_of(o, cfg.epochs), o.warmup_start_lr / peak, o.final_lr, milestones)
+
+
+def optimizer_options(cfg: Config) -> OptimizerOptions:
+    """What the run's optimiser is built with (its groups aside)."""
+    o = cfg.optim
+    return OptimizerOptions(lr_plan(cfg).peak, o.momentum, tuple(o.betas), o.nesterov, o.lars_eta, o.lars_clip)
 
 
 def input_needs(model: ModelSettings) -> InputNeeds:
@@ -36,4 +91,4 @@ def data_for(cfg: Config, name: str | None = None, foreign: bool = False, subset
     return datasets_from(cfg.data, name, foreign, subset, input_needs(cfg.model))
 
 
-__all__ = ["build_method", "data_for", "input_needs"]
+__all__ = ["LearningRatePlan", "build_method", "data_for", "input_needs", "lr_plan", "optimizer_options"]

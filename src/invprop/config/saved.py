@@ -38,9 +38,14 @@ def from_saved(values: Mapping[str, Any], weights: Mapping[str, Any] | None = No
             moved = values[old_section].pop(old_key)
             if isinstance(values.get(new_section), dict):
                 values[new_section].setdefault(new_key, moved)
-    own = method_spec(values.get("method", DEFAULT_METHOD)).sections()
-    for name in [k for k in values if k not in own and owners(k)]:
+    spec = method_spec(values.get("method", DEFAULT_METHOD))
+    for name in [k for k in values if k not in spec.sections() and owners(k)]:
         del values[name]  # another method's section, saved by an earlier version
+    optim = values.get("optim")
+    if isinstance(optim, dict) and "warmup_epochs" in optim and optim["warmup_epochs"] is None:
+        # Earlier versions' null: the method's default warm-up (the instance classifier's 10 epochs), capped at the
+        # share that optim.warmup_share now holds (10%, as it was).
+        optim["warmup_epochs"] = spec.presets.get("*", {}).get("optim", {}).get("warmup_epochs", 0)
     return from_dict(values)
 
 

@@ -26,10 +26,11 @@ from invprop.errors import ConfigError
 from invprop.methods import METHODS, MethodSpec
 from invprop.models import ModelSettings, check_model_settings, is_timm_backbone
 from invprop.optimizers import OPTIMIZERS
-from invprop.schedules import SCHEDULES
+from invprop.schedules import LR_SCALINGS, SCHEDULES
 from invprop.settings import (
     AT_LEAST_ONE,
     AT_LEAST_TWO,
+    FRACTION,
     NON_NEGATIVE,
     POSITIVE,
     UNIT_INTERVAL,
@@ -53,32 +54,84 @@ PRECISIONS = ("auto", *AUTOCAST_DTYPES)
 DEFAULT_METHOD = "invp"
 
 
+#: Which recipe a preset brings: each method's own published one, or the dataset preset's one for every method.
+RECIPES = ("own", "shared")
+
+
 @dataclass
 class OptimSettings:
-    """The ``optim`` section: the optimiser and its learning-rate schedule."""
+    """The ``optim`` section: the optimiser, its learning rate and schedule -- a method's recipe (its spec's
+    ``recipes``, applied by the presets unless ``recipe`` is ``shared``)."""
 
-    optimizer: str = setting("sgd", "optimiser: sgd (with momentum) or adamw (the ViT recipes')", choices=OPTIMIZERS)
-    lr: float = setting(0.03, "base learning rate", bounds=POSITIVE)
-    momentum: float = setting(0.9, "SGD momentum", bounds=UNIT_INTERVAL)
-    betas: list[float] = setting(None, "AdamW's beta1 and beta2", bounds=UNIT_INTERVAL, factory=lambda: [0.9, 0.999])
+    recipe: str = setting(
+        "own", "which recipe the preset brings: own (each method's published optimiser, lr and batch rule, weight "
+        "decay and warm-up: invprop presets --keys --method NAME) or shared (the dataset preset's SGD for every method, "
+        "the one-recipe comparison)", choices=RECIPES,
+    )  # fmt: skip
+    optimizer: str = setting(
+        "sgd", "optimiser: sgd (with momentum), lars (the variant of Barlow Twins' and VICReg's code), adamw (the ViT "
+        "recipes'), adam (with L2 weight decay)", choices=OPTIMIZERS,
+    )  # fmt: skip
+    lr: float = setting(0.03, "peak learning rate at optim.reference_batch, scaled to the batch by optim.lr_scaling",
+                        bounds=POSITIVE)  # fmt: skip
+    lr_scaling: str = setting(
+        "none", "how the lr follows the global batch: none (as given), linear (x batch / reference_batch) or sqrt",
+        choices=LR_SCALINGS,
+    )  # fmt: skip
+    reference_batch: int = setting(256, "the batch optim.lr is given for", bounds=AT_LEAST_ONE)
+    momentum: float = setting(0.9, "momentum of SGD and LARS", bounds=UNIT_INTERVAL)
+    nesterov: bool = setting(False, "SGD with Nesterov momentum")
+    betas: list[float] = setting(None, "Adam's and AdamW's beta1 and beta2", bounds=UNIT_INTERVAL,
+                                 factory=lambda: [0.9, 0.999])  # fmt: skip
     layer_decay: float = setting(
         1.0, "timm backbones: layer-wise learning-rate decay, each layer's rate times this per layer from the top "
         "(the ViT fine-tuning recipes: 0.65-0.75; 1 = none)", bounds=Range(gt=0, le=1),
     )  # fmt: skip
-    weight_decay: float = setting(
-        5e-4, "weight decay (not applied to norm layers, biases, nor a ViT's position embeddings and class token)",
-        bounds=NON_NEGATIVE,
+    weight_decay: float = setting(5e-4, "weight decay", bounds=NON_NEGATIVE)
+    exclude_norm_and_bias: bool = setting(
+        True, "biases and norm layers' parameters (and a ViT's position embeddings and class token) get no weight "
+        "decay, nor LARS's adaptation",
     )  # fmt: skip
+    norm_bias_lr_scale: float = setting(
+        1.0, "the lr of biases and norm layers relative to the rest's (Barlow Twins: 0.0048 / 0.2); with "
+        "optim.exclude_norm_and_bias", bounds=POSITIVE,
+    )  # fmt: skip
+    fixed_lr_modules: list[str] = setting(
+        None, "the method's modules (attribute names) whose lr stays at the peak: no warm-up, no decay (SimSiam's "
+        "predictor)", factory=list,
+    )  # fmt: skip
+    lars_eta: float = setting(0.001, "LARS's trust coefficient eta", bounds=POSITIVE)
+    lars_clip: bool = setting(
+        False, "LARS: no layer's lr above the global lr (LARC's clip; solo-learn's CIFAR recipes)"
+    )
     batch_size: int = setting(
         128, "images per step, summed over all processes of a distributed run (the global batch)", bounds=AT_LEAST_TWO
     )
     schedule: str = setting("cosine", "learning-rate schedule", choices=SCHEDULES)
-    warmup_epochs: int | None = setting(
-        None, "linear warm-up epochs; null = the method's default share of the epochs (at most 10; none for most)",
+    final_lr: float = setting(0.0, "the share of the peak lr the schedule decays to", bounds=UNIT_INTERVAL)
+    warmup_epochs: int = setting(
+        0, "linear warm-up epochs of the recipe; a shorter run warms up for at most optim.warmup_share of its epochs",
         bounds=NON_NEGATIVE,
     )  # fmt: skip
-    milestones: list[int] | None = setting(None, "epochs at which the step schedule decays (default: 50%, 75%, 87.5%)")
+    warmup_share: float = setting(0.1, "the largest share of the run the warm-up takes (1: no cap)", bounds=FRACTION)
+    warmup_start_lr: float = setting(0.0, "the lr the warm-up starts from", bounds=NON_NEGATIVE)
+    milestones: list[int] | None = setting(None, "epochs at which the step schedule decays (default: "
+                                           "optim.milestone_shares of the epochs)")  # fmt: skip
+    milestone_shares: list[float] | None = setting(
+        None, "shares of the epochs at which the step schedule decays (default: 50%, 75%, 87.5%)", bounds=FRACTION
+    )
     gamma: float = setting(0.1, "decay factor of the step schedule", bounds=POSITIVE)
+
+
+def warmup_epochs_of(optim: OptimSettings, epochs: int) -> int:
+    """The warm-up a run of ``epochs`` gets: the recipe's, at most ``warmup_share`` of the run.
+
+    Example:
+        >>> settings = OptimSettings(warmup_epochs=10)
+        >>> warmup_epochs_of(settings, 1000), warmup_epochs_of(settings, 30)
+        (10, 3)
+    """
+    return min(optim.warmup_epochs, int(epochs * optim.warmup_share))
 
 
 @dataclass
@@ -278,9 +331,10 @@ def validate(cfg: Config) -> Config:
     """Check every range and choice; raises :class:`ConfigError` with a one-line message. Returns ``cfg``."""
     for key, value, f in leaves(cfg):
         check_value(f, value, key)
-    warmup = cfg.optim.warmup_epochs
-    if warmup is not None and warmup >= cfg.epochs:
-        raise ConfigError(f"optim.warmup_epochs must be in [0, epochs), got {warmup}")
+    warmup = warmup_epochs_of(cfg.optim, cfg.epochs)
+    if warmup >= cfg.epochs:
+        raise ConfigError(f"the warm-up (optim.warmup_epochs, at most optim.warmup_share of the run) must be shorter "
+                          f"than the run; it is {warmup} of {cfg.epochs} epochs")  # fmt: skip
     if not (cfg.device in ("auto", "cpu") or cfg.device.startswith("cuda")):
         raise ConfigError(f"device must be auto, cpu, cuda or cuda:N; got {cfg.device!r}")
     check_model_settings(cfg.model)
@@ -312,6 +366,7 @@ __all__ = [
     "EvalSettings",
     "LogSettings",
     "OptimSettings",
+    "RECIPES",
     "for_method",
     "from_dict",
     "help_texts",
@@ -320,4 +375,5 @@ __all__ = [
     "sections",
     "to_dict",
     "validate",
+    "warmup_epochs_of",
 ]

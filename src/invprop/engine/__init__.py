@@ -4,7 +4,7 @@ from invprop.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_che
 from invprop.engine.device import resolve_device
 from invprop.engine.history import HISTORY_NAME, TENSORBOARD_DIR, History
 from invprop.engine.run_lock import LOCK_NAME, RunLock
-from invprop.engine.run_settings import CHANGES_KEY, CONFIG_NAME
+from invprop.engine.run_settings import CHANGES_KEY, CONFIG_NAME, DERIVED_KEY
 from invprop.engine.trainer import (
     METRICS_NAME,
     ResumePlan,
@@ -18,6 +18,7 @@ __all__ = [
     "CHANGES_KEY",
     "CHECKPOINT_NAME",
     "CONFIG_NAME",
+    "DERIVED_KEY",
     "HISTORY_NAME",
     "LOCK_NAME",
     "METRICS_NAME",

@@ -3,15 +3,20 @@ over processes (the instance classifier's weights): gathered whole on save, cut 
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Protocol, runtime_checkable
+from typing import Any, Iterable, Protocol, Sequence, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
 from invprop.distributed.partition import RowPartition, gather_partition
 
-#: The key of a parameter group's learning-rate multiplier (layer-wise decay); groups without it use 1.
+#: The key of a parameter group's learning-rate multiplier (layer-wise decay, the biases' own lr); groups without it
+#: use 1.
 LR_SCALE = "lr_scale"
+#: The key of a group whose learning rate stays at the peak (no warm-up, no decay: SimSiam's predictor).
+FIXED_LR = "fixed_lr"
+#: The key of a group of biases and norm-layer parameters: LARS neither adapts nor decays it.
+EXCLUDE = "exclude"
 
 
 @runtime_checkable
@@ -22,22 +27,49 @@ class GroupsOwnParameters(Protocol):
     def parameter_groups(self, weight_decay: float, layer_decay: float) -> list[dict[str, Any]]: ...
 
 
-def parameter_groups(model: nn.Module, weight_decay: float, layer_decay: float = 1.0) -> list[dict[str, Any]]:
-    """The optimiser's groups of ``model``'s trainable parameters: those of submodules that group their own
-    (:class:`GroupsOwnParameters`, given ``layer_decay``), then two groups of the rest: weights with decay, and
-    norm-layer parameters and biases (all 0-d/1-d tensors) without. Empty groups are left out."""
+def parameter_groups(
+    model: nn.Module,
+    weight_decay: float,
+    layer_decay: float = 1.0,
+    exclude_norm_and_bias: bool = True,
+    norm_bias_lr_scale: float = 1.0,
+    fixed_lr: Sequence[nn.Module] = (),
+) -> list[dict[str, Any]]:
+    """The optimiser's groups of ``model``'s trainable parameters.
+
+    First those of submodules that group their own (:class:`GroupsOwnParameters`, given ``layer_decay``), then the
+    rest in two groups: weights with ``weight_decay``, and the biases and norm-layer parameters (every 0-d/1-d
+    tensor), marked :data:`EXCLUDE`, without weight decay and at ``norm_bias_lr_scale`` times the learning rate. With
+    ``exclude_norm_and_bias`` false every parameter is decayed (and adapted by LARS). The parameters of the modules
+    in ``fixed_lr`` get groups of their own marked :data:`FIXED_LR`. Empty groups are left out.
+
+    Example:
+        >>> groups = parameter_groups(nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3)), 0.1)
+        >>> [(len(g["params"]), g["weight_decay"], g[EXCLUDE]) for g in groups]
+        [(1, 0.1, False), (3, 0.0, True)]
+    """
     groups: list[dict[str, Any]] = []
     for module in model.modules():
         if isinstance(module, GroupsOwnParameters) and module is not model:
-            groups += [g for g in module.parameter_groups(weight_decay, layer_decay) if g["params"]]
+            for own in module.parameter_groups(weight_decay, layer_decay):
+                if own["params"]:
+                    excluded = exclude_norm_and_bias and own["weight_decay"] == 0.0
+                    groups.append({**own, "weight_decay": 0.0 if excluded else weight_decay, EXCLUDE: excluded})
     grouped = {id(p) for group in groups for p in group["params"]}
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
+    fixed = {id(p) for module in fixed_lr for p in module.parameters()}
+    plain: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for param in model.parameters():
         if param.requires_grad and id(param) not in grouped:
-            (no_decay if param.ndim <= 1 else decay).append(param)
-    plain = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return groups + [group for group in plain if group["params"]]
+            excluded = exclude_norm_and_bias and param.ndim <= 1
+            plain.setdefault((id(param) in fixed, excluded), []).append(param)
+    for (is_fixed, excluded), params in sorted(plain.items()):
+        group: dict[str, Any] = {"params": params, "weight_decay": 0.0 if excluded else weight_decay, EXCLUDE: excluded}
+        if excluded and norm_bias_lr_scale != 1.0:
+            group[LR_SCALE] = norm_bias_lr_scale
+        if is_fixed:
+            group[FIXED_LR] = True
+        groups.append(group)
+    return groups
 
 
 def _split_positions(
@@ -72,4 +104,12 @@ def load_split_state_dict(
     optimizer.load_state_dict(state)
 
 
-__all__ = ["LR_SCALE", "GroupsOwnParameters", "gathered_state_dict", "load_split_state_dict", "parameter_groups"]
+__all__ = [
+    "EXCLUDE",
+    "FIXED_LR",
+    "LR_SCALE",
+    "GroupsOwnParameters",
+    "gathered_state_dict",
+    "load_split_state_dict",
+    "parameter_groups",
+]

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -85,6 +86,22 @@ class LockHolder:
         return json.dumps({"pid": self.pid, "host": self.host, "command": self.command, "since": self.since})
 
 
+#: How long a refused process waits for the holder to write who it is (it takes the lock first, then writes).
+HOLDER_WAIT_S = 1.0
+HOLDER_POLL_S = 0.05
+
+
+def _holder_of(fd: int) -> "LockHolder | None":
+    """The holder written in a lock file that another process holds, waiting up to :data:`HOLDER_WAIT_S` for it
+    (a process that has just taken the lock writes it right after)."""
+    deadline = time.monotonic() + HOLDER_WAIT_S
+    while True:
+        holder = LockHolder.parse(_read_all(fd))
+        if holder is not None or time.monotonic() >= deadline:
+            return holder
+        time.sleep(HOLDER_POLL_S)
+
+
 class RunLock:
     """An exclusive, non-blocking lock on ``folder`` (created when missing), held between ``acquire`` and
     ``release`` (or in a ``with`` block).
@@ -132,7 +149,7 @@ class RunLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            holder = LockHolder.parse(_read_all(fd))
+            holder = _holder_of(fd)
             os.close(fd)
             who = holder.describe() if holder is not None else "another process"
             raise RunBusyError(self.folder, who) from None

@@ -9,7 +9,9 @@ keeps the full story under :data:`CHANGES_KEY`, one entry per change, oldest fir
       settings:
         optim.batch_size: {from: 128, to: 64}
 
-The same entry goes into that epoch's line of ``history.jsonl`` (``settings_changed``).
+The same entry goes into that epoch's line of ``history.jsonl`` (``settings_changed``). What the settings gave for
+the run -- its peak learning rate after scaling with the batch, the warm-up it got -- is written under
+:data:`DERIVED_KEY`, for the reader; it is not a setting and is ignored when the file is read back.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ logger = logging.getLogger(__name__)
 CONFIG_NAME = "config.yaml"
 #: config.yaml's key for the story of changes (not a setting).
 CHANGES_KEY = "changes"
+#: config.yaml's key for what the settings gave for the run (not settings).
+DERIVED_KEY = "derived"
 #: history.jsonl's key for the changes that took effect at an epoch.
 HISTORY_CHANGES_KEY = "settings_changed"
 
@@ -49,6 +53,7 @@ def split_changes(values: dict[str, Any]) -> RunSettings:
     """Separate the story of changes from the settings of a loaded ``config.yaml`` (or a ``--config`` file that
     is one)."""
     values = dict(values)
+    values.pop(DERIVED_KEY, None)
     changes = values.pop(CHANGES_KEY, None) or []
     if not isinstance(changes, list) or not all(isinstance(c, dict) and "epoch" in c for c in changes):
         raise CheckpointError(f"{CHANGES_KEY} in a run's {CONFIG_NAME} must be a list of {{epoch, settings}} entries")
@@ -69,11 +74,15 @@ def read_run_settings(run_dir: Path) -> RunSettings | None:
     return split_changes(values)
 
 
-def write_run_settings(cfg: Config, changes: Sequence[Change], path: Path) -> None:
-    """Write ``config.yaml``: ``cfg``'s values, then the story of ``changes`` when there is one."""
+def write_run_settings(
+    cfg: Config, changes: Sequence[Change], path: Path, derived: dict[str, Any] | None = None
+) -> None:
+    """Write ``config.yaml``: ``cfg``'s values, then the story of ``changes`` when there is one, then ``derived``."""
     values = to_dict(cfg)
     if changes:
         values[CHANGES_KEY] = list(changes)
+    if derived:
+        values[DERIVED_KEY] = dict(derived)
     write_text_atomically(path, yaml.safe_dump(values, sort_keys=False))
 
 
@@ -116,6 +125,7 @@ def changes_at(changes: Sequence[Change], epoch: int) -> dict[str, Any] | None:
 __all__ = [
     "CHANGES_KEY",
     "CONFIG_NAME",
+    "DERIVED_KEY",
     "HISTORY_CHANGES_KEY",
     "RunSettings",
     "changes_at",

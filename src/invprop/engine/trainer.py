@@ -19,7 +19,18 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from invprop.config import Config, build_method, data_for, from_dict, from_saved, setting_changes, to_dict, validate
+from invprop.config import (
+    Config,
+    build_method,
+    data_for,
+    from_dict,
+    from_saved,
+    lr_plan,
+    optimizer_options,
+    setting_changes,
+    to_dict,
+    validate,
+)
 from invprop.data import DataSplits
 from invprop.data.loader import MIN_PROCESS_BATCH, epoch_plan
 from invprop.engine.batches import BatchPipeline
@@ -27,7 +38,13 @@ from invprop.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_che
 from invprop.engine.device import autocast, autocast_dtype, resolve_device
 from invprop.engine.history import History
 from invprop.engine.monitor import extract, knn_monitor, raw_pixel_baseline
-from invprop.engine.optimizer import LR_SCALE, gathered_state_dict, load_split_state_dict, parameter_groups
+from invprop.engine.optimizer import (
+    FIXED_LR,
+    LR_SCALE,
+    gathered_state_dict,
+    load_split_state_dict,
+    parameter_groups,
+)
 from invprop.engine.process_group import (
     SINGLE_PROCESS,
     DistributedContext,
@@ -135,18 +152,20 @@ class Trainer:
             labels=labels.to(self.device) if bool((labels >= 0).any()) else None,
             features=self._training_embeddings, forward=self._data_parallel(encoder),
         ).to(self.device)  # fmt: skip
-        self.optimizer = OPTIMIZERS.get(cfg.optim.optimizer)(
-            parameter_groups(self.method, cfg.optim.weight_decay, cfg.optim.layer_decay),
-            cfg.optim.lr, cfg.optim.momentum, cfg.optim.betas,
+        o = cfg.optim
+        groups = parameter_groups(
+            self.method, o.weight_decay, o.layer_decay, o.exclude_norm_and_bias, o.norm_bias_lr_scale,
+            self._fixed_lr_modules(),
         )  # fmt: skip
+        self.optimizer = OPTIMIZERS.get(o.optimizer)(groups, optimizer_options(cfg))
         self.batches = BatchPipeline(
             self.data, cfg.optim.batch_size, self.device, self.method.views, cfg.data.num_workers,
             context.world_size, context.rank, self.method.epoch_order,
         )  # fmt: skip
         assert self.batches.steps_per_epoch == self.steps_per_epoch
-        warmup = cfg.optim.warmup_epochs
-        #: Linear warm-up epochs: the setting, or the method's default share of the epochs.
-        self.warmup_epochs = warmup if warmup is not None else self.spec.default_warmup_epochs(cfg.epochs)
+        #: The learning rate: its peak after scaling with the batch, the warm-up the run gets, the schedule's floor.
+        self.lr_plan = lr_plan(cfg)
+        self.warmup_epochs = self.lr_plan.warmup_epochs
         self.epoch = 0
         self.global_step = 0
         self.seconds = 0.0
@@ -155,6 +174,18 @@ class Trainer:
         #: between epochs).
         self._partial: dict[str, Any] | None = None
         self._stop = StopSignals()
+
+    def _fixed_lr_modules(self) -> list[nn.Module]:
+        """The method's modules named by ``optim.fixed_lr_modules``; a one-line error for a name it has not."""
+        modules = []
+        for name in self.cfg.optim.fixed_lr_modules:
+            module = getattr(self.method, name, None)
+            if not isinstance(module, nn.Module):
+                owned = sorted(n for n, m in self.method.named_children() if n != "encoder")
+                raise ConfigError(f"optim.fixed_lr_modules names {name!r}, which method {self.cfg.method} does not have; "
+                                  f"its modules: {', '.join(owned) or 'none besides the encoder'}")  # fmt: skip
+            modules.append(module)
+        return modules
 
     def _data_parallel(self, encoder: nn.Module) -> nn.Module | None:
         """The encoder's training forward in a distributed run: DistributedDataParallel around it (None alone)."""
@@ -265,17 +296,13 @@ class Trainer:
         for step, (indices, images) in enumerate(bar, start=first):
             if max_steps is not None and step >= max_steps:
                 break
+            plan = self.lr_plan
             factor = lr_factor(
-                self.global_step,
-                self.steps_per_epoch,
-                cfg.epochs,
-                cfg.optim.schedule,
-                self.warmup_epochs,
-                cfg.optim.milestones,
-                cfg.optim.gamma,
-            )
+                self.global_step, self.steps_per_epoch, cfg.epochs, cfg.optim.schedule, plan.warmup_epochs,
+                plan.milestones, cfg.optim.gamma, plan.warmup_start, plan.floor,
+            )  # fmt: skip
             for group in self.optimizer.param_groups:
-                group["lr"] = cfg.optim.lr * factor * group.get(LR_SCALE, 1.0)
+                group["lr"] = plan.peak * (1.0 if group.get(FIXED_LR) else factor) * group.get(LR_SCALE, 1.0)
             groups = tuple(self._memory_format(x) for x in (images if isinstance(images, list) else [images]))
             batch = Batch(indices, groups, epoch, self.global_step)
             with autocast(self.device, self.amp_dtype):
@@ -366,7 +393,9 @@ class Trainer:
         if history is not None and resume:
             history.truncate_after(self.epoch)
         if main:
-            write_run_settings(cfg, self.changes, self.run_dir / CONFIG_NAME)
+            logger.info("%s: %s", cfg.method, self.lr_plan.describe(cfg))
+            derived = {"optim.peak_lr": self.lr_plan.peak, "optim.warmup_epochs_of_the_run": self.lr_plan.warmup_epochs}
+            write_run_settings(cfg, self.changes, self.run_dir / CONFIG_NAME, derived)
         if main and self.baseline is None and self.data.labelled:
             assert self.data.memory is not None and self.data.test is not None
             self.baseline = raw_pixel_baseline(

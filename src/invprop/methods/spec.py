@@ -23,9 +23,6 @@ from invprop.methods.method import BuildContext, Method
 from invprop.registry import Registry
 from invprop.settings import Reference, check, merge, section
 
-#: The most epochs a method's default warm-up share may give (``optim.warmup_epochs: null``).
-MAX_DEFAULT_WARMUP_EPOCHS = 10
-
 
 @dataclass(frozen=True)
 class Curve:
@@ -95,6 +92,18 @@ class Ablation:
     notes: str = ""
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """A published training recipe: values of the ``optim`` section, as written in ``source``.
+
+    ``optim`` holds only published values (the presets adapt what does not fit a dataset, saying why); each becomes
+    the reference of its key in ``invprop presets --keys``.
+    """
+
+    source: str
+    optim: Mapping[str, Any]
+
+
 class Floor(enum.Enum):
     """What a short run must reach: the untrained encoder's held-out kNN, raw pixels', or nothing but finite
     losses."""
@@ -146,8 +155,11 @@ class MethodSpec:
         section: the name of the method's one section (None: ``settings`` is a dataclass of sections).
         section_help: the section's help (with ``section``).
         build: ``(settings, encoder, context) -> Method`` (set by :func:`register_method`: the method's class).
-        presets: per dataset preset, overrides of the method's sections and of shared keys (applied along the
-            preset's ``extends``).
+        presets: per dataset preset (``"*"``: every preset, first), overrides of the method's sections and of shared
+            keys (applied along the preset's ``extends``).
+        recipes: per dataset preset (``"*"``: every preset, first), the method's published training recipe, which the
+            presets apply over the dataset's ``optim`` when ``optim.recipe`` is ``own`` (the default): ``"*"`` the
+            paper's (ImageNet), a preset's the published recipe for data like it (e.g. CIFAR-sized images).
         references: per preset (``"*"``: every preset), the published value of dotted keys -- the method's own and
             shared ones -- from its paper or its authors' code (applied along ``extends``).
         deviations: per preset (``"*"``: the library defaults), why a default differs from its reference;
@@ -160,8 +172,6 @@ class MethodSpec:
         compare: ``invprop compare`` runs it without ``--methods``.
         smoke: the short digits run of the contract test.
         torchrun: what it does under torchrun.
-        warmup_share: the share of the epochs warmed up when ``optim.warmup_epochs`` is null (at most
-            :data:`MAX_DEFAULT_WARMUP_EPOCHS`).
         preflight: checks of the environment before any work, given the method's settings (e.g. an optional
             package the settings need).
         multi_crop: the method takes multi-crop small crops (``data.small_crops``).
@@ -177,6 +187,7 @@ class MethodSpec:
     section_help: str = ""
     build: Callable[[Any, nn.Module, BuildContext], Method] | None = None
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    recipes: Mapping[str, Recipe] = field(default_factory=dict)
     references: Mapping[str, Mapping[str, Reference]] = field(default_factory=dict)
     deviations: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     headline: tuple[str, ...] = ()
@@ -187,7 +198,6 @@ class MethodSpec:
     compare: bool = True
     smoke: SmokeRun = field(default_factory=SmokeRun)
     torchrun: Torchrun = Torchrun.EXACT
-    warmup_share: float = 0.0
     preflight: Callable[[Any], None] | None = None
     multi_crop: bool = False
     colour_only: bool = False
@@ -219,9 +229,6 @@ class MethodSpec:
         if self.colour_only and in_channels != 3:
             raise ConfigError(f"method {self.name} needs colour images, and these have {in_channels} channel(s); "
                               "choose a colour dataset (e.g. --preset cifar10) or another method")  # fmt: skip
-
-    def default_warmup_epochs(self, epochs: int) -> int:
-        return min(int(epochs * self.warmup_share), MAX_DEFAULT_WARMUP_EPOCHS)
 
 
 #: Every training method, by name.
@@ -305,7 +312,6 @@ def create_method(
 
 
 __all__ = [
-    "MAX_DEFAULT_WARMUP_EPOCHS",
     "METHODS",
     "Ablation",
     "Cell",
@@ -314,6 +320,7 @@ __all__ = [
     "Floor",
     "GridFigure",
     "MethodSpec",
+    "Recipe",
     "SmokeRun",
     "Torchrun",
     "Variant",

@@ -26,8 +26,8 @@ from invprop.settings import AT_LEAST_ONE, POSITIVE, UNIT_INTERVAL, Reference, s
 
 logger = logging.getLogger(__name__)
 
-#: The share of the epochs warmed up by default (the paper warms up for 10 epochs).
-WARMUP_SHARE = 0.1
+#: The paper's warm-up, in epochs (Liu et al., 2021); a shorter run warms up for at most optim.warmup_share of it.
+WARMUP_EPOCHS = 10
 
 
 @dataclass
@@ -59,6 +59,7 @@ REFERENCES: dict[str, dict[str, Reference]] = {
         "classifier.hard_classes": Reference(100, f"{_LIU}, Table 2"),
         "classifier.prior": Reference(True, _LIU),
         "classifier.views": Reference(2, _LIU),
+        "optim.warmup_epochs": Reference(WARMUP_EPOCHS, _LIU),
     },
     "imagenet": {
         "epochs": Reference(1000, f"{_LIU} (the headline result; Table 2: 200)"),
@@ -127,8 +128,8 @@ ABLATION = Ablation(
         headline=("classifier.temperature", "classifier.smoothing", "classifier.hard_classes"),
         terms=("loss_cls",),
         curves=(Curve("classification loss", ("loss_cls",)),),
+        presets={"*": {"optim": {"warmup_epochs": WARMUP_EPOCHS}}},
         ablation=ABLATION,
-        warmup_share=WARMUP_SHARE,
     ),
 )
 class InstanceClassification(Method):

@@ -22,6 +22,7 @@ from invprop.core.clustering import KMEANS_BACKENDS, initial_centroids, kmeans_w
 from invprop.data.loader import cluster_balanced_order, epoch_order
 from invprop.errors import ConfigError
 from invprop.methods.method import Batch, BuildContext, Method, StepOutput
+from invprop.methods.recipes import paper_sgd
 from invprop.methods.spec import Curve, MethodSpec, register_method, require_faiss
 from invprop.settings import AT_LEAST_ONE, AT_LEAST_TWO, Reference, setting
 
@@ -51,6 +52,15 @@ SPEC = MethodSpec(
     DeepClusterSettings,
     section="deepcluster",
     section_help="DeepCluster's k-means and pseudo-label classifier",
+    recipes={  # no CIFAR recipe is published
+        "*": paper_sgd(
+            f"{_CARON}, the authors' main.py (SGD 0.05 at batch 256, constant, wd 10^-5)",
+            lr=0.05,
+            weight_decay=1e-5,
+            lr_scaling="none",
+            schedule="constant",
+        ),
+    },
     presets={"digits": {"deepcluster": {"clusters": 30}}, "cifar10": {"deepcluster": {"clusters": 500}}},
     references={
         "*": {

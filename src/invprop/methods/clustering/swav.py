@@ -25,6 +25,7 @@ from invprop.distributed.collectives import LOCAL, world_size
 from invprop.errors import ConfigError
 from invprop.methods.citations import SOLO
 from invprop.methods.method import Batch, BuildContext, Method, StepOutput
+from invprop.methods.recipes import paper_lars, solo_lars
 from invprop.methods.spec import Curve, MethodSpec, SmokeRun, register_method
 from invprop.settings import AT_LEAST_ONE, AT_LEAST_TWO, NON_NEGATIVE, POSITIVE, Reference, setting
 
@@ -56,6 +57,19 @@ SPEC = MethodSpec(
     SwAVSettings,
     section="swav",
     section_help="SwAV's prototypes, Sinkhorn codes and queue",
+    recipes={
+        "*": paper_lars(
+            "Caron et al. (2020), the authors' swav_200ep_bs256_pretrain.sh (LARC without clip nor exclusions, 0.6 at "
+            "batch 256 -- 4.8 at 4096 -- to 0.0006, no warm-up)",
+            lr=0.6,
+            weight_decay=1e-6,
+            exclude_norm_and_bias=False,
+            warmup_epochs=0,
+            final_lr=0.001,
+        ),
+        "cifar10": solo_lars("swav", lr=0.6, weight_decay=1e-6),
+        "digits": solo_lars("swav", lr=0.6, weight_decay=1e-6),
+    },
     presets={
         "digits": {"model": {"head": "mlp_bn"}, "swav": {"prototypes": 30}},
         "cifar10": {

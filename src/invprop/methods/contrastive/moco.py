@@ -22,6 +22,7 @@ from invprop.core.momentum import cosine_momentum, ema_update_, frozen_copy
 from invprop.core.queue import FeatureQueue
 from invprop.methods.citations import MOCO, MOCO_V2, QUEUE_CIFAR, QUEUE_DIGITS, SOLO
 from invprop.methods.method import Batch, BuildContext, StepOutput
+from invprop.methods.recipes import paper_sgd, solo_sgd
 from invprop.methods.spec import Curve, MethodSpec, register_method
 from invprop.methods.two_views import TwoViewMethod, halves, warn_if_queue_holds_the_dataset
 from invprop.settings import AT_LEAST_ONE, FRACTION, POSITIVE, Reference, setting
@@ -49,6 +50,13 @@ SPEC = MethodSpec(
     presets={
         "digits": {"model": {"head": "mlp"}, "moco": {"queue_size": 1024}},
         "cifar10": {"model": {"head": "mlp", "hidden_dim": 2048, "embedding_dim": 256}, "moco": {"queue_size": 16384}},
+    },
+    recipes={
+        "*": paper_sgd(
+            f"{MOCO_V2}, the authors' main_moco.py and README (0.03 at batch 256, --cos)", lr=0.03, weight_decay=1e-4
+        ),
+        "cifar10": solo_sgd("mocov2plus", lr=0.3, weight_decay=1e-4),
+        "digits": solo_sgd("mocov2plus", lr=0.3, weight_decay=1e-4),
     },
     references={
         "*": {

@@ -19,6 +19,7 @@ from invprop.core.contrastive_losses import nearest_neighbours, nnclr_loss
 from invprop.core.queue import FeatureQueue
 from invprop.methods.citations import DIGITS_WIDTH, QUEUE_CIFAR, QUEUE_DIGITS
 from invprop.methods.method import Batch, BuildContext, StepOutput
+from invprop.methods.recipes import solo_lars
 from invprop.methods.spec import Curve, MethodSpec, register_method
 from invprop.methods.two_views import TwoViewMethod, halves, warn_if_queue_holds_the_dataset
 from invprop.models.heads import predictor
@@ -40,6 +41,10 @@ SPEC = MethodSpec(
     NNCLRSettings,
     section="nnclr",
     section_help="NNCLR's support set, predictor and loss",
+    recipes={  # no official code: the paper's ImageNet recipe is unconfirmed, solo-learn's is the published one
+        "*": solo_lars("nnclr", lr=0.4, weight_decay=1e-5),
+        "digits": solo_lars("nnclr", lr=0.4, weight_decay=1e-5),
+    },
     presets={
         "digits": {
             "model": {"head": "mlp3_bn_out", "hidden_dim": 512, "embedding_dim": 128},

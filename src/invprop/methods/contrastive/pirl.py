@@ -28,6 +28,7 @@ from invprop.core.contrastive_losses import log_nce_normaliser, pirl_nce_loss
 from invprop.data.jigsaw import jigsaw_tiles
 from invprop.errors import ConfigError
 from invprop.methods.method import Batch, BuildContext, Method, StepOutput
+from invprop.methods.recipes import paper_sgd
 from invprop.methods.spec import Curve, MethodSpec, SmokeRun, Torchrun, register_method
 from invprop.settings import AT_LEAST_ONE, AT_LEAST_TWO, FRACTION, POSITIVE, UNIT_INTERVAL, Reference, setting
 
@@ -59,6 +60,16 @@ SPEC = MethodSpec(
     PIRLSettings,
     section="pirl",
     section_help="PIRL's memory bank, jigsaw view and NCE loss",
+    recipes={  # VISSL's reproduction; no CIFAR recipe is published
+        "*": paper_sgd(
+            "VISSL's PIRL (pirl_jigsaw_4node_resnet50.yaml: 0.03 x B/256, no weight decay on BN nor biases, cosine "
+            "to 1/1000)",
+            lr=0.03,
+            weight_decay=1e-4,
+            exclude_norm_and_bias=True,
+            final_lr=0.001,
+        ),
+    },
     presets={
         "digits": {"model": {"head": "linear"}, "pirl": {"negatives": 1024}},
         "cifar10": {"model": {"head": "linear"}, "pirl": {"negatives": 4096, "tile_size": 16}},

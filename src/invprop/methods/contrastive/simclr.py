@@ -15,6 +15,7 @@ from torch import nn
 from invprop.core.contrastive_losses import nt_xent_loss
 from invprop.methods.citations import SOLO
 from invprop.methods.method import Batch, BuildContext, StepOutput
+from invprop.methods.recipes import paper_lars, solo_lars
 from invprop.methods.spec import Curve, MethodSpec, register_method
 from invprop.methods.two_views import TwoViewMethod
 from invprop.settings import POSITIVE, Reference, setting
@@ -35,6 +36,16 @@ SPEC = MethodSpec(
     presets={
         "digits": {"model": {"head": "mlp_bn"}},
         "cifar10": {"model": {"head": "mlp", "hidden_dim": 2048, "embedding_dim": 256}},
+    },
+    recipes={
+        "*": paper_lars(
+            "Chen et al. (2020), the authors' README ImageNet command (0.075 x sqrt(B), wd 1e-4) and tf2 LARS",
+            lr=1.2,
+            weight_decay=1e-4,
+            lr_scaling="sqrt",
+        ),
+        "cifar10": solo_lars("simclr", lr=0.4, weight_decay=1e-4),
+        "digits": solo_lars("simclr", lr=0.4, weight_decay=1e-4),
     },
     references={
         "*": {"simclr.temperature": Reference(0.1, "Chen et al. (2020), Sec. 5 (ImageNet, large batches)")},

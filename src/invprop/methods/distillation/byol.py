@@ -19,6 +19,7 @@ from invprop.core.distillation_losses import byol_loss
 from invprop.core.momentum import cosine_momentum, ema_update_, frozen_copy
 from invprop.methods.citations import DIGITS_WIDTH, SOLO
 from invprop.methods.method import Batch, BuildContext, StepOutput
+from invprop.methods.recipes import paper_lars, solo_lars
 from invprop.methods.spec import Curve, MethodSpec, register_method
 from invprop.methods.two_views import TwoViewMethod, halves
 from invprop.models.heads import predictor
@@ -40,6 +41,15 @@ SPEC = MethodSpec(
     BYOLSettings,
     section="byol",
     section_help="BYOL's predictor and target network",
+    recipes={
+        "*": paper_lars(
+            f"{_GRILL}, the authors' byol/configs/byol.py (1000 epochs: base 0.2, wd 1.5e-6)",
+            lr=0.2,
+            weight_decay=1.5e-6,
+        ),
+        "cifar10": solo_lars("byol", lr=1.0, weight_decay=1e-5),
+        "digits": solo_lars("byol", lr=1.0, weight_decay=1e-5),
+    },
     presets={
         "digits": {
             "model": {"head": "mlp_bn", "hidden_dim": 1024, "embedding_dim": 128},

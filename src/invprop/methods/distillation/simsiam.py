@@ -17,6 +17,7 @@ from torch import nn
 from invprop.core.distillation_losses import negative_cosine, normalised_output_std
 from invprop.methods.citations import DIGITS_WIDTH
 from invprop.methods.method import Batch, BuildContext, StepOutput
+from invprop.methods.recipes import paper_sgd, solo_sgd
 from invprop.methods.spec import Curve, MethodSpec, register_method
 from invprop.methods.two_views import TwoViewMethod, halves
 from invprop.models.heads import predictor
@@ -37,6 +38,16 @@ SPEC = MethodSpec(
     SimSiamSettings,
     section="simsiam",
     section_help="SimSiam's predictor",
+    recipes={
+        "*": paper_sgd(
+            "Chen & He (2021), the authors' main_simsiam.py and README (0.05 x B/256, --fix-pred-lr)",
+            lr=0.05,
+            weight_decay=1e-4,
+            fixed_lr_modules=["predictor"],
+        ),
+        "cifar10": solo_sgd("simsiam", lr=0.5, weight_decay=1e-5, fixed_lr_modules=["predictor"]),
+        "digits": solo_sgd("simsiam", lr=0.5, weight_decay=1e-5, fixed_lr_modules=["predictor"]),
+    },
     presets={
         "digits": {
             "model": {"head": "mlp3_bn_out", "hidden_dim": 256, "embedding_dim": 256},

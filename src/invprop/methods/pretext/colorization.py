@@ -26,6 +26,7 @@ from invprop.core.pretext_losses import rebalanced_colour_loss
 from invprop.data.colour import ab_bins, bin_histogram, rebalancing_weights, rgb_to_lab, soft_encode
 from invprop.errors import ConfigError
 from invprop.methods.method import Batch, BuildContext, Method, StepOutput
+from invprop.methods.recipes import paper_sgd
 from invprop.methods.spec import Curve, MethodSpec, register_method
 from invprop.settings import AT_LEAST_ONE, Reference, setting
 
@@ -68,6 +69,20 @@ SPEC = MethodSpec(
     ColorizationSettings,
     section="colorization",
     section_help="colorization's decoder and colour classes",
+    recipes={  # no CIFAR recipe is published
+        "*": paper_sgd(
+            "Zhang et al. (2016), the authors' train/solver.prototxt (Adam, betas 0.9 and 0.99, 3e-5, x0.1 at 225,000 "
+            "of 500,000 iterations, batch 40)",
+            lr=3e-5,
+            weight_decay=1e-3,
+            lr_scaling="none",
+            optimizer="adam",
+            betas=[0.9, 0.99],
+            schedule="step",
+            milestone_shares=[0.45],
+            gamma=0.1,
+        ),
+    },
     presets={"cifar10": {"model": {"head": "mlp_bn", "embedding_dim": 256}}},
     references={"*": {"colorization.downsample": Reference(4, "Zhang et al. (2016), Fig. 2 (224 -> 56)")}},
     headline=("colorization.downsample",),

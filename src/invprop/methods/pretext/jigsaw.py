@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from invprop.data.jigsaw import jigsaw_tiles
 from invprop.data.pretext import permutation_set
 from invprop.methods.method import Batch, BuildContext, Method, StepOutput
+from invprop.methods.recipes import paper_sgd
 from invprop.methods.spec import Curve, MethodSpec, Torchrun, register_method
 from invprop.settings import AT_LEAST_ONE, AT_LEAST_TWO, NON_EMPTY_SHARE, Reference, setting
 
@@ -53,6 +54,20 @@ SPEC = MethodSpec(
     JigsawSettings,
     section="jigsaw",
     section_help="the jigsaw puzzle",
+    recipes={  # no CIFAR recipe is published
+        "*": paper_sgd(
+            f"{_NOROOZI}, the authors' solver_cfn_jps.prototxt (0.01 at batch 256, x0.1 every 100,000 of 350,000 "
+            "iterations; biases at twice the lr, without decay)",
+            lr=0.01,
+            weight_decay=5e-4,
+            lr_scaling="none",
+            exclude_norm_and_bias=True,
+            norm_bias_lr_scale=2.0,
+            schedule="step",
+            milestone_shares=[100 / 350, 200 / 350, 300 / 350],
+            gamma=0.1,
+        ),
+    },
     presets={"cifar10": {"jigsaw": {"tile_size": 16}}},
     references={
         "*": {

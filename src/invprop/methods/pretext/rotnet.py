@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from invprop.data.pretext import ROTATIONS, rotated_batch
 from invprop.methods.method import Batch, BuildContext, Method, StepOutput
+from invprop.methods.recipes import paper_sgd
 from invprop.methods.spec import Curve, MethodSpec, SmokeRun, register_method
 from invprop.settings import setting
 
@@ -26,11 +27,40 @@ class RotNetSettings:
     accuracy: bool = setting(True, "log the rotation accuracy of each step's batch (rotation_accuracy)")
 
 
+#: The authors' CIFAR-10 recipe (CIFAR10_RotNet_NIN4blocks.py): Nesterov SGD, 0.1, x0.2 at epochs 60, 120, 160 of 200,
+#: batch 128.
+_CIFAR_NIN = paper_sgd(
+    "Gidaris et al. (2018), the authors' CIFAR10_RotNet_NIN4blocks.py (Nesterov, 0.1, x0.2 at epochs 60, 120, 160 of "
+    "200, batch 128)",
+    lr=0.1,
+    weight_decay=5e-4,
+    lr_scaling="none",
+    nesterov=True,
+    schedule="step",
+    milestone_shares=[0.3, 0.6, 0.8],
+    gamma=0.2,
+)
+
 SPEC = MethodSpec(
     "RotNet: predict which of four rotations an image was given (Gidaris et al., 2018)",
     RotNetSettings,
     section="rotnet",
     section_help="RotNet's rotation prediction",
+    recipes={
+        "*": paper_sgd(
+            "Gidaris et al. (2018), the authors' ImageNet_RotNet_AlexNet.py (Nesterov, 0.01, x0.1 at epochs 15, 30, "
+            "45 of 50, batch 192)",
+            lr=0.01,
+            weight_decay=5e-4,
+            lr_scaling="none",
+            nesterov=True,
+            schedule="step",
+            milestone_shares=[0.3, 0.6, 0.9],
+            gamma=0.1,
+        ),
+        "cifar10": _CIFAR_NIN,
+        "digits": _CIFAR_NIN,
+    },
     headline=("model.head",),
     terms=("loss_rotation", "rotation_accuracy"),
     curves=(

@@ -15,6 +15,7 @@ from torch import nn
 from invprop.core.redundancy_losses import barlow_twins_loss
 from invprop.methods.citations import SOLO
 from invprop.methods.method import Batch, BuildContext, StepOutput
+from invprop.methods.recipes import paper_lars, solo_lars
 from invprop.methods.spec import Curve, MethodSpec, SmokeRun, register_method
 from invprop.methods.two_views import TwoViewMethod
 from invprop.settings import NON_NEGATIVE, POSITIVE, Reference, setting
@@ -35,6 +36,17 @@ SPEC = MethodSpec(
     BarlowTwinsSettings,
     section="barlowtwins",
     section_help="Barlow Twins' loss",
+    recipes={
+        "*": paper_lars(
+            f"{_ZBONTAR}, the authors' main.py (weights 0.2 x B/256, biases and BN 0.0048 x B/256, end at 1/1000)",
+            lr=0.2,
+            weight_decay=1e-6,
+            norm_bias_lr_scale=0.0048 / 0.2,
+            final_lr=0.001,
+        ),
+        "cifar10": solo_lars("barlow", lr=0.3, weight_decay=1e-4),
+        "digits": solo_lars("barlow", lr=0.3, weight_decay=1e-4),
+    },
     presets={
         "digits": {"model": {"head": "mlp3_bn", "hidden_dim": 512, "embedding_dim": 512}},
         "cifar10": {"model": {"head": "mlp3_bn", "hidden_dim": 2048, "embedding_dim": 2048}},

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from invprop.core.redundancy_losses import vicreg_loss
 from invprop.methods.method import Batch, BuildContext, StepOutput
+from invprop.methods.recipes import paper_lars, solo_lars
 from invprop.methods.spec import Curve, MethodSpec, register_method
 from invprop.methods.two_views import TwoViewMethod
 from invprop.settings import NON_NEGATIVE, POSITIVE, Reference, setting
@@ -37,6 +38,16 @@ SPEC = MethodSpec(
     VICRegSettings,
     section="vicreg",
     section_help="VICReg's three terms",
+    recipes={
+        "*": paper_lars(
+            f"{_BARDES}, the authors' main_vicreg.py and README (1000 epochs: base 0.2 x B/256)",
+            lr=0.2,
+            weight_decay=1e-6,
+            final_lr=0.001,
+        ),
+        "cifar10": solo_lars("vicreg", lr=0.3, weight_decay=1e-4),
+        "digits": solo_lars("vicreg", lr=0.3, weight_decay=1e-4),
+    },
     presets={
         "digits": {"model": {"head": "mlp3_bn", "hidden_dim": 512, "embedding_dim": 512}},
         "cifar10": {"model": {"head": "mlp3_bn", "hidden_dim": 2048, "embedding_dim": 2048}},
