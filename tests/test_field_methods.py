@@ -72,18 +72,35 @@ def test_moco_key_encoder_follows_and_the_queue_takes_the_normalised_keys_in_ord
         assert torch.allclose(key, 0.9 * old + 0.1 * query)
     expected = nn.functional.normalize(torch.cat([k2, k1]), dim=1)  # the second views' keys first
     assert torch.allclose(method.queue.rows(), expected, atol=1e-6)
-    assert int(method.step) == 1
 
 
-def test_byol_target_momentum_rises_on_the_cosine_schedule() -> None:
+def test_byol_target_momentum_rises_on_the_cosine_schedule_of_the_batches_steps() -> None:
     method = _method("byol", _encoder(), total_steps=4, base_momentum=0.99)
     assert isinstance(method, BYOL)
     seen = []
-    for _ in range(5):
-        seen.append(method.momentum())
-        method.after_step([])
+    for step in range(5):
+        batch = _views(4)
+        out = method.training_step(Batch(batch.indices, batch.groups, step=step))
+        seen.append(out.terms["momentum"])
+        target_before = [p.clone() for p in method.target.parameters()]
+        method.after_step([out])
+        m = seen[-1]
+        for t, old, online in zip(method.target.parameters(), target_before, method.encoder.parameters(), strict=True):
+            assert torch.allclose(t, m * old + (1 - m) * online)  # the step's own momentum
     assert seen[0] == pytest.approx(0.99) and seen[2] == pytest.approx(0.995) and seen[4] == pytest.approx(1.0)
     assert seen == sorted(seen)
+
+
+def test_a_momentum_that_rises_needs_the_run_s_steps() -> None:
+    from invprop.errors import ConfigError
+
+    spec = METHODS.get("byol")
+    with pytest.raises(ConfigError, match="byol.base_momentum rises from 0.99 to 1.0 over the run's steps"):
+        spec.create(spec.new_sections(), _encoder(), BuildContext(100, D))
+    fixed = METHODS.get("moco")
+    settings = fixed.new_sections()
+    merge(settings, {"moco": {"base_momentum": 0.99, "final_momentum": 0.99}})
+    assert fixed.create(settings, _encoder(), BuildContext(100, D)) is not None  # a fixed momentum needs none
 
 
 def test_simsiam_logs_its_collapse_indicator() -> None:
@@ -136,4 +153,3 @@ def test_two_steps_before_one_optimiser_step_enqueue_both_batches_and_move_the_k
     assert torch.allclose(method.queue.rows(), nn.functional.normalize(torch.cat(keys), dim=1), atol=1e-6)
     for key, old, query in zip(method.key_encoder.parameters(), key_before, method.encoder.parameters(), strict=True):
         assert torch.allclose(key, 0.9 * old + 0.1 * query)  # once, not twice
-    assert int(method.step) == 1

@@ -131,13 +131,14 @@ def test_a_short_digits_run_reaches_its_level_and_keeps_its_terms(
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_a_stopped_and_resumed_run_ends_where_an_uninterrupted_run_does(
+def test_a_run_stopped_inside_an_epoch_and_resumed_ends_where_an_uninterrupted_run_does(
     name: str, tmp_path: Path, tinted_digits: Path
 ) -> None:
     from resume_check import assert_resumes_exactly
 
-    cfg = smoke_config(name, tinted_digits, epochs=2, optim={"batch_size": 64})
-    assert_resumes_exactly(cfg, tmp_path)
+    cfg = smoke_config(name, tinted_digits, epochs=2, optim={"batch_size": 64}, log={"every_steps": 4})
+    steps = Trainer(cfg, tmp_path / "probe", progress=False).steps_per_epoch
+    assert_resumes_exactly(cfg, tmp_path, stop_at_step=steps + 3)  # epoch 2, step 3: its sums and start are saved
 
     def history(run: str) -> list[dict[str, Any]]:
         return [{k: v for k, v in record.items() if k != "seconds"} for record in read_history(tmp_path / run)]
@@ -245,19 +246,26 @@ def _state(method: Method) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_two_training_steps_before_one_optimiser_step_lose_no_update(name: str) -> None:
-    """Gradient accumulation: ``after_step`` gets both outputs and applies both updates; a lost first update would
-    leave the state of a method that only saw the second."""
+    """Gradient accumulation: ``after_step`` gets both outputs and applies both updates. When the two steps leave
+    different updates, the state after applying both must differ from the state after applying either one alone."""
     method = _unit_method(name)
-    both, second_only = method, copy.deepcopy(method)
+    models = [method, copy.deepcopy(method), copy.deepcopy(method)]
     outputs = []
-    for model in (both, second_only):
+    for model in models:
         torch.manual_seed(7)
-        first, second = (_rows(_global_batch(name, s), model.views, 0, 1) for s in (0, 1))
+        chunks = [_rows(_global_batch(name, s), model.views, 0, 1) for s in (0, 1)]
+        first, second = (Batch(c.indices, c.groups, c.epoch, step=0) for c in chunks)  # one optimiser step's chunks
         outputs.append((model.training_step(first), model.training_step(second)))
-    (a1, a2), (b1, b2) = outputs
-    both.after_step([a1, a2])
-    second_only.after_step([b2])
-    if a1.update is None:
-        return  # nothing to apply after the step: the state cannot tell
-    after_both, after_second = _state(both), _state(second_only)
-    assert any(not torch.equal(after_both[k], after_second[k]) for k in after_both), "the first step's update was lost"
+    (a1, a2), (b1, _), (_, c2) = outputs
+    models[0].after_step([a1, a2])
+    models[1].after_step([b1])
+    models[2].after_step([c2])
+    both, first_only, second_only = (_state(model) for model in models)
+
+    def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+        return all(torch.equal(a[k], b[k]) for k in a)
+
+    if same(first_only, second_only):
+        return  # the steps leave nothing of their own to apply (BYOL: the target's momentum is per optimiser step)
+    assert not same(both, first_only), "the second step's update was lost"
+    assert not same(both, second_only), "the first step's update was lost"

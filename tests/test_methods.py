@@ -228,3 +228,44 @@ def test_a_plain_training_loop_needs_only_the_method_object() -> None:
         invprop.create_method("invp", encoder, 60, 16, loss={"temprature": 0.2})
     classifier = invprop.create_method("instance-classifier", encoder, 60, 16, classifier={"hard_classes": 5})
     assert isinstance(classifier, invprop.InstanceClassification) and classifier.views == 2
+
+
+def test_create_method_gives_the_field_s_methods_what_they_need() -> None:
+    import invprop
+
+    torch.manual_seed(0)
+    encoder = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16))
+    views = (torch.randn(4, 1, 8, 8), torch.randn(4, 1, 8, 8))
+    for name, extra in (("byol", {"byol": {"predictor_hidden_dim": 8}}), ("moco", {"moco": {"queue_size": 8}})):
+        method = invprop.create_method(name, encoder, 50, 16, total_steps=100, **extra)
+        out = method.training_step(invprop.Batch.of(torch.arange(4), *views, step=50))
+        out.loss.backward()
+        method.after_step([out])
+        assert torch.isfinite(out.loss)
+    embeddings = torch.randn(50, 16, generator=torch.Generator().manual_seed(1))
+    pcl = invprop.create_method("pcl", encoder, 50, 16, total_steps=100, features=lambda module: embeddings,
+                                pcl={"clusters": [3, 5], "warmup_epochs": 0, "queue_size": 8})  # fmt: skip
+    assert set(pcl.on_epoch_start(1)) == {"kmeans_loss_3", "kmeans_loss_5"}
+    out = pcl.training_step(invprop.Batch.of(torch.arange(4), *views, epoch=1))
+    assert set(out.terms) == {"loss_nce", "loss_proto"}
+    blind = invprop.create_method("pcl", encoder, 50, 16, total_steps=100, pcl={"clusters": [3], "warmup_epochs": 0})
+    with pytest.raises(RuntimeError, match="BuildContext.features"):
+        blind.on_epoch_start(1)
+
+
+def test_two_steps_before_one_optimiser_step_update_the_bank_rows_of_both_in_order() -> None:
+    from invprop.core import MemoryBank
+
+    method = make("invp")
+    expected = MemoryBank(
+        100, 16, 0.5, 4, features=method.bank.features.clone(), neighbors=method.bank.neighbors.clone()
+    )
+    outputs = [method.training_step(Batch.of(torch.arange(8 * i, 8 * i + 8), torch.rand(8, 1, 8, 8), epoch=50))
+               for i in range(2)]  # fmt: skip
+    method.after_step(outputs)
+    for out in outputs:  # the authors' order, output by output: neighbour refresh, then the EMA update
+        update = out.update
+        expected.refresh_neighbors(update.indices, update.embeddings, candidates=update.background)
+        expected.update(update.indices, update.embeddings)
+    assert torch.equal(method.bank.neighbors, expected.neighbors)
+    torch.testing.assert_close(method.bank.features, expected.features)

@@ -114,3 +114,36 @@ def test_two_processes_average_over_both_and_agree_to_stop(tmp_path: Path) -> No
         assert counts["loss"] == 6 and means["loss"] == (10.0 + 1.0 + 2.0 + 3.0 + 3.0) / 6
         assert counts["purity"] == 5 and means["purity"] == (1.0 + 0.5 + 0.25 + 0.25) / 5
         assert not first_stop and second_stop
+
+
+def _orders(rank: int, world: int) -> tuple[dict[str, float], bool]:
+    """Two processes reporting the same terms in different orders, one float term NaN at first on process 0."""
+    context = DistributedContext(rank, world)
+    terms = TermSums(CPU)
+    values = {"a": torch.tensor(1.0 + rank), "b": torch.tensor(100.0), "m": float("nan") if rank == 0 else 0.5}
+    keys = ["a", "b", "m"] if rank == 0 else ["m", "b", "a"]
+    terms.add(torch.tensor(3.0), {k: values[k] for k in keys})
+    terms.add(torch.tensor(3.0), {"b": torch.tensor(100.0), "a": torch.tensor(1.0 + rank), "m": 0.5})
+    _, failed = terms.sync(context)
+    return terms.means(), failed is None
+
+
+def test_processes_reporting_terms_in_different_orders_sum_each_term_with_itself(tmp_path: Path) -> None:
+    for means, finite in run_gloo(_orders, 2, tmp_path):
+        assert finite and means == {"loss": 3.0, "a": 1.5, "b": 100.0, "m": 0.5}
+
+
+def _one_diverges(rank: int, world: int) -> tuple[int, bool, float]:
+    context = DistributedContext(rank, world)
+    terms = TermSums(CPU)
+    for step in range(3):
+        terms.add(torch.tensor(float("nan") if rank == 1 and step == 1 else 1.0), {})
+    _, failed = terms.sync(context)
+    assert failed is not None
+    return failed.step, failed.elsewhere, failed.value
+
+
+def test_a_non_finite_loss_on_one_process_stops_every_process_at_the_same_sync(tmp_path: Path) -> None:
+    (step0, elsewhere0, _), (step1, elsewhere1, value1) = run_gloo(_one_diverges, 2, tmp_path)
+    assert (step1, elsewhere1) == (2, False) and value1 != value1  # its own: step 2, NaN
+    assert (step0, elsewhere0) == (3, True)  # the other's, reported at the sync after step 3

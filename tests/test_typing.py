@@ -39,12 +39,18 @@ def test_a_misspelled_section_key_fails_the_type_check(tmp_path: Path) -> None:
 
         def through_the_config(cfg: Config) -> float:
             return cfg.loss.temperature
+
+        from invprop.methods import MethodSpec
+        from invprop.methods.clustering.pcl import PCLSettings
+
+        SPEC = MethodSpec("x", PCLSettings, preflight=lambda settings: print(settings.kmenas))
     """,
     )
     assert status == 1, said
     assert '"LossSettings" has no attribute "temprature"' in said
     assert '"SimCLRSettings" has no attribute "temprature"' in said
     assert '"Config" has no attribute "loss"' in said
+    assert '"PCLSettings" has no attribute "kmenas"' in said  # a spec's hooks are typed by its settings
 
 
 @pytest.mark.slow

@@ -29,11 +29,13 @@ from invprop.core import (
 from invprop.methods import (
     METHODS,
     Batch,
+    BuildContext,
     InstanceClassification,
     InvariancePropagation,
     Method,
     StepOutput,
     create_method,
+    register_method,
 )
 
 __version__ = "0.1.0"
@@ -41,6 +43,7 @@ __version__ = "0.1.0"
 __all__ = [
     "METHODS",
     "Batch",
+    "BuildContext",
     "Config",
     "CosineInstanceClassifier",
     "InstanceClassification",
@@ -60,6 +63,7 @@ __all__ = [
     "online_neighbors",
     "preset",
     "propagate",
+    "register_method",
     "rampup_weight",
     "total_loss",
 ]

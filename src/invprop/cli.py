@@ -114,13 +114,14 @@ def _file_settings(path: str) -> dict[str, Any]:
 def _base_config(args: argparse.Namespace, overrides: dict[str, Any], method: str | None = None) -> Config:
     """The preset (explicit, or named after the dataset, else digits) for the run's method, then the YAML file.
 
-    The method is settled first -- from ``--set method=...``, the YAML file, or ``method`` -- so that the preset
-    brings that method's own defaults for the dataset.
+    The method and the recipe are settled first -- from ``--set method=...`` / ``optim.recipe=...``, the YAML file,
+    or ``method`` -- so that the preset brings that method's own defaults and recipe for the dataset.
     """
     from_file = _file_settings(args.config) if args.config else {}
     method = overrides.get("method") or from_file.get("method") or method
     name = args.preset or _preset_for(args.dataset)
-    cfg = cfgmod.preset(name or cfgmod.DEFAULT_PRESET, method if isinstance(method, str) else None)
+    recipe = cfgmod.recipe_asked(from_file, overrides)
+    cfg = cfgmod.preset(name or cfgmod.DEFAULT_PRESET, method if isinstance(method, str) else None, recipe)
     return cfgmod.from_dict(from_file, base=cfg) if from_file else cfg
 
 
@@ -401,6 +402,12 @@ def _headline(cfg: Config) -> dict[str, Any]:
     return {key: values[key][0] for key in cfgmod.method_spec(cfg.method).headline}
 
 
+def _default_methods() -> list[str]:
+    from invprop.evaluation.compare import default_methods
+
+    return default_methods()
+
+
 def _settings_flags() -> _Parser:
     """The flags every command that builds a run's settings shares (an argparse parent)."""
     flags = _Parser(add_help=False)
@@ -420,7 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
     settings = [_settings_flags()]
 
-    train = sub.add_parser("train", parents=settings, help="train a model (default: InvP on the bundled digits)")
+    train = sub.add_parser(
+        "train", parents=settings, help=f"train a model (default: {cfgmod.DEFAULT_METHOD} on the bundled digits)"
+    )
     train.add_argument("--out", help="run directory (default: runs/<method>-<dataset>-<time>)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     train.add_argument(
@@ -469,8 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     cp.add_argument(
         "--methods",
-        help="comma-separated methods (default: those marked compare in invprop methods: InvP and InstDisc, the "
-        "instance classifier, the two-view and the clustering methods)",
+        help=f"comma-separated methods (default: those marked compare in invprop methods: {', '.join(_default_methods())})",
     )
     cp.add_argument("--no-linear", action="store_true", help="skip the linear probe of each method")
     cp.add_argument(

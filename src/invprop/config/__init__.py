@@ -20,6 +20,7 @@ from invprop.config.presets import (
     preset,
     preset_values,
     provenance,
+    recipe_asked,
     recipe_of,
 )
 from invprop.config.saved import BATCHNORM_HEAD_KEY, SettingChange, from_saved, save_yaml, setting_changes
@@ -78,6 +79,7 @@ __all__ = [
     "preset",
     "preset_values",
     "provenance",
+    "recipe_asked",
     "recipe_of",
     "save_yaml",
     "sections",

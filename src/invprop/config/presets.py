@@ -113,6 +113,17 @@ def chain(name: str) -> list[str]:
     return links
 
 
+def recipe_asked(*sources: Mapping[str, Any]) -> str:
+    """The ``optim.recipe`` the last of ``sources`` (nested settings: a file, then overrides) that names one asks
+    for; ``own`` by default."""
+    recipe = "own"
+    for values in sources:
+        optim = values.get("optim")
+        if isinstance(optim, Mapping) and isinstance(optim.get("recipe"), str):
+            recipe = optim["recipe"]
+    return recipe
+
+
 def recipe_of(name: str, recipe: str = "own") -> str:
     """The recipe preset ``name`` gives: ``recipe``, unless the preset fixes the shared one (the ViT preset)."""
     return "shared" if any(DATASET_PRESETS[link].get("recipe") == "shared" for link in chain(name)) else recipe
@@ -224,5 +235,6 @@ __all__ = [
     "preset",
     "preset_values",
     "provenance",
+    "recipe_asked",
     "recipe_of",
 ]

@@ -238,6 +238,8 @@ class Config:
 
 
 _HINTS = get_type_hints(Config)
+#: The run-level keys and shared sections: no method's section may take one of these names.
+_SHARED_NAMES = frozenset(f.name for f in dataclasses.fields(Config) if f.name != "method_settings")
 
 
 def _field_names(settings: Any) -> list[str]:
@@ -245,10 +247,16 @@ def _field_names(settings: Any) -> list[str]:
 
 
 def method_spec(name: str) -> MethodSpec:
-    """The registered method ``name``; a one-line error naming the choices (and the closest) otherwise."""
+    """The registered method ``name``; a one-line error naming the choices (and the closest) otherwise, or when its
+    sections would take the name of a shared key."""
     if name not in METHODS:
         raise ConfigError(f"unknown method {name!r}{close_match(name, METHODS)}; choose one of: {', '.join(METHODS)}")
-    return METHODS.get(name)
+    spec = METHODS.get(name)
+    taken = [section for section in spec.sections() if section in _SHARED_NAMES]
+    if taken:
+        raise ConfigError(f"method {name} names a settings section {', '.join(taken)}, which is a shared key of every "
+                          "run; register it under another name")  # fmt: skip
+    return spec
 
 
 def sections(cfg: Config) -> list[tuple[str, Any]]:

@@ -25,14 +25,20 @@ LOSS = "loss"
 
 @dataclass(frozen=True)
 class NonFinite:
-    """The first step of the epoch (counting from 1) whose loss was not finite, and that loss."""
+    """A non-finite loss: the first step of the epoch (counting from 1) that had one on this process, and its value;
+    or, when it was another process's (``elsewhere``), the step of the sync that reported it."""
 
     step: int
     value: float
+    elsewhere: bool = False
 
 
 class TermSums:
     """Running sums and counts of one epoch's logged terms.
+
+    Tensor terms are summed on the device in a layout sorted by name, the same on every process whatever order a
+    step reports them in; float terms on the host. A step that does not report a term, or reports NaN, leaves it out
+    of that term's mean. Every process of a run must report the same terms (a method's contract).
 
     Args:
         device: where the sums of tensor terms live (the training device).
@@ -50,7 +56,9 @@ class TermSums:
         holds_saved: bool = True,
     ) -> None:
         self.device = device
-        self.keys: list[str] = []
+        #: The device sums' layout (sorted names) and every term in the order a step first reported it.
+        self.layout: list[str] = []
+        self.order: list[str] = []
         self._sums = torch.zeros(0, dtype=torch.float64, device=device)
         self._counts = torch.zeros(0, dtype=torch.float64, device=device)
         self._host_sums: dict[str, float] = {}
@@ -58,82 +66,95 @@ class TermSums:
         self._step = torch.tensor(first_step, dtype=torch.long, device=device)
         self._bad_step = torch.tensor(-1, dtype=torch.long, device=device)
         self._bad_value = torch.zeros((), dtype=torch.float64, device=device)
-        self._nan: Tensor | None = None
+        self._nan = torch.tensor(float("nan"), dtype=torch.float64, device=device)
         self.count = int(saved["count"]) if saved else 0  # steps added, over the epoch
-        if saved:  # every process lays the keys out in the same order; only the holder starts from the sums
+        if saved:  # every process lays the keys out alike; only the holder starts from the sums
             sums, counts = saved["sums"], saved.get("counts") or {}
             on_host = set(saved.get("host") or ())
+            self.order = list(sums)
             self._grow([k for k in sums if k not in on_host])
             share = 1.0 if holds_saved else 0.0
-            self._sums = torch.tensor([share * float(sums[k]) for k in self.keys], dtype=torch.float64, device=device)
+            self._sums = torch.tensor([share * float(sums[k]) for k in self.layout], dtype=torch.float64,
+                                      device=device)  # fmt: skip
             self._counts = torch.tensor(
-                [share * float(counts.get(k, self.count)) for k in self.keys], dtype=torch.float64, device=device
+                [share * float(counts.get(k, self.count)) for k in self.layout], dtype=torch.float64, device=device
             )
             for key in sorted(on_host):
                 self._host_sums[key] = share * float(sums[key])
                 self._host_counts[key] = share * float(counts.get(key, self.count))
-        #: The last synced means, sums and counts (:meth:`sync`).
+        #: The last synced sums and counts (:meth:`sync`), over every process.
         self.sums: dict[str, float] = {}
         self.counts: dict[str, float] = {}
 
     def _grow(self, keys: list[str]) -> None:
-        new = [k for k in keys if k not in self.keys]
-        if new:
-            self.keys += new
-            pad = torch.zeros(len(new), dtype=torch.float64, device=self.device)
-            self._sums = torch.cat([self._sums, pad])
-            self._counts = torch.cat([self._counts, pad])
+        """Add ``keys`` to the sorted layout, moving the sums (rare: the first step, or a term new in the epoch)."""
+        layout = sorted(set(self.layout) | set(keys))
+        if layout == self.layout:
+            return
+        positions = torch.tensor([layout.index(k) for k in self.layout], dtype=torch.long, device=self.device)
+        sums = torch.zeros(len(layout), dtype=torch.float64, device=self.device)
+        counts = torch.zeros(len(layout), dtype=torch.float64, device=self.device)
+        self._sums = sums.index_copy(0, positions, self._sums)
+        self._counts = counts.index_copy(0, positions, self._counts)
+        self.layout = layout
 
     def add(self, loss: Tensor, terms: Mapping[str, Tensor | float]) -> None:
         """Add one step's loss and terms (no host copy of tensors: their sums stay on the device)."""
         tensors = {LOSS: loss.detach(), **{k: v.detach() for k, v in terms.items() if isinstance(v, Tensor)}}
-        self._grow(list(tensors))
-        missing = self._missing()
-        values = torch.stack([tensors[k].reshape(()).to(torch.float64) if k in tensors else missing
-                              for k in self.keys])  # fmt: skip
+        for key in (LOSS, *terms):
+            if key not in self.order:
+                self.order.append(key)
+        if not set(tensors) <= set(self.layout):
+            self._grow(list(tensors))
+        values = torch.stack([tensors[k].reshape(()).to(torch.float64) if k in tensors else self._nan
+                              for k in self.layout])  # fmt: skip
         present = ~torch.isnan(values)  # a missing term counts as NaN: left out
         self._sums = self._sums + torch.where(present, values, torch.zeros_like(values))
         self._counts = self._counts + present.to(torch.float64)
         for key, value in terms.items():
-            if not isinstance(value, Tensor) and value == value:
-                self._host_sums[key] = self._host_sums.get(key, 0.0) + float(value)
-                self._host_counts[key] = self._host_counts.get(key, 0.0) + 1.0
+            if not isinstance(value, Tensor):
+                number = float(value)
+                self._host_sums.setdefault(key, 0.0)
+                self._host_counts.setdefault(key, 0.0)
+                if number == number:
+                    self._host_sums[key] += number
+                    self._host_counts[key] += 1.0
         self._step += 1
         bad = ~torch.isfinite(loss.detach()) & (self._bad_step < 0)
         self._bad_step = torch.where(bad, self._step, self._bad_step)
         self._bad_value = torch.where(bad, loss.detach().to(torch.float64), self._bad_value)
         self.count += 1
 
-    def _missing(self) -> Tensor:
-        if self._nan is None:
-            self._nan = torch.tensor(float("nan"), dtype=torch.float64, device=self.device)
-        return self._nan
-
     def sync(self, context: DistributedContext, stop: bool = False) -> tuple[bool, NonFinite | None]:
         """Copy the sums to the host (:attr:`sums`, :attr:`counts`; summed over the processes of a distributed run,
-        with the stop votes). Returns whether any process asked to stop, and this process's first non-finite loss of
-        the epoch (None if none). Every process of a run must call it at the same steps."""
-        packed = torch.cat([
-            self._sums, self._counts, torch.tensor([float(stop)], dtype=torch.float64, device=self.device)
-        ])  # fmt: skip
-        bad = torch.stack([self._bad_step.to(torch.float64), self._bad_value])
+        with the stop votes and whether any process had a non-finite loss: one all-reduce). Returns whether any
+        process asked to stop, and the epoch's first non-finite loss (this process's, or another's). Every process
+        of a run must call it at the same steps."""
+        flags = torch.stack([torch.tensor(float(stop), dtype=torch.float64, device=self.device),
+                             (self._bad_step >= 0).to(torch.float64)])  # fmt: skip
+        packed = torch.cat([self._sums, self._counts, flags])
         if context.enabled:
             packed = all_reduce_sum(packed.clone())
-        n = len(self.keys)
+        n = len(self.layout)
         host = packed.cpu().tolist()
-        bad_step, bad_value = bad.cpu().tolist()
-        sums = dict(zip(self.keys, host[:n], strict=True))
-        counts = dict(zip(self.keys, host[n : 2 * n], strict=True))
-        host_floats = {k: [self._host_sums[k], self._host_counts[k]] for k in self._host_sums}
-        if context.enabled and host_floats:  # (rare: float terms; the keys are the same on every process)
-            keys = sorted(host_floats)
-            reduced = all_reduce_sum(torch.tensor([host_floats[k] for k in keys], dtype=torch.float64,
-                                                  device=self.device)).cpu().tolist()  # fmt: skip
-            host_floats = dict(zip(keys, reduced, strict=True))
-        for key, (total, count) in host_floats.items():
-            sums[key], counts[key] = total, count
-        self.sums, self.counts = sums, counts
-        failed = NonFinite(int(bad_step), bad_value) if bad_step >= 0 else None
+        bad_step, bad_value, step = (float(x) for x in torch.stack(
+            [self._bad_step.to(torch.float64), self._bad_value, self._step.to(torch.float64)]).cpu().tolist())  # fmt: skip
+        sums = dict(zip(self.layout, host[:n], strict=True))
+        counts = dict(zip(self.layout, host[n : 2 * n], strict=True))
+        keys = sorted(self._host_sums)
+        floats = [value for key in keys for value in (self._host_sums[key], self._host_counts[key])]
+        if context.enabled and floats:  # (float terms: the same keys on every process)
+            floats = all_reduce_sum(torch.tensor(floats, dtype=torch.float64, device=self.device)).cpu().tolist()
+        for i, key in enumerate(keys):  # (a resumed epoch of an earlier version held float terms on the device)
+            sums[key] = sums.get(key, 0.0) + floats[2 * i]
+            counts[key] = counts.get(key, 0.0) + floats[2 * i + 1]
+        self.sums = {key: sums[key] for key in self.order if key in sums}
+        self.counts = {key: counts[key] for key in self.order if key in counts}
+        failed = None
+        if bad_step >= 0:
+            failed = NonFinite(int(bad_step), bad_value)
+        elif host[2 * n + 1] > 0:
+            failed = NonFinite(int(step), float("nan"), elsewhere=True)
         return bool(host[2 * n] > 0), failed
 
     def means(self) -> dict[str, float]:

@@ -214,6 +214,7 @@ class Trainer:
         cfg, world = self.cfg, self.context.world_size
         if not self.context.enabled:
             return
+        self.spec.check_torchrun(True)
         if cfg.optim.batch_size % world or cfg.optim.batch_size // world < MIN_PROCESS_BATCH:
             raise ConfigError(
                 f"optim.batch_size={cfg.optim.batch_size} is the global batch: it must be a multiple of the "
@@ -346,11 +347,13 @@ class Trainer:
     def _diverged(self, epoch: int, failed: NonFinite) -> DivergedError:
         checkpoint = self.run_dir / CHECKPOINT_NAME
         kept = f"the last good checkpoint is {checkpoint}" if checkpoint.is_file() else "no checkpoint yet"
+        what = (
+            f"a non-finite loss on another process, reported at epoch {epoch}, step {failed.step}"
+            if failed.elsewhere
+            else f"non-finite loss ({failed.value}) at epoch {epoch}, step {failed.step}"
+        )
         return DivergedError(
-            f"non-finite loss ({failed.value}) at epoch {epoch}, step {failed.step}; {kept} -- lower optim.lr or warm "
-            "up over more epochs (optim.warmup_epochs)",
-            epoch,
-            failed.step,
+            f"{what}; {kept} -- lower optim.lr or warm up over more epochs (optim.warmup_epochs)", epoch, failed.step
         )
 
     def evaluate(self) -> dict[str, float]:

@@ -44,8 +44,9 @@ MEASURES_NAME = "compare.json"
 
 def default_methods() -> list[str]:
     """The methods of ``invprop compare`` without ``--methods``: those whose spec says so
-    (:attr:`invprop.methods.MethodSpec.compare`)."""
-    return [name for name in METHODS if METHODS.get(name).compare]
+    (:attr:`invprop.methods.MethodSpec.compare`), the library's default method first."""
+    chosen = [name for name in METHODS if METHODS.get(name).compare]
+    return sorted(chosen, key=lambda name: name != cfgmod.DEFAULT_METHOD)
 
 
 def parse_methods(text: str | None) -> list[str]:
@@ -61,7 +62,7 @@ def parse_methods(text: str | None) -> list[str]:
 
 def method_config(preset: str, method: str, file_values: Mapping[str, Any], overrides: Mapping[str, Any]) -> Config:
     """``method``'s preset for ``preset``, then the keys of ``file_values`` and ``overrides`` that it has."""
-    values = cfgmod.preset_values(preset, method)
+    values = cfgmod.preset_values(preset, method, cfgmod.recipe_asked(file_values, overrides))
     deep_update(values, cfgmod.for_method(file_values, method))
     deep_update(values, cfgmod.for_method(overrides, method))
     return cfgmod.validate(cfgmod.from_dict(values))

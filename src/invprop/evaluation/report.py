@@ -34,7 +34,7 @@ from invprop.data.datasets import take_subset  # noqa: E402
 from invprop.engine import CHECKPOINT_NAME, HISTORY_NAME, load_checkpoint  # noqa: E402
 from invprop.engine.monitor import extract  # noqa: E402
 from invprop.engine.run_settings import read_run_settings  # noqa: E402
-from invprop.errors import ConfigError  # noqa: E402
+from invprop.errors import ConfigError, InvpropError  # noqa: E402
 from invprop.evaluation.compare import compare_rows  # noqa: E402
 from invprop.evaluation.loading import EvalContext, load_eval_context  # noqa: E402
 from invprop.files import write_bytes_atomically, write_text_atomically  # noqa: E402
@@ -291,13 +291,30 @@ def curve_filename(curve: Curve) -> str:
     return f"curves-{_slug(curve.title)}.png"
 
 
+def _unique(filename: str, taken: set[str]) -> str:
+    """``filename``, or with ``-2``, ``-3``, ... before its suffix when another figure already has it."""
+    stem, _, suffix = filename.rpartition(".")
+    candidate, count = filename, 1
+    while candidate in taken:
+        count += 1
+        candidate = f"{stem}-{count}.{suffix}"
+    taken.add(candidate)
+    return candidate
+
+
 def _method_of(run_dir: Path) -> str | None:
-    """The method a run directory trained (from its settings), if it can be read."""
+    """The method a run directory trained (from its config.yaml, else its checkpoint), if it can be read."""
+    method: Any = None
     try:
         settings = read_run_settings(run_dir)
-    except (OSError, ValueError, ConfigError):
-        return None
-    method = settings.values.get("method") if settings is not None else None
+        method = settings.values.get("method") if settings is not None else None
+    except (OSError, ValueError, InvpropError):
+        pass
+    if method is None and (run_dir / CHECKPOINT_NAME).is_file():
+        try:
+            method = load_checkpoint(run_dir / CHECKPOINT_NAME)["config"].get("method")
+        except (OSError, ValueError, KeyError, InvpropError):
+            return None
     return method if isinstance(method, str) and method in METHODS else None
 
 
@@ -323,11 +340,12 @@ def build_report(run_dirs: Sequence[Path], out_dir: Path) -> Path:
         names = [str(p) for p in run_dirs]
     histories = {name: read_history(path) for name, path in zip(names, run_dirs)}
     figures: list[Figure] = []
+    taken: set[str] = set()
     for curve in report_curves(run_dirs):
         png = curves_figure(histories, curve.keys, curve.title, curve.ylabel)
         if png is not None:
             caption = f"{', '.join(curve.keys)} per epoch, one line per run."
-            figures.append(Figure(curve.title, curve_filename(curve), png, caption))
+            figures.append(Figure(curve.title, _unique(curve_filename(curve), taken), png, caption))
 
     similarity_runs: dict[str, tuple[Tensor, Tensor]] = {}
     maps: dict[str, tuple[Tensor, Tensor]] = {}

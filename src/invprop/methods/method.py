@@ -24,8 +24,9 @@ class Batch:
         groups: the views of the batch grouped by image size, each group view-major: ``(V_g x B, C, H_g, W_g)``,
             rows ``[v B, (v + 1) B)`` holding view ``v`` of the group. The first group holds the full-size views (one
             for InvP, two for the two-view methods); a second one holds multi-crop's small crops.
-        epoch: the epoch, counting from 1.
-        step: the optimiser step this batch trains towards, counting from 0 over the run.
+        epoch: the epoch, counting from 1 (schedules inside methods read it, e.g. InvP's ramp-up).
+        step: the optimiser step this batch trains towards, counting from 0 over the run (schedules inside methods
+            read it, e.g. BYOL's and MoCo's momentum).
     """
 
     indices: Tensor
@@ -93,7 +94,8 @@ class BuildContext:
         distributed: True inside a torch.distributed run (the default process group is initialised).
         in_channels: channels of the training images.
         mean, std: the per-channel normalisation of the training batches (empty when unknown).
-        total_steps: the optimiser steps the run plans (for schedules inside the method, e.g. BYOL's momentum).
+        total_steps: the optimiser steps the run plans, for schedules inside the method (BYOL's momentum); None when
+            not known (a method that needs it says so at construction).
         labels: (N,) labels of the training images (-1 unknown), for logged diagnostics only, never the loss.
         features: ``features(encoder) -> (N, D)``: the embeddings through ``encoder`` (the method's encoder or a
             copy, e.g. a momentum encoder) of every training image, not augmented, in eval mode and index order, for
@@ -108,7 +110,7 @@ class BuildContext:
     in_channels: int = 3
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
-    total_steps: int = 1
+    total_steps: int | None = None
     labels: Tensor | None = None
     features: Callable[[nn.Module], Tensor] | None = None
     forward: nn.Module | None = None
@@ -140,8 +142,19 @@ class Method(nn.Module):
         return forward(images) if forward is not None else self.encoder(images)
 
     def training_step(self, batch: Batch) -> StepOutput:
-        """The loss of one batch, its logged terms, and the update to apply after the optimiser step."""
+        """The loss of one batch, its logged terms, and the update to apply after the optimiser step. Terms: the
+        same keys at every step and on every process of a run (a value undefined on a batch is NaN)."""
         raise NotImplementedError
+
+    def views_of(self, batch: Batch) -> Tensor:
+        """The batch's full-size views, stacked view-major ((views x B, C, H, W)); a one-line error when the batch
+        does not carry this method's number of views (e.g. one view given to a two-view method)."""
+        images = batch.images
+        if images.shape[0] != self.views * batch.size:
+            raise ValueError(f"{type(self).__name__} takes {self.views} view(s) of each of the batch's {batch.size} "
+                             f"images (stacked view-major), got {images.shape[0]} rows: Batch.of(indices, "
+                             f"{', '.join(f'view{i + 1}' for i in range(self.views))})")  # fmt: skip
+        return images
 
     def before_optimizer_step(self) -> None:
         """Between the backward pass and the optimiser step: averages the gradients of :meth:`shared_modules` over

@@ -1,19 +1,21 @@
 """How a method describes itself to the rest of invprop: one :class:`MethodSpec`, registered with its class by
-:func:`register_method` in the method's own file. The engine, ``compare``, ``ablate``, the report, ``presets`` and
-the tests read the specs; none of them names a method.
+:func:`register_method` in the method's own file. The engine, ``compare``, ``ablate``, the report, ``presets``
+and the contract test (tests/test_method_contract.py) read the specs; none of them names a method.
 
-A spec holds the method's settings (one section of the run's settings, or a dataclass of several), its defaults per
-dataset preset, the published value of each setting with its source, why a default differs from it, its ablation
-table, the curves and figures the report draws for it, the logged terms its ``metrics.json`` keeps, whether
-``invprop compare`` runs it by default, and what a short digits run of it must reach.
+A spec holds the method's settings (one section of the run's settings, or a dataclass of several), its defaults and
+its published training recipes per dataset preset, the published value of each setting with its source, why a
+default differs from it, its ablation table, the curves and figures the report draws for it, the logged terms its
+``metrics.json`` keeps, whether ``invprop compare`` runs it by default, what a short digits run of it must reach, and
+what it does under torchrun.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, Callable, Generic, Mapping, TypeVar
 
 from torch import Tensor, nn
 
@@ -33,8 +35,12 @@ class Curve:
     ylabel: str = "loss"
 
 
+#: A method's settings dataclass.
+S = TypeVar("S")
+
+
 @dataclass(frozen=True)
-class FigureInputs:
+class FigureInputs(Generic[S]):
     """What a method's figure is computed from (the report gathers it from a run directory).
 
     Attributes:
@@ -44,7 +50,7 @@ class FigureInputs:
         embed: ``embed(indices) -> (M, D)``: unit embeddings of training images, not augmented.
     """
 
-    settings: Any
+    settings: S
     state: Mapping[str, Tensor]
     num_images: int
     embed: Callable[[Tensor], Tensor]
@@ -55,13 +61,13 @@ Cell = tuple[int, str] | None
 
 
 @dataclass(frozen=True)
-class GridFigure:
+class GridFigure(Generic[S]):
     """A figure of training images in a grid (e.g. InvP's anchors with their positives); ``grid`` gives its rows, or
     None when the run cannot show it."""
 
     title: str
     caption: str
-    grid: Callable[[FigureInputs], list[list[Cell]] | None]
+    grid: Callable[[FigureInputs[S]], list[list[Cell]] | None]
 
 
 @dataclass(frozen=True)
@@ -145,7 +151,7 @@ M = TypeVar("M", bound=Method)
 
 
 @dataclass(frozen=True)
-class MethodSpec:
+class MethodSpec(Generic[S]):
     """A training method as the registry holds it.
 
     Attributes:
@@ -171,7 +177,8 @@ class MethodSpec:
         ablation: its ablation table, if it has one.
         compare: ``invprop compare`` runs it without ``--methods``.
         smoke: the short digits run of the contract test.
-        torchrun: what it does under torchrun.
+        torchrun: what it does under torchrun (``REFUSED``: building it for a distributed run is a one-line error).
+        torchrun_note: why, when it is not ``EXACT``.
         preflight: checks of the environment before any work, given the method's settings (e.g. an optional
             package the settings need).
         multi_crop: the method takes multi-crop small crops (``data.small_crops``).
@@ -182,10 +189,10 @@ class MethodSpec:
     """
 
     summary: str
-    settings: type
+    settings: type[S]
     section: str | None = None
     section_help: str = ""
-    build: Callable[[Any, nn.Module, BuildContext], Method] | None = None
+    build: Callable[[S, nn.Module, BuildContext], Method] | None = None
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     recipes: Mapping[str, Recipe] = field(default_factory=dict)
     references: Mapping[str, Mapping[str, Reference]] = field(default_factory=dict)
@@ -193,12 +200,13 @@ class MethodSpec:
     headline: tuple[str, ...] = ()
     terms: tuple[str, ...] = ()
     curves: tuple[Curve, ...] = ()
-    figures: tuple[GridFigure, ...] = ()
+    figures: tuple[GridFigure[S], ...] = ()
     ablation: Ablation | None = None
     compare: bool = True
     smoke: SmokeRun = field(default_factory=SmokeRun)
     torchrun: Torchrun = Torchrun.EXACT
-    preflight: Callable[[Any], None] | None = None
+    torchrun_note: str = ""
+    preflight: Callable[[S], None] | None = None
     multi_crop: bool = False
     colour_only: bool = False
     name: str = ""
@@ -207,22 +215,32 @@ class MethodSpec:
 
     def sections(self) -> tuple[str, ...]:
         """Names of the method's settings sections."""
-        return (self.section,) if self.section else tuple(f.name for f in dataclasses.fields(self.settings))
+        fields: Any = self.settings  # (a dataclass: the registration checks it)
+        return (self.section,) if self.section else tuple(f.name for f in dataclasses.fields(fields))
 
     def new_sections(self) -> Any:
         """The run's sections of the method at their defaults (an instance of :attr:`sections_type`)."""
         assert self.sections_type is not None, "register the spec with register_method"
         return self.sections_type()
 
-    def own(self, sections: Any) -> Any:
+    def own(self, sections: Any) -> S:
         """The method's settings (an instance of :attr:`settings`) within the run's ``sections`` of it."""
-        return getattr(sections, self.section) if self.section else sections
+        settings = getattr(sections, self.section) if self.section else sections
+        assert isinstance(settings, self.settings), f"{type(settings).__name__} is not {self.settings.__name__}"
+        return settings
 
     def create(self, sections: Any, encoder: nn.Module, context: BuildContext) -> Method:
         """The method, built from the run's ``sections`` of it around ``encoder``."""
         assert self.build is not None
         self.check_images(context.in_channels)
+        self.check_torchrun(context.distributed)
         return self.build(self.own(sections), encoder, context)
+
+    def check_torchrun(self, distributed: bool) -> None:
+        """A one-line error when a distributed run asks for a method that refuses torchrun."""
+        if distributed and self.torchrun is Torchrun.REFUSED:
+            why = f" ({self.torchrun_note})" if self.torchrun_note else ""
+            raise ConfigError(f"method {self.name} does not run under torchrun yet{why}; run it as one process")
 
     def check_images(self, in_channels: int) -> None:
         """A one-line error when the method cannot train on images of ``in_channels`` channels."""
@@ -232,18 +250,22 @@ class MethodSpec:
 
 
 #: Every training method, by name.
-METHODS: Registry[MethodSpec] = Registry("method")
+METHODS: Registry[MethodSpec[Any]] = Registry("method")
 
 
-def _sections_type(name: str, spec: MethodSpec) -> type:
-    """The dataclass of the run's sections of a one-section method: one field, ``spec.section``."""
+def _sections_type(name: str, spec: MethodSpec[Any]) -> type:
+    """The dataclass of the run's sections of a one-section method: one field, ``spec.section``; defined in the
+    settings' module under ``<Settings>Section``, so that a run's settings pickle."""
     if spec.section is None:
         return spec.settings
     fields = [(spec.section, spec.settings, section(spec.settings, spec.section_help))]
-    return dataclasses.make_dataclass(f"{spec.settings.__name__}Section", fields)
+    made = dataclasses.make_dataclass(f"{spec.settings.__name__}Section", fields)
+    made.__module__ = spec.settings.__module__
+    setattr(sys.modules[made.__module__], made.__qualname__, made)
+    return made
 
 
-def register_method(name: str, spec: MethodSpec) -> Callable[[type[M]], type[M]]:
+def register_method(name: str, spec: MethodSpec[S]) -> Callable[[type[M]], type[M]]:
     """Class decorator: register the decorated method class under ``name`` with ``spec`` (the class is its builder,
     called as ``cls(settings, encoder, context)``, unless ``spec.build`` is set).
 
@@ -254,6 +276,8 @@ def register_method(name: str, spec: MethodSpec) -> Callable[[type[M]], type[M]]
     """
 
     def add(cls: type[M]) -> type[M]:
+        if not dataclasses.is_dataclass(spec.settings):
+            raise TypeError(f"method {name}: its settings, {spec.settings!r}, must be a dataclass of setting() fields")
         if spec.smoke.floor is not Floor.UNTRAINED and not spec.smoke.why:
             raise ValueError(f"method {name}: a smoke run below the untrained encoder needs its reason (why)")
         build = spec.build or _class_builder(cls)
@@ -265,7 +289,7 @@ def register_method(name: str, spec: MethodSpec) -> Callable[[type[M]], type[M]]
     return add
 
 
-def _class_builder(cls: type[Method]) -> Callable[[Any, nn.Module, BuildContext], Method]:
+def _class_builder(cls: type[Method]) -> Callable[[Any, nn.Module, BuildContext], Method]:  # the class's own S
     """A method class as its builder: every registered class takes ``(settings, encoder, context)``."""
     construct: Callable[..., Method] = cls
 
@@ -282,16 +306,33 @@ def require_faiss(key: str, wanted: bool) -> None:
 
 
 def create_method(
-    name: str, encoder: nn.Module, num_samples: int, embedding_dim: int, **sections: Mapping[str, Any]
+    name: str,
+    encoder: nn.Module,
+    num_samples: int,
+    embedding_dim: int,
+    *,
+    total_steps: int | None = None,
+    labels: Tensor | None = None,
+    features: Callable[[nn.Module], Tensor] | None = None,
+    in_channels: int = 3,
+    mean: tuple[float, ...] = (),
+    std: tuple[float, ...] = (),
+    **sections: Mapping[str, Any],
 ) -> Method:
     """A registered method for your own training loop, its settings from ``sections`` over the method's defaults.
 
     Args:
-        name: a registered method (``invp``, ``simclr``, ``instance-classifier``, ...; ``invprop presets`` lists
-            them).
+        name: a registered method (``invp``, ``simclr``, ``byol``, ``instance-classifier``, ...; ``invprop methods``
+            lists them).
         encoder: any module mapping a batch of images to (B, ``embedding_dim``) embeddings.
         num_samples: N, the training images (indices run over ``[0, N)``).
         embedding_dim: D.
+        total_steps: the optimiser steps your run will take: the momentum schedules of BYOL and MoCo follow it
+            (they refuse to be built without it) and read each batch's ``step``.
+        labels: (N,) labels (-1 unknown), for InvP's logged diagnostics only.
+        features: ``features(encoder) -> (N, D)`` embeddings of your training images, not augmented, for the
+            clustering methods (DeepCluster, PCL) at the start of each epoch.
+        in_channels, mean, std: your images' channels and normalisation (colorization needs them).
         sections: the method's settings sections as mappings, e.g. ``loss={"temperature": 0.2}``.
 
     Example:
@@ -308,7 +349,9 @@ def create_method(
     settings = spec.new_sections()
     merge(settings, sections)
     check(settings)
-    return spec.create(settings, encoder, BuildContext(num_samples, embedding_dim))
+    context = BuildContext(num_samples, embedding_dim, False, in_channels, tuple(mean), tuple(std), total_steps, labels,
+                           features)  # fmt: skip
+    return spec.create(settings, encoder, context)
 
 
 __all__ = [

@@ -9,13 +9,14 @@ statistics over the 2B images, as single-process implementations do).
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from typing import Any
 
-import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from invprop.core.momentum import cosine_momentum
 from invprop.distributed.collectives import all_gather_rows, all_gather_tensor
-from invprop.methods.method import BuildContext, Method, StepOutput
+from invprop.errors import ConfigError
+from invprop.methods.method import BuildContext, Method
 
 logger = logging.getLogger(__name__)
 
@@ -35,9 +36,28 @@ def halves(x: Tensor) -> tuple[Tensor, Tensor]:
     return x[:n], x[n:]
 
 
+def momentum_schedule(key: str, base: float, final: float, context: BuildContext) -> "MomentumSchedule":
+    """The cosine momentum schedule of a momentum encoder (BYOL's, Grill et al., 2020, Sec. 3.2) over the run's steps;
+    a one-line error when it changes over the run and the context does not say how many steps the run has."""
+    if base != final and context.total_steps is None:
+        raise ConfigError(f"{key} rises from {base} to {final} over the run's steps: give the number of optimiser "
+                          "steps (BuildContext.total_steps; create_method(..., total_steps=N))")  # fmt: skip
+    return MomentumSchedule(base, final, context.total_steps or 1)
+
+
+class MomentumSchedule:
+    """``momentum(step)``: from ``base`` at step 0 to ``final`` at step ``total_steps`` on a cosine (a function of the
+    optimiser step the batch carries, so it needs no state of its own and no device sync)."""
+
+    def __init__(self, base: float, final: float, total_steps: int) -> None:
+        self.base, self.final, self.total_steps = base, final, max(int(total_steps), 1)
+
+    def __call__(self, step: int) -> float:
+        return cosine_momentum(self.base, step, self.total_steps, self.final)
+
+
 class TwoViewMethod(Method):
-    """Base of the two-view methods: :meth:`pair` encodes a batch into its two halves; ``step`` (a buffer, saved
-    with the state) counts optimiser steps against the context's ``total_steps`` for schedules.
+    """Base of the two-view methods: :meth:`pair` encodes a batch into its two halves.
 
     Args:
         encoder: backbone + projector (the run's ``model.head``).
@@ -46,12 +66,6 @@ class TwoViewMethod(Method):
     """
 
     views = 2
-    step: Tensor
-
-    def __init__(self, encoder: nn.Module, context: BuildContext) -> None:
-        super().__init__(encoder, context)
-        self.total_steps = max(int(context.total_steps), 1)
-        self.register_buffer("step", torch.zeros((), dtype=torch.long))
 
     halves = staticmethod(halves)
 
@@ -67,9 +81,10 @@ class TwoViewMethod(Method):
         """Every process's rows without gradient (keys before they enter a queue)."""
         return all_gather_tensor(x.detach()) if self.distributed else x.detach()
 
-    @torch.no_grad()
-    def after_step(self, outputs: Sequence[StepOutput]) -> None:
-        self.step.add_(1)
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        # Runs of earlier versions counted steps in a buffer; the schedules now read the batch's step.
+        state_dict.pop(f"{prefix}step", None)
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
 
-__all__ = ["TwoViewMethod", "halves", "warn_if_queue_holds_the_dataset"]
+__all__ = ["MomentumSchedule", "TwoViewMethod", "halves", "momentum_schedule", "warn_if_queue_holds_the_dataset"]

@@ -172,7 +172,7 @@ class InstanceClassification(Method):
             classifier.weight.register_hook(lambda grad: grad / processes)
 
     def training_step(self, batch: Batch) -> StepOutput:
-        embeddings = self.encode(batch.images)
+        embeddings = self.encode(self.views_of(batch))
         classes = batch.indices.to(embeddings.device).repeat(self.views)
         loss = self.classifier(embeddings, classes).mean()
         return StepOutput(loss, {"loss_cls": loss.detach()})

@@ -153,7 +153,7 @@ class DeepCluster(Method):
 
     def training_step(self, batch: Batch) -> StepOutput:
         labels = self.pseudo_labels[batch.indices.to(self.pseudo_labels.device)]
-        logits = self.classifier(self.encode(batch.images))
+        logits = self.classifier(self.encode(self.views_of(batch)))
         loss = F.cross_entropy(logits.float(), labels.to(logits.device))
         return StepOutput(loss, {"loss_cluster": loss.detach()})
 

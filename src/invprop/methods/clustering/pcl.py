@@ -24,7 +24,7 @@ from invprop.core.clustering import KMEANS_BACKENDS, cluster_concentration, init
 from invprop.core.clustering_losses import proto_nce_loss
 from invprop.errors import ConfigError
 from invprop.methods.citations import QUEUE_DIGITS
-from invprop.methods.contrastive.moco import MoCo, MoCoSettings
+from invprop.methods.contrastive.moco import KeyUpdate, MoCo, MoCoSettings
 from invprop.methods.method import Batch, BuildContext, StepOutput
 from invprop.methods.recipes import paper_sgd
 from invprop.methods.spec import Curve, MethodSpec, SmokeRun, Torchrun, register_method, require_faiss
@@ -102,6 +102,7 @@ SPEC = MethodSpec(
     curves=(Curve("ProtoNCE's terms", ("loss_nce", "loss_proto")),),
     smoke=SmokeRun(settings={"pcl": {"warmup_epochs": 1}}),  # prototypes from epoch 2
     torchrun=Torchrun.RUNS,
+    torchrun_note="each process draws its own negative prototypes",
     preflight=lambda settings: require_faiss("pcl.kmeans", settings.kmeans == "faiss"),
 )
 
@@ -192,11 +193,12 @@ class PCL(MoCo):
         return torch.stack(terms).mean()
 
     def training_step(self, batch: Batch) -> StepOutput:
-        nce, query, keys = self.contrast(batch.images)
+        nce, query, keys = self.contrast(self.views_of(batch))
+        update = KeyUpdate(keys, self.momentum(batch.step))
         if batch.epoch <= self.pcl.warmup_epochs or not bool(self.ready):
-            return StepOutput(nce, {"loss_nce": nce.detach()}, keys)
+            return StepOutput(nce, {"loss_nce": nce.detach()}, update)
         proto = self.prototype_loss(query, batch.indices)
-        return StepOutput(nce + proto, {"loss_nce": nce.detach(), "loss_proto": proto.detach()}, keys)
+        return StepOutput(nce + proto, {"loss_nce": nce.detach(), "loss_proto": proto.detach()}, update)
 
 
 __all__ = ["PAPER_CLUSTERS", "SPEC", "PCL", "PCLSettings"]

@@ -1,7 +1,7 @@
 """SwAV (Caron et al., 2020) as a training method: ``method: swav``.
 
 The embeddings (backbone + ``model.head``) of every view are L2-normalised and scored against K learnable
-prototypes (unit rows, renormalised before each step). The two full-size views are assigned codes by Sinkhorn-Knopp
+prototypes (unit rows, renormalised after each optimiser step). The two full-size views are assigned codes by Sinkhorn-Knopp
 (:func:`invprop.core.clustering.sinkhorn_knopp`; over every process's batch in a distributed run), optionally with
 the embeddings of earlier batches from a queue in front (needed with small batches; the codes of the batch's own
 rows are kept). Every other view -- the other full-size one and any multi-crop small crop (``data.small_crops``)
@@ -141,6 +141,7 @@ class SwAV(Method):
         embedding_dim = context.embedding_dim
         self.options = options
         self.prototypes = nn.Linear(embedding_dim, options.prototypes, bias=False)
+        self._normalise_prototypes()
         rows = options.queue_size // world_size() if distributed else options.queue_size
         self.queues: list[FeatureQueue] = nn.ModuleList(  # type: ignore[assignment]
             [FeatureQueue(rows, embedding_dim) for _ in range(ASSIGNED_VIEWS)] if rows else []
@@ -150,9 +151,8 @@ class SwAV(Method):
         return [self.prototypes]
 
     def training_step(self, batch: Batch) -> StepOutput:
+        self.views_of(batch)  # (checks the full-size views; the small crops are the batch's second group)
         b = batch.size
-        with torch.no_grad():
-            self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))
         frozen = batch.epoch <= self.options.freeze_prototypes_epochs
         weight = self.prototypes.weight.detach() if frozen else self.prototypes.weight
         embeddings = [F.normalize(self.encode(group).float(), dim=1) for group in batch.groups]
@@ -177,7 +177,14 @@ class SwAV(Method):
         return sinkhorn_knopp(scores, o.epsilon, o.sinkhorn_iterations, group)[-b:]
 
     @torch.no_grad()
+    def _normalise_prototypes(self) -> None:
+        """Unit rows (Caron et al., 2020, Sec. 3.1): at construction and after every optimiser step, never inside a
+        step (two steps accumulating gradients share the weights)."""
+        self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))
+
+    @torch.no_grad()
     def after_step(self, outputs: Sequence[StepOutput]) -> None:
+        self._normalise_prototypes()
         for output in outputs:
             if output.update is not None:
                 for queue, rows in zip(self.queues, output.update, strict=True):

@@ -18,13 +18,13 @@ import torch
 from torch import Tensor, nn
 
 from invprop.core.contrastive_losses import info_nce_queue_loss
-from invprop.core.momentum import cosine_momentum, ema_update_, frozen_copy
+from invprop.core.momentum import ema_update_, frozen_copy
 from invprop.core.queue import FeatureQueue
 from invprop.methods.citations import MOCO, MOCO_V2, QUEUE_CIFAR, QUEUE_DIGITS, SOLO
 from invprop.methods.method import Batch, BuildContext, StepOutput
 from invprop.methods.recipes import paper_sgd, solo_sgd
 from invprop.methods.spec import Curve, MethodSpec, register_method
-from invprop.methods.two_views import TwoViewMethod, halves, warn_if_queue_holds_the_dataset
+from invprop.methods.two_views import TwoViewMethod, halves, momentum_schedule, warn_if_queue_holds_the_dataset
 from invprop.settings import AT_LEAST_ONE, FRACTION, POSITIVE, Reference, setting
 
 
@@ -82,6 +82,14 @@ SPEC = MethodSpec(
 )
 
 
+@dataclass
+class KeyUpdate:
+    """What a step leaves for after the optimiser: the keys to enqueue, and the key encoder's momentum at the step."""
+
+    keys: list[Tensor]
+    momentum: float
+
+
 @register_method("moco", SPEC)
 class MoCo(TwoViewMethod):
     """Queries from the encoder, keys from its momentum copy, negatives from the queue (He et al., 2020, Alg. 1).
@@ -100,17 +108,15 @@ class MoCo(TwoViewMethod):
         super().__init__(encoder, context)
         warn_if_queue_holds_the_dataset(self.queue_key, settings.queue_size, context.num_samples)
         self.options = settings
+        self.momentum = momentum_schedule(
+            "moco.base_momentum", settings.base_momentum, settings.final_momentum, context
+        )
         self.key_encoder = frozen_copy(encoder)
         self.queue = FeatureQueue(settings.queue_size, context.embedding_dim)
 
-    def momentum(self) -> float:
-        """The key encoder's momentum at the current step."""
-        o = self.options
-        return cosine_momentum(o.base_momentum, int(self.step), self.total_steps, o.final_momentum)
-
     def training_step(self, batch: Batch) -> StepOutput:
-        loss, _, keys = self.contrast(batch.images)
-        return StepOutput(loss, {"loss_nce": loss.detach()}, keys)
+        loss, _, keys = self.contrast(self.views_of(batch))
+        return StepOutput(loss, {"loss_nce": loss.detach()}, KeyUpdate(keys, self.momentum(batch.step)))
 
     def contrast(self, images: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
         """InfoNCE of a two-view batch, the first views' queries (B, D), and the keys to enqueue after the step."""
@@ -127,11 +133,12 @@ class MoCo(TwoViewMethod):
 
     @torch.no_grad()
     def after_step(self, outputs: Sequence[StepOutput]) -> None:
-        ema_update_(self.key_encoder, self.encoder, self.momentum())
+        if not outputs:
+            return
+        ema_update_(self.key_encoder, self.encoder, outputs[-1].update.momentum)  # once per optimiser step
         for output in outputs:  # each view's keys gathered in rank order: the global batch's order, on every process
-            keys = torch.cat([self.gather_constant(k) for k in output.update])
+            keys = torch.cat([self.gather_constant(k) for k in output.update.keys])
             self.queue.enqueue(nn.functional.normalize(keys.float(), dim=1))
-        super().after_step(outputs)
 
 
 __all__ = ["SPEC", "MoCo", "MoCoSettings"]

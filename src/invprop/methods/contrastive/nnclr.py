@@ -99,7 +99,7 @@ class NNCLR(TwoViewMethod):
         return nearest_neighbours(z, rows) if rows.shape[0] else nn.functional.normalize(z.detach().float(), dim=1)
 
     def training_step(self, batch: Batch) -> StepOutput:
-        z = self.encode(batch.images)
+        z = self.encode(self.views_of(batch))
         z1, z2 = halves(z)
         p1, p2 = halves(self.predictor(z))
         nn1 = self.gather_constant(self._neighbours(z1))
@@ -112,7 +112,6 @@ class NNCLR(TwoViewMethod):
     def after_step(self, outputs: Sequence[StepOutput]) -> None:
         for output in outputs:
             self.support.enqueue(nn.functional.normalize(self.gather_constant(output.update).float(), dim=1))
-        super().after_step(outputs)
 
 
 __all__ = ["SPEC", "NNCLR", "NNCLRSettings"]

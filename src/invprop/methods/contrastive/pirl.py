@@ -26,7 +26,6 @@ from torch import Tensor, nn
 from invprop.core.bank import MemoryBank
 from invprop.core.contrastive_losses import log_nce_normaliser, pirl_nce_loss
 from invprop.data.jigsaw import jigsaw_tiles
-from invprop.errors import ConfigError
 from invprop.methods.method import Batch, BuildContext, Method, StepOutput
 from invprop.methods.recipes import paper_sgd
 from invprop.methods.spec import Curve, MethodSpec, SmokeRun, Torchrun, register_method
@@ -99,6 +98,7 @@ SPEC = MethodSpec(
     compare=False,
     smoke=SmokeRun(epochs=6),
     torchrun=Torchrun.REFUSED,
+    torchrun_note="its tiles bypass the data-parallel wrapper",
 )
 
 
@@ -125,9 +125,6 @@ class PIRL(Method):
     normaliser_set: Tensor
 
     def __init__(self, settings: PIRLSettings, encoder: nn.Module, context: BuildContext) -> None:
-        if context.distributed:
-            raise ConfigError("method pirl does not run under torchrun yet (its tiles bypass the data-parallel "
-                              "wrapper); run it as one process")  # fmt: skip
         super().__init__(encoder, context)
         options = settings
         num_samples, embedding_dim = context.num_samples, context.embedding_dim
@@ -150,7 +147,7 @@ class PIRL(Method):
         return self.jigsaw_head(per_tile)
 
     def training_step(self, batch: Batch) -> StepOutput:
-        image, jigsaw_view = batch.views
+        image, jigsaw_view = self.views_of(batch).split(batch.size)
         f = self.encode(image)
         g = self.jigsaw_representation(jigsaw_view)
         bank = self.bank.features

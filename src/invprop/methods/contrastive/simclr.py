@@ -78,7 +78,7 @@ class SimCLR(TwoViewMethod):
         self.temperature = settings.temperature
 
     def training_step(self, batch: Batch) -> StepOutput:
-        z1, z2 = self.pair(batch.images)
+        z1, z2 = self.pair(self.views_of(batch))
         loss = nt_xent_loss(self.gather(z1), self.gather(z2), self.temperature)
         return StepOutput(loss, {"loss_nce": loss.detach()})
 

@@ -16,12 +16,12 @@ import torch
 from torch import nn
 
 from invprop.core.distillation_losses import byol_loss
-from invprop.core.momentum import cosine_momentum, ema_update_, frozen_copy
+from invprop.core.momentum import ema_update_, frozen_copy
 from invprop.methods.citations import DIGITS_WIDTH, SOLO
 from invprop.methods.method import Batch, BuildContext, StepOutput
 from invprop.methods.recipes import paper_lars, solo_lars
 from invprop.methods.spec import Curve, MethodSpec, register_method
-from invprop.methods.two_views import TwoViewMethod, halves
+from invprop.methods.two_views import TwoViewMethod, halves, momentum_schedule
 from invprop.models.heads import predictor
 from invprop.settings import AT_LEAST_ONE, FRACTION, Reference, setting
 
@@ -88,29 +88,28 @@ class BYOL(TwoViewMethod):
     def __init__(self, settings: BYOLSettings, encoder: nn.Module, context: BuildContext) -> None:
         super().__init__(encoder, context)
         self.options = settings
+        self.momentum = momentum_schedule(
+            "byol.base_momentum", settings.base_momentum, settings.final_momentum, context
+        )
         self.predictor = predictor(context.embedding_dim, settings.predictor_hidden_dim)
         self.target = frozen_copy(encoder)
 
     def shared_modules(self) -> list[nn.Module]:
         return [self.predictor]
 
-    def momentum(self) -> float:
-        """The target's momentum at the current step."""
-        o = self.options
-        return cosine_momentum(o.base_momentum, int(self.step), self.total_steps, o.final_momentum)
-
     def training_step(self, batch: Batch) -> StepOutput:
-        images = batch.images
+        images = self.views_of(batch)
         p1, p2 = halves(self.predictor(self.encode(images)))
         with torch.no_grad():
             t1, t2 = halves(self.target(images))
         loss = byol_loss(p1, t2) + byol_loss(p2, t1)
-        return StepOutput(loss, {"loss_byol": loss.detach(), "momentum": self.momentum()})
+        momentum = self.momentum(batch.step)
+        return StepOutput(loss, {"loss_byol": loss.detach(), "momentum": momentum}, momentum)
 
     @torch.no_grad()
     def after_step(self, outputs: Sequence[StepOutput]) -> None:
-        ema_update_(self.target, self.encoder, self.momentum())
-        super().after_step(outputs)
+        if outputs:
+            ema_update_(self.target, self.encoder, outputs[-1].update)  # once per optimiser step
 
 
 __all__ = ["SPEC", "BYOL", "BYOLSettings"]

@@ -86,7 +86,7 @@ class SimSiam(TwoViewMethod):
         return [self.predictor]
 
     def training_step(self, batch: Batch) -> StepOutput:
-        z = self.encode(batch.images)
+        z = self.encode(self.views_of(batch))
         z1, z2 = halves(z)
         p1, p2 = halves(self.predictor(z))
         loss = negative_cosine(p1, z2) / 2 + negative_cosine(p2, z1) / 2

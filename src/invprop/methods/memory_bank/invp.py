@@ -241,7 +241,7 @@ GRID_POSITIVES = 4
 GRID_SEED = 0
 
 
-def positives_grid(inputs: FigureInputs) -> list[list[Cell]] | None:
+def positives_grid(inputs: FigureInputs[InvPSettings]) -> list[list[Cell]] | None:
     """Random anchors with their easiest (most similar) and hardest (least similar) discovered positives, from the
     run's neighbour graph (Wang et al., 2020, Fig. 2b); None when the checkpoint has no graph of the training set."""
     neighbors = inputs.state.get("bank.neighbors")
@@ -386,7 +386,7 @@ class InvariancePropagation(Method):
         return loss.hard_negatives
 
     def training_step(self, batch: Batch) -> StepOutput:
-        embeddings = self.encode(batch.images)
+        embeddings = self.encode(self.views_of(batch))
         out = self.loss(embeddings, batch.indices, self.bank)
         weight = rampup_weight(self.settings.loss.rampup, batch.epoch, self.settings.loss.rampup_epochs)
         loss = total_loss(out.instance, out.invariance, self.settings.loss.weight, weight)

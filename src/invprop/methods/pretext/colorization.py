@@ -148,7 +148,7 @@ class Colorization(Method):
         self.weights_set.fill_(True)
 
     def training_step(self, batch: Batch) -> StepOutput:
-        images = batch.images
+        images = self.views_of(batch)
         grey, lab = self.colours(images)
         side = self.target_side(images)
         with torch.no_grad():

@@ -93,6 +93,7 @@ SPEC = MethodSpec(
     ),
     compare=False,
     torchrun=Torchrun.RUNS,
+    torchrun_note="each process draws its own puzzles",
 )
 
 
@@ -127,7 +128,7 @@ class Jigsaw(Method):
 
     def training_step(self, batch: Batch) -> StepOutput:
         o = self.options
-        images = batch.images
+        images = self.views_of(batch)
         labels = torch.randint(o.permutations, (images.shape[0],)).to(images.device)
         tiles, _ = jigsaw_tiles(
             images, o.grid, o.tile_size, self.permutation_table[labels], o.tile_share, o.normalise_tiles

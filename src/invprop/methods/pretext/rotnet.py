@@ -96,7 +96,7 @@ class RotNet(Method):
         return [self.classifier]
 
     def training_step(self, batch: Batch) -> StepOutput:
-        rotated, labels = rotated_batch(batch.images)
+        rotated, labels = rotated_batch(self.views_of(batch))
         logits = self.classifier(self.encode(rotated))
         loss = F.cross_entropy(logits.float(), labels)
         terms: dict[str, Tensor | float] = {"loss_rotation": loss.detach()}

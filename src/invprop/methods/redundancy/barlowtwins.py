@@ -80,7 +80,7 @@ class BarlowTwins(TwoViewMethod):
         self.options = settings
 
     def training_step(self, batch: Batch) -> StepOutput:
-        z1, z2 = self.pair(batch.images)
+        z1, z2 = self.pair(self.views_of(batch))
         o = self.options
         loss = o.scale * barlow_twins_loss(self.gather(z1), self.gather(z2), o.off_diagonal_weight)
         return StepOutput(loss, {"loss_barlow": loss.detach()})

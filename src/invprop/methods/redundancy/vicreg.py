@@ -81,7 +81,7 @@ class VICReg(TwoViewMethod):
         self.options = settings
 
     def training_step(self, batch: Batch) -> StepOutput:
-        z1, z2 = self.pair(batch.images)
+        z1, z2 = self.pair(self.views_of(batch))
         o = self.options
         terms = vicreg_loss(
             self.gather(z1), self.gather(z2), o.invariance_weight, o.variance_weight, o.covariance_weight, o.target_std
