@@ -32,7 +32,7 @@ from invprop.config import PRESETS, Config, from_dict, help_texts, preset, prese
 from invprop.engine import Trainer
 from invprop.evaluation.compare import untrained_knn
 from invprop.evaluation.report import read_history
-from invprop.methods import METHODS, Batch, BuildContext, Floor, Method, Torchrun
+from invprop.methods import METHODS, Accumulation, Batch, BuildContext, Floor, Method, Torchrun
 from invprop.models import Encoder
 from invprop.settings import deep_update, merge
 
@@ -269,3 +269,36 @@ def test_two_training_steps_before_one_optimiser_step_lose_no_update(name: str) 
         return  # the steps leave nothing of their own to apply (BYOL: the target's momentum is per optimiser step)
     assert not same(both, first_only), "the second step's update was lost"
     assert not same(both, second_only), "the first step's update was lost"
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if METHODS.get(n).accumulation is Accumulation.EXACT])
+def test_two_chunks_accumulate_the_loss_and_gradients_of_one_batch(name: str) -> None:
+    """Where a spec claims accumulation exact: two chunks of B images, each loss halved, give the loss and the
+    gradients of one batch of 2B (BatchNorm in eval mode: its statistics would be each chunk's)."""
+    whole = _unit_method(name)
+    whole.on_epoch_start(2)
+    chunked = copy.deepcopy(whole)
+    batch = _rows(_global_batch(name, 0, size=8), whole.views, 0, 1)
+    torch.manual_seed(7)
+    out = whole.training_step(batch)
+    out.loss.backward()
+    torch.manual_seed(7)
+    losses = []
+    for i in range(2):
+        part = chunked.training_step(_rows(batch, chunked.views, i, 2))
+        (part.loss / 2).backward()
+        losses.append(part.loss.detach())
+    torch.testing.assert_close(sum(losses) / 2, out.loss.detach(), rtol=1e-5, atol=1e-6)
+    grads = {k: p.grad for k, p in whole.named_parameters() if p.grad is not None}
+    assert grads, "no gradient reached the parameters"
+    for key, param in chunked.named_parameters():
+        if key in grads:
+            torch.testing.assert_close(param.grad, grads[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if METHODS.get(n).accumulation is Accumulation.REFUSED])
+def test_accumulation_is_refused_with_one_line_where_the_loss_needs_the_whole_batch(name: str, tmp_path: Path) -> None:
+    from invprop.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"method {name} does not accumulate gradients .*optim.accumulate=1"):
+        Trainer(smoke_config(name, optim={"accumulate": 2}), tmp_path / "run", progress=False)

@@ -193,3 +193,24 @@ def test_channels_last_gives_the_same_step(tmp_path: Path) -> None:
     loss_nchw, update_nchw = one_step(tmp_path / "nchw", "cuda", precision="fp32", channels_last=False)
     assert loss_cl == pytest.approx(loss_nchw, rel=1e-3)
     assert float(torch.nn.functional.cosine_similarity(update_cl, update_nchw, dim=0)) >= 0.99
+
+
+def test_accumulated_steps_count_their_batches_scale_the_lr_and_resume_exactly(tmp_path: Path) -> None:
+    from resume_check import assert_resumes_exactly
+
+    cfg = from_dict({"epochs": 2, "optim": {"batch_size": 64, "accumulate": 2, "lr_scaling": "linear",
+                     "reference_batch": 128}, "log": {"every_steps": 2}}, base=preset("digits"))  # fmt: skip
+    trainer = Trainer(cfg, tmp_path / "probe", progress=False)
+    assert (trainer.batches_per_epoch, trainer.steps_per_epoch) == (22, 11)
+    assert trainer.lr_plan.peak == cfg.optim.lr  # the optimiser's batch is 2 x 64 = the reference 128
+    calls = {"n": 0}
+    original = trainer.optimizer.step
+
+    def counted(*args: object, **kwargs: object) -> object:
+        calls["n"] += 1
+        return original(*args, **kwargs)
+
+    trainer.optimizer.step = counted  # type: ignore[method-assign]
+    trainer.train_epoch(1)
+    assert calls["n"] == 11 and trainer.global_step == 11
+    assert_resumes_exactly(cfg, tmp_path / "resume", stop_at_step=13)  # epoch 2, after its second optimiser step

@@ -257,10 +257,15 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from invprop.evaluation.budget import parse_budget
     from invprop.evaluation.compare import parse_methods, run_comparison
 
     methods = parse_methods(args.methods)
     overrides = _merge_overrides(args)
+    given = args.budget if args.budget is not None else args.budget_seconds
+    budget = None if given is None else parse_budget(str(given))
+    if budget is not None and "epochs" in overrides:
+        raise ConfigError("--budget gives every method the epochs that fit in that time; drop --epochs (or epochs=)")
     preset = args.preset or _preset_for(args.dataset) or cfgmod.DEFAULT_PRESET
     file_values = _file_settings(args.config) if args.config else {}
     dataset = str(overrides.get("data", {}).get("name") or cfgmod.preset(preset).data.name)
@@ -273,8 +278,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         logger.info("%s: %s (%.1fs)", row["method"], top1, row["seconds"] or 0.0)
 
     rows = run_comparison(
-        methods, preset, file_values, overrides, out_dir, command, linear=not args.no_linear, on_row=report
-    )
+        methods, preset, file_values, overrides, out_dir, command, linear=not args.no_linear, on_row=report,
+        budget_seconds=budget,
+    )  # fmt: skip
     print((out_dir / "results.md").read_text(), end="")
     print(f"results: {out_dir / 'results.md'} and {out_dir / 'results.json'} ({len(rows)} methods)")
     return 0
@@ -474,13 +480,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     cp = sub.add_parser(
         "compare", parents=settings,
-        help="train several methods on the same data, seed and epochs, each with its defaults, and rank them",
+        help="train several methods on the same data and seed, for the same epochs or time (--budget), each with its defaults and recipe, and rank them",
     )  # fmt: skip
     cp.add_argument(
         "--methods",
         help=f"comma-separated methods (default: those marked compare in invprop methods: {', '.join(_default_methods())})",
     )
     cp.add_argument("--no-linear", action="store_true", help="skip the linear probe of each method")
+    budget = cp.add_mutually_exclusive_group()
+    budget.add_argument(
+        "--budget", metavar="TIME",
+        help="equal wall-clock time instead of equal epochs: every method gets the epochs that a short probe on this "
+        "machine finds fit in TIME (90s, 20m, 1h30m), its schedule planned for them; excludes --epochs",
+    )  # fmt: skip
+    budget.add_argument("--budget-seconds", type=float, metavar="S", help="--budget in seconds")
     cp.add_argument(
         "--out",
         help="results folder, one run directory per method; re-run to resume (default: runs/compare-<dataset>-<time>)",

@@ -28,7 +28,8 @@ class LearningRatePlan:
     """A run's learning rate, from its ``optim`` settings and length.
 
     Attributes:
-        peak: the peak learning rate: ``optim.lr`` scaled from ``optim.reference_batch`` to the run's batch.
+        peak: the peak learning rate: ``optim.lr`` scaled from ``optim.reference_batch`` to the run's optimiser
+            batch (``batch_size`` x ``accumulate``).
         warmup_epochs: the warm-up the run gets (the recipe's, at most ``optim.warmup_share`` of the run).
         warmup_start: the share of the peak the warm-up starts from.
         floor: the share of the peak the schedule decays to.
@@ -44,7 +45,8 @@ class LearningRatePlan:
     def describe(self, cfg: Config) -> str:
         """One line for the log: how the peak came about, and the warm-up."""
         o = cfg.optim
-        rule = "" if o.lr_scaling == "none" else f" ({o.lr} x batch {o.batch_size}/{o.reference_batch}, {o.lr_scaling})"
+        batch = o.batch_size * o.accumulate
+        rule = "" if o.lr_scaling == "none" else f" ({o.lr} x batch {batch}/{o.reference_batch}, {o.lr_scaling})"
         return (
             f"{o.optimizer}, peak lr {self.peak:.6g}{rule}, {self.warmup_epochs} warm-up epochs, {o.schedule} schedule"
         )
@@ -61,7 +63,7 @@ def lr_plan(cfg: Config) -> LearningRatePlan:
         (0.15, 3)
     """
     o = cfg.optim
-    peak = scaled_lr(o.lr, o.batch_size, o.reference_batch, o.lr_scaling)
+    peak = scaled_lr(o.lr, o.batch_size * o.accumulate, o.reference_batch, o.lr_scaling)
     shares = o.milestone_shares
     milestones = o.milestones if o.milestones is not None else None if shares is None else [
         round(share * cfg.epochs) for share in shares

@@ -105,8 +105,12 @@ class OptimSettings:
         False, "LARS: no layer's lr above the global lr (LARC's clip; solo-learn's CIFAR recipes)"
     )
     batch_size: int = setting(
-        128, "images per step, summed over all processes of a distributed run (the global batch)", bounds=AT_LEAST_TWO
+        128, "images per batch, summed over all processes of a distributed run (the global batch)", bounds=AT_LEAST_TWO
     )
+    accumulate: int = setting(
+        1, "batches per optimiser step (gradient accumulation: the step's batch is accumulate x batch_size, and the lr "
+        "scales with it); methods whose loss needs the whole batch at once refuse it", bounds=AT_LEAST_ONE,
+    )  # fmt: skip
     schedule: str = setting("cosine", "learning-rate schedule", choices=SCHEDULES)
     final_lr: float = setting(0.0, "the share of the peak lr the schedule decays to", bounds=UNIT_INTERVAL)
     warmup_epochs: int = setting(

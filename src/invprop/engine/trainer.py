@@ -74,7 +74,7 @@ from invprop.errors import (
     WriteError,
 )
 from invprop.files import make_folder, write_text_atomically
-from invprop.methods import Batch, Method
+from invprop.methods import Accumulation, Batch, Method, StepOutput
 from invprop.models import Encoder, encoder_from
 from invprop.optimizers import OPTIMIZERS
 from invprop.schedules import lr_factor
@@ -124,6 +124,11 @@ class Trainer:
         self.amp_dtype = autocast_dtype(cfg.precision, self.device)
         self.spec = cfg.spec
         self._check_distributed_settings()
+        if cfg.optim.accumulate > 1 and self.spec.accumulation is Accumulation.REFUSED:
+            raise ConfigError(
+                f"method {cfg.method} does not accumulate gradients ({self.spec.accumulation_note}); set "
+                "optim.accumulate=1 and raise optim.batch_size instead"
+            )
         if self.spec.preflight is not None:
             self.spec.preflight(self.spec.own(cfg.method_settings))
         with main_process_first(context):  # the main process fills the decode caches, the others read them
@@ -142,8 +147,10 @@ class Trainer:
             encoder.compile()
         #: The encoder the method trains (with its ``features`` for the kNN monitor).
         self.encoder = encoder
-        #: The global batches of an epoch (a final batch too small for BatchNorm on every process is dropped).
-        self.steps_per_epoch = len(epoch_plan(n, cfg.optim.batch_size, context.world_size))
+        #: The global batches of an epoch (a final batch too small for BatchNorm on every process is dropped), and the
+        #: optimiser steps they make (``optim.accumulate`` batches each).
+        self.batches_per_epoch = len(epoch_plan(n, cfg.optim.batch_size, context.world_size))
+        self.steps_per_epoch = -(-self.batches_per_epoch // cfg.optim.accumulate)
         data = self.data
         labels = data.train.labels
         self.method: Method = build_method(
@@ -162,7 +169,7 @@ class Trainer:
             self.data, cfg.optim.batch_size, self.device, self.method.views, cfg.data.num_workers,
             context.world_size, context.rank, self.method.epoch_order,
         )  # fmt: skip
-        assert self.batches.steps_per_epoch == self.steps_per_epoch
+        assert self.batches.steps_per_epoch == self.batches_per_epoch
         #: The learning rate: its peak after scaling with the batch, the warm-up the run gets, the schedule's floor.
         self.lr_plan = lr_plan(cfg)
         self.warmup_epochs = self.lr_plan.warmup_epochs
@@ -287,37 +294,38 @@ class Trainer:
         batches = self.batches.epoch(epoch_seed(cfg.seed, epoch), skip=first)
         bar = tqdm(
             batches,
-            total=self.steps_per_epoch,
+            total=self.batches_per_epoch,
             initial=first,
             desc=f"epoch {epoch}/{cfg.epochs}",
             leave=False,
             disable=hide,
         )
         unsynced = 0
+        accumulated: list[StepOutput] = []  # the outputs of the current optimiser step's batches
         for step, (indices, images) in enumerate(bar, start=first):
             if max_steps is not None and step >= max_steps:
                 break
-            plan = self.lr_plan
-            factor = lr_factor(
-                self.global_step, self.steps_per_epoch, cfg.epochs, cfg.optim.schedule, plan.warmup_epochs,
-                plan.milestones, cfg.optim.gamma, plan.warmup_start, plan.floor,
-            )  # fmt: skip
-            for group in self.optimizer.param_groups:
-                group["lr"] = plan.peak * (1.0 if group.get(FIXED_LR) else factor) * group.get(LR_SCALE, 1.0)
+            if not accumulated:
+                self._set_learning_rates()
+                self.optimizer.zero_grad(set_to_none=True)
+            chunks = self._chunks_of_step(step)
             groups = tuple(self._memory_format(x) for x in (images if isinstance(images, list) else [images]))
             batch = Batch(indices, groups, epoch, self.global_step)
             with autocast(self.device, self.amp_dtype):
                 out = self.method.training_step(batch)
-            self.optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
+            (out.loss if chunks == 1 else out.loss / chunks).backward()
+            terms.add(out.loss, out.terms)
+            accumulated.append(out)
+            if len(accumulated) < chunks:
+                continue
             self.method.before_optimizer_step()
             self.optimizer.step()
-            self.method.after_step([out])
-            terms.add(out.loss, out.terms)
+            self.method.after_step(accumulated)
+            accumulated = []
             self.global_step += 1
             unsynced += 1
             asked = self._stop.received is not None
-            last = step + 1 == self.steps_per_epoch
+            last = step + 1 == self.batches_per_epoch
             if not (unsynced >= every or last or (asked and not self.context.enabled)):
                 continue
             stop = self._sync(terms, asked, epoch, bar)
@@ -333,6 +341,23 @@ class Trainer:
         means = {**terms.means(), **started, **ended}
         means["lr"] = max(group["lr"] for group in self.optimizer.param_groups)
         return means
+
+    def _set_learning_rates(self) -> None:
+        """Every parameter group's learning rate at the coming optimiser step (the schedule's factor of the peak;
+        groups with a fixed lr keep the peak; each group's own scale)."""
+        cfg, plan = self.cfg, self.lr_plan
+        factor = lr_factor(
+            self.global_step, self.steps_per_epoch, cfg.epochs, cfg.optim.schedule, plan.warmup_epochs,
+            plan.milestones, cfg.optim.gamma, plan.warmup_start, plan.floor,
+        )  # fmt: skip
+        for group in self.optimizer.param_groups:
+            group["lr"] = plan.peak * (1.0 if group.get(FIXED_LR) else factor) * group.get(LR_SCALE, 1.0)
+
+    def _chunks_of_step(self, step: int) -> int:
+        """How many batches the optimiser step that batch ``step`` of the epoch belongs to accumulates: ``optim.
+        accumulate``, fewer for the epoch's last step when the batches do not divide."""
+        n = self.cfg.optim.accumulate
+        return min(n, self.batches_per_epoch - step // n * n)
 
     def _sync(self, terms: TermSums, asked: bool, epoch: int, bar: Any) -> bool:
         """Copy the logged terms to the host (all-reduced over processes) and agree on stopping; raises
@@ -472,7 +497,7 @@ class Trainer:
     def _interrupted(self, step: int | None) -> TrainingInterrupted:
         assert self._stop.received is not None
         where = (
-            f"epoch {self.epoch + 1}, step {step}/{self.steps_per_epoch}"
+            f"epoch {self.epoch + 1}, step {step}/{self.batches_per_epoch}"
             if step is not None
             else f"the end of epoch {self.epoch}"
         )

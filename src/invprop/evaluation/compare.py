@@ -1,6 +1,7 @@
 """``invprop compare``: which method is best on MY data, at MY budget?
 
-Every method trains on the same data, seed and epoch budget, each with its own preset defaults (the dataset's
+Every method trains on the same data and seed, for the same epochs or (``--budget``) the same wall-clock time,
+each with its own preset defaults and published recipe (the dataset's
 shared settings plus the method's, as ``invprop presets --method NAME`` shows them), into ``OUT/<method>/`` -- an
 ordinary run directory, reused when finished and resumed when interrupted (the machinery of ``ablate``). A shared
 ``--config`` file or ``--set`` override applies to every method that has its key; a section that only other methods
@@ -9,6 +10,10 @@ have is skipped for this one. ``results.md`` and ``results.json`` are rewritten 
 Per method the table gives: held-out kNN top-1/top-5 (the run's monitor), linear-probe top-1 (the ``eval linear``
 protocol), the untrained encoder's kNN top-1 (same architecture and seed, no training: the floor to beat), wall
 time per epoch and in total, images per second, and peak memory.
+
+With a budget, each method is first timed by a short probe on this machine (:mod:`invprop.evaluation.budget`)
+and gets the epochs that fit: its schedule and warm-up are planned for the run it will have. The probe's result is
+kept in the method's ``compare.json``, so that a resumed comparison keeps every method's epochs.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from invprop.engine.device import resolve_device
 from invprop.engine.monitor import knn_monitor
 from invprop.errors import ConfigError, DivergedError
 from invprop.evaluation.ablation import RESULTS_JSON, RESULTS_MD
+from invprop.evaluation.budget import BUDGET_KEY, planned_epochs
 from invprop.evaluation.linear import evaluate_linear
 from invprop.evaluation.runs import fmt, train_or_reuse
 from invprop.files import write_text_atomically
@@ -90,6 +96,23 @@ def _measures(run_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def _write_measures(run_dir: Path, measures: Mapping[str, Any]) -> None:
+    write_text_atomically(run_dir / MEASURES_NAME, json.dumps(measures, indent=2) + "\n")
+
+
+def budgeted(cfg: Config, run_dir: Path, budget_seconds: float) -> Config:
+    """``cfg`` with the epochs that fit in ``budget_seconds`` on this machine (the probe's, or those kept in
+    ``run_dir``'s ``compare.json`` for the same budget, where the plan is saved before any training)."""
+    with RunLock(run_dir, f"invprop compare --budget, method {cfg.method}"):
+        epochs, entry = planned_epochs(cfg, run_dir / MEASURES_NAME, budget_seconds)
+        _write_measures(run_dir, {**_measures(run_dir), BUDGET_KEY: entry})
+    logger.info(
+        "compare, method %s: %.2f s per epoch on this machine -> %d epochs in %.0f s",
+        cfg.method, entry["epoch_seconds"], epochs, budget_seconds,
+    )  # fmt: skip
+    return cfgmod.validate(cfgmod.from_dict({**cfgmod.to_dict(cfg), "epochs": epochs}))
+
+
 def run_method(cfg: Config, run_dir: Path, linear: bool = True, progress: bool | None = None) -> dict[str, Any]:
     """Train (or reuse, or resume) ``cfg``'s method in ``run_dir`` and measure its row of the table."""
     device = resolve_device(cfg.device)
@@ -99,7 +122,7 @@ def run_method(cfg: Config, run_dir: Path, linear: bool = True, progress: bool |
         if trained:  # the peak of the last training segment (a resumed run: since it resumed)
             measures["peak_memory_bytes"] = peak_memory_bytes(device)
             measures["peak_memory_of"] = "CUDA tensors" if device.type == "cuda" else "process resident set"
-        write_text_atomically(run_dir / MEASURES_NAME, json.dumps(measures, indent=2) + "\n")
+        _write_measures(run_dir, measures)
 
     reset_peak_memory(device)
     metrics = train_or_reuse(cfg, run_dir, f"compare, method {cfg.method}", progress, record)
@@ -114,7 +137,7 @@ def run_method(cfg: Config, run_dir: Path, linear: bool = True, progress: bool |
         changed = True
     if changed:
         with RunLock(run_dir, "invprop compare"):
-            write_text_atomically(run_dir / MEASURES_NAME, json.dumps(measures, indent=2) + "\n")
+            _write_measures(run_dir, measures)
     epochs = metrics.get("epochs") or 0
     seconds = metrics.get("seconds")
     images = len(data_for(cfg).train) if seconds else 0
@@ -133,6 +156,7 @@ def run_method(cfg: Config, run_dir: Path, linear: bool = True, progress: bool |
         "images_per_second": images * epochs / seconds if seconds else None,
         "peak_memory_bytes": measures.get("peak_memory_bytes"),
         "baseline_raw_knn_top1": metrics.get("baseline_raw_knn_top1"),
+        "budget": measures.get(BUDGET_KEY),
     }
 
 
@@ -156,16 +180,18 @@ def write_comparison(rows: Sequence[Mapping[str, Any]], out_dir: Path, header: M
     payload = {**header, "kind": "compare", "rows": [dict(r) for r in rows]}
     ranked = sorted(rows, key=lambda r: (r["knn_top1"] is None, -(r["knn_top1"] or 0.0)))  # unmeasured rows last
     raw = next((r["baseline_raw_knn_top1"] for r in rows if r.get("baseline_raw_knn_top1") is not None), None)
+    budget = header.get("budget_seconds")
+    length = f"{header['epochs']} epochs" if budget is None else f"{budget:.0f} s of training each"
     lines = [
-        f"# Compare: {header['dataset']}, {header['epochs']} epochs, seed {header['seed']}",
+        f"# Compare: {header['dataset']}, {length}, seed {header['seed']}",
         "",
         f"Command: `{header['command']}`  ",
         f"Machine: {header['machine']}  ",
         f"Date: {header['date']}",
         "",
         "| rank | method | kNN top-1 | kNN top-5 | untrained kNN top-1 | backbone kNN top-1 | untrained backbone | "
-        "linear top-1 | s/epoch | total s | images/s | peak memory MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "linear top-1 | epochs | s/epoch | total s | images/s | peak memory MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for place, r in enumerate(ranked, start=1):
         memory = None if r.get("peak_memory_bytes") is None else r["peak_memory_bytes"] / 2**20
@@ -173,11 +199,15 @@ def write_comparison(rows: Sequence[Mapping[str, Any]], out_dir: Path, header: M
         lines.append(
             f"| {place} | {r['method']} | {knn} | {fmt(r['knn_top5'])} | {fmt(r['untrained_knn_top1'])} | "
             f"{fmt(r.get('knn_backbone_top1'))} | {fmt(r.get('untrained_knn_backbone_top1'))} | {fmt(r['linear_top1'])} | "
-            f"{fmt(r['seconds_per_epoch'], '{:.2f}')} | {fmt(r['seconds'], '{:.1f}')} | "
+            f"{r['epochs']} | {fmt(r['seconds_per_epoch'], '{:.2f}')} | {fmt(r['seconds'], '{:.1f}')} | "
             f"{fmt(r['images_per_second'], '{:.0f}')} | {fmt(memory, '{:.0f}')} |"
         )
     if raw is not None:
         lines += ["", f"Raw pixels, same weighted kNN: top-1 {raw:.4f}."]
+    if budget is not None:
+        lines += ["", f"Budget: {budget:.0f} s per method; each method's epochs are those a probe on this machine found "
+                  "to fit (training, epoch starts and the kNN monitor; the linear probe and untrained floors are extra). "
+                  "Total s is what the training took."]  # fmt: skip
     if any(r.get("diverged") for r in rows):
         lines += ["", "Diverged: training produced a non-finite loss with these settings; the row keeps its untrained "
                   "encoder's floors and ranks last, and its run directory the last good checkpoint if an epoch had finished."]  # fmt: skip
@@ -203,26 +233,33 @@ def run_comparison(
     linear: bool = True,
     progress: bool | None = None,
     on_row: Callable[[Mapping[str, Any]], None] | None = None,
+    budget_seconds: float | None = None,
 ) -> list[dict[str, Any]]:
-    """Train and measure every method of ``methods`` into ``out_dir``; the table is rewritten after each one."""
+    """Train and measure every method of ``methods`` into ``out_dir``; the table is rewritten after each one.
+    With ``budget_seconds``, every method gets the epochs that fit in that time (:func:`budgeted`)."""
     configs = [method_config(preset, m, file_values, overrides) for m in methods]  # every error before any work
     first = configs[0]
     if any(cfg.spec.colour_only for cfg in configs):
         channels = data_for(first).in_channels
         for cfg in configs:
             cfg.spec.check_images(channels)
+    configs_of = {cfg.method: cfgmod.to_dict(cfg) for cfg in configs}
     header = {
         "dataset": first.data.name,
-        "epochs": first.epochs,
+        "epochs": first.epochs if budget_seconds is None else None,
+        "budget_seconds": budget_seconds,
         "seed": first.seed,
         "command": command,
         "machine": describe_machine(resolve_device(first.device)),
         "date": datetime.date.today().isoformat(),
-        "configs": {cfg.method: cfgmod.to_dict(cfg) for cfg in configs},
+        "configs": configs_of,
     }
     rows: list[dict[str, Any]] = []
     with RunLock(out_dir, command):
         for cfg in configs:
+            if budget_seconds is not None:
+                cfg = budgeted(cfg, out_dir / cfg.method, budget_seconds)
+                configs_of[cfg.method] = cfgmod.to_dict(cfg)
             try:
                 rows.append(run_method(cfg, out_dir / cfg.method, linear, progress))
             except DivergedError as diverged:  # the answer for this method on this data; the others still run
@@ -247,6 +284,7 @@ def compare_rows(folder: Path) -> list[dict[str, Any]] | None:
 
 
 __all__ = [
+    "budgeted",
     "default_methods",
     "MEASURES_NAME",
     "compare_rows",

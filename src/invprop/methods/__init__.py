@@ -19,6 +19,7 @@ from invprop.methods.method import Batch, BuildContext, Method, StepOutput
 from invprop.methods.spec import (
     METHODS,
     Ablation,
+    Accumulation,
     Curve,
     Floor,
     GridFigure,
@@ -33,6 +34,7 @@ from invprop.methods.spec import (
 
 __all__ = [
     "METHODS",
+    "Accumulation",
     "Ablation",
     "BankSettings",
     "Batch",

@@ -138,6 +138,17 @@ class SmokeRun:
     why: str = ""
 
 
+class Accumulation(enum.Enum):
+    """What gradient accumulation (``optim.accumulate``) gives a method: exactly the gradients of one batch of all
+    the chunks (``EXACT``: a loss that is a mean over samples, against a bank, a queue or fixed targets; BatchNorm's
+    statistics stay those of each chunk), the same but with each chunk's own random draws (``RUNS``), or nothing
+    right (``REFUSED``: a loss over the whole batch at once -- in-batch negatives, batch statistics, Sinkhorn)."""
+
+    EXACT = "exact"
+    RUNS = "runs"
+    REFUSED = "refused"
+
+
 class Torchrun(enum.Enum):
     """What a method does under torchrun: trains the weights one process would with the same global batch
     (``EXACT``), runs but draws per process (``RUNS``), or refuses with one line (``REFUSED``)."""
@@ -179,6 +190,8 @@ class MethodSpec(Generic[S]):
         smoke: the short digits run of the contract test.
         torchrun: what it does under torchrun (``REFUSED``: building it for a distributed run is a one-line error).
         torchrun_note: why, when it is not ``EXACT``.
+        accumulation: what gradient accumulation gives it (``REFUSED``: the engine refuses ``optim.accumulate``).
+        accumulation_note: why, when it is not ``EXACT``.
         preflight: checks of the environment before any work, given the method's settings (e.g. an optional
             package the settings need).
         multi_crop: the method takes multi-crop small crops (``data.small_crops``).
@@ -206,6 +219,8 @@ class MethodSpec(Generic[S]):
     smoke: SmokeRun = field(default_factory=SmokeRun)
     torchrun: Torchrun = Torchrun.EXACT
     torchrun_note: str = ""
+    accumulation: Accumulation = Accumulation.EXACT
+    accumulation_note: str = ""
     preflight: Callable[[S], None] | None = None
     multi_crop: bool = False
     colour_only: bool = False
@@ -356,6 +371,7 @@ def create_method(
 
 __all__ = [
     "METHODS",
+    "Accumulation",
     "Ablation",
     "Cell",
     "Curve",

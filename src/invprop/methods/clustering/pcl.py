@@ -27,7 +27,7 @@ from invprop.methods.citations import QUEUE_DIGITS
 from invprop.methods.contrastive.moco import KeyUpdate, MoCo, MoCoSettings
 from invprop.methods.method import Batch, BuildContext, StepOutput
 from invprop.methods.recipes import paper_sgd
-from invprop.methods.spec import Curve, MethodSpec, SmokeRun, Torchrun, register_method, require_faiss
+from invprop.methods.spec import Accumulation, Curve, MethodSpec, SmokeRun, Torchrun, register_method, require_faiss
 from invprop.settings import AT_LEAST_ONE, FRACTION, NON_NEGATIVE, POSITIVE, Reference, setting
 
 #: Seeds of an epoch's k-means initialisation: drawn from the epoch's seeded global generator.
@@ -62,6 +62,8 @@ SPEC = MethodSpec(
     PCLSettings,
     section="pcl",
     section_help="PCL's momentum encoder, queue and prototypes",
+    accumulation=Accumulation.RUNS,
+    accumulation_note="each batch draws its own negative prototypes",
     recipes={  # no CIFAR recipe is published
         "*": paper_sgd(
             f"{_LI}, the authors' main_pcl.py and README (0.03 at batch 256, --cos)", lr=0.03, weight_decay=1e-4

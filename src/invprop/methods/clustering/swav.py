@@ -26,7 +26,7 @@ from invprop.errors import ConfigError
 from invprop.methods.citations import SOLO
 from invprop.methods.method import Batch, BuildContext, Method, StepOutput
 from invprop.methods.recipes import paper_lars, solo_lars
-from invprop.methods.spec import Curve, MethodSpec, SmokeRun, register_method
+from invprop.methods.spec import Accumulation, Curve, MethodSpec, SmokeRun, register_method
 from invprop.settings import AT_LEAST_ONE, AT_LEAST_TWO, NON_NEGATIVE, POSITIVE, Reference, setting
 
 #: The views that are assigned codes: SwAV's two full-size crops.
@@ -57,6 +57,8 @@ SPEC = MethodSpec(
     SwAVSettings,
     section="swav",
     section_help="SwAV's prototypes, Sinkhorn codes and queue",
+    accumulation=Accumulation.REFUSED,
+    accumulation_note="Sinkhorn-Knopp assigns the codes over the whole batch",
     recipes={
         "*": paper_lars(
             "Caron et al. (2020), the authors' swav_200ep_bs256_pretrain.sh (LARC without clip nor exclusions, 0.6 at "

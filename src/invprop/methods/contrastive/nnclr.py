@@ -20,7 +20,7 @@ from invprop.core.queue import FeatureQueue
 from invprop.methods.citations import DIGITS_WIDTH, QUEUE_CIFAR, QUEUE_DIGITS
 from invprop.methods.method import Batch, BuildContext, StepOutput
 from invprop.methods.recipes import solo_lars
-from invprop.methods.spec import Curve, MethodSpec, register_method
+from invprop.methods.spec import Accumulation, Curve, MethodSpec, register_method
 from invprop.methods.two_views import TwoViewMethod, halves, warn_if_queue_holds_the_dataset
 from invprop.models.heads import predictor
 from invprop.settings import AT_LEAST_ONE, POSITIVE, Reference, setting
@@ -41,6 +41,8 @@ SPEC = MethodSpec(
     NNCLRSettings,
     section="nnclr",
     section_help="NNCLR's support set, predictor and loss",
+    accumulation=Accumulation.REFUSED,
+    accumulation_note="its loss contrasts every prediction of the whole batch",
     recipes={  # no official code: the paper's ImageNet recipe is unconfirmed, solo-learn's is the published one
         "*": solo_lars("nnclr", lr=0.4, weight_decay=1e-5),
         "digits": solo_lars("nnclr", lr=0.4, weight_decay=1e-5),

@@ -28,7 +28,7 @@ from invprop.core.contrastive_losses import log_nce_normaliser, pirl_nce_loss
 from invprop.data.jigsaw import jigsaw_tiles
 from invprop.methods.method import Batch, BuildContext, Method, StepOutput
 from invprop.methods.recipes import paper_sgd
-from invprop.methods.spec import Curve, MethodSpec, SmokeRun, Torchrun, register_method
+from invprop.methods.spec import Accumulation, Curve, MethodSpec, SmokeRun, Torchrun, register_method
 from invprop.settings import AT_LEAST_ONE, AT_LEAST_TWO, FRACTION, POSITIVE, UNIT_INTERVAL, Reference, setting
 
 #: When NCE's normaliser Z is estimated.
@@ -59,6 +59,8 @@ SPEC = MethodSpec(
     PIRLSettings,
     section="pirl",
     section_help="PIRL's memory bank, jigsaw view and NCE loss",
+    accumulation=Accumulation.RUNS,
+    accumulation_note="NCE's normaliser is estimated from each batch's own draws",
     recipes={  # VISSL's reproduction; no CIFAR recipe is published
         "*": paper_sgd(
             "VISSL's PIRL (pirl_jigsaw_4node_resnet50.yaml: 0.03 x B/256, no weight decay on BN nor biases, cosine "

@@ -16,7 +16,7 @@ from invprop.core.contrastive_losses import nt_xent_loss
 from invprop.methods.citations import SOLO
 from invprop.methods.method import Batch, BuildContext, StepOutput
 from invprop.methods.recipes import paper_lars, solo_lars
-from invprop.methods.spec import Curve, MethodSpec, register_method
+from invprop.methods.spec import Accumulation, Curve, MethodSpec, register_method
 from invprop.methods.two_views import TwoViewMethod
 from invprop.settings import POSITIVE, Reference, setting
 
@@ -33,6 +33,8 @@ SPEC = MethodSpec(
     SimCLRSettings,
     section="simclr",
     section_help="SimCLR's contrastive loss",
+    accumulation=Accumulation.REFUSED,
+    accumulation_note="NT-Xent contrasts every view of the whole batch with every other",
     presets={
         "digits": {"model": {"head": "mlp_bn"}},
         "cifar10": {"model": {"head": "mlp", "hidden_dim": 2048, "embedding_dim": 256}},

@@ -23,7 +23,7 @@ from invprop.data.jigsaw import jigsaw_tiles
 from invprop.data.pretext import permutation_set
 from invprop.methods.method import Batch, BuildContext, Method, StepOutput
 from invprop.methods.recipes import paper_sgd
-from invprop.methods.spec import Curve, MethodSpec, Torchrun, register_method
+from invprop.methods.spec import Accumulation, Curve, MethodSpec, Torchrun, register_method
 from invprop.settings import AT_LEAST_ONE, AT_LEAST_TWO, NON_EMPTY_SHARE, Reference, setting
 
 #: Noroozi & Favaro (2016), Sec. 3: a 64x64 tile at a random place in each 75x75 cell of a 225x225 crop.
@@ -54,6 +54,8 @@ SPEC = MethodSpec(
     JigsawSettings,
     section="jigsaw",
     section_help="the jigsaw puzzle",
+    accumulation=Accumulation.RUNS,
+    accumulation_note="each batch draws its own puzzles",
     recipes={  # no CIFAR recipe is published
         "*": paper_sgd(
             f"{_NOROOZI}, the authors' solver_cfn_jps.prototxt (0.01 at batch 256, x0.1 every 100,000 of 350,000 "

@@ -16,7 +16,7 @@ from invprop.core.redundancy_losses import barlow_twins_loss
 from invprop.methods.citations import SOLO
 from invprop.methods.method import Batch, BuildContext, StepOutput
 from invprop.methods.recipes import paper_lars, solo_lars
-from invprop.methods.spec import Curve, MethodSpec, SmokeRun, register_method
+from invprop.methods.spec import Accumulation, Curve, MethodSpec, SmokeRun, register_method
 from invprop.methods.two_views import TwoViewMethod
 from invprop.settings import NON_NEGATIVE, POSITIVE, Reference, setting
 
@@ -36,6 +36,8 @@ SPEC = MethodSpec(
     BarlowTwinsSettings,
     section="barlowtwins",
     section_help="Barlow Twins' loss",
+    accumulation=Accumulation.REFUSED,
+    accumulation_note="the cross-correlation is a statistic of the whole batch",
     recipes={
         "*": paper_lars(
             f"{_ZBONTAR}, the authors' main.py (weights 0.2 x B/256, biases and BN 0.0048 x B/256, end at 1/1000)",

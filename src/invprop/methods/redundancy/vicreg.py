@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from invprop.core.redundancy_losses import vicreg_loss
 from invprop.methods.method import Batch, BuildContext, StepOutput
 from invprop.methods.recipes import paper_lars, solo_lars
-from invprop.methods.spec import Curve, MethodSpec, register_method
+from invprop.methods.spec import Accumulation, Curve, MethodSpec, register_method
 from invprop.methods.two_views import TwoViewMethod
 from invprop.settings import NON_NEGATIVE, POSITIVE, Reference, setting
 
@@ -38,6 +38,8 @@ SPEC = MethodSpec(
     VICRegSettings,
     section="vicreg",
     section_help="VICReg's three terms",
+    accumulation=Accumulation.REFUSED,
+    accumulation_note="the variance and covariance terms are statistics of the whole batch",
     recipes={
         "*": paper_lars(
             f"{_BARDES}, the authors' main_vicreg.py and README (1000 epochs: base 0.2 x B/256)",
