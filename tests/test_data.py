@@ -104,13 +104,13 @@ def test_tensor_pipeline_on_the_cifar10_jpeg_copy(cifar_tarball: Path, tmp_path:
     source_image, _ = per_image.train.source[3]
     assert torch.equal(splits.train_images.images[3], torch.from_numpy(np.array(source_image)).permute(2, 0, 1))
     assert len(list((tmp_path / "cache").glob("images-*.pt"))) == 2  # train and test
-    assert build_datasets(name, pipeline="auto").pipeline == "per_image"  # user folders default to per-image
+    assert build_datasets(name, pipeline="auto").pipeline == "tensor"  # a folder that fits in memory: tensors
 
 
-def test_tensor_pipeline_refuses_a_size_mismatch(tmp_path: Path) -> None:
+def test_a_folder_is_decoded_at_the_working_size(tmp_path: Path) -> None:
     _write_images(tmp_path, 4, size=12)
-    with pytest.raises(DataError, match="data.image_size=12"):
-        build_datasets(f"imagefolder:{tmp_path}", image_size=8, pipeline="tensor")
+    splits = build_datasets(f"imagefolder:{tmp_path}", image_size=8, pipeline="tensor")
+    assert splits.train_images is not None and tuple(splits.train_images.images.shape[1:]) == (3, 8, 8)
     with pytest.raises(DataError, match="pipeline must be one of"):
         build_datasets("digits", pipeline="fast")
 

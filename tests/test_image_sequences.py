@@ -9,9 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from invprop.data import image_sequences
+from invprop.data import decode_cache, image_sequences
 from invprop.data.datasets import scan_image_folder
-from invprop.data.image_sequences import TensorImages, cached_image_files, to_tensor_images
+from invprop.data.decode_cache import cached_image_files, to_tensor_images
+from invprop.data.image_sequences import TensorImages
 from invprop.errors import DataError
 
 
@@ -45,10 +46,10 @@ def test_image_files_are_decoded_exactly_and_cached(tmp_path: Path, monkeypatch:
     assert torch.equal(first.images[1].permute(1, 2, 0), torch.from_numpy(arrays[1]))
     assert len(list(cache.glob("images-*.pt"))) == 1
 
-    def fail(_files):  # a second call must read the cache, not decode
+    def fail(*_args: object) -> None:  # a second call must read the cache, not decode
         raise AssertionError("decoded again")
 
-    monkeypatch.setattr(image_sequences, "_decode_files", fail)
+    monkeypatch.setattr(decode_cache, "_decode_files", fail)
     assert torch.equal(cached_image_files(files, cache).images, first.images)
     # Changing a file changes the key, so stale caches are never used.
     Image.fromarray(arrays[0][::-1].copy()).save(tmp_path / "imgs" / "000.png")
@@ -78,10 +79,11 @@ def test_a_cache_that_cannot_be_written_is_skipped_with_one_warning(
     assert list((tmp_path / "cache").iterdir()) == []  # no cache, no temporary file
 
 
-def test_mixed_sizes_are_refused_with_a_hint(tmp_path: Path) -> None:
+def test_mixed_sizes_without_a_working_side_are_refused_with_a_hint(tmp_path: Path) -> None:
     write_pngs(tmp_path / "imgs", [4, 5])
     with pytest.raises(DataError, match="pipeline=per_image"):
         cached_image_files(scan_image_folder(tmp_path / "imgs"), None)
+    assert cached_image_files(scan_image_folder(tmp_path / "imgs"), None, side=3).images.shape == (2, 3, 3, 3)
 
 
 def test_generic_sequences_are_stacked() -> None:
@@ -120,7 +122,8 @@ def _broken_and_odd_folder(root: Path) -> dict[str, Path]:
 
 
 def test_odd_files_decode_and_broken_ones_are_skipped_or_refused(tmp_path: Path) -> None:
-    from invprop.data.image_sequences import check_image_files, load_rgb
+    from invprop.data.decode_cache import check_image_files
+    from invprop.data.image_sequences import load_rgb
 
     files = _broken_and_odd_folder(tmp_path)
     for kind in ("gray", "rgba", "palette", "sixteen"):
@@ -138,7 +141,7 @@ def test_odd_files_decode_and_broken_ones_are_skipped_or_refused(tmp_path: Path)
 
 
 def test_reading_in_several_processes_equals_one_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from invprop.data.image_sequences import _decode_chunk, _readable_chunk, map_file_chunks
+    from invprop.data.image_sequences import decode_chunk, map_file_chunks, readable_chunk
 
     paths = []
     for i in range(9):
@@ -148,6 +151,6 @@ def test_reading_in_several_processes_equals_one_process(tmp_path: Path, monkeyp
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image")
     monkeypatch.setattr(image_sequences, "READ_CHUNK_FILES", 2)  # 5 chunks over 2 processes
-    assert map_file_chunks(_readable_chunk, [*paths, broken], 2) == [True] * 9 + [False]
-    arrays = map_file_chunks(_decode_chunk, paths, 2)
+    assert map_file_chunks(readable_chunk, [*paths, broken], 2) == [True] * 9 + [False]
+    arrays = map_file_chunks(decode_chunk, paths, 2)
     assert [int(a[0, 0, 0]) for a in arrays] == [i * 20 for i in range(9)] and arrays[0].shape == (5, 4, 3)

@@ -40,7 +40,7 @@ NAMES = list(METHODS)
 #: What every run's metrics.json holds whatever its method; the rest must be its method's terms.
 SHARED_METRICS = {
     "method", "dataset", "epochs", "epochs_planned", "loss", "seconds", "knn_top1", "knn_top5", "knn_backbone_top1",
-    "knn_backbone_top5", "skipped_files", "skipped_file_examples", "baseline_raw_knn_top1", "baseline_raw_knn_top5",
+    "knn_backbone_top5", "rankme", "rankme_backbone", "skipped_files", "skipped_file_examples", "baseline_raw_knn_top1", "baseline_raw_knn_top5",
 }  # fmt: skip
 #: The side the tinted digits are written at (colorization's decoder predicts a quarter of it).
 TINTED_SIDE = 16

@@ -50,7 +50,9 @@ def test_report_embeds_every_figure(report_dir: Path) -> None:
     names = {p.name for p in pngs}
     curves = {curve_filename(c) for c in (*SHARED_CURVES, *METHODS.get("invp").curves)}  # the run's method's curves
     assert curves | {"similarities.png", "tsne.png"} <= names
-    assert len(curves) == 4 and any(n.startswith("positives-") for n in names)  # InvP's figure of its positives
+    assert len(curves) == 5 and any(n.startswith("positives-") for n in names)  # InvP's figure of its positives
+    assert {n for n in names if n.startswith(("neighbours-", "map-"))} == {"neighbours-digits.png", "map-digits.png"}
+    assert "<div class='group'>" in page and "nearest neighbours: digits" in page
     embedded = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
     assert sorted(base64.b64decode(e) for e in embedded) == sorted(p.read_bytes() for p in pngs)
     assert "http://" not in page and "https://" not in page  # self-contained: opens offline
@@ -102,6 +104,11 @@ def test_report_renders_in_a_headless_browser(report_dir: Path, tmp_path: Path) 
     figures = page.count("<img ")
     assert figures >= 6 and len(seen["images"]) == figures
     assert all(image["loaded"] and image["width"] > 100 for image in seen["images"]), seen["images"]
+    drawn = {image["alt"] for image in seen["images"]}
+    assert {
+        "nearest neighbours: digits",
+        "map with thumbnails: digits",
+    } <= drawn  # the pictures, as the browser saw them
     assert seen["fetched"] == [] and seen["links"] == []  # every figure is inside the page: nothing is fetched
     shot = tmp_path / "shot.png"
     _headless(browser, "--window-size=1280,2400", f"--screenshot={shot}", (report_dir / "report.html").as_uri())

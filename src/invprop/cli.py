@@ -25,6 +25,7 @@ import yaml
 
 from invprop import config as cfgmod
 from invprop.config import Config
+from invprop.config.fitted import FOLDER_BUDGET_SECONDS, FOLDER_TRAINING_SHARE, fitted_for
 from invprop.data import IMAGEFOLDER_PREFIX, dataset_names
 from invprop.engine import (
     CHANGES_KEY,
@@ -38,6 +39,7 @@ from invprop.engine import (
     Trainer,
     config_for_resume,
 )
+from invprop.engine.estimate import duration
 from invprop.engine.process_group import (
     DistributedContext,
     barrier,
@@ -53,6 +55,7 @@ from invprop.errors import (
     EXIT_USAGE,
     ChangesInsideEpoch,
     ConfigError,
+    DataError,
     DeviceUnavailable,
     InvpropError,
     ResumeChangesRefused,
@@ -122,7 +125,38 @@ def _base_config(args: argparse.Namespace, overrides: dict[str, Any], method: st
     name = args.preset or _preset_for(args.dataset)
     recipe = cfgmod.recipe_asked(from_file, overrides)
     cfg = cfgmod.preset(name or cfgmod.DEFAULT_PRESET, method if isinstance(method, str) else None, recipe)
+    if not args.preset:  # an image folder's settings fitted to it and to the machine, under the user's own
+        cfg = cfgmod.from_dict(_fitted(_dataset_of(from_file, overrides), from_file, overrides), base=cfg)
     return cfgmod.from_dict(from_file, base=cfg) if from_file else cfg
+
+
+def _epochs_in_budget(cfg: Config, seconds: float) -> Config:
+    """``cfg`` with the epochs that fit in ``seconds`` on this machine (a timed probe), announced."""
+    from invprop.evaluation.budget import probe
+
+    measured = probe(cfg)
+    epochs = measured.epochs_for(seconds)
+    logger.info("no --epochs: %d epochs of %s fit in %s on this machine (%.1f s per epoch, probed); --epochs N to "
+                "choose", epochs, cfg.method, duration(seconds), measured.epoch_seconds)  # fmt: skip
+    return cfgmod.validate(cfgmod.from_dict({"epochs": epochs}, base=cfg))
+
+
+def _dataset_of(*layers: Mapping[str, Any]) -> str:
+    """The dataset the settings name, the last layer first (empty when none does)."""
+    for values in reversed(layers):
+        name = (values.get("data") or {}).get("name")
+        if name:
+            return str(name)
+    return ""
+
+
+def _fitted(dataset: str, from_file: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The fitted settings of an image folder that the user did not set (announced once); empty otherwise."""
+    user = deep_update(deep_update({}, dict(from_file)), dict(overrides))
+    values, note = fitted_for(dataset, user, str(user.get("device", "auto")))
+    if note:
+        logger.info("%s", note)
+    return values
 
 
 def default_out(kind: str, dataset: str) -> Path:
@@ -164,6 +198,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_dir = Path(args.out)
     else:
         cfg = cfgmod.validate(cfgmod.from_dict(overrides, base=_base_config(args, overrides)))
+        from_file = _file_settings(args.config) if args.config else {}
+        if cfg.data.name.startswith(IMAGEFOLDER_PREFIX) and "epochs" not in overrides and "epochs" not in from_file:
+            cfg = _epochs_in_budget(cfg, FOLDER_BUDGET_SECONDS)
         run_dir = Path(args.out) if args.out else default_out(cfg.method, cfg.data.name)
     # One writer per run directory: the main process holds the lock from the check of what is there to the end.
     lock = RunLock(run_dir, _command(args)) if launched_rank() == 0 else contextlib.nullcontext()
@@ -268,7 +305,24 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise ConfigError("--budget gives every method the epochs that fit in that time; drop --epochs (or epochs=)")
     preset = args.preset or _preset_for(args.dataset) or cfgmod.DEFAULT_PRESET
     file_values = _file_settings(args.config) if args.config else {}
-    dataset = str(overrides.get("data", {}).get("name") or cfgmod.preset(preset).data.name)
+    dataset = _dataset_of(file_values, overrides) or cfgmod.preset(preset).data.name
+    if not args.preset:
+        file_values = deep_update(_fitted(dataset, file_values, overrides), file_values)
+    epochs_set = "epochs" in overrides or "epochs" in file_values
+    if budget is None and not epochs_set and dataset.startswith(IMAGEFOLDER_PREFIX):
+        budget = FOLDER_BUDGET_SECONDS * FOLDER_TRAINING_SHARE / len(methods)
+        logger.info("no --epochs or --budget: the table should take about %s on this machine; each of the %d methods "
+                    "trains %s (the epochs that fit, planned by a timed probe), the rest goes to probing and scoring",
+                    duration(FOLDER_BUDGET_SECONDS), len(methods), duration(budget))  # fmt: skip
+    labels = None
+    if args.labels is not None:
+        from invprop.evaluation.few_labels import read_labels
+
+        if not dataset.startswith(IMAGEFOLDER_PREFIX):
+            raise ConfigError(
+                f"--labels labels images of a folder; use it with --dataset imagefolder:DIR, not {dataset}"
+            )
+        labels = read_labels(Path(args.labels), Path(dataset[len(IMAGEFOLDER_PREFIX) :]).expanduser())
     out_dir = Path(args.out) if args.out else default_out("compare", dataset)
     command = "invprop " + " ".join(args.argv)
     logger.info("comparing %d methods -> %s", len(methods), out_dir)
@@ -279,7 +333,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     rows = run_comparison(
         methods, preset, file_values, overrides, out_dir, command, linear=not args.no_linear, on_row=report,
-        budget_seconds=budget,
+        budget_seconds=budget, criteria=not args.no_criteria, labels=labels,
     )  # fmt: skip
     print((out_dir / "results.md").read_text(), end="")
     print(f"results: {out_dir / 'results.md'} and {out_dir / 'results.json'} ({len(rows)} methods)")
@@ -358,6 +412,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_presets(args: argparse.Namespace) -> int:
     method = args.method
+    if args.name and args.name.startswith(IMAGEFOLDER_PREFIX):
+        return _show_fitted(args.name, method)
     if args.keys:
         name = args.name or cfgmod.DEFAULT_PRESET
         cfg = cfgmod.preset(name, method)
@@ -399,6 +455,22 @@ def cmd_methods(args: argparse.Namespace) -> int:
         print(f"{name:20} {spec.summary}  [{', '.join(marks)}]")
     print("\ncompare: run by `invprop compare` without --methods; torchrun: exact (two processes train the weights of "
           "one), runs, or refused. Settings of one: invprop presets --keys --method NAME")  # fmt: skip
+    return 0
+
+
+def _show_fitted(dataset: str, method: str | None) -> int:
+    """``invprop presets imagefolder:DIR``: the settings fitted to the folder and this machine, with their reasons,
+    then the whole configuration a run of it gets (nothing is trained or decoded)."""
+    values, note = fitted_for(dataset, {})
+    if note is None:
+        raise DataError(f"{dataset[len(IMAGEFOLDER_PREFIX) :]} is not a folder of images")
+    cfg = cfgmod.from_dict({**values, "data": {**values.get("data", {}), "name": dataset}},
+                           base=cfgmod.preset(_preset_for(dataset) or cfgmod.DEFAULT_PRESET, method))  # fmt: skip
+    print("# " + note.replace("\n", "\n# "))
+    print(f"# epochs: those that fit in {duration(FOLDER_BUDGET_SECONDS)} of training on this machine (train), or in "
+          f"{FOLDER_TRAINING_SHARE:.0%} of {duration(FOLDER_BUDGET_SECONDS)} split between the methods (compare), "
+          "found by a timed probe; --epochs N or --budget TIME to choose")  # fmt: skip
+    print(yaml.safe_dump(cfgmod.to_dict(cfg), sort_keys=False), end="")
     return 0
 
 
@@ -487,6 +559,16 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"comma-separated methods (default: those marked compare in invprop methods: {', '.join(_default_methods())})",
     )
     cp.add_argument("--no-linear", action="store_true", help="skip the linear probe of each method")
+    cp.add_argument(
+        "--labels", metavar="FILE.csv",
+        help="a few labels of an image folder's images (path,label rows, paths relative to the folder): the kNN and "
+        "linear columns come from those images alone, cross-validated, and rank the table",
+    )  # fmt: skip
+    cp.add_argument(
+        "--no-criteria", action="store_true",
+        help="skip the label-free criteria (RankMe, LiDAR, CLID, ...) of each method; an unlabelled table is then not "
+        "ranked",
+    )  # fmt: skip
     budget = cp.add_mutually_exclusive_group()
     budget.add_argument(
         "--budget", metavar="TIME",

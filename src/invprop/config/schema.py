@@ -161,6 +161,26 @@ class EvalSettings:
     finetune_batch_size: int = setting(
         64, "images per fine-tuning step (capped at the labelled subset size)", bounds=AT_LEAST_TWO, resumable=True
     )
+    label_free_images: int = setting(
+        2048,
+        "held-out images the label-free criteria (RankMe, cluster learnability, intrinsic dimension, uniformity) "
+        "are computed on (capped at the held-out split)",
+        bounds=AT_LEAST_TWO,
+        resumable=True,
+    )
+    lidar_images: int = setting(
+        512, "held-out images of LiDAR and the alignment (each a class of its augmented views)", bounds=AT_LEAST_TWO,
+        resumable=True,
+    )  # fmt: skip
+    lidar_views: int = setting(
+        8, "augmented views of each image for LiDAR and the alignment", bounds=AT_LEAST_TWO, resumable=True
+    )
+    cl_clusters: int | None = setting(
+        None,
+        "k-means clusters of the cluster learnability (default: the square root of the images, at least 2)",
+        bounds=AT_LEAST_TWO,
+        resumable=True,
+    )
 
 
 @dataclass

@@ -10,7 +10,8 @@ from invprop.data.datasets import (
     load_source,
     scan_image_folder,
 )
-from invprop.data.image_sequences import ImageFiles, TensorImages, to_tensor_images
+from invprop.data.decode_cache import to_tensor_images
+from invprop.data.image_sequences import ImageFiles, TensorImages
 from invprop.data.loader import EpochBatchSampler, TensorBatches, epoch_order, epoch_plan
 from invprop.data.splits import PIPELINES, DataSettings, DataSplits, InputNeeds, build_datasets, datasets_from
 from invprop.data.transforms import AUGMENTATIONS, RandomDigitAugment, build_transforms

@@ -22,7 +22,8 @@ from invprop.data.datasets import (
     subset_indices,
     take_subset,
 )
-from invprop.data.image_sequences import ImageFiles, TensorImages, check_image_files, to_tensor_images
+from invprop.data.decode_cache import check_image_files, to_tensor_images
+from invprop.data.image_sequences import ImageFiles, ImageSequence, TensorImages
 from invprop.data.multi_crop import (
     SMALL_CROP_SCALE,
     SmallCrops,
@@ -32,12 +33,19 @@ from invprop.data.multi_crop import (
 )
 from invprop.data.transforms import AUGMENTATIONS, Normalize, Transform, build_transforms
 from invprop.errors import DataError
-from invprop.settings import AT_LEAST_ONE, NON_NEGATIVE, setting
+from invprop.settings import AT_LEAST_ONE, NON_NEGATIVE, UNIT_INTERVAL, setting
 
 #: Data pipelines: ``tensor`` decodes once into a uint8 tensor and augments whole batches on the training device;
 #: ``per_image`` runs torchvision transforms per image in DataLoader workers; ``auto`` picks ``tensor`` for the
-#: registered small-image datasets and ``per_image`` for ``imagefolder:PATH``.
+#: registered small-image datasets and for image folders whose images, decoded at the working size, fit
+#: :data:`TENSOR_FOLDER_MAX_BYTES`, and ``per_image`` for larger ones.
 PIPELINES = ("auto", "tensor", "per_image")
+#: Largest decoded image folder the ``auto`` pipeline keeps in memory as one uint8 tensor (else: per image).
+TENSOR_FOLDER_MAX_BYTES = 4 * 2**30
+#: Most images ``data.holdout`` keeps out of training.
+HOLDOUT_MAX = 2048
+#: Seed of the held-out images' choice (fixed: every method of a comparison holds out the same images).
+HOLDOUT_SEED = 1
 
 
 @dataclass
@@ -63,7 +71,8 @@ class DataSettings:
     pipeline: str = setting(
         "auto",
         "tensor (decode once, augment whole batches on the training device), per_image (torchvision transforms in "
-        "workers) or auto (tensor for the built-in small-image datasets, per_image for imagefolder:PATH)",
+        "workers) or auto (tensor for the built-in small-image datasets and for image folders that fit in 4 GiB "
+        "decoded at data.image_size, per_image for larger folders)",
         choices=PIPELINES,
     )
     cache_dir: str | None = setting(
@@ -80,6 +89,12 @@ class DataSettings:
     )
     small_crop_scale: list[float] | None = setting(
         None, "[low, high], the range of the image area a small crop covers; null = SwAV's 0.05 to 0.14"
+    )
+    holdout: float = setting(
+        0.1,
+        "share of an unlabelled dataset (an image folder without a test split) kept out of training, at most "
+        "2,048 images: the held-out images the label-free criteria are computed on (0: train on every image)",
+        bounds=UNIT_INTERVAL,
     )
 
 
@@ -117,6 +132,9 @@ class DataSplits:
             ``small_augment`` (tensor pipeline) making them.
         mean, std: the per-channel normalisation of every split.
         image_size: the side of the training images (the views the encoder sees).
+        holdout: images of an unlabelled dataset kept out of training (eval transform), for the label-free
+            criteria; None when the dataset has a held-out split of its own, or none.
+        plain_transform: the eval transform of one image read from a file (None: the images are not files).
     """
 
     train: IndexedDataset
@@ -134,6 +152,8 @@ class DataSplits:
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
     image_size: int = 0
+    holdout: IndexedDataset | None = None
+    plain_transform: Transform | None = None
 
     @property
     def pipeline(self) -> str:
@@ -171,6 +191,7 @@ def build_datasets(
     download: bool = False,
     small_crops: SmallCrops | None = None,
     needs: InputNeeds = InputNeeds(),
+    holdout: float = 0.0,
 ) -> DataSplits:
     """Datasets for training (augmented) and evaluation (deterministic) of ``name``.
 
@@ -187,6 +208,8 @@ def build_datasets(
         download: fetch a missing built-in dataset into ``root`` (torchvision's download and checksums).
         small_crops: multi-crop small crops to make besides the training views (None: none).
         needs: what the encoder asks of its inputs (side of image folders, normalisation, side multiple).
+        holdout: share of an unlabelled dataset without a test split kept out of training (at most
+            :data:`HOLDOUT_MAX` images; none when fewer than 2 would be kept or left).
     """
     if pipeline not in PIPELINES:
         raise DataError(f"data pipeline must be one of {', '.join(PIPELINES)}; got {pipeline!r}")
@@ -209,12 +232,14 @@ def build_datasets(
         )
     if len(source.train) < 2:
         raise DataError(f"dataset {name!r} has {len(source.train)} training image(s); at least 2 are needed")
+    source, held = _hold_out(source, holdout)
     if subset is not None:
         chosen = take_subset(source.train, subset_indices(_targets(source.train), subset))
         memory = chosen if source.memory is source.train else source.memory
         source = dataclasses.replace(source, train=chosen, memory=memory)
+    files = isinstance(source.train, ImageFiles)
     if pipeline == "auto":
-        pipeline = "tensor" if source.small else "per_image"
+        pipeline = "tensor" if source.small or (files and fits_in_memory(len(source.train), size)) else "per_image"
     if pipeline == "per_image":
         pair = build_transforms(preset, size, source.mean, source.std)
         return DataSplits(
@@ -228,31 +253,39 @@ def build_datasets(
             train_plain=IndexedDataset(source.train, pair.eval),
             memory=IndexedDataset(source.memory, pair.eval) if source.memory is not None else None,
             test=IndexedDataset(source.test, pair.eval) if source.test is not None else None,
+            holdout=IndexedDataset(held, pair.eval) if held is not None else None,
+            plain_transform=pair.eval if files else None,
             num_classes=source.num_classes,
             in_channels=source.in_channels,
         )
-    train = to_tensor_images(source.train, cache)
-    side = tuple(train.images.shape[2:])
-    if side != (size, size):
+    side = size if files else None  # a folder is decoded at the working size, whatever its files' sizes
+    train = to_tensor_images(source.train, cache, side)
+    shape = tuple(train.images.shape[2:])
+    if shape != (size, size):
         raise DataError(
-            f"the tensor pipeline needs {size}x{size} images, but {name!r} has {side[1]}x{side[0]}; "
-            f"set data.image_size={side[0]} or use --set data.pipeline=per_image"
+            f"the tensor pipeline needs {size}x{size} images, but {name!r} has {shape[1]}x{shape[0]}; "
+            f"set data.image_size={shape[0]} or use --set data.pipeline=per_image"
         )
     normalize = Normalize(source.mean, source.std)
     memory = (
         train
         if source.memory is source.train
-        else to_tensor_images(source.memory, cache)
+        else to_tensor_images(source.memory, cache, side)
         if source.memory is not None
         else None
     )
-    test = to_tensor_images(source.test, cache) if source.test is not None else None
+    test = to_tensor_images(source.test, cache, side) if source.test is not None else None
+    held_images = to_tensor_images(held, cache, side) if held is not None else None
     batch_augment = build_batch_augment(preset, size, source.mean, source.std)
     return DataSplits(
         train=IndexedDataset(train, build_transforms(preset, size, source.mean, source.std).train),
         train_plain=IndexedDataset(train, normalize),
         memory=IndexedDataset(memory, normalize) if memory is not None else None,
         test=IndexedDataset(test, normalize) if test is not None else None,
+        holdout=IndexedDataset(held_images, normalize) if held_images is not None else None,
+        plain_transform=build_transforms(preset, size, source.mean, source.std).eval
+        if isinstance(source.train, ImageFiles)
+        else None,
         num_classes=source.num_classes,
         in_channels=source.in_channels,
         train_images=train,
@@ -264,6 +297,23 @@ def build_datasets(
         small_crops=small_crops,
         small_augment=small_crop_augment(batch_augment, small_crops) if small_crops is not None else None,
     )
+
+
+def fits_in_memory(images: int, side: int, channels: int = 3) -> bool:
+    """Whether ``images`` images of ``side`` x ``side`` fit the tensor pipeline (:data:`TENSOR_FOLDER_MAX_BYTES`)."""
+    return images * channels * side * side <= TENSOR_FOLDER_MAX_BYTES
+
+
+def _hold_out(source: Source, share: float) -> tuple[Source, ImageSequence | None]:
+    """``source`` without a fixed ``share`` of its training images (at most :data:`HOLDOUT_MAX`), and those images,
+    when it has no test split and no labels; else ``source`` unchanged and None."""
+    n = len(source.train)
+    count = min(HOLDOUT_MAX, round(share * n))
+    if source.test is not None or source.num_classes > 0 or count < 2 or n - count < 2:
+        return source, None
+    chosen = subset_indices(_targets(source.train), count, seed=HOLDOUT_SEED)
+    kept = sorted(set(range(n)) - set(chosen))
+    return dataclasses.replace(source, train=take_subset(source.train, kept)), take_subset(source.train, chosen)
 
 
 def _per_channel(values: tuple[float, ...], channels: int) -> tuple[float, ...]:
@@ -304,6 +354,7 @@ def datasets_from(
         settings.download,
         None if foreign else small_crops_from(settings),
         needs,
+        0.0 if foreign else settings.holdout,
     )
 
 

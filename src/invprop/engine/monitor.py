@@ -1,4 +1,5 @@
-"""The kNN monitor: weighted kNN on the held-out split from FRESH features of non-augmented training images.
+"""The per-epoch monitor: weighted kNN on the held-out split from FRESH features of non-augmented training images,
+and the effective rank (RankMe) of the held-out embeddings, labelled or not.
 
 The authors' monitor scores against the bank (EMA rows of augmented views); this one re-extracts features in eval
 mode, so it measures the encoder actually being trained.
@@ -6,15 +7,20 @@ mode, so it measures the encoder actually being trained.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 import torch
 from torch import Tensor
 
 from invprop.core import knn_class_scores, topk_accuracy
+from invprop.core.label_free import COLLAPSED_RANK, rankme
 from invprop.data import IndexedDataset
 from invprop.data.loader import eval_batches
 from invprop.models import Encoder
+
+logger = logging.getLogger(__name__)
 
 #: Images per forward pass when extracting features.
 EXTRACT_BATCH = 512
@@ -55,6 +61,38 @@ def knn_scores(
     return topk_accuracy(scores, test_labels, (1, 5))
 
 
+def rank_scores(held: Extracted) -> dict[str, float]:
+    """RankMe of the held-out head embeddings (``rankme``) and backbone features (``rankme_backbone``): a collapsing
+    representation shows as a rank falling towards 1, with or without labels."""
+    return {"rankme": float(rankme(held.embeddings)), "rankme_backbone": float(rankme(held.features))}
+
+
+def rank_monitor(
+    encoder: Encoder, held_out: IndexedDataset, device: torch.device, num_workers: int = 0
+) -> dict[str, float]:
+    """:func:`rank_scores` of ``held_out`` (the monitor of unlabelled data)."""
+    return rank_scores(extract(encoder, held_out, device, num_workers, keep_on_device=True))
+
+
+def collapse_warning(record: Mapping[str, Any]) -> str | None:
+    """The warning for an epoch's record whose head RankMe fell below :data:`COLLAPSED_RANK`, else None."""
+    rank = record.get("rankme")
+    if rank is None or rank >= COLLAPSED_RANK:
+        return None
+    return (
+        f"epoch {record.get('epoch', '?')}: the held-out embeddings have collapsed (RankMe {rank:.2f}, below "
+        f"{COLLAPSED_RANK:g}: nearly one direction) -- lower optim.lr, keep the method's own recipe "
+        "(optim.recipe), or stop this run"
+    )
+
+
+def warn_if_collapsed(record: Mapping[str, Any]) -> None:
+    """Log :func:`collapse_warning` of ``record``, if any."""
+    warning = collapse_warning(record)
+    if warning is not None:
+        logger.warning("%s", warning)
+
+
 def knn_monitor(
     encoder: Encoder,
     memory: IndexedDataset,
@@ -66,12 +104,13 @@ def knn_monitor(
     num_workers: int = 0,
 ) -> dict[str, float]:
     """kNN top-1/top-5 on the head embedding (``knn_*``) and on the backbone features (``knn_backbone_*``), scored
-    on ``device``."""
+    on ``device``, with the :func:`rank_scores` of the held-out split."""
     ref = extract(encoder, memory, device, num_workers, keep_on_device=True)
     held = extract(encoder, test, device, num_workers, keep_on_device=True)
     head = knn_scores(ref.embeddings, ref.labels, held.embeddings, held.labels, num_classes, k, sigma)
     back = knn_scores(ref.features, ref.labels, held.features, held.labels, num_classes, k, sigma)
-    return {"knn_top1": head[1], "knn_top5": head[5], "knn_backbone_top1": back[1], "knn_backbone_top5": back[5]}
+    knn = {"knn_top1": head[1], "knn_top5": head[5], "knn_backbone_top1": back[1], "knn_backbone_top5": back[5]}
+    return {**knn, **rank_scores(held)}
 
 
 @torch.no_grad()

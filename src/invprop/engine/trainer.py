@@ -36,8 +36,9 @@ from invprop.data.loader import MIN_PROCESS_BATCH, epoch_plan
 from invprop.engine.batches import BatchPipeline
 from invprop.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from invprop.engine.device import autocast, autocast_dtype, resolve_device
+from invprop.engine.estimate import RunEstimate
 from invprop.engine.history import History
-from invprop.engine.monitor import extract, knn_monitor, raw_pixel_baseline
+from invprop.engine.monitor import extract, knn_monitor, rank_monitor, raw_pixel_baseline, warn_if_collapsed
 from invprop.engine.optimizer import (
     FIXED_LR,
     LR_SCALE,
@@ -181,6 +182,7 @@ class Trainer:
         #: between epochs).
         self._partial: dict[str, Any] | None = None
         self._stop = StopSignals()
+        self._estimate: RunEstimate | None = None  # set by fit(): said once after the first steps
 
     def _fixed_lr_modules(self) -> list[nn.Module]:
         """The method's modules named by ``optim.fixed_lr_modules``; a one-line error for a name it has not."""
@@ -324,6 +326,9 @@ class Trainer:
             accumulated = []
             self.global_step += 1
             unsynced += 1
+            said = self._estimate.step() if self._estimate is not None else None
+            if said:
+                logger.info("%s", said)
             asked = self._stop.received is not None
             last = step + 1 == self.batches_per_epoch
             if not (unsynced >= every or last or (asked and not self.context.enabled)):
@@ -381,10 +386,21 @@ class Trainer:
             f"{what}; {kept} -- lower optim.lr or warm up over more epochs (optim.warmup_epochs)", epoch, failed.step
         )
 
+    @property
+    def estimated_epoch_seconds(self) -> float | None:
+        """The seconds of an epoch's steps as estimated after the first steps of :meth:`fit` (None before)."""
+        return None if self._estimate is None else self._estimate.epoch_seconds
+
     def evaluate(self) -> dict[str, float]:
-        """The kNN monitor (empty for unlabelled data, and on processes other than the main one)."""
-        if not self.data.labelled or not self.context.is_main:
+        """The monitor: kNN and RankMe on the held-out split; RankMe alone on an unlabelled dataset's held-out images
+        (empty without any, and on processes other than the main one)."""
+        if not self.context.is_main:
             return {}
+        if not self.data.labelled:
+            held_out = self.data.holdout
+            if held_out is None:
+                return {}
+            return rank_monitor(self.encoder, held_out, self.device, self.cfg.data.num_workers)
         assert self.data.memory is not None and self.data.test is not None
         return knn_monitor(
             self.encoder,
@@ -432,6 +448,10 @@ class Trainer:
             ) or {}  # fmt: skip
         if self.epoch == 0 and self._partial is None:
             self.method.before_training(self.batches.plain_epoch(epoch_seed(cfg.seed, 0)))
+        if main:
+            monitored = self.data.labelled or self.data.holdout is not None
+            extras = f"the monitor every {cfg.eval.every} epoch(s)" if monitored else ""
+            self._estimate = RunEstimate(self.steps_per_epoch, end - self.epoch, extras)
         try:
             with self._stop:
                 self._train_until(end, ckpt_path, history)
@@ -482,6 +502,7 @@ class Trainer:
                 raise
             summary = "  ".join(f"{k}={v:.4f}" for k, v in record.items() if k.startswith(("loss", "knn_top1")))
             logger.info("epoch %d/%d  %s  (%.1fs)", epoch, cfg.epochs, summary, self.seconds)
+            warn_if_collapsed(record)
             asked = agree_to_stop(self.context, self._stop.received is not None, self.device)
             if asked and self.epoch < end:
                 self._stop.request()
@@ -527,6 +548,7 @@ class Trainer:
         kNN scores, its time, and the raw-pixel baseline."""
         last = records[-1] if records else {}
         latest_eval: dict[str, Any] = next((r for r in reversed(records) if "knn_top1" in r), {})
+        latest_rank: dict[str, Any] = next((r for r in reversed(records) if "rankme" in r), {})
         metrics: dict[str, Any] = {
             "method": self.cfg.method,
             "dataset": self.cfg.data.name,
@@ -539,6 +561,8 @@ class Trainer:
             "knn_top5": latest_eval.get("knn_top5"),
             "knn_backbone_top1": latest_eval.get("knn_backbone_top1"),
             "knn_backbone_top5": latest_eval.get("knn_backbone_top5"),
+            "rankme": latest_rank.get("rankme"),
+            "rankme_backbone": latest_rank.get("rankme_backbone"),
         }
         metrics["skipped_files"] = len(self.data.skipped_files)
         if self.data.skipped_files:

@@ -32,10 +32,15 @@ from invprop.engine import RunLock
 from invprop.engine.device import resolve_device
 from invprop.engine.monitor import knn_monitor
 from invprop.errors import ConfigError, DivergedError
-from invprop.evaluation.ablation import RESULTS_JSON, RESULTS_MD
+from invprop.evaluation.ablation import RESULTS_JSON
 from invprop.evaluation.budget import BUDGET_KEY, planned_epochs
+from invprop.evaluation.compare_table import write_comparison
+from invprop.evaluation.criteria import SCORES_KEY
+from invprop.evaluation.few_labels import Labels, few_label_entry
+from invprop.evaluation.label_free import label_free_scores
 from invprop.evaluation.linear import evaluate_linear
-from invprop.evaluation.runs import fmt, train_or_reuse
+from invprop.evaluation.loading import load_eval_context
+from invprop.evaluation.runs import train_or_reuse
 from invprop.files import write_text_atomically
 from invprop.machine import describe_machine, peak_memory_bytes, reset_peak_memory
 from invprop.methods import METHODS
@@ -46,6 +51,8 @@ logger = logging.getLogger(__name__)
 
 #: What ``compare`` measures beside the run's own metrics, kept in each run directory (so reused rows keep it).
 MEASURES_NAME = "compare.json"
+#: The key of the ``--labels`` scores in ``compare.json``.
+LABELS_KEY = "labels"
 
 
 def default_methods() -> list[str]:
@@ -113,8 +120,16 @@ def budgeted(cfg: Config, run_dir: Path, budget_seconds: float) -> Config:
     return cfgmod.validate(cfgmod.from_dict({**cfgmod.to_dict(cfg), "epochs": epochs}))
 
 
-def run_method(cfg: Config, run_dir: Path, linear: bool = True, progress: bool | None = None) -> dict[str, Any]:
-    """Train (or reuse, or resume) ``cfg``'s method in ``run_dir`` and measure its row of the table."""
+def run_method(
+    cfg: Config,
+    run_dir: Path,
+    linear: bool = True,
+    progress: bool | None = None,
+    criteria: bool = True,
+    labels: Labels | None = None,
+) -> dict[str, Any]:
+    """Train (or reuse, or resume) ``cfg``'s method in ``run_dir`` and measure its row of the table (with
+    ``criteria``, its label-free scores too; with ``labels``, its kNN and linear columns from those images)."""
     device = resolve_device(cfg.device)
     measures = _measures(run_dir)
 
@@ -135,12 +150,25 @@ def run_method(cfg: Config, run_dir: Path, linear: bool = True, progress: bool |
     if linear and "linear_top1" not in measures and metrics.get("knn_top1") is not None:
         measures["linear_top1"] = evaluate_linear(run_dir)["linear_top1"]
         changed = True
+    if labels is not None and (measures.get(LABELS_KEY) or {}).get("key") != labels.key:
+        measures[LABELS_KEY] = few_label_entry(run_dir, cfg, labels)
+        changed = True
+    if criteria and SCORES_KEY not in measures:
+        ctx = load_eval_context(run_dir, require_labels=False)
+        measures[SCORES_KEY] = label_free_scores(ctx.encoder, ctx.splits, ctx.cfg, ctx.device) or None
+        changed = True
     if changed:
         with RunLock(run_dir, "invprop compare"):
             _write_measures(run_dir, measures)
     epochs = metrics.get("epochs") or 0
     seconds = metrics.get("seconds")
     images = len(data_for(cfg).train) if seconds else 0
+    if labels is not None:  # the columns come from the labelled images alone
+        few = measures[LABELS_KEY]
+        metrics = {**metrics, "knn_top5": None, **{k: few["trained"][k] for k in ("knn_top1", "knn_backbone_top1")}}
+        measures = {**measures, "linear_top1": few["trained"]["linear_top1"],
+                    "untrained_knn_top1": few["untrained"]["knn_top1"],
+                    "untrained_knn_backbone_top1": few["untrained"]["knn_backbone_top1"]}  # fmt: skip
     return {
         "method": cfg.method,
         "summary": cfg.spec.summary,
@@ -157,6 +185,7 @@ def run_method(cfg: Config, run_dir: Path, linear: bool = True, progress: bool |
         "peak_memory_bytes": measures.get("peak_memory_bytes"),
         "baseline_raw_knn_top1": metrics.get("baseline_raw_knn_top1"),
         "budget": measures.get(BUDGET_KEY),
+        SCORES_KEY: measures.get(SCORES_KEY),
     }
 
 
@@ -175,54 +204,6 @@ def diverged_row(cfg: Config, diverged: DivergedError) -> dict[str, Any]:
     }
 
 
-def write_comparison(rows: Sequence[Mapping[str, Any]], out_dir: Path, header: Mapping[str, Any]) -> None:
-    """``results.json`` (everything) and ``results.md`` (methods ranked by kNN top-1) in ``out_dir``."""
-    payload = {**header, "kind": "compare", "rows": [dict(r) for r in rows]}
-    ranked = sorted(rows, key=lambda r: (r["knn_top1"] is None, -(r["knn_top1"] or 0.0)))  # unmeasured rows last
-    raw = next((r["baseline_raw_knn_top1"] for r in rows if r.get("baseline_raw_knn_top1") is not None), None)
-    budget = header.get("budget_seconds")
-    length = f"{header['epochs']} epochs" if budget is None else f"{budget:.0f} s of training each"
-    lines = [
-        f"# Compare: {header['dataset']}, {length}, seed {header['seed']}",
-        "",
-        f"Command: `{header['command']}`  ",
-        f"Machine: {header['machine']}  ",
-        f"Date: {header['date']}",
-        "",
-        "| rank | method | kNN top-1 | kNN top-5 | untrained kNN top-1 | backbone kNN top-1 | untrained backbone | "
-        "linear top-1 | epochs | s/epoch | total s | images/s | peak memory MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for place, r in enumerate(ranked, start=1):
-        memory = None if r.get("peak_memory_bytes") is None else r["peak_memory_bytes"] / 2**20
-        knn = f"{r['diverged']} (non-finite loss)" if r.get("diverged") else fmt(r["knn_top1"])
-        lines.append(
-            f"| {place} | {r['method']} | {knn} | {fmt(r['knn_top5'])} | {fmt(r['untrained_knn_top1'])} | "
-            f"{fmt(r.get('knn_backbone_top1'))} | {fmt(r.get('untrained_knn_backbone_top1'))} | {fmt(r['linear_top1'])} | "
-            f"{r['epochs']} | {fmt(r['seconds_per_epoch'], '{:.2f}')} | {fmt(r['seconds'], '{:.1f}')} | "
-            f"{fmt(r['images_per_second'], '{:.0f}')} | {fmt(memory, '{:.0f}')} |"
-        )
-    if raw is not None:
-        lines += ["", f"Raw pixels, same weighted kNN: top-1 {raw:.4f}."]
-    if budget is not None:
-        lines += ["", f"Budget: {budget:.0f} s per method; each method's epochs are those a probe on this machine found "
-                  "to fit (training, epoch starts and the kNN monitor; the linear probe and untrained floors are extra). "
-                  "Total s is what the training took."]  # fmt: skip
-    if any(r.get("diverged") for r in rows):
-        lines += ["", "Diverged: training produced a non-finite loss with these settings; the row keeps its untrained "
-                  "encoder's floors and ranks last, and its run directory the last good checkpoint if an epoch had finished."]  # fmt: skip
-    lines += [
-        "",
-        "kNN: weighted kNN (`eval.knn_k`, `eval.knn_sigma`) of the head embeddings on the held-out split after the last "
-        "epoch; the rank follows it. Backbone kNN: the same on the backbone features (what the pretext and clustering "
-        "methods' heads serve less well). Linear: the `eval linear` protocol on the frozen backbone. Untrained: the same encoder as initialised. "
-        "Times: training plus the per-epoch kNN monitor; images/s = training images x epochs / total s. Peak memory: "
-        "CUDA tensors on a GPU, the process's resident set on the CPU (of the last training segment).",
-    ]
-    write_text_atomically(out_dir / RESULTS_JSON, json.dumps(payload, indent=2) + "\n")
-    write_text_atomically(out_dir / RESULTS_MD, "\n".join(lines) + "\n")
-
-
 def run_comparison(
     methods: Sequence[str],
     preset: str,
@@ -234,6 +215,8 @@ def run_comparison(
     progress: bool | None = None,
     on_row: Callable[[Mapping[str, Any]], None] | None = None,
     budget_seconds: float | None = None,
+    criteria: bool = True,
+    labels: Labels | None = None,
 ) -> list[dict[str, Any]]:
     """Train and measure every method of ``methods`` into ``out_dir``; the table is rewritten after each one.
     With ``budget_seconds``, every method gets the epochs that fit in that time (:func:`budgeted`)."""
@@ -248,6 +231,14 @@ def run_comparison(
         "dataset": first.data.name,
         "epochs": first.epochs if budget_seconds is None else None,
         "budget_seconds": budget_seconds,
+        "labels": None
+        if labels is None
+        else {
+            "file": str(labels.source),
+            "images": len(labels.files),
+            "classes": len(labels.files.classes),
+            "folds": labels.folds,
+        },
         "seed": first.seed,
         "command": command,
         "machine": describe_machine(resolve_device(first.device)),
@@ -261,7 +252,7 @@ def run_comparison(
                 cfg = budgeted(cfg, out_dir / cfg.method, budget_seconds)
                 configs_of[cfg.method] = cfgmod.to_dict(cfg)
             try:
-                rows.append(run_method(cfg, out_dir / cfg.method, linear, progress))
+                rows.append(run_method(cfg, out_dir / cfg.method, linear, progress, criteria, labels))
             except DivergedError as diverged:  # the answer for this method on this data; the others still run
                 logger.warning("compare, method %s: %s", cfg.method, diverged)
                 rows.append(diverged_row(cfg, diverged))

@@ -4,8 +4,10 @@ Figures: the loss and the kNN accuracy over epochs for every run; each run's met
 as its spec declares them (:attr:`invprop.methods.MethodSpec.curves` and ``figures``: e.g. InvP's loss terms, its
 positive purity and its anchors with their easiest and hardest discovered positives, Fig. 2b; VICReg's three
 terms); similarities of each image's 5 nearest same-class and 5 nearest different-class neighbours with their
-overlap (InvP's Fig. 2a); a 2-D t-SNE map coloured by label. Unlabelled runs get the curves, the method figures and
-the map. Every image is embedded in the HTML as base64, so it opens offline.
+overlap (InvP's Fig. 2a); a 2-D t-SNE map coloured by label; for every run, the nearest neighbours of the same
+query images and its map with thumbnails (:mod:`invprop.evaluation.report_pictures`), run beside run; RankMe per
+epoch, with a warning line for a run whose embeddings collapsed. Unlabelled runs get all but the similarity figure.
+Every image is embedded in the HTML as base64, so it opens offline.
 """
 
 from __future__ import annotations
@@ -32,11 +34,20 @@ from invprop.config import method_spec  # noqa: E402
 from invprop.data import IndexedDataset  # noqa: E402
 from invprop.data.datasets import take_subset  # noqa: E402
 from invprop.engine import CHECKPOINT_NAME, HISTORY_NAME, load_checkpoint  # noqa: E402
-from invprop.engine.monitor import extract  # noqa: E402
+from invprop.engine.monitor import collapse_warning, extract  # noqa: E402
 from invprop.engine.run_settings import read_run_settings  # noqa: E402
 from invprop.errors import ConfigError, InvpropError  # noqa: E402
 from invprop.evaluation.compare import compare_rows  # noqa: E402
 from invprop.evaluation.loading import EvalContext, load_eval_context  # noqa: E402
+from invprop.evaluation.report_pictures import (  # noqa: E402
+    NEIGHBOURS,
+    QUERIES,
+    grid_caption,
+    nearest_neighbours,
+    neighbour_grid,
+    query_indices,
+    thumbnail_map,
+)
 from invprop.files import write_bytes_atomically, write_text_atomically  # noqa: E402
 from invprop.methods import METHODS, Curve  # noqa: E402
 from invprop.methods.spec import Cell, FigureInputs  # noqa: E402
@@ -55,15 +66,26 @@ SAMPLE_SEED = 0
 SHARED_CURVES = (
     Curve("loss", ("loss",)),
     Curve("held-out kNN accuracy", ("knn_top1", "knn_backbone_top1"), "top-1"),
+    Curve("effective rank of the held-out embeddings (RankMe)", ("rankme", "rankme_backbone"), "RankMe"),
 )
+NEIGHBOUR_GROUP = "nearest neighbours of the same queries"
+MAP_GROUP = "maps with thumbnails"
+GROUP_CAPTIONS = {
+    NEIGHBOUR_GROUP: grid_caption(),
+    MAP_GROUP: f"Each run's t-SNE map (up to {MAX_IMAGES} training images as dots), with the image nearest the "
+    "centre of each occupied cell of a grid over the map drawn where it falls: what sits together in the embedding.",
+}
 
 
 @dataclass
 class Figure:
+    """One PNG of the report; figures of the same ``group`` stand side by side under the group's heading."""
+
     title: str
     filename: str
     png: bytes
     caption: str
+    group: str = ""
 
 
 def _png(fig: plt.Figure) -> bytes:
@@ -214,13 +236,19 @@ def method_figures(name: str, ctx: EvalContext, dataset: IndexedDataset, first: 
     return figures
 
 
-def tsne_figure(runs: dict[str, tuple[Tensor, Tensor]], seed: int = SAMPLE_SEED) -> bytes:
+def tsne_points(embeddings: Tensor, seed: int = SAMPLE_SEED) -> np.ndarray:
+    """The (N, 2) t-SNE map of (N, D) embeddings."""
     from sklearn.manifold import TSNE
 
+    perplexity = float(min(30, max(2, embeddings.shape[0] // 4)))
+    points: np.ndarray = TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(embeddings.numpy())
+    return points
+
+
+def tsne_figure(runs: dict[str, tuple[np.ndarray, Tensor]]) -> bytes:
+    """Each run's t-SNE points (:func:`tsne_points`), coloured by label when every image has one."""
     fig, axes = plt.subplots(1, len(runs), figsize=(4.2 * len(runs), 4), squeeze=False)
-    for ax, (name, (embeddings, labels)) in zip(axes[0], runs.items()):
-        perplexity = float(min(30, max(2, embeddings.shape[0] // 4)))
-        points = TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(embeddings.numpy())
+    for ax, (name, (points, labels)) in zip(axes[0], runs.items()):
         known = labels >= 0
         colours = labels.numpy() if bool(known.all()) else None
         ax.scatter(points[:, 0], points[:, 1], c=colours, cmap="tab10" if colours is not None else None, s=4)
@@ -348,7 +376,8 @@ def build_report(run_dirs: Sequence[Path], out_dir: Path) -> Path:
             figures.append(Figure(curve.title, _unique(curve_filename(curve), taken), png, caption))
 
     similarity_runs: dict[str, tuple[Tensor, Tensor]] = {}
-    maps: dict[str, tuple[Tensor, Tensor]] = {}
+    maps: dict[str, tuple[np.ndarray, Tensor]] = {}
+    pictures: list[Figure] = []
     for name, run_dir in zip(names, run_dirs):
         if not (run_dir / CHECKPOINT_NAME).is_file():
             logger.warning("%s has no %s; only its curves are shown", run_dir, CHECKPOINT_NAME)
@@ -360,10 +389,11 @@ def build_report(run_dirs: Sequence[Path], out_dir: Path) -> Path:
         sample = IndexedDataset(take_subset(dataset.source, keep.tolist()), dataset.transform)
         out = extract(ctx.encoder, sample, ctx.device)
         embeddings = nn.functional.normalize(out.embeddings, dim=1)
-        maps[name] = (embeddings, out.labels)
+        maps[name] = (tsne_points(embeddings), out.labels)
         if bool((out.labels >= 0).all()):
             similarity_runs[name] = neighbor_similarities(embeddings, out.labels)
         figures += method_figures(name, ctx, dataset, len(figures))
+        pictures += run_pictures(name, sample, embeddings, maps[name][0], taken)
     if similarity_runs:
         png, overlaps = similarity_figure(similarity_runs)
         text = ", ".join(f"{k}: {v:.3f}" for k, v in overlaps.items())
@@ -373,7 +403,40 @@ def build_report(run_dirs: Sequence[Path], out_dir: Path) -> Path:
     if maps:
         figures.append(Figure("t-SNE map of the embeddings", "tsne.png", tsne_figure(maps),
                               f"Up to {MAX_IMAGES} training images per run, coloured by label when labelled."))  # fmt: skip
-    return write_html(figures, histories, out_dir, [_compare_table(folder, rows) for folder, rows in tables])
+    figures += pictures
+    tables_html = [_compare_table(folder, rows) for folder, rows in tables]
+    return write_html(figures, histories, out_dir, tables_html, collapse_warnings(histories))
+
+
+def run_pictures(
+    name: str, sample: IndexedDataset, embeddings: Tensor, points: np.ndarray, taken: set[str]
+) -> list[Figure]:
+    """Run ``name``'s neighbour grid (the report's queries) and its t-SNE map with thumbnails."""
+
+    def picture(index: int) -> np.ndarray:
+        return _as_picture(sample[index][1])
+
+    queries = query_indices(QUERIES, len(sample))
+    found = nearest_neighbours(embeddings, queries, NEIGHBOURS)
+    grid = _png(neighbour_grid(picture, queries, found, name))
+    atlas = _png(thumbnail_map(picture, points, name))
+    return [
+        Figure(f"nearest neighbours: {name}", _unique(f"neighbours-{_slug(name)}.png", taken), grid,
+               f"{name}: {len(queries)} queries, {found.shape[1]} neighbours each", NEIGHBOUR_GROUP),
+        Figure(f"map with thumbnails: {name}", _unique(f"map-{_slug(name)}.png", taken), atlas,
+               f"{name}: t-SNE of the embeddings, images drawn where they fall", MAP_GROUP),
+    ]  # fmt: skip
+
+
+def collapse_warnings(histories: Mapping[str, list[dict[str, Any]]]) -> list[str]:
+    """One line per run whose latest RankMe says its embeddings collapsed."""
+    warnings = []
+    for name, history in histories.items():
+        latest = next((r for r in reversed(history) if "rankme" in r), None)
+        said = None if latest is None else collapse_warning(latest)
+        if said is not None:
+            warnings.append(f"{name}, {said}")
+    return warnings
 
 
 def write_html(
@@ -381,6 +444,7 @@ def write_html(
     histories: dict[str, list[dict[str, Any]]],
     out_dir: Path,
     tables: Sequence[str] = (),
+    warnings: Sequence[str] = (),
 ) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -394,15 +458,28 @@ def write_html(
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>invprop report</title>",
         "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto}img{max-width:100%}"
-        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}</style></head><body>",
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}"
+        ".group{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start}.group figure{margin:0;max-width:48%}"
+        ".warning{color:#a00;font-weight:bold}</style></head><body>",
         "<h1>invprop report</h1>",
+        *(f"<p class='warning'>{html.escape(w)}</p>" for w in warnings),
         "<table><tr><th>run</th><th>epochs</th><th>kNN top-1</th><th>seconds</th></tr>" + "".join(rows) + "</table>",
         *tables,
     ]
+    group = ""
     for figure in figures:
         write_bytes_atomically(out_dir / figure.filename, figure.png)
         data = base64.b64encode(figure.png).decode("ascii")
-        parts.append(f"<h2>{html.escape(figure.title)}</h2><img alt='{html.escape(figure.title)}' "
-                     f"src='data:image/png;base64,{data}'><p>{html.escape(figure.caption)}</p>")  # fmt: skip
-    parts.append("</body></html>")
+        image = f"<img alt='{html.escape(figure.title)}' src='data:image/png;base64,{data}'>"
+        if figure.group != group:
+            parts.append("</div>" if group else "")
+            if figure.group:
+                parts.append(f"<h2>{html.escape(figure.group)}</h2><p>{html.escape(GROUP_CAPTIONS[figure.group])}</p>"
+                             "<div class='group'>")  # fmt: skip
+            group = figure.group
+        if group:
+            parts.append(f"<figure>{image}<figcaption>{html.escape(figure.caption)}</figcaption></figure>")
+        else:
+            parts.append(f"<h2>{html.escape(figure.title)}</h2>{image}<p>{html.escape(figure.caption)}</p>")
+    parts.append("</div></body></html>" if group else "</body></html>")
     return write_text_atomically(out_dir / REPORT_NAME, "\n".join(parts))
