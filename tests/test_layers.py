@@ -20,7 +20,7 @@ LAYERS = (
     ("config",),
     ("engine",),
     ("evaluation",),
-    ("cli", "__main__", ""),
+    ("cli", "entry", "__main__", ""),
 )
 LAYER = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 

@@ -103,14 +103,28 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path: Path) -> 
 
 
 @pytest.mark.slow
-def test_sigint_from_outside_stops_cleanly_with_a_message(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGHUP])  # SIGHUP: a closed terminal or ssh session
+def test_a_signal_from_outside_stops_cleanly_with_a_message(tmp_path: Path, signum: signal.Signals) -> None:
     victim = _train_process(tmp_path / "run", 20)
     _wait_for_epochs(tmp_path / "run", 1, victim)
-    victim.send_signal(signal.SIGINT)
+    victim.send_signal(signum)
     out, err = victim.communicate(timeout=60)
-    assert victim.returncode == 128 + signal.SIGINT
-    assert "stopped by SIGINT: checkpoint saved" in err and "--resume" in err and "Traceback" not in err
+    assert victim.returncode == 128 + signum
+    assert f"stopped by {signum.name}: checkpoint saved" in err and "--resume" in err and "Traceback" not in err
     assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] >= 1
+
+
+def test_ctrl_c_while_the_command_starts_says_one_line(tmp_path: Path) -> None:
+    """Importing torch takes seconds; a Ctrl-C in them used to print a 40-line traceback through its imports."""
+    started = subprocess.Popen(
+        [sys.executable, "-m", "invprop", "train", "--out", str(tmp_path / "run")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(0.3)  # the interpreter is up; the command line (torch) is still loading
+    started.send_signal(signal.SIGINT)
+    _, err = started.communicate(timeout=60)
+    assert started.returncode == 128 + signal.SIGINT
+    assert err.strip() == "invprop: interrupted while starting; nothing was done" and not (tmp_path / "run").exists()
 
 
 def test_training_on_a_folder_with_broken_files_skips_and_counts_them(
@@ -211,6 +225,19 @@ def test_empty_and_single_image_folders_fail_before_training(
         ["-q", "train", "--dataset", f"imagefolder:{tmp_path / 'one'}", "--out", str(tmp_path / "b")], capsys
     )
     assert "1 training image" in err and "at least 2" in err
+
+
+def test_an_empty_folder_name_or_a_file_is_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = _one_line_error(["-q", "train", "--dataset", "imagefolder:", "--out", str(tmp_path / "a")], capsys)
+    assert "imagefolder: names no folder" in empty  # not the working folder
+    (tmp_path / "passwd").write_text("root:x:0:0\n")
+    afile = _one_line_error(
+        ["-q", "train", "--dataset", f"imagefolder:{tmp_path / 'passwd'}", "--out", str(tmp_path / "b")], capsys
+    )
+    assert "is a file, not a folder" in afile
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
 def test_overwrite_only_when_asked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

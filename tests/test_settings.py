@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -14,7 +15,9 @@ from invprop.settings import (
     Range,
     check,
     help_texts,
+    load_yaml,
     merge,
+    parse_override,
     require,
     section,
     setting,
@@ -74,3 +77,35 @@ def test_help_lists_choices_and_ranges_and_require_words_like_check() -> None:
     assert texts["inner.rate"] == (0.5, "a rate -- in [0, 1)")
     with pytest.raises(ValueError, match=r"^rate must be in \[0, 1\), got 2$"):
         require("rate", 2, UNIT_INTERVAL)
+
+
+@pytest.mark.parametrize("written,value", [("1e-3", 0.001), ("5E-4", 0.0005), ("2.5e-1", 0.25), ("0.5", 0.5)])
+def test_floats_in_the_scientific_notation_users_write_are_floats(written: str, value: float) -> None:
+    settings = Outer()
+    merge(settings, parse_override(f"inner.rate={written}"))
+    assert settings.inner.rate == value and isinstance(settings.inner.rate, float)
+
+
+@pytest.mark.parametrize("written", [".inf", "-.inf", ".nan", "inf", "nan", "1e999"])
+def test_a_float_must_be_finite(written: str) -> None:
+    with pytest.raises(ConfigError, match="inner.rate must be a finite number"):
+        merge(Outer(), {"inner": parse_override(f"rate={written}")})
+
+
+def test_an_integer_must_fit_64_bits_and_a_word_is_not_a_float() -> None:
+    with pytest.raises(ConfigError, match="count must be an integer below 2\\^63"):
+        merge(Outer(), parse_override("count=99999999999999999999"))
+    with pytest.raises(ConfigError, match="inner.rate must be a float, got 'fast'"):
+        merge(Outer(), {"inner": parse_override("rate=fast")})
+
+
+def test_a_config_file_that_is_not_utf8_is_refused_in_one_line(tmp_path: Path) -> None:
+    utf16 = tmp_path / "config.yaml"
+    utf16.write_text("epochs: 3\n", encoding="utf-16")
+    with pytest.raises(ConfigError, match="is not UTF-8 text; save it as UTF-8 YAML"):
+        load_yaml(utf16)
+    scientific = tmp_path / "sci.yaml"
+    scientific.write_text("inner:\n  rate: 1e-3\n")
+    settings = Outer()
+    merge(settings, load_yaml(scientific))
+    assert settings.inner.rate == 0.001

@@ -11,59 +11,71 @@ In your own training loop, a method object does the bookkeeping (memory bank, ne
     out.loss.backward(); optimizer.step(); method.after_step([out])
 """
 
-from invprop.config import Config, from_dict, preset
-from invprop.core import (
-    CosineInstanceClassifier,
-    InvariancePropagationLoss,
-    InvPLossOutput,
-    MemoryBank,
-    binary_rampup,
-    gaussian_rampup,
-    knn_class_scores,
-    knn_graph,
-    online_neighbors,
-    propagate,
-    rampup_weight,
-    total_loss,
-)
-from invprop.methods import (
-    METHODS,
-    Batch,
-    BuildContext,
-    InstanceClassification,
-    InvariancePropagation,
-    Method,
-    StepOutput,
-    create_method,
-    register_method,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+#: Each public name and the module it lives in. They are imported on first use, so that importing the package (the
+#: command line's entry point does, before anything else) loads no torch: a Ctrl-C while the command starts is caught.
+_PUBLIC = {
+    **dict.fromkeys(("Config", "from_dict", "preset"), "invprop.config"),
+    **dict.fromkeys(
+        ("CosineInstanceClassifier", "InvariancePropagationLoss", "InvPLossOutput", "MemoryBank", "binary_rampup",
+         "gaussian_rampup", "knn_class_scores", "knn_graph", "online_neighbors", "propagate", "rampup_weight",
+         "total_loss"),
+        "invprop.core",
+    ),
+    **dict.fromkeys(
+        ("METHODS", "Batch", "BuildContext", "InstanceClassification", "InvariancePropagation", "Method",
+         "StepOutput", "create_method", "register_method"),
+        "invprop.methods",
+    ),
+}  # fmt: skip
+
+if TYPE_CHECKING:
+    from invprop.config import Config, from_dict, preset
+    from invprop.core import (
+        CosineInstanceClassifier,
+        InvariancePropagationLoss,
+        InvPLossOutput,
+        MemoryBank,
+        binary_rampup,
+        gaussian_rampup,
+        knn_class_scores,
+        knn_graph,
+        online_neighbors,
+        propagate,
+        rampup_weight,
+        total_loss,
+    )
+    from invprop.methods import (
+        METHODS,
+        Batch,
+        BuildContext,
+        InstanceClassification,
+        InvariancePropagation,
+        Method,
+        StepOutput,
+        create_method,
+        register_method,
+    )
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "METHODS",
-    "Batch",
-    "BuildContext",
-    "Config",
-    "CosineInstanceClassifier",
-    "InstanceClassification",
-    "InvPLossOutput",
-    "InvariancePropagation",
-    "InvariancePropagationLoss",
-    "MemoryBank",
-    "Method",
-    "StepOutput",
-    "__version__",
-    "binary_rampup",
-    "create_method",
-    "from_dict",
-    "gaussian_rampup",
-    "knn_class_scores",
-    "knn_graph",
-    "online_neighbors",
-    "preset",
-    "propagate",
-    "register_method",
-    "rampup_weight",
-    "total_loss",
-]
+
+def __getattr__(name: str) -> Any:
+    """A public name, imported from its module on first use (PEP 562)."""
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'invprop' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_PUBLIC])
+
+
+__all__ = ["__version__", *_PUBLIC]

@@ -1,5 +1,5 @@
 import sys
 
-from invprop.cli import main
+from invprop.entry import main
 
 sys.exit(main())

@@ -27,6 +27,7 @@ from invprop import config as cfgmod
 from invprop.config import Config
 from invprop.config.fitted import FOLDER_BUDGET_SECONDS, FOLDER_TRAINING_SHARE, fitted_for
 from invprop.data import IMAGEFOLDER_PREFIX, dataset_names
+from invprop.data.datasets import image_folder_path
 from invprop.engine import (
     CHANGES_KEY,
     CHECKPOINT_NAME,
@@ -322,7 +323,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise ConfigError(
                 f"--labels labels images of a folder; use it with --dataset imagefolder:DIR, not {dataset}"
             )
-        labels = read_labels(Path(args.labels), Path(dataset[len(IMAGEFOLDER_PREFIX) :]).expanduser())
+        labels = read_labels(Path(args.labels), image_folder_path(dataset))
     out_dir = Path(args.out) if args.out else default_out("compare", dataset)
     command = "invprop " + " ".join(args.argv)
     logger.info("comparing %d methods -> %s", len(methods), out_dir)
@@ -463,7 +464,7 @@ def _show_fitted(dataset: str, method: str | None) -> int:
     then the whole configuration a run of it gets (nothing is trained or decoded)."""
     values, note = fitted_for(dataset, {})
     if note is None:
-        raise DataError(f"{dataset[len(IMAGEFOLDER_PREFIX) :]} is not a folder of images")
+        raise DataError(f"{image_folder_path(dataset)} is not a folder of images")
     cfg = cfgmod.from_dict({**values, "data": {**values.get("data", {}), "name": dataset}},
                            base=cfgmod.preset(_preset_for(dataset) or cfgmod.DEFAULT_PRESET, method))  # fmt: skip
     print("# " + note.replace("\n", "\n# "))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Collection, Iterable, Iterator, Mapping, get_args, get_origin, get_type_hints
@@ -210,8 +211,24 @@ def merge(target: Any, values: Any, prefix: str = "") -> None:
             setattr(target, key, coerce(value, hints[key], f"{prefix}{key}"))
 
 
+#: The integers a setting may hold (what torch and numpy take as a seed or a count).
+INT_LIMIT = 2**63 - 1
+
+
+def float_literal(value: Any) -> Any:
+    """``value``, or the float a string spells in scientific notation (``"1e-3"``, ``"5E-4"``: YAML 1.1, which
+    PyYAML reads, takes them for strings without a dot); anything else unchanged."""
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return value
+    return value
+
+
 def coerce(value: Any, hint: Any, key: str) -> Any:
-    """Check ``value`` against the field type ``hint`` (ints are accepted for floats)."""
+    """Check ``value`` against the field type ``hint`` (ints and scientific notation are accepted for floats, which
+    must be finite; integers must fit 64 bits)."""
     args = get_args(hint)
     if value is None:
         if type(None) in args or hint is type(None):
@@ -225,12 +242,18 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
             raise ConfigError(f"{key} must be a list, got {value!r}")
         (item,) = get_args(hint)
         return [coerce(v, item, key) for v in value]
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+    if hint is float:
+        value = float_literal(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key} must be a finite number, got {value!r}")
     if hint is bool and not isinstance(value, bool):
         raise ConfigError(f"{key} must be true or false, got {value!r}")
     if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
         raise ConfigError(f"{key} must be an integer, got {value!r}")
+    if hint is int and abs(value) > INT_LIMIT:
+        raise ConfigError(f"{key} must be an integer below 2^63, got {value!r}")
     if not isinstance(value, hint):
         raise ConfigError(f"{key} must be a {hint.__name__}, got {value!r}")
     return value
@@ -322,9 +345,11 @@ def parse_override(text: str) -> dict[str, Any]:
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """The mapping in a YAML settings file; one-line errors for unreadable or invalid files."""
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text; save it as UTF-8 YAML") from None
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:

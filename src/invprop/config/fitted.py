@@ -17,7 +17,7 @@ from typing import Any, Mapping
 import torch
 from PIL import Image
 
-from invprop.data.datasets import IMAGE_EXTENSIONS, IMAGEFOLDER_PREFIX
+from invprop.data.datasets import IMAGE_EXTENSIONS, IMAGEFOLDER_PREFIX, image_folder_path
 from invprop.data.splits import fits_in_memory
 from invprop.machine import available_cores
 
@@ -179,7 +179,7 @@ def fitted_for(dataset: str, user: Mapping[str, Any], device: str = "auto") -> t
     and overrides) sets, and the lines announcing them; ``({}, None)`` for any other dataset."""
     if not dataset.startswith(IMAGEFOLDER_PREFIX):
         return {}, None
-    folder = Path(dataset[len(IMAGEFOLDER_PREFIX) :]).expanduser()
+    folder = image_folder_path(dataset)
     if not folder.is_dir():
         return {}, None  # the data layer says what is wrong with it
     facts, machine = folder_facts(folder), MachineFacts.here(device)

@@ -156,6 +156,8 @@ def _is_image(path: Path) -> bool:
 def scan_image_folder(root: Path) -> ImageFiles:
     """Images of ``root``: labelled by subfolder (ImageFolder layout) or, if ``root`` holds images directly and no
     class subfolders, unlabelled (label ``-1``)."""
+    if root.exists() and not root.is_dir():
+        raise DataError(f"image folder {root} is a file, not a folder: give the folder that holds the images")
     if not root.is_dir():
         raise DataError(f"image folder {root} does not exist")
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and any(_is_image(f) for f in d.rglob("*")))
@@ -343,6 +345,15 @@ def mnist_source(root: Path, download: bool = False) -> Source:
 IMAGEFOLDER_PREFIX = "imagefolder:"
 
 
+def image_folder_path(name: str) -> Path:
+    """The folder of ``imagefolder:PATH`` (``~`` expanded); a one-line error when PATH is empty (which would
+    otherwise be the working folder)."""
+    given = name[len(IMAGEFOLDER_PREFIX) :]
+    if not given.strip():
+        raise DataError("imagefolder: names no folder; give it as --dataset imagefolder:PATH")
+    return Path(given).expanduser()
+
+
 def dataset_names() -> list[str]:
     return DATASETS.names() + [IMAGEFOLDER_PREFIX + "PATH"]
 
@@ -357,6 +368,5 @@ def load_source(
     """The raw splits of dataset ``name`` (a registered name or ``imagefolder:PATH``); ``download`` fetches a missing
     built-in dataset into ``root`` (:mod:`invprop.data.download`)."""
     if name.startswith(IMAGEFOLDER_PREFIX):
-        path = Path(name[len(IMAGEFOLDER_PREFIX) :]).expanduser()
-        return image_folder_source(path, image_size or 32, augment or "cifar")
+        return image_folder_source(image_folder_path(name), image_size or 32, augment or "cifar")
     return DATASETS.get(name)(Path(root).expanduser(), download)

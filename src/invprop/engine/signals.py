@@ -1,5 +1,6 @@
-"""Stopping a run cleanly on SIGINT/SIGTERM: the first signal asks the loop to save and stop after the current step,
-a second one acts at once (the previous handler is back)."""
+"""Stopping a run cleanly on SIGINT/SIGTERM/SIGHUP: the first signal asks the loop to save and stop after the current
+step, a second one acts at once (the previous handler is back). SIGHUP is what a closed terminal or ssh session
+sends: it is treated as SIGTERM."""
 
 from __future__ import annotations
 
@@ -15,12 +16,12 @@ from invprop.errors import InvpropError
 
 logger = logging.getLogger(__name__)
 
-#: The signals that ask a run to stop.
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: The signals that ask a run to stop (SIGHUP where the platform has it: a closed terminal).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM) + ((signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ())
 
 
 class TrainingInterrupted(InvpropError):
-    """Training stopped on signal ``signum`` (SIGINT/SIGTERM) after saving a resumable checkpoint, ``checkpoint``, of
+    """Training stopped on signal ``signum`` (one of :data:`STOP_SIGNALS`) after saving a resumable checkpoint, ``checkpoint``, of
     the run in ``run_dir`` at ``where`` (e.g. "epoch 2, step 5/10"); ``exit_code`` is 128 + signal."""
 
     def __init__(
@@ -45,7 +46,7 @@ class StopRequested(Exception):
 
 
 class StopSignals:
-    """While active (``with``), SIGINT and SIGTERM set :attr:`received` instead of killing the process.
+    """While active (``with``), the :data:`STOP_SIGNALS` set :attr:`received` instead of killing the process.
 
     Handlers are installed only in the main thread (Python's rule); elsewhere the block runs without them.
     :meth:`request` records a stop that arrived another way (another process of a distributed run).
