@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -29,7 +30,7 @@ def config(pipeline: str, epochs: int = 2):
 
 @pytest.mark.parametrize("pipeline", ["tensor", "per_image"])
 def test_sigterm_mid_epoch_saves_and_resume_matches(
-    pipeline: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    pipeline: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     cfg = config(pipeline)
     full = Trainer(cfg, tmp_path / "full", progress=False).fit().metrics
@@ -53,7 +54,9 @@ def test_sigterm_mid_epoch_saves_and_resume_matches(
     state = load_checkpoint(tmp_path / "cut" / "last.pt")
     assert state["epoch"] == 1 and state["partial"]["step"] == 5
 
-    resumed = Trainer(cfg, tmp_path / "cut", progress=False).fit(resume=True).metrics
+    with caplog.at_level(logging.INFO, logger="invprop.engine.trainer"):
+        resumed = Trainer(cfg, tmp_path / "cut", progress=False).fit(resume=True).metrics
+    assert f"inside epoch 2/{cfg.epochs}, after step 5" in caplog.text  # where it goes on, not "at epoch 1"
     for key in COMPARED:
         assert resumed[key] == full[key], key
     a = load_checkpoint(tmp_path / "full" / "last.pt")["model"]
@@ -203,10 +206,23 @@ def test_corrupt_truncated_and_foreign_checkpoints_are_named(
             return (os.system, (f"touch {tmp_path / 'pwned'}",))
 
     torch.save({"model": {}, "config": {}, "x": Evil()}, tmp_path / "evil.pt")
-    for name in ("truncated.pt", "garbage.pt", "foreign.pt", "evil.pt"):
+    (tmp_path / "folder-run" / "last.pt").mkdir(parents=True)  # a run folder whose checkpoint is a folder
+    said = {
+        "truncated.pt": "is not a PyTorch checkpoint (not a zip archive: another kind of file, or cut short)",
+        "garbage.pt": "is not a PyTorch checkpoint",
+        "foreign.pt": "is not an invprop checkpoint (no model/config entries)",
+        "evil.pt": "carries Python objects that loading it would run, and was refused",
+        "folder-run": "last.pt is a folder, not a file",
+    }
+    for name, words in said.items():
         err = _one_line_error(["-q", "eval", "knn", "--checkpoint", str(tmp_path / name)], capsys)
-        assert name in err
+        assert name in err and words in err, err
+        assert "Weights only load failed" not in err and not err.endswith(("(", ",")), err  # whole sentences
     assert not (tmp_path / "pwned").exists()
+    (tmp_path / "run" / "last.pt").unlink()
+    (tmp_path / "run" / "last.pt").mkdir()
+    err = _one_line_error(["-q", "train", "--resume", "--out", str(tmp_path / "run")], capsys)
+    assert "its last.pt is a folder, not a checkpoint" in err
 
 
 def test_empty_and_single_image_folders_fail_before_training(

@@ -426,7 +426,11 @@ class Trainer:
         if resume:
             # CPU first: a split bank's process keeps only its rows of the whole saved bank.
             self.load_state_dict(load_checkpoint(ckpt_path, "cpu"))
-            logger.info("resumed %s at epoch %d/%d", self.run_dir, self.epoch, cfg.epochs)
+            if self._partial is not None:
+                logger.info("resumed %s inside epoch %d/%d, after step %d", self.run_dir, self._partial["epoch"],
+                            cfg.epochs, self._partial["step"])  # fmt: skip
+            else:
+                logger.info("resumed %s after epoch %d/%d", self.run_dir, self.epoch, cfg.epochs)
         end = cfg.epochs if stop_after is None else min(stop_after, cfg.epochs)
         if resume and self.epoch >= end:  # nothing to train: no file changes
             logger.info("nothing to train: %s is at epoch %d, the end asked for is %d", self.run_dir, self.epoch, end)
@@ -588,6 +592,8 @@ def config_for_resume(run_dir: Path, overrides: dict[str, Any], allow_changes: b
     ``allow_changes``; even then settings change only between epochs, not inside an interrupted one
     (:class:`~invprop.errors.ChangesInsideEpoch`). Every accepted change is recorded at the next epoch.
     """
+    if (run_dir / CHECKPOINT_NAME).is_dir():
+        raise CheckpointError(f"cannot resume {run_dir}: its {CHECKPOINT_NAME} is a folder, not a checkpoint")
     if not (run_dir / CHECKPOINT_NAME).is_file():
         raise CheckpointError(f"nothing to resume in {run_dir}: no {CHECKPOINT_NAME} there")
     state = load_checkpoint(run_dir / CHECKPOINT_NAME)
