@@ -256,6 +256,37 @@ def test_an_empty_folder_name_or_a_file_is_refused_in_one_line(
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
+def _write_failure(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    from invprop.cli import main
+
+    code = main(args)
+    err = capsys.readouterr().err.strip()
+    assert code == 74, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    return err
+
+
+def test_output_paths_that_cannot_be_written_say_so_in_one_line(
+    digits_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    err = _write_failure(["-q", "report", str(digits_run), "--out", str(a_file)], capsys)
+    assert "a file is there, not a folder" in err and "give a folder's path" in err
+    err = _write_failure(["-q", "embed", "--checkpoint", str(digits_run), "--out", str(a_file / "x.npz")], capsys)
+    assert f"cannot write {a_file}" in err
+    long_name = tmp_path / ("r" * 300)
+    err = _write_failure(["-q", "train", "--epochs", "1", "--out", str(long_name)], capsys)
+    assert "File name too long (ENAMETOOLONG); use a shorter name" in err
+    from PIL import Image
+
+    bomb = tmp_path / "bomb.png"
+    Image.new("L", (100, 100)).save(bomb)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 10,000 pixels is then a decompression bomb
+    err = _one_line_error(["-q", "neighbors", "--checkpoint", str(digits_run), "--query", str(bomb)], capsys)
+    assert "too large an image to decode safely" in err
+
+
 def test_overwrite_only_when_asked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from invprop.cli import main
 

@@ -20,6 +20,10 @@ _WRITE_HINTS = {
     errno.EACCES: "you may not write there: fix its permissions or write elsewhere",
     errno.EPERM: "you may not write there: fix its permissions or write elsewhere",
     errno.EFBIG: "the file is larger than this system allows (ulimit -f?): raise the limit or write elsewhere",
+    errno.ENOTDIR: "give a folder's path (a file is in the way)",
+    errno.EEXIST: "give a folder's path (a file is in the way)",
+    errno.ENAMETOOLONG: "use a shorter name (the file system allows 255 bytes per name)",
+    errno.ENOENT: "a folder on the way cannot be created there: write elsewhere",
 }
 
 

@@ -12,6 +12,7 @@ previous content.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import tempfile
@@ -53,6 +54,8 @@ def make_folder(path: str | os.PathLike[str]) -> Path:
     """``mkdir -p path``; a :class:`WriteError` naming it when that fails."""
     path = Path(path)
     with writing(path):
+        if path.exists() and not path.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "a file is there, not a folder", os.fspath(path))
         path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -142,7 +142,8 @@ class RunLock:
                 "run-directory locks need POSIX fcntl: two writers of %s are not prevented here", self.folder
             )
             return self
-        self._created_folder = not self.folder.exists()
+        with writing(self.folder):  # a name too long for the file system fails here
+            self._created_folder = not self.folder.exists()
         make_folder(self.folder)
         with writing(self.path):
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)

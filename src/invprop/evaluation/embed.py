@@ -17,7 +17,7 @@ from invprop.data.image_sequences import ImageFiles
 from invprop.engine.monitor import extract
 from invprop.errors import ConfigError, DataError
 from invprop.evaluation.loading import EvalContext, load_eval_context
-from invprop.files import write_atomically
+from invprop.files import make_folder, write_atomically
 
 SPLITS = ("train", "test")
 
@@ -58,7 +58,7 @@ def write_embeddings(result: Embeddings, out: Path) -> Path:
     """Write ``.npz`` (embeddings, features, indices, labels, paths when known) atomically; returns the path."""
     if out.suffix != ".npz":
         out = out.with_suffix(out.suffix + ".npz") if out.suffix else out.with_suffix(".npz")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(out.parent)
     arrays: dict[str, np.ndarray] = {
         "embeddings": result.embeddings.numpy(),
         "features": result.features.numpy(),
@@ -94,6 +94,11 @@ def _query_embedding(ctx: EvalContext, reference: IndexedDataset, query: str) ->
         try:
             with Image.open(path) as img:
                 picture = img.convert("RGB" if ctx.splits.in_channels == 3 else "L")
+        except Image.DecompressionBombError:
+            raise DataError(
+                f"{path} is too large an image to decode safely (more than {2 * Image.MAX_IMAGE_PIXELS} pixels); "
+                "resize it first"
+            ) from None
         except (UnidentifiedImageError, OSError) as err:
             raise DataError(f"cannot read {path} as an image ({err})") from None
         pixels = TF.to_tensor(picture)

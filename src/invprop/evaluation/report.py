@@ -48,7 +48,7 @@ from invprop.evaluation.report_pictures import (  # noqa: E402
     query_indices,
     thumbnail_map,
 )
-from invprop.files import write_bytes_atomically, write_text_atomically  # noqa: E402
+from invprop.files import make_folder, write_bytes_atomically, write_text_atomically  # noqa: E402
 from invprop.methods import METHODS, Curve  # noqa: E402
 from invprop.methods.spec import Cell, FigureInputs  # noqa: E402
 
@@ -446,7 +446,7 @@ def write_html(
     tables: Sequence[str] = (),
     warnings: Sequence[str] = (),
 ) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(out_dir)
     rows = []
     for name, history in histories.items():
         last = history[-1] if history else {}
