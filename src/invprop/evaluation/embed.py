@@ -96,7 +96,7 @@ def _query_embedding(ctx: EvalContext, reference: IndexedDataset, query: str) ->
                 picture = img.convert("RGB" if ctx.splits.in_channels == 3 else "L")
         except Image.DecompressionBombError:
             raise DataError(
-                f"{path} is too large an image to decode safely (more than {2 * Image.MAX_IMAGE_PIXELS} pixels); "
+                f"{path} is too large an image to decode safely (Pillow's guard against decompression bombs); "
                 "resize it first"
             ) from None
         except (UnidentifiedImageError, OSError) as err:
