@@ -77,7 +77,7 @@ def test_a_folder_that_cannot_be_made_is_named(tmp_path: Path) -> None:
     (tmp_path / "a-file").write_text("")
     with pytest.raises(WriteError, match=r"cannot write .*a-file/run: .*\(ENOTDIR\)"):
         make_folder(tmp_path / "a-file" / "run")
-    with pytest.raises(WriteError, match=r"cannot write .*a-file: File exists \(EEXIST\)"):
+    with pytest.raises(WriteError, match=r"cannot write .*a-file: a file is there, not a folder \(ENOTDIR\)"):
         write_text_atomically(tmp_path / "a-file" / "metrics.json", "{}")
 
 
