@@ -133,3 +133,55 @@ def test_acquiring_twice_through_one_object_is_a_bug(tmp_path: Path) -> None:
         lock.release()
     lock.release()  # a second release is harmless
     assert not lock.held
+
+
+def test_a_run_directory_removed_while_training_is_not_recreated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deleted live run directory used to be re-created by the next write, without its lock, so that a second
+    writer was accepted beside the first (issue 34, case 1)."""
+    import shutil
+
+    from invprop.config import from_dict, preset
+    from invprop.engine import Trainer
+    from invprop.errors import RunDirectoryLost
+
+    run = tmp_path / "run"
+    cfg = from_dict({"epochs": 3, "eval": {"every": 3}}, base=preset("digits"))
+    with RunLock(run, "the first writer"):
+        trainer = Trainer(cfg, run, progress=False)
+        trainer.fit(stop_after=1)
+        shutil.rmtree(run)  # `rm -rf RUN` while it trains
+        with pytest.raises(RunDirectoryLost, match="was removed or replaced while this run wrote it"):
+            trainer.fit(resume=False)
+        assert not run.exists()  # nothing was written there again
+        run.mkdir()  # removed and made again (a second writer's folder): not ours either
+        with pytest.raises(RunDirectoryLost):
+            trainer.fit(resume=False)
+        assert list(run.iterdir()) == []
+
+    # removed in the middle of an epoch: that epoch's record and checkpoint are not written
+    again = tmp_path / "again"
+    with RunLock(again, "the first writer"):
+        trainer = Trainer(cfg, again, progress=False)
+        original = type(trainer.method).after_step
+        steps = {"n": 0}
+
+        def after_step_then_remove(self, outputs) -> None:  # type: ignore[no-untyped-def]
+            original(self, outputs)
+            steps["n"] += 1
+            if steps["n"] == trainer.steps_per_epoch + 2:  # inside epoch 2
+                shutil.rmtree(again)
+
+        monkeypatch.setattr(type(trainer.method), "after_step", after_step_then_remove)
+        with pytest.raises(RunDirectoryLost):
+            trainer.fit()
+        assert not again.exists()
+
+
+def test_the_run_directory_check_passes_for_the_lock_it_holds_and_for_no_lock(tmp_path: Path) -> None:
+    from invprop.engine.run_lock import check_still_held
+
+    with RunLock(tmp_path / "run", "a writer"):
+        check_still_held(tmp_path / "run")  # its own, intact
+    check_still_held(tmp_path / "elsewhere")  # no lock held there: the library used without one

@@ -69,6 +69,20 @@ class RunBusyError(CheckpointError):
         self.holder = holder
 
 
+class RunDirectoryLost(InvpropError):
+    """The run directory, ``folder``, was removed or replaced while this process held its lock and wrote it: writing
+    on would re-create it without the lock, beside another writer. Exit code :data:`EXIT_WRITE_FAILED`."""
+
+    exit_code = EXIT_WRITE_FAILED
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        super().__init__(
+            f"the run directory {os.fspath(folder)} was removed or replaced while this run wrote it; stopped without "
+            "writing there again (its lock went with the old folder) -- start the run again"
+        )
+        self.folder = Path(folder)
+
+
 class ResumeChangesRefused(ConfigError):
     """Resuming ``run_dir`` would change what it trains: ``changes`` (``key saved -> new``, one each), which could
     apply from ``epoch``."""

@@ -25,7 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from invprop.errors import RunBusyError
+from invprop.errors import RunBusyError, RunDirectoryLost
 from invprop.files import make_folder, writing
 
 try:
@@ -35,8 +35,9 @@ except ImportError:  # pragma: no cover - Windows
 
 logger = logging.getLogger(__name__)
 
-#: File descriptors of the locks this process holds: a forked child closes its copies (see :func:`_close_in_child`).
-_HELD: set[int] = set()
+#: The locks this process holds, file descriptor -> the lock file's absolute path: a forked child closes its copies
+#: (see :func:`_close_in_child`), and :func:`check_still_held` finds a folder's.
+_HELD: dict[int, str] = {}
 
 
 def _close_in_child() -> None:
@@ -167,7 +168,7 @@ class RunLock:
             os.close(fd)
             raise
         self._fd = fd
-        _HELD.add(fd)
+        _HELD[fd] = os.path.abspath(self.path)
         return self
 
     def release(self) -> None:
@@ -176,14 +177,17 @@ class RunLock:
         fd, self._fd = self._fd, None
         if fd is None:
             return
-        _HELD.discard(fd)
+        _HELD.pop(fd, None)
         try:
             os.ftruncate(fd, 0)
         except OSError as err:  # the lock is released anyway when the file is closed
             logger.warning("could not empty the lock file %s (%s)", self.path, err)
-        if self._created_folder and [p.name for p in self.folder.iterdir()] == [LOCK_NAME]:
-            self.path.unlink(missing_ok=True)
-            self.folder.rmdir()
+        try:
+            if self._created_folder and [p.name for p in self.folder.iterdir()] == [LOCK_NAME]:
+                self.path.unlink(missing_ok=True)
+                self.folder.rmdir()
+        except OSError:  # the folder went away (removed while held) or cannot be listed: nothing to tidy
+            pass
         os.close(fd)
 
     def __enter__(self) -> "RunLock":
@@ -193,6 +197,23 @@ class RunLock:
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
     ) -> None:
         self.release()
+
+
+def check_still_held(folder: str | os.PathLike[str]) -> None:
+    """Raise :class:`~invprop.errors.RunDirectoryLost` when this process holds the lock of ``folder`` but the lock
+    file at that path is no longer the one it locked (the folder was removed, or removed and made again); nothing
+    when it holds no lock there (the library used without one)."""
+    path = os.path.abspath(Path(folder) / LOCK_NAME)
+    for fd, held_path in list(_HELD.items()):
+        if held_path != path:
+            continue
+        held = os.fstat(fd)
+        try:
+            current = os.stat(path)
+        except OSError:
+            raise RunDirectoryLost(folder) from None
+        if (current.st_dev, current.st_ino) != (held.st_dev, held.st_ino):
+            raise RunDirectoryLost(folder)
 
 
 def _read_all(fd: int) -> str:
@@ -209,4 +230,4 @@ def _replace_content(fd: int, text: str) -> None:
     os.write(fd, text.encode())
 
 
-__all__ = ["LOCK_NAME", "LockHolder", "RunLock"]
+__all__ = ["LOCK_NAME", "LockHolder", "RunLock", "check_still_held"]

@@ -55,6 +55,7 @@ from invprop.engine.process_group import (
     main_process_first,
 )
 from invprop.engine.rng import epoch_seed, restore_rng_state, rng_state, seed_everything
+from invprop.engine.run_lock import check_still_held
 from invprop.engine.run_settings import (
     CONFIG_NAME,
     HISTORY_CHANGES_KEY,
@@ -436,6 +437,7 @@ class Trainer:
             logger.info("nothing to train: %s is at epoch %d, the end asked for is %d", self.run_dir, self.epoch, end)
             return RunResult(self.run_dir, self._saved_metrics() if main else {}, self.epoch >= cfg.epochs)
         if main:
+            check_still_held(self.run_dir)
             make_folder(self.run_dir)
         history = History(self.run_dir) if main else None
         if history is not None and resume:
@@ -484,6 +486,8 @@ class Trainer:
             except StopRequested as stop:
                 self.seconds += time.perf_counter() - start
                 self._partial = stop.progress
+                if self.context.is_main:
+                    check_still_held(self.run_dir)
                 self._save(ckpt_path)
                 raise self._interrupted(stop.progress["step"]) from None
             self._partial = None
@@ -497,6 +501,8 @@ class Trainer:
             record["seconds"] = round(self.seconds, 3)
             self.epoch = epoch
             try:
+                if self.context.is_main:
+                    check_still_held(self.run_dir)  # never re-create a removed run directory without its lock
                 if history is not None:
                     history.append(record)
                 self._save(ckpt_path)
