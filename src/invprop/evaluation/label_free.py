@@ -18,7 +18,7 @@ from torch import Tensor
 from invprop.config import Config
 from invprop.core.label_free import alignment, cluster_learnability, lidar, rankme, twonn_dimension, uniformity
 from invprop.data import DataSplits, IndexedDataset
-from invprop.data.datasets import SubsetSequence
+from invprop.data.datasets import take_subset
 from invprop.data.image_sequences import TensorImages, to_float
 from invprop.engine.monitor import extract
 from invprop.errors import DataError
@@ -43,10 +43,7 @@ def sample(dataset: IndexedDataset, count: int, generator: torch.Generator) -> I
     if count >= len(dataset):
         return dataset
     chosen = torch.randperm(len(dataset), generator=generator)[:count].sort().values
-    source = dataset.source
-    if isinstance(source, TensorImages):
-        return IndexedDataset(TensorImages(source.images[chosen], source.labels[chosen]), dataset.transform)
-    return IndexedDataset(SubsetSequence(source, chosen.tolist()), dataset.transform)
+    return IndexedDataset(take_subset(dataset.source, chosen.tolist()), dataset.transform)
 
 
 def _view_batches(
