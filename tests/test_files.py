@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from invprop.errors import EXIT_WRITE_FAILED, WriteError
-from invprop.files import make_folder, write_atomically, write_text_atomically, writing
+from invprop.files import make_folder, remove_leftovers, write_atomically, write_text_atomically, writing
 
 
 def test_a_failed_write_leaves_the_previous_content_and_no_temporary_file(tmp_path: Path) -> None:
@@ -90,3 +90,15 @@ def test_new_files_get_the_usual_mode_and_rewrites_keep_theirs(tmp_path: Path) -
     target.chmod(0o640)
     write_text_atomically(target, "{1}")
     assert stat.S_IMODE(target.stat().st_mode) == 0o640
+
+
+def test_remove_leftovers_takes_only_the_temporary_files_of_killed_writes(tmp_path: Path) -> None:
+    (tmp_path / ".last.pt.x7q2.tmp").write_bytes(bytes(3000))
+    (tmp_path / ".history.jsonl.ab12.tmp").write_bytes(bytes(24))
+    (tmp_path / "mine.tmp").write_text("a user's file")  # no leading dot: not invprop's
+    (tmp_path / ".hidden").write_text("x")
+    (tmp_path / ".folder.tmp").mkdir()
+    write_text_atomically(tmp_path / "metrics.json", "{}")
+    assert remove_leftovers(tmp_path) == (2, 3024)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".folder.tmp", ".hidden", "metrics.json", "mine.tmp"]
+    assert remove_leftovers(tmp_path) == (0, 0) and remove_leftovers(tmp_path / "absent") == (0, 0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -221,6 +222,29 @@ def test_eval_and_export_of_a_run_being_trained(
     assert json.loads((run / "metrics.json").read_text())["eval"][-1]["protocol"] == "knn"
 
 
+def test_eval_of_a_run_on_read_only_storage_prints_and_records_nothing(
+    digits_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    run = tmp_path / "run"
+    shutil.copytree(digits_run, run)
+    before = _snapshot(run)
+    real_open = os.open
+
+    def read_only(path: Any, flags: int, *args: Any) -> int:  # a read-only mount refuses every write open there
+        if Path(path).parent == run and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", read_only)
+    code, out, err = _run(["eval", "knn", "--checkpoint", str(run)], capsys)
+    assert code == 0, err
+    assert "knn_top1" in out
+    assert "cannot be written here (EROFS): the knn result is printed, not recorded" in caplog.text
+    monkeypatch.undo()
+    assert _snapshot(run) == before
+
+
 # --------------------------------------------------------------------------------------------- failed writes
 def _no_temporary_files(folder: Path) -> None:
     assert [p for p in folder.rglob("*") if p.name.endswith(".tmp")] == []
@@ -250,12 +274,17 @@ def test_a_failed_training_write_is_one_line_and_keeps_the_last_good_checkpoint(
     assert _one_line(err).startswith(f"invprop: error: cannot write {run / target}: {reason}; ")
     _no_temporary_files(run)
     state = load_checkpoint(run / "last.pt")
-    expected_epoch = 3 if target == "metrics.json" else 1  # metrics.json comes after the last checkpoint
+    # metrics.json comes after the last checkpoint; an epoch's history line right after its checkpoint
+    expected_epoch = {"metrics.json": 3, "history.jsonl": 2}.get(target, 1)
     assert state["epoch"] == expected_epoch
-    assert [r["epoch"] for r in _history(run)] == list(range(1, expected_epoch + 1))  # no epoch without checkpoint
+    recorded = 1 if target == "history.jsonl" else expected_epoch
+    assert [r["epoch"] for r in _history(run)] == list(range(1, recorded + 1))  # no epoch without checkpoint
     monkeypatch.undo()  # space again: the run goes on from its last good checkpoint
     assert _run([*TRAIN, "--resume", "--out", str(run)], capsys)[0] == 0
-    assert load_checkpoint(run / "last.pt")["epoch"] == 3 and len(_history(run)) == 3
+    assert load_checkpoint(run / "last.pt")["epoch"] == 3
+    lines = _history(run)
+    assert [r["epoch"] for r in lines] == [1, 2, 3]  # a line the disk refused is written from the checkpoint
+    assert all(isinstance(r["loss"], float) for r in lines)
 
 
 def test_tensorboard_events_that_cannot_be_written_stop_the_run_the_same_way(
@@ -279,7 +308,54 @@ def test_tensorboard_events_that_cannot_be_written_stop_the_run_the_same_way(
     exit_code, _, err = _run([*TRAIN, "--resume", "--out", str(run)], capsys)
     assert exit_code == EXIT_WRITE_FAILED
     assert _one_line(err).startswith(f"invprop: error: cannot write {run / 'tensorboard'}: No space left on device")
-    assert load_checkpoint(run / "last.pt")["epoch"] == 1 and [r["epoch"] for r in _history(run)] == [1]
+    assert load_checkpoint(run / "last.pt")["epoch"] == 2 and [r["epoch"] for r in _history(run)] == [1, 2]
+
+
+def _killed_in_first_checkpoint(run: Path) -> Path:
+    """``run`` as SIGKILL during its first checkpoint's write leaves it: settings, the lock, half a checkpoint in
+    a temporary file, no last.pt and (the checkpoint comes first) no history."""
+    for name in ("last.pt", "history.jsonl", "metrics.json"):
+        (run / name).unlink()
+    leftover = run / ".last.pt.k1ll3d.tmp"
+    leftover.write_bytes(b"PK" + bytes(4000))
+    return leftover
+
+
+def test_a_run_killed_in_its_first_checkpoint_write_resumes_from_the_start(
+    run: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    leftover = _killed_in_first_checkpoint(run)
+    code, _, err = _run([*TRAIN, "--resume", "--out", str(run)], capsys)
+    assert code == 0, err
+    assert "has no checkpoint yet" in caplog.text and "starting it again from epoch 0" in caplog.text
+    assert not leftover.exists()
+    assert load_checkpoint(run / "last.pt")["epoch"] == 3 and [r["epoch"] for r in _history(run)] == [1, 2, 3]
+    assert yaml.safe_load((run / "config.yaml").read_text())["optim"]["batch_size"] == 64  # its own settings
+
+
+def test_a_run_killed_in_its_first_checkpoint_write_can_be_started_again(
+    run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    leftover = _killed_in_first_checkpoint(run)
+    code, _, err = _run([*TRAIN, "--epochs", "1", "--out", str(run)], capsys)
+    assert code == 0, err  # not "already holds a run": nothing was saved
+    assert not leftover.exists() and [r["epoch"] for r in _history(run)] == [1]
+
+
+def test_resume_where_nothing_was_started_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run([*TRAIN, "--resume", "--out", str(tmp_path)], capsys)
+    assert code == 2
+    assert _one_line(err).endswith(f"nothing to resume in {tmp_path}: no last.pt and no config.yaml there (start a "
+                                   "run there without --resume)")  # fmt: skip
+
+
+def test_overwrite_removes_leftover_temporary_files(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    leftover = run / ".last.pt.abcdef.tmp"
+    leftover.write_bytes(bytes(100))
+    keep = run / "notes.tmp"  # not one of invprop's temporary files
+    keep.write_text("mine")
+    assert _run([*TRAIN, "--epochs", "1", "--overwrite", "--out", str(run)], capsys)[0] == 0
+    assert not leftover.exists() and keep.read_text() == "mine"
 
 
 @pytest.mark.parametrize(

@@ -171,7 +171,6 @@ def _clear_run(run_dir: Path) -> None:
     for name in (CHECKPOINT_NAME, HISTORY_NAME, METRICS_NAME, CONFIG_NAME):
         (run_dir / name).unlink(missing_ok=True)
     shutil.rmtree(run_dir / TENSORBOARD_DIR, ignore_errors=True)
-    logger.warning("--overwrite: replaced the run in %s", run_dir)
 
 
 def _command(args: argparse.Namespace) -> str:
@@ -208,28 +207,38 @@ def cmd_train(args: argparse.Namespace) -> int:
     with lock:
         changes: list[Change] = []
         overwrite = False
+        resume = bool(args.resume)
         if args.resume:
             plan = config_for_resume(run_dir, overrides, args.allow_changes)
             cfg, changes = plan.cfg, plan.changes
+            if plan.from_start:
+                logger.warning(
+                    "%s has no checkpoint yet (the run was stopped before its first one was written): starting it "
+                    "again from epoch 0 with its settings", run_dir,
+                )  # fmt: skip
+                overwrite, resume = True, False
         elif (run_dir / CHECKPOINT_NAME).exists() or (run_dir / HISTORY_NAME).exists():
             if not args.overwrite:
                 raise ConfigError(
                     f"{run_dir} already holds a run; add --resume to continue it, --overwrite to replace it, or pick another --out"
                 )
             overwrite = True
+            logger.warning("--overwrite: replacing the run in %s", run_dir)
         assert cfg is not None
         cfgmod.validate(cfg)
-        return _train(args, cfg, run_dir, overwrite, changes)
+        return _train(args, cfg, run_dir, overwrite, resume, changes)
 
 
-def _train(args: argparse.Namespace, cfg: Config, run_dir: Path, overwrite: bool, changes: list[Change]) -> int:
+def _train(
+    args: argparse.Namespace, cfg: Config, run_dir: Path, overwrite: bool, resume: bool, changes: list[Change]
+) -> int:
     """Join the process group (when launched by torchrun), train, and print the result."""
     context = init_distributed(cfg.device, cfg.distributed.backend, cfg.distributed.timeout_minutes)
     try:
         if overwrite and context.is_main:
             _clear_run(run_dir)
         barrier(context)
-        result = _fit(cfg, run_dir, context, args.resume, args.stop_after, changes)
+        result = _fit(cfg, run_dir, context, resume, args.stop_after, changes)
     except BaseException as err:
         # The trainer (and its DistributedDataParallel wrapper) must be gone before the process group is: torch 2.11
         # can hang at exit destroying them after it. Clearing the traceback's frames releases them.

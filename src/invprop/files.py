@@ -60,6 +60,10 @@ def make_folder(path: str | os.PathLike[str]) -> Path:
     return path
 
 
+#: How the temporary files of :func:`write_atomically` end (they start with a dot and the target's name).
+TEMPORARY_SUFFIX = ".tmp"
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -117,7 +121,7 @@ def write_atomically(path: str | os.PathLike[str], write: Callable[[BinaryIO], o
     path = Path(path)
     make_folder(path.parent)
     with writing(path):
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX, dir=path.parent)
         try:
             os.chmod(tmp, _mode_for(path))
             with os.fdopen(fd, "wb") as handle:
@@ -134,6 +138,29 @@ def write_atomically(path: str | os.PathLike[str], write: Callable[[BinaryIO], o
     return path
 
 
+def remove_leftovers(folder: str | os.PathLike[str]) -> tuple[int, int]:
+    """Remove the temporary files (``.NAME.*.tmp``) that writes killed before their rename left in ``folder``.
+
+    Call it only while holding the folder's lock (no other writer is mid-write there). Returns how many files were
+    removed and their bytes.
+    """
+    count = size = 0
+    try:
+        leftovers = [p for p in Path(folder).iterdir() if p.name.startswith(".") and p.name.endswith(TEMPORARY_SUFFIX)]
+    except OSError:
+        return 0, 0
+    for path in leftovers:
+        try:
+            if not path.is_file() or path.is_symlink():
+                continue
+            bytes_ = path.stat().st_size
+            path.unlink()
+        except OSError:
+            continue
+        count, size = count + 1, size + bytes_
+    return count, size
+
+
 def write_bytes_atomically(path: str | os.PathLike[str], data: bytes, durable: bool = False) -> Path:
     """:func:`write_atomically` for bytes."""
     return write_atomically(path, lambda handle: handle.write(data), durable)
@@ -147,6 +174,7 @@ def write_text_atomically(path: str | os.PathLike[str], text: str, durable: bool
 __all__ = [
     "make_folder",
     "os_error_behind",
+    "remove_leftovers",
     "write_atomically",
     "write_bytes_atomically",
     "write_text_atomically",

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from invprop.files import write_text_atomically, writing
 
@@ -27,8 +26,6 @@ class History:
     def __init__(self, run_dir: Path, tensorboard: bool = True) -> None:
         self.path = run_dir / HISTORY_NAME
         self._writer: Any = None
-        #: Bytes of the file before the last append (-1: it did not exist; None: nothing to take back).
-        self._length_before_last: int | None = None
         self._tensorboard = tensorboard
         self._tensorboard_dir = run_dir / TENSORBOARD_DIR
 
@@ -59,11 +56,8 @@ class History:
         return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
 
     def append(self, record: dict[str, Any]) -> None:
-        self._length_before_last = None
-        existed = self.path.exists()
-        previous = self.path.read_text() if existed else ""
+        previous = self.path.read_text() if self.path.exists() else ""
         write_text_atomically(self.path, previous + json.dumps(record) + "\n")
-        self._length_before_last = len(previous.encode()) if existed else -1
         writer = self._tensorboard_writer()
         if writer is not None:
             with writing(self._tensorboard_dir):
@@ -72,19 +66,16 @@ class History:
                         writer.add_scalar(key, value, record["epoch"])
                 writer.flush()
 
-    def drop_last(self) -> None:
-        """Take back the last :meth:`append` (its epoch's checkpoint could not be written), cutting the file in place:
-        this needs no free space. A failure is only logged: a resumed run drops the line anyway."""
-        if self._length_before_last is None:
-            return
-        try:
-            if self._length_before_last < 0:  # the file was new
-                self.path.unlink()
-            else:
-                os.truncate(self.path, self._length_before_last)
-        except OSError as err:
-            logger.warning("could not take back the last line of %s (%s); resuming the run drops it", self.path, err)
-        self._length_before_last = None
+    def restore(self, record: Mapping[str, Any] | None) -> bool:
+        """Append ``record``, the checkpoint's last finished epoch, when the file ends before it (a process stopped
+        between writing the checkpoint and the epoch's line); True when it was appended."""
+        if record is None:
+            return False
+        records = self.read()
+        if records and records[-1].get("epoch", 0) >= record["epoch"]:
+            return False
+        self.append(dict(record))
+        return True
 
     def close(self, quiet: bool = False) -> None:
         """Close the TensorBoard writer; ``quiet``: while another error is on its way out, only log a failure."""

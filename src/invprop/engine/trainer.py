@@ -73,9 +73,8 @@ from invprop.errors import (
     ConfigError,
     DivergedError,
     ResumeChangesRefused,
-    WriteError,
 )
-from invprop.files import make_folder, write_text_atomically
+from invprop.files import make_folder, remove_leftovers, write_text_atomically
 from invprop.methods import Accumulation, Batch, Method, StepOutput
 from invprop.models import Encoder, encoder_from
 from invprop.optimizers import OPTIMIZERS
@@ -182,6 +181,8 @@ class Trainer:
         #: Progress inside an interrupted epoch: {"epoch", "step", "sums", "counts", "count", "started"} (None
         #: between epochs).
         self._partial: dict[str, Any] | None = None
+        #: The last finished epoch's history line, saved in the checkpoint (a resume writes it if the history lacks it).
+        self._last_record: dict[str, Any] | None = None
         self._stop = StopSignals()
         self._estimate: RunEstimate | None = None  # set by fit(): said once after the first steps
 
@@ -249,6 +250,7 @@ class Trainer:
             "input": {"in_channels": self.data.in_channels, "image_size": self.data.image_size},
             "rng": rng_state(),
             "partial": self._partial,
+            "record": self._last_record,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -266,6 +268,7 @@ class Trainer:
         self.seconds = float(state["seconds"])
         self.baseline = state.get("baseline")
         self._partial = state.get("partial")
+        self._last_record = state.get("record")
         restore_rng_state(state["rng"])
 
     # ----------------------------------------------------------------------------------------------- loop
@@ -439,9 +442,15 @@ class Trainer:
         if main:
             check_still_held(self.run_dir)
             make_folder(self.run_dir)
+            count, size = remove_leftovers(self.run_dir)
+            if count:
+                logger.info("removed %d temporary file(s) of %.1f MB that a killed write left in %s", count,
+                            size / 2**20, self.run_dir)  # fmt: skip
         history = History(self.run_dir) if main else None
         if history is not None and resume:
             history.truncate_after(self.epoch)
+            if history.restore(self._last_record):
+                logger.info("history.jsonl lacked epoch %d, saved in the checkpoint: written again", self.epoch)
         if main:
             logger.info("%s: %s", cfg.method, self.lr_plan.describe(cfg))
             derived = {"optim.peak_lr": self.lr_plan.peak, "optim.warmup_epochs_of_the_run": self.lr_plan.warmup_epochs}
@@ -500,16 +509,14 @@ class Trainer:
             self.seconds += time.perf_counter() - start
             record["seconds"] = round(self.seconds, 3)
             self.epoch = epoch
-            try:
-                if self.context.is_main:
-                    check_still_held(self.run_dir)  # never re-create a removed run directory without its lock
-                if history is not None:
-                    history.append(record)
-                self._save(ckpt_path)
-            except WriteError:
-                if history is not None:
-                    history.drop_last()  # the record stays truthful: this epoch has no checkpoint
-                raise
+            self._last_record = record
+            if self.context.is_main:
+                check_still_held(self.run_dir)  # never re-create a removed run directory without its lock
+            # The checkpoint first: the history never names an epoch that last.pt lacks. A process stopped between
+            # the two writes leaves the epoch's line in the checkpoint, and a resume writes it (History.restore).
+            self._save(ckpt_path)
+            if history is not None:
+                history.append(record)
             summary = "  ".join(f"{k}={v:.4f}" for k, v in record.items() if k.startswith(("loss", "knn_top1")))
             logger.info("epoch %d/%d  %s  (%.1fs)", epoch, cfg.epochs, summary, self.seconds)
             warn_if_collapsed(record)
@@ -587,6 +594,9 @@ class ResumePlan:
 
     cfg: Config
     changes: list[Change]
+    #: No checkpoint yet (the run was stopped before its first one was written): it starts again from epoch 0 with
+    #: its saved settings, replacing what it wrote.
+    from_start: bool = False
 
 
 def config_for_resume(run_dir: Path, overrides: dict[str, Any], allow_changes: bool = False) -> ResumePlan:
@@ -600,10 +610,17 @@ def config_for_resume(run_dir: Path, overrides: dict[str, Any], allow_changes: b
     """
     if (run_dir / CHECKPOINT_NAME).is_dir():
         raise CheckpointError(f"cannot resume {run_dir}: its {CHECKPOINT_NAME} is a folder, not a checkpoint")
-    if not (run_dir / CHECKPOINT_NAME).is_file():
-        raise CheckpointError(f"nothing to resume in {run_dir}: no {CHECKPOINT_NAME} there")
-    state = load_checkpoint(run_dir / CHECKPOINT_NAME)
     settings = read_run_settings(run_dir)
+    if not (run_dir / CHECKPOINT_NAME).is_file():
+        if settings is None:
+            raise CheckpointError(
+                f"nothing to resume in {run_dir}: no {CHECKPOINT_NAME} and no {CONFIG_NAME} there (start a run there "
+                "without --resume)"
+            )
+        saved = from_saved(settings.values)
+        cfg = from_dict(overrides, base=saved)
+        return ResumePlan(cfg, [], from_start=True)
+    state = load_checkpoint(run_dir / CHECKPOINT_NAME)
     saved = from_saved(settings.values if settings is not None else state["config"], state["model"])
     cfg = from_dict(overrides, base=saved)
     made = setting_changes(saved, cfg)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 from dataclasses import dataclass
@@ -15,11 +16,15 @@ from invprop import config as cfgmod
 from invprop.config import Config, data_for, from_dict, from_saved
 from invprop.data import DataSplits
 from invprop.engine import CHECKPOINT_NAME, METRICS_NAME, RunLock, load_checkpoint, resolve_device
-from invprop.errors import ConfigError, DataError, RunBusyError
+from invprop.errors import ConfigError, DataError, RunBusyError, WriteError
 from invprop.files import write_text_atomically
 from invprop.models import Encoder, encoder_from
 
 logger = logging.getLogger(__name__)
+
+#: Why a run directory may be readable and not writable (a teammate's run on read-only shared storage): its
+#: evaluations are printed, not recorded.
+UNWRITABLE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 
 #: Prefix of the encoder's parameters inside a method's state dict.
 ENCODER_PREFIX = "encoder."
@@ -108,13 +113,21 @@ def load_eval_context(
 @contextlib.contextmanager
 def recording_into(run_dir: Path, what: str) -> Iterator[bool]:
     """Hold ``run_dir``'s lock while an evaluation writes into it. Yields False, after one warning, when another
-    process (a training run, which rewrites its metrics.json) holds it: the result is then printed, not recorded."""
+    process (a training run, which rewrites its metrics.json) holds it, or when the folder cannot be written
+    (read-only storage, no permission): the result is then printed, not recorded."""
     lock = RunLock(run_dir, f"invprop eval ({what})")
     try:
         lock.acquire()
     except RunBusyError as busy:
         logger.warning("%s is being written by %s: the %s result is printed, not recorded in it", run_dir,
                        busy.holder, what)  # fmt: skip
+        yield False
+        return
+    except WriteError as err:
+        if err.errno not in UNWRITABLE:
+            raise
+        logger.warning("%s cannot be written here (%s): the %s result is printed, not recorded in it", run_dir,
+                       errno.errorcode[err.errno], what)  # fmt: skip
         yield False
         return
     try:
