@@ -154,3 +154,47 @@ def test_reading_in_several_processes_equals_one_process(tmp_path: Path, monkeyp
     assert map_file_chunks(readable_chunk, [*paths, broken], 2) == [True] * 9 + [False]
     arrays = map_file_chunks(decode_chunk, paths, 2)
     assert [int(a[0, 0, 0]) for a in arrays] == [i * 20 for i in range(9)] and arrays[0].shape == (5, 4, 3)
+
+
+def test_links_that_lead_nowhere_are_counted_as_unreadable_not_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Dangling and looping links are listed, then skipped and counted (or refused under --strict-data) by the
+    readability check; the scan never stats a link's target (an EACCES target used to crash it); a folder that
+    cannot be listed is left out with a warning; a FIFO named like an image is no image."""
+    import os
+
+    from invprop.data.decode_cache import check_image_files
+
+    write_pngs(tmp_path / "cats", [4, 4])
+    write_pngs(tmp_path / "dogs", [4])
+    (tmp_path / "dogs" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    (tmp_path / "dogs" / "loop.png").symlink_to(tmp_path / "dogs" / "loop.png")
+    (tmp_path / "dogs" / "alias.png").symlink_to(tmp_path / "cats" / "000.png")
+    os.mkfifo(tmp_path / "dogs" / "pipe.png")
+    (tmp_path / "dogs" / "locked").mkdir()
+    write_pngs(tmp_path / "dogs" / "locked", [4])
+    real_scandir = os.scandir
+
+    def refuse_locked(path: Any = ".") -> Any:  # what a folder without read permission does (root ignores chmod)
+        if Path(path).name == "locked":
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refuse_locked)
+    listing = scan_image_folder(tmp_path)
+    monkeypatch.undo()
+    names = [f.name for f in listing.files]
+    assert names == ["000.png", "001.png", "000.png", "alias.png", "gone.png", "loop.png"]
+    assert listing.classes == ["cats", "dogs"] and listing.targets == [0, 0, 1, 1, 1, 1]
+    assert "1 folder(s) under" in caplog.text and "locked (Permission denied)" in caplog.text
+    kept, skipped = check_image_files(listing, strict=False)
+    assert sorted(Path(p).name for p in skipped) == ["gone.png", "loop.png"] and len(kept) == 4
+    with pytest.raises(DataError, match="2 unreadable image file.*gone.png.*--strict-data"):
+        check_image_files(listing, strict=True)
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="Linux /proc")
+def test_a_folder_of_no_images_such_as_proc_is_one_line() -> None:
+    with pytest.raises(DataError, match=r"^no images \(.*\) found under /proc$"):
+        scan_image_folder(Path("/proc"))

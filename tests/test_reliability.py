@@ -117,13 +117,26 @@ def test_a_signal_from_outside_stops_cleanly_with_a_message(tmp_path: Path, sign
     assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] >= 1
 
 
+def _wait_until_torch_loads(process: subprocess.Popen[str]) -> None:
+    """Until ``process`` has mapped torch's library: it is inside the command line's imports (a fixed sleep came too
+    early on a loaded machine, where the signal then met the interpreter's own start)."""
+    maps = Path(f"/proc/{process.pid}/maps")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if "libtorch" in maps.read_text():
+            return
+        time.sleep(0.005)
+    raise AssertionError("torch did not start loading within 60 s")
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="Linux: reads /proc/PID/maps")
 def test_ctrl_c_while_the_command_starts_says_one_line(tmp_path: Path) -> None:
     """Importing torch takes seconds; a Ctrl-C in them used to print a 40-line traceback through its imports."""
     started = subprocess.Popen(
         [sys.executable, "-m", "invprop", "train", "--out", str(tmp_path / "run")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    time.sleep(0.3)  # the interpreter is up; the command line (torch) is still loading
+    _wait_until_torch_loads(started)  # the interpreter is up; the command line (torch) is still loading
     started.send_signal(signal.SIGINT)
     _, err = started.communicate(timeout=60)
     assert started.returncode == 128 + signal.SIGINT

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -12,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from invprop.engine import run_lock
 from invprop.engine.run_lock import LOCK_NAME, LockHolder, RunLock
-from invprop.errors import RunBusyError
+from invprop.errors import RunBusyError, WriteError
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX record locks")
 
@@ -185,3 +187,27 @@ def test_the_run_directory_check_passes_for_the_lock_it_holds_and_for_no_lock(tm
     with RunLock(tmp_path / "run", "a writer"):
         check_still_held(tmp_path / "run")  # its own, intact
     check_still_held(tmp_path / "elsewhere")  # no lock held there: the library used without one
+
+
+@pytest.mark.parametrize("folder_existed", [False, True])
+def test_a_full_disk_at_the_start_leaves_no_empty_lock_or_folder(
+    tmp_path: Path, folder_existed: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "run"
+    if folder_existed:
+        folder.mkdir()
+        (folder / "notes.txt").write_text("mine")
+
+    def full(fd: int, text: str) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(run_lock, "_replace_content", full)
+    with pytest.raises(WriteError, match=r"cannot write .*\.invprop\.lock: No space left on device \(ENOSPC\)"):
+        RunLock(folder, "test").acquire()
+    if folder_existed:
+        assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+    else:
+        assert not folder.exists()
+    monkeypatch.undo()
+    with RunLock(folder, "test"):  # nothing stale is in the way afterwards
+        assert (folder / LOCK_NAME).read_text().startswith('{"pid"')

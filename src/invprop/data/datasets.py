@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -149,8 +150,39 @@ class IndexedDataset(Dataset):
 DATASETS: Registry[Callable[[Path, bool], Source]] = Registry("dataset")
 
 
-def _is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
+def _has_image_name(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def _image_candidates(folder: Path, recursive: bool, unlisted: list[OSError]) -> list[Path]:
+    """The entries of ``folder`` (and its subfolders when ``recursive``) named like images that are files or
+    symbolic links, sorted. A link is kept whatever its target (missing, a loop, out of reach): reading it fails,
+    and the check of unreadable files counts it or refuses it under ``--strict-data`` instead of it vanishing here.
+    Folders that cannot be listed are appended to ``unlisted``. Nothing here follows a link to a folder below the
+    top, or stats a link's target."""
+    found: list[Path] = []
+    for top, _, names in os.walk(folder, onerror=unlisted.append):
+        found += [Path(top) / name for name in names if _has_image_name(name) and _file_or_link(Path(top) / name)]
+        if not recursive:
+            break
+    return sorted(found)
+
+
+def _file_or_link(path: Path) -> bool:
+    """A regular file or a symbolic link (not a FIFO, socket or device named like an image); an entry that cannot
+    even be lstat()ed counts, to be reported as unreadable."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return True
+    return stat.S_ISREG(mode) or stat.S_ISLNK(mode)
+
+
+def _is_folder(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
 
 
 def scan_image_folder(root: Path) -> ImageFiles:
@@ -160,18 +192,29 @@ def scan_image_folder(root: Path) -> ImageFiles:
         raise DataError(f"image folder {root} is a file, not a folder: give the folder that holds the images")
     if not root.is_dir():
         raise DataError(f"image folder {root} does not exist")
-    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and any(_is_image(f) for f in d.rglob("*")))
-    if class_dirs:
-        files, labels = [], []
-        for label, folder in enumerate(class_dirs):
-            found = sorted(f for f in folder.rglob("*") if _is_image(f))
+    unlisted: list[OSError] = []
+    try:
+        subfolders = sorted(d for d in root.iterdir() if _is_folder(d))
+    except OSError as err:
+        raise DataError(f"image folder {root} cannot be listed ({err.strerror or err})") from None
+    files: list[Path] = []
+    labels: list[int] = []
+    classes: list[str] = []
+    for folder in subfolders:
+        found = _image_candidates(folder, recursive=True, unlisted=unlisted)
+        if found:
             files += found
-            labels += [label] * len(found)
-        return ImageFiles(files, labels, [d.name for d in class_dirs])
-    files = sorted(f for f in root.iterdir() if _is_image(f))
+            labels += [len(classes)] * len(found)
+            classes.append(folder.name)
+    if not classes:
+        files = _image_candidates(root, recursive=False, unlisted=unlisted)
+        labels = [UNLABELED] * len(files)
+    if unlisted:
+        logger.warning("%d folder(s) under %s cannot be listed and were left out, e.g. %s (%s)", len(unlisted), root,
+                       unlisted[0].filename, unlisted[0].strerror or unlisted[0])  # fmt: skip
     if not files:
         raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS[:3])}, ...) found under {root}")
-    return ImageFiles(files, [UNLABELED] * len(files), [])
+    return ImageFiles(files, labels, classes)
 
 
 def image_folder_source(root: Path, image_size: int = 32, augment: str = "cifar", small: bool = False) -> Source:

@@ -146,6 +146,7 @@ class RunLock:
         with writing(self.folder):  # a name too long for the file system fails here
             self._created_folder = not self.folder.exists()
         make_folder(self.folder)
+        created_file = not self.path.exists()
         with writing(self.path):
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
         try:
@@ -165,6 +166,8 @@ class RunLock:
             with writing(self.path):
                 _replace_content(fd, LockHolder.this_process(self.command).to_json())
         except BaseException:
+            if created_file:  # a full disk at the start leaves nothing behind: no empty lock, no empty folder
+                self._remove_lock_file(only_if_alone=False)
             os.close(fd)
             raise
         self._fd = fd
@@ -182,13 +185,21 @@ class RunLock:
             os.ftruncate(fd, 0)
         except OSError as err:  # the lock is released anyway when the file is closed
             logger.warning("could not empty the lock file %s (%s)", self.path, err)
+        if self._created_folder:
+            self._remove_lock_file(only_if_alone=True)
+        os.close(fd)
+
+    def _remove_lock_file(self, only_if_alone: bool) -> None:
+        """Remove the lock file (``only_if_alone``: only when it is all the folder holds), then the folder when this
+        lock made it and it is empty. Called while the lock is still held."""
         try:
-            if self._created_folder and [p.name for p in self.folder.iterdir()] == [LOCK_NAME]:
-                self.path.unlink(missing_ok=True)
+            if only_if_alone and [p.name for p in self.folder.iterdir()] != [LOCK_NAME]:
+                return
+            self.path.unlink(missing_ok=True)
+            if self._created_folder and not any(self.folder.iterdir()):
                 self.folder.rmdir()
         except OSError:  # the folder went away (removed while held) or cannot be listed: nothing to tidy
             pass
-        os.close(fd)
 
     def __enter__(self) -> "RunLock":
         return self.acquire()
