@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ import torch
 from invprop.config import from_dict, preset
 from invprop.engine import Trainer, load_checkpoint
 from invprop.engine.signals import TrainingInterrupted
+from invprop.errors import EXIT_SYSTEM
 
 COMPARED = ("knn_top1", "knn_top5", "loss", "loss_ins", "loss_inv", "epochs", "purity_positive")
 
@@ -161,6 +163,69 @@ def test_training_on_a_folder_with_broken_files_skips_and_counts_them(
     err = capsys.readouterr().err
     assert "unreadable image file" in err and "broken" in err and err.count("\n") == 1
     assert not (tmp_path / "strict" / "last.pt").exists()  # failed before training started
+
+
+def test_resuming_after_files_were_removed_says_the_dataset_changed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from digit_folder import write_digit_folder
+    from invprop.cli import main
+
+    write_digit_folder(tmp_path / "images", 40, side=8)
+    run = tmp_path / "run"
+    args = ["-q", "train", "--dataset", f"imagefolder:{tmp_path / 'images'}", "--epochs", "2", "--stop-after", "1",
+            "--set", "model.backbone=small_convnet", "--set", "data.image_size=8", "--set", "optim.batch_size=8",
+            "--set", "bank.num_neighbors=2", "--set", "loss.n_background=8", "--set", "data.cache_dir=null",
+            "--out", str(run)]  # fmt: skip
+    assert main(args) == 0
+    for name in ("0003.png", "0017.png", "0031.png"):
+        (tmp_path / "images" / name).unlink()
+    capsys.readouterr()
+    err = _one_line_error(["-q", "train", "--resume", "--out", str(run)], capsys)
+    assert err.endswith(  # 4 of an unlabelled folder's images are held out for the label-free criteria
+        "the dataset changed since the checkpoint was written: 36 training images then, 33 now (files added, removed "
+        "or unreadable); restore them to resume, or start a new run"
+    )
+    assert load_checkpoint(run / "last.pt")["epoch"] == 1
+
+
+def test_a_killed_data_loading_worker_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the out-of-memory killer does to a DataLoader worker, done with SIGKILL after the second batch."""
+    import multiprocessing
+    import re
+
+    from digit_folder import write_digit_folder
+    from invprop.cli import main
+    from invprop.engine import batches
+
+    write_digit_folder(tmp_path / "images", 96, side=8)
+    real_epoch = batches.BatchPipeline.epoch
+
+    def epoch_then_kill(self: Any, seed: int, skip: int = 0, views: int | None = None) -> Any:
+        for n, batch in enumerate(real_epoch(self, seed, skip, views)):
+            yield batch
+            if n == 1:
+                for child in multiprocessing.active_children():
+                    os.kill(child.pid, signal.SIGKILL)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(batches.BatchPipeline, "epoch", epoch_then_kill)
+    args = ["-q", "train", "--dataset", f"imagefolder:{tmp_path / 'images'}", "--epochs", "1",
+            "--set", "model.backbone=small_convnet", "--set", "data.image_size=8", "--set", "optim.batch_size=8",
+            "--set", "bank.num_neighbors=2", "--set", "loss.n_background=8", "--set", "data.pipeline=per_image",
+            "--set", "data.num_workers=2", "--out", str(tmp_path / "run")]  # fmt: skip
+    capsys.readouterr()
+    code = main(args)
+    err = capsys.readouterr().err.strip()
+    assert code == EXIT_SYSTEM, err
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert re.fullmatch(
+        r"invprop: error: a data-loading worker process \(pid [\d, ]+\) (was killed by signal \w+|ended "
+        r"unexpectedly), most often the system's out-of-memory killer: lower data.num_workers or optim.batch_size, "
+        r"or free memory, then resume \(the last checkpoint is kept\)",
+        err,
+    ), err
 
 
 def _one_line_error(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:

@@ -28,6 +28,7 @@ from invprop.config import Config
 from invprop.config.fitted import FOLDER_BUDGET_SECONDS, FOLDER_TRAINING_SHARE, fitted_for
 from invprop.data import IMAGEFOLDER_PREFIX, dataset_names
 from invprop.data.datasets import image_folder_path
+from invprop.data.loader import worker_lost
 from invprop.engine import (
     CHANGES_KEY,
     CHECKPOINT_NAME,
@@ -734,6 +735,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UnknownNameError as err:
         print(f"invprop: error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except RuntimeError as err:
+        lost = worker_lost(err)
+        if lost is None:
+            raise
+        print(f"invprop: error: {words(lost)}", file=sys.stderr)
+        return lost.exit_code
     except KeyboardInterrupt:
         print("invprop: interrupted", file=sys.stderr)
         return 130

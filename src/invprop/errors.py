@@ -11,6 +11,8 @@ from typing import Sequence
 EXIT_USAGE = 2
 #: Exit code for a file that could not be written (sysexits.h's EX_IOERR): no space, quota, read-only, permission.
 EXIT_WRITE_FAILED = 74
+#: Exit code for a helper process that the system took away (sysexits.h's EX_OSERR), e.g. by its memory killer.
+EXIT_SYSTEM = 71
 
 #: What to do about the most common reasons a write fails, by errno.
 _WRITE_HINTS = {
@@ -81,6 +83,19 @@ class RunDirectoryLost(InvpropError):
             "writing there again (its lock went with the old folder) -- start the run again"
         )
         self.folder = Path(folder)
+
+
+class WorkerLost(InvpropError):
+    """A data-loading worker process died (killed by a signal, most often the out-of-memory killer). Exit code
+    :data:`EXIT_SYSTEM`."""
+
+    exit_code = EXIT_SYSTEM
+
+    def __init__(self, pids: str, how: str) -> None:
+        super().__init__(
+            f"a data-loading worker process (pid {pids}) {how}, most often the system's out-of-memory killer: lower "
+            "data.num_workers or optim.batch_size, or free memory, then resume (the last checkpoint is kept)"
+        )
 
 
 class ResumeChangesRefused(ConfigError):

@@ -12,7 +12,7 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, overload
 
 import numpy as np
 import torch
@@ -21,7 +21,14 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from invprop.data.download import Fetch, fetch_dataset
-from invprop.data.image_sequences import ImageFiles, ImageSequence, TensorImages
+from invprop.data.image_sequences import (
+    READ_ERRORS,
+    ImageFiles,
+    ImageSequence,
+    TensorImages,
+    Unreadable,
+    read_error_reason,
+)
 from invprop.data.transforms import Transform
 from invprop.errors import DataError
 from invprop.registry import Registry
@@ -121,6 +128,8 @@ class IndexedDataset(Dataset):
 
     An item asked for as ``(seed, index)`` (see :class:`invprop.data.loader.EpochBatchSampler`) is transformed under a
     torch RNG seeded from both, so its augmentation depends on neither the worker that loads it nor what ran before.
+    Such a training item whose file cannot be read any more (removed or damaged while the run trains) comes back as
+    an :class:`~invprop.data.image_sequences.Unreadable` in place of the image, for the batch to go on without it.
     """
 
     def __init__(self, source: ImageSequence, transform: Transform) -> None:
@@ -130,15 +139,34 @@ class IndexedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[int, Tensor, int]:
+    @overload
+    def __getitem__(self, key: int) -> tuple[int, Tensor, int]: ...
+
+    @overload
+    def __getitem__(self, key: tuple[int, int]) -> tuple[int, Tensor | Unreadable, int]: ...
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[int, Tensor | Unreadable, int]:
         if isinstance(key, tuple):
             seed, index = key
-            image, label = self.source[index]
+            try:
+                image, label = self.source[index]
+            except READ_ERRORS as err:
+                if not isinstance(self.source, ImageFiles):
+                    raise
+                return index, Unreadable(index, str(self.source.files[index]), read_error_reason(err)), UNLABELED
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(_mix_seed(seed, index))
                 return index, self.transform(image), int(label)
         image, label = self.source[key]
         return key, self.transform(image), int(label)
+
+    def augmented(self, seed: int, index: int) -> tuple[Tensor, int]:
+        """Image ``index`` transformed under ``seed`` (as a training batch has it) and its label; a
+        :class:`~invprop.errors.DataError` naming the file when it cannot be read."""
+        _, image, label = self[(seed, index)]
+        if isinstance(image, Unreadable):
+            raise DataError(f"{image.path} could not be read ({image.reason}); restore it or remove it from the folder")
+        return image, label
 
     @property
     def labels(self) -> Tensor:

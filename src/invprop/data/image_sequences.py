@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol, TypeVar
 
@@ -96,10 +97,31 @@ class ImageFiles:
         return load_rgb(self.files[index]), self.targets[index]
 
 
+#: What decoding an unreadable, truncated, vanished or non-image file raises (:func:`load_rgb`).
+READ_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """Stands in a training batch for an image file that could not be read when the batch was loaded (removed,
+    truncated or replaced while the run trained): the batch goes on without it."""
+
+    index: int
+    path: str
+    reason: str
+
+
+def read_error_reason(err: BaseException) -> str:
+    """A short reason for a failed read: the OS's words (``No such file or directory``) or the decoder's."""
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
+    return str(err).splitlines()[0] if str(err).strip() else type(err).__name__
+
+
 def _readable(path: Path) -> bool:
     try:
         load_rgb(path)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+    except READ_ERRORS:
         return False
     return True
 

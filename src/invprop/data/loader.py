@@ -6,16 +6,19 @@ one exactly and the per-image pipeline gives the same batches with any number of
 
 from __future__ import annotations
 
+import re
 import signal
-from typing import Callable, Iterator
+import time
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Sampler, default_collate
 
 from invprop.data.datasets import IndexedDataset
-from invprop.data.image_sequences import TensorImages, to_float
+from invprop.data.image_sequences import TensorImages, Unreadable, to_float
 from invprop.data.transforms import Normalize
+from invprop.errors import WorkerLost
 from invprop.machine import available_cores
 
 
@@ -23,6 +26,61 @@ def ignore_interrupts_in_worker(worker_id: int) -> None:
     """DataLoader ``worker_init_fn``: Ctrl-C reaches the whole process group; only the main process handles it
     (saving a checkpoint), so workers must not die of it mid-epoch."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def collate_readable(items: list[tuple[int, Any, int]]) -> tuple[Tensor, Any, Tensor, list[Unreadable]]:
+    """DataLoader ``collate_fn`` of training batches: ``(indices, images, labels)`` of the items that could be read,
+    and the :class:`~invprop.data.image_sequences.Unreadable` ones apart (indices empty and images None when no
+    item of the batch could be read)."""
+    lost = [image for _, image, _ in items if isinstance(image, Unreadable)]
+    kept = [item for item in items if not isinstance(item[1], Unreadable)]
+    if not kept:
+        return torch.empty(0, dtype=torch.long), None, torch.empty(0, dtype=torch.long), lost
+    indices, images, labels = default_collate(kept)
+    return indices, images, labels, lost
+
+
+#: How torch reports a DataLoader worker's death: from its SIGCHLD handler, or from its check of the workers.
+_WORKER_DEATH = re.compile(
+    r"DataLoader worker \(pids?(?:\(s\))? ([\d, ]+)\) (?:is killed by signal: ([^.]+)|exited unexpectedly)"
+)
+
+
+def worker_lost(err: BaseException) -> WorkerLost | None:
+    """The one-line :class:`~invprop.errors.WorkerLost` for torch's report of a dead DataLoader worker (None for any
+    other error).
+
+    Example:
+        >>> str(worker_lost(RuntimeError("DataLoader worker (pid 4242) is killed by signal: Killed. ")))[:60]
+        'a data-loading worker process (pid 4242) was killed by signa'
+    """
+    match = _WORKER_DEATH.search(str(err)) if isinstance(err, RuntimeError) else None
+    if match is None:
+        return None
+    how = f"was killed by signal {match.group(2).strip()}" if match.group(2) else "ended unexpectedly"
+    return WorkerLost(match.group(1).strip(), how)
+
+
+#: How long a failed read from the workers waits for a dying worker's exit to show.
+WORKER_EXIT_WAIT_S = 2.0
+
+
+def dead_worker(loader_iterator: object) -> WorkerLost | None:
+    """The :class:`~invprop.errors.WorkerLost` of a worker of ``loader_iterator`` (a DataLoader's multi-process
+    iterator) that has ended, waiting up to :data:`WORKER_EXIT_WAIT_S` for a dying one; None when all live. A read
+    from a worker killed mid-transfer fails with ``ConnectionResetError`` or ``EOFError`` before torch notices."""
+    workers = list(getattr(loader_iterator, "_workers", []))
+    deadline = time.monotonic() + WORKER_EXIT_WAIT_S
+    while workers:
+        for worker in workers:
+            code = worker.exitcode
+            if code is not None:
+                how = f"was killed by signal {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+                return WorkerLost(str(worker.pid), how)
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.05)
+    return None
 
 
 def worker_count(requested: int) -> int:

@@ -11,16 +11,30 @@ With multi-crop small crops (``data.small_crops``) a batch's images are a list `
 
 from __future__ import annotations
 
-from typing import Iterator, Union
+import logging
+from typing import Any, Iterator, Union
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
 from invprop.data import DataSplits, EpochBatchSampler, TensorBatches
-from invprop.data.loader import OrderFn, epoch_order, epoch_plan, ignore_interrupts_in_worker, worker_count
+from invprop.data.image_sequences import Unreadable
+from invprop.data.loader import (
+    OrderFn,
+    collate_readable,
+    dead_worker,
+    epoch_order,
+    epoch_plan,
+    ignore_interrupts_in_worker,
+    worker_count,
+    worker_lost,
+)
 from invprop.data.multi_crop import MultiCrop, group_crops
 from invprop.data.transforms import MultiView
+from invprop.errors import DataError
+
+logger = logging.getLogger(__name__)
 
 #: A batch's images: one view-major tensor, or ``[large, small]`` with multi-crop.
 Images = Union[Tensor, list[Tensor]]
@@ -41,13 +55,20 @@ class BatchPipeline:
         world_size: number of processes W.
         rank: this process.
         order: the epoch's order of indices, ``(n, seed) -> indices`` (default: a permutation).
+        strict: stop with one line naming it when a training image file cannot be read any more (removed or damaged
+            while the run trains); otherwise its batches go on without it, and it is counted in
+            :attr:`unreadable` (a distributed run always stops: its processes' batches must stay the same size).
     """
 
     def __init__(
         self, data: DataSplits, batch_size: int, device: torch.device, views: int = 1, num_workers: int = 0,
-        world_size: int = 1, rank: int = 0, order: OrderFn = epoch_order,
+        world_size: int = 1, rank: int = 0, order: OrderFn = epoch_order, strict: bool = False,
     ) -> None:  # fmt: skip
         self.device = device
+        self.strict_asked = strict
+        self.strict = strict or world_size > 1
+        #: Training files that could not be read during the run, path -> reason (the per-image pipeline).
+        self.unreadable: dict[str, str] = {}
         self.views = views
         self.rank = rank
         #: The global batches of an epoch (a final batch too small for BatchNorm on every process is dropped).
@@ -78,6 +99,7 @@ class BatchPipeline:
             persistent_workers=workers > 0,
             prefetch_factor=4 if workers > 0 else None,
             worker_init_fn=ignore_interrupts_in_worker,
+            collate_fn=collate_readable,
         )
 
     def plain_epoch(self, seed: int) -> Iterator[tuple[Tensor, Tensor]]:
@@ -106,7 +128,14 @@ class BatchPipeline:
         assert self._loader is not None
         self._sampler.set_epoch_seed(seed)
         self._sampler.set_start(skip)  # per-image seeds make skipping exact
-        for indices, images, _ in self._loader:
+        for indices, images, _, lost in _surviving_workers(iter(self._loader)):
+            if lost:
+                self._lose(lost)
+            if images is None:
+                raise DataError(
+                    f"no image of a training batch could be read (e.g. {lost[0].path}: {lost[0].reason}): the folder "
+                    "changed while the run trained; restore its files, then resume"
+                )
             indices = indices.to(self.device, non_blocking=True)
             if isinstance(images, list):  # from MultiCrop: per position, (B, C, H, W)
                 if small:
@@ -116,6 +145,38 @@ class BatchPipeline:
             if images.dim() == 5:  # (B, views, C, H, W) from MultiView
                 images = images[:, :views].transpose(0, 1).reshape(-1, *images.shape[2:])
             yield indices, images.to(self.device, non_blocking=True)
+
+    def _lose(self, lost: list[Unreadable]) -> None:
+        """Count training files that could not be read; stop with one line when :attr:`strict`."""
+        first = lost[0]
+        if self.strict:
+            raise DataError(
+                f"{first.path} could not be read during training ({first.reason}): the folder changed while the run "
+                "trained; restore the file and resume"
+                + (", or drop --strict-data to skip it" if self.strict_asked else " (a distributed run cannot skip it)")
+            )
+        for item in lost:
+            if item.path not in self.unreadable:
+                self.unreadable[item.path] = item.reason
+                logger.warning("%s could not be read during training (%s): its batches go on without it (%d such "
+                               "file(s) in this run; --strict-data stops instead)", item.path, item.reason,
+                               len(self.unreadable))  # fmt: skip
+
+
+def _surviving_workers(batches: Iterator[Any]) -> Iterator[Any]:
+    """``batches`` of a DataLoader, where a worker's death (the out-of-memory killer) ends in one line
+    (:class:`~invprop.errors.WorkerLost`), not in the failed read's traceback."""
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except Exception as err:  # noqa: BLE001 - re-raised unless a worker died
+            lost = worker_lost(err) or dead_worker(batches)
+            if lost is None:
+                raise
+            raise lost from None
+        yield batch
 
 
 __all__ = ["RANK_SEED_STRIDE", "BatchPipeline", "Images"]

@@ -168,7 +168,7 @@ class Trainer:
         self.optimizer = OPTIMIZERS.get(o.optimizer)(groups, optimizer_options(cfg))
         self.batches = BatchPipeline(
             self.data, cfg.optim.batch_size, self.device, self.method.views, cfg.data.num_workers,
-            context.world_size, context.rank, self.method.epoch_order,
+            context.world_size, context.rank, self.method.epoch_order, cfg.data.strict,
         )  # fmt: skip
         assert self.batches.steps_per_epoch == self.batches_per_epoch
         #: The learning rate: its peak after scaling with the batch, the warm-up the run gets, the schedule's floor.
@@ -247,13 +247,23 @@ class Trainer:
             "seconds": self.seconds,
             "baseline": self.baseline,
             "config": to_dict(self.cfg),
-            "input": {"in_channels": self.data.in_channels, "image_size": self.data.image_size},
+            "input": {
+                "in_channels": self.data.in_channels,
+                "image_size": self.data.image_size,
+                "images": len(self.data.train),
+            },  # fmt: skip
             "rng": rng_state(),
             "partial": self._partial,
             "record": self._last_record,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved_images, images = state.get("input", {}).get("images"), len(self.data.train)
+        if saved_images is not None and saved_images != images:
+            raise CheckpointError(
+                f"the dataset changed since the checkpoint was written: {saved_images:,} training images then, "
+                f"{images:,} now (files added, removed or unreadable); restore them to resume, or start a new run"
+            )
         try:
             self.method.load_state_dict(state["model"])
         except RuntimeError as err:
@@ -584,6 +594,9 @@ class Trainer:
         metrics["skipped_files"] = len(self.data.skipped_files)
         if self.data.skipped_files:
             metrics["skipped_file_examples"] = self.data.skipped_files[:20]
+        if self.batches.unreadable:  # files that became unreadable while this process trained
+            metrics["unreadable_during_training"] = len(self.batches.unreadable)
+            metrics["unreadable_during_training_examples"] = sorted(self.batches.unreadable)[:20]
         metrics.update(self.baseline or {})
         return metrics
 

@@ -112,8 +112,8 @@ def _train_batches(
     dataset = splits.train
     for b in range(steps):
         chosen = order[b * batch_size : (b + 1) * batch_size].tolist()
-        items = [dataset[(seed, r)] for r in chosen]
-        yield torch.stack([x for _, x, _ in items]).to(device), torch.tensor([y for _, _, y in items], device=device)
+        items = [dataset.augmented(seed, r) for r in chosen]
+        yield torch.stack([x for x, _ in items]).to(device), torch.tensor([y for _, y in items], device=device)
 
 
 def finetune(

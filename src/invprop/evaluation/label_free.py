@@ -63,7 +63,7 @@ def _view_batches(
     for start in range(0, len(images), VIEW_BATCH):
         stop = min(start + VIEW_BATCH, len(images))
         yield torch.stack([
-            torch.stack([augmented[(seed + view, index)][1] for index in range(start, stop)])
+            torch.stack([augmented.augmented(seed + view, index)[0] for index in range(start, stop)])
             for view in range(views)
         ]).to(device)  # fmt: skip
 
