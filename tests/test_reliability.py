@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -363,6 +364,35 @@ def test_output_paths_that_cannot_be_written_say_so_in_one_line(
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 10,000 pixels is then a decompression bomb
     err = _one_line_error(["-q", "neighbors", "--checkpoint", str(digits_run), "--query", str(bomb)], capsys)
     assert "too large an image to decode safely" in err
+
+
+def test_a_report_that_could_not_be_written_fails_before_any_work(
+    digits_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from invprop.evaluation import report
+
+    def no_work(*args: Any) -> Any:
+        raise AssertionError("the figures were computed for a folder that cannot be written")
+
+    monkeypatch.setattr(report, "build_report", no_work)
+    if Path("/proc/self").is_dir():
+        err = _write_failure(["-q", "report", str(digits_run), "--out", "/proc/nope"], capsys)
+        assert err.startswith("invprop: error: cannot write /proc/nope: ")
+    read_only = tmp_path / "shared"
+    read_only.mkdir()
+    real_open = os.open
+
+    def refuse(path: Any, flags: int, *args: Any) -> int:  # a read-only mount
+        if Path(path).parent == read_only and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", refuse)
+    err = _write_failure(["-q", "report", str(digits_run), "--out", str(read_only)], capsys)
+    assert (
+        err
+        == f"invprop: error: cannot write {read_only}: Read-only file system (EROFS); the file system is read-only: write elsewhere"
+    )
 
 
 def test_overwrite_only_when_asked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -68,6 +68,7 @@ from invprop.evaluation.ablation import ablated_methods, ablation_of, paper_conf
 from invprop.evaluation.embed import SPLITS, embed, nearest_neighbors
 from invprop.evaluation.export import FORMATS, ExportBusy, export_weights, timm_create_call
 from invprop.evaluation.runs import RowInterrupted
+from invprop.files import check_writable
 from invprop.methods import METHODS
 from invprop.registry import UnknownNameError
 from invprop.settings import deep_update
@@ -416,6 +417,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     runs = [Path(p) for p in args.runs]
     out = Path(args.out) if args.out else runs[0] / "report"
+    check_writable(out)  # before the figures are computed
     path = build_report(runs, out)
     print(f"report written: {path} (figures as PNG beside it)")
     return 0

@@ -64,6 +64,17 @@ def make_folder(path: str | os.PathLike[str]) -> Path:
 TEMPORARY_SUFFIX = ".tmp"
 
 
+def check_writable(folder: str | os.PathLike[str]) -> Path:
+    """Make ``folder`` and write (then remove) a temporary file in it: a :class:`WriteError` now, before any work,
+    where the results could not be written later (a read-only file system, no permission, /proc)."""
+    folder = make_folder(folder)
+    with writing(folder):
+        fd, probe = tempfile.mkstemp(prefix=".", suffix=TEMPORARY_SUFFIX, dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    return folder
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -172,6 +183,7 @@ def write_text_atomically(path: str | os.PathLike[str], text: str, durable: bool
 
 
 __all__ = [
+    "check_writable",
     "make_folder",
     "os_error_behind",
     "remove_leftovers",
