@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -149,6 +152,44 @@ def test_two_process_run_completes_and_resumes_with_other_process_counts(tmp_pat
     assert metrics["epochs"] == 3 and metrics["knn_top1"] > untrained_knn_of(run)
     # The instance term is comparable across epochs (the invariance term is off in epoch 1): it must not blow up.
     assert history[2]["loss_ins"] < history[0]["loss_ins"] + 1.0 and all(r["loss"] == r["loss"] for r in history)
+
+
+def _worker_of_rank(run: Path, rank: int) -> int:
+    """The pid of the torchrun worker process of ``rank`` training into ``run`` (Linux /proc)."""
+    for proc in Path("/proc").iterdir():
+        try:
+            command = (proc / "cmdline").read_bytes()
+            environment = (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if str(run).encode() in command and f"\0RANK={rank}\0".encode() in environment and b"invprop" in command:
+            return int(proc.name)
+    raise AssertionError(f"no worker of rank {rank} found")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/environ").is_file(), reason="Linux: finds the worker in /proc")
+def test_a_dead_torchrun_peer_is_named_in_one_line_by_the_survivor(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    args = ["--epochs", "30", "--out", str(run), "--set", "optim.batch_size=64", "--set", "device=cpu"]
+    job = subprocess.Popen(_torchrun(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (run / "history.jsonl").is_file() and time.monotonic() < deadline and job.poll() is None:
+            time.sleep(0.2)
+        victim = _worker_of_rank(run, 1)
+        os.kill(victim, signal.SIGKILL)  # what the out-of-memory killer does
+        _, err = job.communicate(timeout=300)
+    finally:
+        job.kill()
+    survivor = [line for line in err.splitlines() if line.startswith("invprop: error:")]
+    assert survivor == [
+        f"invprop: error: process 0 of 2 stopped: process 1 (pid {victim}) of this torchrun job ended while they "
+        "trained (its own output and torchrun's summary say why); run the same torchrun command with --resume to go "
+        "on from the last checkpoint"
+    ], err[-3000:]
+    assert "gloo" not in err.lower().split("root cause")[0], err[-3000:]  # no gloo traceback before torchrun's summary
+    assert main(["-q", "train", "--resume", "--epochs", "2", "--out", str(run)]) == 0
 
 
 def test_only_train_runs_under_torchrun(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,31 @@ def _vote(rank: int, world: int) -> tuple[bool, bool]:
 
 def test_a_stop_request_of_one_process_reaches_everyone(tmp_path: Path) -> None:
     assert run_gloo(_vote, 2, tmp_path) == [(True, False), (True, False)]
+
+
+def test_a_peer_that_ended_is_named_in_one_line() -> None:
+    import socket
+    import subprocess
+    import sys
+
+    from invprop.engine.process_group import peer_lost
+    from invprop.errors import EXIT_SYSTEM, PeerLost
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # ended and reaped: its pid names no process now
+    here = socket.gethostname()
+    context = DistributedContext(0, 3, 0, True, ((here, os.getpid()), (here, gone.pid), ("elsewhere", 1)))
+    gloo = RuntimeError(
+        "[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer [10.0.0.2]:4711"
+    )
+    lost = peer_lost(gloo, context)
+    assert isinstance(lost, PeerLost) and lost.exit_code == EXIT_SYSTEM
+    assert str(lost) == (
+        f"process 0 of 3 stopped: process 1 (pid {gone.pid}) of this torchrun job ended while they trained (its own "
+        "output and torchrun's summary say why); run the same torchrun command with --resume to go on from the last "
+        "checkpoint"
+    )
+    alive = DistributedContext(0, 2, 0, True, ((here, os.getpid()), (here, os.getppid())))
+    assert "stopped: another process of this torchrun job ended" in str(peer_lost(gloo, alive))
+    assert peer_lost(RuntimeError("CUDA out of memory"), context) is None  # not a lost peer
+    assert peer_lost(gloo, SINGLE_PROCESS) is None

@@ -48,6 +48,7 @@ from invprop.engine.process_group import (
     init_distributed,
     launched_distributed,
     launched_rank,
+    peer_lost,
     shutdown,
 )
 from invprop.engine.run_settings import Change
@@ -247,6 +248,9 @@ def _train(
         traceback.clear_frames(err.__traceback__)
         if isinstance(err, TrainingInterrupted) and not context.is_main:
             return err.exit_code  # the main process reports it
+        lost = peer_lost(err, context)
+        if lost is not None:
+            raise lost from None
         raise
     finally:
         shutdown(context)

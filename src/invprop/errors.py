@@ -98,6 +98,20 @@ class WorkerLost(InvpropError):
         )
 
 
+class PeerLost(InvpropError):
+    """Another process of a torchrun job ended (or lost contact) while this one waited for it at a collective.
+    Exit code :data:`EXIT_SYSTEM`."""
+
+    exit_code = EXIT_SYSTEM
+
+    def __init__(self, rank: int, world_size: int, ended: str) -> None:
+        super().__init__(
+            f"process {rank} of {world_size} stopped: {ended} of this torchrun job ended while they trained (its own "
+            "output and torchrun's summary say why); run the same torchrun command with --resume to go on from the "
+            "last checkpoint"
+        )
+
+
 class ResumeChangesRefused(ConfigError):
     """Resuming ``run_dir`` would change what it trains: ``changes`` (``key saved -> new``, one each), which could
     apply from ``epoch``."""

@@ -11,13 +11,14 @@ import contextlib
 import datetime
 import logging
 import os
+import socket
 from dataclasses import dataclass
 from typing import Iterator
 
 import torch
 import torch.distributed as dist
 
-from invprop.errors import ConfigError, DeviceUnavailable
+from invprop.errors import ConfigError, DeviceUnavailable, PeerLost
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,8 @@ class DistributedContext:
     world_size: int = 1
     local_rank: int = 0
     joined: bool = False
+    #: ``(host name, pid)`` of every process, by rank (empty in one process): which one ended, when one does.
+    processes: tuple[tuple[str, int], ...] = ()
 
     @property
     def enabled(self) -> bool:
@@ -110,11 +113,47 @@ def init_distributed(device: str = "auto", backend: str = "auto", timeout_minute
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
         dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=timeout_minutes))
-    context = DistributedContext(rank=rank, world_size=world_size, local_rank=local_rank, joined=True)
+    table: list[tuple[str, int] | None] = [None] * world_size
+    dist.all_gather_object(table, (socket.gethostname(), os.getpid()))
+    processes = tuple(entry for entry in table if entry is not None)
+    context = DistributedContext(rank, world_size, local_rank, joined=True, processes=processes)
     if not context.is_main:
         logging.getLogger("invprop").setLevel(logging.WARNING)  # one process reports progress
     logger.info("distributed: %d processes, backend %s", world_size, backend)
     return context
+
+
+#: What a collective says when a process of the group is gone (gloo: the socket to it; NCCL: its communicator).
+_PEER_GONE = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "NCCL communicator was aborted")
+
+
+def _has_ended(pid: int) -> bool:
+    """Whether process ``pid`` (on this machine) has ended: gone, or a zombie its launcher has not reaped yet."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def peer_lost(err: BaseException, context: DistributedContext) -> PeerLost | None:
+    """The one-line :class:`~invprop.errors.PeerLost` for a collective that failed because another process of the
+    job ended (None for any other error, or in one process). Names the ended processes of this machine."""
+    if not context.enabled or not isinstance(err, RuntimeError) or not any(m in str(err) for m in _PEER_GONE):
+        return None
+    host = socket.gethostname()
+    ended = [
+        f"process {rank} (pid {pid})"
+        for rank, (where, pid) in enumerate(context.processes)
+        if rank != context.rank and where == host and _has_ended(pid)
+    ]
+    return PeerLost(context.rank, context.world_size, ", ".join(ended) or "another process")
 
 
 def device_for(context: DistributedContext, device: str) -> str:
