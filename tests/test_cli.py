@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from devices import CUDA_ONLY
 from floors import untrained_knn_of
@@ -190,6 +191,21 @@ def test_a_dead_torchrun_peer_is_named_in_one_line_by_the_survivor(tmp_path: Pat
     ], err[-3000:]
     assert "gloo" not in err.lower().split("root cause")[0], err[-3000:]  # no gloo traceback before torchrun's summary
     assert main(["-q", "train", "--resume", "--epochs", "2", "--out", str(run)]) == 0
+
+
+def test_a_config_file_for_several_methods_trains_one_of_them(tmp_path: Path) -> None:
+    """A compare's config (InvP's loss, MoCo's queue) given to `train` for another method: each takes its sections."""
+    config = tmp_path / "several.yaml"
+    config.write_text("epochs: 1\nloss:\n  temperature: 0.2\nmoco:\n  queue_size: 256\noptim:\n  batch_size: 64\n")
+    run = tmp_path / "run"
+    assert main(["-q", "train", "--config", str(config), "--set", "method=simclr", "--out", str(run)]) == 0
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["method"] == "simclr" and saved["optim"]["batch_size"] == 64 and "loss" not in saved
+    # a --set names one key for the run's method: a section of another method is refused (a likely slip)
+    assert (
+        main(["-q", "train", "--set", "method=simclr", "--set", "moco.queue_size=256", "--out", str(tmp_path / "b")])
+        == 2
+    )
 
 
 def test_only_train_runs_under_torchrun(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

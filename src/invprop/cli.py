@@ -131,7 +131,13 @@ def _base_config(args: argparse.Namespace, overrides: dict[str, Any], method: st
     cfg = cfgmod.preset(name or cfgmod.DEFAULT_PRESET, method if isinstance(method, str) else None, recipe)
     if not args.preset:  # an image folder's settings fitted to it and to the machine, under the user's own
         cfg = cfgmod.from_dict(_fitted(_dataset_of(from_file, overrides), from_file, overrides), base=cfg)
-    return cfgmod.from_dict(from_file, base=cfg) if from_file else cfg
+    if not from_file:
+        return cfg
+    used = cfgmod.for_method(from_file, cfg.method)  # one file can serve several methods (a compare's config)
+    unused = sorted(set(from_file) - set(used) - {"method"})
+    if unused:
+        logger.info("%s: %s not used by %s (settings of other methods)", args.config, ", ".join(unused), cfg.method)
+    return cfgmod.from_dict(used, base=cfg)
 
 
 def _epochs_in_budget(cfg: Config, seconds: float) -> Config:
