@@ -56,5 +56,33 @@ def test_a_batch_of_which_nothing_can_be_read_stops_the_run(tmp_path: Path) -> N
     data, files = _per_image_folder(tmp_path, count=8)
     for path in files:
         path.unlink()
-    with pytest.raises(DataError, match="no image of a training batch could be read"):
+    with pytest.raises(DataError, match=r"^0 image\(s\) of a training batch of 4 could be read .* too few to train"):
         list(BatchPipeline(data, batch_size=4, device=CPU).epoch(seed=0))
+
+
+def test_an_image_read_by_index_that_is_gone_is_one_line_even_from_a_worker(tmp_path: Path) -> None:
+    """Evaluation and embedding read the training files by index (the kNN monitor's reference set, DeepCluster's
+    features): a file gone since the listing is a one-line error, also when a DataLoader worker met it."""
+    from torch.utils.data import DataLoader
+
+    from invprop.cli import words
+
+    data, files = _per_image_folder(tmp_path)
+    files[3].unlink()
+    expected = f"{files[3]} could not be read (No such file or directory): the folder changed since it was listed"
+    with pytest.raises(DataError, match=f"^{re.escape(expected)}"):
+        data.train_plain[3]
+    with pytest.raises(DataError) as raised:
+        list(DataLoader(data.train_plain, batch_size=4, num_workers=1))
+    assert words(raised.value).startswith(expected) and "\n" not in words(raised.value)
+
+
+def test_how_a_worker_ended_is_said_for_any_signal_and_bus_errors_name_shared_memory() -> None:
+    from invprop.data.loader import _how_it_ended, worker_lost
+
+    assert _how_it_ended(-9) == "was killed by signal SIGKILL" and _how_it_ended(-40) == "was killed by signal 40"
+    assert _how_it_ended(1) == "exited with code 1"
+    bus = worker_lost(RuntimeError("DataLoader worker (pid 7) is killed by signal: Bus error. It is possible..."))
+    assert bus is not None and "(pid 7) was killed by signal Bus error, most often too little shared memory" in str(bus)
+    assert worker_lost(RuntimeError("DataLoader worker (pid(s) 7, 8) exited unexpectedly")) is not None
+    assert worker_lost(RuntimeError("CUDA out of memory")) is None and worker_lost(ValueError("pid 7")) is None

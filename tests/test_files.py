@@ -93,12 +93,19 @@ def test_new_files_get_the_usual_mode_and_rewrites_keep_theirs(tmp_path: Path) -
 
 
 def test_remove_leftovers_takes_only_the_temporary_files_of_killed_writes(tmp_path: Path) -> None:
-    (tmp_path / ".last.pt.x7q2.tmp").write_bytes(bytes(3000))
-    (tmp_path / ".history.jsonl.ab12.tmp").write_bytes(bytes(24))
+    (tmp_path / ".last.pt.x7q2ab3c.tmp").write_bytes(bytes(3000))
+    (tmp_path / ".history.jsonl.ab12cd34.tmp").write_bytes(bytes(24))
     (tmp_path / "mine.tmp").write_text("a user's file")  # no leading dot: not invprop's
+    (tmp_path / ".notes.tmp").write_text("a user's hidden file")  # no random part: not invprop's
     (tmp_path / ".hidden").write_text("x")
     (tmp_path / ".folder.tmp").mkdir()
     write_text_atomically(tmp_path / "metrics.json", "{}")
     assert remove_leftovers(tmp_path) == (2, 3024)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".folder.tmp", ".hidden", "metrics.json", "mine.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".folder.tmp",
+        ".hidden",
+        ".notes.tmp",
+        "metrics.json",
+        "mine.tmp",
+    ]
     assert remove_leftovers(tmp_path) == (0, 0) and remove_leftovers(tmp_path / "absent") == (0, 0)

@@ -172,6 +172,7 @@ def test_links_that_lead_nowhere_are_counted_as_unreadable_not_dropped(
     (tmp_path / "dogs" / "loop.png").symlink_to(tmp_path / "dogs" / "loop.png")
     (tmp_path / "dogs" / "alias.png").symlink_to(tmp_path / "cats" / "000.png")
     os.mkfifo(tmp_path / "dogs" / "pipe.png")
+    (tmp_path / "dogs" / "to-pipe.png").symlink_to(tmp_path / "dogs" / "pipe.png")  # reading it would block
     (tmp_path / "dogs" / "locked").mkdir()
     write_pngs(tmp_path / "dogs" / "locked", [4])
     real_scandir = os.scandir
@@ -188,7 +189,7 @@ def test_links_that_lead_nowhere_are_counted_as_unreadable_not_dropped(
     assert names == ["000.png", "001.png", "000.png", "alias.png", "gone.png", "loop.png"]
     assert listing.classes == ["cats", "dogs"] and listing.targets == [0, 0, 1, 1, 1, 1]
     assert "1 folder(s) under" in caplog.text and "locked (Permission denied)" in caplog.text
-    kept, skipped = check_image_files(listing, strict=False)
+    kept, skipped = check_image_files(listing, strict=False, cache_dir=tmp_path / "cache")  # keyed, links and all
     assert sorted(Path(p).name for p in skipped) == ["gone.png", "loop.png"] and len(kept) == 4
     with pytest.raises(DataError, match="2 unreadable image file.*gone.png.*--strict-data"):
         check_image_files(listing, strict=True)

@@ -177,16 +177,21 @@ def test_resuming_after_files_were_removed_says_the_dataset_changed(
     args = ["-q", "train", "--dataset", f"imagefolder:{tmp_path / 'images'}", "--epochs", "2", "--stop-after", "1",
             "--set", "model.backbone=small_convnet", "--set", "data.image_size=8", "--set", "optim.batch_size=8",
             "--set", "bank.num_neighbors=2", "--set", "loss.n_background=8", "--set", "data.cache_dir=null",
-            "--out", str(run)]  # fmt: skip
+            "--set", "data.pipeline=per_image", "--out", str(run)]  # fmt: skip
     assert main(args) == 0
     for name in ("0003.png", "0017.png", "0031.png"):
-        (tmp_path / "images" / name).unlink()
+        (tmp_path / "images" / name).rename(tmp_path / name)
     capsys.readouterr()
     err = _one_line_error(["-q", "train", "--resume", "--out", str(run)], capsys)
     assert err.endswith(  # 4 of an unlabelled folder's images are held out for the label-free criteria
         "the dataset changed since the checkpoint was written: 36 training images then, 33 now (files added, removed "
         "or unreadable); restore them to resume, or start a new run"
     )
+    for name in ("0003.png", "0017.png", "0031.png"):  # the same count again, under other names
+        (tmp_path / name).rename(tmp_path / "images" / f"x{name}")
+    err = _one_line_error(["-q", "train", "--resume", "--out", str(run)], capsys)
+    assert err.endswith("36 training images then and now, but not the same files; restore them to resume, or start "
+                        "a new run")  # fmt: skip
     assert load_checkpoint(run / "last.pt")["epoch"] == 1
 
 
@@ -393,6 +398,10 @@ def test_a_report_that_could_not_be_written_fails_before_any_work(
         err
         == f"invprop: error: cannot write {read_only}: Read-only file system (EROFS); the file system is read-only: write elsewhere"
     )
+    monkeypatch.undo()
+    typo = tmp_path / "typo"  # not a run: the report fails, and leaves no folder behind
+    err = _one_line_error(["-q", "report", str(typo)], capsys)
+    assert not typo.exists(), err
 
 
 def test_overwrite_only_when_asked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -146,6 +146,10 @@ def test_a_config_file_given_to_resume_is_checked_like_set(run: Path, capsys: py
     code, _, err = _run([*TRAIN, "--resume", "--preset", "digits", "--out", str(run)], capsys)
     assert code == 2 and "--preset starts a new run" in _one_line(err)
     assert _snapshot(run) == before
+    several = run.parent / "several.yaml"  # a compare's file: the sections of other methods are not this run's
+    several.write_text("loss:\n  temperature: 0.5\nmoco:\n  queue_size: 256\n")
+    code, _, err = _run([*TRAIN, "--resume", "--config", str(several), "--out", str(run)], capsys)
+    assert code == 2 and "loss.temperature 0.2 -> 0.5" in _one_line(err) and "moco" not in err
 
 
 def test_allow_changes_belongs_to_resume(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -316,7 +320,7 @@ def _killed_in_first_checkpoint(run: Path) -> Path:
     a temporary file, no last.pt and (the checkpoint comes first) no history."""
     for name in ("last.pt", "history.jsonl", "metrics.json"):
         (run / name).unlink()
-    leftover = run / ".last.pt.k1ll3d.tmp"
+    leftover = run / ".last.pt.k1ll3dxx.tmp"
     leftover.write_bytes(b"PK" + bytes(4000))
     return leftover
 
@@ -342,6 +346,30 @@ def test_a_run_killed_in_its_first_checkpoint_write_can_be_started_again(
     assert not leftover.exists() and [r["epoch"] for r in _history(run)] == [1]
 
 
+def test_resume_of_a_run_whose_checkpoint_was_removed_is_refused(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (run / "last.pt").unlink()  # removed to save space, say: the run is not started again from nothing
+    before = _snapshot(run)
+    code, _, err = _run([*TRAIN, "--resume", "--out", str(run)], capsys)
+    assert code == 2 and _one_line(err).endswith(
+        f"cannot resume {run}: its last.pt is gone, but its history holds 1 epoch(s) (the checkpoint was removed); "
+        "restore last.pt, or train the run again with --overwrite"
+    )
+    assert _snapshot(run) == before
+
+
+def test_a_finished_run_stopped_before_its_last_records_gets_them_on_resume(
+    run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _run([*TRAIN, "--resume", "--out", str(run)], capsys)[0] == 0
+    whole = (run / "metrics.json").read_text()
+    lines = (run / "history.jsonl").read_text().splitlines()
+    (run / "history.jsonl").write_text("\n".join(lines[:-1]) + "\n")  # killed right after the last checkpoint
+    (run / "metrics.json").unlink()
+    assert _run([*TRAIN, "--resume", "--out", str(run)], capsys)[0] == 0
+    assert (run / "history.jsonl").read_text().splitlines() == lines
+    assert json.loads((run / "metrics.json").read_text())["loss"] == json.loads(whole)["loss"]
+
+
 def test_resume_where_nothing_was_started_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = _run([*TRAIN, "--resume", "--out", str(tmp_path)], capsys)
     assert code == 2
@@ -350,7 +378,7 @@ def test_resume_where_nothing_was_started_says_so(tmp_path: Path, capsys: pytest
 
 
 def test_overwrite_removes_leftover_temporary_files(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    leftover = run / ".last.pt.abcdef.tmp"
+    leftover = run / ".last.pt.abcdefgh.tmp"
     leftover.write_bytes(bytes(100))
     keep = run / "notes.tmp"  # not one of invprop's temporary files
     keep.write_text("mine")

@@ -51,7 +51,7 @@ from invprop.engine.process_group import (
     peer_lost,
     shutdown,
 )
-from invprop.engine.run_settings import Change
+from invprop.engine.run_settings import Change, read_run_settings
 from invprop.engine.signals import TrainingInterrupted
 from invprop.engine.trainer import RunResult
 from invprop.errors import (
@@ -202,8 +202,14 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError(
                 "--preset starts a new run; --resume continues with the run's own settings (--set KEY=VALUE)"
             )
-        if args.config:  # its values count as overrides: the same check of what they change
-            overrides = deep_update(_file_settings(args.config), overrides)
+        if args.config:  # its values count as overrides (those of the run's method): the same check of changes
+            saved = read_run_settings(Path(args.out))
+            from_file = _file_settings(args.config)
+            method = (saved.values.get("method") if saved else None) or from_file.get("method")
+            used = cfgmod.for_method(from_file, method) if method else dict(from_file)
+            if "method" in from_file:
+                used["method"] = from_file["method"]  # a method change is checked like any other
+            overrides = deep_update(used, overrides)
         run_dir = Path(args.out)
     else:
         cfg = cfgmod.validate(cfgmod.from_dict(overrides, base=_base_config(args, overrides)))
@@ -427,8 +433,15 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     runs = [Path(p) for p in args.runs]
     out = Path(args.out) if args.out else runs[0] / "report"
+    made = [folder for folder in (out, *out.parents) if not folder.exists()]  # deepest first
     check_writable(out)  # before the figures are computed
-    path = build_report(runs, out)
+    try:
+        path = build_report(runs, out)
+    except BaseException:
+        for folder in made:  # a report that failed (no run there, say) leaves no empty folders behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
     print(f"report written: {path} (figures as PNG beside it)")
     return 0
 
@@ -668,11 +681,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: How torch re-raises, in the main process, an error raised in a DataLoader worker: the worker's traceback first.
+WORKER_TRACEBACK = "Original Traceback"
+
+
 @functools.singledispatch
 def words(err: InvpropError) -> str:
     """What the command line says of an error: its message, and for errors that carry their data, the flags that
-    get past them."""
-    return str(err)
+    get past them. An error raised in a DataLoader worker comes back wrapped in the worker's traceback: its own
+    message is the last line, after the exception's name."""
+    text = str(err)
+    if WORKER_TRACEBACK in text:
+        text = text.strip().splitlines()[-1].split(": ", 1)[-1]
+    return text
 
 
 @words.register

@@ -91,10 +91,16 @@ class WorkerLost(InvpropError):
 
     exit_code = EXIT_SYSTEM
 
-    def __init__(self, pids: str, how: str) -> None:
+    def __init__(self, pids: str, how: str, shared_memory: bool = False) -> None:
+        cause = (
+            "most often too little shared memory (/dev/shm; a container's --shm-size): raise it or lower "
+            "data.num_workers"
+            if shared_memory
+            else "most often the system's out-of-memory killer: lower data.num_workers or optim.batch_size, or free "
+            "memory"
+        )
         super().__init__(
-            f"a data-loading worker process (pid {pids}) {how}, most often the system's out-of-memory killer: lower "
-            "data.num_workers or optim.batch_size, or free memory, then resume (the last checkpoint is kept)"
+            f"a data-loading worker process (pid {pids}) {how}, {cause}, then resume (the last checkpoint is kept)"
         )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import stat
 import tempfile
 from pathlib import Path
@@ -62,6 +63,8 @@ def make_folder(path: str | os.PathLike[str]) -> Path:
 
 #: How the temporary files of :func:`write_atomically` end (they start with a dot and the target's name).
 TEMPORARY_SUFFIX = ".tmp"
+#: A temporary file of :func:`write_atomically`: ``.`` + the target's name + ``.`` + mkstemp's 8 characters + suffix.
+_TEMPORARY_NAME = re.compile(r"\..+\.[A-Za-z0-9_]{8}" + re.escape(TEMPORARY_SUFFIX))
 
 
 def check_writable(folder: str | os.PathLike[str]) -> Path:
@@ -150,14 +153,15 @@ def write_atomically(path: str | os.PathLike[str], write: Callable[[BinaryIO], o
 
 
 def remove_leftovers(folder: str | os.PathLike[str]) -> tuple[int, int]:
-    """Remove the temporary files (``.NAME.*.tmp``) that writes killed before their rename left in ``folder``.
+    """Remove the temporary files that writes killed before their rename left in ``folder``: ``.NAME.XXXXXXXX.tmp``,
+    as :func:`write_atomically` names them (``mkstemp``'s eight random characters; a user's ``.notes.tmp`` is left).
 
     Call it only while holding the folder's lock (no other writer is mid-write there). Returns how many files were
     removed and their bytes.
     """
     count = size = 0
     try:
-        leftovers = [p for p in Path(folder).iterdir() if p.name.startswith(".") and p.name.endswith(TEMPORARY_SUFFIX)]
+        leftovers = [p for p in Path(folder).iterdir() if _TEMPORARY_NAME.fullmatch(p.name)]
     except OSError:
         return 0, 0
     for path in leftovers:

@@ -129,7 +129,8 @@ class IndexedDataset(Dataset):
     An item asked for as ``(seed, index)`` (see :class:`invprop.data.loader.EpochBatchSampler`) is transformed under a
     torch RNG seeded from both, so its augmentation depends on neither the worker that loads it nor what ran before.
     Such a training item whose file cannot be read any more (removed or damaged while the run trains) comes back as
-    an :class:`~invprop.data.image_sequences.Unreadable` in place of the image, for the batch to go on without it.
+    an :class:`~invprop.data.image_sequences.Unreadable` in place of the image, for the batch to go on without it;
+    an item asked for by index alone (evaluation, embedding) raises a one-line :class:`~invprop.errors.DataError`.
     """
 
     def __init__(self, source: ImageSequence, transform: Transform) -> None:
@@ -153,11 +154,19 @@ class IndexedDataset(Dataset):
             except READ_ERRORS as err:
                 if not isinstance(self.source, ImageFiles):
                     raise
-                return index, Unreadable(index, str(self.source.files[index]), read_error_reason(err)), UNLABELED
+                return index, Unreadable(str(self.source.files[index]), read_error_reason(err)), UNLABELED
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(_mix_seed(seed, index))
                 return index, self.transform(image), int(label)
-        image, label = self.source[key]
+        try:
+            image, label = self.source[key]
+        except READ_ERRORS as err:
+            if not isinstance(self.source, ImageFiles):
+                raise
+            raise DataError(
+                f"{self.source.files[key]} could not be read ({read_error_reason(err)}): the folder changed since it "
+                "was listed; restore the file, then run again"
+            ) from None
         return key, self.transform(image), int(label)
 
     def augmented(self, seed: int, index: int) -> tuple[Tensor, int]:
@@ -197,13 +206,16 @@ def _image_candidates(folder: Path, recursive: bool, unlisted: list[OSError]) ->
 
 
 def _file_or_link(path: Path) -> bool:
-    """A regular file or a symbolic link (not a FIFO, socket or device named like an image); an entry that cannot
-    even be lstat()ed counts, to be reported as unreadable."""
+    """A regular file, or a link to one or to nothing reachable (a link to a FIFO, socket or device named like an
+    image is left out: reading it could block); an entry whose kind cannot be told counts, to be reported as
+    unreadable by the readability check."""
     try:
         mode = os.lstat(path).st_mode
+        if stat.S_ISLNK(mode):
+            mode = os.stat(path).st_mode
     except OSError:
         return True
-    return stat.S_ISREG(mode) or stat.S_ISLNK(mode)
+    return stat.S_ISREG(mode)
 
 
 def _is_folder(path: Path) -> bool:

@@ -48,8 +48,11 @@ def cache_key(files: ImageFiles, side: int | None = None) -> str:
     """A key of ``files``' paths (bytes, so any file name), sizes, modification times and labels, and ``side``."""
     digest = hashlib.sha256(f"invprop-images-v{CACHE_FORMAT}|side={side}\n".encode())
     for path, label in zip(files.files, files.targets):
-        stat = path.stat()
-        digest.update(os.fsencode(path.resolve()) + f"|{stat.st_size}|{stat.st_mtime_ns}|{label}\n".encode())
+        try:
+            stat, where = path.stat(), path.resolve()
+        except (OSError, RuntimeError):  # a link that leads nowhere (missing, a loop, out of reach): keyed as a link
+            stat, where = os.lstat(path), path.absolute()
+        digest.update(os.fsencode(where) + f"|{stat.st_size}|{stat.st_mtime_ns}|{label}\n".encode())
     return digest.hexdigest()[:24]
 
 

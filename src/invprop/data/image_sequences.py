@@ -7,8 +7,10 @@ images once, and keeping the result, is :mod:`invprop.data.decode_cache`'s.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,7 +108,6 @@ class Unreadable:
     """Stands in a training batch for an image file that could not be read when the batch was loaded (removed,
     truncated or replaced while the run trained): the batch goes on without it."""
 
-    index: int
     path: str
     reason: str
 
@@ -116,6 +117,18 @@ def read_error_reason(err: BaseException) -> str:
     if isinstance(err, OSError) and err.strerror:
         return err.strerror
     return str(err).splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def file_names_digest(source: object) -> str | None:
+    """A digest of the files' paths relative to their common folder, in order (None when ``source`` is not
+    :class:`ImageFiles`): the same folder moved elsewhere keeps it; a file renamed, added or removed changes it."""
+    if not isinstance(source, ImageFiles) or not source.files:
+        return None
+    root = os.path.commonpath([os.fspath(path) for path in source.files])
+    digest = hashlib.sha256()
+    for path in source.files:
+        digest.update(os.fsencode(os.path.relpath(path, root)) + b"\n")
+    return digest.hexdigest()[:24]
 
 
 def _readable(path: Path) -> bool:

@@ -58,11 +58,21 @@ def worker_lost(err: BaseException) -> WorkerLost | None:
     if match is None:
         return None
     how = f"was killed by signal {match.group(2).strip()}" if match.group(2) else "ended unexpectedly"
-    return WorkerLost(match.group(1).strip(), how)
+    return WorkerLost(match.group(1).strip(), how, shared_memory="Bus error" in (match.group(2) or ""))
 
 
 #: How long a failed read from the workers waits for a dying worker's exit to show.
 WORKER_EXIT_WAIT_S = 2.0
+
+
+def _how_it_ended(exitcode: int) -> str:
+    """``was killed by signal SIGKILL`` / ``exited with code 1`` for a process's exit code."""
+    if exitcode >= 0:
+        return f"exited with code {exitcode}"
+    try:
+        return f"was killed by signal {signal.Signals(-exitcode).name}"
+    except ValueError:  # a real-time signal has no name
+        return f"was killed by signal {-exitcode}"
 
 
 def dead_worker(loader_iterator: object) -> WorkerLost | None:
@@ -75,8 +85,7 @@ def dead_worker(loader_iterator: object) -> WorkerLost | None:
         for worker in workers:
             code = worker.exitcode
             if code is not None:
-                how = f"was killed by signal {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
-                return WorkerLost(str(worker.pid), how)
+                return WorkerLost(str(worker.pid), _how_it_ended(code), shared_memory=code == -signal.SIGBUS)
         if time.monotonic() >= deadline:
             return None
         time.sleep(0.05)

@@ -39,6 +39,9 @@ logger = logging.getLogger(__name__)
 #: A batch's images: one view-major tensor, or ``[large, small]`` with multi-crop.
 Images = Union[Tensor, list[Tensor]]
 
+#: The fewest images of a batch, after files that could not be read are left out, that a step trains on.
+MIN_READABLE = 2
+
 #: Offsets each process's batch-augmentation seed in a distributed run (rank 0 keeps the single-process seed).
 RANK_SEED_STRIDE = 7_919
 
@@ -131,11 +134,12 @@ class BatchPipeline:
         for indices, images, _, lost in _surviving_workers(iter(self._loader)):
             if lost:
                 self._lose(lost)
-            if images is None:
-                raise DataError(
-                    f"no image of a training batch could be read (e.g. {lost[0].path}: {lost[0].reason}): the folder "
-                    "changed while the run trained; restore its files, then resume"
-                )
+                if indices.numel() < MIN_READABLE:  # BatchNorm, and the in-batch losses, need two
+                    raise DataError(
+                        f"{indices.numel()} image(s) of a training batch of {indices.numel() + len(lost)} could be "
+                        f"read (e.g. not {lost[0].path}: {lost[0].reason}), too few to train on: the folder changed "
+                        "while the run trained; restore its files, then resume"
+                    )
             indices = indices.to(self.device, non_blocking=True)
             if isinstance(images, list):  # from MultiCrop: per position, (B, C, H, W)
                 if small:

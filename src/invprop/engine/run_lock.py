@@ -8,8 +8,10 @@ next run takes it over and says whose it was. Forked children (DataLoader worker
 file at once, so a killed run's workers cannot keep its folder locked, and opening the lock file elsewhere in the
 holding process (a copy of the folder) does not release it.
 
-Readers (``eval``, ``report``, ``embed``) take no lock: every file is replaced atomically
-(:mod:`invprop.files`), so they see the previous or the next version, never half of one.
+Readers (``eval``, ``report``, ``embed``) take no lock to read: every file is replaced atomically
+(:mod:`invprop.files`), so they see the previous or the next version, never half of one. ``eval`` takes it only to
+record its result in ``metrics.json``; when another process holds it, or the folder cannot be written, the result
+is printed and not recorded.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from invprop.config import (
     validate,
 )
 from invprop.data import DataSplits
+from invprop.data.image_sequences import file_names_digest
 from invprop.data.loader import MIN_PROCESS_BATCH, epoch_plan
 from invprop.engine.batches import BatchPipeline
 from invprop.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
@@ -183,6 +184,8 @@ class Trainer:
         self._partial: dict[str, Any] | None = None
         #: The last finished epoch's history line, saved in the checkpoint (a resume writes it if the history lacks it).
         self._last_record: dict[str, Any] | None = None
+        #: A fingerprint of the training files' names, when they are files read per image (checked on resume).
+        self._train_files = file_names_digest(self.data.train.source)
         self._stop = StopSignals()
         self._estimate: RunEstimate | None = None  # set by fit(): said once after the first steps
 
@@ -247,23 +250,35 @@ class Trainer:
             "seconds": self.seconds,
             "baseline": self.baseline,
             "config": to_dict(self.cfg),
-            "input": {
-                "in_channels": self.data.in_channels,
-                "image_size": self.data.image_size,
-                "images": len(self.data.train),
-            },  # fmt: skip
+            "input": {"in_channels": self.data.in_channels, "image_size": self.data.image_size},
+            "data": {"train_images": len(self.data.train), "train_files": self._train_files},
             "rng": rng_state(),
             "partial": self._partial,
             "record": self._last_record,
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        saved_images, images = state.get("input", {}).get("images"), len(self.data.train)
-        if saved_images is not None and saved_images != images:
+    def _check_same_dataset(self, state: dict[str, Any]) -> None:
+        """A one-line error when the training images differ from the checkpoint's while the data settings are the
+        same (files added, removed or unreadable since): the bank's rows and the epoch order would not match."""
+        saved = state.get("data")
+        settings = ("name", "subset", "holdout")
+        same_settings = all(state["config"].get("data", {}).get(k) == getattr(self.cfg.data, k) for k in settings)
+        if not saved or not same_settings:  # an earlier version's checkpoint, or data settings changed on purpose
+            return
+        images = len(self.data.train)
+        if saved["train_images"] != images:
             raise CheckpointError(
-                f"the dataset changed since the checkpoint was written: {saved_images:,} training images then, "
-                f"{images:,} now (files added, removed or unreadable); restore them to resume, or start a new run"
+                f"the dataset changed since the checkpoint was written: {saved['train_images']:,} training images "
+                f"then, {images:,} now (files added, removed or unreadable); restore them to resume, or start a new run"
             )
+        if None not in (saved.get("train_files"), self._train_files) and saved["train_files"] != self._train_files:
+            raise CheckpointError(
+                f"the dataset changed since the checkpoint was written: {images:,} training images then and now, but "
+                "not the same files; restore them to resume, or start a new run"
+            )
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._check_same_dataset(state)
         try:
             self.method.load_state_dict(state["model"])
         except RuntimeError as err:
@@ -446,8 +461,10 @@ class Trainer:
             else:
                 logger.info("resumed %s after epoch %d/%d", self.run_dir, self.epoch, cfg.epochs)
         end = cfg.epochs if stop_after is None else min(stop_after, cfg.epochs)
-        if resume and self.epoch >= end:  # nothing to train: no file changes
+        if resume and self.epoch >= end:  # nothing to train: no file changes, unless the last writes were cut short
             logger.info("nothing to train: %s is at epoch %d, the end asked for is %d", self.run_dir, self.epoch, end)
+            if main:
+                self._complete_records()
             return RunResult(self.run_dir, self._saved_metrics() if main else {}, self.epoch >= cfg.epochs)
         if main:
             check_still_held(self.run_dir)
@@ -491,6 +508,17 @@ class Trainer:
         metrics = self._metrics(history.read())
         write_text_atomically(self.run_dir / METRICS_NAME, json.dumps(metrics, indent=2) + "\n")
         return RunResult(self.run_dir, metrics, finished=self.epoch >= cfg.epochs)
+
+    def _complete_records(self) -> None:
+        """Write what a process stopped right after its last checkpoint left unwritten: that epoch's history line
+        (kept in the checkpoint) and, for a finished run, ``metrics.json``."""
+        history = History(self.run_dir, tensorboard=False)
+        restored = history.restore(self._last_record)
+        if restored:
+            logger.info("history.jsonl lacked epoch %d, saved in the checkpoint: written again", self.epoch)
+        if self.epoch >= self.cfg.epochs and (restored or not (self.run_dir / METRICS_NAME).is_file()):
+            metrics = self._metrics(history.read())
+            write_text_atomically(self.run_dir / METRICS_NAME, json.dumps(metrics, indent=2) + "\n")
 
     def _train_until(self, end: int, ckpt_path: Path, history: History | None) -> None:
         """Train, evaluate, record and checkpoint epoch by epoch up to epoch ``end``; a stop request saves and raises
@@ -629,6 +657,12 @@ def config_for_resume(run_dir: Path, overrides: dict[str, Any], allow_changes: b
             raise CheckpointError(
                 f"nothing to resume in {run_dir}: no {CHECKPOINT_NAME} and no {CONFIG_NAME} there (start a run there "
                 "without --resume)"
+            )
+        trained = len(History(run_dir, tensorboard=False).read())
+        if trained or (run_dir / METRICS_NAME).is_file():
+            raise CheckpointError(
+                f"cannot resume {run_dir}: its {CHECKPOINT_NAME} is gone, but its history holds {trained} epoch(s) "
+                f"(the checkpoint was removed); restore {CHECKPOINT_NAME}, or train the run again with --overwrite"
             )
         saved = from_saved(settings.values)
         cfg = from_dict(overrides, base=saved)
