@@ -476,8 +476,7 @@ class Trainer:
         history = History(self.run_dir) if main else None
         if history is not None and resume:
             history.truncate_after(self.epoch)
-            if history.restore(self._last_record):
-                logger.info("history.jsonl lacked epoch %d, saved in the checkpoint: written again", self.epoch)
+            self._restore_last_line(history)
         if main:
             logger.info("%s: %s", cfg.method, self.lr_plan.describe(cfg))
             derived = {"optim.peak_lr": self.lr_plan.peak, "optim.warmup_epochs_of_the_run": self.lr_plan.warmup_epochs}
@@ -509,13 +508,18 @@ class Trainer:
         write_text_atomically(self.run_dir / METRICS_NAME, json.dumps(metrics, indent=2) + "\n")
         return RunResult(self.run_dir, metrics, finished=self.epoch >= cfg.epochs)
 
+    def _restore_last_line(self, history: History) -> bool:
+        """Write the checkpoint's last epoch line into ``history`` when it lacks it; True when it did."""
+        restored = history.restore(self._last_record)
+        if restored:
+            logger.info("history.jsonl lacked epoch %d, saved in the checkpoint: written again", self.epoch)
+        return restored
+
     def _complete_records(self) -> None:
         """Write what a process stopped right after its last checkpoint left unwritten: that epoch's history line
         (kept in the checkpoint) and, for a finished run, ``metrics.json``."""
         history = History(self.run_dir, tensorboard=False)
-        restored = history.restore(self._last_record)
-        if restored:
-            logger.info("history.jsonl lacked epoch %d, saved in the checkpoint: written again", self.epoch)
+        restored = self._restore_last_line(history)
         if self.epoch >= self.cfg.epochs and (restored or not (self.run_dir / METRICS_NAME).is_file()):
             metrics = self._metrics(history.read())
             write_text_atomically(self.run_dir / METRICS_NAME, json.dumps(metrics, indent=2) + "\n")
