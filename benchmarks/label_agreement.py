@@ -58,7 +58,10 @@ def labels_to_settle(folder: Path, counts: list[int], repeats: int) -> list[list
     labels = held[0].labels
     classes = int(labels.max()) + 1
     table = []
+    drawn: set[int] = set()
     for count in counts:
+        if len(_stratified(labels, count, torch.Generator())) in drawn:
+            continue  # capped by the held-out split at a size already drawn
         taus = []
         for repeat in range(repeats):
             generator = torch.Generator().manual_seed(repeat)
@@ -69,6 +72,7 @@ def labels_to_settle(folder: Path, counts: list[int], repeats: int) -> list[list
                    for h in held]  # fmt: skip
             tau = kendall_tau(few, full)
             taus.append(tau if tau is not None else 0.0)
+        drawn.add(len(picked))
         table.append([str(len(picked)), f"{statistics.fmean(taus):+.2f}", f"{min(taus):+.2f}"])
     return table
 
