@@ -130,9 +130,10 @@ def recipe_of(name: str, recipe: str = "own") -> str:
 
 
 def preset_values(name: str, method: str | None = None, recipe: str = "own") -> dict[str, Any]:
-    """The nested values of preset ``name`` for ``method``: the dataset's shared settings along its chain, then the
-    method's defaults (``"*"`` first), then -- with ``recipe`` ``own`` -- the method's published recipe for the
-    dataset (``"*"`` first)."""
+    """The nested values of preset ``name`` for ``method``: the dataset's shared settings along its chain, then --
+    with ``recipe`` ``own`` -- the method's published recipe for the dataset (``"*"`` first), then the method's
+    defaults (``"*"`` first), which adapt a recipe's value to a dataset where it does not fit, saying why in
+    :attr:`invprop.methods.MethodSpec.deviations`."""
     if name not in DATASET_PRESETS:
         raise ConfigError(f"unknown preset {name!r}{close_match(name, PRESETS)}; choose one of: {', '.join(PRESETS)}")
     if recipe not in RECIPES:
@@ -143,13 +144,13 @@ def preset_values(name: str, method: str | None = None, recipe: str = "own") -> 
     links = chain(name)
     for link in links:
         deep_update(values, {k: v for k, v in DATASET_PRESETS[link].items() if k not in _PRESET_KEYS})
-    for link in ["*", *links]:
-        deep_update(values, spec.presets.get(link, {}))
     recipe = recipe_of(name, recipe)
     if recipe == "own":
         for link in ["*", *links]:
             if link in spec.recipes:
                 deep_update(values, {"optim": dict(spec.recipes[link].optim)})
+    for link in ["*", *links]:
+        deep_update(values, spec.presets.get(link, {}))
     deep_update(values, {"optim": {"recipe": recipe}})
     return values
 

@@ -173,7 +173,8 @@ class MethodSpec(Generic[S]):
         section_help: the section's help (with ``section``).
         build: ``(settings, encoder, context) -> Method`` (set by :func:`register_method`: the method's class).
         presets: per dataset preset (``"*"``: every preset, first), overrides of the method's sections and of shared
-            keys (applied along the preset's ``extends``).
+            keys (applied along the preset's ``extends``, after the recipe: an ``optim`` value here adapts the recipe
+            to the dataset, with its reason in ``deviations``).
         recipes: per dataset preset (``"*"``: every preset, first), the method's published training recipe, which the
             presets apply over the dataset's ``optim`` when ``optim.recipe`` is ``own`` (the default): ``"*"`` the
             paper's (ImageNet), a preset's the published recipe for data like it (e.g. CIFAR-sized images).
