@@ -14,6 +14,7 @@ from invprop.core.clustering import (
     initial_centroids,
     kmeans,
     pca_whitening,
+    self_labels,
     sinkhorn_knopp,
     split_empty_clusters,
 )
@@ -168,3 +169,36 @@ def test_cluster_concentration_matches_the_formula_per_cluster():
 def test_cluster_concentration_refuses_empty_clusters():
     with pytest.raises(ValueError, match="at least one point"):
         cluster_concentration(torch.ones(3), torch.tensor([0, 0, 2]), 3, temperature=0.2)
+
+
+def sela_oracle(probs: torch.Tensor, lam: float, iterations: int) -> list[int]:
+    """SeLa's Sinkhorn-Knopp as the paper writes it, in the linear domain (float64), element by element:
+    alpha_y = (1/K) / sum_i P_yi^lam beta_i, beta_i = (1/N) / sum_y alpha_y P_yi^lam; label_i = argmax_y Q_yi."""
+    n, k = probs.shape
+    p = [[float(probs[i, y]) ** lam for y in range(k)] for i in range(n)]
+    alpha, beta = [1.0] * k, [1.0] * n
+    for _ in range(iterations):
+        alpha = [(1 / k) / sum(p[i][y] * beta[i] for i in range(n)) for y in range(k)]
+        beta = [(1 / n) / sum(alpha[y] * p[i][y] for y in range(k)) for i in range(n)]
+    return [max(range(k), key=lambda y: alpha[y] * p[i][y] * beta[i]) for i in range(n)]
+
+
+@pytest.mark.parametrize("lam", [1.0, 5.0])
+def test_self_labels_match_the_linear_domain_transport_written_out(lam: float) -> None:
+    probs = torch.softmax(torch.randn(12, 3, generator=torch.Generator().manual_seed(4)), dim=1)
+    solved = self_labels(probs.log(), lam, tolerance=0.0, max_iterations=500)
+    assert solved.labels.tolist() == sela_oracle(probs, lam, 500) and solved.iterations == 500
+    assert not solved.converged
+
+
+def test_self_labels_share_the_images_equally_and_follow_the_predictions() -> None:
+    g = torch.Generator().manual_seed(5)
+    log_probs = torch.log_softmax(3 * torch.randn(600, 6, generator=g), dim=1)
+    solved = self_labels(log_probs, lam=10.0)
+    labels = solved.labels
+    sizes = torch.bincount(labels, minlength=6)
+    assert solved.converged and int(sizes.min()) >= 97 and int(sizes.max()) <= 103  # 100 each, the summed tolerance
+    assert float((labels == log_probs.argmax(dim=1)).float().mean()) > 0.5  # mostly each image's own favourite
+    # Every image preferring the same label: an equipartition still splits them, the most confident first.
+    one_sided = torch.tensor([[0.95, 0.05], [0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.6, 0.4], [0.55, 0.45]]).log()
+    assert self_labels(one_sided, lam=10.0).labels.tolist() == [0, 0, 0, 1, 1, 1]

@@ -10,7 +10,9 @@ import torch.nn.functional as F
 
 from invprop.core.contrastive_losses import (
     info_nce_queue_loss,
+    invariant_spreading_loss,
     log_nce_normaliser,
+    log_one_minus_exp,
     nearest_neighbours,
     nnclr_loss,
     nt_xent_loss,
@@ -140,3 +142,90 @@ def test_pirl_nce_matches_the_formula_per_sample() -> None:
     close = pirl_nce_loss(e[:1], e[:1], e[1:], 0.2, torch.tensor(0.0), 100)
     far = pirl_nce_loss(e[1:2], e[:1], e[:1].repeat(3, 1), 0.2, torch.tensor(0.0), 100)
     assert float(close) < float(far)
+
+
+def invariant_spreading_oracle(z1: torch.Tensor, z2: torch.Tensor, tau: float, m: float) -> float:
+    """Ye et al. (2019), J per anchor: each of the 2B embeddings classified among the other 2B - 1, the negatives
+    weighted by m in the denominator as the authors' BatchCriterion does."""
+    z = torch.cat([z1, z2])
+    n = z1.shape[0]
+    total = 0.0
+    for a in range(2 * n):
+        pos = a + n if a < n else a - n
+        negatives = [k for k in range(2 * n) if k not in (a, pos)]
+        e_pos = math.exp(_cos(z[a], z[pos]) / tau)
+        denominator = e_pos + m * sum(math.exp(_cos(z[a], z[k]) / tau) for k in negatives)
+        loss = -math.log(e_pos / denominator)
+        for j in negatives:
+            loss -= m * math.log(1 - math.exp(_cos(z[a], z[j]) / tau) / denominator)
+        total += loss
+    return total / (2 * n)
+
+
+@pytest.mark.parametrize(("tau", "m"), [(0.1, 1.0), (0.5, 1.0), (0.2, 1.5), (0.2, 2.0)])
+def test_invariant_spreading_matches_the_per_anchor_formula(tau: float, m: float) -> None:
+    g = torch.Generator().manual_seed(5)
+    z1, z2 = torch.randn(4, 6, generator=g), torch.randn(4, 6, generator=g)
+    expected = invariant_spreading_oracle(z1, z2, tau, m)
+    assert float(invariant_spreading_loss(z1, z2, tau, m)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_invariant_spreading_known_answers() -> None:
+    # Two images, each view equal to its pair and orthogonal to the other image: for an anchor, the positive has
+    # similarity 1 and the two negatives 0, so P(pos) = e^(1/tau) / (e^(1/tau) + 2) and P(neg) = 1 / (e^(1/tau) + 2).
+    tau = 0.5
+    e = torch.eye(2)
+    denominator = math.exp(1 / tau) + 2
+    expected = -math.log(math.exp(1 / tau) / denominator) - 2 * math.log(1 - 1 / denominator)
+    assert float(invariant_spreading_loss(e, e, tau)) == pytest.approx(expected, rel=1e-6)
+    # m = 2 weighs the two negatives twice in the denominator and in the spreading term; scale does not matter.
+    weighted = math.exp(1 / tau) + 2 * 2
+    expected = -math.log(math.exp(1 / tau) / weighted) - 2 * 2 * math.log(1 - 1 / weighted)
+    assert float(invariant_spreading_loss(e, 3 * e, tau, 2.0)) == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(ValueError, match="negative_weight"):
+        invariant_spreading_loss(e, e, tau, 0.5)  # a P(j | a) above 1: the authors' other branch
+
+
+def test_invariant_spreading_gradient_flows_through_the_anchors_only() -> None:
+    # The other embeddings are the classifier's weights, constants (the authors' feat.data): the gradient of the
+    # loss at z equals that of the same loss with the keys replaced by detached copies.
+    g = torch.Generator().manual_seed(6)
+    z1 = torch.randn(3, 4, generator=g, requires_grad=True)
+    z2 = torch.randn(3, 4, generator=g, requires_grad=True)
+    invariant_spreading_loss(z1, z2, 0.2).backward()
+    assert z1.grad is not None and z2.grad is not None
+    q1, q2 = z1.detach().clone().requires_grad_(), z2.detach().clone().requires_grad_()
+    keys = F.normalize(torch.cat([z1, z2]).detach(), dim=1)
+    queries = F.normalize(torch.cat([q1, q2]), dim=1)
+    logits = (queries @ keys.T / 0.2).masked_fill(torch.eye(6, dtype=torch.bool), float("-inf"))
+    log_p = logits.log_softmax(dim=1)
+    partner = torch.tensor([3, 4, 5, 0, 1, 2])
+    mask = ~torch.eye(6, dtype=torch.bool)
+    mask[torch.arange(6), partner] = False
+    loss = (-log_p[torch.arange(6), partner] - torch.log1p(-log_p.exp()[mask].view(6, 4)).sum(dim=1)).mean()
+    loss.backward()
+    assert torch.allclose(z1.grad, q1.grad, atol=1e-6) and torch.allclose(z2.grad, q2.grad, atol=1e-6)
+
+
+def test_invariant_spreading_stays_finite_when_a_negative_takes_all_the_mass() -> None:
+    # An anchor identical to a negative and opposite to its positive, at a low temperature: P(neg) rounds to 1.
+    z1 = torch.tensor([[1.0, 0.0], [1.0, 0.0]], requires_grad=True)
+    z2 = torch.tensor([[-1.0, 0.0], [-1.0, 0.0]], requires_grad=True)
+    loss = invariant_spreading_loss(z1, z2, 0.01)
+    loss.backward()
+    assert torch.isfinite(loss) and z1.grad is not None and torch.isfinite(z1.grad).all()
+
+
+@pytest.mark.parametrize("x", [-1e-8, -1e-3, -0.5, -math.log(2.0), -3.0, -40.0])
+def test_log_one_minus_exp_matches_the_formula(x: float) -> None:
+    expected = math.log(-math.expm1(x))
+    assert float(log_one_minus_exp(torch.tensor(x, dtype=torch.float64))) == pytest.approx(expected, rel=1e-9)
+
+
+def test_invariant_spreading_is_computed_in_float32_under_autocast() -> None:
+    g = torch.Generator().manual_seed(7)
+    z1, z2 = torch.randn(8, 16, generator=g), torch.randn(8, 16, generator=g)
+    exact = invariant_spreading_loss(z1, z2, 0.1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = invariant_spreading_loss(z1, z2, 0.1)
+    assert mixed.dtype == torch.float32 and float(mixed) == pytest.approx(float(exact), rel=1e-6)

@@ -153,3 +153,60 @@ def test_two_steps_before_one_optimiser_step_enqueue_both_batches_and_move_the_k
     assert torch.allclose(method.queue.rows(), nn.functional.normalize(torch.cat(keys), dim=1), atol=1e-6)
     for key, old, query in zip(method.key_encoder.parameters(), key_before, method.encoder.parameters(), strict=True):
         assert torch.allclose(key, 0.9 * old + 0.1 * query)  # once, not twice
+
+
+def _loss_with_predictor(method: Method, batch: Batch, weight: torch.Tensor) -> torch.Tensor:
+    """BYOL's or SimSiam's loss of ``batch`` written out with the linear predictor ``weight``."""
+    from invprop.core.distillation_losses import byol_loss, negative_cosine
+
+    with torch.no_grad():
+        z = method.encode(batch.images)
+        p1, p2 = halves(z @ weight.T)
+        if isinstance(method, BYOL):
+            t1, t2 = halves(method.target(batch.images))
+            return byol_loss(p1, t2) + byol_loss(p2, t1)
+        z1, z2 = halves(z)
+        return negative_cosine(p1, z2) / 2 + negative_cosine(p2, z1) / 2
+
+
+@pytest.mark.parametrize("name", ["byol", "simsiam"])
+def test_a_direct_predictor_is_set_after_each_step_from_the_step_s_online_projections(name: str) -> None:
+    from invprop.core.direct_prediction import batch_correlation, direct_predictor_weight
+
+    method = _method(name, _encoder(), predictor="direct", direct_rho=0.5, direct_eps=0.2)
+    batch = _views(4)
+    out = method.training_step(batch)
+    initial = method.predictor.weight.clone()  # a step uses the weight set before it
+    assert float(out.loss.detach()) == pytest.approx(float(_loss_with_predictor(method, batch, initial)), rel=1e-5)
+    with torch.no_grad():
+        z = method.encode(batch.images)
+    method.after_step([out])
+    first = direct_predictor_weight(batch_correlation(z), 0.2)
+    assert torch.allclose(method.predictor.weight, first, atol=1e-5)
+    following = _views(4, seed=9)
+    assert float(method.training_step(following).loss.detach()) == pytest.approx(
+        float(_loss_with_predictor(method, following, first)), rel=1e-5
+    )
+    # Chunks of 2 and 6 images before one optimiser step give the predictor of their 8 images together (rho 0.5).
+    chunks = [_views(2, seed=2), _views(6, seed=3)]
+    whole = torch.cat([halves(c.images)[0] for c in chunks] + [halves(c.images)[1] for c in chunks])
+    with torch.no_grad():
+        running = 0.5 * batch_correlation(z) + 0.5 * batch_correlation(method.encode(whole))
+    method.after_step([method.training_step(c) for c in chunks])
+    assert torch.allclose(method.predictor.weight, direct_predictor_weight(running, 0.2), atol=1e-5)
+
+
+def test_directpred_is_byol_with_the_direct_predictor_whatever_its_section_says() -> None:
+    from invprop.models.direct_predictor import DirectPredictor
+
+    method = _method("directpred", _encoder(), predictor="mlp")
+    assert isinstance(method, BYOL) and isinstance(method.predictor, DirectPredictor)
+
+
+def test_simsiam_with_a_direct_predictor_resumes_exactly(tmp_path) -> None:
+    from invprop.config import from_dict, preset
+    from resume_check import assert_resumes_exactly
+
+    cfg = from_dict({"epochs": 2, "simsiam": {"predictor": "direct"}}, base=preset("digits", "simsiam"))
+    state = assert_resumes_exactly(cfg, tmp_path)
+    assert any(key.endswith("predictor.correlation") for key in state)

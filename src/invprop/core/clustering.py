@@ -1,5 +1,5 @@
 """Clustering for the clustering methods, as pure tensor functions: Sinkhorn-Knopp's equipartitioned assignments
-(SwAV), Lloyd's k-means with DeepCluster's empty-cluster rule, PCA-whitening (DeepCluster) and ProtoNCE's
+(SwAV's of a batch, SeLa's of the whole dataset), Lloyd's k-means with DeepCluster's empty-cluster rule, PCA-whitening (DeepCluster) and ProtoNCE's
 per-cluster concentration (PCL).
 
 Everything runs on the tensors' device with torch; nothing here reads or writes files.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -18,6 +19,13 @@ from invprop.settings import AT_LEAST_ONE, POSITIVE, require
 
 #: Rows per block when assigning points to centroids (bounds the (rows, K) distance block).
 ASSIGN_BLOCK_ROWS = 8192
+#: SeLa: its Sinkhorn-Knopp stops when the summed relative change of beta falls below this (the authors' CIFAR code,
+#: cifar.py; their ImageNet code, sinkhornknopp.py, stops at 1e-1)...
+SELA_TOLERANCE = 1e-2
+#: ... checked every this many iterations (the authors' code: 10)...
+SELA_CHECK_EVERY = 10
+#: ... and after at most this many in any case (the result says whether it converged).
+SELA_MAX_ITERATIONS = 2000
 #: DeepCluster's split of a centroid into two (FAISS's k-means, which the authors use): (1 +- this) x centroid.
 SPLIT_PERTURBATION = 1.0 / 1024
 #: ProtoNCE: the smoothing alpha of the concentration's denominator (Li et al., 2021, Eq. 12).
@@ -58,6 +66,55 @@ def sinkhorn_knopp(scores: Tensor, epsilon: float, iterations: int, group: Proce
         log_q = log_q - masked_logsumexp(log_q.T, group=group).unsqueeze(0) - math.log(k)
         log_q = log_q - torch.logsumexp(log_q, dim=1, keepdim=True) - math.log(total)
     return torch.exp(log_q + math.log(total))
+
+
+class SelfLabels(NamedTuple):
+    """SeLa's labels and how its solver ended."""
+
+    labels: Tensor
+    iterations: int
+    converged: bool
+
+
+@torch.no_grad()
+def self_labels(log_probs: Tensor, lam: float, tolerance: float = SELA_TOLERANCE,
+                max_iterations: int = SELA_MAX_ITERATIONS) -> SelfLabels:  # fmt: skip
+    """SeLa's pseudo-labels of the whole dataset (Asano et al., 2020, Sec. 3.1): the labels Q that minimise the
+    cross-entropy to the network's predictions subject to an equipartition of the N images over the K labels, by
+    Sinkhorn-Knopp on ``P^lambda``: ``Q = diag(alpha) P^lambda diag(beta)`` with ``alpha <- (1/K) / (P^lambda beta)``
+    and ``beta <- (1/N) / (alpha^T P^lambda)``, then each image's label is the largest entry of its column of Q.
+    In the log domain and float64 (``P^lambda`` underflows otherwise). As in the authors' code, it stops when
+    ``sum_i |beta_i / beta'_i - 1|`` falls below ``tolerance``, checked every :data:`SELA_CHECK_EVERY` iterations.
+    Memory: a few (N, K) float64 arrays.
+
+    Args:
+        log_probs: (N, K) log p(y | x_i) of a head for every image.
+        lam: lambda > 0, the exponent (the authors: 25 on ImageNet, 10 on CIFAR-10).
+        tolerance: the stopping threshold.
+        max_iterations: the cap on iterations.
+
+    Returns:
+        The (N,) long labels in [0, K), the iterations run, and whether the threshold was reached.
+
+    Example:
+        >>> p = torch.tensor([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.6, 0.4]])
+        >>> self_labels(p.log(), lam=10.0).labels.tolist()   # all prefer label 0; equipartition gives two to each
+        [0, 0, 1, 1]
+    """
+    require("lam", lam, POSITIVE)
+    log_p = lam * log_probs.double()
+    n, k = log_p.shape
+    log_alpha = log_p.new_zeros(k)
+    log_beta = log_p.new_full((n,), -math.log(n))  # the authors' start, 1/N
+    converged, iteration = False, 0
+    while iteration < max_iterations and not converged:
+        log_alpha = -math.log(k) - torch.logsumexp(log_p + log_beta.unsqueeze(1), dim=0)
+        new_beta = -math.log(n) - torch.logsumexp(log_p + log_alpha.unsqueeze(0), dim=1)
+        if iteration % SELA_CHECK_EVERY == 0:
+            converged = float((log_beta - new_beta).exp().sub(1.0).abs().sum()) < tolerance
+        log_beta = new_beta
+        iteration += 1
+    return SelfLabels((log_p + log_alpha.unsqueeze(0)).argmax(dim=1), iteration, converged)
 
 
 def squared_distances(x: Tensor, centroids: Tensor) -> Tensor:
@@ -294,6 +351,9 @@ def cluster_concentration(
 
 
 __all__ = [
+    "SELA_TOLERANCE",
+    "SelfLabels",
+    "self_labels",
     "KMEANS_BACKENDS",
     "KMeansResult",
     "Whitening",

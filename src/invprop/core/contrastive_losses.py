@@ -1,12 +1,22 @@
-"""Contrastive objectives of the field, as pure functions: SimCLR's NT-Xent, MoCo's InfoNCE against a queue, and
-NNCLR's nearest-neighbour InfoNCE. Inputs are embeddings in any scale; each function L2-normalises what its paper
-normalises, in float32, and returns the mean over anchors."""
+"""Contrastive objectives of the field, as pure functions: SimCLR's NT-Xent, MoCo's InfoNCE against a queue,
+NNCLR's nearest-neighbour InfoNCE, PIRL's NCE and the invariant and spreading instance softmax of Ye et al. Inputs
+are embeddings in any scale; each function L2-normalises what its paper normalises, in float32, and returns the mean
+over anchors."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from invprop.settings import Range, require
+
+#: At least 1, as a real number.
+AT_LEAST_ONE_REAL = Range(ge=1.0)
+#: The smallest distance from 0 at which ``log(-expm1(x))`` is evaluated (float32's smallest normal number).
+_TINY = torch.finfo(torch.float32).tiny
 
 
 def nt_xent_loss(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
@@ -87,6 +97,54 @@ def nnclr_loss(neighbours: Tensor, predictions: Tensor, temperature: float) -> T
     return F.cross_entropy(logits, torch.arange(p.shape[0], device=p.device))
 
 
+def log_one_minus_exp(x: Tensor) -> Tensor:
+    """``log(1 - exp(x))`` for ``x < 0``, accurate at both ends (``log(-expm1(x))`` near 0, ``log1p(-exp(x))``
+    below ``-log 2``; Maechler, 2012, "Accurately computing log(1 - exp(-|a|))")."""
+    near_zero = x > -math.log(2.0)
+    return torch.where(near_zero, torch.log(-torch.expm1(x.clamp_max(-_TINY))), torch.log1p(-torch.exp(x)))
+
+
+def invariant_spreading_loss(z1: Tensor, z2: Tensor, temperature: float, negative_weight: float = 1.0) -> Tensor:
+    """The instance softmax on in-batch features of Ye et al. (2019, CVPR, Sec. 3.2, the loss J), over all 2B anchors.
+
+    Every embedding of the 2B (both views of the B images) is an anchor a whose query ``q_a`` is classified among the
+    other 2B - 1 embeddings, which act as the classifier's weights and carry no gradient (the authors' BatchAverage
+    takes them from ``feat.data``); the anchor's other view is its instance. With ``e_j = exp(q_a . k_j / tau)`` and
+    the authors' denominator ``Z_a = e_pos + m sum_{j not in {a, pos}} e_j`` (their BatchCriterion scales the
+    negatives' sum by ``negM``; the paper's m = 1 gives the plain softmax), ``P(j | a) = e_j / Z_a`` and
+    ``J_a = -log P(pos | a) - m sum_{j not in {a, pos}} log(1 - P(j | a))`` -- the invariance term and the spreading
+    term -- and the loss is the mean of ``J_a`` over the 2B anchors, as BatchCriterion divides by 2B. In float32
+    with autocast off, in the log domain; a ``P(j | a)`` within float32's resolution of 1 is held at ``1 - eps``
+    (its ``log(1 - P)`` stays finite; that term's gradient is then 0, the invariance term's is not).
+
+    Args:
+        z1: (B, D) embeddings of the first views.
+        z2: (B, D) embeddings of the second views (row b is image b's other view), B >= 2.
+        temperature: tau > 0.
+        negative_weight: m >= 1, the weight of the spreading term and of the negatives in Z_a (below 1 a P(j | a)
+            could exceed 1; the authors' code then takes another branch, a subset of hard negatives, not
+            implemented here).
+
+    Returns:
+        The 0-d mean loss.
+    """
+    require("negative_weight", negative_weight, AT_LEAST_ONE_REAL)
+    with torch.autocast(device_type=z1.device.type, enabled=False):
+        z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
+        n, total = z1.shape[0], 2 * z1.shape[0]
+        rows = torch.arange(total, device=z.device)
+        partner = torch.cat([rows[n:], rows[:n]])
+        negatives = ~torch.eye(total, dtype=torch.bool, device=z.device)
+        negatives[rows, partner] = False
+        logits = z @ z.detach().T / temperature
+        positive = logits[rows, partner]
+        negative = logits[negatives].view(total, total - 2)
+        log_z = torch.logaddexp(positive, math.log(negative_weight) + torch.logsumexp(negative, dim=1))
+        ceiling = math.log1p(-torch.finfo(torch.float32).eps)
+        log_not = log_one_minus_exp((negative - log_z.unsqueeze(1)).clamp_max(ceiling))
+        return (log_z - positive - negative_weight * log_not.sum(dim=1)).mean()
+
+
 def log_nce_normaliser(similarities: Tensor, temperature: float, num_samples: int) -> Tensor:
     """log Z of the NCE probability ``exp(s / tau) / Z`` (Wu et al., 2018, Sec. 3.2, which PIRL's NCE follows):
     ``Z ~ N x mean_j exp(s_j / tau)`` over similarities to randomly drawn bank rows, estimated once and then fixed.
@@ -135,7 +193,9 @@ def pirl_nce_loss(
 
 __all__ = [
     "info_nce_queue_loss",
+    "invariant_spreading_loss",
     "log_nce_normaliser",
+    "log_one_minus_exp",
     "nearest_neighbours",
     "nnclr_loss",
     "nt_xent_loss",

@@ -5,12 +5,14 @@ projector. The online prediction of each view regresses the target projection of
 (:func:`invprop.core.distillation_losses.byol_loss`), summed over both directions as in the paper. After each
 optimiser step the target follows the online network with a momentum raised from ``byol.base_momentum`` towards
 ``byol.final_momentum`` on a cosine schedule over the run's steps (:func:`invprop.core.momentum.cosine_momentum`).
+``byol.predictor=direct`` sets the predictor directly instead of learning it (DirectPred; ``method: directpred`` is
+BYOL so, with its authors' recipe).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 from torch import nn
@@ -18,21 +20,36 @@ from torch import nn
 from invprop.core.distillation_losses import byol_loss
 from invprop.core.momentum import ema_update_, frozen_copy
 from invprop.methods.citations import DIGITS_WIDTH, SOLO
+from invprop.methods.distillation.predictors import (
+    DIRECT_REFERENCES,
+    PredictorSettings,
+    StepCorrelation,
+    build_predictor,
+    step_correlation,
+    update_direct_predictor,
+)
 from invprop.methods.method import Batch, BuildContext, StepOutput
 from invprop.methods.recipes import paper_lars, solo_lars
 from invprop.methods.spec import Curve, MethodSpec, register_method
 from invprop.methods.two_views import TwoViewMethod, halves, momentum_schedule
-from invprop.models.heads import predictor
 from invprop.settings import AT_LEAST_ONE, FRACTION, Reference, setting
 
 
 @dataclass
-class BYOLSettings:
+class BYOLSettings(PredictorSettings):
     """The ``byol`` section."""
 
     base_momentum: float = setting(0.99, "tau_base, the target's momentum at the first step", bounds=FRACTION)
     final_momentum: float = setting(1.0, "the target's momentum at the last step (cosine schedule)", bounds=FRACTION)
     predictor_hidden_dim: int = setting(4096, "hidden width of the predictor (D -> hidden -> D)", bounds=AT_LEAST_ONE)
+
+
+class BYOLUpdate(NamedTuple):
+    """What a step hands to :meth:`BYOL.after_step`: the target's momentum, and with ``predictor=direct`` the
+    step's correlation of the online projections."""
+
+    momentum: float
+    correlation: StepCorrelation | None
 
 
 _GRILL = "Grill et al. (2020)"
@@ -62,6 +79,8 @@ SPEC = MethodSpec(
             "byol.base_momentum": Reference(0.996, f"{_GRILL}, Sec. 3.2"),
             "byol.final_momentum": Reference(1.0, f"{_GRILL}, Sec. 3.2"),
             "byol.predictor_hidden_dim": Reference(4096, f"{_GRILL}, Sec. 3.3"),
+            "byol.predictor": Reference("mlp", f"{_GRILL}, Sec. 3.3"),
+            **{f"byol.{key}": ref for key, ref in DIRECT_REFERENCES.items()},
         },
     },
     deviations={
@@ -91,7 +110,8 @@ class BYOL(TwoViewMethod):
         self.momentum = momentum_schedule(
             "byol.base_momentum", settings.base_momentum, settings.final_momentum, context
         )
-        self.predictor = predictor(context.embedding_dim, settings.predictor_hidden_dim)
+        self.predictor = build_predictor(settings, context.embedding_dim, settings.predictor_hidden_dim)
+        self.direct = settings.predictor == "direct"
         self.target = frozen_copy(encoder)
 
     def shared_modules(self) -> list[nn.Module]:
@@ -99,17 +119,20 @@ class BYOL(TwoViewMethod):
 
     def training_step(self, batch: Batch) -> StepOutput:
         images = self.views_of(batch)
-        p1, p2 = halves(self.predictor(self.encode(images)))
+        z = self.encode(images)
+        p1, p2 = halves(self.predictor(z))
         with torch.no_grad():
             t1, t2 = halves(self.target(images))
         loss = byol_loss(p1, t2) + byol_loss(p2, t1)
         momentum = self.momentum(batch.step)
-        return StepOutput(loss, {"loss_byol": loss.detach(), "momentum": momentum}, momentum)
+        correlation = step_correlation(z, self.distributed) if self.direct else None
+        return StepOutput(loss, {"loss_byol": loss.detach(), "momentum": momentum}, BYOLUpdate(momentum, correlation))
 
     @torch.no_grad()
     def after_step(self, outputs: Sequence[StepOutput]) -> None:
-        if outputs:
-            ema_update_(self.target, self.encoder, outputs[-1].update)  # once per optimiser step
+        if outputs:  # once per optimiser step: the target follows, then a direct predictor is set
+            ema_update_(self.target, self.encoder, outputs[-1].update.momentum)
+            update_direct_predictor(self.predictor, [out.update.correlation for out in outputs])
 
 
-__all__ = ["SPEC", "BYOL", "BYOLSettings"]
+__all__ = ["SPEC", "BYOL", "BYOLSettings", "BYOLUpdate"]

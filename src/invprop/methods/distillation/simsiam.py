@@ -4,28 +4,37 @@ Backbone + projector, then a bottleneck predictor; each view's prediction is pul
 projection under a stop-gradient (:func:`invprop.core.distillation_losses.negative_cosine`), symmetrised with
 weights 1/2. No negatives, no momentum encoder. Every step logs ``output_std``, the paper's collapse indicator
 (the per-channel standard deviation of the normalised projections; the history holds its epoch mean): near
-1/sqrt(D) when healthy, 0 when collapsed. The paper keeps the predictor's learning rate fixed; here it follows the
-run's schedule with the rest.
+1/sqrt(D) when healthy, 0 when collapsed. The recipes keep the predictor's learning rate fixed
+(``optim.fixed_lr_modules``), as the paper does. ``simsiam.predictor=direct`` sets the predictor directly instead of
+learning it (DirectPred, Tian et al., 2021).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 from invprop.core.distillation_losses import negative_cosine, normalised_output_std
 from invprop.methods.citations import DIGITS_WIDTH
+from invprop.methods.distillation.predictors import (
+    DIRECT_REFERENCES,
+    PredictorSettings,
+    build_predictor,
+    step_correlation,
+    update_direct_predictor,
+)
 from invprop.methods.method import Batch, BuildContext, StepOutput
 from invprop.methods.recipes import paper_sgd, solo_sgd
 from invprop.methods.spec import Curve, MethodSpec, register_method
 from invprop.methods.two_views import TwoViewMethod, halves
-from invprop.models.heads import predictor
 from invprop.settings import AT_LEAST_ONE, Reference, setting
 
 
 @dataclass
-class SimSiamSettings:
+class SimSiamSettings(PredictorSettings):
     """The ``simsiam`` section."""
 
     predictor_hidden_dim: int = setting(
@@ -56,7 +65,11 @@ SPEC = MethodSpec(
         "cifar10": {"model": {"head": "mlp3_bn_out", "hidden_dim": 2048, "embedding_dim": 2048}},
     },  # fmt: skip
     references={
-        "*": {"simsiam.predictor_hidden_dim": Reference(512, "Chen & He (2021), Sec. 3 (2048 -> 512 -> 2048)")}
+        "*": {
+            "simsiam.predictor_hidden_dim": Reference(512, "Chen & He (2021), Sec. 3 (2048 -> 512 -> 2048)"),
+            "simsiam.predictor": Reference("mlp", "Chen & He (2021), Sec. 3"),
+            **{f"simsiam.{key}": ref for key, ref in DIRECT_REFERENCES.items()},
+        }
     },
     deviations={"digits": {"simsiam.predictor_hidden_dim": f"{DIGITS_WIDTH} (the paper's 1/4 bottleneck of 256)"}},
     headline=("simsiam.predictor_hidden_dim", "model.head"),
@@ -80,7 +93,8 @@ class SimSiam(TwoViewMethod):
 
     def __init__(self, settings: SimSiamSettings, encoder: nn.Module, context: BuildContext) -> None:
         super().__init__(encoder, context)
-        self.predictor = predictor(context.embedding_dim, settings.predictor_hidden_dim)
+        self.predictor = build_predictor(settings, context.embedding_dim, settings.predictor_hidden_dim)
+        self.direct = settings.predictor == "direct"
 
     def shared_modules(self) -> list[nn.Module]:
         return [self.predictor]
@@ -90,7 +104,13 @@ class SimSiam(TwoViewMethod):
         z1, z2 = halves(z)
         p1, p2 = halves(self.predictor(z))
         loss = negative_cosine(p1, z2) / 2 + negative_cosine(p2, z1) / 2
-        return StepOutput(loss, {"loss_simsiam": loss.detach(), "output_std": normalised_output_std(z1)})
+        correlation = step_correlation(z, self.distributed) if self.direct else None
+        terms: dict[str, Tensor | float] = {"loss_simsiam": loss.detach(), "output_std": normalised_output_std(z1)}
+        return StepOutput(loss, terms, correlation)
+
+    @torch.no_grad()
+    def after_step(self, outputs: Sequence[StepOutput]) -> None:
+        update_direct_predictor(self.predictor, [out.update for out in outputs])  # once per optimiser step
 
 
 __all__ = ["SPEC", "SimSiam", "SimSiamSettings"]
