@@ -108,13 +108,18 @@ def test_several_set_flags_on_one_section_all_apply() -> None:
     assert merged == {"eval": {"knn_k": 20, "knn_sigma": 0.1}, "epochs": 3}
 
 
-def _torchrun(*args: str, processes: int = 2, quiet: bool = True) -> list[str]:
+#: Seconds between torchrun's looks at its workers in the dead-peer test (its default is 0.1).
+SURVIVOR_TIME = 20
+
+
+def _torchrun(*args: str, processes: int = 2, quiet: bool = True, monitor_interval: float | None = None) -> list[str]:
     launch = [
         sys.executable,
         "-m",
         "torch.distributed.run",
         "--standalone",
         f"--nproc_per_node={processes}",
+        *([f"--monitor-interval={monitor_interval}"] if monitor_interval is not None else []),
         "-m",
         "invprop",
     ]
@@ -173,7 +178,11 @@ def _worker_of_rank(run: Path, rank: int) -> int:
 def test_a_dead_torchrun_peer_is_named_in_one_line_by_the_survivor(tmp_path: Path) -> None:
     run = tmp_path / "run"
     args = ["--epochs", "30", "--out", str(run), "--set", "optim.batch_size=64", "--set", "device=cpu"]
-    job = subprocess.Popen(_torchrun(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # torchrun looks at its workers every 0.1 s by default and then SIGTERMs the survivors, which can come before the
+    # survivor notices its dead peer (it then dies of that SIGTERM and torchrun's summary names the failed rank); a
+    # slower look leaves the survivor time to say it itself, which is what is tested here.
+    command = _torchrun(*args, monitor_interval=SURVIVOR_TIME)
+    job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 300
         while not (run / "history.jsonl").is_file() and time.monotonic() < deadline and job.poll() is None:
