@@ -1,8 +1,9 @@
-"""Objectives of the pretext tasks that are more than a plain cross-entropy: colorization's class-rebalanced
-multinomial loss."""
+"""Objectives of the pretext tasks: colorization's class-rebalanced multinomial loss and Exemplar-CNN's surrogate-class
+cross-entropy."""
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -26,4 +27,20 @@ def rebalanced_colour_loss(logits: Tensor, targets: Tensor, weights: Tensor) -> 
     return (v * per_pixel).mean()
 
 
-__all__ = ["rebalanced_colour_loss"]
+def surrogate_class_loss(logits: Tensor, classes: Tensor) -> Tensor:
+    """Exemplar-CNN's objective (Dosovitskiy et al., 2014, Eq. 1): the cross-entropy of each transformed copy's
+    N-way softmax against its seed's surrogate class, ``-log softmax(W f(T x_i) + b)_i``; the mean over copies, in
+    float32 with autocast off.
+
+    Args:
+        logits: (B, N), ``W f(T x) + b`` for every surrogate class.
+        classes: (B,) int64, each copy's seed in ``[0, N)``.
+
+    Returns:
+        The 0-d mean loss.
+    """
+    with torch.autocast(device_type=logits.device.type, enabled=False):
+        return F.cross_entropy(logits.float(), classes)
+
+
+__all__ = ["rebalanced_colour_loss", "surrogate_class_loss"]

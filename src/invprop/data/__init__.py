@@ -11,6 +11,7 @@ from invprop.data.datasets import (
     scan_image_folder,
 )
 from invprop.data.decode_cache import to_tensor_images
+from invprop.data.exemplar_augment import ExemplarAugment  # (importing it registers the exemplar preset)
 from invprop.data.image_sequences import ImageFiles, TensorImages
 from invprop.data.loader import EpochBatchSampler, TensorBatches, epoch_order, epoch_plan
 from invprop.data.splits import PIPELINES, DataSettings, DataSplits, InputNeeds, build_datasets, datasets_from
@@ -21,6 +22,7 @@ __all__ = [
     "BATCH_AUGMENTATIONS",
     "BatchAugment",
     "EpochBatchSampler",
+    "ExemplarAugment",
     "epoch_plan",
     "ImageFiles",
     "PIPELINES",

@@ -2,7 +2,8 @@
 
 Presets, by name: ``digits`` (small affine, intensity, noise, for tiny grayscale images), ``cifar`` and ``imagenet``
 (the authors' recipes: Wang et al., 2020, and their public code; the CIFAR one has no horizontal flip) and
-``cifar_flip`` (the CIFAR recipe with a flip). Each preset builds a pair (train transform, eval transform) that
+``cifar_flip`` (the CIFAR recipe with a flip); ``exemplar`` (Exemplar-CNN's transformations) registers itself from
+:mod:`invprop.data.exemplar_augment`. Each preset builds a pair (train transform, eval transform) that
 maps a PIL image or a (C, H, W) float tensor in [0, 1] to a normalised (C, H, W) float tensor.
 """
 
@@ -126,7 +127,7 @@ class RandomDigitAugment(nn.Module):
         return out.squeeze(0) if single else out
 
 
-def _to_tensor() -> Transform:
+def to_tensor() -> Transform:
     """PIL image -> float tensor in [0, 1]; tensors pass through."""
     pil = T.ToTensor()
     return lambda img: img if isinstance(img, Tensor) else pil(img)
@@ -136,8 +137,8 @@ def _to_tensor() -> Transform:
 def digits_preset(image_size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> TransformPair:
     norm = Normalize(mean, std)
     return TransformPair(
-        train=T.Compose([_to_tensor(), RandomDigitAugment(), norm]),
-        eval=T.Compose([_to_tensor(), norm]),
+        train=T.Compose([to_tensor(), RandomDigitAugment(), norm]),
+        eval=T.Compose([to_tensor(), norm]),
     )
 
 
@@ -150,12 +151,12 @@ def _cifar_pair(image_size: int, mean: tuple[float, ...], std: tuple[float, ...]
                 T.ColorJitter(j, j, j, j),
                 T.RandomGrayscale(GRAYSCALE_P),
                 *([T.RandomHorizontalFlip(FLIP_P)] if flip else []),
-                _to_tensor(),
+                to_tensor(),
                 Normalize(mean, std),
             ]
         ),
         eval=T.Compose(
-            [T.Resize(image_size, antialias=True), T.CenterCrop(image_size), _to_tensor(), Normalize(mean, std)]
+            [T.Resize(image_size, antialias=True), T.CenterCrop(image_size), to_tensor(), Normalize(mean, std)]
         ),
     )
 
@@ -185,13 +186,11 @@ def imagenet_preset(image_size: int, mean: tuple[float, ...], std: tuple[float, 
                 T.RandomGrayscale(GRAYSCALE_P),
                 T.RandomApply([T.GaussianBlur(blur_kernel, IMAGENET_BLUR_SIGMA)], p=IMAGENET_BLUR_P),
                 T.RandomHorizontalFlip(FLIP_P),
-                _to_tensor(),
+                to_tensor(),
                 Normalize(mean, std),
             ]
         ),
-        eval=T.Compose(
-            [T.Resize(resize, antialias=True), T.CenterCrop(image_size), _to_tensor(), Normalize(mean, std)]
-        ),
+        eval=T.Compose([T.Resize(resize, antialias=True), T.CenterCrop(image_size), to_tensor(), Normalize(mean, std)]),
     )
 
 

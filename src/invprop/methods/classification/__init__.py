@@ -1,5 +1,5 @@
-"""Parametric instance classification."""
+"""Parametric instance classification: one class per training image."""
 
-from invprop.methods.classification import instance_classifier
+from invprop.methods.classification import exemplar, instance_classifier
 
-__all__ = ["instance_classifier"]
+__all__ = ["exemplar", "instance_classifier"]
