@@ -84,3 +84,17 @@ def test_transfer_to_another_dataset(tmp_path: Path, capsys: pytest.CaptureFixtu
     for key in ("linear_top1", "finetune_top1", "scratch_top1"):
         assert key in out
     assert main(["-q", "eval", "transfer", "--checkpoint", str(run)]) == 2  # needs --dataset
+
+
+def test_semi_from_the_heads_first_layer_says_so_and_refuses_a_layer_the_head_lacks(
+    digits_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["-q", "eval", "semi", "--checkpoint", str(digits_run), "--set", "eval.finetune_epochs=1"]
+    assert main([*args, "--from-head-layer", "1"]) == 0
+    result = json.loads((digits_run / "metrics.json").read_text())["eval"][-1]
+    assert result["protocol"] == "semi" and result["from_head_layer"] == 1
+    assert 0 <= result["semi_10pct_top1"] <= 1
+    capsys.readouterr()
+    assert main([*args, "--from-head-layer", "3"]) == 2  # digits' mlp_bn head has two layers
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "eval.from_head_layer=3, but the head has 2 layer(s)" in err[0]

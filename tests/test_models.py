@@ -63,3 +63,35 @@ def test_small_convnet_maps_32x32_colour_images_to_features() -> None:
     small = sum(p.numel() for p in enc.backbone.parameters())
     resnet = sum(p.numel() for p in build_encoder("resnet18_cifar", "mlp", 32).backbone.parameters())
     assert small * 10 < resnet
+
+
+def test_head_layers_split_at_each_linear_and_share_the_heads_modules() -> None:
+    from invprop.models.heads import head_layers
+
+    head = HEADS.get("mlp3_bn_out")(8, 4, 6)
+    layers = head_layers(head)
+    assert [type(m).__name__ for m in layers[0]] == ["Linear", "BatchNorm1d", "ReLU"]
+    assert [type(m).__name__ for m in layers[2]] == ["Linear", "BatchNorm1d"]
+    assert layers[0][0] is head[0][0]
+    head.eval()
+    x = torch.randn(5, 8)
+    torch.testing.assert_close(torch.nn.Sequential(*layers)(x), head(x))
+    assert len(head_layers(HEADS.get("linear")(8, 4))) == 1
+
+
+def test_from_head_layer_moves_the_first_layers_into_the_features() -> None:
+    from invprop.errors import ConfigError
+    from invprop.models import from_head_layer
+
+    encoder = build_encoder("digits_convnet", "mlp3_bn_out", 16, hidden_dim=32, in_channels=1).eval()
+    x = torch.rand(3, 1, 8, 8)
+    cut = from_head_layer(encoder, 1)
+    assert cut.feature_dim == 32
+    torch.testing.assert_close(
+        cut.features(x), encoder.head[0][2](encoder.head[0][1](encoder.head[0][0](encoder.features(x))))
+    )
+    torch.testing.assert_close(cut(x), encoder(x))  # the embedding is unchanged
+    assert from_head_layer(encoder, 0) is encoder
+    assert from_head_layer(encoder, 3).feature_dim == 16
+    with pytest.raises(ConfigError, match="the head has 3 layer"):
+        from_head_layer(encoder, 4)

@@ -385,6 +385,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if (args.checkpoint is None) == (not args.untrained):
         raise ConfigError("give --checkpoint PATH (a run's last.pt or its directory), or --untrained for the baseline")
     overrides = _nested_overrides(args.set or [])
+    if args.from_head_layer is not None:
+        overrides.setdefault("eval", {})["from_head_layer"] = args.from_head_layer
     checkpoint = Path(args.checkpoint) if args.checkpoint else None
     results = PROTOCOLS[args.protocol](checkpoint, dataset=args.dataset, overrides=overrides)
     for key, value in results.items():
@@ -624,11 +626,17 @@ def build_parser() -> argparse.ArgumentParser:
         choices=list(PROTOCOLS),
         help="knn: weighted kNN on the held-out split; linear: logistic regression on frozen backbone features; "
         "semi: fine-tuning with 1%% and 10%% of the labels vs training from scratch; transfer: linear and fine-tuning "
-        "on --dataset",
+        "on --dataset; distill: the network fine-tuned on 1%% and 10%% of the labels teaches a fresh student on every "
+        "training image, unlabelled (SimCLRv2's third stage)",
     )
     ev.add_argument("--checkpoint", help="a run's last.pt (or the run directory)")
     ev.add_argument("--untrained", action="store_true", help="evaluate a randomly initialised encoder (the baseline)")
     ev.add_argument("--dataset", help="evaluate on another dataset than the one trained on")
+    ev.add_argument(
+        "--from-head-layer", type=int, metavar="N",
+        help="read the output of the head's first N layers instead of the backbone (SimCLRv2 fine-tunes from N=1); "
+        "the same as --set eval.from_head_layer=N",
+    )  # fmt: skip
     ev.add_argument("--set", action="append", metavar="KEY=VALUE", help="e.g. eval.knn_k=20")
     ev.set_defaults(func=cmd_eval)
 

@@ -161,6 +161,20 @@ class EvalSettings:
     finetune_batch_size: int = setting(
         64, "images per fine-tuning step (capped at the labelled subset size)", bounds=AT_LEAST_TWO, resumable=True
     )
+    from_head_layer: int = setting(
+        0,
+        "evaluate (and fine-tune, and distil) the output of the head's first this many layers instead of the "
+        "backbone's features, as SimCLRv2 fine-tunes from its projector's first layer (0: the backbone)",
+        bounds=NON_NEGATIVE,
+        resumable=True,
+    )
+    distill_temperature: float = setting(
+        1.0,
+        "tau of eval distill's soft labels: softmax(logits / tau) of the teacher and of the student (Chen et al., "
+        "2020b, Eq. 3; 1 in the authors' distillation colab)",
+        bounds=POSITIVE,
+        resumable=True,
+    )
     label_free_images: int = setting(
         2048,
         "held-out images the label-free criteria (RankMe, cluster learnability, intrinsic dimension, uniformity) "

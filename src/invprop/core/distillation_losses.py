@@ -1,8 +1,10 @@
 """Non-contrastive objectives of the field, as pure functions: BYOL's normalised regression and SimSiam's negative
-cosine, both against a stop-gradient target, and SimSiam's collapse indicator."""
+cosine, both against a stop-gradient target, SimSiam's collapse indicator, and SimCLRv2's distillation of a
+classifier into a student on unlabelled images."""
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -42,4 +44,22 @@ def normalised_output_std(z: Tensor) -> Tensor:
     return F.normalize(z.detach().float(), dim=1).std(dim=0).mean()
 
 
-__all__ = ["byol_loss", "negative_cosine", "normalised_output_std"]
+def soft_label_distillation_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
+    """SimCLRv2's distillation loss (Chen et al., 2020b, Eq. 3): ``-sum_y P^T(y|x; tau) log P^S(y|x; tau)`` with
+    ``P(y|x; tau) = softmax(logits / tau)``, the teacher's a constant; the mean over the batch, in float32 with
+    autocast off.
+
+    Args:
+        student_logits: (B, C).
+        teacher_logits: (B, C) (no gradient flows into them).
+        temperature: tau > 0, the same for both.
+
+    Returns:
+        The 0-d mean loss.
+    """
+    with torch.autocast(device_type=student_logits.device.type, enabled=False):
+        target = F.softmax(teacher_logits.detach().float() / temperature, dim=1)
+        return -(target * F.log_softmax(student_logits.float() / temperature, dim=1)).sum(dim=1).mean()
+
+
+__all__ = ["byol_loss", "negative_cosine", "normalised_output_std", "soft_label_distillation_loss"]

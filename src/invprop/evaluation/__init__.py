@@ -3,6 +3,7 @@
 from typing import Any, Callable
 
 from invprop.evaluation.ablation import parse_variants, run_ablation
+from invprop.evaluation.distill import evaluate_distill
 from invprop.evaluation.finetune import evaluate_semi, evaluate_transfer
 from invprop.evaluation.knn import evaluate_knn
 from invprop.evaluation.label_free import evaluate_label_free
@@ -10,6 +11,7 @@ from invprop.evaluation.linear import evaluate_linear
 
 #: ``invprop eval PROTOCOL``: each takes (checkpoint or None, dataset=None, overrides=None) and returns its results.
 PROTOCOLS: dict[str, Callable[..., dict[str, Any]]] = {
+    "distill": evaluate_distill,
     "knn": evaluate_knn,
     "label-free": evaluate_label_free,
     "linear": evaluate_linear,
@@ -19,6 +21,7 @@ PROTOCOLS: dict[str, Callable[..., dict[str, Any]]] = {
 
 __all__ = [
     "PROTOCOLS",
+    "evaluate_distill",
     "evaluate_knn",
     "evaluate_label_free",
     "evaluate_linear",

@@ -8,6 +8,7 @@ baseline trained on the same subset with the same budget, so the gain from pretr
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -27,7 +28,7 @@ from invprop.evaluation.linear import linear_protocol
 from invprop.evaluation.linear_probe import fit_linear_probe
 from invprop.evaluation.loading import EvalContext, load_eval_context, record_result, recording_into
 from invprop.files import write_text_atomically
-from invprop.models import Encoder, encoder_from
+from invprop.models import Encoder, encoder_from, from_head_layer
 
 #: Label fractions of the semi-supervised protocol.
 SEMI_FRACTIONS = (0.01, 0.10)
@@ -93,7 +94,7 @@ def recalibrate_batchnorm(
         m.momentum = momentum
 
 
-def _train_batches(
+def train_batches(
     splits: DataSplits, positions: Tensor, batch_size: int, seed: int, device: torch.device
 ) -> Iterator[tuple[Tensor, Tensor]]:
     """One epoch of augmented ``(images, labels)`` batches over the training ``positions``."""
@@ -116,16 +117,16 @@ def _train_batches(
         yield torch.stack([x for x, _ in items]).to(device), torch.tensor([y for _, y in items], device=device)
 
 
-def finetune(
+def finetuned_classifier(
     encoder: Encoder, splits: DataSplits, positions: Tensor, cfg: Config, device: torch.device, seed: int = SUBSET_SEED
-) -> dict[str, float]:
-    """Fine-tune ``encoder``'s backbone plus a linear layer on the training ``positions``; test top-1/top-5.
+) -> Classifier:
+    """``encoder``'s backbone plus a linear layer fine-tuned on the training ``positions`` (in eval mode).
 
     The linear layer starts from a linear probe fitted on the subset's frozen features (LP-FT, Kumar et al. 2022),
     so fine-tuning starts from a sensible classifier instead of distorting the features to fit a random one. The
     same recipe is used for the from-scratch baseline.
     """
-    assert splits.test is not None and splits.train_plain is not None
+    assert splits.train_plain is not None
     model = Classifier(encoder, splits.num_classes).to(device)
     subset = IndexedDataset(take_subset(splits.train_plain.source, positions.tolist()), splits.train_plain.transform)
     recalibrate_batchnorm(encoder, subset, device, cfg.data.num_workers)
@@ -144,36 +145,49 @@ def finetune(
     torch.manual_seed(seed)
     model.train()
     for epoch in range(epochs):
-        for images, labels in _train_batches(splits, positions, batch_size, seed * 1_000_003 + epoch, device):
+        for images, labels in train_batches(splits, positions, batch_size, seed * 1_000_003 + epoch, device):
             loss = nn.functional.cross_entropy(model(images), labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             if scheduler.last_epoch < total:
                 scheduler.step()
-    model.eval()
+    return model.eval()
+
+
+@torch.no_grad()
+def held_out_accuracy(model: nn.Module, splits: DataSplits, cfg: Config, device: torch.device) -> dict[str, float]:
+    """Top-1 and top-5 of a classifier (images -> logits) on the test split."""
+    assert splits.test is not None
     logits, targets = [], []
-    with torch.no_grad():
-        for images, labels in eval_batches(splits.test, EXTRACT_BATCH, device, cfg.data.num_workers):
-            logits.append(model(images).float().cpu())
-            targets.append(labels)
+    for images, labels in eval_batches(splits.test, EXTRACT_BATCH, device, cfg.data.num_workers):
+        logits.append(model(images).float().cpu())
+        targets.append(labels)
     acc = topk_accuracy(torch.cat(logits), torch.cat(targets), (1, 5))
     return {"top1": acc[1], "top5": acc[5]}
 
 
-def _fresh_encoder(ctx: EvalContext, seed: int) -> Encoder:
+def finetune(
+    encoder: Encoder, splits: DataSplits, positions: Tensor, cfg: Config, device: torch.device, seed: int = SUBSET_SEED
+) -> dict[str, float]:
+    """Fine-tune ``encoder`` on the training ``positions`` (:func:`finetuned_classifier`); test top-1/top-5."""
+    return held_out_accuracy(finetuned_classifier(encoder, splits, positions, cfg, device, seed), splits, cfg, device)
+
+
+def fresh_encoder(ctx: EvalContext, seed: int) -> Encoder:
+    """A randomly initialised encoder of ``ctx``'s architecture (cut at ``eval.from_head_layer`` as its is)."""
     torch.manual_seed(seed)
     cfg = ctx.cfg
-    return encoder_from(cfg.model, ctx.splits.in_channels, ctx.image_size).to(ctx.device)
+    encoder = encoder_from(cfg.model, ctx.splits.in_channels, ctx.image_size)
+    return from_head_layer(encoder, cfg.eval.from_head_layer).to(ctx.device)
 
 
-def _pretrained_copy(ctx: EvalContext) -> Encoder:
-    copy = _fresh_encoder(ctx, ctx.cfg.seed)
-    copy.load_state_dict(ctx.encoder.state_dict())
-    return copy
+def pretrained_copy(ctx: EvalContext) -> Encoder:
+    """A copy of ``ctx``'s encoder to fine-tune (the context's own stays as loaded)."""
+    return copy.deepcopy(ctx.encoder)
 
 
-def _labels(splits: DataSplits) -> Tensor:
+def training_labels(splits: DataSplits) -> Tensor:
     labels = splits.train.labels
     if bool((labels < 0).any()):
         raise DataError("fine-tuning needs every training image labelled; this dataset's training split is not")
@@ -188,15 +202,15 @@ def evaluate_semi(
 ) -> dict[str, Any]:
     """The semi-supervised protocol (module docstring); results and subset indices saved beside the checkpoint."""
     ctx = load_eval_context(checkpoint, dataset, overrides)
-    labels = _labels(ctx.splits)
+    labels = training_labels(ctx.splits)
     results: dict[str, Any] = {**ctx.describe(), "finetune_epochs": ctx.cfg.eval.finetune_epochs}
     subsets: dict[str, list[int]] = {}
     for fraction in fractions:
         key = f"semi_{round(fraction * 100):g}pct"
         positions = balanced_subset(labels, fraction)
         subsets[key] = positions.tolist()
-        pretrained = finetune(_pretrained_copy(ctx), ctx.splits, positions, ctx.cfg, ctx.device)
-        scratch = finetune(_fresh_encoder(ctx, ctx.cfg.seed), ctx.splits, positions, ctx.cfg, ctx.device)
+        pretrained = finetune(pretrained_copy(ctx), ctx.splits, positions, ctx.cfg, ctx.device)
+        scratch = finetune(fresh_encoder(ctx, ctx.cfg.seed), ctx.splits, positions, ctx.cfg, ctx.device)
         results.update({
             f"{key}_images": int(positions.numel()),
             f"{key}_top1": pretrained["top1"], f"{key}_top5": pretrained["top5"],
@@ -221,19 +235,31 @@ def evaluate_transfer(
     if dataset is None:
         raise DataError("transfer needs --dataset, the dataset to transfer to")
     ctx = load_eval_context(checkpoint, dataset, overrides)
-    labels = _labels(ctx.splits)
+    labels = training_labels(ctx.splits)
     assert ctx.splits.memory is not None and ctx.splits.test is not None
     train = extract(ctx.encoder, ctx.splits.memory, ctx.device, ctx.cfg.data.num_workers)
     test = extract(ctx.encoder, ctx.splits.test, ctx.device, ctx.cfg.data.num_workers)
     results: dict[str, Any] = {**ctx.describe(), "finetune_epochs": ctx.cfg.eval.finetune_epochs}
     results.update(linear_protocol(train.features, train.labels, test.features, test.labels, ctx.splits.num_classes))
     everything = torch.arange(labels.numel())
-    pretrained = finetune(_pretrained_copy(ctx), ctx.splits, everything, ctx.cfg, ctx.device)
-    scratch = finetune(_fresh_encoder(ctx, ctx.cfg.seed), ctx.splits, everything, ctx.cfg, ctx.device)
+    pretrained = finetune(pretrained_copy(ctx), ctx.splits, everything, ctx.cfg, ctx.device)
+    scratch = finetune(fresh_encoder(ctx, ctx.cfg.seed), ctx.splits, everything, ctx.cfg, ctx.device)
     results.update({"finetune_top1": pretrained["top1"], "finetune_top5": pretrained["top5"],
                     "scratch_top1": scratch["top1"], "scratch_top5": scratch["top5"]})  # fmt: skip
     record_result(ctx, "transfer", results)
     return results
 
 
-__all__ = ["SEMI_FRACTIONS", "balanced_subset", "evaluate_semi", "evaluate_transfer", "finetune"]
+__all__ = [
+    "SEMI_FRACTIONS",
+    "balanced_subset",
+    "evaluate_semi",
+    "evaluate_transfer",
+    "finetune",
+    "finetuned_classifier",
+    "fresh_encoder",
+    "pretrained_copy",
+    "held_out_accuracy",
+    "train_batches",
+    "training_labels",
+]

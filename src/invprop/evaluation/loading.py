@@ -18,7 +18,7 @@ from invprop.data import DataSplits
 from invprop.engine import CHECKPOINT_NAME, METRICS_NAME, RunLock, load_checkpoint, resolve_device
 from invprop.errors import ConfigError, DataError, RunBusyError, WriteError
 from invprop.files import write_text_atomically
-from invprop.models import Encoder, encoder_from
+from invprop.models import Encoder, encoder_from, from_head_layer
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ class EvalContext:
             "checkpoint": str(self.checkpoint) if self.checkpoint else "untrained",
             "dataset": self.dataset,
             "epoch": self.epoch,
+            **({"from_head_layer": self.cfg.eval.from_head_layer} if self.cfg.eval.from_head_layer else {}),
         }
 
 
@@ -106,6 +107,7 @@ def load_eval_context(
             raise DataError(
                 f"the encoder in {path} does not fit dataset {name!r} (different image channels?)"
             ) from None
+    encoder = from_head_layer(encoder, cfg.eval.from_head_layer)
     encoder.to(device).eval()
     return EvalContext(cfg, name, splits, encoder, device, path, epoch, image_size)
 

@@ -1,7 +1,14 @@
 """Layer 2: backbones and projection heads, in registries, and the model settings that build an encoder."""
 
 from invprop.models.backbones import BACKBONES, BackboneNames, DigitsConvNet, TorchvisionResNet, build_backbone
-from invprop.models.encoder import Encoder, ModelSettings, build_encoder, check_model_settings, encoder_from
+from invprop.models.encoder import (
+    Encoder,
+    ModelSettings,
+    build_encoder,
+    check_model_settings,
+    encoder_from,
+    from_head_layer,
+)
 from invprop.models.heads import HEADS
 from invprop.models.timm_backbone import ModelInput, TimmBackbone, TimmOptions, is_timm_backbone, model_input
 
@@ -22,4 +29,5 @@ __all__ = [
     "TorchvisionResNet",
     "build_encoder",
     "encoder_from",
+    "from_head_layer",
 ]

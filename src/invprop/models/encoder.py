@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from invprop.errors import ConfigError
 from invprop.models.backbones import BackboneNames, build_backbone
-from invprop.models.heads import HEADS
+from invprop.models.heads import HEADS, head_layers, layer_width
 from invprop.models.timm_backbone import TimmOptions, is_timm_backbone, timm_architecture
 from invprop.settings import AT_LEAST_ONE, setting
 
@@ -30,6 +30,39 @@ class Encoder(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.backbone(x))
+
+
+class HeadPrefix(nn.Module):
+    """A backbone followed by the first layers of a head, as one backbone (``feature_dim``: the last layer's width):
+    what SimCLRv2 fine-tunes (Chen et al., 2020b, Sec. 2.2: "from a middle layer of the projection head")."""
+
+    def __init__(self, backbone: nn.Module, layers: list[nn.Sequential]) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.layers = nn.Sequential(*layers)
+        self.feature_dim = layer_width(layers[-1])
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layers(self.backbone(x))
+
+
+def from_head_layer(encoder: Encoder, layers: int) -> Encoder:
+    """``encoder`` whose features are the output of its head's first ``layers`` layers (0: the backbone's; the
+    same encoder), sharing its modules; the rest of the head stays its head. A one-line error when the head has
+    fewer layers.
+
+    Example:
+        >>> enc = build_encoder("digits_convnet", "mlp3_bn_out", 16, in_channels=1)
+        >>> from_head_layer(enc, 1).feature_dim
+        256
+    """
+    if layers == 0:
+        return encoder
+    parts = head_layers(encoder.head)
+    if layers > len(parts):
+        raise ConfigError(f"eval.from_head_layer={layers}, but the head has {len(parts)} layer(s): give 0 (the "
+                          f"backbone) to {len(parts)}")  # fmt: skip
+    return Encoder(HeadPrefix(encoder.backbone, parts[:layers]), nn.Sequential(*parts[layers:]))
 
 
 @dataclass

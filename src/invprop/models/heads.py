@@ -63,3 +63,33 @@ def predictor(dim: int, hidden_dim: int, out_dim: int | None = None) -> nn.Modul
     """The predictor of BYOL, SimSiam and NNCLR: Linear -> BatchNorm -> ReLU -> Linear, ``dim -> hidden -> out``
     (BYOL: 256 -> 4096 -> 256; SimSiam: 2048 -> 512 -> 2048, a bottleneck; NNCLR: 256 -> 4096 -> 256)."""
     return mlp_bn_head(dim, out_dim or dim, hidden_dim)
+
+
+def _leaves(module: nn.Module) -> list[nn.Module]:
+    """The modules of nested Sequentials in forward order (any other module is a leaf)."""
+    if isinstance(module, nn.Sequential):
+        return [leaf for child in module for leaf in _leaves(child)]
+    return [module]
+
+
+def head_layers(head: nn.Module) -> list[nn.Sequential]:
+    """A head's layers in order, each a Linear with the BatchNorm, ReLU and other modules after it up to the next
+    Linear: ``mlp3_bn_out`` has three (Linear-BN-ReLU, Linear-BN-ReLU, Linear-BN); ``linear`` one. The layers share
+    the head's modules (no copy).
+
+    Example:
+        >>> [len(layer) for layer in head_layers(HEADS.get("mlp3_bn_out")(8, 4))]
+        [3, 3, 2]
+    """
+    layers: list[list[nn.Module]] = []
+    for leaf in _leaves(head):
+        if isinstance(leaf, nn.Linear) or not layers:
+            layers.append([leaf])
+        else:
+            layers[-1].append(leaf)
+    return [nn.Sequential(*layer) for layer in layers]
+
+
+def layer_width(layer: nn.Sequential) -> int:
+    """The output width of one of :func:`head_layers`'s layers (its Linear's)."""
+    return int(next(m for m in layer if isinstance(m, nn.Linear)).out_features)
