@@ -1,5 +1,5 @@
-"""Objectives of the clustering methods, as pure functions: SwAV's swapped prediction and PCL's prototype term of
-ProtoNCE. The assignments they are given (Sinkhorn codes, k-means clusters) come from :mod:`invprop.core.clustering`.
+"""Objectives of the clustering methods, as pure functions: SwAV's swapped prediction, PCL's prototype term of
+ProtoNCE and DeeperCluster's hierarchical loss. The assignments they are given (Sinkhorn codes, k-means clusters) come from :mod:`invprop.core.clustering`.
 """
 
 from __future__ import annotations
@@ -54,4 +54,24 @@ def proto_nce_loss(embeddings: Tensor, centroids: Tensor, concentration: Tensor,
     return F.cross_entropy(logits, assignments)
 
 
-__all__ = ["proto_nce_loss", "swapped_prediction_loss"]
+def hierarchical_cluster_loss(
+    super_logits: Tensor, sub_logits: Tensor, super_labels: Tensor, sub_labels: Tensor
+) -> Tensor:
+    """DeeperCluster's loss (Caron et al., 2019, Eq. 3): ``l(V f(x_n), y_n) + sum_s 1[y_n = s] l(W_s f(x_n), z_n)``,
+    the cross-entropy of the super-class plus that of the sub-class under the sample's own super-class head; the
+    mean over the batch, in float32 with autocast off.
+
+    Args:
+        super_logits: (B, S), ``V f(x)`` over the S super-classes.
+        sub_logits: (B, K_s), ``W_{y_n} f(x_n)``: each sample's logits from the head of its own super-class.
+        super_labels: (B,) long, y_n in ``[0, S)``.
+        sub_labels: (B,) long, z_n in ``[0, K_s)``.
+
+    Returns:
+        The 0-d mean loss.
+    """
+    with torch.autocast(device_type=super_logits.device.type, enabled=False):
+        return F.cross_entropy(super_logits.float(), super_labels) + F.cross_entropy(sub_logits.float(), sub_labels)
+
+
+__all__ = ["hierarchical_cluster_loss", "proto_nce_loss", "swapped_prediction_loss"]
