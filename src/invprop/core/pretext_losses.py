@@ -1,5 +1,5 @@
-"""Objectives of the pretext tasks: colorization's class-rebalanced multinomial loss and Exemplar-CNN's surrogate-class
-cross-entropy."""
+"""Objectives of the pretext tasks: colorization's class-rebalanced multinomial loss, Exemplar-CNN's surrogate-class
+cross-entropy, and the multi-task sum of several tasks' losses."""
 
 from __future__ import annotations
 
@@ -43,4 +43,18 @@ def surrogate_class_loss(logits: Tensor, classes: Tensor) -> Tensor:
         return F.cross_entropy(logits.float(), classes)
 
 
-__all__ = ["rebalanced_colour_loss", "surrogate_class_loss"]
+def weighted_task_sum(losses: Tensor, weights: Tensor) -> Tensor:
+    """The multi-task objective of Doersch & Zisserman (2017, Sec. 3, the "naive multi-head" network):
+    ``L = sum_t w_t L_t`` over the tasks sharing one trunk.
+
+    Args:
+        losses: (T,) each task's 0-d loss, stacked.
+        weights: (T,) w_t.
+
+    Returns:
+        The 0-d weighted sum.
+    """
+    return (weights.to(losses.dtype) * losses).sum()
+
+
+__all__ = ["rebalanced_colour_loss", "surrogate_class_loss", "weighted_task_sum"]
