@@ -98,3 +98,21 @@ def test_semi_from_the_heads_first_layer_says_so_and_refuses_a_layer_the_head_la
     assert main([*args, "--from-head-layer", "3"]) == 2  # digits' mlp_bn head has two layers
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "eval.from_head_layer=3, but the head has 2 layer(s)" in err[0]
+
+
+@pytest.mark.parametrize("task", ["rotation", "exemplar"])
+def test_semi_with_s4l_adds_its_row_beside_fine_tuning_and_scratch(
+    digits_run: Path, capsys: pytest.CaptureFixture[str], task: str
+) -> None:
+    argv = ["-q", "eval", "semi", "--checkpoint", str(digits_run), "--set", "eval.finetune_epochs=1", "--s4l", task]
+    assert main([*argv, "--set", "eval.s4l_views=2"]) == 0
+    result = json.loads((digits_run / "metrics.json").read_text())["eval"][-1]
+    for fraction in ("1pct", "10pct"):
+        assert 0 <= result[f"semi_{fraction}_s4l_{task}_top1"] <= result[f"semi_{fraction}_s4l_{task}_top5"] <= 1
+        assert f"semi_{fraction}_scratch_top1" in result
+
+
+def test_an_unknown_s4l_task_is_one_line(digits_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["-q", "eval", "semi", "--checkpoint", str(digits_run), "--s4l", "rotaton"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "eval.s4l=rotaton (did you mean rotation?)" in err[0]

@@ -387,6 +387,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     overrides = _nested_overrides(args.set or [])
     if args.from_head_layer is not None:
         overrides.setdefault("eval", {})["from_head_layer"] = args.from_head_layer
+    if args.s4l is not None:
+        overrides.setdefault("eval", {})["s4l"] = args.s4l
     checkpoint = Path(args.checkpoint) if args.checkpoint else None
     results = PROTOCOLS[args.protocol](checkpoint, dataset=args.dataset, overrides=overrides)
     for key, value in results.items():
@@ -636,6 +638,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--from-head-layer", type=int, metavar="N",
         help="read the output of the head's first N layers instead of the backbone (SimCLRv2 fine-tunes from N=1); "
         "the same as --set eval.from_head_layer=N",
+    )  # fmt: skip
+    ev.add_argument(
+        "--s4l", metavar="TASK",
+        help="semi: also train S4L from scratch on each subset's labels plus a self-supervised loss on every image: "
+        "rotation or exemplar (the same as --set eval.s4l=TASK)",
     )  # fmt: skip
     ev.add_argument("--set", action="append", metavar="KEY=VALUE", help="e.g. eval.knn_k=20")
     ev.set_defaults(func=cmd_eval)

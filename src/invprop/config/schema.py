@@ -175,6 +175,19 @@ class EvalSettings:
         bounds=POSITIVE,
         resumable=True,
     )
+    s4l: str | None = setting(
+        None,
+        "eval semi: also train S4L (Zhai et al., 2019) from scratch on each labelled subset plus a self-supervised "
+        "loss on every training image -- rotation or exemplar (null: no S4L row)",
+        resumable=True,
+    )
+    s4l_weight: float = setting(
+        1.0, "w, the weight of S4L's self-supervised loss (the authors' configs: 1)", bounds=NON_NEGATIVE,
+        resumable=True,
+    )  # fmt: skip
+    s4l_views: int = setting(
+        8, "S4L-Exemplar's augmented views of each image (the authors': 8 crops)", bounds=AT_LEAST_TWO, resumable=True
+    )
     label_free_images: int = setting(
         2048,
         "held-out images the label-free criteria (RankMe, cluster learnability, intrinsic dimension, uniformity) "

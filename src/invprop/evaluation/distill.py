@@ -24,16 +24,13 @@ from torch import nn
 from invprop.config import Config
 from invprop.core.distillation_losses import soft_label_distillation_loss
 from invprop.data import DataSplits
+from invprop.evaluation.classifier import FINETUNE_MOMENTUM, FINETUNE_WEIGHT_DECAY, Classifier, held_out_accuracy
 from invprop.evaluation.finetune import (
-    FINETUNE_MOMENTUM,
-    FINETUNE_WEIGHT_DECAY,
     SEMI_FRACTIONS,
     SUBSET_SEED,
-    Classifier,
     balanced_subset,
     finetuned_classifier,
     fresh_encoder,
-    held_out_accuracy,
     pretrained_copy,
     train_batches,
     training_labels,

@@ -17,26 +17,31 @@ import torch
 from torch import Tensor, nn
 
 from invprop.config import Config
-from invprop.core.knn_classifier import topk_accuracy
 from invprop.data import DataSplits, IndexedDataset
 from invprop.data.datasets import take_subset
 from invprop.data.image_sequences import to_float
 from invprop.data.loader import epoch_order, eval_batches, num_batches
 from invprop.engine.monitor import EXTRACT_BATCH, extract
-from invprop.errors import DataError
+from invprop.errors import ConfigError, DataError
+from invprop.evaluation.classifier import (
+    FINETUNE_MOMENTUM,
+    FINETUNE_WEIGHT_DECAY,
+    Classifier,
+    held_out_accuracy,
+)
 from invprop.evaluation.linear import linear_protocol
 from invprop.evaluation.linear_probe import fit_linear_probe
 from invprop.evaluation.loading import EvalContext, load_eval_context, record_result, recording_into
+from invprop.evaluation.s4l import S4L_TASKS, s4l_classifier
 from invprop.files import write_text_atomically
 from invprop.models import Encoder, encoder_from, from_head_layer
+from invprop.settings import close_match
 
 #: Label fractions of the semi-supervised protocol.
 SEMI_FRACTIONS = (0.01, 0.10)
 #: Seed of the labelled subsets (fixed, so every checkpoint is compared on the same images).
 SUBSET_SEED = 0
 SUBSETS_NAME = "semi-subsets.json"
-FINETUNE_MOMENTUM = 0.9
-FINETUNE_WEIGHT_DECAY = 5e-4
 #: Weight decay of the linear probe that initialises the fine-tuned classifier.
 PROBE_WEIGHT_DECAY = 1e-3
 
@@ -54,18 +59,6 @@ def balanced_subset(labels: Tensor, fraction: float, seed: int = SUBSET_SEED) ->
         members = (labels == cls).nonzero().squeeze(1)
         chosen.append(members[torch.randperm(members.numel(), generator=generator)[:per_class]])
     return torch.cat(chosen).sort().values
-
-
-class Classifier(nn.Module):
-    """A backbone with a linear classification layer on its features."""
-
-    def __init__(self, encoder: Encoder, num_classes: int) -> None:
-        super().__init__()
-        self.backbone = encoder.backbone
-        self.fc = nn.Linear(encoder.feature_dim, num_classes)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc(self.backbone(x))
 
 
 @torch.no_grad()
@@ -155,18 +148,6 @@ def finetuned_classifier(
     return model.eval()
 
 
-@torch.no_grad()
-def held_out_accuracy(model: nn.Module, splits: DataSplits, cfg: Config, device: torch.device) -> dict[str, float]:
-    """Top-1 and top-5 of a classifier (images -> logits) on the test split."""
-    assert splits.test is not None
-    logits, targets = [], []
-    for images, labels in eval_batches(splits.test, EXTRACT_BATCH, device, cfg.data.num_workers):
-        logits.append(model(images).float().cpu())
-        targets.append(labels)
-    acc = topk_accuracy(torch.cat(logits), torch.cat(targets), (1, 5))
-    return {"top1": acc[1], "top5": acc[5]}
-
-
 def finetune(
     encoder: Encoder, splits: DataSplits, positions: Tensor, cfg: Config, device: torch.device, seed: int = SUBSET_SEED
 ) -> dict[str, float]:
@@ -202,6 +183,9 @@ def evaluate_semi(
 ) -> dict[str, Any]:
     """The semi-supervised protocol (module docstring); results and subset indices saved beside the checkpoint."""
     ctx = load_eval_context(checkpoint, dataset, overrides)
+    task = ctx.cfg.eval.s4l
+    if task is not None and task not in S4L_TASKS:
+        raise ConfigError(f"eval.s4l={task}{close_match(task, S4L_TASKS)}: give one of {', '.join(S4L_TASKS)}")
     labels = training_labels(ctx.splits)
     results: dict[str, Any] = {**ctx.describe(), "finetune_epochs": ctx.cfg.eval.finetune_epochs}
     subsets: dict[str, list[int]] = {}
@@ -216,6 +200,11 @@ def evaluate_semi(
             f"{key}_top1": pretrained["top1"], f"{key}_top5": pretrained["top5"],
             f"{key}_scratch_top1": scratch["top1"], f"{key}_scratch_top5": scratch["top5"],
         })  # fmt: skip
+        if task is not None:
+            model = s4l_classifier(fresh_encoder(ctx, ctx.cfg.seed), ctx.splits, positions, task, ctx.cfg, ctx.device,
+                                   ctx.cfg.seed)  # fmt: skip
+            s4l = held_out_accuracy(model, ctx.splits, ctx.cfg, ctx.device)
+            results.update({f"{key}_s4l_{task}_top1": s4l["top1"], f"{key}_s4l_{task}_top5": s4l["top5"]})
     if ctx.checkpoint is not None:
         path = ctx.checkpoint.parent / SUBSETS_NAME
         with recording_into(ctx.checkpoint.parent, "semi") as free:
@@ -259,7 +248,6 @@ __all__ = [
     "finetuned_classifier",
     "fresh_encoder",
     "pretrained_copy",
-    "held_out_accuracy",
     "train_batches",
     "training_labels",
 ]
