@@ -54,11 +54,10 @@ def test_rotate_each_turns_each_image_by_its_own_count() -> None:
     torch.testing.assert_close(turned[1], torch.rot90(images[1], 3, dims=(-2, -1)))
 
 
-def _method(**settings: object) -> DeeperCluster:
+def _method(seed: int = 0, **settings: object) -> DeeperCluster:
     values = {"super_clusters": 2, "clusters": 4, **settings}
-    return DeeperCluster(
-        DeeperClusterSettings(**values), torch.nn.Linear(4, 3), BuildContext(num_samples=6, embedding_dim=3)
-    )  # type: ignore[arg-type]
+    context = BuildContext(num_samples=6, embedding_dim=3, seed=seed)
+    return DeeperCluster(DeeperClusterSettings(**values), torch.nn.Linear(4, 3), context)  # type: ignore[arg-type]
 
 
 def test_super_classes_pair_clusters_with_rotations_and_each_has_a_sub_head() -> None:
@@ -79,6 +78,29 @@ def test_rotations_depend_on_the_image_and_the_step_only() -> None:
         [method.rotations(Batch.of(torch.arange(6), torch.zeros(6, 1, 2, 2), step=s)) for s in range(8)]
     )
     assert len({tuple(row) for row in steps.tolist()}) > 1
+    other_seed = _method(seed=1)
+    assert not all(torch.equal(method.rotations(b), other_seed.rotations(b)) for b in (batch, again))
+
+
+def test_each_sample_is_scored_by_its_own_super_class_head() -> None:
+    method = _method()
+    torch.manual_seed(0)
+    embeddings, labels = torch.randn(5, 3), torch.tensor([7, 0, 7, 3, 0])
+    logits = method.own_head_logits(embeddings, labels)
+    for row, label in enumerate(labels.tolist()):
+        torch.testing.assert_close(logits[row], method.sub_classifiers[label](embeddings[row]))
+
+
+def test_clustering_fills_the_label_buffers_and_the_statistics() -> None:
+    method = _method()
+    far = torch.tensor([[0.0, 0.0, 0.0], [0.1, 0.0, 0.0], [5.0, 5.0, 0.0], [5.1, 5.0, 0.0], [0.0, 9.0, 9.0],
+                        [0.1, 9.0, 9.0]])  # fmt: skip
+    stats = method.cluster(far, torch.Generator().manual_seed(0))
+    assert bool(method.clustered) and set(stats) == {"kmeans_loss", "kmeans_splits", "largest_cluster"}
+    assert method.super_labels.max() < 2 and method.sub_labels.max() < 2
+    assert set(method.super_labels.tolist()) == {0, 1}  # both super-clusters hold images
+    assert len(set((method.super_labels * 2 + method.sub_labels).tolist())) >= 3
+    assert method.statistics.tolist() == [stats[key] for key in ("kmeans_loss", "kmeans_splits", "largest_cluster")]
 
 
 def test_clusters_must_split_evenly_and_fit_the_images() -> None:

@@ -95,3 +95,15 @@ def test_from_head_layer_moves_the_first_layers_into_the_features() -> None:
     assert from_head_layer(encoder, 3).feature_dim == 16
     with pytest.raises(ConfigError, match="the head has 3 layer"):
         from_head_layer(encoder, 4)
+
+
+def test_simclr_v2s_projector_has_no_bias_and_no_shift_in_its_last_layer() -> None:
+    head = HEADS.get("mlp3_bn_scaled")(8, 4)
+    last_linear, last_norm = head[6], head[7]
+    assert last_linear.bias is None and not last_norm.bias.requires_grad
+    head.train()
+    out = head(torch.randn(16, 8) * 3 + 1)
+    torch.testing.assert_close(out.mean(dim=0), torch.zeros(4), atol=1e-5, rtol=0)  # scaled, not shifted
+    last_norm.weight.data.fill_(2.0)
+    last_norm.reset_parameters()
+    assert torch.equal(last_norm.bias, torch.zeros(4)) and torch.equal(last_norm.weight, torch.ones(4))

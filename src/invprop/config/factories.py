@@ -19,8 +19,9 @@ from invprop.schedules import scaled_lr
 def build_method(cfg: Config, encoder: nn.Module, num_samples: int, **context: Any) -> Method:
     """The method ``cfg`` describes, around ``encoder``, for ``num_samples`` training images; ``context`` gives the
     other fields of :class:`~invprop.methods.BuildContext` (``distributed``, ``in_channels``, ``mean``, ``std``,
-    ``total_steps``, ``labels``, ``features``, ``forward``)."""
-    return cfg.spec.create(cfg.method_settings, encoder, BuildContext(num_samples, cfg.model.embedding_dim, **context))
+    ``total_steps``, ``labels``, ``features``, ``forward``); its ``seed`` is the run's."""
+    built = BuildContext(num_samples, cfg.model.embedding_dim, seed=cfg.seed, **context)
+    return cfg.spec.create(cfg.method_settings, encoder, built)
 
 
 @dataclass(frozen=True)

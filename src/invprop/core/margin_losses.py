@@ -9,19 +9,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-#: Squared distances are held at least at float32's smallest normal number under the square root (whose gradient
-#: at 0 is infinite); a distance of exactly 0 is returned as 0 with no gradient.
-_TINY = torch.finfo(torch.float32).tiny
-
 
 def pairwise_distances(z: Tensor) -> Tensor:
     """Euclidean distances between every two rows: (N, D) -> (N, N), float32, 0 on the diagonal.
 
-    Computed from the differences (not from ``|a|^2 + |b|^2 - 2 a.b``, which cancels badly for near points).
+    ``torch.cdist`` computed from the differences (not from ``|a|^2 + |b|^2 - 2 a.b``, which cancels badly for near
+    points), without an (N, N, D) tensor; a distance of 0 has a gradient of 0.
     """
     z = z.float()
-    squared = (z.unsqueeze(1) - z.unsqueeze(0)).pow(2).sum(dim=2)
-    return torch.where(squared > 0, squared.clamp_min(_TINY).sqrt(), 0.0)
+    return torch.cdist(z, z, compute_mode="donot_use_mm_for_euclid_dist")
 
 
 def drlim_loss(z1: Tensor, z2: Tensor, margin: float) -> Tensor:

@@ -13,6 +13,11 @@ from invprop.settings import AT_LEAST_ONE, AT_LEAST_TWO, require
 
 #: RotNet's rotations, in quarter turns counter-clockwise: 0, 90, 180 and 270 degrees (label = quarter turns).
 ROTATIONS = 4
+#: The odd multipliers and shifts of :func:`hashed_draws`'s integer mixing (splitmix64's shifts; its multipliers with
+#: the top bit cleared, so that they are int64 values).
+_MIX_MULTIPLIERS = (0x3F58476D1CE4E5B9, 0x14D049BB133111EB)
+_MIX_SHIFTS = (30, 27, 31)
+_STEP_MULTIPLIER = 0x1E3779B97F4A7C15
 
 
 def rotated_batch(images: Tensor) -> tuple[Tensor, Tensor]:
@@ -93,4 +98,34 @@ def _farthest_permutations(size: int, tiles: int, seed: int) -> tuple[tuple[int,
     return tuple(tuple(row) for row in every[chosen].tolist())
 
 
-__all__ = ["ROTATIONS", "hamming_distances", "permutation_set", "rotated_batch"]
+def _mix(x: Tensor) -> Tensor:
+    """An int64 hash of each value (splitmix64's finaliser in wrapping int64 arithmetic)."""
+    x = (x ^ (x >> _MIX_SHIFTS[0])) * _MIX_MULTIPLIERS[0]
+    x = (x ^ (x >> _MIX_SHIFTS[1])) * _MIX_MULTIPLIERS[1]
+    return x ^ (x >> _MIX_SHIFTS[2])
+
+
+def hashed_draws(seed: int, step: int, indices: Tensor, choices: int) -> Tensor:
+    """One draw in ``[0, choices)`` per image, a function of (seed, step, image index) alone: the same image at the
+    same step of a run with the same seed gets the same draw, whichever process or batch holds it.
+
+    Args:
+        seed: the run's seed.
+        step: the optimiser step.
+        indices: (B,) int64 image indices.
+        choices: how many values to draw among, at least 1.
+
+    Returns:
+        (B,) int64 on ``indices``' device.
+
+    Example:
+        >>> draws = hashed_draws(0, 5, torch.arange(1000), 4)
+        >>> torch.bincount(draws, minlength=4).min().item() > 200
+        True
+    """
+    require("choices", choices, AT_LEAST_ONE)
+    base = _mix(torch.tensor([seed * _STEP_MULTIPLIER + step], dtype=torch.long))
+    return torch.remainder(_mix(indices.long() + base.to(indices.device)), choices)
+
+
+__all__ = ["ROTATIONS", "hamming_distances", "hashed_draws", "permutation_set", "rotated_batch"]

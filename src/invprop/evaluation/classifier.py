@@ -15,6 +15,8 @@ from invprop.models import Encoder
 
 FINETUNE_MOMENTUM = 0.9
 FINETUNE_WEIGHT_DECAY = 5e-4
+#: An epoch's seed is ``seed * EPOCH_SEED_STRIDE + epoch`` (a prime: the epochs of different seeds do not meet).
+EPOCH_SEED_STRIDE = 1_000_003
 
 
 class Classifier(nn.Module):
@@ -41,4 +43,4 @@ def held_out_accuracy(model: nn.Module, splits: DataSplits, cfg: Config, device:
     return {"top1": acc[1], "top5": acc[5]}
 
 
-__all__ = ["FINETUNE_MOMENTUM", "FINETUNE_WEIGHT_DECAY", "Classifier", "held_out_accuracy"]
+__all__ = ["EPOCH_SEED_STRIDE", "FINETUNE_MOMENTUM", "FINETUNE_WEIGHT_DECAY", "Classifier", "held_out_accuracy"]

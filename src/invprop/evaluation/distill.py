@@ -24,7 +24,13 @@ from torch import nn
 from invprop.config import Config
 from invprop.core.distillation_losses import soft_label_distillation_loss
 from invprop.data import DataSplits
-from invprop.evaluation.classifier import FINETUNE_MOMENTUM, FINETUNE_WEIGHT_DECAY, Classifier, held_out_accuracy
+from invprop.evaluation.classifier import (
+    EPOCH_SEED_STRIDE,
+    FINETUNE_MOMENTUM,
+    FINETUNE_WEIGHT_DECAY,
+    Classifier,
+    held_out_accuracy,
+)
 from invprop.evaluation.finetune import (
     SEMI_FRACTIONS,
     SUBSET_SEED,
@@ -58,7 +64,7 @@ def distilled_student(
     student.train()
     torch.manual_seed(seed)
     for epoch in range(epochs):
-        for images, _ in train_batches(splits, everything, batch_size, seed * 1_000_003 + epoch, device):
+        for images, _ in train_batches(splits, everything, batch_size, seed * EPOCH_SEED_STRIDE + epoch, device):
             with torch.no_grad():
                 soft = teacher(images)
             loss = soft_label_distillation_loss(student(images), soft, cfg.eval.distill_temperature)

@@ -17,8 +17,10 @@ from invprop.config import Config, data_for, from_dict, from_saved
 from invprop.data import DataSplits
 from invprop.engine import CHECKPOINT_NAME, METRICS_NAME, RunLock, load_checkpoint, resolve_device
 from invprop.errors import ConfigError, DataError, RunBusyError, WriteError
+from invprop.evaluation.s4l import S4L_TASKS
 from invprop.files import write_text_atomically
 from invprop.models import Encoder, encoder_from, from_head_layer
+from invprop.settings import close_match
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +91,9 @@ def load_eval_context(
         if dataset is not None:
             cfg = from_dict({"data": {"name": dataset}}, base=cfg)
     cfgmod.validate(cfg)
+    task = cfg.eval.s4l
+    if task is not None and task not in S4L_TASKS:
+        raise ConfigError(f"eval.s4l={task}{close_match(task, S4L_TASKS)}: give one of {', '.join(S4L_TASKS)}")
     name = dataset or cfg.data.name
     foreign = dataset is not None and checkpoint is not None
     splits = data_for(cfg, name, foreign=foreign, subset=False)

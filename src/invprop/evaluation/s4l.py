@@ -29,7 +29,7 @@ from invprop.data import DataSplits
 from invprop.data.image_sequences import to_float
 from invprop.data.loader import epoch_order
 from invprop.data.pretext import ROTATIONS, rotated_batch
-from invprop.evaluation.classifier import FINETUNE_MOMENTUM, FINETUNE_WEIGHT_DECAY, Classifier
+from invprop.evaluation.classifier import EPOCH_SEED_STRIDE, FINETUNE_MOMENTUM, FINETUNE_WEIGHT_DECAY, Classifier
 from invprop.models import Encoder
 
 #: S4L-Exemplar's embedding width (the authors' config/s4l_exemplar.sh, triplet_embed_dim).
@@ -95,12 +95,14 @@ S4L_TASKS: dict[str, Callable[[int, int], S4LTask]] = {
 
 
 def _rows(count: int, batch_size: int, seed: int) -> Iterator[Tensor]:
-    """Batches of positions in ``[0, count)``, epoch after epoch, each epoch in a new order."""
+    """Batches of positions in ``[0, count)`` (at most ``count`` each), epoch after epoch, each epoch in a new
+    order."""
+    size = min(batch_size, count)
     epoch = 0
     while True:
-        order = epoch_order(count, seed * 1_000_003 + epoch)
-        for start in range(0, count - batch_size + 1, batch_size):
-            yield order[start : start + batch_size]
+        order = epoch_order(count, seed * EPOCH_SEED_STRIDE + epoch)
+        for start in range(0, count - size + 1, size):
+            yield order[start : start + size]
         epoch += 1
 
 
@@ -127,7 +129,8 @@ def s4l_classifier(
     labelled_batch = max(2, min(cfg.eval.finetune_batch_size, positions.numel()))
     steps = cfg.eval.finetune_epochs * max(1, total_images // batch_size)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
-    unlabelled, labelled = _rows(total_images, batch_size, seed), _rows(positions.numel(), labelled_batch, seed + 1)
+    unlabelled = _rows(total_images, batch_size, seed)
+    labelled = _rows(positions.numel(), labelled_batch, seed + LABELLED_SEED_OFFSET)
     torch.manual_seed(seed)
     model.train()
     ssl.train()

@@ -102,6 +102,8 @@ class BuildContext:
             methods that cluster the dataset.
         forward: the module that runs the encoder's training forwards (e.g. ``DistributedDataParallel(encoder)``);
             None: the encoder itself.
+        seed: the run's seed, for draws a method makes as a function of (seed, step, image) rather than from a
+            generator's state (DeeperCluster's rotations).
     """
 
     num_samples: int
@@ -114,6 +116,7 @@ class BuildContext:
     labels: Tensor | None = None
     features: Callable[[nn.Module], Tensor] | None = None
     forward: nn.Module | None = None
+    seed: int = 0
 
 
 class Method(nn.Module):

@@ -65,6 +65,31 @@ def predictor(dim: int, hidden_dim: int, out_dim: int | None = None) -> nn.Modul
     return mlp_bn_head(dim, out_dim or dim, hidden_dim)
 
 
+@HEADS.register("mlp3_bn_scaled")
+def mlp3_bn_scaled_head(in_dim: int, out_dim: int = 128, hidden_dim: int | None = None) -> nn.Module:
+    """SimCLRv2's projector (Chen et al., 2020b; the authors' tf2 ``ProjectionHead``): (Linear -> BatchNorm -> ReLU)
+    x 2, then a Linear without bias and a BatchNorm that scales but does not shift (no bias anywhere in the last
+    layer, whose output is compared by cosine); hidden width defaults to ``in_dim``."""
+    hidden = hidden_dim or in_dim
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+        nn.Linear(hidden, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+        nn.Linear(hidden, out_dim, bias=False), ScaleOnlyBatchNorm(out_dim),
+    )  # fmt: skip
+
+
+class ScaleOnlyBatchNorm(nn.BatchNorm1d):
+    """BatchNorm1d with a learnable scale and no shift (TensorFlow's ``center=False``)."""
+
+    def __init__(self, features: int) -> None:
+        super().__init__(features)
+        self.bias.requires_grad_(False)  # stays at its initial 0
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        nn.init.zeros_(self.bias)
+
+
 def _leaves(module: nn.Module) -> list[nn.Module]:
     """The modules of nested Sequentials in forward order (any other module is a leaf)."""
     if isinstance(module, nn.Sequential):

@@ -40,6 +40,8 @@ _CODE = "Dosovitskiy et al. (2014), the authors' release (train_nn_pretrain_dist
 #: The authors' schedule, in iterations: lr 0.01 for 1.2M, then x0.4, x0.25, x0.4, x0.25 for 120k, 120k, 60k, 60k.
 _ITERATIONS = 1_560_000
 _DROPS = ((1_200_000, 0.4), (1_320_000, 0.25), (1_440_000, 0.4), (1_500_000, 0.25))
+#: Each pair of the authors' drops in one factor: 0.4 x 0.25 = 0.1.
+_PAIR_GAMMA = _DROPS[0][1] * _DROPS[1][1]
 
 
 @dataclass
@@ -67,7 +69,10 @@ SPEC = MethodSpec(
         "*": {
             "model": {"head": "linear", "embedding_dim": 512},
             "data": {"augment": "exemplar"},
-            "optim": {"milestone_shares": [_DROPS[1][0] / _ITERATIONS, _DROPS[3][0] / _ITERATIONS], "gamma": 0.1},
+            "optim": {
+                "milestone_shares": [_DROPS[1][0] / _ITERATIONS, _DROPS[3][0] / _ITERATIONS],
+                "gamma": _PAIR_GAMMA,
+            },
         }
     },
     recipes={

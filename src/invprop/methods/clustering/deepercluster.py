@@ -26,7 +26,7 @@ from invprop.core.clustering import KMEANS_BACKENDS, pca_whitening
 from invprop.core.clustering_losses import hierarchical_cluster_loss
 from invprop.core.hierarchical_clustering import two_level_kmeans
 from invprop.data.loader import cluster_balanced_order, epoch_order
-from invprop.data.pretext import ROTATIONS
+from invprop.data.pretext import ROTATIONS, hashed_draws
 from invprop.errors import ConfigError
 from invprop.methods.method import Batch, BuildContext, Method, StepOutput
 from invprop.methods.recipes import paper_sgd
@@ -35,8 +35,6 @@ from invprop.settings import AT_LEAST_ONE, AT_LEAST_TWO, Reference, setting
 
 #: Seeds of a clustering's initialisation: drawn from the epoch's seeded global generator.
 SEED_RANGE = 2**62
-#: Offsets the seed of a step's rotations (the step is added).
-ROTATION_SEED = 0x5EED
 #: What a clustering reports (logged every epoch: the clustering in force).
 _STATISTICS = ("kmeans_loss", "kmeans_splits", "largest_cluster")
 
@@ -173,9 +171,18 @@ class DeeperCluster(Method):
         self.register_buffer("statistics", torch.zeros(len(_STATISTICS)))  # the last clustering's
         self._features = context.features
         self._reclustered = False
+        self.seed = context.seed
 
     def shared_modules(self) -> list[nn.Module]:
         return [self.super_classifier, self.sub_classifiers]
+
+    def before_optimizer_step(self) -> None:
+        """A sub-head none of this batch's images reached gets a zero gradient first, so that every process of a
+        distributed run averages the same tensors."""
+        for parameter in self.sub_classifiers.parameters():
+            if parameter.grad is None:
+                parameter.grad = torch.zeros_like(parameter)
+        super().before_optimizer_step()
 
     def reinitialised_parameters(self) -> list[nn.Parameter]:
         if not self._reclustered:
@@ -219,12 +226,20 @@ class DeeperCluster(Method):
         return cluster_balanced_order(self.super_labels * self.sub_clusters + self.sub_labels, seed)
 
     def rotations(self, batch: Batch) -> Tensor:
-        """Each image's quarter turns, a function of its index and the step alone: every process of a distributed
-        run draws the turns a single process would, and a resumed run the same ones."""
+        """Each image's quarter turns, a function of the run's seed, the step and the image alone: every process of
+        a distributed run draws the turns a single process would, and a resumed run the same ones."""
         if self.turns == 1:
             return torch.zeros(batch.size, dtype=torch.long)
-        generator = torch.Generator().manual_seed(ROTATION_SEED + batch.step)
-        return torch.randint(self.turns, (len(self.super_labels),), generator=generator)[batch.indices.cpu()]
+        return hashed_draws(self.seed, batch.step, batch.indices.cpu(), self.turns)
+
+    def own_head_logits(self, embeddings: Tensor, super_labels: Tensor) -> Tensor:
+        """``W_{y_n} f(x_n)`` for each sample: (B, D), (B,) -> (B, K_s). Each head runs on its own samples' rows (a
+        boolean mask, whose backward is deterministic, unlike an indexed gather of the heads' weights)."""
+        logits = embeddings.new_zeros(embeddings.shape[0], self.sub_clusters)
+        for label in super_labels.unique().tolist():
+            rows = super_labels == label
+            logits = logits.index_put((rows,), self.sub_classifiers[label](embeddings[rows]).to(logits.dtype))
+        return logits
 
     def training_step(self, batch: Batch) -> StepOutput:
         images = self.views_of(batch)
@@ -233,11 +248,7 @@ class DeeperCluster(Method):
         rows = batch.indices.to(self.super_labels.device)
         super_labels = (self.super_labels[rows] * self.turns + turns.to(rows.device)).to(embeddings.device)
         sub_labels = self.sub_labels[rows].to(embeddings.device)
-        # Every head's logits, then each sample's own head's by a one-hot mask: a sum, not an indexed gather, whose
-        # backward (an accumulating scatter) is not deterministic on the CPU.
-        every_head = torch.stack([head(embeddings) for head in self.sub_classifiers], dim=1)  # (B, S, K_s)
-        own = F.one_hot(super_labels, len(self.sub_classifiers)).to(every_head.dtype)
-        sub_logits = (every_head * own.unsqueeze(2)).sum(dim=1)
+        sub_logits = self.own_head_logits(embeddings, super_labels)
         loss = hierarchical_cluster_loss(self.super_classifier(embeddings), sub_logits, super_labels, sub_labels)
         return StepOutput(loss, {"loss_hierarchy": loss.detach()})
 

@@ -3,7 +3,7 @@
 
 SimCLR's NT-Xent (:func:`invprop.core.contrastive_losses.nt_xent_loss`) through the paper's deeper projector: three
 layers, the first two as wide as the backbone's features with BatchNorm and ReLU, the last to 128 with BatchNorm and
-no ReLU (``model.head: mlp3_bn_out``). The paper then fine-tunes from the projector's first layer rather than from
+no ReLU, no bias and no shift (``model.head: mlp3_bn_scaled``). The paper then fine-tunes from the projector's first layer rather than from
 the backbone, and distils the fine-tuned network into a student on the unlabelled images; both use labels, so they
 are evaluation protocols: ``invprop eval semi --from-head-layer 1`` and ``invprop eval distill``.
 
@@ -41,7 +41,7 @@ SPEC = MethodSpec(
     accumulation=Accumulation.REFUSED,
     accumulation_note="NT-Xent contrasts every view of the whole batch with every other",
     presets={
-        "*": {"model": {"head": "mlp3_bn_out", "embedding_dim": 128}},
+        "*": {"model": {"head": "mlp3_bn_scaled", "embedding_dim": 128}},
         "cifar10": {"simclr_v2": {"temperature": 0.5}},
     },
     recipes={
@@ -61,7 +61,7 @@ SPEC = MethodSpec(
     references={
         "*": {
             "simclr_v2.temperature": Reference(0.1, f"{_CODE}, run.py (--temperature)"),
-            "model.head": Reference("mlp3_bn_out", f"{_CODE}, model.py ProjectionHead (--num_proj_layers=3)"),
+            "model.head": Reference("mlp3_bn_scaled", f"{_CODE}, model.py ProjectionHead (--num_proj_layers=3)"),
             "model.embedding_dim": Reference(128, f"{_CODE}, run.py (--proj_out_dim)"),
             "optim.batch_size": Reference(4096, f"{_README} ImageNet command"),
             "epochs": Reference(800, f"{_PAPER}, Sec. 4"),

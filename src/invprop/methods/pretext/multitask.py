@@ -11,6 +11,9 @@ The paper's tasks were relative position, colourisation, exemplar and motion seg
 to nine (relative position itself is not in the library yet) -- and ``rotnet``; motion segmentation needs video.
 Grey images (digits) cannot be colourised, so their preset trains jigsaw and exemplar.
 
+The trunk's BatchNorm layers see every task's inputs (whole images, jigsaw tiles, grey images), so the running
+statistics that evaluation uses mix them.
+
 Not here: the paper's two refinements, both without published details -- the lasso (each task reading a sparse
 learned combination of the trunk's layers) and the harmonisation of the tasks' inputs. Every task sees the run's one
 augmentation (``data.augment``).
