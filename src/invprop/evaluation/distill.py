@@ -19,18 +19,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from invprop.config import Config
 from invprop.core.distillation_losses import soft_label_distillation_loss
 from invprop.data import DataSplits
-from invprop.evaluation.classifier import (
-    EPOCH_SEED_STRIDE,
-    FINETUNE_MOMENTUM,
-    FINETUNE_WEIGHT_DECAY,
-    Classifier,
-    held_out_accuracy,
-)
+from invprop.evaluation.classifier import Classifier, held_out_accuracy
 from invprop.evaluation.finetune import (
     SEMI_FRACTIONS,
     SUBSET_SEED,
@@ -38,7 +32,7 @@ from invprop.evaluation.finetune import (
     finetuned_classifier,
     fresh_encoder,
     pretrained_copy,
-    train_batches,
+    train_by_finetune_recipe,
     training_labels,
 )
 from invprop.evaluation.loading import load_eval_context, record_result
@@ -52,28 +46,16 @@ def distilled_student(
 ) -> Classifier:
     """``student`` trained on every training image's augmented views to match ``teacher``'s soft labels (the
     labels are drawn by the batches but never read); returned in eval mode."""
-    everything = torch.arange(len(splits.train))
-    optimizer = torch.optim.SGD(
-        student.parameters(), lr=cfg.eval.finetune_lr, momentum=FINETUNE_MOMENTUM, weight_decay=FINETUNE_WEIGHT_DECAY
-    )
-    epochs = cfg.eval.finetune_epochs
-    batch_size = max(2, min(cfg.eval.finetune_batch_size, everything.numel()))
-    total = epochs * max(1, everything.numel() // batch_size)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
     teacher.eval()
-    student.train()
-    torch.manual_seed(seed)
-    for epoch in range(epochs):
-        for images, _ in train_batches(splits, everything, batch_size, seed * EPOCH_SEED_STRIDE + epoch, device):
-            with torch.no_grad():
-                soft = teacher(images)
-            loss = soft_label_distillation_loss(student(images), soft, cfg.eval.distill_temperature)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if scheduler.last_epoch < total:
-                scheduler.step()
-    return student.eval()
+
+    def soft_label_loss(images: Tensor, _: Tensor) -> Tensor:
+        with torch.no_grad():
+            soft = teacher(images)
+        return soft_label_distillation_loss(student(images), soft, cfg.eval.distill_temperature)
+
+    everything = torch.arange(len(splits.train))
+    train_by_finetune_recipe(student, splits, everything, cfg, device, seed, soft_label_loss)
+    return student
 
 
 def evaluate_distill(

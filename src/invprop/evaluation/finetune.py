@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -128,6 +128,30 @@ def finetuned_classifier(
     with torch.no_grad():  # fold the probe's standardisation into the layer
         model.fc.weight.copy_(probe.weight / probe.std)
         model.fc.bias.copy_(probe.bias - (probe.weight * (probe.mean / probe.std)).sum(dim=1))
+    train_by_finetune_recipe(
+        model,
+        splits,
+        positions,
+        cfg,
+        device,
+        seed,
+        lambda images, labels: nn.functional.cross_entropy(model(images), labels),
+    )
+    return model
+
+
+def train_by_finetune_recipe(
+    model: nn.Module,
+    splits: DataSplits,
+    positions: Tensor,
+    cfg: Config,
+    device: torch.device,
+    seed: int,
+    loss_of: Callable[[Tensor, Tensor], Tensor],
+) -> nn.Module:
+    """Train ``model`` on augmented batches of the training ``positions`` by the fine-tuning recipe (SGD with
+    momentum, ``eval.finetune_lr`` on a cosine, ``eval.finetune_epochs``, ``eval.finetune_batch_size``), each step
+    minimising ``loss_of(images, labels)``; returned in eval mode."""
     optimizer = torch.optim.SGD(
         model.parameters(), lr=cfg.eval.finetune_lr, momentum=FINETUNE_MOMENTUM, weight_decay=FINETUNE_WEIGHT_DECAY
     )
@@ -139,7 +163,7 @@ def finetuned_classifier(
     model.train()
     for epoch in range(epochs):
         for images, labels in train_batches(splits, positions, batch_size, seed * EPOCH_SEED_STRIDE + epoch, device):
-            loss = nn.functional.cross_entropy(model(images), labels)
+            loss = loss_of(images, labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -247,5 +271,6 @@ __all__ = [
     "fresh_encoder",
     "pretrained_copy",
     "train_batches",
+    "train_by_finetune_recipe",
     "training_labels",
 ]
