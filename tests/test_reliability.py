@@ -132,12 +132,18 @@ def _wait_until_torch_loads(process: subprocess.Popen[str]) -> None:
     raise AssertionError("torch did not start loading within 60 s")
 
 
+def _ctrl_c_as_at_a_terminal() -> None:
+    """A child's SIGINT as a terminal's foreground command has it. A shell script's background job (``cmd &``, as CI
+    may be started) inherits SIGINT ignored, and Python keeps an ignored SIGINT: the command would not hear it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="Linux: reads /proc/PID/maps")
 def test_ctrl_c_while_the_command_starts_says_one_line(tmp_path: Path) -> None:
     """Importing torch takes seconds; a Ctrl-C in them used to print a 40-line traceback through its imports."""
     started = subprocess.Popen(
         [sys.executable, "-m", "invprop", "train", "--out", str(tmp_path / "run")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_ctrl_c_as_at_a_terminal,
     )  # fmt: skip
     _wait_until_torch_loads(started)  # the interpreter is up; the command line (torch) is still loading
     started.send_signal(signal.SIGINT)
