@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from invprop.data.jigsaw import jigsaw_tiles, normalise_tiles, windows_within_cells
+from invprop.data.jigsaw import jigsaw_tiles
+from invprop.data.patches import normalise_tiles
 
 
 def test_each_image_s_tiles_are_its_cells_in_the_permuted_order() -> None:
@@ -27,39 +28,6 @@ def test_tiles_are_resized_and_small_images_are_refused() -> None:
     assert tiles.shape == (36, 3, 8, 8)
     with pytest.raises(ValueError, match="image side / grid must be at least 1"):
         jigsaw_tiles(torch.rand(1, 1, 2, 2), grid=3)
-
-
-def test_windows_are_random_blocks_of_their_own_cells() -> None:
-    torch.manual_seed(0)
-    cells = torch.arange(200 * 10 * 10, dtype=torch.float).reshape(200, 1, 10, 10)
-    windows = windows_within_cells(cells, share=64 / 75)
-    assert windows.shape == (200, 1, 9, 9)  # round(0.853 x 10)
-    offsets = set()
-    for n in range(200):
-        first = int(windows[n, 0, 0, 0]) - n * 100  # the window's top-left pixel in its own cell
-        y, x = divmod(first, 10)
-        assert 0 <= y <= 1 and 0 <= x <= 1
-        assert torch.equal(windows[n, 0], cells[n, 0, y : y + 9, x : x + 9])
-        offsets.add((y, x))
-    assert offsets == {(0, 0), (0, 1), (1, 0), (1, 1)}  # every place is drawn
-    assert windows_within_cells(cells, share=1.0) is cells
-    assert windows_within_cells(cells[:, :, :2, :2], share=0.1).shape == (200, 1, 1, 1)  # at least one pixel
-    with pytest.raises(ValueError, match=r"share must be in \(0, 1\], got 0"):
-        windows_within_cells(cells, share=0)
-
-
-def test_each_tile_is_normalised_on_its_own() -> None:
-    torch.manual_seed(0)
-    tiles = torch.rand(3, 2, 4, 4) * torch.tensor([1.0, 5.0, 0.1]).view(3, 1, 1, 1) + 7
-    tiles[2, 1] = 3.0  # a constant channel
-    out = normalise_tiles(tiles)
-    for n in range(3):
-        for c in range(2):
-            t = tiles[n, c]
-            if n == 2 and c == 1:
-                assert torch.equal(out[n, c], torch.zeros(4, 4))
-            else:
-                assert torch.allclose(out[n, c], (t - t.mean()) / t.std(unbiased=False), atol=1e-5)
 
 
 def test_paper_tiles_are_normalised_windows_of_the_permuted_cells() -> None:

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from invprop.data.loader import epoch_order
 from invprop.distributed.collectives import all_reduce_sum, world_size
 from invprop.distributed.partition import RowPartition
+from invprop.models.encoder import EncodedMaps
 
 
 @dataclass(frozen=True, eq=False)
@@ -143,6 +144,12 @@ class Method(nn.Module):
         """Embeddings of training images, through the context's ``forward`` (e.g. the data-parallel wrapper)."""
         forward = self._forward
         return forward(images) if forward is not None else self.encoder(images)
+
+    def encode_maps(self, images: Tensor, stages: int = 1) -> EncodedMaps:
+        """Embeddings of training images with the backbone's last ``stages`` feature maps (:class:`EncodedMaps`),
+        through the same ``forward`` as :meth:`encode`."""
+        forward = self._forward if self._forward is not None else self.encoder
+        return forward(images, maps=stages)
 
     def training_step(self, batch: Batch) -> StepOutput:
         """The loss of one batch, its logged terms, and the update to apply after the optimiser step. Terms: the

@@ -2,6 +2,7 @@
 
 from invprop.models.backbones import BACKBONES, BackboneNames, DigitsConvNet, TorchvisionResNet, build_backbone
 from invprop.models.encoder import (
+    EncodedMaps,
     Encoder,
     ModelSettings,
     build_encoder,
@@ -9,6 +10,7 @@ from invprop.models.encoder import (
     encoder_from,
     from_head_layer,
 )
+from invprop.models.feature_maps import FeatureMaps, feature_maps
 from invprop.models.heads import HEADS
 from invprop.models.timm_backbone import ModelInput, TimmBackbone, TimmOptions, is_timm_backbone, model_input
 
@@ -24,7 +26,10 @@ __all__ = [
     "is_timm_backbone",
     "model_input",
     "DigitsConvNet",
+    "EncodedMaps",
     "Encoder",
+    "FeatureMaps",
+    "feature_maps",
     "ModelSettings",
     "TorchvisionResNet",
     "build_encoder",

@@ -1,14 +1,15 @@
 """Backbones, registered by name. Each returns an ``nn.Module`` mapping images to (B, feature_dim) features and
-exposing ``feature_dim``."""
+exposing ``feature_dim``, and its stage maps through ``forward_maps`` (:mod:`invprop.models.feature_maps`)."""
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 import torchvision
 from torch import Tensor, nn
 
+from invprop.models.feature_maps import FeatureMaps, check_stages, sequential_maps
 from invprop.models.timm_backbone import TIMM_PREFIX, TimmBackbone, TimmOptions, is_timm_backbone
 from invprop.registry import Registry
 
@@ -86,9 +87,16 @@ class DigitsConvNet(nn.Module):
             *grid_feature_layers(c3, feature_dim),
         )
         self.feature_dim = feature_dim
+        #: The maps after each conv block (8x8, then 4x4 after the pool, then 4x4), before the grid layers.
+        self.stage_ends = (3, 7, 10)
+        self.stage_channels = DIGITS_CHANNELS
 
     def forward(self, x: Tensor) -> Tensor:
         return self.features(x)
+
+    def forward_maps(self, x: Tensor, stages: int = 1) -> FeatureMaps:
+        """The pooled features and the last ``stages`` block outputs (:class:`FeatureMaps`)."""
+        return sequential_maps(self.features, self.stage_ends, x, stages, "digits_convnet")
 
 
 #: Channel widths of the small CPU network's three conv stages (each followed by a 2x2 max-pool).
@@ -115,9 +123,16 @@ class SmallConvNet(nn.Module):
             width = channels
         self.features = nn.Sequential(*layers, *grid_feature_layers(width, feature_dim))
         self.feature_dim = feature_dim
+        #: The maps after each stage's max-pool (16x16, 8x8, 4x4 at 32x32 input).
+        self.stage_ends = tuple(4 * (i + 1) for i in range(len(SMALL_CHANNELS)))
+        self.stage_channels = SMALL_CHANNELS
 
     def forward(self, x: Tensor) -> Tensor:
         return self.features(x)
+
+    def forward_maps(self, x: Tensor, stages: int = 1) -> FeatureMaps:
+        """The pooled features and the last ``stages`` stage outputs (:class:`FeatureMaps`)."""
+        return sequential_maps(self.features, self.stage_ends, x, stages, "small_convnet")
 
 
 def adapt_resnet_stem(net: nn.Module, in_channels: int = 3, cifar_stem: bool = False) -> nn.Module:
@@ -141,9 +156,33 @@ class TorchvisionResNet(nn.Module):
         self.feature_dim = int(getattr(net.fc, "in_features"))
         net.fc = nn.Identity()
         self.net = net
+        self.arch = arch
+        self.stage_channels = tuple(_stage_width(getattr(net, name)) for name in RESNET_STAGES)
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.flatten(self.net(x), 1)
+
+    def forward_maps(self, x: Tensor, stages: int = 1) -> FeatureMaps:
+        """The pooled features and the last ``stages`` of ``layer1``-``layer4``'s outputs (:class:`FeatureMaps`),
+        through torchvision's own layers in its own order."""
+        check_stages(stages, len(RESNET_STAGES), self.arch)
+        net: Any = self.net  # torchvision.models.ResNet: its layers by name
+        x = net.maxpool(net.relu(net.bn1(net.conv1(x))))
+        kept: list[Tensor] = []
+        for name in RESNET_STAGES:
+            x = getattr(net, name)(x)
+            kept.append(x)
+        return FeatureMaps(torch.flatten(net.avgpool(x), 1), tuple(kept[-stages:]))
+
+
+#: The residual stages of a torchvision ResNet, early to late.
+RESNET_STAGES = ("layer1", "layer2", "layer3", "layer4")
+
+
+def _stage_width(stage: nn.Module) -> int:
+    """The output channels of a ResNet stage: its last block's last batch norm."""
+    norms = [m for m in stage.modules() if isinstance(m, nn.BatchNorm2d)]
+    return int(norms[-1].num_features)
 
 
 @BACKBONES.register("digits_convnet")

@@ -3,18 +3,31 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from torch import Tensor, nn
 
 from invprop.errors import ConfigError
 from invprop.models.backbones import BackboneNames, build_backbone
+from invprop.models.feature_maps import FeatureMaps, feature_maps
 from invprop.models.heads import HEADS, head_layers, layer_width
 from invprop.models.timm_backbone import TimmOptions, is_timm_backbone, timm_architecture
 from invprop.settings import AT_LEAST_ONE, setting
 
 
+@dataclass(frozen=True)
+class EncodedMaps:
+    """One pass of an :class:`Encoder` asked for maps: the embedding (B, D) and the backbone's :class:`FeatureMaps`
+    (its pooled features and stage maps)."""
+
+    embedding: Tensor
+    maps: FeatureMaps
+
+
 class Encoder(nn.Module):
-    """``forward`` gives the un-normalised embedding f(x); ``features`` gives the backbone representation."""
+    """``forward`` gives the un-normalised embedding f(x) -- with ``maps=N``, also the backbone's last N feature maps
+    (:class:`EncodedMaps`), through the same call so that a data-parallel wrapper sees it; ``features`` gives the
+    backbone representation."""
 
     def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
         super().__init__()
@@ -28,8 +41,13 @@ class Encoder(nn.Module):
     def features(self, x: Tensor) -> Tensor:
         return self.backbone(x)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.backbone(x))
+    def forward(self, x: Tensor, maps: int = 0) -> Any:
+        """The embedding (B, D); with ``maps`` > 0, an :class:`EncodedMaps` holding it and the last ``maps`` stage
+        maps of the backbone's one pass."""
+        if maps == 0:
+            return self.head(self.backbone(x))
+        found = feature_maps(self.backbone, x, maps)
+        return EncodedMaps(self.head(found.pooled), found)
 
 
 class HeadPrefix(nn.Module):
@@ -44,6 +62,15 @@ class HeadPrefix(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.layers(self.backbone(x))
+
+    def forward_maps(self, x: Tensor, stages: int = 1) -> FeatureMaps:
+        """The backbone's maps, and the head layers' output as the pooled features."""
+        found = feature_maps(self.backbone, x, stages)
+        return FeatureMaps(self.layers(found.pooled), found.stages)
+
+    @property
+    def stage_channels(self) -> tuple[int, ...]:
+        return tuple(getattr(self.backbone, "stage_channels"))
 
 
 def from_head_layer(encoder: Encoder, layers: int) -> Encoder:

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from invprop.errors import ConfigError
+from invprop.models.feature_maps import FeatureMaps, check_stages
 from invprop.settings import close_match
 
 #: The prefix that names a timm model in ``model.backbone``.
@@ -198,9 +199,23 @@ class TimmBackbone(nn.Module):
         self.net = _create_weights(timm, self.architecture, self.creation_kwargs, options)
         width: Any = getattr(self.net, "head_hidden_size", None) or getattr(self.net, "num_features")
         self.feature_dim = int(width)
+        #: Each stage's (a ViT: each block's) width, early to late, from timm's ``feature_info``.
+        self.stage_channels = tuple(int(info["num_chs"]) for info in getattr(self.net, "feature_info", []))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
+
+    def forward_maps(self, x: Tensor, stages: int = 1) -> FeatureMaps:
+        """The pooled features and the last ``stages`` stage (a ViT: block) outputs as (B, C, h, w) maps -- a ViT's
+        patch tokens laid out on their grid, its class token left out -- through timm's ``forward_intermediates``;
+        the pooled vector is ``forward_head`` of the same pass, the numbers ``forward`` gives."""
+        if not hasattr(self.net, "forward_intermediates") or not self.stage_channels:
+            raise ConfigError(f"timm model {self.architecture} gives no feature maps (no forward_intermediates in "
+                              f"this timm); the dense methods need another model or a newer timm")  # fmt: skip
+        check_stages(stages, len(self.stage_channels), f"timm:{self.architecture}")
+        net: Any = self.net  # a timm model: its own methods
+        final, maps = net.forward_intermediates(x, indices=stages, output_fmt="NCHW")
+        return FeatureMaps(net.forward_head(final, pre_logits=True), tuple(maps))
 
     def parameter_groups(self, weight_decay: float, layer_decay: float) -> list[dict[str, Any]]:
         """Optimiser groups of the trainable parameters, as the ViT recipes make them: no weight decay on biases,
