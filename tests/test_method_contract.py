@@ -33,7 +33,8 @@ from invprop.engine import Trainer
 from invprop.evaluation.compare import untrained_knn
 from invprop.evaluation.report import read_history
 from invprop.methods import METHODS, Accumulation, Batch, BuildContext, Floor, Method, Torchrun
-from invprop.models import Encoder
+from invprop.models import Encoder, FeatureMaps
+from invprop.models.feature_maps import sequential_maps
 from invprop.settings import deep_update, merge
 
 NAMES = list(METHODS)
@@ -151,16 +152,22 @@ N, D = 100, 8
 
 
 class _Flatten(nn.Module):
-    """A BatchNorm-free backbone: the pixels through one ReLU layer."""
+    """A BatchNorm-free backbone: a 3x3 conv to a 4-channel map (its one feature-map stage), then the map through
+    one ReLU layer."""
 
     feature_dim = 16
+    stage_channels = (4,)
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.layer = nn.Sequential(nn.Flatten(), nn.Linear(channels * 64, self.feature_dim), nn.ReLU())
+        self.layer = nn.Sequential(nn.Conv2d(channels, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                                   nn.Linear(4 * 64, self.feature_dim), nn.ReLU())  # fmt: skip
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layer(x)
+
+    def forward_maps(self, x: torch.Tensor, stages: int = 1) -> FeatureMaps:
+        return sequential_maps(self.layer, (2,), x, stages)
 
 
 def _unit_method(name: str, distributed: bool = False, forward: Any = None) -> Method:

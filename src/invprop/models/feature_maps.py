@@ -70,6 +70,15 @@ def sequential_maps(
     return FeatureMaps(layers[start:](x), tuple(kept[-stages:]))
 
 
+def map_channels(backbone: nn.Module, stage: int = -1) -> int:
+    """The width of ``backbone``'s stage ``stage`` (default: the last, pre-pool map); a one-line error for a
+    backbone that cannot give maps."""
+    if not isinstance(backbone, MapBackbone):
+        raise ConfigError(f"the backbone {type(backbone).__name__} gives no feature maps (no forward_maps); the dense "
+                          "methods need one of invprop's backbones or a timm model")  # fmt: skip
+    return int(backbone.stage_channels[stage])
+
+
 def feature_maps(backbone: nn.Module, x: Tensor, stages: int = 1) -> FeatureMaps:
     """``backbone``'s pooled features of ``x`` and its last ``stages`` maps; a one-line error for a backbone that
     cannot give maps."""
@@ -79,4 +88,4 @@ def feature_maps(backbone: nn.Module, x: Tensor, stages: int = 1) -> FeatureMaps
     return backbone.forward_maps(x, stages)
 
 
-__all__ = ["FeatureMaps", "MapBackbone", "check_stages", "feature_maps", "sequential_maps"]
+__all__ = ["FeatureMaps", "MapBackbone", "check_stages", "feature_maps", "map_channels", "sequential_maps"]

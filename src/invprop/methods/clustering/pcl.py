@@ -121,7 +121,7 @@ class PCL(MoCo):
     """
 
     ready: Tensor
-    queue_key = "pcl.queue_size"
+    section = "pcl"
 
     def __init__(self, settings: PCLSettings, encoder: nn.Module, context: BuildContext) -> None:
         options, num_samples, embedding_dim = settings, context.num_samples, context.embedding_dim

@@ -101,15 +101,15 @@ class MoCo(TwoViewMethod):
             are gathered from every process before they are enqueued).
     """
 
-    #: The setting that sizes the queue (for the warning when it holds the whole dataset).
-    queue_key = "moco.queue_size"
+    #: The settings section, which names the queue and momentum settings in messages.
+    section = "moco"
 
     def __init__(self, settings: MoCoSettings, encoder: nn.Module, context: BuildContext) -> None:
         super().__init__(encoder, context)
-        warn_if_queue_holds_the_dataset(self.queue_key, settings.queue_size, context.num_samples)
+        warn_if_queue_holds_the_dataset(f"{self.section}.queue_size", settings.queue_size, context.num_samples)
         self.options = settings
         self.momentum = momentum_schedule(
-            "moco.base_momentum", settings.base_momentum, settings.final_momentum, context
+            f"{self.section}.base_momentum", settings.base_momentum, settings.final_momentum, context
         )
         self.key_encoder = frozen_copy(encoder)
         self.queue = FeatureQueue(settings.queue_size, context.embedding_dim)
