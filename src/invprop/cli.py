@@ -629,7 +629,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="knn: weighted kNN on the held-out split; linear: logistic regression on frozen backbone features; "
         "semi: fine-tuning with 1%% and 10%% of the labels vs training from scratch; transfer: linear and fine-tuning "
         "on --dataset; distill: the network fine-tuned on 1%% and 10%% of the labels teaches a fresh student on every "
-        "training image, unlabelled (SimCLRv2's third stage)",
+        "training image, unlabelled (SimCLRv2's third stage); dense: a linear probe at every location of the backbone's "
+        "feature map, labelling 2 x 2 mosaics of held-out images by quadrant",
     )
     ev.add_argument("--checkpoint", help="a run's last.pt (or the run directory)")
     ev.add_argument("--untrained", action="store_true", help="evaluate a randomly initialised encoder (the baseline)")

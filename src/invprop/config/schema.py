@@ -188,6 +188,13 @@ class EvalSettings:
     s4l_views: int = setting(
         8, "S4L-Exemplar's augmented views of each image (the authors': 8 crops)", bounds=AT_LEAST_TWO, resumable=True
     )
+    dense_mosaics: int = setting(
+        2000,
+        "eval dense: 2 x 2 mosaics of images drawn from the training split for the per-location probe, and as many "
+        "from the held-out split to score it (capped at a quarter of each split)",
+        bounds=AT_LEAST_ONE,
+        resumable=True,
+    )
     label_free_images: int = setting(
         2048,
         "held-out images the label-free criteria (RankMe, cluster learnability, intrinsic dimension, uniformity) "

@@ -34,11 +34,13 @@ def linear_protocol(
     num_classes: int,
     weight_decays: Sequence[float] = WEIGHT_DECAYS,
     seed: int = VALIDATION_SEED,
+    with_predictions: bool = False,
 ) -> dict[str, Any]:
     """The protocol on given features: sweep on a validation split of the training set, refit, test once.
 
     Returns:
-        ``linear_top1``, ``linear_top5`` (test), ``linear_weight_decay`` (chosen) and ``linear_val_top1`` per decay.
+        ``linear_top1``, ``linear_top5`` (test), ``linear_weight_decay`` (chosen) and ``linear_val_top1`` per decay;
+        with ``with_predictions``, also ``predictions``, the (N_test,) classes the probe gives the test features.
     """
     fit_idx, val_idx = stratified_split(train_y, VALIDATION_FRACTION, torch.Generator().manual_seed(seed))
     sweep: dict[str, float] = {}
@@ -47,8 +49,10 @@ def linear_protocol(
         sweep[str(decay)] = topk_accuracy(probe.logits(train_x[val_idx]), train_y[val_idx], (1,))[1]
     best = max(weight_decays, key=lambda d: (sweep[str(d)], d))  # ties: the stronger regularisation
     probe = fit_linear_probe(train_x, train_y, num_classes, best)
-    acc = topk_accuracy(probe.logits(test_x), test_y, (1, 5))
-    return {"linear_top1": acc[1], "linear_top5": acc[5], "linear_weight_decay": best, "linear_val_top1": sweep}
+    logits = probe.logits(test_x)
+    acc = topk_accuracy(logits, test_y, (1, 5))
+    result = {"linear_top1": acc[1], "linear_top5": acc[5], "linear_weight_decay": best, "linear_val_top1": sweep}
+    return {**result, "predictions": logits.argmax(dim=1)} if with_predictions else result
 
 
 def evaluate_linear(
