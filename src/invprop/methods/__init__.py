@@ -9,6 +9,7 @@ from invprop.methods import (  # noqa: F401  (importing a family registers its m
     clustering,
     contrastive,
     distillation,
+    infomax,
     memory_bank,
     pretext,
     redundancy,

@@ -76,6 +76,10 @@ def map_channels(backbone: nn.Module, stage: int = -1) -> int:
     if not isinstance(backbone, MapBackbone):
         raise ConfigError(f"the backbone {type(backbone).__name__} gives no feature maps (no forward_maps); the dense "
                           "methods need one of invprop's backbones or a timm model")  # fmt: skip
+    available = len(backbone.stage_channels)
+    if not -available <= stage < available:
+        raise ConfigError(f"{type(backbone).__name__} has {available} feature-map stage(s); stage {stage} asked for: "
+                          f"count from the last with 1 to {available}")  # fmt: skip
     return int(backbone.stage_channels[stage])
 
 

@@ -1,0 +1,81 @@
+"""Mutual-information objectives between a global vector and local features (Hjelm et al., 2019, Deep InfoMax):
+every image's global embedding scored against every location of every image's local map, the image's own
+locations the positives, the other images' locations the negatives."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def local_global_scores(global_embeddings: Tensor, local_embeddings: Tensor) -> Tensor:
+    """The dot-product critic of Deep InfoMax (Hjelm et al., 2019, Sec. 3.1 and App. A.2, "encoder and dot
+    product"): ``T[i, j, s] = <g_i, l_{j,s}>`` for every global embedding i, image j and location s.
+
+    Args:
+        global_embeddings: (B, U).
+        local_embeddings: (B, U, h, w) (or (B, U, S)).
+
+    Returns:
+        (B, B, S) float32 scores.
+
+    Example:
+        >>> local_global_scores(torch.ones(2, 3), torch.ones(2, 3, 1, 2)).shape
+        torch.Size([2, 2, 2])
+    """
+    local = local_embeddings.float().flatten(2)
+    return torch.einsum("iu,jus->ijs", global_embeddings.float(), local)
+
+
+def jsd_mutual_information(scores: Tensor) -> Tensor:
+    """The Jensen-Shannon estimate of the mutual information between the global vector and a local feature
+    (Hjelm et al., 2019, Eq. 4; Nowozin et al., 2016): ``E_P[-sp(-T)] - E_{PxN}[sp(T)]``, each expectation
+    shifted by log 2 so that a critic at chance (T = 0) gives 0, as the authors' code does.
+
+    Args:
+        scores: (B, B, S) with the positives on the diagonal (i = j), B >= 2.
+
+    Returns:
+        The 0-d estimate: positives averaged over their B x S entries, negatives over their B x (B - 1) x S.
+
+    Example:
+        >>> float(jsd_mutual_information(torch.zeros(3, 3, 4)))  # a critic at chance
+        0.0
+    """
+    b = scores.shape[0]
+    positive = torch.eye(b, dtype=torch.bool, device=scores.device).unsqueeze(2).expand_as(scores)
+    log2 = math.log(2.0)
+    expected_positive = (log2 - F.softplus(-scores[positive])).mean()
+    expected_negative = (F.softplus(scores[~positive]) - log2).mean()
+    return expected_positive - expected_negative
+
+
+def local_infonce_loss(scores: Tensor) -> Tensor:
+    """InfoNCE between the global vector and a local feature (Hjelm et al., 2019, Eq. 5; van den Oord et al., 2018):
+    for each image i and location s, ``-log exp(T[i,i,s]) / (exp(T[i,i,s]) + sum_{j != i, s'} exp(T[i,j,s']))`` --
+    the image's own location against every location of every other image -- averaged over i and s; float32
+    log-sum-exp.
+
+    Args:
+        scores: (B, B, S) with the positives on the diagonal, B >= 2.
+
+    Returns:
+        The 0-d mean loss.
+
+    Example:
+        >>> round(float(local_infonce_loss(torch.zeros(2, 2, 3))), 4)  # ln(1 + 3): one positive, three negatives
+        1.3863
+    """
+    b, _, s = scores.shape
+    scores = scores.float()
+    eye = torch.eye(b, dtype=torch.bool, device=scores.device)
+    positives = scores[eye]  # (B, S)
+    negatives = scores.masked_fill(eye.unsqueeze(2), float("-inf")).reshape(b, 1, b * s).expand(b, s, b * s)
+    logits = torch.cat([positives.unsqueeze(2), negatives], dim=2)  # (B, S, 1 + (B-1) S)
+    return -(positives - torch.logsumexp(logits, dim=2)).mean()
+
+
+__all__ = ["jsd_mutual_information", "local_global_scores", "local_infonce_loss"]
