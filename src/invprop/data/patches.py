@@ -59,17 +59,20 @@ def grid_cells(images: Tensor, grid: int) -> Tensor:
     return grid_patches(cropped, cell, cell).reshape(b, grid * grid, c, *cell)
 
 
-def windows_within_cells(cells: Tensor, share: float) -> Tensor:
+def windows_within_cells(cells: Tensor, share: float, jitter: int | None = None) -> Tensor:
     """A window of each cell, at a random place (torch's global generator): Noroozi & Favaro's tiles (2016,
-    Sec. 3: a 64x64 tile at a random place within each 75x75 cell).
+    Sec. 3: a 64x64 tile at a random place within each 75x75 cell), or Doersch et al.'s patches (2015, Sec. 3: a
+    96-pixel patch centred in its cell, a 48-pixel gap to the next, jittered by up to 7 pixels).
 
     Args:
         cells: (N, C, h, w).
         share: the window's side over the cell's: the window is ``round(share x h) x round(share x w)`` (at least
             one pixel); 1 gives the cells back.
+        jitter: None places each window anywhere in its cell (uniformly); J centres it and moves it by up to J
+            pixels each way (uniformly, within the cell).
 
     Returns:
-        (N, C, h', w') windows, each from its own cell, at offsets drawn uniformly per window.
+        (N, C, h', w') windows, each from its own cell.
 
     Example:
         >>> windows_within_cells(torch.rand(5, 3, 10, 10), share=0.85).shape
@@ -80,10 +83,47 @@ def windows_within_cells(cells: Tensor, share: float) -> Tensor:
     th, tw = max(1, round(share * h)), max(1, round(share * w))
     if (th, tw) == (h, w):
         return cells
-    top = torch.randint(h - th + 1, (n, 1)).to(cells.device) + torch.arange(th, device=cells.device)
-    left = torch.randint(w - tw + 1, (n, 1)).to(cells.device) + torch.arange(tw, device=cells.device)
+    top, left = _offsets(n, h - th, jitter), _offsets(n, w - tw, jitter)
+    rows_of = top.to(cells.device) + torch.arange(th, device=cells.device)
+    cols_of = left.to(cells.device) + torch.arange(tw, device=cells.device)
     rows = torch.arange(n, device=cells.device).view(n, 1, 1)
-    return cells.permute(0, 2, 3, 1)[rows, top.unsqueeze(2), left.unsqueeze(1)].permute(0, 3, 1, 2)
+    return cells.permute(0, 2, 3, 1)[rows, rows_of.unsqueeze(2), cols_of.unsqueeze(1)].permute(0, 3, 1, 2)
+
+
+def _offsets(n: int, room: int, jitter: int | None) -> Tensor:
+    """(n, 1) offsets of windows with ``room`` pixels to spare: anywhere (None), or centred +- ``jitter``."""
+    if jitter is None:
+        return torch.randint(room + 1, (n, 1))
+    moved = room // 2 + torch.randint(-jitter, jitter + 1, (n, 1))
+    return moved.clamp(0, room)
+
+
+def drop_colour(patches: Tensor) -> Tensor:
+    """Doersch et al.'s defence against chromatic aberration (2015, Sec. 3.1, "colour dropping"): each patch keeps
+    one channel, drawn at random (torch's global generator) and mean-subtracted, and the others become uniform noise
+    in [-0.5, 0.5]; one-channel patches, which have no colour to drop, come back unchanged.
+
+    Args:
+        patches: (N, C, h, w).
+
+    Returns:
+        (N, C, h, w) float.
+
+    Example:
+        >>> out = drop_colour(torch.rand(4, 3, 5, 5))
+        >>> bool(out.abs().max() <= 1.0), tuple(out.shape)
+        (True, (4, 3, 5, 5))
+    """
+    x = patches.float()
+    n, c = x.shape[:2]
+    if c == 1:
+        return x
+    kept = torch.randint(c, (n,)).to(x.device)
+    keep = torch.zeros(n, c, 1, 1, dtype=torch.bool, device=x.device)
+    keep[torch.arange(n, device=x.device), kept] = True
+    noise = torch.rand(x.shape).to(x.device) - 0.5
+    centred = x - x.mean(dim=(2, 3), keepdim=True)
+    return torch.where(keep, centred, noise)
 
 
 def normalise_tiles(tiles: Tensor) -> Tensor:
@@ -115,4 +155,4 @@ def resize_patches(patches: Tensor, size: int | None) -> Tensor:
     return F.interpolate(patches, size=(size, size), mode="bilinear", align_corners=False)
 
 
-__all__ = ["grid_cells", "grid_patches", "normalise_tiles", "resize_patches", "windows_within_cells"]
+__all__ = ["drop_colour", "grid_cells", "grid_patches", "normalise_tiles", "resize_patches", "windows_within_cells"]
