@@ -154,15 +154,17 @@ N, D = 100, 8
 class _Flatten(nn.Module):
     """A BatchNorm-free backbone: a 3x3 conv to a 4-channel map, then the map through one ReLU layer. Its two
     feature-map stages are that map twice (an identity between them), for the methods that read a stage before the
-    last; one conv keeps the two-process test's float sums as short as a deeper net's would not."""
+    last; one conv keeps the two-process test's float sums as short as a deeper net's would not. Smaller inputs
+    (CPC's patches) are spread to 8 x 8 before the linear layer (on 8 x 8 inputs, an identity)."""
 
     feature_dim = 16
     stage_channels = (4, 4)
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.layer = nn.Sequential(nn.Conv2d(channels, 4, 3, padding=1), nn.ReLU(), nn.Identity(), nn.Flatten(),
-                                   nn.Linear(4 * 64, self.feature_dim), nn.ReLU())  # fmt: skip
+        self.layer = nn.Sequential(nn.Conv2d(channels, 4, 3, padding=1), nn.ReLU(), nn.Identity(),
+                                   nn.AdaptiveAvgPool2d(8), nn.Flatten(), nn.Linear(4 * 64, self.feature_dim),
+                                   nn.ReLU())  # fmt: skip
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layer(x)
