@@ -56,3 +56,33 @@ def test_infonce_contrasts_each_location_with_every_location_of_the_other_images
             total += -math.log(positive / (positive + negatives))
     assert float(local_infonce_loss(scores)) == pytest.approx(total / (b * s), rel=1e-5)
     assert float(local_infonce_loss(torch.zeros(2, 2, 3))) == pytest.approx(math.log(4))  # 1 positive, 3 negatives
+
+
+def test_amdim_nce_is_soft_clipped_infonce_of_scaled_scores_plus_the_squared_score_penalty() -> None:
+    from invprop.core.mutual_information import amdim_nce_loss, soft_clip
+
+    torch.manual_seed(3)
+    b, u, side, clip, penalty = 3, 4, 2, 1.5, 0.05
+    sources, targets = torch.randn(b, u) * 3, torch.randn(b, u, side, side) * 3
+    raw = [[[float(sources[i] @ targets[j, :, s // side, s % side]) / math.sqrt(u) for s in range(side * side)]
+            for j in range(b)] for i in range(b)]  # fmt: skip
+    clipped = [[[clip * math.tanh(v / clip) for v in row] for row in block] for block in raw]
+    total = 0.0
+    for i in range(b):
+        for s in range(side * side):
+            negatives = sum(math.exp(v) for j in range(b) if j != i for v in clipped[i][j])
+            total += -math.log(math.exp(clipped[i][i][s]) / (math.exp(clipped[i][i][s]) + negatives))
+    squares = [v * v for block in raw for row in block for v in row]
+    expected = total / (b * side * side) + penalty * sum(squares) / len(squares)
+    assert float(amdim_nce_loss(sources, targets, clip, penalty)) == pytest.approx(expected, rel=1e-5)
+    assert float(soft_clip(torch.tensor(1e6), clip)) == pytest.approx(clip)
+
+
+def test_a_random_location_is_one_of_each_maps_own() -> None:
+    from invprop.methods.infomax.amdim import random_location
+
+    torch.manual_seed(4)
+    maps = torch.randn(5, 3, 2, 3)
+    picked = random_location(maps)
+    for b in range(5):
+        assert any(torch.equal(picked[b], maps[b, :, y, x]) for y in range(2) for x in range(3))

@@ -78,4 +78,38 @@ def local_infonce_loss(scores: Tensor) -> Tensor:
     return -(positives - torch.logsumexp(logits, dim=2)).mean()
 
 
-__all__ = ["jsd_mutual_information", "local_global_scores", "local_infonce_loss"]
+def soft_clip(scores: Tensor, clip: float) -> Tensor:
+    """AMDIM's soft clipping of critic scores (Bachman et al., 2019, Sec. 3.4): ``c tanh(s / c)``, near s for
+    |s| << c and never beyond c, so that no score can make the softmax saturate.
+
+    Example:
+        >>> soft_clip(torch.tensor([0.0, 1000.0]), 20.0).tolist()
+        [0.0, 20.0]
+    """
+    return clip * torch.tanh(scores / clip)
+
+
+def amdim_nce_loss(sources: Tensor, targets: Tensor, clip: float, penalty: float) -> Tensor:
+    """AMDIM's NCE from one source vector per image to every location of a target map of the other view
+    (Bachman et al., 2019, Sec. 3.2-3.4 and the authors' costs.py): scores ``s = <u_i, v_{j,s}> / sqrt(U)``, soft
+    clipped (:func:`soft_clip`), then :func:`local_infonce_loss` (the image's own locations against every location
+    of every other image), plus ``penalty x mean(s^2)`` over the raw scores.
+
+    Args:
+        sources: (B, U) source embeddings (a global vector, or one location of a map).
+        targets: (B, U, h, w) target embeddings of the other view.
+        clip: c of the soft clipping.
+        penalty: the weight of the squared-score regulariser.
+
+    Returns:
+        The 0-d loss.
+
+    Example:
+        >>> round(float(amdim_nce_loss(torch.zeros(2, 4), torch.zeros(2, 4, 1, 3), 20.0, 0.05)), 4)  # ln(1 + 3)
+        1.3863
+    """
+    raw = local_global_scores(sources, targets) / math.sqrt(sources.shape[1])
+    return local_infonce_loss(soft_clip(raw, clip)) + penalty * raw.square().mean()
+
+
+__all__ = ["amdim_nce_loss", "jsd_mutual_information", "local_global_scores", "local_infonce_loss", "soft_clip"]
