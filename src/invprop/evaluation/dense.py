@@ -77,8 +77,8 @@ def mean_iou(predicted: Tensor, truth: Tensor, num_classes: int) -> float:
     """The mean over classes present in ``truth`` or ``predicted`` of |P n T| / |P u T|.
 
     Example:
-        >>> mean_iou(torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 1, 1]), 2)  # (1/2 + 2/3) / 2
-        0.5833333333333334
+        >>> round(mean_iou(torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 1, 1]), 2), 4)  # (1/2 + 2/3) / 2
+        0.5833
     """
     scores = []
     for k in range(num_classes):
