@@ -10,6 +10,7 @@ import torch
 
 from invprop.core.predictive_coding import cpc_infonce_loss
 from invprop.data.patches import grid_patches
+from invprop.errors import ConfigError
 from invprop.methods.infomax.cpc import CPC, CPCSettings
 from invprop.methods.method import Batch, BuildContext
 from invprop.models import build_encoder
@@ -58,5 +59,5 @@ def test_the_patches_are_the_images_overlapping_windows_and_a_short_grid_is_refu
     assert torch.isfinite(out.loss)
     short = CPC(CPCSettings(patch_share=0.5, offsets=[3]), build_encoder("small_convnet", "linear", 8),
                 BuildContext(10, 8))  # fmt: skip
-    with pytest.raises(ValueError, match=r"cpc.offsets=\[3\] reach beyond the 3 rows of patches"):
+    with pytest.raises(ConfigError, match=r"cpc.offsets=\[3\] reach beyond the 3 rows of patches"):
         short.training_step(Batch.of(torch.arange(2), images))

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from invprop.core.predictive_coding import cpc_infonce_loss
 from invprop.data.patches import drop_colour, grid_patches, resize_patches
+from invprop.errors import ConfigError
 from invprop.methods.method import Batch, BuildContext, Method, StepOutput
 from invprop.methods.spec import Accumulation, Curve, MethodSpec, Torchrun, register_method
 from invprop.models.context_network import ContextNetwork
@@ -135,7 +136,7 @@ class CPC(Method):
         grid = self.patch_grid(self.views_of(batch))
         b, rows, cols = grid.shape[:3]
         if max(self.options.offsets) >= rows:
-            raise ValueError(f"cpc.offsets={self.options.offsets} reach beyond the {rows} rows of patches: lower "
+            raise ConfigError(f"cpc.offsets={self.options.offsets} reach beyond the {rows} rows of patches: lower "
                              "them or cpc.patch_share")  # fmt: skip
         z = self.encode(grid.flatten(0, 2)).reshape(b, rows, cols, -1).permute(0, 3, 1, 2)  # (B, D, R, C)
         context, targets = self.context_network(z), self.target_projection(z)
