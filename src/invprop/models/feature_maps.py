@@ -70,26 +70,37 @@ def sequential_maps(
     return FeatureMaps(layers[start:](x), tuple(kept[-stages:]))
 
 
-def map_channels(backbone: nn.Module, stage: int = -1) -> int:
-    """The width of ``backbone``'s stage ``stage`` (default: the last, pre-pool map); a one-line error for a
-    backbone that cannot give maps."""
+def map_backbone(backbone: nn.Module) -> MapBackbone:
+    """``backbone`` as a :class:`MapBackbone`, or a one-line error for a backbone that cannot give maps."""
     if not isinstance(backbone, MapBackbone):
         raise ConfigError(f"the backbone {type(backbone).__name__} gives no feature maps (no forward_maps); the dense "
                           "methods need one of invprop's backbones or a timm model")  # fmt: skip
-    available = len(backbone.stage_channels)
+    return backbone
+
+
+def map_channels(backbone: nn.Module, stage: int = -1) -> int:
+    """The width of ``backbone``'s stage ``stage`` (default: the last, pre-pool map); a one-line error for a
+    backbone that cannot give maps."""
+    channels = map_backbone(backbone).stage_channels
+    available = len(channels)
     if not -available <= stage < available:
         raise ConfigError(f"{type(backbone).__name__} has {available} feature-map stage(s); stage {stage} asked for: "
                           f"count from the last with 1 to {available}")  # fmt: skip
-    return int(backbone.stage_channels[stage])
+    return int(channels[stage])
 
 
 def feature_maps(backbone: nn.Module, x: Tensor, stages: int = 1) -> FeatureMaps:
     """``backbone``'s pooled features of ``x`` and its last ``stages`` maps; a one-line error for a backbone that
     cannot give maps."""
-    if not isinstance(backbone, MapBackbone):
-        raise ConfigError(f"the backbone {type(backbone).__name__} gives no feature maps (no forward_maps); the dense "
-                          "methods need one of invprop's backbones or a timm model")  # fmt: skip
-    return backbone.forward_maps(x, stages)
+    return map_backbone(backbone).forward_maps(x, stages)
 
 
-__all__ = ["FeatureMaps", "MapBackbone", "check_stages", "feature_maps", "map_channels", "sequential_maps"]
+__all__ = [
+    "FeatureMaps",
+    "MapBackbone",
+    "check_stages",
+    "feature_maps",
+    "map_backbone",
+    "map_channels",
+    "sequential_maps",
+]
