@@ -10,7 +10,8 @@ import torchvision
 from torch import nn
 
 from invprop.errors import ConfigError
-from invprop.models import BACKBONES, EncodedMaps, build_backbone, build_encoder, feature_maps
+from invprop.models import BACKBONES, EncodedMaps, build_backbone, build_encoder
+from invprop.models.feature_maps import feature_maps
 
 #: timm's tiny test models, one per family (model.patch_size for the ViT).
 TIMM_FAMILIES = {"timm:test_vit": 4, "timm:test_convnext": None, "timm:test_resnet": None}

@@ -24,7 +24,7 @@ from torch import Tensor
 from invprop.data import IndexedDataset
 from invprop.evaluation.linear import linear_protocol
 from invprop.evaluation.loading import load_eval_context, record_result
-from invprop.models import feature_maps
+from invprop.models.feature_maps import feature_maps
 
 #: Mosaics per side (2 x 2 images each) and the seeds of the mosaics drawn from the training and held-out splits.
 MOSAIC_GRID = 2

@@ -10,7 +10,7 @@ from invprop.models.encoder import (
     encoder_from,
     from_head_layer,
 )
-from invprop.models.feature_maps import FeatureMaps, feature_maps
+from invprop.models.feature_maps import FeatureMaps
 from invprop.models.heads import HEADS
 from invprop.models.timm_backbone import ModelInput, TimmBackbone, TimmOptions, is_timm_backbone, model_input
 
@@ -29,7 +29,6 @@ __all__ = [
     "EncodedMaps",
     "Encoder",
     "FeatureMaps",
-    "feature_maps",
     "ModelSettings",
     "TorchvisionResNet",
     "build_encoder",
