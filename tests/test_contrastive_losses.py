@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from invprop.core.contrastive_losses import (
+    full_graph_loss,
     info_nce_queue_loss,
     invariant_spreading_loss,
     log_nce_normaliser,
@@ -229,3 +231,37 @@ def test_invariant_spreading_is_computed_in_float32_under_autocast() -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         mixed = invariant_spreading_loss(z1, z2, 0.1)
     assert mixed.dtype == torch.float32 and float(mixed) == pytest.approx(float(exact), rel=1e-6)
+
+
+def _softmax_pair(anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor, tau: float) -> float:
+    """One anchor's softmax loss, written out with Python floats."""
+    a = anchor / anchor.norm()
+    p = positive / positive.norm()
+    scores = [float(a @ p) / tau] + [float(a @ (n / n.norm())) / tau for n in negatives]
+    return -scores[0] + math.log(sum(math.exp(s) for s in scores))
+
+
+def test_cmcs_objective_sums_both_directions_of_two_views_per_sample() -> None:
+    g = torch.Generator().manual_seed(3)
+    views = [torch.randn(4, 5, generator=g) for _ in range(2)]
+    memories = [torch.randn(4, 5, generator=g) for _ in range(2)]
+    negatives = [torch.randn(6, 5, generator=g) for _ in range(2)]
+    got = full_graph_loss(views, memories, negatives, partial(info_nce_queue_loss, temperature=0.1))
+    expected = 0.0
+    for i, j in ((0, 1), (1, 0)):  # view i anchored against view j's memory
+        expected += sum(_softmax_pair(views[i][b], memories[j][b], negatives[j], 0.1) for b in range(4)) / 4
+    assert float(got) == pytest.approx(expected, rel=1e-5)
+
+
+def test_cmcs_full_graph_takes_every_ordered_pair_and_refuses_one_view() -> None:
+    pairs: list[tuple[int, int]] = []
+    views = [torch.full((1, 1), float(v)) for v in range(3)]
+
+    def record(anchor: torch.Tensor, positive: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+        pairs.append((int(anchor), int(positive)))
+        return anchor.sum() * 0 + 1
+
+    assert float(full_graph_loss(views, views, views, record)) == 6.0
+    assert sorted(pairs) == [(i, j) for i in range(3) for j in range(3) if i != j]
+    with pytest.raises(ValueError, match="two or more views"):
+        full_graph_loss(views[:1], views[:1], views[:1], record)

@@ -62,3 +62,16 @@ def test_export_refuses_what_it_cannot_promise(tmp_path: Path, capsys: pytest.Ca
         export_weights(ckpt, "torchvision")
     assert main(["-q", "export", "--checkpoint", str(ckpt), "--format", "torchvision"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_a_colour_split_encoder_exports_to_safetensors_only(tmp_path: Path) -> None:
+    cfg = from_dict({"model": {"backbone": "resnet18_cifar", "colour_split": "lab"}}, base=preset("cifar10"))
+    normalisation = ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    encoder = build_encoder("resnet18_cifar", "mlp", 128, colour_split="lab", normalisation=normalisation)
+    state = {"model": {f"encoder.{k}": v for k, v in encoder.state_dict().items()}, "config": to_dict(cfg), "epoch": 1}
+    save_checkpoint(state, tmp_path / "last.pt")
+    for fmt in ("torchvision", "timm"):
+        with pytest.raises(ConfigError, match=f"one backbone per channel group .* no single {fmt} model"):
+            export_weights(tmp_path / "last.pt", fmt)
+    tensors = load_file(str(export_weights(tmp_path / "last.pt", "safetensors", tmp_path / "enc.safetensors")))
+    assert torch.equal(tensors["backbone.mean"].flatten(), torch.full((3,), 0.5))  # the normalisation travels along

@@ -34,6 +34,7 @@ from invprop.evaluation.compare import untrained_knn
 from invprop.evaluation.report import read_history
 from invprop.methods import METHODS, Accumulation, Batch, BuildContext, Floor, Method, Torchrun
 from invprop.models import Encoder, FeatureMaps
+from invprop.models.colour_split import ColourSplitBackbone, GroupHeads
 from invprop.models.feature_maps import sequential_maps
 from invprop.settings import deep_update, merge
 
@@ -180,8 +181,14 @@ def _unit_method(name: str, distributed: bool = False, forward: Any = None) -> M
     spec = METHODS.get(name)
     torch.manual_seed(0)
     channels = 3 if spec.colour_only else 1
-    encoder = Encoder(_Flatten(channels), nn.Linear(_Flatten.feature_dim, D))
-    own = {k: v for k, v in preset_values("digits", name).items() if k in spec.sections()}
+    values = preset_values("digits", name)
+    split = values.get("model", {}).get("colour_split")
+    if split is None:
+        encoder = Encoder(_Flatten(channels), nn.Linear(_Flatten.feature_dim, D))
+    else:  # one small backbone and head per channel group (CMC)
+        backbone = ColourSplitBackbone(split, _Flatten, (0.5,) * 3, (0.25,) * 3)
+        encoder = Encoder(backbone, GroupHeads(backbone.group_dims, lambda width: nn.Linear(width, D)))
+    own = {k: v for k, v in values.items() if k in spec.sections()}
     deep_update(own, {k: v for k, v in spec.smoke.settings.items() if k in spec.sections()})
     settings = spec.new_sections()
     merge(settings, own)

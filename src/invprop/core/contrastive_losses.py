@@ -1,11 +1,12 @@
 """Contrastive objectives of the field, as pure functions: SimCLR's NT-Xent, MoCo's InfoNCE against a queue,
-NNCLR's nearest-neighbour InfoNCE, PIRL's NCE and the invariant and spreading instance softmax of Ye et al. Inputs
+NNCLR's nearest-neighbour InfoNCE, PIRL's NCE, CMC's sum over pairs of views and the invariant and spreading instance softmax of Ye et al. Inputs
 are embeddings in any scale; each function L2-normalises what its paper normalises, in float32, and returns the mean
 over anchors."""
 
 from __future__ import annotations
 
 import math
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -191,7 +192,40 @@ def pirl_nce_loss(
     return (-log_h - log_one_minus_h.sum(dim=1)).mean()
 
 
+def full_graph_loss(
+    embeddings: Sequence[Tensor],
+    memories: Sequence[Tensor],
+    negatives: Sequence[Tensor],
+    pair_loss: Callable[[Tensor, Tensor, Tensor], Tensor],
+) -> Tensor:
+    """Contrastive multiview coding's objective over every pair of views (Tian et al., 2019, CMC, Sec. 3.2 for two
+    views, ``L(V1, V2) = L^{V1,V2} + L^{V2,V1}``, and Sec. 3.3's "full graph" for more): the sum over ordered pairs
+    i != j of ``pair_loss(embeddings[i], memories[j], negatives[j])`` -- view i's embedding as the anchor, the same
+    image's memory of view j its positive, memories of view j of other images its negatives.
+
+    Args:
+        embeddings: per view, (B, D) embeddings (gradients flow).
+        memories: per view, (B, D) memory rows of the batch's images (constants).
+        negatives: per view, (K, D) memory rows drawn as negatives (constants).
+        pair_loss: ``(anchor, positive, negatives) -> 0-d loss``, e.g. :func:`info_nce_queue_loss` with tau bound
+            (the softmax form) or NCE.
+
+    Example:
+        >>> one = lambda a, p, n: (a - p).pow(2).sum() + 0 * n.sum()
+        >>> z = [torch.zeros(1, 2), torch.ones(1, 2)]
+        >>> float(full_graph_loss(z, z, [torch.zeros(3, 2)] * 2, one))
+        4.0
+    """
+    views = len(embeddings)
+    if views < 2 or len(memories) != views or len(negatives) != views:
+        raise ValueError(f"CMC's objective needs two or more views and a memory and negatives per view; got "
+                         f"{views} embeddings, {len(memories)} memories, {len(negatives)} negatives")  # fmt: skip
+    pairs = [pair_loss(embeddings[i], memories[j], negatives[j]) for i in range(views) for j in range(views) if i != j]
+    return torch.stack(pairs).sum()
+
+
 __all__ = [
+    "full_graph_loss",
     "info_nce_queue_loss",
     "invariant_spreading_loss",
     "log_nce_normaliser",

@@ -1,7 +1,7 @@
 """Colorization's inputs and labels (Zhang, Isola & Efros, 2016): CIE Lab from sRGB, the quantised ab colours, the
 soft encoding of each pixel's colour over its nearest bins, and the class-rebalancing weights.
 
-Lab follows the CIE definitions with the D65 white point (as scikit-image's ``rgb2lab``). The colour classes are
+Lab is :func:`invprop.core.colour_space.rgb_to_lab` (CIE, D65). The colour classes are
 the points of a grid of spacing 10 on the ab plane that some sRGB colour falls on when rounded to the grid: 261 of
 them (the paper's gamut, computed its own way, has 313).
 """
@@ -13,9 +13,8 @@ import functools
 import torch
 from torch import Tensor
 
-#: sRGB (linear) -> CIE XYZ, and the D65 reference white.
-RGB_TO_XYZ = ((0.412453, 0.357580, 0.180423), (0.212671, 0.715160, 0.072169), (0.019334, 0.119193, 0.950227))
-D65_WHITE = (0.950456, 1.0, 1.088754)
+from invprop.core.colour_space import rgb_to_lab
+
 #: The ab grid spacing of the colour classes (Zhang et al., 2016, Sec. 2.1: grid size 10).
 AB_GRID = 10.0
 #: Colour samples per sRGB axis used to find the in-gamut bins.
@@ -26,34 +25,6 @@ SOFT_SIGMA = 5.0
 #: Class rebalancing: the mixing lambda with the uniform distribution and the smoothing sigma (Sec. 2.1, Eq. 4).
 REBALANCE_LAMBDA = 0.5
 REBALANCE_SIGMA = 5.0
-
-_EPSILON_CUBE = (6.0 / 29.0) ** 3
-
-
-def _srgb_to_linear(c: Tensor) -> Tensor:
-    return torch.where(c <= 0.04045, c / 12.92, ((c.clamp_min(0) + 0.055) / 1.055) ** 2.4)
-
-
-def _lab_f(t: Tensor) -> Tensor:
-    return torch.where(
-        t > _EPSILON_CUBE, t.clamp_min(_EPSILON_CUBE) ** (1.0 / 3.0), t / (3 * (6.0 / 29.0) ** 2) + 4.0 / 29.0
-    )
-
-
-def rgb_to_lab(rgb: Tensor) -> Tensor:
-    """CIE Lab (D65) of sRGB images: (B, 3, H, W) in [0, 1] -> (B, 3, H, W) with L in [0, 100] and a, b about
-    [-110, 110].
-
-    Example:
-        >>> [round(float(v), 2) for v in rgb_to_lab(torch.ones(1, 3, 1, 1)).flatten()]   # white
-        [100.0, 0.0, 0.0]
-    """
-    linear = _srgb_to_linear(rgb.float().clamp(0, 1))
-    matrix = torch.tensor(RGB_TO_XYZ, device=rgb.device)
-    white = torch.tensor(D65_WHITE, device=rgb.device).view(1, 3, 1, 1)
-    xyz = torch.einsum("ij,bjhw->bihw", matrix, linear) / white
-    fx, fy, fz = _lab_f(xyz).unbind(dim=1)
-    return torch.stack([116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)], dim=1)
 
 
 @functools.lru_cache(maxsize=1)

@@ -140,7 +140,9 @@ class Trainer:
         if cfg.optim.batch_size > n:
             raise ConfigError(f"optim.batch_size={cfg.optim.batch_size} exceeds the dataset size {n}; lower it")
         seed_everything(cfg.seed)
-        encoder: Encoder = encoder_from(cfg.model, self.data.in_channels, self.data.image_size).to(self.device)
+        encoder: Encoder = encoder_from(
+            cfg.model, self.data.in_channels, self.data.image_size, (self.data.mean, self.data.std)
+        ).to(self.device)
         if context.enabled and cfg.distributed.sync_bn:
             encoder = nn.SyncBatchNorm.convert_sync_batchnorm(encoder)
         if cfg.channels_last and self.device.type == "cuda":

@@ -90,7 +90,7 @@ def untrained_knn(cfg: Config) -> dict[str, float]:
         return {}
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    encoder = encoder_from(cfg.model, data.in_channels, data.image_size).to(device)
+    encoder = encoder_from(cfg.model, data.in_channels, data.image_size, (data.mean, data.std)).to(device)
     scores = knn_monitor(
         encoder, data.memory, data.test, data.num_classes, device, cfg.eval.knn_k, cfg.eval.knn_sigma,
         cfg.data.num_workers,

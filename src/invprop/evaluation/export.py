@@ -94,6 +94,9 @@ def export_weights(checkpoint: Path, fmt: str, out: Path | None = None) -> Path:
     state = load_checkpoint(path)
     cfg = from_saved(state["config"], state["model"])
     weights = _encoder_weights(state)
+    if fmt != "safetensors" and cfg.model.colour_split is not None:
+        raise ConfigError(f"this encoder has one backbone per channel group (model.colour_split="
+                          f"{cfg.model.colour_split}), which no single {fmt} model holds; use --format safetensors")  # fmt: skip
     if fmt == "torchvision":
         backbone = {k[len(RESNET_PREFIX) :]: v.clone() for k, v in weights.items() if k.startswith(RESNET_PREFIX)}
         in_channels = int(backbone["conv1.weight"].shape[1]) if "conv1.weight" in backbone else 3

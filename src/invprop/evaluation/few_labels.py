@@ -152,7 +152,7 @@ def few_label_entry(run_dir: Path, cfg: Config, labels: Labels) -> dict[str, Any
     splits = data_for(cfg)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    fresh = encoder_from(cfg.model, splits.in_channels, splits.image_size).to(device).eval()
+    fresh = encoder_from(cfg.model, splits.in_channels, splits.image_size, (splits.mean, splits.std)).to(device).eval()
     untrained = few_label_scores(fresh, splits, labels, cfg, device)
     return {"key": labels.key, "file": str(labels.source), "trained": trained, "untrained": untrained}
 

@@ -183,7 +183,7 @@ def fresh_encoder(ctx: EvalContext, seed: int) -> Encoder:
     """A randomly initialised encoder of ``ctx``'s architecture (cut at ``eval.from_head_layer`` as its is)."""
     torch.manual_seed(seed)
     cfg = ctx.cfg
-    encoder = encoder_from(cfg.model, ctx.splits.in_channels, ctx.image_size)
+    encoder = encoder_from(cfg.model, ctx.splits.in_channels, ctx.image_size, (ctx.splits.mean, ctx.splits.std))
     return from_head_layer(encoder, cfg.eval.from_head_layer).to(ctx.device)
 
 

@@ -103,7 +103,7 @@ def load_eval_context(
     torch.manual_seed(cfg.seed)
     # the side the encoder was built for (a ViT's position embeddings), which transfer data may not share
     image_size = int(state.get("input", {}).get("image_size", splits.image_size)) if state else splits.image_size
-    encoder = encoder_from(cfg.model, splits.in_channels, image_size)
+    encoder = encoder_from(cfg.model, splits.in_channels, image_size, (splits.mean, splits.std))
     if state is not None:
         weights = {k[len(ENCODER_PREFIX) :]: v for k, v in state["model"].items() if k.startswith(ENCODER_PREFIX)}
         try:

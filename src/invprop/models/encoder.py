@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 from torch import Tensor, nn
 
 from invprop.errors import ConfigError
 from invprop.models.backbones import BackboneNames, build_backbone
+from invprop.models.colour_split import COLOUR_SPLITS, ColourSplitBackbone, GroupHeads
 from invprop.models.feature_maps import FeatureMaps, feature_maps
 from invprop.models.heads import HEADS, head_layers, layer_width
 from invprop.models.timm_backbone import TimmOptions, is_timm_backbone, timm_architecture
@@ -127,6 +128,11 @@ class ModelSettings:
         None, "timm patch-based backbones (ViTs): the patch side, e.g. 4 for 32x32 images; null = the model's own",
         bounds=AT_LEAST_ONE,
     )  # fmt: skip
+    colour_split: str | None = setting(
+        None, "colour images: convert to a colour space and give each channel group its own backbone and head, "
+        "features and embeddings side by side (CMC's L and ab: lab); null = one backbone on the image",
+        choices=COLOUR_SPLITS,
+    )  # fmt: skip
 
     @property
     def timm_options(self) -> TimmOptions:
@@ -158,21 +164,44 @@ def build_encoder(
     in_channels: int = 3,
     image_size: int | None = None,
     timm_options: TimmOptions = TimmOptions(),
+    colour_split: str | None = None,
+    normalisation: tuple[Sequence[float], Sequence[float]] = ((), ()),
 ) -> Encoder:
-    """Build an :class:`Encoder` from registry names (or ``timm:NAME``).
+    """Build an :class:`Encoder` from registry names (or ``timm:NAME``); with ``colour_split``, one backbone and
+    head per channel group of that colour space (:mod:`invprop.models.colour_split`), for batches normalised by
+    ``normalisation`` (mean, std).
 
     Example:
         >>> enc = build_encoder("digits_convnet", "linear", 128, in_channels=1)
         >>> enc.feature_dim
         256
     """
-    net = build_backbone(backbone, in_channels, image_size, timm_options)
-    return Encoder(net, HEADS.get(head)(int(getattr(net, "feature_dim")), embedding_dim, hidden_dim))
+
+    def make_head(width: int) -> nn.Module:
+        return HEADS.get(head)(width, embedding_dim, hidden_dim)
+
+    if colour_split is None:
+        net = build_backbone(backbone, in_channels, image_size, timm_options)
+        return Encoder(net, make_head(int(getattr(net, "feature_dim"))))
+    if in_channels != 3:
+        raise ConfigError(f"model.colour_split={colour_split} needs colour images, and these have {in_channels} "
+                          "channel(s); choose a colour dataset or leave model.colour_split null")  # fmt: skip
+    mean, std = normalisation
+    split = ColourSplitBackbone(
+        colour_split, lambda channels: build_backbone(backbone, channels, image_size, timm_options), mean, std
+    )
+    return Encoder(split, GroupHeads(split.group_dims, make_head))
 
 
-def encoder_from(settings: ModelSettings, in_channels: int, image_size: int | None = None) -> Encoder:
+def encoder_from(
+    settings: ModelSettings,
+    in_channels: int,
+    image_size: int | None = None,
+    normalisation: tuple[Sequence[float], Sequence[float]] = ((), ()),
+) -> Encoder:
     """The encoder the ``model`` settings describe, for images of ``in_channels`` channels and side ``image_size``
-    (which timm's patch-based models are built for; None = the model's own).
+    (which timm's patch-based models are built for; None = the model's own), normalised by ``normalisation``
+    (mean, std: what a colour split undoes).
 
     Example:
         >>> encoder_from(ModelSettings(head="linear"), in_channels=1).head.out_features
@@ -180,5 +209,5 @@ def encoder_from(settings: ModelSettings, in_channels: int, image_size: int | No
     """
     return build_encoder(
         settings.backbone, settings.head, settings.embedding_dim, settings.hidden_dim, in_channels, image_size,
-        settings.timm_options,
+        settings.timm_options, settings.colour_split, normalisation,
     )  # fmt: skip

@@ -1,0 +1,91 @@
+"""Colour spaces of sRGB images: CIE Lab (colorization's and CMC's inputs) and YCbCr (CMC's other split), and the
+range each channel spans over the sRGB cube (what normalises a converted image).
+
+Lab follows the CIE definitions with the D65 white point (as scikit-image's ``rgb2lab``); YCbCr is ITU-R BT.601's
+full-range form (JPEG's), with Cb and Cr centred on 0.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+#: sRGB (linear) -> CIE XYZ, and the D65 reference white.
+RGB_TO_XYZ = ((0.412453, 0.357580, 0.180423), (0.212671, 0.715160, 0.072169), (0.019334, 0.119193, 0.950227))
+D65_WHITE = (0.950456, 1.0, 1.088754)
+#: sRGB -> Y, Cb, Cr (ITU-R BT.601, full range; Cb and Cr centred on 0).
+RGB_TO_YCBCR = ((0.299, 0.587, 0.114), (-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))
+#: Colour samples per sRGB axis used to measure a colour space's channel ranges.
+CUBE_SAMPLES = 64
+
+_EPSILON_CUBE = (6.0 / 29.0) ** 3
+
+
+def _srgb_to_linear(c: Tensor) -> Tensor:
+    return torch.where(c <= 0.04045, c / 12.92, ((c.clamp_min(0) + 0.055) / 1.055) ** 2.4)
+
+
+def _lab_f(t: Tensor) -> Tensor:
+    return torch.where(
+        t > _EPSILON_CUBE, t.clamp_min(_EPSILON_CUBE) ** (1.0 / 3.0), t / (3 * (6.0 / 29.0) ** 2) + 4.0 / 29.0
+    )
+
+
+def rgb_to_lab(rgb: Tensor) -> Tensor:
+    """CIE Lab (D65) of sRGB images: (B, 3, H, W) in [0, 1] -> (B, 3, H, W) with L in [0, 100] and a, b about
+    [-110, 110].
+
+    Example:
+        >>> [round(float(v), 2) for v in rgb_to_lab(torch.ones(1, 3, 1, 1)).flatten()]   # white
+        [100.0, 0.0, 0.0]
+    """
+    linear = _srgb_to_linear(rgb.float().clamp(0, 1))
+    matrix = torch.tensor(RGB_TO_XYZ, device=rgb.device)
+    white = torch.tensor(D65_WHITE, device=rgb.device).view(1, 3, 1, 1)
+    xyz = torch.einsum("ij,bjhw->bihw", matrix, linear) / white
+    fx, fy, fz = _lab_f(xyz).unbind(dim=1)
+    return torch.stack([116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)], dim=1)
+
+
+def rgb_to_ycbcr(rgb: Tensor) -> Tensor:
+    """YCbCr (ITU-R BT.601, full range) of sRGB images: (B, 3, H, W) in [0, 1] -> (B, 3, H, W) with Y in [0, 1] and
+    Cb, Cr in [-0.5, 0.5].
+
+    Example:
+        >>> [round(float(v), 3) for v in rgb_to_ycbcr(torch.tensor([1.0, 0, 0]).view(1, 3, 1, 1)).flatten()]  # red
+        [0.299, -0.169, 0.5]
+    """
+    matrix = torch.tensor(RGB_TO_YCBCR, device=rgb.device)
+    return torch.einsum("ij,bjhw->bihw", matrix, rgb.float().clamp(0, 1))
+
+
+#: A colour space: sRGB images (B, 3, H, W) in [0, 1] -> (B, 3, H, W).
+ColourSpace = Callable[[Tensor], Tensor]
+
+
+@functools.lru_cache(maxsize=None)
+def _cube_range(convert: ColourSpace) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    axis = torch.linspace(0, 1, CUBE_SAMPLES)
+    cube = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij")).reshape(1, 3, -1, 1)
+    converted = convert(cube)[0, :, :, 0]
+    low, high = converted.min(dim=1).values, converted.max(dim=1).values
+    return tuple(low.tolist()), tuple(high.tolist())
+
+
+def channel_range(convert: ColourSpace) -> tuple[Tensor, Tensor]:
+    """(3,) the lowest and highest value of each channel of the colour space ``convert`` over the sRGB cube
+    (sampled on a 64-point grid per axis, which holds the corners where the extremes lie).
+
+    Example:
+        >>> low, high = channel_range(rgb_to_lab)
+        >>> round(float(low[0]), 2), round(float(high[0]), 2)
+        (0.0, 100.0)
+    """
+    low, high = _cube_range(convert)
+    return torch.tensor(low), torch.tensor(high)
+
+
+__all__ = ["ColourSpace", "channel_range", "rgb_to_lab", "rgb_to_ycbcr"]
