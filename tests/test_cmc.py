@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from invprop.errors import ConfigError
+from invprop.methods import METHODS
 from invprop.methods.contrastive.cmc import CMC, CMCSettings
 from invprop.methods.method import Batch, BuildContext
 from invprop.models import build_encoder
@@ -62,13 +63,49 @@ def test_after_a_step_each_bank_moves_towards_its_views_embeddings() -> None:
         assert torch.allclose(bank.features[batch.indices], fresh, atol=1e-5)
 
 
-def test_the_nce_form_trains_and_sets_its_normaliser() -> None:
-    method = _cmc(loss="nce")
-    out = method.training_step(_batch())
-    out.loss.backward()
-    assert torch.isfinite(out.loss) and float(method.log_normaliser) != 0.0
-    grads = [p.grad for p in method.encoder.parameters() if p.grad is not None]
-    assert grads and all(torch.isfinite(g).all() for g in grads)
+def test_the_nce_form_per_sample_each_direction_with_its_own_normaliser() -> None:
+    method = _cmc(loss="nce", temperature=0.1)
+    batch = _batch()
+    torch.manual_seed(5)
+    out = method.training_step(batch)
+    torch.manual_seed(5)
+    draws = torch.randint(N, (5,)).tolist()
+    with torch.no_grad():
+        joined = method.encoder(batch.images)
+    views = [F.normalize(joined[:, :D], dim=1), F.normalize(joined[:, D:], dim=1)]
+    banks = [bank.features for bank in method.view_banks]
+    noise = 5 / N  # m / N: the m draws of a uniform noise over N rows
+    expected = 0.0
+    for i, j in ((0, 1), (1, 0)):
+        scores = [[float(views[i][b] @ banks[j][k]) / 0.1 for k in draws] for b in range(4)]
+        log_z = math.log(sum(math.exp(s) for row in scores for s in row) / (4 * 5) * N)  # Z = N x mean exp(s / tau)
+        for b, row in enumerate(batch.indices.tolist()):
+            p_pos = math.exp(float(views[i][b] @ banks[j][row]) / 0.1 - log_z)
+            p_neg = [math.exp(s - log_z) for s in scores[b]]
+            term = -math.log(p_pos / (p_pos + noise)) - sum(math.log(noise / (p + noise)) for p in p_neg)
+            expected += term / 4
+    assert float(out.loss.detach()) == pytest.approx(expected, rel=1e-4)
+
+
+def test_the_banks_keep_an_ema_of_each_views_embeddings() -> None:
+    method = _cmc(bank_momentum=0.5)
+    batch = _batch()
+    before = [bank.features[batch.indices].clone() for bank in method.view_banks]
+    out = method.training_step(batch)
+    method.after_step([out])
+    with torch.no_grad():
+        joined = method.encoder(batch.images)
+    for view, bank in enumerate(method.view_banks):
+        fresh = F.normalize(joined[:, view * D : (view + 1) * D], dim=1)
+        expected = F.normalize(0.5 * before[view] + 0.5 * fresh, dim=1)
+        assert torch.allclose(bank.features[batch.indices], expected, atol=1e-5)
+
+
+def test_other_methods_refuse_an_encoder_of_one_backbone_per_group() -> None:
+    encoder = build_encoder("small_convnet", "linear", D, colour_split="lab", normalisation=NORMALISATION)
+    spec = METHODS.get("simclr")
+    with pytest.raises(ConfigError, match="method simclr trains one backbone on the whole image"):
+        spec.create(spec.new_sections(), encoder, BuildContext(N, D))
 
 
 def test_an_encoder_of_one_backbone_is_refused_in_one_line() -> None:

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from invprop.data.colour import ab_bins, bin_histogram, rebalancing_weights, rgb_to_lab, soft_encode
+from invprop.core.colour_space import rgb_to_lab
+from invprop.data.colour import ab_bins, bin_histogram, rebalancing_weights, soft_encode
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@ cube at its known corners."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from invprop.core.colour_space import channel_range, rgb_to_lab, rgb_to_ycbcr
@@ -29,14 +30,19 @@ def test_greys_have_no_chroma_in_either_space() -> None:
     assert torch.allclose(rgb_to_lab(grey)[:, 1:], torch.zeros(1, 2, 2, 2), atol=1e-3)
 
 
-def test_channel_ranges_are_those_of_the_cube_corners() -> None:
-    corners = torch.tensor([[r, g, b] for r in (0.0, 1.0) for g in (0.0, 1.0) for b in (0.0, 1.0)]).T
-    for convert in (rgb_to_lab, rgb_to_ycbcr):
-        low, high = channel_range(convert)
-        values = convert(corners.reshape(1, 3, 8, 1))[0, :, :, 0]
-        # The extremes of Lab and YCbCr over the cube lie on its corners (YCbCr is linear; Lab's a, b at primaries).
-        assert torch.allclose(low, values.min(dim=1).values, atol=1e-4)
-        assert torch.allclose(high, values.max(dim=1).values, atol=1e-4)
+def test_channel_ranges_are_the_known_extremes() -> None:
     low, high = channel_range(rgb_to_ycbcr)
     assert torch.allclose(low, torch.tensor([0.0, -0.5, -0.5]), atol=1e-6)
     assert torch.allclose(high, torch.tensor([1.0, 0.5, 0.5]), atol=1e-6)
+    low, high = channel_range(rgb_to_lab)  # a at green and magenta, b at blue and yellow; L from black to white
+    assert torch.allclose(low, torch.tensor([0.0, -86.18, -107.86]), atol=0.01)
+    assert torch.allclose(high, torch.tensor([100.0, 98.24, 94.48]), atol=0.01)
+
+
+@pytest.mark.parametrize("convert", [rgb_to_lab, rgb_to_ycbcr])
+def test_conversions_stay_float32_inside_a_bf16_autocast_region(convert) -> None:  # type: ignore[no-untyped-def]
+    images = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(2))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = convert(images)
+    assert inside.dtype == torch.float32
+    assert torch.equal(inside, convert(images))

@@ -10,7 +10,7 @@ from torch import nn
 
 from invprop.core.colour_space import rgb_to_lab, rgb_to_ycbcr
 from invprop.errors import ConfigError
-from invprop.models import build_encoder
+from invprop.models import build_encoder, from_head_layer
 from invprop.models.backbones import SmallConvNet
 from invprop.models.colour_split import ColourSplitBackbone, GroupHeads
 
@@ -53,12 +53,12 @@ def test_maps_are_the_groups_maps_side_by_side_and_the_pooled_vector_is_forwards
     with torch.no_grad():
         found = net.forward_maps(x, stages=2)
         assert torch.equal(found.pooled, net(x))
-        first, second = net.colour_groups(x)
-        own = net.branches[1].forward_maps(second, 2)
-    assert [tuple(m.shape[1:2]) for m in found.stages] == [(c,) for c in net.stage_channels[-2:]]
+        groups = net.colour_groups(x)
+        own = [branch.forward_maps(part, 2) for branch, part in zip(net.branches, groups, strict=True)]
+    assert [m.shape[1] for m in found.stages] == list(net.stage_channels[-2:])
     assert net.stage_channels == tuple(2 * c for c in SmallConvNet().stage_channels)
-    half = found.last.shape[1] // 2
-    assert torch.equal(found.last[:, half:], own.last)
+    for stage in range(2):  # each stage: L's map, then ab's, along the channels
+        assert torch.equal(found.stages[stage], torch.cat([own[0].stages[stage], own[1].stages[stage]], dim=1))
 
 
 def test_group_heads_embed_each_groups_features_with_its_own_head() -> None:
@@ -68,15 +68,28 @@ def test_group_heads_embed_each_groups_features_with_its_own_head() -> None:
     assert torch.equal(heads(features), expected)
 
 
-def test_the_encoder_of_a_colour_split_keeps_its_normalisation_with_its_weights() -> None:
+def test_the_normalisation_is_the_datas_not_the_checkpoints() -> None:
     encoder = build_encoder("small_convnet", "linear", 16, colour_split="lab", normalisation=(MEAN, STD))
     assert tuple(encoder(torch.rand(2, 3, 32, 32)).shape) == (2, 32)  # two views' embeddings side by side
     assert encoder.feature_dim == 2 * SmallConvNet().feature_dim
     state = encoder.state_dict()
-    assert torch.equal(state["backbone.mean"].flatten(), torch.tensor(MEAN))
-    other = build_encoder("small_convnet", "linear", 16, colour_split="lab", normalisation=((0.0,) * 3, (1.0,) * 3))
-    other.load_state_dict(state)
-    assert torch.equal(other.backbone.std.flatten(), torch.tensor(STD))
+    assert not any(key.startswith("backbone.mean") or key.startswith("backbone.std") for key in state)
+    other = (0.1, 0.2, 0.3), (0.5, 0.5, 0.5)  # a transfer dataset's own statistics
+    transfer = build_encoder("small_convnet", "linear", 16, colour_split="lab", normalisation=other)
+    transfer.load_state_dict(state, strict=True)
+    assert torch.equal(transfer.backbone.std.flatten(), torch.tensor(other[1]))
+    rgb = torch.rand(2, 3, 32, 32)
+    batch = (rgb - torch.tensor(other[0]).view(1, 3, 1, 1)) / torch.tensor(other[1]).view(1, 3, 1, 1)
+    encoder.eval(), transfer.eval()
+    with torch.no_grad():  # the same images, each normalised by its own data's statistics: the same features
+        torch.testing.assert_close(transfer.features(batch), encoder.features(_normalised(rgb)), rtol=1e-4, atol=1e-4)
+
+
+def test_from_head_layer_refuses_one_head_per_group_in_one_line() -> None:
+    encoder = build_encoder("small_convnet", "mlp", 16, colour_split="lab", normalisation=(MEAN, STD))
+    assert from_head_layer(encoder, 0) is encoder
+    with pytest.raises(ConfigError, match="one head per channel group .* give 0"):
+        from_head_layer(encoder, 1)
 
 
 def test_one_channel_images_and_a_missing_normalisation_are_refused() -> None:

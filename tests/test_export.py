@@ -74,4 +74,5 @@ def test_a_colour_split_encoder_exports_to_safetensors_only(tmp_path: Path) -> N
         with pytest.raises(ConfigError, match=f"one backbone per channel group .* no single {fmt} model"):
             export_weights(tmp_path / "last.pt", fmt)
     tensors = load_file(str(export_weights(tmp_path / "last.pt", "safetensors", tmp_path / "enc.safetensors")))
-    assert torch.equal(tensors["backbone.mean"].flatten(), torch.full((3,), 0.5))  # the normalisation travels along
+    loaded = build_encoder("resnet18_cifar", "mlp", 128, colour_split="lab", normalisation=normalisation)
+    loaded.load_state_dict(tensors, strict=True)  # both backbones and both heads, nothing else

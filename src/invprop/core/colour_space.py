@@ -2,7 +2,7 @@
 range each channel spans over the sRGB cube (what normalises a converted image).
 
 Lab follows the CIE definitions with the D65 white point (as scikit-image's ``rgb2lab``); YCbCr is ITU-R BT.601's
-full-range form (JPEG's), with Cb and Cr centred on 0.
+full-range form (JPEG's), with Cb and Cr centred on 0. Both convert in float32, also inside an autocast region.
 """
 
 from __future__ import annotations
@@ -42,12 +42,13 @@ def rgb_to_lab(rgb: Tensor) -> Tensor:
         >>> [round(float(v), 2) for v in rgb_to_lab(torch.ones(1, 3, 1, 1)).flatten()]   # white
         [100.0, 0.0, 0.0]
     """
-    linear = _srgb_to_linear(rgb.float().clamp(0, 1))
-    matrix = torch.tensor(RGB_TO_XYZ, device=rgb.device)
-    white = torch.tensor(D65_WHITE, device=rgb.device).view(1, 3, 1, 1)
-    xyz = torch.einsum("ij,bjhw->bihw", matrix, linear) / white
-    fx, fy, fz = _lab_f(xyz).unbind(dim=1)
-    return torch.stack([116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)], dim=1)
+    with torch.autocast(rgb.device.type, enabled=False):  # float32 even inside a bf16 autocast region
+        linear = _srgb_to_linear(rgb.float().clamp(0, 1))
+        matrix = torch.tensor(RGB_TO_XYZ, device=rgb.device)
+        white = torch.tensor(D65_WHITE, device=rgb.device).view(1, 3, 1, 1)
+        xyz = torch.einsum("ij,bjhw->bihw", matrix, linear) / white
+        fx, fy, fz = _lab_f(xyz).unbind(dim=1)
+        return torch.stack([116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)], dim=1)
 
 
 def rgb_to_ycbcr(rgb: Tensor) -> Tensor:
@@ -58,19 +59,30 @@ def rgb_to_ycbcr(rgb: Tensor) -> Tensor:
         >>> [round(float(v), 3) for v in rgb_to_ycbcr(torch.tensor([1.0, 0, 0]).view(1, 3, 1, 1)).flatten()]  # red
         [0.299, -0.169, 0.5]
     """
-    matrix = torch.tensor(RGB_TO_YCBCR, device=rgb.device)
-    return torch.einsum("ij,bjhw->bihw", matrix, rgb.float().clamp(0, 1))
+    with torch.autocast(rgb.device.type, enabled=False):  # float32 even inside a bf16 autocast region
+        matrix = torch.tensor(RGB_TO_YCBCR, device=rgb.device)
+        return torch.einsum("ij,bjhw->bihw", matrix, rgb.float().clamp(0, 1))
 
 
 #: A colour space: sRGB images (B, 3, H, W) in [0, 1] -> (B, 3, H, W).
 ColourSpace = Callable[[Tensor], Tensor]
 
 
+def srgb_cube(samples: int = CUBE_SAMPLES) -> Tensor:
+    """(1, 3, samples^3, 1) the sRGB colours of a grid of ``samples`` points per axis over [0, 1], corners included,
+    as a one-image batch.
+
+    Example:
+        >>> tuple(srgb_cube(2).shape), srgb_cube(2)[0, :, -1, 0].tolist()
+        ((1, 3, 8, 1), [1.0, 1.0, 1.0])
+    """
+    axis = torch.linspace(0, 1, samples)
+    return torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij")).reshape(1, 3, -1, 1)
+
+
 @functools.lru_cache(maxsize=None)
 def _cube_range(convert: ColourSpace) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    axis = torch.linspace(0, 1, CUBE_SAMPLES)
-    cube = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij")).reshape(1, 3, -1, 1)
-    converted = convert(cube)[0, :, :, 0]
+    converted = convert(srgb_cube())[0, :, :, 0]
     low, high = converted.min(dim=1).values, converted.max(dim=1).values
     return tuple(low.tolist()), tuple(high.tolist())
 
@@ -88,4 +100,4 @@ def channel_range(convert: ColourSpace) -> tuple[Tensor, Tensor]:
     return torch.tensor(low), torch.tensor(high)
 
 
-__all__ = ["ColourSpace", "channel_range", "rgb_to_lab", "rgb_to_ycbcr"]
+__all__ = ["ColourSpace", "channel_range", "rgb_to_lab", "rgb_to_ycbcr", "srgb_cube"]

@@ -1,7 +1,7 @@
 """Contrastive objectives of the field, as pure functions: SimCLR's NT-Xent, MoCo's InfoNCE against a queue,
-NNCLR's nearest-neighbour InfoNCE, PIRL's NCE, CMC's sum over pairs of views and the invariant and spreading instance softmax of Ye et al. Inputs
-are embeddings in any scale; each function L2-normalises what its paper normalises, in float32, and returns the mean
-over anchors."""
+NNCLR's nearest-neighbour InfoNCE, PIRL's NCE, CMC's sum over pairs of views and the invariant and spreading
+instance softmax of Ye et al. Inputs are embeddings in any scale; each function L2-normalises what its paper
+normalises, in float32, and returns the mean over anchors."""
 
 from __future__ import annotations
 

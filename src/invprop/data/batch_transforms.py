@@ -326,6 +326,12 @@ def cifar_flip_batch_ops(image_size: int) -> list[nn.Module]:
     ]
 
 
+@BATCH_AUGMENTATIONS.register("crop_flip")
+def crop_flip_batch_ops(image_size: int) -> list[nn.Module]:
+    """A random resized crop and a horizontal flip, no colour change."""
+    return [BatchRandomResizedCrop(image_size, flip_p=FLIP_P)]
+
+
 @BATCH_AUGMENTATIONS.register("imagenet")
 def imagenet_batch_ops(image_size: int) -> list[nn.Module]:
     blur_kernel = 2 * (image_size // 20) + 1  # as the per-image preset

@@ -2,7 +2,7 @@
 soft encoding of each pixel's colour over its nearest bins, and the class-rebalancing weights.
 
 Lab is :func:`invprop.core.colour_space.rgb_to_lab` (CIE, D65). The colour classes are
-the points of a grid of spacing 10 on the ab plane that some sRGB colour falls on when rounded to the grid: 261 of
+the points of a grid of spacing 10 on the ab plane that some sRGB colour (of a 64-point grid per axis) falls on when rounded to the grid: 261 of
 them (the paper's gamut, computed its own way, has 313).
 """
 
@@ -13,12 +13,10 @@ import functools
 import torch
 from torch import Tensor
 
-from invprop.core.colour_space import rgb_to_lab
+from invprop.core.colour_space import rgb_to_lab, srgb_cube
 
 #: The ab grid spacing of the colour classes (Zhang et al., 2016, Sec. 2.1: grid size 10).
 AB_GRID = 10.0
-#: Colour samples per sRGB axis used to find the in-gamut bins.
-GAMUT_SAMPLES = 64
 #: Soft encoding: nearest bins per pixel and the Gaussian's sigma (Sec. 2.1: 5 neighbours, sigma 5).
 SOFT_NEIGHBOURS = 5
 SOFT_SIGMA = 5.0
@@ -29,9 +27,7 @@ REBALANCE_SIGMA = 5.0
 
 @functools.lru_cache(maxsize=1)
 def _gamut_bins() -> tuple[tuple[float, float], ...]:
-    axis = torch.linspace(0, 1, GAMUT_SAMPLES)
-    cube = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij")).reshape(1, 3, -1, 1)
-    ab = rgb_to_lab(cube)[0, 1:, :, 0].T
+    ab = rgb_to_lab(srgb_cube())[0, 1:, :, 0].T
     grid = torch.unique(torch.round(ab / AB_GRID), dim=0) * AB_GRID
     return tuple((float(a), float(b)) for a, b in grid.tolist())
 
@@ -91,4 +87,4 @@ def rebalancing_weights(counts: Tensor, bins: Tensor) -> Tensor:
     return (weights / (smoothed * weights).sum()).float()
 
 
-__all__ = ["ab_bins", "bin_histogram", "rebalancing_weights", "rgb_to_lab", "soft_encode"]
+__all__ = ["ab_bins", "bin_histogram", "rebalancing_weights", "soft_encode"]

@@ -174,6 +174,25 @@ def cifar_flip_preset(image_size: int, mean: tuple[float, ...], std: tuple[float
     return _cifar_pair(image_size, mean, std, flip=True)
 
 
+@AUGMENTATIONS.register("crop_flip")
+def crop_flip_preset(image_size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> TransformPair:
+    """A random resized crop (20-100% of the area) and a horizontal flip, no colour change: for methods whose views
+    are the image's colours themselves (CMC's L and ab; Tian et al., 2019, the authors' train_CMC.py)."""
+    return TransformPair(
+        train=T.Compose(
+            [
+                T.RandomResizedCrop(image_size, scale=CIFAR_CROP_SCALE, antialias=True),
+                T.RandomHorizontalFlip(FLIP_P),
+                to_tensor(),
+                Normalize(mean, std),
+            ]
+        ),
+        eval=T.Compose(
+            [T.Resize(image_size, antialias=True), T.CenterCrop(image_size), to_tensor(), Normalize(mean, std)]
+        ),
+    )
+
+
 @AUGMENTATIONS.register("imagenet")
 def imagenet_preset(image_size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> TransformPair:
     blur_kernel = 2 * (image_size // 20) + 1  # about 10% of the image side, odd

@@ -121,7 +121,7 @@ def export_weights(checkpoint: Path, fmt: str, out: Path | None = None) -> Path:
         "input": json.dumps({**DEFAULT_INPUT, **state.get("input", {})}),
         "epoch": str(state["epoch"]),
     }
-    if is_timm_backbone(cfg.model.backbone):
+    if is_timm_backbone(cfg.model.backbone) and cfg.model.colour_split is None:
         arch, kwargs = timm_creation(state)
         metadata["timm_create_model"] = json.dumps({"model_name": arch, **kwargs})
     target = out or path.parent / "encoder.safetensors"

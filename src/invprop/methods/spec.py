@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from invprop.core.faiss_search import faiss_available
 from invprop.errors import ConfigError
 from invprop.methods.method import BuildContext, Method
+from invprop.models.colour_split import ColourSplitBackbone
 from invprop.registry import Registry
 from invprop.settings import Reference, check, merge, section
 
@@ -197,6 +198,8 @@ class MethodSpec(Generic[S]):
             package the settings need).
         multi_crop: the method takes multi-crop small crops (``data.small_crops``).
         colour_only: the method needs three-channel images.
+        colour_split: the method takes an encoder of one backbone per channel group (``model.colour_split``); the
+            others refuse one.
         name: the registered name (set by :func:`register_method`).
         family: the method's family, its sub-package of :mod:`invprop.methods` (set by :func:`register_method`).
         sections_type: the dataclass of the run's sections of the method (derived by :func:`register_method`).
@@ -225,6 +228,7 @@ class MethodSpec(Generic[S]):
     preflight: Callable[[S], None] | None = None
     multi_crop: bool = False
     colour_only: bool = False
+    colour_split: bool = False
     name: str = ""
     family: str = ""
     sections_type: type | None = None
@@ -250,7 +254,15 @@ class MethodSpec(Generic[S]):
         assert self.build is not None
         self.check_images(context.in_channels)
         self.check_torchrun(context.distributed)
+        self.check_encoder(encoder)
         return self.build(self.own(sections), encoder, context)
+
+    def check_encoder(self, encoder: nn.Module) -> None:
+        """A one-line error when ``encoder`` has one backbone per channel group and the method does not take one."""
+        backbone = getattr(encoder, "backbone", None)
+        if isinstance(backbone, ColourSplitBackbone) and not self.colour_split:
+            raise ConfigError(f"method {self.name} trains one backbone on the whole image; model.colour_split gives "
+                              "one per channel group, for cmc: leave model.colour_split null")  # fmt: skip
 
     def check_torchrun(self, distributed: bool) -> None:
         """A one-line error when a distributed run asks for a method that refuses torchrun."""

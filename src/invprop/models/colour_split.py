@@ -2,7 +2,8 @@
 
 A :class:`ColourSplitBackbone` takes the batches as every other backbone does (normalised sRGB), undoes the
 normalisation, converts to the split's colour space, scales each channel to [-1, 1] over the range it spans on
-the sRGB cube (the authors' normalisation, from the channels' ranges), and runs one backbone per channel group. Its
+the sRGB cube (for Lab the authors' normalisation, from the same ranges; for YCbCr they scale skimage's 16-235
+form by fixed statistics instead), and runs one backbone per channel group. Its
 pooled feature is the groups' features side by side, so kNN, the linear probe and export see one vector; its maps
 are the groups' maps stacked along the channels. :class:`GroupHeads` gives each group's features its own head,
 the embeddings side by side.
@@ -50,7 +51,8 @@ class ColourSplitBackbone(nn.Module):
     Args:
         split: the registered name of the :class:`ColourSplit`.
         make: ``make(in_channels)`` -> a backbone for images of that many channels (called once per group).
-        mean, std: (3,) the normalisation of the batches it is given; kept as buffers, saved with the weights.
+        mean, std: (3,) the normalisation of the batches it is given (not saved with the weights: a checkpoint read
+            for another dataset undoes that dataset's own normalisation).
 
     Example:
         >>> from invprop.models.backbones import SmallConvNet
@@ -74,8 +76,8 @@ class ColourSplitBackbone(nn.Module):
         self.split = COLOUR_SPLITS.get(split)
         self.branches = nn.ModuleList(make(len(group)) for group in self.split.groups)
         low, high = channel_range(self.split.convert)
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("centre", ((low + high) / 2).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("half_range", ((high - low) / 2).view(1, 3, 1, 1), persistent=False)
         self.group_dims = tuple(int(getattr(branch, "feature_dim")) for branch in self.branches)

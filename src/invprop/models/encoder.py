@@ -86,6 +86,9 @@ def from_head_layer(encoder: Encoder, layers: int) -> Encoder:
     """
     if layers == 0:
         return encoder
+    if isinstance(encoder.head, GroupHeads):
+        raise ConfigError(f"eval.from_head_layer={layers} reads one head's layers, and this encoder has one head per "
+                          "channel group (model.colour_split); give 0, the backbones' features")  # fmt: skip
     parts = head_layers(encoder.head)
     if layers > len(parts):
         raise ConfigError(f"eval.from_head_layer={layers}, but the head has {len(parts)} layer(s): give 0 (the "

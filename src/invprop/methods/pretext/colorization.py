@@ -24,8 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from invprop.core.colour_space import rgb_to_lab
 from invprop.core.pretext_losses import rebalanced_colour_loss
-from invprop.data.colour import ab_bins, bin_histogram, rebalancing_weights, rgb_to_lab, soft_encode
+from invprop.data.colour import ab_bins, bin_histogram, rebalancing_weights, soft_encode
 from invprop.errors import ConfigError
 from invprop.methods.method import Batch, BuildContext, Method, StepOutput
 from invprop.methods.recipes import paper_sgd
