@@ -20,7 +20,7 @@ one draw of negatives serves the whole batch (theirs draws per image). Colour im
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence, cast
+from typing import Callable, Sequence, cast
 
 import torch
 import torch.nn.functional as F
@@ -37,8 +37,27 @@ from invprop.settings import AT_LEAST_ONE, POSITIVE, UNIT_INTERVAL, Reference, s
 
 _PAPER = "Tian et al. (2019), CMC"
 _CODE = "Tian et al. (2019), the authors' HobbitLong/CMC"
-#: The pair losses ``cmc.loss`` may name.
-PAIR_LOSSES = ("softmax", "nce")
+
+
+def softmax_pair_loss(anchor: Tensor, positive: Tensor, negatives: Tensor, temperature: float, rows: int) -> Tensor:
+    """One ordered pair of views: the softmax cross-entropy over the positive and the negatives (the authors'
+    ``--softmax``; ``rows``, the memory's size, is not used)."""
+    return info_nce_queue_loss(anchor, positive, negatives, temperature)
+
+
+def nce_pair_loss(anchor: Tensor, positive: Tensor, negatives: Tensor, temperature: float, rows: int) -> Tensor:
+    """One ordered pair of views: NCE against uniform noise over the ``rows`` memory rows, its normaliser Z
+    estimated from this step's similarities of the pair's anchors to its negatives (the authors keep one Z per
+    direction)."""
+    normaliser = log_nce_normaliser(anchor.detach() @ negatives.T, temperature, rows)
+    return pirl_nce_loss(positive, anchor, negatives, temperature, normaliser, rows)
+
+
+#: The pair losses ``cmc.loss`` may name: ``(anchor, positive, negatives, tau, memory rows) -> 0-d loss``.
+PAIR_LOSSES: dict[str, Callable[[Tensor, Tensor, Tensor, float, int], Tensor]] = {
+    "softmax": softmax_pair_loss,
+    "nce": nce_pair_loss,
+}
 
 
 @dataclass
@@ -171,23 +190,18 @@ class CMC(Method):
         joined = self.encode(images).float()
         return [F.normalize(part, dim=1) for part in joined.split(self.embedding_dim, dim=1)]
 
-    def pair_loss(self, anchor: Tensor, positive: Tensor, negatives: Tensor) -> Tensor:
-        """The loss of one ordered pair of views: softmax cross-entropy over the positive and the negatives, or NCE
-        with the pair's own normaliser Z estimated from this step's similarities of its anchors to its negatives (the
-        authors keep one Z per direction)."""
-        tau = self.options.temperature
-        if self.options.loss == "softmax":
-            return info_nce_queue_loss(anchor, positive, negatives, tau)
-        normaliser = log_nce_normaliser(anchor.detach() @ negatives.T, tau, self.num_samples)
-        return pirl_nce_loss(positive, anchor, negatives, tau, normaliser, self.num_samples)
-
     def training_step(self, batch: Batch) -> StepOutput:
         embeddings = self.view_embeddings(self.views_of(batch))
         indices = batch.indices.to(embeddings[0].device)
         draws = torch.randint(self.num_samples, (self.options.negatives,), device=indices.device)
         memories = [bank.features[indices].float() for bank in self.view_banks]
         drawn = [bank.features[draws].float() for bank in self.view_banks]
-        loss = full_graph_loss(embeddings, memories, drawn, self.pair_loss)
+        loss_of, tau, rows = PAIR_LOSSES[self.options.loss], self.options.temperature, self.num_samples
+
+        def pair_loss(anchor: Tensor, positive: Tensor, negatives: Tensor) -> Tensor:
+            return loss_of(anchor, positive, negatives, tau, rows)
+
+        loss = full_graph_loss(embeddings, memories, drawn, pair_loss)
         return StepOutput(loss, {"loss_cmc": loss.detach()}, ViewsUpdate(indices, [z.detach() for z in embeddings]))
 
     @torch.no_grad()
@@ -197,4 +211,4 @@ class CMC(Method):
                 bank.update(output.update.indices, embeddings)
 
 
-__all__ = ["CMC", "CMCSettings", "SPEC"]
+__all__ = ["CMC", "CMCSettings", "PAIR_LOSSES", "SPEC", "nce_pair_loss", "softmax_pair_loss"]
