@@ -104,7 +104,9 @@ def test_every_method_trains_a_vit_for_an_epoch(tmp_path: Path, method: str) -> 
     small = {"small_crops": 2} if METHODS.get(method).multi_crop else {}
     few = {"deepcluster": {"deepcluster": {"clusters": 4}}, "pcl": {"pcl": {"clusters": [2, 4], "warmup_epochs": 0}},
            "sela": {"sela": {"clusters": 4}}, "deepercluster": {"deepercluster": {"super_clusters": 1, "clusters": 4}}}  # fmt: skip
-    cfg = _config(folder, method, "timm:test_vit", {"patch_size": 4}, data=small, epochs=1, **few.get(method, {}))
+    split = {"colour_split": "lab"} if METHODS.get(method).colour_split else {}  # CMC: one ViT on L, one on ab
+    cfg = _config(folder, method, "timm:test_vit", {"patch_size": 4, **split}, data=small, epochs=1,
+                  **few.get(method, {}))  # fmt: skip
     result = Trainer(cfg, tmp_path / "run", progress=False).fit()
     assert np.isfinite(result.metrics["loss"]) and result.metrics["epochs"] == 1
 
