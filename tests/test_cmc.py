@@ -31,6 +31,14 @@ def _batch() -> Batch:
     return Batch.of(torch.tensor([3, 7, 11, 19]), images)
 
 
+def _views(method: CMC, batch: Batch) -> list[torch.Tensor]:
+    """Each view's L2-normalised embedding of ``batch``, recomputed outside the method: the first D columns of the
+    encoder's output are L's, the next D ab's."""
+    with torch.no_grad():
+        joined = method.encoder(batch.images)
+    return [F.normalize(joined[:, view * D : (view + 1) * D], dim=1) for view in range(2)]
+
+
 def test_the_loss_contrasts_each_view_with_the_other_views_memory_per_sample() -> None:
     method = _cmc(temperature=0.1)
     batch = _batch()
@@ -38,9 +46,7 @@ def test_the_loss_contrasts_each_view_with_the_other_views_memory_per_sample() -
     out = method.training_step(batch)
     torch.manual_seed(5)
     draws = torch.randint(N, (5,))
-    with torch.no_grad():
-        joined = method.encoder(batch.images)
-    views = [F.normalize(joined[:, :D], dim=1), F.normalize(joined[:, D:], dim=1)]
+    views = _views(method, batch)
     banks = [bank.features for bank in method.view_banks]
     expected = 0.0
     for i, j in ((0, 1), (1, 0)):
@@ -56,10 +62,7 @@ def test_after_a_step_each_bank_moves_towards_its_views_embeddings() -> None:
     batch = _batch()
     out = method.training_step(batch)
     method.after_step([out])
-    with torch.no_grad():
-        joined = method.encoder(batch.images)
-    for view, bank in enumerate(method.view_banks):
-        fresh = F.normalize(joined[:, view * D : (view + 1) * D], dim=1)
+    for bank, fresh in zip(method.view_banks, _views(method, batch), strict=True):
         assert torch.allclose(bank.features[batch.indices], fresh, atol=1e-5)
 
 
@@ -70,9 +73,7 @@ def test_the_nce_form_per_sample_each_direction_with_its_own_normaliser() -> Non
     out = method.training_step(batch)
     torch.manual_seed(5)
     draws = torch.randint(N, (5,)).tolist()
-    with torch.no_grad():
-        joined = method.encoder(batch.images)
-    views = [F.normalize(joined[:, :D], dim=1), F.normalize(joined[:, D:], dim=1)]
+    views = _views(method, batch)
     banks = [bank.features for bank in method.view_banks]
     noise = 5 / N  # m / N: the m draws of a uniform noise over N rows
     expected = 0.0
@@ -93,11 +94,8 @@ def test_the_banks_keep_an_ema_of_each_views_embeddings() -> None:
     before = [bank.features[batch.indices].clone() for bank in method.view_banks]
     out = method.training_step(batch)
     method.after_step([out])
-    with torch.no_grad():
-        joined = method.encoder(batch.images)
-    for view, bank in enumerate(method.view_banks):
-        fresh = F.normalize(joined[:, view * D : (view + 1) * D], dim=1)
-        expected = F.normalize(0.5 * before[view] + 0.5 * fresh, dim=1)
+    for bank, old, fresh in zip(method.view_banks, before, _views(method, batch), strict=True):
+        expected = F.normalize(0.5 * old + 0.5 * fresh, dim=1)
         assert torch.allclose(bank.features[batch.indices], expected, atol=1e-5)
 
 

@@ -1,9 +1,9 @@
 """Colorization's inputs and labels (Zhang, Isola & Efros, 2016): CIE Lab from sRGB, the quantised ab colours, the
 soft encoding of each pixel's colour over its nearest bins, and the class-rebalancing weights.
 
-Lab is :func:`invprop.core.colour_space.rgb_to_lab` (CIE, D65). The colour classes are
-the points of a grid of spacing 10 on the ab plane that some sRGB colour (of a 64-point grid per axis) falls on when rounded to the grid: 261 of
-them (the paper's gamut, computed its own way, has 313).
+Lab is :func:`invprop.core.colour_space.rgb_to_lab` (CIE, D65). The colour classes are the points of a grid of
+spacing 10 on the ab plane that some sRGB colour (of a 64-point grid per axis) falls on when rounded to the grid:
+261 of them (the paper's gamut, computed its own way, has 313).
 """
 
 from __future__ import annotations

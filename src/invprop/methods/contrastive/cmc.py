@@ -174,10 +174,9 @@ class CMC(Method):
         self.options = settings
         self.num_samples = context.num_samples
         self.embedding_dim = context.embedding_dim
-        self.views_count = len(backbone.group_dims)
         self.banks = nn.ModuleList(
             MemoryBank(context.num_samples, context.embedding_dim, momentum=settings.bank_momentum, num_neighbors=1)
-            for _ in range(self.views_count)
+            for _ in backbone.group_dims
         )
 
     @property
