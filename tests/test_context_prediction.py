@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from invprop.config import preset
 from invprop.data.patches import drop_colour, windows_within_cells
 from invprop.methods.method import Batch, BuildContext
 from invprop.methods.pretext.context_prediction import (
@@ -74,3 +75,12 @@ def test_each_neighbour_is_paired_with_the_centre_under_its_positions_label() ->
             assert pairs[8 * b + k].tolist() == [4.0 + 100 * b, float(cell) + 100 * b]
     labels = torch.arange(8).repeat(2)  # pair 8b + k: neighbour k, labelled k
     assert torch.allclose(out.loss, nn.functional.cross_entropy(logits[0], labels))
+
+
+def test_cifar_patches_are_resized_to_the_presets_tile_not_to_the_image_side() -> None:
+    settings = preset("cifar10", "context-prediction").context_prediction
+    assert settings.tile_size == 16
+    method = ContextPrediction(settings, nn.Identity(), BuildContext(10, 1, in_channels=3))
+    assert method.patches(torch.rand(2, 3, 32, 32)).shape == (18, 3, 16, 16)
+    untiled = ContextPrediction(ContextPredictionSettings(), nn.Identity(), BuildContext(10, 1, in_channels=3))
+    assert untiled.patches(torch.rand(2, 3, 32, 32)).shape == (18, 3, 32, 32)

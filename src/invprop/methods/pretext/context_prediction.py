@@ -78,6 +78,8 @@ SPEC = MethodSpec(
     },  # fmt: skip
     presets={
         "*": {"model": {"head": "mlp_bn"}},
+        # CIFAR's patches are 7 pixels: resized to 16 as the jigsaw's tiles, not to 32 (4x the pixels, no detail)
+        "cifar10": {"context_prediction": {"tile_size": 16}},
         # 8 x 8 digits give 2 x 2 cells: no room for a gap or jitter, and a 1-pixel patch normalised is 0
         "digits": {"context_prediction": {"patch_share": 1.0, "jitter_share": 0.0, "normalise_patches": False}},
     },
