@@ -30,7 +30,7 @@ from invprop.data.colour import ab_bins, bin_histogram, rebalancing_weights, sof
 from invprop.errors import ConfigError
 from invprop.methods.method import Batch, BuildContext, Method, StepOutput
 from invprop.methods.recipes import paper_sgd
-from invprop.methods.spec import Curve, MethodSpec, register_method
+from invprop.methods.spec import Curve, MethodSpec, SmokeRun, register_method
 from invprop.settings import AT_LEAST_ONE, Reference, setting
 
 #: L's range in CIE Lab.
@@ -108,6 +108,9 @@ SPEC = MethodSpec(
     curves=(Curve("rebalanced colour loss", ("loss_colour",)),),
     compare=False,
     colour_only=True,
+    # Measured on the tinted digits, 2026-12-06: after 3 epochs the head's kNN was within a few images of the untrained
+    # encoder's (0.2267 against 0.2133, and below it on another machine); after 8, 0.6533.
+    smoke=SmokeRun(epochs=8),
 )
 
 
