@@ -12,7 +12,7 @@ ROOT = Path(invprop.__file__).parent
 #: The layers, lowest first (README, "The shape of the code"); a module's layer is that of its first name under
 #: ``invprop``. The package itself (its re-exports) and the command line are the top.
 LAYERS = (
-    ("errors", "registry", "settings", "files", "machine", "schedules", "optimizers"),
+    ("errors", "registry", "settings", "files", "machine", "schedules", "optimizers", "optim_settings"),
     ("distributed",),
     ("core",),
     ("models", "data"),

@@ -7,6 +7,7 @@ from invprop.config.factories import (
     build_method,
     data_for,
     input_needs,
+    learning_rate_plan,
     lr_plan,
     optimizer_options,
 )
@@ -43,6 +44,7 @@ from invprop.config.schema import (
     validate,
     warmup_epochs_of,
 )
+from invprop.optim_settings import OptimizerSettings
 from invprop.settings import load_yaml, parse_override
 
 __all__ = [
@@ -61,6 +63,7 @@ __all__ = [
     "EvalSettings",
     "LogSettings",
     "OptimSettings",
+    "OptimizerSettings",
     "Provenance",
     "SettingChange",
     "build_method",
@@ -71,6 +74,7 @@ __all__ = [
     "help_texts",
     "input_needs",
     "load_yaml",
+    "learning_rate_plan",
     "lr_plan",
     "method_spec",
     "optimizer_options",

@@ -7,11 +7,12 @@ from typing import Any
 
 from torch import nn
 
-from invprop.config.schema import Config, warmup_epochs_of
+from invprop.config.schema import Config
 from invprop.data import DataSplits, InputNeeds, datasets_from
 from invprop.methods import BuildContext, Method
 from invprop.models import ModelSettings, is_timm_backbone, model_input
 from invprop.models.timm_backbone import patch_side
+from invprop.optim_settings import OptimizerSettings, warmup_epochs_of
 from invprop.optimizers import OptimizerOptions
 from invprop.schedules import scaled_lr
 
@@ -26,15 +27,16 @@ def build_method(cfg: Config, encoder: nn.Module, num_samples: int, **context: A
 
 @dataclass(frozen=True)
 class LearningRatePlan:
-    """A run's learning rate, from its ``optim`` settings and length.
+    """An optimiser's learning rate over a run, from its settings, the batch it steps on and its epochs.
 
     Attributes:
-        peak: the peak learning rate: ``optim.lr`` scaled from ``optim.reference_batch`` to the run's optimiser
-            batch (``batch_size`` x ``accumulate``).
-        warmup_epochs: the warm-up the run gets (the recipe's, at most ``optim.warmup_share`` of the run).
+        peak: the peak learning rate: ``lr`` scaled from ``reference_batch`` to the optimiser's batch (the run's
+            ``batch_size`` x ``accumulate``).
+        warmup_epochs: the warm-up the run gets (the recipe's, at most ``warmup_share`` of the run).
         warmup_start: the share of the peak the warm-up starts from.
         floor: the share of the peak the schedule decays to.
         milestones: the step schedule's epochs (None: its default).
+        batch: the batch the peak was scaled to.
     """
 
     peak: float
@@ -42,19 +44,37 @@ class LearningRatePlan:
     warmup_start: float
     floor: float
     milestones: list[int] | None
+    batch: int
 
-    def describe(self, cfg: Config) -> str:
+    def describe(self, optim: OptimizerSettings) -> str:
         """One line for the log: how the peak came about, and the warm-up."""
-        o = cfg.optim
-        batch = o.batch_size * o.accumulate
-        rule = "" if o.lr_scaling == "none" else f" ({o.lr} x batch {batch}/{o.reference_batch}, {o.lr_scaling})"
+        o = optim
+        rule = "" if o.lr_scaling == "none" else f" ({o.lr} x batch {self.batch}/{o.reference_batch}, {o.lr_scaling})"
         return (
             f"{o.optimizer}, peak lr {self.peak:.6g}{rule}, {self.warmup_epochs} warm-up epochs, {o.schedule} schedule"
         )
 
 
+def learning_rate_plan(optim: OptimizerSettings, batch: int, epochs: int) -> LearningRatePlan:
+    """The learning rate of an optimiser of ``optim`` stepping on batches of ``batch`` images over ``epochs``.
+
+    Example:
+        >>> from invprop.optim_settings import OptimizerSettings
+        >>> plan = learning_rate_plan(OptimizerSettings(lr=0.3, lr_scaling="linear", warmup_epochs=10), 128, 30)
+        >>> plan.peak, plan.warmup_epochs
+        (0.15, 3)
+    """
+    o = optim
+    peak = scaled_lr(o.lr, batch, o.reference_batch, o.lr_scaling)
+    shares = o.milestone_shares
+    milestones = o.milestones if o.milestones is not None else None if shares is None else [
+        round(share * epochs) for share in shares
+    ]  # fmt: skip
+    return LearningRatePlan(peak, warmup_epochs_of(o, epochs), o.warmup_start_lr / peak, o.final_lr, milestones, batch)
+
+
 def lr_plan(cfg: Config) -> LearningRatePlan:
-    """The learning rate of a run of ``cfg``.
+    """The learning rate of a run of ``cfg``'s main optimiser, over the whole run.
 
     Example:
         >>> from invprop.config import from_dict
@@ -63,19 +83,13 @@ def lr_plan(cfg: Config) -> LearningRatePlan:
         >>> plan.peak, plan.warmup_epochs
         (0.15, 3)
     """
-    o = cfg.optim
-    peak = scaled_lr(o.lr, o.batch_size * o.accumulate, o.reference_batch, o.lr_scaling)
-    shares = o.milestone_shares
-    milestones = o.milestones if o.milestones is not None else None if shares is None else [
-        round(share * cfg.epochs) for share in shares
-    ]  # fmt: skip
-    return LearningRatePlan(peak, warmup_epochs_of(o, cfg.epochs), o.warmup_start_lr / peak, o.final_lr, milestones)
+    return learning_rate_plan(cfg.optim, cfg.optim.batch_size * cfg.optim.accumulate, cfg.epochs)
 
 
-def optimizer_options(cfg: Config) -> OptimizerOptions:
-    """What the run's optimiser is built with (its groups aside)."""
-    o = cfg.optim
-    return OptimizerOptions(lr_plan(cfg).peak, o.momentum, tuple(o.betas), o.nesterov, o.lars_eta, o.lars_clip)
+def optimizer_options(optim: OptimizerSettings, peak: float) -> OptimizerOptions:
+    """What an optimiser of ``optim`` is built with (its groups aside), starting at ``peak``."""
+    o = optim
+    return OptimizerOptions(peak, o.momentum, tuple(o.betas), o.nesterov, o.lars_eta, o.lars_clip)
 
 
 def input_needs(model: ModelSettings) -> InputNeeds:
@@ -94,4 +108,12 @@ def data_for(cfg: Config, name: str | None = None, foreign: bool = False, subset
     return datasets_from(cfg.data, name, foreign, subset, input_needs(cfg.model))
 
 
-__all__ = ["LearningRatePlan", "build_method", "data_for", "input_needs", "lr_plan", "optimizer_options"]
+__all__ = [
+    "LearningRatePlan",
+    "build_method",
+    "data_for",
+    "input_needs",
+    "learning_rate_plan",
+    "lr_plan",
+    "optimizer_options",
+]

@@ -34,6 +34,7 @@ def parameter_groups(
     exclude_norm_and_bias: bool = True,
     norm_bias_lr_scale: float = 1.0,
     fixed_lr: Sequence[nn.Module] = (),
+    skip: Sequence[nn.Module] = (),
 ) -> list[dict[str, Any]]:
     """The optimiser's groups of ``model``'s trainable parameters.
 
@@ -41,7 +42,8 @@ def parameter_groups(
     rest in two groups: weights with ``weight_decay``, and the biases and norm-layer parameters (every 0-d/1-d
     tensor), marked :data:`EXCLUDE`, without weight decay and at ``norm_bias_lr_scale`` times the learning rate. With
     ``exclude_norm_and_bias`` false every parameter is decayed (and adapted by LARS). The parameters of the modules
-    in ``fixed_lr`` get groups of their own marked :data:`FIXED_LR`. Empty groups are left out.
+    in ``fixed_lr`` get groups of their own marked :data:`FIXED_LR`; those of the modules in ``skip`` are left out
+    (another optimiser owns them). Empty groups are left out.
 
     Example:
         >>> groups = parameter_groups(nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3)), 0.1)
@@ -49,13 +51,15 @@ def parameter_groups(
         [(1, 0.1, False), (3, 0.0, True)]
     """
     groups: list[dict[str, Any]] = []
+    skipped = {id(p) for module in skip for p in module.parameters()}
     for module in model.modules():
         if isinstance(module, GroupsOwnParameters) and module is not model:
             for own in module.parameter_groups(weight_decay, layer_decay):
+                own = {**own, "params": [p for p in own["params"] if id(p) not in skipped]}
                 if own["params"]:
                     excluded = exclude_norm_and_bias and own["weight_decay"] == 0.0
                     groups.append({**own, "weight_decay": 0.0 if excluded else weight_decay, EXCLUDE: excluded})
-    grouped = {id(p) for group in groups for p in group["params"]}
+    grouped = skipped | {id(p) for group in groups for p in group["params"]}
     fixed = {id(p) for module in fixed_lr for p in module.parameters()}
     plain: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for param in model.parameters():

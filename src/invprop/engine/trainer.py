@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from tqdm import tqdm
 
 from invprop.config import (
@@ -25,8 +25,6 @@ from invprop.config import (
     data_for,
     from_dict,
     from_saved,
-    lr_plan,
-    optimizer_options,
     setting_changes,
     to_dict,
     validate,
@@ -40,13 +38,7 @@ from invprop.engine.device import autocast, autocast_dtype, resolve_device
 from invprop.engine.estimate import RunEstimate
 from invprop.engine.history import History
 from invprop.engine.monitor import extract, knn_monitor, rank_monitor, raw_pixel_baseline, warn_if_collapsed
-from invprop.engine.optimizer import (
-    FIXED_LR,
-    LR_SCALE,
-    gathered_state_dict,
-    load_split_state_dict,
-    parameter_groups,
-)
+from invprop.engine.optimizer import gathered_state_dict, load_split_state_dict
 from invprop.engine.process_group import (
     SINGLE_PROCESS,
     DistributedContext,
@@ -57,6 +49,7 @@ from invprop.engine.process_group import (
 )
 from invprop.engine.rng import epoch_seed, restore_rng_state, rng_state, seed_everything
 from invprop.engine.run_lock import check_still_held
+from invprop.engine.run_optimizers import load_part_states, part_states, run_optimizers, stage_plan
 from invprop.engine.run_settings import (
     CONFIG_NAME,
     HISTORY_CHANGES_KEY,
@@ -76,10 +69,8 @@ from invprop.errors import (
     ResumeChangesRefused,
 )
 from invprop.files import make_folder, remove_leftovers, write_text_atomically
-from invprop.methods import Accumulation, Batch, Method, StepOutput
+from invprop.methods import MAIN, Accumulation, Batch, Method, StepOutput
 from invprop.models import Encoder, encoder_from
-from invprop.optimizers import OPTIMIZERS
-from invprop.schedules import lr_factor
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +117,11 @@ class Trainer:
         self.amp_dtype = autocast_dtype(cfg.precision, self.device)
         self.spec = cfg.spec
         self._check_distributed_settings()
+        if cfg.optim.accumulate > 1 and self.spec.parts:
+            raise ConfigError(f"method {cfg.method} steps several optimisers on every batch; set optim.accumulate=1 "
+                              "and raise optim.batch_size instead")  # fmt: skip
+        #: The run's stages and the optimisers each steps.
+        self.stages = stage_plan(cfg)
         if cfg.optim.accumulate > 1 and self.spec.accumulation is Accumulation.REFUSED:
             raise ConfigError(
                 f"method {cfg.method} does not accumulate gradients ({self.spec.accumulation_note}); set "
@@ -163,19 +159,17 @@ class Trainer:
             labels=labels.to(self.device) if bool((labels >= 0).any()) else None,
             features=self._training_embeddings, forward=self._data_parallel(encoder),
         ).to(self.device)  # fmt: skip
-        o = cfg.optim
-        groups = parameter_groups(
-            self.method, o.weight_decay, o.layer_decay, o.exclude_norm_and_bias, o.norm_bias_lr_scale,
-            self._fixed_lr_modules(),
-        )  # fmt: skip
-        self.optimizer = OPTIMIZERS.get(o.optimizer)(groups, optimizer_options(cfg))
+        #: The run's optimisers by name: the main one, and one per part of the method.
+        self.optimizers = run_optimizers(cfg, self.method, self.stages, self._fixed_lr_modules())
+        self.optimizer = self.optimizers[MAIN].optimizer
         self.batches = BatchPipeline(
             self.data, cfg.optim.batch_size, self.device, self.method.views, cfg.data.num_workers,
             context.world_size, context.rank, self.method.epoch_order, cfg.data.strict,
         )  # fmt: skip
         assert self.batches.steps_per_epoch == self.batches_per_epoch
-        #: The learning rate: its peak after scaling with the batch, the warm-up the run gets, the schedule's floor.
-        self.lr_plan = lr_plan(cfg)
+        #: The main optimiser's learning rate: its peak after scaling with the batch, the warm-up the run gets, the
+        #: schedule's floor.
+        self.lr_plan = self.optimizers[MAIN].plan
         self.warmup_epochs = self.lr_plan.warmup_epochs
         self.epoch = 0
         self.global_step = 0
@@ -190,6 +184,8 @@ class Trainer:
         self._train_files = file_names_digest(self.data.train.source)
         self._stop = StopSignals()
         self._estimate: RunEstimate | None = None  # set by fit(): said once after the first steps
+        #: Per optimiser, the run's steps before the current epoch that did not step it (set by each epoch).
+        self._steps_skipped: dict[str, int] = dict.fromkeys(self.optimizers, 0)
 
     def _fixed_lr_modules(self) -> list[nn.Module]:
         """The method's modules named by ``optim.fixed_lr_modules``; a one-line error for a name it has not."""
@@ -247,6 +243,7 @@ class Trainer:
         return {
             "model": self.method.state_dict(),
             "optimizer": gathered_state_dict(self.optimizer, self.method.sharded_parameters()),
+            "part_optimizers": part_states(self.optimizers),
             "scheduler": {"global_step": self.global_step, "steps_per_epoch": self.steps_per_epoch},
             "epoch": self.epoch,
             "seconds": self.seconds,
@@ -290,6 +287,7 @@ class Trainer:
                 "run was trained with"
             ) from None
         load_split_state_dict(self.optimizer, state["optimizer"], self.method.sharded_parameters())
+        load_part_states(self.optimizers, state.get("part_optimizers") or {})
         self.global_step = int(state["scheduler"]["global_step"])
         self.epoch = int(state["epoch"])
         self.seconds = float(state["seconds"])
@@ -315,10 +313,17 @@ class Trainer:
             torch.manual_seed(epoch_seed(cfg.seed, epoch))  # augmentation draws: a function of (seed, epoch) only
             started = self.method.on_epoch_start(epoch)
             for parameter in self.method.reinitialised_parameters():
-                self.optimizer.state.pop(parameter, None)
+                for run in self.optimizers.values():
+                    run.optimizer.state.pop(parameter, None)
         else:
             started = dict(resume_from.get("started") or {})
         self.method.train()
+        stage = self.stages.stage_of(epoch)
+        self.method.on_stage(stage.name)
+        self._steps_skipped = {
+            name: self.steps_per_epoch * (epoch - 1 - self.stages.epochs_before(name, epoch))
+            for name in self.optimizers
+        }
         first = int(resume_from["step"]) if resume_from else 0
         terms = TermSums(self.device, first, resume_from, holds_saved=self.context.is_main)
         every = cfg.log.every_steps
@@ -338,23 +343,26 @@ class Trainer:
         for step, (indices, images) in enumerate(bar, start=first):
             if max_steps is not None and step >= max_steps:
                 break
-            if not accumulated:
-                self._set_learning_rates()
-                self.optimizer.zero_grad(set_to_none=True)
-            chunks = self._chunks_of_step(step)
             groups = tuple(self._memory_format(x) for x in (images if isinstance(images, list) else [images]))
             batch = Batch(indices, groups, epoch, self.global_step)
-            with autocast(self.device, self.amp_dtype):
-                out = self.method.training_step(batch)
-            (out.loss if chunks == 1 else out.loss / chunks).backward()
-            terms.add(out.loss, out.terms)
-            accumulated.append(out)
-            if len(accumulated) < chunks:
-                continue
-            self.method.before_optimizer_step()
-            self.optimizer.step()
-            self.method.after_step(accumulated)
-            accumulated = []
+            if len(self.optimizers) > 1:
+                self._step_optimizers(batch, stage.steps, terms)
+            else:
+                if not accumulated:
+                    self.optimizers[MAIN].set_learning_rates(self._optimizer_step(MAIN), self.steps_per_epoch)
+                    self.optimizer.zero_grad(set_to_none=True)
+                chunks = self._chunks_of_step(step)
+                with autocast(self.device, self.amp_dtype):
+                    out = self.method.training_step(batch)
+                (out.loss if chunks == 1 else out.loss / chunks).backward()
+                terms.add(out.loss, out.terms)
+                accumulated.append(out)
+                if len(accumulated) < chunks:
+                    continue
+                self.method.before_optimizer_step()
+                self.optimizer.step()
+                self.method.after_step(accumulated)
+                accumulated = []
             self.global_step += 1
             unsynced += 1
             said = self._estimate.step() if self._estimate is not None else None
@@ -375,19 +383,35 @@ class Trainer:
             self._sync(terms, self._stop.received is not None, epoch, bar)
         ended = self.method.on_epoch_end(epoch)
         means = {**terms.means(), **started, **ended}
-        means["lr"] = max(group["lr"] for group in self.optimizer.param_groups)
+        means["lr"] = self.optimizers[MAIN].lr
+        means.update({f"lr_{name}": run.lr for name, run in self.optimizers.items() if name != MAIN})
         return means
 
-    def _set_learning_rates(self) -> None:
-        """Every parameter group's learning rate at the coming optimiser step (the schedule's factor of the peak;
-        groups with a fixed lr keep the peak; each group's own scale)."""
-        cfg, plan = self.cfg, self.lr_plan
-        factor = lr_factor(
-            self.global_step, self.steps_per_epoch, cfg.epochs, cfg.optim.schedule, plan.warmup_epochs,
-            plan.milestones, cfg.optim.gamma, plan.warmup_start, plan.floor,
-        )  # fmt: skip
-        for group in self.optimizer.param_groups:
-            group["lr"] = plan.peak * (1.0 if group.get(FIXED_LR) else factor) * group.get(LR_SCALE, 1.0)
+    def _optimizer_step(self, name: str) -> int:
+        """The step the optimiser ``name`` is about to take, counting only its own steps over the run (the run's steps
+        less those of the epochs whose stage does not step it)."""
+        return self.global_step - self._steps_skipped[name]
+
+    def _step_optimizers(self, batch: Batch, steps: tuple[str, ...], terms: TermSums) -> None:
+        """One batch of a method with several optimisers: for each of the stage's ``steps`` in order, that
+        optimiser's loss (the main one's ``training_step``, a part's ``part_step``), its backward pass and its step
+        alone; then ``after_step`` with every output. The logged loss is the sum of theirs, each also as
+        ``loss_<name>``."""
+        outputs: list[StepOutput] = []
+        logged: dict[str, Tensor | float] = {}
+        for name in steps:
+            run = self.optimizers[name]
+            run.set_learning_rates(self._optimizer_step(name), self.steps_per_epoch)
+            run.optimizer.zero_grad(set_to_none=True)
+            with autocast(self.device, self.amp_dtype):
+                out = self.method.training_step(batch) if name == MAIN else self.method.part_step(name, batch)
+            out.loss.backward()
+            self.method.before_optimizer_step()
+            run.optimizer.step()
+            outputs.append(out)
+            logged.update({f"loss_{name}": out.loss.detach(), **out.terms})
+        terms.add(torch.stack([out.loss.detach().float() for out in outputs]).sum(), logged)
+        self.method.after_step(outputs)
 
     def _chunks_of_step(self, step: int) -> int:
         """How many batches the optimiser step that batch ``step`` of the epoch belongs to accumulates: ``optim.
@@ -480,7 +504,7 @@ class Trainer:
             history.truncate_after(self.epoch)
             self._restore_last_line(history)
         if main:
-            logger.info("%s: %s", cfg.method, self.lr_plan.describe(cfg))
+            logger.info("%s: %s", cfg.method, self.lr_plan.describe(cfg.optim))
             derived = {"optim.peak_lr": self.lr_plan.peak, "optim.warmup_epochs_of_the_run": self.lr_plan.warmup_epochs}
             write_run_settings(cfg, self.changes, self.run_dir / CONFIG_NAME, derived)
         if main and self.baseline is None and self.data.labelled:
@@ -545,6 +569,8 @@ class Trainer:
                 raise self._interrupted(stop.progress["step"]) from None
             self._partial = None
             record: dict[str, Any] = {"epoch": epoch, **means}
+            if self.stages.staged:
+                record["stage"] = self.stages.stage_of(epoch).name
             changed = changes_at(self.changes, epoch)
             if changed:
                 record[HISTORY_CHANGES_KEY] = changed

@@ -17,6 +17,7 @@ from invprop.methods import (  # noqa: F401  (importing a family registers its m
 from invprop.methods.classification.instance_classifier import ClassifierSettings, InstanceClassification
 from invprop.methods.memory_bank.invp import BankSettings, InvariancePropagation, InvPSettings, LossSettings
 from invprop.methods.method import Batch, BuildContext, Method, StepOutput
+from invprop.methods.parts import MAIN, Part, Stage
 from invprop.methods.spec import (
     METHODS,
     Ablation,
@@ -34,6 +35,7 @@ from invprop.methods.spec import (
 )
 
 __all__ = [
+    "MAIN",
     "METHODS",
     "Accumulation",
     "Ablation",
@@ -50,8 +52,10 @@ __all__ = [
     "LossSettings",
     "Method",
     "MethodSpec",
+    "Part",
     "Recipe",
     "SmokeRun",
+    "Stage",
     "StepOutput",
     "Torchrun",
     "Variant",

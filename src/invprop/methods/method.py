@@ -126,8 +126,11 @@ class Method(nn.Module):
 
     A training loop calls, per optimiser step, :meth:`training_step` once (or several times, accumulating
     gradients), :meth:`before_optimizer_step`, the optimiser, then :meth:`after_step` with every output since the
-    last step; :meth:`before_training` once before epoch 1, :meth:`on_epoch_start` and :meth:`on_epoch_end` around
-    epochs. Everything the method needs from the loop comes in the :class:`BuildContext` at construction.
+    last step -- a method with further optimisers (:class:`~invprop.methods.Part`): for each optimiser of the stage
+    in order, its loss (:meth:`part_step`, or :meth:`training_step` for the main one), its backward pass and its
+    step, then :meth:`after_step` with all their outputs; :meth:`before_training` once before epoch 1,
+    :meth:`on_epoch_start` and :meth:`on_epoch_end` around epochs (:meth:`on_stage` at each epoch's start).
+    Everything the method needs from the loop comes in the :class:`BuildContext` at construction.
     """
 
     #: Full-size augmented views per image in a training batch.
@@ -182,6 +185,22 @@ class Method(nn.Module):
     def after_step(self, outputs: Sequence[StepOutput]) -> None:
         """After the optimiser step: apply the ``update`` of each output since the last step, in order, and the
         once-per-step upkeep (momentum encoders, step counters). Default: nothing."""
+
+    def part_modules(self, name: str) -> list[nn.Module]:
+        """The modules whose parameters the optimiser of part ``name`` owns (a :class:`~invprop.methods.Part` of the
+        method's spec); the main optimiser owns every other parameter."""
+        raise NotImplementedError(f"{type(self).__name__} has no part {name!r}")
+
+    def part_step(self, name: str, batch: Batch) -> StepOutput:
+        """The loss of part ``name`` on ``batch``, whose gradients that part's optimiser alone applies (the main
+        optimiser's loss is :meth:`training_step`'s). Parts are stepped in the order of the run's stage, each after
+        the previous one's optimiser step."""
+        raise NotImplementedError(f"{type(self).__name__} has no part {name!r}")
+
+    def on_stage(self, stage: str) -> None:
+        """At the start of every epoch of a method with stages (:class:`~invprop.methods.Stage`), after the loop set
+        training mode, and on resuming inside one: what the stage ``stage`` needs, e.g. a frozen network put in
+        evaluation mode (default: nothing)."""
 
     @torch.no_grad()
     def before_training(self, batches: Iterable[tuple[Tensor, Tensor]]) -> None:

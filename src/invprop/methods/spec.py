@@ -6,7 +6,8 @@ A spec holds the method's settings (one section of the run's settings, or a data
 its published training recipes per dataset preset, the published value of each setting with its source, why a
 default differs from it, its ablation table, the curves and figures the report draws for it, the logged terms its
 ``metrics.json`` keeps, whether ``invprop compare`` runs it by default, what a short digits run of it must reach, and
-what it does under torchrun.
+what it does under torchrun, and -- for a method that trains more than one network -- its further optimisers and
+its stages (:mod:`invprop.methods.parts`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from torch import Tensor, nn
 from invprop.core.faiss_search import faiss_available
 from invprop.errors import ConfigError
 from invprop.methods.method import BuildContext, Method
+from invprop.methods.parts import MAIN, Part, Stage, one_stage
 from invprop.models.colour_split import ColourSplitBackbone
 from invprop.registry import Registry
 from invprop.settings import Reference, check, merge, section
@@ -200,6 +202,10 @@ class MethodSpec(Generic[S]):
         colour_only: the method needs three-channel images.
         colour_split: the method takes an encoder of one backbone per channel group (``model.colour_split``); the
             others refuse one.
+        parts: the method's optimisers beside the main one, each with its recipe in a section of its own
+            (:class:`~invprop.methods.parts.Part`).
+        stages: the stretches of its run and the optimisers each steps (:class:`~invprop.methods.parts.Stage`);
+            none: one stage stepping the parts, then the main optimiser.
         name: the registered name (set by :func:`register_method`).
         family: the method's family, its sub-package of :mod:`invprop.methods` (set by :func:`register_method`).
         sections_type: the dataclass of the run's sections of the method (derived by :func:`register_method`).
@@ -229,6 +235,8 @@ class MethodSpec(Generic[S]):
     multi_crop: bool = False
     colour_only: bool = False
     colour_split: bool = False
+    parts: tuple[Part, ...] = ()
+    stages: tuple[Stage, ...] = ()
     name: str = ""
     family: str = ""
     sections_type: type | None = None
@@ -237,6 +245,19 @@ class MethodSpec(Generic[S]):
         """Names of the method's settings sections."""
         fields: Any = self.settings  # (a dataclass: the registration checks it)
         return (self.section,) if self.section else tuple(f.name for f in dataclasses.fields(fields))
+
+    def stage_plan(self, sections: Any, epochs: int) -> list[tuple[Stage, int]]:
+        """Each stage of a run of ``epochs`` with the method's ``sections``, with its epochs (the last stage takes
+        the rest); a one-line error when the earlier stages leave the last none."""
+        stages = self.stages or one_stage(self.parts)
+        counts = [int(_dotted(sections, stage.epochs)) if stage.epochs else 0 for stage in stages]
+        taken = sum(counts)
+        if taken >= epochs:
+            keys = " + ".join(f"{stage.epochs}={count}" for stage, count in zip(stages, counts) if stage.epochs)
+            raise ConfigError(f"method {self.name}'s stages before {stages[-1].name!r} take {taken} epochs ({keys}) "
+                              f"of the run's {epochs}: raise epochs above {taken} or shorten those stages")  # fmt: skip
+        counts[-1] = epochs - taken
+        return list(zip(stages, counts))
 
     def new_sections(self) -> Any:
         """The run's sections of the method at their defaults (an instance of :attr:`sections_type`)."""
@@ -281,6 +302,34 @@ class MethodSpec(Generic[S]):
 METHODS: Registry[MethodSpec[Any]] = Registry("method")
 
 
+def _dotted(settings: Any, key: str) -> Any:
+    """The value of dotted ``key`` in nested ``settings``."""
+    value = settings
+    for name in key.split("."):
+        value = getattr(value, name)
+    return value
+
+
+def _check_parts(name: str, spec: MethodSpec[Any]) -> None:
+    """Errors in a spec's parts and stages, at registration: unknown sections and optimisers, a part no stage
+    steps, a stage without its length that is not the last."""
+    sections = spec.sections()
+    names = [part.name for part in spec.parts]
+    for part in spec.parts:
+        if part.section not in sections or part.name == MAIN or names.count(part.name) > 1:
+            raise ValueError(f"method {name}: part {part.name!r} needs a unique name other than {MAIN!r} and one of "
+                             f"the method's sections ({', '.join(sections)}), got {part.section!r}")  # fmt: skip
+    stages = spec.stages or one_stage(spec.parts)
+    stepped = {step for stage in stages for step in stage.steps}
+    unknown = stepped - {MAIN, *names}
+    if unknown or not set(names) <= stepped or any(not stage.steps for stage in stages):
+        raise ValueError(f"method {name}: every stage steps some of {MAIN!r} and the parts {names}, and every part "
+                         f"is stepped by a stage (unknown: {sorted(unknown)})")  # fmt: skip
+    if any(stage.epochs is None for stage in stages[:-1]) or stages[-1].epochs is not None:
+        raise ValueError(f"method {name}: every stage but the last names the setting of its epochs; the last takes "
+                         "the rest of the run")  # fmt: skip
+
+
 def _sections_type(name: str, spec: MethodSpec[Any]) -> type:
     """The dataclass of the run's sections of a one-section method: one field, ``spec.section``; defined in the
     settings' module under ``<Settings>Section``, so that a run's settings pickle."""
@@ -308,6 +357,7 @@ def register_method(name: str, spec: MethodSpec[S]) -> Callable[[type[M]], type[
             raise TypeError(f"method {name}: its settings, {spec.settings!r}, must be a dataclass of setting() fields")
         if spec.smoke.floor is not Floor.UNTRAINED and not spec.smoke.why:
             raise ValueError(f"method {name}: a smoke run below the untrained encoder needs its reason (why)")
+        _check_parts(name, spec)
         build = spec.build or _class_builder(cls)
         family = cls.__module__.split(".")[-2] if cls.__module__.count(".") >= 2 else ""
         complete = dataclasses.replace(spec, name=name, build=build, family=family)
