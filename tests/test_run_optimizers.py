@@ -160,4 +160,8 @@ def test_a_part_must_name_one_of_the_methods_sections_and_be_stepped() -> None:
                                stages=(Stage("only", (MAIN,)),))  # fmt: skip
     with pytest.raises(ValueError, match="every part is stepped by a stage"):
         register_method("toy-bad", never_stepped)(ToyAdversary)
+    unknown_length = MethodSpec("x", ToySections, parts=(Part("critic", "toy_critic_optim"),),
+                                stages=(Stage("a", ("critic",), "toy.nowhere"), Stage("b", (MAIN,))))  # fmt: skip
+    with pytest.raises(ValueError, match=r"stage lengths \['toy.nowhere'\] name no setting"):
+        register_method("toy-bad", unknown_length)(ToyAdversary)
     assert "toy-bad" not in METHODS

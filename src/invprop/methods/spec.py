@@ -26,7 +26,7 @@ from invprop.methods.method import BuildContext, Method
 from invprop.methods.parts import MAIN, Part, Stage, one_stage
 from invprop.models.colour_split import ColourSplitBackbone
 from invprop.registry import Registry
-from invprop.settings import Reference, check, merge, section
+from invprop.settings import Reference, check, fields_by_key, merge, section
 
 
 @dataclass(frozen=True)
@@ -250,7 +250,8 @@ class MethodSpec(Generic[S]):
         """Each stage of a run of ``epochs`` with the method's ``sections``, with its epochs (the last stage takes
         the rest); a one-line error when the earlier stages leave the last none."""
         stages = self.stages or one_stage(self.parts)
-        counts = [int(_dotted(sections, stage.epochs)) if stage.epochs else 0 for stage in stages]
+        values = fields_by_key(sections)
+        counts = [int(values[stage.epochs][0]) if stage.epochs else 0 for stage in stages]
         taken = sum(counts)
         if taken >= epochs:
             keys = " + ".join(f"{stage.epochs}={count}" for stage, count in zip(stages, counts) if stage.epochs)
@@ -302,17 +303,9 @@ class MethodSpec(Generic[S]):
 METHODS: Registry[MethodSpec[Any]] = Registry("method")
 
 
-def _dotted(settings: Any, key: str) -> Any:
-    """The value of dotted ``key`` in nested ``settings``."""
-    value = settings
-    for name in key.split("."):
-        value = getattr(value, name)
-    return value
-
-
 def _check_parts(name: str, spec: MethodSpec[Any]) -> None:
     """Errors in a spec's parts and stages, at registration: unknown sections and optimisers, a part no stage
-    steps, a stage without its length that is not the last."""
+    steps, a stage without its length that is not the last, a length that names no setting."""
     sections = spec.sections()
     names = [part.name for part in spec.parts]
     for part in spec.parts:
@@ -328,6 +321,11 @@ def _check_parts(name: str, spec: MethodSpec[Any]) -> None:
     if any(stage.epochs is None for stage in stages[:-1]) or stages[-1].epochs is not None:
         raise ValueError(f"method {name}: every stage but the last names the setting of its epochs; the last takes "
                          "the rest of the run")  # fmt: skip
+    assert spec.sections_type is not None
+    keys = fields_by_key(spec.sections_type())
+    unnamed = [stage.epochs for stage in stages if stage.epochs and stage.epochs not in keys]
+    if unnamed:
+        raise ValueError(f"method {name}: stage lengths {unnamed} name no setting of the method")
 
 
 def _sections_type(name: str, spec: MethodSpec[Any]) -> type:
@@ -357,11 +355,12 @@ def register_method(name: str, spec: MethodSpec[S]) -> Callable[[type[M]], type[
             raise TypeError(f"method {name}: its settings, {spec.settings!r}, must be a dataclass of setting() fields")
         if spec.smoke.floor is not Floor.UNTRAINED and not spec.smoke.why:
             raise ValueError(f"method {name}: a smoke run below the untrained encoder needs its reason (why)")
-        _check_parts(name, spec)
         build = spec.build or _class_builder(cls)
         family = cls.__module__.split(".")[-2] if cls.__module__.count(".") >= 2 else ""
         complete = dataclasses.replace(spec, name=name, build=build, family=family)
-        METHODS.register(name)(dataclasses.replace(complete, sections_type=_sections_type(name, complete)))
+        registered = dataclasses.replace(complete, sections_type=_sections_type(name, complete))
+        _check_parts(name, registered)
+        METHODS.register(name)(registered)
         return cls
 
     return add
