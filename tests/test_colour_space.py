@@ -46,3 +46,10 @@ def test_conversions_stay_float32_inside_a_bf16_autocast_region(convert) -> None
         inside = convert(images)
     assert inside.dtype == torch.float32
     assert torch.equal(inside, convert(images))
+
+
+def test_lab_to_rgb_inverts_rgb_to_lab_over_the_cube() -> None:
+    from invprop.core.colour_space import lab_to_rgb, rgb_to_lab, srgb_cube
+
+    cube = srgb_cube(9)
+    assert torch.allclose(lab_to_rgb(rgb_to_lab(cube)), cube, atol=2e-4)

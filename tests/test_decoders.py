@@ -59,3 +59,14 @@ def test_every_backbones_last_map_decodes_to_its_image(backbone: str, channels: 
     out.square().mean().backward()
     first = next(m for m in encoder.backbone.modules() if isinstance(m, nn.Conv2d))
     assert first.weight.grad is not None and bool(first.weight.grad.abs().sum() > 0)  # down to the first layer
+
+
+def test_a_vector_decoder_maps_a_code_to_an_image_of_the_asked_side_through_the_map_blocks() -> None:
+    from invprop.models.decoders import VectorDecoder
+
+    decoder = VectorDecoder(12, 3, image_side=28, width=32, start=4)
+    out = decoder(torch.randn(5, 12))
+    assert out.shape == (5, 3, 28, 28)
+    assert len(decoder.maps.blocks) == 3  # 4 -> 8 -> 16 -> 32, resized to 28
+    out.sum().backward()
+    assert decoder.project[0].weight.grad is not None

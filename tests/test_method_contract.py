@@ -195,7 +195,7 @@ def _unit_method(name: str, distributed: bool = False, forward: Any = None) -> M
     features = torch.randn(N, D, generator=torch.Generator().manual_seed(3))
     context = BuildContext(
         N, D, distributed, channels, (0.5,) * channels, (0.25,) * channels, total_steps=10,
-        features=lambda module: features, forward=forward(encoder) if forward is not None else None,
+        features=lambda module: features, forward=forward(encoder) if forward is not None else None, image_size=8,
     )  # fmt: skip
     method = spec.create(settings, encoder, context)
     for module in method.modules():

@@ -86,3 +86,17 @@ def test_a_random_location_is_one_of_each_maps_own() -> None:
     picked = random_location(maps)
     for b in range(5):
         assert any(torch.equal(picked[b], maps[b, :, y, x]) for y in range(2) for x in range(3))
+
+
+def test_infonce_stays_finite_and_exact_on_scores_far_beyond_exps_range() -> None:
+    torch.manual_seed(4)
+    scores = torch.randn(4, 4, 5, dtype=torch.float64) * 500
+    b, s = 4, 5
+    expected = 0.0
+    for i in range(b):
+        negatives = torch.cat([scores[i, j] for j in range(b) if j != i])
+        for k in range(s):
+            expected -= float(scores[i, i, k] - torch.logsumexp(torch.cat([scores[i, i, k : k + 1], negatives]), 0))
+    loss = local_infonce_loss(scores.float())
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    assert float(loss) == pytest.approx(expected / (b * s), rel=1e-4)

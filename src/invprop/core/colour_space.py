@@ -51,6 +51,34 @@ def rgb_to_lab(rgb: Tensor) -> Tensor:
         return torch.stack([116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)], dim=1)
 
 
+def _linear_to_srgb(c: Tensor) -> Tensor:
+    return torch.where(c <= 0.0031308, 12.92 * c, 1.055 * c.clamp_min(0.0031308) ** (1 / 2.4) - 0.055)
+
+
+def _lab_f_inverse(t: Tensor) -> Tensor:
+    return torch.where(t > 6.0 / 29.0, t**3, 3 * (6.0 / 29.0) ** 2 * (t - 4.0 / 29.0))
+
+
+def lab_to_rgb(lab: Tensor) -> Tensor:
+    """sRGB images of CIE Lab (D65) ones, the inverse of :func:`rgb_to_lab`: (B, 3, H, W) -> (B, 3, H, W) in
+    [0, 1] (colours outside the sRGB gamut clipped).
+
+    Example:
+        >>> rgb = torch.tensor([0.2, 0.5, 0.9]).view(1, 3, 1, 1)
+        >>> [round(float(v), 4) for v in lab_to_rgb(rgb_to_lab(rgb)).flatten()]
+        [0.2, 0.5, 0.9]
+    """
+    with torch.autocast(lab.device.type, enabled=False):
+        lightness, a, b = lab.float().unbind(dim=1)
+        fy = (lightness + 16) / 116
+        f = torch.stack([fy + a / 500, fy, fy - b / 200], dim=1)
+        white = torch.tensor(D65_WHITE, device=lab.device).view(1, 3, 1, 1)
+        xyz = _lab_f_inverse(f) * white
+        matrix = torch.linalg.inv(torch.tensor(RGB_TO_XYZ, device=lab.device, dtype=torch.float64)).float()
+        linear = torch.einsum("ij,bjhw->bihw", matrix, xyz)
+        return _linear_to_srgb(linear.clamp(0, 1)).clamp(0, 1)
+
+
 def rgb_to_ycbcr(rgb: Tensor) -> Tensor:
     """YCbCr (ITU-R BT.601, full range) of sRGB images: (B, 3, H, W) in [0, 1] -> (B, 3, H, W) with Y in [0, 1] and
     Cb, Cr in [-0.5, 0.5].
@@ -100,4 +128,4 @@ def channel_range(convert: ColourSpace) -> tuple[Tensor, Tensor]:
     return torch.tensor(low), torch.tensor(high)
 
 
-__all__ = ["ColourSpace", "channel_range", "rgb_to_lab", "rgb_to_ycbcr", "srgb_cube"]
+__all__ = ["ColourSpace", "channel_range", "lab_to_rgb", "rgb_to_lab", "rgb_to_ycbcr", "srgb_cube"]

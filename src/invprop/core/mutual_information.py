@@ -57,7 +57,8 @@ def local_infonce_loss(scores: Tensor) -> Tensor:
     """InfoNCE between the global vector and a local feature (Hjelm et al., 2019, Eq. 5; van den Oord et al., 2018):
     for each image i and location s, ``-log exp(T[i,i,s]) / (exp(T[i,i,s]) + sum_{j != i, s'} exp(T[i,j,s']))`` --
     the image's own location against every location of every other image -- averaged over i and s; float32
-    log-sum-exp.
+    log-sum-exp. The negatives' log-sum-exp is one per image, shared by its S locations: O(B^2 S) work and memory,
+    not O(B^2 S^2).
 
     Args:
         scores: (B, B, S) with the positives on the diagonal, B >= 2.
@@ -69,13 +70,13 @@ def local_infonce_loss(scores: Tensor) -> Tensor:
         >>> round(float(local_infonce_loss(torch.zeros(2, 2, 3))), 4)  # ln(1 + 3): one positive, three negatives
         1.3863
     """
-    b, _, s = scores.shape
+    b = scores.shape[0]
     scores = scores.float()
     eye = torch.eye(b, dtype=torch.bool, device=scores.device)
     positives = scores[eye]  # (B, S)
-    negatives = scores.masked_fill(eye.unsqueeze(2), float("-inf")).reshape(b, 1, b * s).expand(b, s, b * s)
-    logits = torch.cat([positives.unsqueeze(2), negatives], dim=2)  # (B, S, 1 + (B-1) S)
-    return -(positives - torch.logsumexp(logits, dim=2)).mean()
+    # Every location of image i shares its negatives: their log-sum-exp once per image, (B, 1), not per location.
+    negatives = torch.logsumexp(scores.masked_fill(eye.unsqueeze(2), float("-inf")).flatten(1), dim=1, keepdim=True)
+    return -(positives - torch.logaddexp(positives, negatives)).mean()
 
 
 def soft_clip(scores: Tensor, clip: float) -> Tensor:

@@ -1,5 +1,6 @@
-"""Objectives of the pretext tasks: colorization's class-rebalanced multinomial loss, Exemplar-CNN's surrogate-class
-cross-entropy, and the multi-task sum of several tasks' losses."""
+"""Objectives of the pretext tasks: colorization's class-rebalanced multinomial loss, split-brain autoencoders'
+cross-channel classification, Exemplar-CNN's surrogate-class cross-entropy, and the multi-task sum of several tasks'
+losses."""
 
 from __future__ import annotations
 
@@ -25,6 +26,40 @@ def rebalanced_colour_loss(logits: Tensor, targets: Tensor, weights: Tensor) -> 
     per_pixel = -(targets.float() * log_p).sum(dim=1)
     v = weights.float()[targets.argmax(dim=1)]
     return (v * per_pixel).mean()
+
+
+def soft_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
+    """The per-pixel cross-entropy between target distributions over Q classes and predicted scores,
+    ``-sum_q H(X)_{h,w,q} log softmax(scores)_{h,w,q}``, the mean over pixels and images; float32.
+
+    Args:
+        logits: (B, Q, H, W) predicted scores.
+        targets: (B, Q, H, W) target distributions (one-hot for hard classes).
+
+    Returns:
+        The 0-d mean loss.
+
+    Example:
+        >>> round(float(soft_cross_entropy(torch.zeros(1, 4, 2, 2), torch.full((1, 4, 2, 2), 0.25))), 4)  # ln 4
+        1.3863
+    """
+    with torch.autocast(device_type=logits.device.type, enabled=False):
+        return -(targets.float() * F.log_softmax(logits.float(), dim=1)).sum(dim=1).mean()
+
+
+def split_brain_loss(ab_logits: Tensor, ab_targets: Tensor, l_logits: Tensor, l_targets: Tensor) -> Tensor:
+    """The split-brain autoencoder's objective (Zhang, Isola & Efros, 2017, Eq. 1-4 with the classification loss
+    of Eq. 3): ``l(F_1(X_1), X_2) + l(F_2(X_2), X_1)`` -- the L half's prediction of the quantised ab colours plus
+    the ab half's prediction of the quantised lightness, each :func:`soft_cross_entropy`.
+
+    Args:
+        ab_logits, ab_targets: (B, Q_ab, h, w) the L half's scores and the encoded ab targets.
+        l_logits, l_targets: (B, Q_L, h, w) the ab half's scores and the encoded L targets.
+
+    Returns:
+        The 0-d sum of the two mean losses.
+    """
+    return soft_cross_entropy(ab_logits, ab_targets) + soft_cross_entropy(l_logits, l_targets)
 
 
 def surrogate_class_loss(logits: Tensor, classes: Tensor) -> Tensor:
@@ -57,4 +92,10 @@ def weighted_task_sum(losses: Tensor, weights: Tensor) -> Tensor:
     return (weights.to(losses.dtype) * losses).sum()
 
 
-__all__ = ["rebalanced_colour_loss", "surrogate_class_loss", "weighted_task_sum"]
+__all__ = [
+    "rebalanced_colour_loss",
+    "soft_cross_entropy",
+    "split_brain_loss",
+    "surrogate_class_loss",
+    "weighted_task_sum",
+]

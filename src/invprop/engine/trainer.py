@@ -155,7 +155,7 @@ class Trainer:
         labels = data.train.labels
         self.method: Method = build_method(
             cfg, encoder, n, distributed=context.enabled, in_channels=data.in_channels, mean=tuple(data.mean),
-            std=tuple(data.std), total_steps=self.steps_per_epoch * cfg.epochs,
+            std=tuple(data.std), image_size=data.image_size, total_steps=self.steps_per_epoch * cfg.epochs,
             labels=labels.to(self.device) if bool((labels >= 0).any()) else None,
             features=self._training_embeddings, forward=self._data_parallel(encoder),
         ).to(self.device)  # fmt: skip

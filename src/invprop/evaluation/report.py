@@ -48,6 +48,7 @@ from invprop.evaluation.report_pictures import (  # noqa: E402
     query_indices,
     thumbnail_map,
 )
+from invprop.evaluation.report_rows import method_rows, rows_figure  # noqa: E402
 from invprop.files import make_folder, write_bytes_atomically, write_text_atomically  # noqa: E402
 from invprop.methods import METHODS, Curve  # noqa: E402
 from invprop.methods.spec import Cell, FigureInputs  # noqa: E402
@@ -216,7 +217,7 @@ def image_grid(dataset: Any, rows: Sequence[Sequence[Cell]], title: str) -> byte
 def method_figures(name: str, ctx: EvalContext, dataset: IndexedDataset, first: int) -> list[Figure]:
     """The image figures the run's method declares (its spec's ``figures``), drawn for run ``name``."""
     spec = ctx.cfg.spec
-    if not spec.figures:
+    if not spec.figures and not spec.image_rows:
         return []
 
     def embed(indices: Tensor) -> Tensor:
@@ -233,6 +234,10 @@ def method_figures(name: str, ctx: EvalContext, dataset: IndexedDataset, first: 
             png = image_grid(dataset, rows, f"{figure.title} of {name}")
             filename = f"{_slug(figure.title)}-{first + len(figures)}.png"
             figures.append(Figure(f"{figure.title} of {name}", filename, png, figure.caption))
+    for made, made_rows in method_rows(ctx):
+        png = _png(rows_figure(made_rows, f"{made.title} of {name}"))
+        filename = f"{_slug(made.title)}-{first + len(figures)}.png"
+        figures.append(Figure(f"{made.title} of {name}", filename, png, made.caption))
     return figures
 
 

@@ -12,6 +12,7 @@ from invprop.methods import (  # noqa: F401  (importing a family registers its m
     infomax,
     memory_bank,
     pretext,
+    reconstruction,
     redundancy,
 )
 from invprop.methods.classification.instance_classifier import ClassifierSettings, InstanceClassification
@@ -25,6 +26,7 @@ from invprop.methods.spec import (
     Curve,
     Floor,
     GridFigure,
+    ImageRows,
     MethodSpec,
     Recipe,
     SmokeRun,
@@ -46,6 +48,7 @@ __all__ = [
     "Curve",
     "Floor",
     "GridFigure",
+    "ImageRows",
     "InstanceClassification",
     "InvPSettings",
     "InvariancePropagation",

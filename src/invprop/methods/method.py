@@ -105,6 +105,8 @@ class BuildContext:
             None: the encoder itself.
         seed: the run's seed, for draws a method makes as a function of (seed, step, image) rather than from a
             generator's state (DeeperCluster's rotations).
+        image_size: the side of the training views (the reconstruction methods' decoders are built for it); None
+            when not known (a method that needs it says so at construction).
     """
 
     num_samples: int
@@ -118,6 +120,7 @@ class BuildContext:
     features: Callable[[nn.Module], Tensor] | None = None
     forward: nn.Module | None = None
     seed: int = 0
+    image_size: int | None = None
 
 
 class Method(nn.Module):

@@ -16,7 +16,7 @@ import dataclasses
 import enum
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, Mapping, TypeVar
+from typing import Any, Callable, Generic, Mapping, Sequence, TypeVar
 
 from torch import Tensor, nn
 
@@ -71,6 +71,23 @@ class GridFigure(Generic[S]):
     title: str
     caption: str
     grid: Callable[[FigureInputs[S]], list[list[Cell]] | None]
+
+
+@dataclass(frozen=True)
+class ImageRows:
+    """A figure of images the trained method makes, e.g. inputs, their damaged copies and the reconstructions.
+
+    Attributes:
+        title: the figure's title.
+        caption: what it shows.
+        rows: ``rows(method, images)``: for a batch of normalised training images (B, C, H, W), each row's caption
+            and its images in [0, 1], (B, C', H', W') with C' 1 or 3, one column per image; called in eval mode
+            without gradients on the method built from the run's checkpoint.
+    """
+
+    title: str
+    caption: str
+    rows: Callable[[Any, Tensor], Sequence[tuple[str, Tensor]]]
 
 
 @dataclass(frozen=True)
@@ -189,6 +206,7 @@ class MethodSpec(Generic[S]):
         terms: the logged terms (and diagnostics) whose last-epoch values ``metrics.json`` keeps, in this order.
         curves: the report's figures of the method's own history keys.
         figures: the report's image figures of the method.
+        image_rows: the report's figures of images the trained method makes (:class:`ImageRows`).
         ablation: its ablation table, if it has one.
         compare: ``invprop compare`` runs it without ``--methods``.
         smoke: the short digits run of the contract test.
@@ -224,6 +242,7 @@ class MethodSpec(Generic[S]):
     terms: tuple[str, ...] = ()
     curves: tuple[Curve, ...] = ()
     figures: tuple[GridFigure[S], ...] = ()
+    image_rows: tuple[ImageRows, ...] = ()
     ablation: Ablation | None = None
     compare: bool = True
     smoke: SmokeRun = field(default_factory=SmokeRun)
@@ -394,6 +413,7 @@ def create_method(
     in_channels: int = 3,
     mean: tuple[float, ...] = (),
     std: tuple[float, ...] = (),
+    image_size: int | None = None,
     **sections: Mapping[str, Any],
 ) -> Method:
     """A registered method for your own training loop, its settings from ``sections`` over the method's defaults.
@@ -410,6 +430,7 @@ def create_method(
         features: ``features(encoder) -> (N, D)`` embeddings of your training images, not augmented, for the
             clustering methods (DeepCluster, PCL) at the start of each epoch.
         in_channels, mean, std: your images' channels and normalisation (colorization needs them).
+        image_size: your images' side (the reconstruction methods build their decoders for it).
         sections: the method's settings sections as mappings, e.g. ``loss={"temperature": 0.2}``.
 
     Example:
@@ -427,7 +448,7 @@ def create_method(
     merge(settings, sections)
     check(settings)
     context = BuildContext(num_samples, embedding_dim, False, in_channels, tuple(mean), tuple(std), total_steps, labels,
-                           features)  # fmt: skip
+                           features, image_size=image_size)  # fmt: skip
     return spec.create(settings, encoder, context)
 
 
@@ -440,6 +461,7 @@ __all__ = [
     "FigureInputs",
     "Floor",
     "GridFigure",
+    "ImageRows",
     "MethodSpec",
     "Recipe",
     "SmokeRun",

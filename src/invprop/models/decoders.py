@@ -4,7 +4,9 @@ that reconstruct what was hidden or damaged (denoising autoencoders, context enc
 A :class:`MapDecoder` stacks :class:`UpBlock` s -- each doubles the map's side (nearest-neighbour upsampling, then a
 3x3 convolution, BatchNorm and ReLU, the DCGAN generators' block without transposed convolutions and their
 checkerboard artefacts) and halves its width down to a floor -- as many as take the map's side to the image's, then a
-3x3 convolution to the output channels; a final bilinear resize covers sides that are not a power of two apart.
+3x3 convolution to the output channels; a final bilinear resize covers sides that are not a power of two apart. A
+:class:`VectorDecoder` starts from a code vector instead (an autoencoder's bottleneck, a context encoder's code): a
+linear layer gives the first small map, then the same blocks.
 """
 
 from __future__ import annotations
@@ -72,4 +74,26 @@ class MapDecoder(nn.Module):
         return x
 
 
-__all__ = ["MapDecoder", "UpBlock", "up_blocks_between"]
+class VectorDecoder(nn.Module):
+    """A code (B, D) to an image-sized output (B, ``out_channels``, H, W): a linear layer and ReLU to a
+    ``start x start`` map of ``width`` channels, then a :class:`MapDecoder`.
+
+    Example:
+        >>> import torch
+        >>> VectorDecoder(16, 3, image_side=32, width=64, start=4)(torch.rand(2, 16)).shape
+        torch.Size([2, 3, 32, 32])
+    """
+
+    def __init__(self, code_dim: int, out_channels: int, image_side: int, width: int, start: int) -> None:
+        super().__init__()
+        require("width", width, AT_LEAST_ONE)
+        require("start", start, AT_LEAST_ONE)
+        self.width, self.start = width, start
+        self.project = nn.Sequential(nn.Linear(code_dim, width * start * start), nn.ReLU(inplace=True))
+        self.maps = MapDecoder(width, out_channels, start, image_side, min_width=min(width, 16))
+
+    def forward(self, code: Tensor) -> Tensor:
+        return self.maps(self.project(code).view(-1, self.width, self.start, self.start))
+
+
+__all__ = ["MapDecoder", "UpBlock", "VectorDecoder", "up_blocks_between"]
