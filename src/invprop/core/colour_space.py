@@ -1,5 +1,6 @@
-"""Colour spaces of sRGB images: CIE Lab (colorization's and CMC's inputs) and YCbCr (CMC's other split), and the
-range each channel spans over the sRGB cube (what normalises a converted image).
+"""Colour spaces of sRGB images: CIE Lab (colorization's and CMC's inputs) and YCbCr (CMC's other split), hue and
+chroma (Larsson et al.'s colour targets), and the range each channel spans over the sRGB cube (what normalises a
+converted image).
 
 Lab follows the CIE definitions with the D65 white point (as scikit-image's ``rgb2lab``); YCbCr is ITU-R BT.601's
 full-range form (JPEG's), with Cb and Cr centred on 0. Both convert in float32, also inside an autocast region.
@@ -79,6 +80,57 @@ def lab_to_rgb(lab: Tensor) -> Tensor:
         return _linear_to_srgb(linear.clamp(0, 1)).clamp(0, 1)
 
 
+def hue_chroma(rgb: Tensor) -> tuple[Tensor, Tensor]:
+    """Larsson et al.'s (2017) colour targets of sRGB images (B, 3, ...) in [0, 1]: the HSV hue in [0, 1) (0 for
+    greys, whose hue is undefined) and the chroma ``max(R, G, B) - min(R, G, B)`` in [0, 1], each (B, ...).
+
+    Example:
+        >>> hue, chroma = hue_chroma(torch.tensor([[0.0, 1.0, 0.0], [0.5, 0.5, 0.5]]))  # green, grey
+        >>> [round(float(v), 4) for v in hue], chroma.tolist()
+        ([0.3333, 0.0], [1.0, 0.0])
+    """
+    with torch.autocast(rgb.device.type, enabled=False):
+        x = rgb.float()
+        top, bottom = x.max(dim=1), x.min(dim=1).values
+        chroma = top.values - bottom
+        r, g, b = x.unbind(dim=1)
+        safe = chroma.clamp_min(1e-12)
+        sector = torch.stack([((g - b) / safe) % 6, (b - r) / safe + 2, (r - g) / safe + 4], dim=1)
+        hue = sector.gather(1, top.indices.unsqueeze(1)).squeeze(1) / 6
+        return torch.where(chroma > 0, hue % 1.0, torch.zeros_like(hue)), chroma
+
+
+def hue_chroma_to_rgb(hue: Tensor, chroma: Tensor, grey: Tensor) -> Tensor:
+    """sRGB of a hue in [0, 1), a chroma and the mean of R, G and B (the grey image Larsson et al. colourise), each
+    (B, ...) -> (B, 3, ...) in [0, 1] (clipped where no sRGB colour has them all).
+
+    Example:
+        >>> rgb = torch.tensor([0.2, 0.7, 0.4]).view(1, 3, 1)
+        >>> h, c = hue_chroma(rgb)
+        >>> [round(float(v), 4) for v in hue_chroma_to_rgb(h, c, rgb.mean(dim=1)).flatten()]
+        [0.2, 0.7, 0.4]
+    """
+    with torch.autocast(hue.device.type, enabled=False):
+        h6 = hue.float() % 1.0 * 6
+        c = chroma.float()
+        x = c * (1 - (h6 % 2 - 1).abs())
+        zero = torch.zeros_like(c)
+        candidates = torch.stack(
+            [
+                torch.stack([c, x, zero]),
+                torch.stack([x, c, zero]),
+                torch.stack([zero, c, x]),
+                torch.stack([zero, x, c]),
+                torch.stack([x, zero, c]),
+                torch.stack([c, zero, x]),
+            ]
+        )  # (6, 3, B, ...)
+        sector = h6.long().clamp(0, 5)
+        picked = candidates.gather(0, sector.unsqueeze(0).unsqueeze(0).expand(1, 3, *sector.shape))[0]
+        rgb = picked.movedim(0, 1)  # (B, 3, ...)
+        return (rgb + (grey.float() - rgb.mean(dim=1)).unsqueeze(1)).clamp(0, 1)
+
+
 def rgb_to_ycbcr(rgb: Tensor) -> Tensor:
     """YCbCr (ITU-R BT.601, full range) of sRGB images: (B, 3, H, W) in [0, 1] -> (B, 3, H, W) with Y in [0, 1] and
     Cb, Cr in [-0.5, 0.5].
@@ -128,4 +180,13 @@ def channel_range(convert: ColourSpace) -> tuple[Tensor, Tensor]:
     return torch.tensor(low), torch.tensor(high)
 
 
-__all__ = ["ColourSpace", "channel_range", "lab_to_rgb", "rgb_to_lab", "rgb_to_ycbcr", "srgb_cube"]
+__all__ = [
+    "ColourSpace",
+    "channel_range",
+    "hue_chroma",
+    "hue_chroma_to_rgb",
+    "lab_to_rgb",
+    "rgb_to_lab",
+    "rgb_to_ycbcr",
+    "srgb_cube",
+]

@@ -1,5 +1,5 @@
-"""Objectives of the pretext tasks: colorization's class-rebalanced multinomial loss, split-brain autoencoders'
-cross-channel classification, Exemplar-CNN's surrogate-class cross-entropy, and the multi-task sum of several tasks'
+"""Objectives of the pretext tasks: colorization's class-rebalanced multinomial loss, Larsson et al.'s hue and
+chroma classification, split-brain autoencoders' cross-channel classification, Exemplar-CNN's surrogate-class cross-entropy, and the multi-task sum of several tasks'
 losses."""
 
 from __future__ import annotations
@@ -62,6 +62,34 @@ def split_brain_loss(ab_logits: Tensor, ab_targets: Tensor, l_logits: Tensor, l_
     return soft_cross_entropy(ab_logits, ab_targets) + soft_cross_entropy(l_logits, l_targets)
 
 
+def hue_chroma_loss(
+    chroma_logits: Tensor, chroma_bins: Tensor, hue_logits: Tensor, hue_bins: Tensor, chroma: Tensor, hue_weight: float
+) -> Tensor:
+    """Larsson et al.'s (2017) colourisation loss (the authors' colorize_hypercolumn.py): at every sampled pixel,
+    the cross-entropy of its chroma bin plus ``hue_weight x chroma x`` the cross-entropy of its hue bin -- the hue
+    term weighted by the pixel's chroma, since a grey pixel has no hue; each the mean over pixels; float32.
+
+    Args:
+        chroma_logits, hue_logits: (N, Q_c) and (N, Q_h) scores at N pixels.
+        chroma_bins, hue_bins: (N,) int64 the pixels' bins.
+        chroma: (N,) the pixels' chroma in [0, 1].
+        hue_weight: the hue term's weight (the authors: 5).
+
+    Returns:
+        The 0-d loss.
+
+    Example:
+        >>> scores = torch.zeros(2, 4)  # uniform over 4 bins: each cross-entropy is ln 4
+        >>> round(float(hue_chroma_loss(scores, torch.tensor([0, 1]), scores, torch.tensor([2, 3]),
+        ...                             torch.tensor([0.0, 1.0]), 5.0)), 4)  # ln 4 x (1 + 5 x 0.5)
+        4.852
+    """
+    with torch.autocast(device_type=chroma_logits.device.type, enabled=False):
+        chroma_term = F.cross_entropy(chroma_logits.float(), chroma_bins)
+        hue_term = F.cross_entropy(hue_logits.float(), hue_bins, reduction="none")
+        return chroma_term + (hue_weight * chroma.float() * hue_term).mean()
+
+
 def surrogate_class_loss(logits: Tensor, classes: Tensor) -> Tensor:
     """Exemplar-CNN's objective (Dosovitskiy et al., 2014, Eq. 1): the cross-entropy of each transformed copy's
     N-way softmax against its seed's surrogate class, ``-log softmax(W f(T x_i) + b)_i``; the mean over copies, in
@@ -93,6 +121,7 @@ def weighted_task_sum(losses: Tensor, weights: Tensor) -> Tensor:
 
 
 __all__ = [
+    "hue_chroma_loss",
     "rebalanced_colour_loss",
     "soft_cross_entropy",
     "split_brain_loss",

@@ -1,6 +1,6 @@
 """Pretext tasks: predict a transformation applied to the image (rotation, tile order, colours), alone or several
 together on one trunk."""
 
-from invprop.methods.pretext import colorization, context_prediction, jigsaw, multitask, rotnet
+from invprop.methods.pretext import colorization, colorization_larsson, context_prediction, jigsaw, multitask, rotnet
 
-__all__ = ["colorization", "context_prediction", "jigsaw", "multitask", "rotnet"]
+__all__ = ["colorization", "colorization_larsson", "context_prediction", "jigsaw", "multitask", "rotnet"]
