@@ -18,7 +18,18 @@ from invprop.config import Config, OptimizerSettings, from_dict, preset
 from invprop.engine import Trainer, load_checkpoint
 from invprop.engine.run_optimizers import StagePlan
 from invprop.errors import ConfigError
-from invprop.methods import MAIN, METHODS, Batch, BuildContext, Method, MethodSpec, Part, Stage, StepOutput
+from invprop.methods import (
+    MAIN,
+    METHODS,
+    Accumulation,
+    Batch,
+    BuildContext,
+    Method,
+    MethodSpec,
+    Part,
+    Stage,
+    StepOutput,
+)
 from invprop.methods.spec import register_method
 from invprop.schedules import lr_factor
 from invprop.settings import NON_NEGATIVE, section, setting
@@ -73,6 +84,8 @@ SPEC = MethodSpec(
     parts=(Part("critic", "toy_critic_optim"),),
     stages=(Stage("critic", ("critic",), "toy.critic_epochs"), Stage("adversarial", ("critic", MAIN))),
     compare=False,
+    accumulation=Accumulation.REFUSED,
+    accumulation_note="the critic steps between the encoder's steps",
 )
 
 
@@ -148,7 +161,7 @@ def test_a_staged_run_with_two_optimisers_resumes_exactly(toy: str, tmp_path: Pa
 def test_stages_that_leave_the_last_no_epoch_and_accumulation_are_refused(toy: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"stages before 'adversarial' take 3 epochs \(toy.critic_epochs=3\)"):
         Trainer(from_dict({"toy": {"critic_epochs": 3}}, base=toy_config(epochs=3)), tmp_path, progress=False)
-    with pytest.raises(ConfigError, match="steps several optimisers on every batch; set optim.accumulate=1"):
+    with pytest.raises(ConfigError, match="does not accumulate gradients .*optim.accumulate=1"):
         Trainer(toy_config(accumulate=2), tmp_path, progress=False)
 
 
@@ -156,12 +169,17 @@ def test_a_part_must_name_one_of_the_methods_sections_and_be_stepped() -> None:
     bad_section = MethodSpec("x", ToySections, parts=(Part("critic", "nowhere"),))
     with pytest.raises(ValueError, match="part 'critic' needs .* one of the method's sections"):
         register_method("toy-bad", bad_section)(ToyAdversary)
+    refused = Accumulation.REFUSED
     never_stepped = MethodSpec("x", ToySections, parts=(Part("critic", "toy_critic_optim"),),
-                               stages=(Stage("only", (MAIN,)),))  # fmt: skip
+                               stages=(Stage("only", (MAIN,)),), accumulation=refused)  # fmt: skip
     with pytest.raises(ValueError, match="every part is stepped by a stage"):
         register_method("toy-bad", never_stepped)(ToyAdversary)
     unknown_length = MethodSpec("x", ToySections, parts=(Part("critic", "toy_critic_optim"),),
-                                stages=(Stage("a", ("critic",), "toy.nowhere"), Stage("b", (MAIN,))))  # fmt: skip
+                                stages=(Stage("a", ("critic",), "toy.nowhere"), Stage("b", (MAIN,))),
+                                accumulation=refused)  # fmt: skip
     with pytest.raises(ValueError, match=r"stage lengths \['toy.nowhere'\] name no setting"):
         register_method("toy-bad", unknown_length)(ToyAdversary)
+    accumulating = MethodSpec("x", ToySections, parts=(Part("critic", "toy_critic_optim"),))
+    with pytest.raises(ValueError, match="declare accumulation=Accumulation.REFUSED"):
+        register_method("toy-bad", accumulating)(ToyAdversary)
     assert "toy-bad" not in METHODS

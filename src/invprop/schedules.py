@@ -33,6 +33,12 @@ def constant_schedule(
     return 1.0
 
 
+@SCHEDULES.register("linear")
+def linear_schedule(progress: float, epoch: int, epochs: int, milestones: Sequence[int] | None, gamma: float) -> float:
+    """A straight line from 1 to 0 over the steps after the warm-up (Jenni & Favaro, 2018: "linear decay")."""
+    return 1.0 - min(progress, 1.0)
+
+
 @SCHEDULES.register("step")
 def step_schedule(progress: float, epoch: int, epochs: int, milestones: Sequence[int] | None, gamma: float) -> float:
     """Times ``gamma`` at each milestone epoch (default milestones: 50%, 75%, 87.5% of the epochs)."""

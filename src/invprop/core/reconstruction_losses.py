@@ -38,10 +38,10 @@ def weighted_squared_error(predictions: Tensor, targets: Tensor, weights: Tensor
     Args:
         predictions: (B, C, H, W) the reconstructions.
         targets: (B, C, H, W) the clean images.
-        weights: (B or 1, 1, H, W) non-negative per-pixel weights, not all 0.
+        weights: (B or 1, 1, H, W) non-negative per-pixel weights.
 
     Returns:
-        The 0-d loss.
+        The 0-d loss (0 when every weight is 0).
 
     Example:
         >>> w = torch.tensor([[[[1.0, 0.0]]]])  # only the first pixel counts
@@ -51,7 +51,7 @@ def weighted_squared_error(predictions: Tensor, targets: Tensor, weights: Tensor
     with torch.autocast(device_type=predictions.device.type, enabled=False):
         w = weights.float().expand(predictions.shape[0], 1, *predictions.shape[2:])
         squared = (predictions.float() - targets.float()).square()
-        return (w * squared).sum() / (w.sum() * predictions.shape[1])
+        return (w * squared).sum() / (w.sum() * predictions.shape[1]).clamp_min(1e-12)
 
 
 def discriminator_loss(real_logits: Tensor, made_logits: Tensor) -> Tensor:
@@ -93,4 +93,27 @@ def generator_adversarial_loss(made_logits: Tensor) -> Tensor:
         return F.binary_cross_entropy_with_logits(made_logits.float(), torch.ones_like(made_logits.float()))
 
 
-__all__ = ["discriminator_loss", "generator_adversarial_loss", "reconstruction_cross_entropy", "weighted_squared_error"]
+def damage_location_loss(logits: Tensor, kept: Tensor) -> Tensor:
+    """Spotting artifacts' second task for the discriminator (Jenni & Favaro, 2018, Sec. 3.3): at every position of
+    the code map, the binary cross-entropy of its prediction that the position was kept (undamaged); the mean over
+    positions and images. Real images are kept everywhere.
+
+    Args:
+        logits: (B, 1, h, w) the predictions' logits.
+        kept: (B, 1, h, w) 1 where the position was kept, 0 where it was damaged.
+
+    Example:
+        >>> round(float(damage_location_loss(torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2, 2))), 4)  # ln 2
+        0.6931
+    """
+    with torch.autocast(device_type=logits.device.type, enabled=False):
+        return F.binary_cross_entropy_with_logits(logits.float(), kept.float())
+
+
+__all__ = [
+    "damage_location_loss",
+    "discriminator_loss",
+    "generator_adversarial_loss",
+    "reconstruction_cross_entropy",
+    "weighted_squared_error",
+]

@@ -117,9 +117,6 @@ class Trainer:
         self.amp_dtype = autocast_dtype(cfg.precision, self.device)
         self.spec = cfg.spec
         self._check_distributed_settings()
-        if cfg.optim.accumulate > 1 and self.spec.parts:
-            raise ConfigError(f"method {cfg.method} steps several optimisers on every batch; set optim.accumulate=1 "
-                              "and raise optim.batch_size instead")  # fmt: skip
         #: The run's stages and the optimisers each steps.
         self.stages = stage_plan(cfg)
         if cfg.optim.accumulate > 1 and self.spec.accumulation is Accumulation.REFUSED:

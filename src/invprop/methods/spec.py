@@ -331,6 +331,9 @@ def _check_parts(name: str, spec: MethodSpec[Any]) -> None:
         if part.section not in sections or part.name == MAIN or names.count(part.name) > 1:
             raise ValueError(f"method {name}: part {part.name!r} needs a unique name other than {MAIN!r} and one of "
                              f"the method's sections ({', '.join(sections)}), got {part.section!r}")  # fmt: skip
+    if spec.parts and spec.accumulation is not Accumulation.REFUSED:
+        raise ValueError(f"method {name}: a method with parts steps several optimisers on every batch, which gradient "
+                         "accumulation cannot split: declare accumulation=Accumulation.REFUSED with its note")  # fmt: skip
     stages = spec.stages or one_stage(spec.parts)
     stepped = {step for stage in stages for step in stage.steps}
     unknown = stepped - {MAIN, *names}
