@@ -30,7 +30,7 @@ def _method(**own: object) -> ContextEncoder:
 
 def test_what_is_hidden_does_not_reach_the_encoder() -> None:
     for region in ("centre", "random"):
-        method = _method(region=region, share=0.5)
+        method = _method(region=region, share=0.5, centre_share=0.5)
         images = torch.randn(2, 3, 16, 16)
         torch.manual_seed(3)
         hidden, _, made = method._inpaint(images)  # noqa: SLF001
@@ -41,7 +41,7 @@ def test_what_is_hidden_does_not_reach_the_encoder() -> None:
 
 
 def test_the_centre_loss_is_the_weighted_error_of_the_square_and_the_adversary_adds_its_weight() -> None:
-    method = _method(region="centre", share=0.5, adversarial_weight=0.0, reconstruction_weight=1.0)
+    method = _method(region="centre", centre_share=0.5, adversarial_weight=0.0, reconstruction_weight=1.0)
     images = torch.randn(2, 3, 16, 16)
     out = method.training_step(Batch.of(torch.arange(2), images))
     hidden, weights = centre_region_weights(16, 0.5, round(16 / 32), 10.0)
@@ -49,7 +49,7 @@ def test_the_centre_loss_is_the_weighted_error_of_the_square_and_the_adversary_a
     assert float(out.loss.detach()) == pytest.approx(
         float(weighted_squared_error(made, images, weights).detach()), rel=1e-5
     )
-    adversarial = _method(region="centre", share=0.5, adversarial_weight=0.5, reconstruction_weight=1.0)
+    adversarial = _method(region="centre", centre_share=0.5, adversarial_weight=0.5, reconstruction_weight=1.0)
     out = adversarial.training_step(Batch.of(torch.arange(2), images))
     assert float(out.loss.detach()) == pytest.approx(
         float(out.terms["loss_reconstruction"] + 0.5 * out.terms["loss_adversarial"])
@@ -57,7 +57,7 @@ def test_the_centre_loss_is_the_weighted_error_of_the_square_and_the_adversary_a
 
 
 def test_the_discriminator_is_its_own_part_and_learns_to_tell_real_from_inpainted() -> None:
-    method = _method(region="centre", share=0.5)
+    method = _method(region="centre", centre_share=0.5)
     assert METHODS.get("context-encoder").parts[0].name == "discriminator"
     assert method.part_modules("discriminator") == [method.discriminator]
     assert method.discriminator.layers[0].in_channels == 3  # it sees the 8 x 8 square

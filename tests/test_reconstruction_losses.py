@@ -37,19 +37,19 @@ def test_a_perfect_reconstruction_of_binary_pixels_costs_nothing() -> None:
     assert float(weighted_squared_error(clean, clean, torch.ones(1, 1, 4, 4))) == 0.0
 
 
-def test_the_weighted_squared_error_counts_each_pixel_by_its_weight_and_ignores_weight_zero() -> None:
+def test_the_weighted_squared_error_is_the_regions_mean_with_each_pixel_weighted() -> None:
     torch.manual_seed(1)
     made, clean = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
     weights = torch.zeros(2, 1, 4, 4)
     weights[0, 0, 1, 2], weights[1, 0, 3, 0], weights[1, 0, 0, 0] = 10.0, 1.0, 1.0
-    total = weight_sum = 0.0
+    total, predicted = 0.0, 0
     for b in range(2):
         for h in range(4):
             for w in range(4):
                 wt = float(weights[b, 0, h, w])
-                weight_sum += wt
+                predicted += wt > 0
                 total += wt * sum((float(made[b, c, h, w]) - float(clean[b, c, h, w])) ** 2 for c in range(3))
-    assert float(weighted_squared_error(made, clean, weights)) == pytest.approx(total / (3 * weight_sum), rel=1e-5)
+    assert float(weighted_squared_error(made, clean, weights)) == pytest.approx(total / (3 * predicted), rel=1e-5)
     changed = made.clone()
     changed[weights.expand_as(made) == 0] += 100  # pixels of weight 0 do not count
     assert torch.allclose(weighted_squared_error(changed, clean, weights), weighted_squared_error(made, clean, weights))

@@ -32,8 +32,9 @@ def reconstruction_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
 
 def weighted_squared_error(predictions: Tensor, targets: Tensor, weights: Tensor) -> Tensor:
     """The context encoder's reconstruction loss (Pathak et al., 2016, Eq. 1, with the authors' weighting of the
-    region that overlaps the context): ``sum w (x - F(x'))^2 / (C sum w)`` -- the squared error of every channel
-    at every pixel, weighted by that pixel's ``w`` (0 outside the predicted region), normalised by the weights.
+    region that overlaps the context): ``sum w (x - F(x'))^2 / (C |{w > 0}|)`` -- the squared error of every channel
+    at every pixel, weighted by that pixel's ``w`` (0 outside the predicted region), over the pixels of the predicted
+    region: the authors' mean squared error over the region, its gradient scaled by the weights.
 
     Args:
         predictions: (B, C, H, W) the reconstructions.
@@ -44,14 +45,15 @@ def weighted_squared_error(predictions: Tensor, targets: Tensor, weights: Tensor
         The 0-d loss (0 when every weight is 0).
 
     Example:
-        >>> w = torch.tensor([[[[1.0, 0.0]]]])  # only the first pixel counts
+        >>> w = torch.tensor([[[[1.0, 0.0]]]])  # only the first pixel is predicted
         >>> float(weighted_squared_error(torch.tensor([[[[3.0, 9.0]]]]), torch.tensor([[[[1.0, 0.0]]]]), w))
         4.0
     """
     with torch.autocast(device_type=predictions.device.type, enabled=False):
         w = weights.float().expand(predictions.shape[0], 1, *predictions.shape[2:])
         squared = (predictions.float() - targets.float()).square()
-        return (w * squared).sum() / (w.sum() * predictions.shape[1]).clamp_min(1e-12)
+        region = (w > 0).sum() * predictions.shape[1]
+        return (w * squared).sum() / region.clamp_min(1)
 
 
 def discriminator_loss(real_logits: Tensor, made_logits: Tensor) -> Tensor:

@@ -28,7 +28,8 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 def rng_state() -> dict[str, Any]:
-    """The torch, NumPy and Python generator states as tensors and plain containers (loadable with weights_only).
+    """The torch (CPU, and every GPU's once CUDA is in use), NumPy and Python generator states as tensors and plain
+    containers (loadable with weights_only).
 
     Example:
         >>> state = rng_state(); a = torch.rand(1); restore_rng_state(state)
@@ -38,16 +39,21 @@ def rng_state() -> dict[str, Any]:
     np_kind, np_keys, *np_rest = np.random.get_state(legacy=True)
     assert isinstance(np_keys, np.ndarray)  # the legacy state is (name, keys, pos, has_gauss, cached_gaussian)
     py_version, py_keys, py_gauss = random.getstate()
-    return {
+    state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy": [np_kind, torch.from_numpy(np_keys.astype(np.int64)), *np_rest],
         "python": [*py_keys, py_version, py_gauss],
     }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # draws made on the GPU (masks, noise, dropout)
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def restore_rng_state(state: dict[str, Any]) -> None:
-    """Restore the states captured by :func:`rng_state`."""
+    """Restore the states captured by :func:`rng_state` (the GPUs' too, where it captured them and GPUs are here)."""
     torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
     kind, keys, *rest = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
     *python_keys, version, gauss = state["python"]

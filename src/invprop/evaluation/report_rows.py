@@ -57,13 +57,10 @@ def method_rows(ctx: EvalContext) -> list[tuple[ImageRows, list[tuple[str, Tenso
     method.to(ctx.device).eval()
     indices = query_indices(QUERIES, len(dataset))
     images = torch.stack([dataset[int(i)][1] for i in indices]).to(ctx.device)
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(0)  # the same corruptions for every report of the run
-    try:
-        with torch.no_grad():
-            return [(figure, list(figure.rows(method, images))) for figure in spec.image_rows]
-    finally:
-        torch.random.set_rng_state(generator_state)
+    devices = [ctx.device] if ctx.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), torch.no_grad():  # the caller's generators left as they were
+        torch.manual_seed(0)  # the same corruptions for every report of the run
+        return [(figure, list(figure.rows(method, images))) for figure in spec.image_rows]
 
 
 __all__ = ["method_rows", "rows_figure"]

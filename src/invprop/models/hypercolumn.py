@@ -22,15 +22,15 @@ def sample_maps(maps: Sequence[Tensor], points: Tensor) -> Tensor:
         points: (B, P, 2) (x, y) in [-1, 1], -1 and 1 the image's outer edges (grid_sample's align_corners=False).
 
     Returns:
-        (B, P, sum C_i).
+        (B, P, sum C_i), float32.
 
     Example:
         >>> ramp = torch.arange(4.0).view(1, 1, 1, 4).expand(1, 1, 4, 4)  # x = 0, 1, 2, 3 across
         >>> sample_maps([ramp], torch.tensor([[[-0.75, 0.0], [0.75, 0.0]]])).flatten().tolist()  # pixel centres
         [0.0, 3.0]
     """
-    grid = points.unsqueeze(2).to(maps[0].dtype)  # (B, P, 1, 2)
-    sampled = [F.grid_sample(m, grid, mode="bilinear", align_corners=False).squeeze(3) for m in maps]
+    grid = points.unsqueeze(2).float()  # (B, P, 1, 2), float32: a bfloat16 point would move by a share of a pixel
+    sampled = [F.grid_sample(m.float(), grid, mode="bilinear", align_corners=False).squeeze(3) for m in maps]
     return torch.cat(sampled, dim=1).transpose(1, 2)
 
 

@@ -17,7 +17,9 @@ feature-learning runs, Sec. 5.2); the discriminator then still trains, alone.
 Differences from the paper: the encoder is any backbone of this library, its code the head's output (the authors'
 4,000-unit bottleneck); the decoder's blocks upsample by nearest neighbour and a convolution, not by transposed
 convolutions; the hidden pixels take the dataset's mean colour (the authors' a fixed colour, ImageNet's mean); the
-random regions hide exactly ``share`` of each image (the authors' threshold gives 20-30%, one mask per batch).
+random regions hide exactly ``share`` of each image (the authors' threshold gives 20-30%, one mask per batch); the
+discriminator's step draws its own hidden regions and runs the encoder once more, without gradients (the authors
+reuse the generator's images: one forward fewer), so the encoder's BatchNorm statistics move twice per batch.
 """
 
 from __future__ import annotations
@@ -67,14 +69,14 @@ def _random_regions(method: "ContextEncoder", batch: int, device: torch.device) 
 def _centre(method: "ContextEncoder", batch: int, device: torch.device) -> tuple[Tensor, Tensor]:
     o, side = method.options, method.side
     overlap = round(o.overlap_share * side)
-    hidden, weights = centre_region_weights(side, o.share, overlap, o.overlap_weight)
+    hidden, weights = centre_region_weights(side, o.centre_share, overlap, o.overlap_weight)
     return hidden.to(device), weights.to(device)
 
 
 #: The hidden regions ``context_encoder.region`` may name.
 REGIONS: dict[str, Region] = {
     "random": Region(_random_regions, lambda method: None),
-    "centre": Region(_centre, lambda method: centre_square(method.side, method.options.share)),
+    "centre": Region(_centre, lambda method: centre_square(method.side, method.options.centre_share)),
 }
 
 
@@ -84,8 +86,9 @@ class ContextEncoderOptions:
 
     region: str = setting("random", "the hidden region: random (blob-shaped regions, the paper's for feature "
                           "learning) or centre (the centre square)", choices=REGIONS)  # fmt: skip
-    share: float = setting(0.25, "random: the share of each image hidden; centre: the square's side over the image's",
-                           bounds=NON_EMPTY_SHARE)  # fmt: skip
+    share: float = setting(0.25, "random: the share of each image's pixels hidden", bounds=NON_EMPTY_SHARE)
+    centre_share: float = setting(0.5, "centre: the square's side over the image's (its area: this squared)",
+                                  bounds=NON_EMPTY_SHARE)  # fmt: skip
     cells: int = setting(8, "random: the noise grid's cells per side (fewer give larger blobs)", bounds=AT_LEAST_ONE)
     overlap_share: float = setting(AUTHORS_OVERLAP, "centre: the visible band along the square's edges that is "
                                    "predicted too, over the image side", bounds=UNIT_INTERVAL)  # fmt: skip
@@ -137,6 +140,7 @@ SPEC = MethodSpec(
                 "random", f"{_PAPER}, Sec. 3.3 (random regions for every feature experiment)"
             ),  # fmt: skip
             "context_encoder.share": Reference(0.25, f"{_CODE}, train_random.lua (density 0.25)"),
+            "context_encoder.centre_share": Reference(0.5, f"{_CODE}, train.lua (the central 64 x 64 of 128)"),
             "context_encoder.overlap_share": Reference(AUTHORS_OVERLAP, f"{_CODE}, README (overlapPred=4 at 128)"),
             "context_encoder.overlap_weight": Reference(10.0, f"{_CODE}, train.lua (overlapL2Weight)"),
             "context_encoder.reconstruction_weight": Reference(0.999, f"{_CODE}, README (wtl2=0.999)"),

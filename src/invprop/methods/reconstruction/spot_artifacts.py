@@ -13,9 +13,14 @@ network to fool it, its pixels held to the image's where the code was kept (weig
 :func:`invprop.core.reconstruction_losses.weighted_squared_error` over the kept positions upsampled). The
 discriminator's features are the representation: kNN, the linear probe and export use the encoder.
 
+The real and the repaired images go through the discriminator as one batch (one forward), so its BatchNorm
+statistics are those of both; they are never those of clean images, which kNN and the probe give it -- in eval mode
+it uses running statistics gathered on reconstructions and repairs.
+
 Differences from the paper: the discriminator is any backbone of this library (the paper: an AlexNet-like network
-with BatchNorm); the decoder's blocks upsample by nearest neighbour and a convolution; the authors double the
-biases' gradients, here they are not.
+with BatchNorm); the decoder's blocks upsample by nearest neighbour and a convolution, with BatchNorm and ReLU (the
+authors: LeakyReLU 0.1); the authors double the biases' gradients, here they are not; the autoencoder's stage is
+``autoencoder_epochs`` of the run (the authors: 500 epochs, then 500 of the second stage).
 """
 
 from __future__ import annotations
@@ -46,6 +51,11 @@ _CODE = "Jenni & Favaro (2018), the authors' sjenni/LearningToSpotArtifacts"
 #: The authors' Adam for every network: lr 3e-4, beta1 0.5, weight decay 5e-5, linear decay, batch 128.
 _ADAM = {"optimizer": "adam", "lr": 3e-4, "betas": [0.5, 0.999], "weight_decay": 5e-5, "schedule": "linear",
          "lr_scaling": "none", "reference_batch": 128, "warmup_epochs": 0}  # fmt: skip
+#: Why the autoencoder's stage is shorter than the authors'.
+_SHORT_STAGE = (
+    "the autoencoder's stage is part of the run's epochs: 10 by default (a tenth of the digits preset's 100); the "
+    "authors' 500 precede 500 epochs of the second stage, which no CPU run here has"
+)
 _ADAM_SOURCE = f"{_CODE}, train_stl10.py and train/SDNetTrainer.py (Adam 3e-4, beta1 0.5, linear decay, batch 128)"
 
 
@@ -97,6 +107,7 @@ SPEC = MethodSpec(
     references={
         "*": {
             "spot_artifacts.levels": Reference(4, f"{_CODE}, train_autoencoder_stl10.py (4 down and 4 up layers)"),
+            "spot_artifacts.autoencoder_epochs": Reference(500, f"{_CODE}, train_autoencoder_stl10.py (500 epochs)"),
             "spot_artifacts.keep": Reference(0.4, f"{_CODE}, models/SpotNet.py (pixel_dropout_avg(enc_im, 0.4))"),
             "spot_artifacts.mask_weight": Reference(0.1, f"{_CODE}, models/SpotNet.py (the mask loss's weight)"),
             "spot_artifacts.repair_weight": Reference(30.0, f"{_CODE}, models/SpotNet.py (the weighted MSE's 30)"),
@@ -105,6 +116,7 @@ SPEC = MethodSpec(
         },
     },
     deviations={
+        "*": {"spot_artifacts.autoencoder_epochs": _SHORT_STAGE},
         "digits": {"spot_artifacts.levels": "8 x 8 digits: two halvings leave a 2 x 2 code"},
         "cifar10": {"spot_artifacts.levels": "32 x 32 images: three halvings leave a 4 x 4 code (the paper's 96: 6)"},
     },
@@ -173,8 +185,10 @@ class SpotArtifacts(Method):
     def on_stage(self, stage: str) -> None:
         training = stage == "autoencoder"
         self.autoencoder.requires_grad_(training)
-        if not training:  # frozen: its BatchNorm statistics too
+        if not training:  # frozen: its BatchNorm statistics too, and no stale gradient left to average
             self.autoencoder.eval()
+            for p in self.autoencoder.parameters():
+                p.grad = None
 
     def repair(self, damaged: Tensor, kept: Tensor) -> Tensor:
         """The frozen decoder's image of a damaged code, each of its blocks entered through a repair layer."""
@@ -216,9 +230,9 @@ class SpotArtifacts(Method):
         real, damaged, kept = self._real_and_damaged(images)
         with torch.no_grad():
             made = self.repair(damaged, kept)
-        side = kept.shape[-1]
-        real_logits, real_location = self.judge(real, side)
-        made_logits, made_location = self.judge(made, side)
+        b, side = images.shape[0], kept.shape[-1]
+        logits, locations = self.judge(torch.cat([real, made]), side)  # one forward: one BatchNorm pass, one DDP pass
+        (real_logits, made_logits), (real_location, made_location) = logits.split(b), locations.split(b)
         real_made = discriminator_loss(real_logits, made_logits)
         location = (
             damage_location_loss(real_location, torch.ones_like(kept)) + damage_location_loss(made_location, kept)
