@@ -103,12 +103,16 @@ def test_every_method_trains_a_vit_for_an_epoch(tmp_path: Path, method: str) -> 
     folder = _write_folder(tmp_path / "images")
     small = {"small_crops": 2} if METHODS.get(method).multi_crop else {}
     few = {"deepcluster": {"deepcluster": {"clusters": 4}}, "pcl": {"pcl": {"clusters": [2, 4], "warmup_epochs": 0}},
-           "sela": {"sela": {"clusters": 4}}, "deepercluster": {"deepercluster": {"super_clusters": 1, "clusters": 4}}}  # fmt: skip
-    split = {"colour_split": "lab"} if METHODS.get(method).colour_split else {}  # CMC: one ViT on L, one on ab
-    cfg = _config(folder, method, "timm:test_vit", {"patch_size": 4, **split}, data=small, epochs=1,
-                  **few.get(method, {}))  # fmt: skip
+           "sela": {"sela": {"clusters": 4}}, "deepercluster": {"deepercluster": {"super_clusters": 1, "clusters": 4}},
+           "colorization-larsson": {"colorization_larsson": {"edge": 4}}}  # fmt: skip
+    spec = METHODS.get(method)
+    split = {"colour_split": "lab"} if spec.colour_split else {}  # CMC: one ViT on L, one on ab
+    staged = dict(spec.smoke.settings) if spec.stages else {}  # its smoke run gives each earlier stage one epoch
+    epochs = len(spec.stages) or 1
+    cfg = _config(folder, method, "timm:test_vit", {"patch_size": 4, **split}, data=small, epochs=epochs,
+                  **{**staged, **few.get(method, {})})  # fmt: skip
     result = Trainer(cfg, tmp_path / "run", progress=False).fit()
-    assert np.isfinite(result.metrics["loss"]) and result.metrics["epochs"] == 1
+    assert np.isfinite(result.metrics["loss"]) and result.metrics["epochs"] == epochs
 
 
 def created_extra(create: dict[str, Any]) -> dict[str, Any]:
