@@ -76,9 +76,9 @@ def test_hypercolumns_sample_every_map_at_the_pixel_whatever_its_side() -> None:
 def test_the_input_is_grey_and_the_points_avoid_the_border() -> None:
     method = _method()
     images = _normalised(torch.rand(2, 3, 16, 16))
-    grey = method.to_pixels(method.grey(images))
+    grey = method.pixels.to_pixels(method.grey(images))
     assert torch.allclose(grey[:, 0], grey[:, 1], atol=1e-5) and torch.allclose(grey[:, 0], grey[:, 2], atol=1e-5)
-    assert torch.allclose(grey[:, 0], method.to_pixels(images).mean(dim=1), atol=1e-5)
+    assert torch.allclose(grey[:, 0], method.pixels.to_pixels(images).mean(dim=1), atol=1e-5)
     torch.manual_seed(3)
     at, points = method.draw_points(4, 16, torch.device("cpu"))
     assert at.shape == (4, 16, 2) and int(at.min()) >= 2 and int(at.max()) <= 13

@@ -234,7 +234,7 @@ def method_figures(name: str, ctx: EvalContext, dataset: IndexedDataset, first: 
             png = image_grid(dataset, rows, f"{figure.title} of {name}")
             filename = f"{_slug(figure.title)}-{first + len(figures)}.png"
             figures.append(Figure(f"{figure.title} of {name}", filename, png, figure.caption))
-    for made, made_rows in method_rows(ctx):
+    for made, made_rows in method_rows(ctx, state):
         png = _png(rows_figure(made_rows, f"{made.title} of {name}"))
         filename = f"{_slug(made.title)}-{first + len(figures)}.png"
         figures.append(Figure(f"{made.title} of {name}", filename, png, made.caption))

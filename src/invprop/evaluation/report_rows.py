@@ -4,7 +4,7 @@ checkpoint and run in eval mode on the same query images as the neighbour grids.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import matplotlib
 
@@ -15,7 +15,6 @@ import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 from invprop.config import build_method  # noqa: E402
-from invprop.engine import load_checkpoint  # noqa: E402
 from invprop.evaluation.loading import EvalContext  # noqa: E402
 from invprop.evaluation.report_pictures import QUERIES, query_indices  # noqa: E402
 from invprop.methods import ImageRows  # noqa: E402
@@ -43,9 +42,9 @@ def _picture(image: Tensor) -> np.ndarray:
     return x[0].numpy() if x.shape[0] == 1 else x.permute(1, 2, 0).numpy()
 
 
-def method_rows(ctx: EvalContext) -> list[tuple[ImageRows, list[tuple[str, Tensor]]]]:
-    """Each :class:`ImageRows` figure of the run's method with its rows, computed on the report's query images
-    (none for a method that declares none)."""
+def method_rows(ctx: EvalContext, state: Mapping[str, Tensor]) -> list[tuple[ImageRows, list[tuple[str, Tensor]]]]:
+    """Each :class:`ImageRows` figure of the run's method, rebuilt with the checkpoint's model ``state``, with its
+    rows computed on the report's query images (none for a method that declares none)."""
     spec = ctx.cfg.spec
     dataset = ctx.splits.train_plain
     if not spec.image_rows or ctx.checkpoint is None or dataset is None:
@@ -53,7 +52,7 @@ def method_rows(ctx: EvalContext) -> list[tuple[ImageRows, list[tuple[str, Tenso
     splits = ctx.splits
     method = build_method(ctx.cfg, ctx.encoder, len(dataset), in_channels=splits.in_channels, mean=tuple(splits.mean),
                           std=tuple(splits.std), image_size=splits.image_size)  # fmt: skip
-    method.load_state_dict(load_checkpoint(ctx.checkpoint)["model"])
+    method.load_state_dict(state)
     method.to(ctx.device).eval()
     indices = query_indices(QUERIES, len(dataset))
     images = torch.stack([dataset[int(i)][1] for i in indices]).to(ctx.device)

@@ -26,6 +26,7 @@ from invprop.core.colour_space import hue_chroma, hue_chroma_to_rgb
 from invprop.core.pretext_losses import hue_chroma_loss
 from invprop.errors import ConfigError
 from invprop.methods.method import Batch, BuildContext, Method, StepOutput
+from invprop.methods.pixels import PixelSpace
 from invprop.methods.spec import Accumulation, Curve, ImageRows, MethodSpec, Torchrun, register_method
 from invprop.models.feature_maps import map_backbone
 from invprop.models.hypercolumn import HypercolumnClassifier, sample_maps
@@ -50,7 +51,7 @@ class LarssonSettings:
 def colourisation_rows(method: "ColorizationLarsson", images: Tensor) -> list[tuple[str, Tensor]]:
     """The report's rows: the images, their grey input, and the colours predicted at every pixel (the expected
     chroma and the circular mean of the hue over their bins, on the grey value)."""
-    pixels = method.to_pixels(images)
+    pixels = method.pixels.to_pixels(images)
     side = images.shape[-1]
     grey = pixels.mean(dim=1)
     centres = (torch.arange(side, device=images.device) * 2 + 1) / side - 1
@@ -126,9 +127,6 @@ class ColorizationLarsson(Method):
         context: D, the images' side and normalisation (3 channels).
     """
 
-    mean: Tensor
-    std: Tensor
-
     def __init__(self, settings: LarssonSettings, encoder: nn.Module, context: BuildContext) -> None:
         if len(context.mean) != 3:
             raise ConfigError("method colorization-larsson needs the three channels' normalisation (BuildContext.mean "
@@ -144,22 +142,17 @@ class ColorizationLarsson(Method):
                               f"give 1 to {len(channels)} (or null: all)")  # fmt: skip
         super().__init__(encoder, context)
         self.options = settings
-        self.register_buffer("mean", torch.tensor(context.mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(context.std).view(1, 3, 1, 1), persistent=False)
+        self.pixels = PixelSpace(context.mean, context.std, "colorization-larsson")
         self.classifier = HypercolumnClassifier(sum(channels[-self.stages :]), context.embedding_dim, settings.hidden,
                                                 settings.dropout, (settings.bins, settings.bins))  # fmt: skip
 
     def shared_modules(self) -> list[nn.Module]:
         return [self.classifier]
 
-    def to_pixels(self, images: Tensor) -> Tensor:
-        """Normalised images -> float32 pixels in [0, 1]."""
-        return (images.float() * self.std + self.mean).clamp(0, 1)
-
     def grey(self, images: Tensor) -> Tensor:
         """The grey input: the mean of R, G and B in every channel, normalised."""
-        pixels = self.to_pixels(images)
-        return ((pixels.mean(dim=1, keepdim=True).expand_as(pixels) - self.mean) / self.std).to(images.dtype)
+        pixels = self.pixels.to_pixels(images)
+        return self.pixels.normalise(pixels.mean(dim=1, keepdim=True).expand_as(pixels)).to(images.dtype)
 
     def draw_points(self, batch: int, side: int, device: torch.device) -> tuple[Tensor, Tensor]:
         """``locations`` pixels per image away from the border (torch's global generator): their (row, column)
@@ -183,7 +176,7 @@ class ColorizationLarsson(Method):
         chroma_logits, hue_logits = self.scores(images, points)
         with torch.no_grad():
             rows = torch.arange(b, device=images.device).unsqueeze(1)
-            colours = self.to_pixels(images)[rows, :, at[..., 0], at[..., 1]]  # (B, P, 3)
+            colours = self.pixels.to_pixels(images)[rows, :, at[..., 0], at[..., 1]]  # (B, P, 3)
             hue, chroma = hue_chroma(colours.reshape(-1, 3))
             q = self.options.bins
             hue_bins, chroma_bins = (hue * q).long().clamp(0, q - 1), (chroma * q).long().clamp(0, q - 1)

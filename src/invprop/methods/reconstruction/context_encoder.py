@@ -35,7 +35,7 @@ from invprop.data.masks import centre_region_weights, centre_square, random_regi
 from invprop.errors import ConfigError
 from invprop.methods.method import Batch, BuildContext, Method, StepOutput
 from invprop.methods.parts import Part
-from invprop.methods.reconstruction.pixels import PixelSpace
+from invprop.methods.pixels import PixelSpace
 from invprop.methods.spec import Accumulation, Curve, ImageRows, MethodSpec, Recipe, Torchrun, register_method
 from invprop.models.decoders import VectorDecoder
 from invprop.models.discriminators import PatchDiscriminator

@@ -26,7 +26,7 @@ from invprop.core.reconstruction_losses import reconstruction_cross_entropy
 from invprop.data.masks import masking_noise
 from invprop.errors import ConfigError
 from invprop.methods.method import Batch, BuildContext, Method, StepOutput
-from invprop.methods.reconstruction.pixels import PixelSpace
+from invprop.methods.pixels import PixelSpace
 from invprop.methods.spec import Accumulation, Curve, ImageRows, MethodSpec, SmokeRun, Torchrun, register_method
 from invprop.models.decoders import VectorDecoder
 from invprop.settings import AT_LEAST_ONE, NON_NEGATIVE, Reference, setting

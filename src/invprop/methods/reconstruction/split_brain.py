@@ -28,7 +28,7 @@ from invprop.core.pretext_losses import soft_cross_entropy, split_brain_loss
 from invprop.data.colour import ab_bins, soft_encode
 from invprop.errors import ConfigError
 from invprop.methods.method import Batch, BuildContext, Method, StepOutput
-from invprop.methods.reconstruction.pixels import PixelSpace
+from invprop.methods.pixels import PixelSpace
 from invprop.methods.spec import Curve, Floor, ImageRows, MethodSpec, SmokeRun, Torchrun, register_method
 from invprop.models.colour_split import COLOUR_SPLITS, ColourSplitBackbone
 from invprop.models.decoders import VectorDecoder

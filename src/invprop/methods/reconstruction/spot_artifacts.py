@@ -40,7 +40,7 @@ from invprop.core.reconstruction_losses import (
 from invprop.errors import ConfigError
 from invprop.methods.method import Batch, BuildContext, Method, StepOutput
 from invprop.methods.parts import MAIN, Part, Stage
-from invprop.methods.reconstruction.pixels import PixelSpace
+from invprop.methods.pixels import PixelSpace
 from invprop.methods.spec import (
     Accumulation,
     Curve,

@@ -1,6 +1,6 @@
-"""What the reconstruction methods share: their images in pixel units. Training batches arrive normalised by the
-dataset's mean and std; the corruptions (masking noise, Gaussian noise) and the reconstruction losses of the papers
-are written on pixels in [0, 1]."""
+"""What the reconstruction and colourisation methods share: their images in pixel units. Training batches arrive
+normalised by the dataset's mean and std; the corruptions (masking noise, Gaussian noise), the colour conversions and
+the reconstruction losses of the papers are written on pixels in [0, 1]."""
 
 from __future__ import annotations
 
