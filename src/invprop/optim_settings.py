@@ -39,7 +39,16 @@ class OptimizerSettings:
         1.0, "timm backbones: layer-wise learning-rate decay, each layer's rate times this per layer from the top "
         "(the ViT fine-tuning recipes: 0.65-0.75; 1 = none)", bounds=Range(gt=0, le=1),
     )  # fmt: skip
-    weight_decay: float = setting(5e-4, "weight decay", bounds=NON_NEGATIVE)
+    weight_decay: float = setting(5e-4, "weight decay (at the first step, when optim.final_weight_decay is set)",
+                                  bounds=NON_NEGATIVE)  # fmt: skip
+    final_weight_decay: float | None = setting(
+        None, "the weight decay at the last step, reached from optim.weight_decay on a cosine over the run's steps "
+        "(DINO's and iBOT's 0.04 -> 0.4); null: constant", bounds=NON_NEGATIVE,
+    )  # fmt: skip
+    clip_grad: float = setting(
+        0.0, "before each step, every parameter tensor's gradient norm clipped to this, tensor by tensor (DINO's and "
+        "iBOT's 3.0); 0: off", bounds=NON_NEGATIVE,
+    )  # fmt: skip
     exclude_norm_and_bias: bool = setting(
         True, "biases and norm layers' parameters (and a ViT's position embeddings and class token) get no weight "
         "decay, nor LARS's adaptation",

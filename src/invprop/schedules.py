@@ -76,6 +76,18 @@ def lr_factor(
     return floor + (1.0 - floor) * shape(progress, step // max(steps_per_epoch, 1), epochs, milestones, gamma)
 
 
+def cosine_between(start: float, final: float, step: int, total_steps: int) -> float:
+    """From ``start`` at step 0 to ``final`` at step ``total_steps`` on half a cosine, no warm-up (DINO's
+    ``cosine_scheduler`` of the weight decay and the teacher's momentum: Caron et al., 2021, the authors' utils.py).
+
+    Example:
+        >>> [round(cosine_between(0.04, 0.4, step, 10), 6) for step in (0, 5, 10)]
+        [0.04, 0.22, 0.4]
+    """
+    progress = min(max(step, 0), total_steps) / max(total_steps, 1)
+    return final + (start - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 def _no_scaling(batch: int, reference: int) -> float:
     return 1.0
 
@@ -106,6 +118,7 @@ def scaled_lr(lr: float, batch: int, reference: int, rule: str) -> float:
 
 
 __all__ = [
+    "cosine_between",
     "LR_SCALINGS",
     "SCHEDULES",
     "constant_schedule",

@@ -9,6 +9,7 @@ from torch import nn
 
 from invprop.config.schema import Config
 from invprop.data import DataSplits, InputNeeds, datasets_from
+from invprop.errors import ConfigError
 from invprop.methods import BuildContext, Method
 from invprop.models import ModelSettings, is_timm_backbone, model_input
 from invprop.models.timm_backbone import patch_side
@@ -50,8 +51,11 @@ class LearningRatePlan:
         """One line for the log: how the peak came about, and the warm-up."""
         o = optim
         rule = "" if o.lr_scaling == "none" else f" ({o.lr} x batch {self.batch}/{o.reference_batch}, {o.lr_scaling})"
+        decay = "" if o.final_weight_decay is None else f", weight decay {o.weight_decay} -> {o.final_weight_decay}"
+        clip = f", gradients clipped to {o.clip_grad} per tensor" if o.clip_grad else ""
         return (
-            f"{o.optimizer}, peak lr {self.peak:.6g}{rule}, {self.warmup_epochs} warm-up epochs, {o.schedule} schedule"
+            f"{o.optimizer}, peak lr {self.peak:.6g}{rule}, {self.warmup_epochs} warm-up epochs, {o.schedule} "
+            f"schedule{decay}{clip}"
         )
 
 
@@ -65,6 +69,9 @@ def learning_rate_plan(optim: OptimizerSettings, batch: int, epochs: int) -> Lea
         (0.15, 3)
     """
     o = optim
+    if o.final_weight_decay and not o.weight_decay:
+        raise ConfigError(f"final_weight_decay={o.final_weight_decay} needs a weight_decay above 0 to start from (the "
+                          "schedule scales each group's decay): set weight_decay, or final_weight_decay to null")  # fmt: skip
     peak = scaled_lr(o.lr, batch, o.reference_batch, o.lr_scaling)
     shares = o.milestone_shares
     milestones = o.milestones if o.milestones is not None else None if shares is None else [

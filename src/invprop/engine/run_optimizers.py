@@ -20,7 +20,7 @@ from invprop.config import Config, LearningRatePlan, OptimizerSettings, learning
 from invprop.engine.optimizer import FIXED_LR, LR_SCALE, parameter_groups
 from invprop.methods import MAIN, Method, Stage
 from invprop.optimizers import OPTIMIZERS
-from invprop.schedules import lr_factor
+from invprop.schedules import cosine_between, lr_factor
 
 
 @dataclass(frozen=True)
@@ -68,21 +68,49 @@ class RunOptimizer:
     plan: LearningRatePlan
     epochs: int
 
-    def set_learning_rates(self, step: int, steps_per_epoch: int) -> None:
-        """Every group's learning rate at this optimiser's ``step`` (counting from 0 over the steps it takes: the
-        schedule's factor of the peak; groups with a fixed lr keep the peak; each group's own scale)."""
+    def __post_init__(self) -> None:
+        # Each group's weight decay as built (0 for the excluded groups), which a decay schedule scales.
+        self.base_decays = [float(group["weight_decay"]) for group in self.optimizer.param_groups]
+
+    def set_schedules(self, step: int, steps_per_epoch: int) -> None:
+        """Every group's learning rate and weight decay at this optimiser's ``step`` (counting from 0 over the steps
+        it takes). The lr: the schedule's factor of the peak; groups with a fixed lr keep the peak; each group's own
+        scale. The weight decay: with ``final_weight_decay``, each decayed group's on a cosine from
+        ``weight_decay`` to it over the optimiser's steps; constant otherwise."""
         o, plan = self.settings, self.plan
         factor = lr_factor(
             step, steps_per_epoch, self.epochs, o.schedule, plan.warmup_epochs, plan.milestones, o.gamma,
             plan.warmup_start, plan.floor,
         )  # fmt: skip
-        for group in self.optimizer.param_groups:
+        decay = 1.0
+        if o.final_weight_decay is not None and o.weight_decay > 0:
+            total = steps_per_epoch * self.epochs
+            decay = cosine_between(o.weight_decay, o.final_weight_decay, step, total) / o.weight_decay
+        for group, base in zip(self.optimizer.param_groups, self.base_decays, strict=True):
             group["lr"] = plan.peak * (1.0 if group.get(FIXED_LR) else factor) * group.get(LR_SCALE, 1.0)
+            group["weight_decay"] = base * decay
+
+    def clip_gradients(self) -> None:
+        """With ``clip_grad``: each parameter tensor's gradient rescaled to norm ``clip_grad`` at most, tensor by
+        tensor (Caron et al., 2021, DINO, the authors' ``utils.clip_gradients``: not the global norm)."""
+        limit = self.settings.clip_grad
+        if not limit:
+            return
+        for group in self.optimizer.param_groups:
+            for param in group["params"]:
+                if param.grad is not None:
+                    clip_tensor_gradient_(param.grad, limit)
 
     @property
     def lr(self) -> float:
         """The largest learning rate of its groups now."""
         return max(group["lr"] for group in self.optimizer.param_groups)
+
+
+@torch.no_grad()
+def clip_tensor_gradient_(grad: torch.Tensor, limit: float) -> None:
+    """``g <- g min(1, limit / (||g|| + 1e-6))`` in place (DINO's ``clip_gradients``, per tensor)."""
+    grad.mul_((limit / (grad.norm() + 1e-6)).clamp(max=1.0))
 
 
 def stage_plan(cfg: Config) -> StagePlan:
@@ -129,4 +157,12 @@ def load_part_states(optimizers: dict[str, RunOptimizer], states: dict[str, Any]
             run.optimizer.load_state_dict(states[name])
 
 
-__all__ = ["RunOptimizer", "StagePlan", "load_part_states", "part_states", "run_optimizers", "stage_plan"]
+__all__ = [
+    "RunOptimizer",
+    "StagePlan",
+    "clip_tensor_gradient_",
+    "load_part_states",
+    "part_states",
+    "run_optimizers",
+    "stage_plan",
+]

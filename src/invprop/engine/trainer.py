@@ -346,7 +346,7 @@ class Trainer:
                 self._step_optimizers(batch, stage.steps, terms)
             else:
                 if not accumulated:
-                    self.optimizers[MAIN].set_learning_rates(self._optimizer_step(MAIN), self.steps_per_epoch)
+                    self.optimizers[MAIN].set_schedules(self._optimizer_step(MAIN), self.steps_per_epoch)
                     self.optimizer.zero_grad(set_to_none=True)
                 chunks = self._chunks_of_step(step)
                 with autocast(self.device, self.amp_dtype):
@@ -357,6 +357,7 @@ class Trainer:
                 if len(accumulated) < chunks:
                     continue
                 self.method.before_optimizer_step()
+                self.optimizers[MAIN].clip_gradients()
                 self.optimizer.step()
                 self.method.after_step(accumulated)
                 accumulated = []
@@ -398,12 +399,13 @@ class Trainer:
         logged: dict[str, Tensor | float] = {}
         for name in steps:
             run = self.optimizers[name]
-            run.set_learning_rates(self._optimizer_step(name), self.steps_per_epoch)
+            run.set_schedules(self._optimizer_step(name), self.steps_per_epoch)
             run.optimizer.zero_grad(set_to_none=True)
             with autocast(self.device, self.amp_dtype):
                 out = self.method.training_step(batch) if name == MAIN else self.method.part_step(name, batch)
             out.loss.backward()
             self.method.before_optimizer_step()
+            run.clip_gradients()
             run.optimizer.step()
             outputs.append(out)
             logged.update({f"loss_{name}": out.loss.detach(), **out.terms})

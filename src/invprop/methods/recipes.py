@@ -18,9 +18,10 @@ from invprop.methods.spec import Recipe
 
 #: solo-learn's schedule and batch rule (``solo/methods/base.py``: warmup_start_lr 3e-5, warmup_epochs 10, min_lr 0,
 #: scheduler warmup_cosine per step; ``solo/args/pretrain.py``: lr x batch / 256).
+#: Their weight decay is constant and no gradient is clipped (a method's "*" recipe, e.g. DINO's, may do both).
 SOLO_SCHEDULE: dict[str, Any] = {
     "lr_scaling": "linear", "reference_batch": 256, "momentum": 0.9, "schedule": "cosine", "warmup_epochs": 10,
-    "warmup_start_lr": 3e-5, "final_lr": 0.0,
+    "warmup_start_lr": 3e-5, "final_lr": 0.0, "final_weight_decay": None, "clip_grad": 0.0,
 }  # fmt: skip
 
 

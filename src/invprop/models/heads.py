@@ -59,6 +59,28 @@ def mlp3_bn_out_head(in_dim: int, out_dim: int = 128, hidden_dim: int | None = N
     return nn.Sequential(mlp3_bn_head(in_dim, out_dim, hidden_dim), nn.BatchNorm1d(out_dim))
 
 
+#: The standard deviation of the truncated normal DINO's head starts from (Caron et al., 2021, the authors'
+#: ``DINOHead._init_weights``: ``trunc_normal_(std=.02)``, biases 0).
+DINO_INIT_STD = 0.02
+
+
+@HEADS.register("mlp3_gelu")
+def mlp3_gelu_head(in_dim: int, out_dim: int = 256, hidden_dim: int | None = None) -> nn.Module:
+    """DINO's head up to its bottleneck (Caron et al., 2021, the authors' ``DINOHead``, ``use_bn=False``,
+    ``nlayers=3``): (Linear -> GELU) x 2 -> Linear, ``in -> hidden -> hidden -> out`` (2048, 2048, 256), weights from
+    a truncated normal of std 0.02, biases 0; hidden width defaults to ``in_dim``. The method adds the L2
+    normalisation and the weight-normalised prototype layer after it."""
+    hidden = hidden_dim or in_dim
+    head = nn.Sequential(
+        nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, out_dim)
+    )
+    for layer in head:
+        if isinstance(layer, nn.Linear):
+            nn.init.trunc_normal_(layer.weight, std=DINO_INIT_STD)
+            nn.init.zeros_(layer.bias)
+    return head
+
+
 def predictor(dim: int, hidden_dim: int, out_dim: int | None = None) -> nn.Module:
     """The predictor of BYOL, SimSiam and NNCLR: Linear -> BatchNorm -> ReLU -> Linear, ``dim -> hidden -> out``
     (BYOL: 256 -> 4096 -> 256; SimSiam: 2048 -> 512 -> 2048, a bottleneck; NNCLR: 256 -> 4096 -> 256)."""

@@ -1,0 +1,120 @@
+"""DINO as a method: the loss of the student's every view against the teacher's centred full-size views, the
+teacher and the centre after a step, the frozen last layer, the teacher temperature's warm-up, and the presets."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from invprop.config import preset
+from invprop.core.self_distillation import dino_loss, teacher_distribution
+from invprop.methods import METHODS, Batch, BuildContext, StepOutput
+from invprop.methods.distillation.dino import DINO
+from invprop.settings import merge
+
+D, K = 6, 5
+
+
+def _dino(**options) -> DINO:
+    torch.manual_seed(0)
+    spec = METHODS.get("dino")
+    settings = spec.new_sections()
+    merge(settings, {"dino": {"prototypes": K, "base_momentum": 0.9, "final_momentum": 0.9, **options}})
+    method = spec.create(settings, nn.Sequential(nn.Flatten(), nn.Linear(16, D)), BuildContext(40, D))
+    assert isinstance(method, DINO)
+    return method
+
+
+def _step(method: DINO, crops: list[torch.Tensor], epoch: int = 3) -> StepOutput:
+    out = method.training_step(Batch(torch.arange(4), tuple(crops), epoch))
+    method.zero_grad()
+    out.loss.backward()
+    with torch.no_grad():
+        for p in method.parameters():
+            if p.grad is not None:
+                p.sub_(0.5 * p.grad)
+    method.after_step([out])
+    return out
+
+
+def _scores(encoder: nn.Module, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return layer(F.normalize(encoder(x), dim=1))
+
+
+def test_the_loss_is_every_student_view_against_the_teachers_centred_full_size_views() -> None:
+    method = _dino(teacher_temperature=0.07, warmup_teacher_temperature=0.07)
+    method.center.copy_(torch.randn(K))
+    large, small = torch.randn(8, 1, 4, 4), torch.randn(12, 1, 2, 8)  # small crops: other shapes, same pixel count
+    out = method.training_step(Batch(torch.arange(4), (large, small), epoch=3))
+    with torch.no_grad():
+        student = [*_scores(method.encoder, method.last_layer, large).split(4)]
+        student += [*_scores(method.encoder, method.last_layer, small).split(4)]
+        teacher = _scores(method.teacher, method.teacher_last_layer, large).split(4)
+        probs = [teacher_distribution(t, method.center, 0.07) for t in teacher]
+        expected = dino_loss(student, probs, 0.1)
+    assert len(student) == 5 and torch.allclose(out.loss, expected, atol=1e-6)
+
+
+def test_after_a_step_the_teacher_follows_by_the_momentum_and_the_centre_moves_to_the_batch_mean() -> None:
+    method = _dino(center_momentum=0.8)
+    images = torch.randn(8, 1, 4, 4)
+    teacher_before = [p.detach().clone() for p in method.teacher.parameters()]
+    with torch.no_grad():
+        mean = _scores(method.teacher, method.teacher_last_layer, images).mean(dim=0)
+    _step(method, [images])
+    for t, before, s in zip(method.teacher.parameters(), teacher_before, method.encoder.parameters(), strict=True):
+        assert torch.allclose(t, 0.9 * before + 0.1 * s, atol=1e-6)
+    assert not torch.allclose(method.teacher[1].weight, method.encoder[1].weight)
+    assert torch.allclose(method.center, 0.2 * mean, atol=1e-6)
+
+
+def test_two_accumulated_chunks_move_the_centre_as_their_whole_batch_does() -> None:
+    whole, chunked = _dino(), _dino()
+    images = torch.randn(8, 1, 4, 4)
+    whole.after_step([whole.training_step(Batch(torch.arange(4), (images,), epoch=3))])
+    first, second = images.view(2, 4, 1, 4, 4)[:, :2].reshape(4, 1, 4, 4), images.view(2, 4, 1, 4, 4)[:, 2:]
+    outs = [chunked.training_step(Batch(torch.arange(2), (chunk.reshape(4, 1, 4, 4),), epoch=3))
+            for chunk in (first, second)]  # fmt: skip
+    chunked.after_step(outs)
+    assert torch.allclose(whole.center, chunked.center, atol=1e-6)
+
+
+def test_the_last_layer_takes_no_gradient_in_its_frozen_epochs_and_learns_after() -> None:
+    method = _dino(freeze_last_layer_epochs=1)
+    images = torch.randn(8, 1, 4, 4)
+    before = method.last_layer.direction.detach().clone()
+    _step(method, [images], epoch=1)
+    assert method.last_layer.direction.grad is None and torch.equal(method.last_layer.direction, before)
+    assert method.encoder[1].weight.grad is not None
+    _step(method, [images], epoch=2)
+    assert method.last_layer.direction.grad is not None
+    assert not torch.equal(method.last_layer.direction, before)
+
+
+def test_the_teacher_temperature_warms_up_over_the_first_epochs_and_is_logged() -> None:
+    method = _dino(warmup_teacher_temperature=0.04, teacher_temperature=0.07, warmup_teacher_temperature_epochs=3)
+    images = torch.randn(8, 1, 4, 4)
+    logged = [method.training_step(Batch(torch.arange(4), (images,), epoch=e)).terms["teacher_temperature"]
+              for e in (1, 2, 3, 4)]  # fmt: skip
+    assert logged == pytest.approx([0.04, 0.055, 0.07, 0.07])
+
+
+def test_the_teacher_entropy_is_log_k_for_a_uniform_teacher() -> None:
+    method = _dino()
+    with torch.no_grad():
+        for p in method.teacher_last_layer.parameters():
+            p.zero_()
+        method.teacher_last_layer.direction[:, 0] = 1.0  # every output scores the same
+    out = method.training_step(Batch(torch.arange(4), (torch.randn(8, 1, 4, 4),), epoch=3))
+    assert float(out.terms["teacher_entropy"]) == torch.log(torch.tensor(float(K))).item()
+
+
+def test_the_presets_bring_the_published_recipes() -> None:
+    vit = preset("imagenet", "dino")
+    assert (vit.optim.optimizer, vit.optim.weight_decay, vit.optim.final_weight_decay) == ("adamw", 0.04, 0.4)
+    assert (vit.optim.clip_grad, vit.model.head, vit.dino.prototypes) == (3.0, "mlp3_gelu", 65536)
+    cifar = preset("cifar10", "dino")
+    assert (cifar.optim.optimizer, cifar.optim.lr, cifar.optim.clip_grad) == ("lars", 0.3, 0.0)
+    assert (cifar.dino.prototypes, cifar.dino.teacher_temperature, cifar.model.hidden_dim) == (4096, 0.07, 2048)

@@ -1,0 +1,84 @@
+"""DINO's equations against their formulas written out per sample and per pair of views, and on known answers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from invprop.core.self_distillation import dino_loss, next_center, teacher_distribution, teacher_temperature
+
+
+def _softmax(row: list[float]) -> list[float]:
+    top = max(row)
+    exps = [math.exp(x - top) for x in row]
+    return [e / sum(exps) for e in exps]
+
+
+@pytest.mark.parametrize("tau", [0.04, 0.07, 1.0])
+def test_the_teacher_distribution_is_the_centred_sharpened_softmax_of_each_row(tau: float) -> None:
+    torch.manual_seed(0)
+    logits, center = torch.randn(3, 5), torch.randn(5)
+    probs = teacher_distribution(logits.clone().requires_grad_(), center, tau)
+    assert not probs.requires_grad
+    for i in range(3):
+        expected = _softmax([(float(logits[i, k]) - float(center[k])) / tau for k in range(5)])
+        assert probs[i].tolist() == pytest.approx(expected, rel=1e-5, abs=1e-7)
+
+
+def test_the_loss_is_the_mean_cross_entropy_over_every_pair_of_a_teacher_view_and_another_student_view() -> None:
+    torch.manual_seed(1)
+    b, k, tau_s = 4, 6, 0.1
+    student = [torch.randn(b, k) for _ in range(5)]  # 2 global views, then 3 small crops
+    teacher = [torch.softmax(torch.randn(b, k) / 0.04, dim=1) for _ in range(2)]
+    total, pairs = 0.0, 0
+    for t in range(2):
+        for v in range(5):
+            if v == t:
+                continue
+            per_sample = []
+            for i in range(b):
+                q = _softmax([float(x) / tau_s for x in student[v][i]])
+                per_sample.append(-sum(float(teacher[t][i, j]) * math.log(q[j]) for j in range(k)))
+            total += sum(per_sample) / b
+            pairs += 1
+    assert pairs == 8
+    assert float(dino_loss(student, teacher, tau_s)) == pytest.approx(total / pairs, rel=1e-5)
+
+
+def test_a_student_equal_to_a_one_hot_teacher_has_a_loss_near_zero_and_a_wrong_one_a_large_loss() -> None:
+    one_hot = torch.eye(4)
+    right = [one_hot * 100.0, one_hot * 100.0]
+    wrong = [one_hot.roll(1, dims=1) * 100.0, one_hot.roll(1, dims=1) * 100.0]
+    assert float(dino_loss(right, [one_hot, one_hot], 1.0)) < 1e-6
+    assert float(dino_loss(wrong, [one_hot, one_hot], 1.0)) == pytest.approx(100.0, rel=1e-4)
+
+
+def test_scores_far_from_zero_give_a_finite_loss_in_half_precision() -> None:
+    student = [torch.full((2, 3), 6e4, dtype=torch.float16), torch.tensor([[6e4, -6e4, 0.0]] * 2, dtype=torch.float16)]
+    teacher = [torch.tensor([[0.0, 1.0, 0.0]] * 2)]
+    assert torch.isfinite(dino_loss(student, teacher, 0.1))
+
+
+def test_one_view_alone_is_refused() -> None:
+    with pytest.raises(ValueError, match="two views"):
+        dino_loss([torch.zeros(2, 3)], [torch.zeros(2, 3)], 0.1)
+    with pytest.raises(ValueError, match="teacher views"):
+        dino_loss([torch.zeros(2, 3)], [torch.zeros(2, 3), torch.zeros(2, 3)], 0.1)
+
+
+def test_the_centre_moves_towards_the_batch_mean_by_one_minus_the_momentum() -> None:
+    center, mean = torch.tensor([1.0, -1.0]), torch.tensor([3.0, 1.0])
+    assert next_center(center, mean, 0.9).tolist() == pytest.approx([1.2, -0.8])
+    assert next_center(center, mean, 0.0).tolist() == pytest.approx([3.0, 1.0])
+
+
+@pytest.mark.parametrize(
+    ("epoch", "warmup", "expected"),
+    [(1, 0, 0.07), (1, 1, 0.04), (2, 1, 0.07), (1, 30, 0.04), (30, 30, 0.07), (16, 31, 0.055), (100, 30, 0.07)],
+)
+def test_the_teacher_temperature_warms_up_linearly_per_epoch_as_numpy_linspace_does(
+    epoch: int, warmup: int, expected: float
+) -> None:
+    assert teacher_temperature(epoch, warmup, 0.04, 0.07) == pytest.approx(expected)
