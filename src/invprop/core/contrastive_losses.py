@@ -1,7 +1,7 @@
 """Contrastive objectives of the field, as pure functions: SimCLR's NT-Xent, MoCo's InfoNCE against a queue,
-NNCLR's nearest-neighbour InfoNCE, PIRL's NCE, CMC's sum over pairs of views and the invariant and spreading
-instance softmax of Ye et al. Inputs are embeddings in any scale; each function L2-normalises what its paper
-normalises, in float32, and returns the mean over anchors."""
+MoCo v3's InfoNCE over the batch's keys, NNCLR's nearest-neighbour InfoNCE, PIRL's NCE, CMC's sum over pairs of
+views and the invariant and spreading instance softmax of Ye et al. Inputs are embeddings in any scale; each
+function L2-normalises what its paper normalises, in float32, and returns the mean over anchors."""
 
 from __future__ import annotations
 
@@ -63,6 +63,26 @@ def info_nce_queue_loss(query: Tensor, key: Tensor, queue: Tensor, temperature: 
     positive = (q * k).sum(dim=1, keepdim=True)
     logits = torch.cat([positive, q @ negatives.T], dim=1) / temperature
     return F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long, device=q.device))
+
+
+def batch_keys_loss(query: Tensor, keys: Tensor, temperature: float, offset: int = 0) -> Tensor:
+    """MoCo v3's contrastive loss (Chen, Xie & He, 2021, Eq. 1 and Alg. 1): each query against every key of the
+    (global) batch, its own image's key the positive, scaled by ``2 tau`` as the authors' code does:
+    ``l_i = -2 tau log exp(q_i . k_{o+i} / tau) / sum_j exp(q_i . k_j / tau)``, q and k L2-normalised.
+
+    Args:
+        query: (B, D) this process's queries (gradients flow).
+        keys: (M, D) keys of every process's batch, without gradient (M = B in one process).
+        temperature: tau > 0 (MoCo v3: 1.0 for ResNets, 0.2 for ViTs).
+        offset: the row of ``keys`` holding this process's first image (its rank x B).
+
+    Returns:
+        The 0-d mean loss over the B queries.
+    """
+    q = F.normalize(query.float(), dim=1)
+    k = F.normalize(keys.detach().float(), dim=1)
+    targets = torch.arange(offset, offset + q.shape[0], device=q.device)
+    return 2 * temperature * F.cross_entropy(q @ k.T / temperature, targets)
 
 
 def nearest_neighbours(z: Tensor, support: Tensor) -> Tensor:
@@ -225,6 +245,7 @@ def full_graph_loss(
 
 
 __all__ = [
+    "batch_keys_loss",
     "full_graph_loss",
     "info_nce_queue_loss",
     "invariant_spreading_loss",

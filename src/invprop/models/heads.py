@@ -59,6 +59,41 @@ def mlp3_bn_out_head(in_dim: int, out_dim: int = 128, hidden_dim: int | None = N
     return nn.Sequential(mlp3_bn_head(in_dim, out_dim, hidden_dim), nn.BatchNorm1d(out_dim))
 
 
+def standardised_mlp(layers: int, in_dim: int, hidden: int, out_dim: int, last_bn: bool = True) -> nn.Sequential:
+    """MoCo v3's MLPs (Chen, Xie & He, 2021, the authors' ``_build_mlp``): ``layers`` bias-free Linears, each hidden
+    one followed by BatchNorm and ReLU, the last by a BatchNorm without scale or shift (``affine=False``: the output
+    standardised) when ``last_bn``.
+
+    Example:
+        >>> [type(m).__name__ for m in standardised_mlp(2, 8, 16, 4)]
+        ['Linear', 'BatchNorm1d', 'ReLU', 'Linear', 'BatchNorm1d']
+    """
+    modules: list[nn.Module] = []
+    for layer in range(layers):
+        first = in_dim if layer == 0 else hidden
+        last = layer == layers - 1
+        modules.append(nn.Linear(first, out_dim if last else hidden, bias=False))
+        if not last:
+            modules += [nn.BatchNorm1d(hidden), nn.ReLU(inplace=True)]
+        elif last_bn:
+            modules.append(nn.BatchNorm1d(out_dim, affine=False))
+    return nn.Sequential(*modules)
+
+
+@HEADS.register("mlp_bn_std_out")
+def mlp_bn_std_out_head(in_dim: int, out_dim: int = 256, hidden_dim: int | None = None) -> nn.Module:
+    """MoCo v3's ResNet projector (Chen, Xie & He, 2021): :func:`standardised_mlp` of two layers, ``in -> hidden ->
+    out`` (2048 -> 4096 -> 256); hidden width defaults to ``in_dim``."""
+    return standardised_mlp(2, in_dim, hidden_dim or in_dim, out_dim)
+
+
+@HEADS.register("mlp3_bn_std_out")
+def mlp3_bn_std_out_head(in_dim: int, out_dim: int = 256, hidden_dim: int | None = None) -> nn.Module:
+    """MoCo v3's ViT projector (Chen, Xie & He, 2021): :func:`standardised_mlp` of three layers (d -> 4096 -> 4096
+    -> 256); hidden width defaults to ``in_dim``."""
+    return standardised_mlp(3, in_dim, hidden_dim or in_dim, out_dim)
+
+
 #: The standard deviation of the truncated normal DINO's head starts from (Caron et al., 2021, the authors'
 #: ``DINOHead._init_weights``: ``trunc_normal_(std=.02)``, biases 0).
 DINO_INIT_STD = 0.02
