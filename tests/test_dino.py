@@ -108,13 +108,44 @@ def test_the_teacher_entropy_is_log_k_for_a_uniform_teacher() -> None:
             p.zero_()
         method.teacher_last_layer.direction[:, 0] = 1.0  # every output scores the same
     out = method.training_step(Batch(torch.arange(4), (torch.randn(8, 1, 4, 4),), epoch=3))
-    assert float(out.terms["teacher_entropy"]) == torch.log(torch.tensor(float(K))).item()
+    assert float(out.terms["teacher_entropy"]) == pytest.approx(torch.log(torch.tensor(float(K))).item(), rel=1e-6)
 
 
 def test_the_presets_bring_the_published_recipes() -> None:
-    vit = preset("imagenet", "dino")
-    assert (vit.optim.optimizer, vit.optim.weight_decay, vit.optim.final_weight_decay) == ("adamw", 0.04, 0.4)
-    assert (vit.optim.clip_grad, vit.model.head, vit.dino.prototypes) == (3.0, "mlp3_gelu", 65536)
+    resnet = preset("imagenet", "dino")
+    assert (resnet.optim.optimizer, resnet.optim.lr, resnet.optim.weight_decay) == ("sgd", 0.03, 1e-4)
+    assert (resnet.optim.final_weight_decay, resnet.optim.clip_grad, resnet.model.head) == (None, 3.0, "mlp3_gelu")
+    assert (resnet.dino.prototypes, resnet.data.small_crop_scale) == (65536, [0.05, 0.14])
     cifar = preset("cifar10", "dino")
     assert (cifar.optim.optimizer, cifar.optim.lr, cifar.optim.clip_grad) == ("lars", 0.3, 0.0)
+    assert cifar.optim.final_weight_decay is None
     assert (cifar.dino.prototypes, cifar.dino.teacher_temperature, cifar.model.hidden_dim) == (4096, 0.07, 2048)
+    assert preset("cifar10-vit", "dino").data.small_crop_scale == [0.05, 0.4]
+
+
+def test_the_teachers_last_layer_follows_the_students_too() -> None:
+    method = _dino()
+    before = method.teacher_last_layer.direction.detach().clone()
+    _step(method, [torch.randn(8, 1, 4, 4)], epoch=2)
+    expected = 0.9 * before + 0.1 * method.last_layer.direction
+    assert torch.allclose(method.teacher_last_layer.direction, expected, atol=1e-6)
+    assert not torch.allclose(method.teacher_last_layer.direction, before)
+
+
+def test_the_teachers_momentum_rises_on_a_cosine_over_the_run() -> None:
+    torch.manual_seed(0)
+    spec = METHODS.get("dino")
+    settings = spec.new_sections()
+    merge(settings, {"dino": {"prototypes": K, "base_momentum": 0.99, "final_momentum": 1.0}})
+    method = spec.create(settings, nn.Sequential(nn.Flatten(), nn.Linear(16, D)), BuildContext(40, D, total_steps=10))
+    images = torch.randn(8, 1, 4, 4)
+    logged = [method.training_step(Batch(torch.arange(4), (images,), 2, step)).terms["momentum"] for step in (0, 5, 10)]
+    assert logged == pytest.approx([0.99, 0.995, 1.0])
+
+
+def test_the_scores_are_float32_under_bfloat16_autocast() -> None:
+    method = _dino()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        scores = method.last_layer(torch.randn(4, D))
+        out = method.training_step(Batch(torch.arange(4), (torch.randn(8, 1, 4, 4),), epoch=3))
+    assert scores.dtype == torch.float32 and out.update.mean.dtype == torch.float32

@@ -9,11 +9,13 @@ import pytest
 import torch
 from torch import nn
 
+from invprop.config import preset
 from invprop.core.contrastive_losses import batch_keys_loss
 from invprop.errors import ConfigError
 from invprop.methods import METHODS, Batch, BuildContext
 from invprop.methods.contrastive.mocov3 import MoCoV3
 from invprop.models import ModelSettings, encoder_from
+from invprop.models.encoder import check_model_settings
 from invprop.models.heads import standardised_mlp
 from invprop.settings import merge
 
@@ -82,18 +84,39 @@ def test_after_a_step_the_momentum_encoder_follows_the_query_encoder() -> None:
     assert not torch.allclose(method.target[1].weight, before[0])
 
 
-def test_a_vits_patch_projection_can_be_frozen_and_a_convnet_refuses_it_in_one_line() -> None:
+def test_a_vits_patch_projection_can_be_frozen_out_of_the_optimiser_and_others_refuse_it_in_one_line() -> None:
+    from invprop.engine.optimizer import parameter_groups
+
+    vit = encoder_from(ModelSettings(backbone="timm:test_vit", patch_size=4, freeze_patch_embed=True), 3, 16)
+    frozen = {n for n, p in vit.named_parameters() if not p.requires_grad}
+    assert frozen and all("patch_embed" in n for n in frozen)
+    optimised = {id(p) for group in parameter_groups(vit, 0.1, exclude_norm_and_bias=False) for p in group["params"]}
+    assert all(id(p) not in optimised for n, p in vit.named_parameters() if n in frozen)
+    assert any(id(p) in optimised for n, p in vit.named_parameters() if "blocks" in n)
+    with pytest.raises(ConfigError, match="freeze_patch_embed=true needs a ViT") as error:
+        encoder_from(ModelSettings(backbone="timm:test_convnext", freeze_patch_embed=True), 3, 16)
+    assert "\n" not in str(error.value)
+    with pytest.raises(ConfigError, match="applies to timm backbones"):
+        check_model_settings(ModelSettings(backbone="digits_convnet", freeze_patch_embed=True))
+
+
+def test_the_momentum_encoders_momentum_rises_on_a_cosine_over_the_run() -> None:
     spec = METHODS.get("mocov3")
     settings = spec.new_sections()
-    merge(settings, {"mocov3": {"freeze_patch_embed": True, "predictor_hidden_dim": 8}})
-    vit = encoder_from(ModelSettings(backbone="timm:test_vit", patch_size=4, head="linear", embedding_dim=D), 3, 16)
-    method = spec.create(settings, vit, BuildContext(40, D, total_steps=10))
-    frozen = [n for n, p in method.encoder.named_parameters() if not p.requires_grad]
-    assert frozen and all("patch_embed" in n for n in frozen)
-    assert any(p.requires_grad for n, p in method.encoder.named_parameters() if "blocks" in n)
-    with pytest.raises(ConfigError, match="freeze_patch_embed=true needs a ViT backbone") as error:
-        spec.create(settings, nn.Sequential(nn.Flatten(), nn.Linear(16, D)), BuildContext(40, D, total_steps=10))
-    assert "\n" not in str(error.value)
+    merge(settings, {"mocov3": {"predictor_hidden_dim": 8}})
+    method = spec.create(settings, nn.Sequential(nn.Flatten(), nn.Linear(16, D)), BuildContext(40, D, total_steps=10))
+    images = torch.randn(8, 1, 4, 4)
+    logged = [method.training_step(Batch(torch.arange(4), (images,), 1, step)).terms["momentum"] for step in (0, 5, 10)]
+    assert logged == pytest.approx([0.99, 0.995, 1.0])
+
+
+def test_the_vit_preset_gives_the_papers_vit_settings() -> None:
+    vit = preset("cifar10-vit", "mocov3")
+    assert (vit.model.head, vit.model.freeze_patch_embed, vit.mocov3.temperature) == ("mlp3_bn_std_out", True, 0.2)
+    assert vit.mocov3.predictor_output_bn and not vit.optim.exclude_norm_and_bias
+    assert (vit.optim.optimizer, vit.optim.lr, vit.optim.weight_decay) == ("adamw", 1.5e-4, 0.1)
+    resnet = preset("imagenet", "mocov3")
+    assert (resnet.optim.optimizer, resnet.mocov3.temperature, resnet.model.head) == ("lars", 1.0, "mlp_bn_std_out")
 
 
 def test_the_standardised_mlp_ends_in_a_batchnorm_without_scale_or_shift_whose_outputs_are_standardised() -> None:

@@ -51,6 +51,7 @@ DATASET_PRESETS: dict[str, dict[str, Any]] = {
             "lr_scaling": "linear",
             "reference_batch": 256,
             "weight_decay": 0.1,
+            "exclude_norm_and_bias": False,
             "batch_size": 256,
             "warmup_epochs": 40,
             "warmup_share": 0.14,
@@ -63,7 +64,7 @@ DATASET_PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 #: Where the ViT recipe of ``cifar10-vit`` comes from: no paper publishes a ViT-on-CIFAR recipe for the methods here.
-MOCO_V3_VIT = ("the ViT recipe of MoCo v3 (Chen, Xie & He, 2021, Sec. 4 and its README) on ImageNet; each method "
+MOCO_V3_VIT = ("the ViT recipe of MoCo v3 (Chen, Xie & He, 2021, the authors' CONFIG.md) on ImageNet; each method "
                "keeps its settings of the cifar10 preset")  # fmt: skip
 #: Why a preset's shared setting differs from a method's published value (the methods' own reasons, in
 #: :attr:`invprop.methods.MethodSpec.deviations`, come first).
@@ -84,6 +85,7 @@ PRESET_REASONS: dict[str, dict[str, str]] = {
         "epochs": f"300 epochs, {MOCO_V3_VIT}",
         "optim.lr": f"1.5e-4 x batch/256, {MOCO_V3_VIT}",
         "optim.weight_decay": f"0.1 (AdamW's, decoupled), {MOCO_V3_VIT}",
+        "optim.exclude_norm_and_bias": f"weight decay on every parameter, {MOCO_V3_VIT}",
         "optim.batch_size": "256, the batch of the scaling rule lr = 1.5e-4 x batch/256 (MoCo v3 trains with 4,096 "
         "on many GPUs); not measured against other batches",
         "optim.warmup_epochs": f"40 warm-up epochs, {MOCO_V3_VIT}",

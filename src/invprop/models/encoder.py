@@ -131,6 +131,10 @@ class ModelSettings:
         None, "timm patch-based backbones (ViTs): the patch side, e.g. 4 for 32x32 images; null = the model's own",
         bounds=AT_LEAST_ONE,
     )  # fmt: skip
+    freeze_patch_embed: bool = setting(
+        False, "timm ViTs: the patch projection keeps its random initialisation, no gradient (MoCo v3's remedy for "
+        "unstable ViT training)",
+    )  # fmt: skip
     colour_split: str | None = setting(
         None, "colour images: convert to a colour space and give each channel group its own backbone and head, "
         "features and embeddings side by side (CMC's L and ab: lab); null = one backbone on the image",
@@ -139,11 +143,15 @@ class ModelSettings:
 
     @property
     def timm_options(self) -> TimmOptions:
-        return TimmOptions(self.pretrained, self.pretrained_file, self.global_pool, self.patch_size)
+        return TimmOptions(
+            self.pretrained, self.pretrained_file, self.global_pool, self.patch_size, self.freeze_patch_embed
+        )
 
 
 #: The ``model`` keys that only timm backbones take, with their defaults.
-TIMM_ONLY_KEYS = {"pretrained": False, "pretrained_file": None, "global_pool": None, "patch_size": None}
+TIMM_ONLY_KEYS = {
+    "pretrained": False, "pretrained_file": None, "global_pool": None, "patch_size": None, "freeze_patch_embed": False,
+}  # fmt: skip
 
 
 def check_model_settings(settings: ModelSettings) -> None:

@@ -83,12 +83,15 @@ class TimmOptions:
         global_pool: timm's ``global_pool`` (ViTs: ``token`` -- the class token -- or ``avg`` over the patch tokens;
             convnets: ``avg``, ``max``, ...); None keeps the model's own.
         patch_size: the patch side of a patch-based model; None keeps the model's own.
+        freeze_patch_embed: a ViT's patch projection takes no gradient and keeps its initialisation (MoCo v3's
+            random patch projection, Chen, Xie & He, 2021: the authors' ``--stop-grad-conv1``).
     """
 
     pretrained: bool = False
     pretrained_file: str | None = None
     global_pool: str | None = None
     patch_size: int | None = None
+    freeze_patch_embed: bool = False
 
 
 @dataclass(frozen=True)
@@ -197,6 +200,12 @@ class TimmBackbone(nn.Module):
         #: ``timm.create_model``'s keyword arguments besides the name: what a strict reload needs.
         self.creation_kwargs = creation_kwargs(name, in_channels, image_size, options)
         self.net = _create_weights(timm, self.architecture, self.creation_kwargs, options)
+        if options.freeze_patch_embed:
+            patches = getattr(self.net, "patch_embed", None)
+            if not isinstance(patches, nn.Module):
+                raise ConfigError(f"model.freeze_patch_embed=true needs a ViT with a patch projection (patch_embed); "
+                                  f"{name} has none: set it to false")  # fmt: skip
+            patches.requires_grad_(False)  # (before any data-parallel wrapper is built around the model)
         width: Any = getattr(self.net, "head_hidden_size", None) or getattr(self.net, "num_features")
         self.feature_dim = int(width)
         #: Each stage's (a ViT: each block's) width, early to late, from timm's ``feature_info``.

@@ -32,8 +32,10 @@ class WeightNormLinear(nn.Module):
         return g * F.normalize(v, dim=1)
 
     def forward(self, x: Tensor, detached: bool = False) -> Tensor:
-        """(B, K) scores of (B, D) inputs; ``detached`` as in :meth:`weight`."""
-        return F.linear(x, self.weight(detached).to(x.dtype))
+        """(B, K) float32 scores of (B, D) inputs, outside any autocast (a teacher's scores divided by a temperature
+        of 0.04 would turn bfloat16's rounding into differences of 0.1); ``detached`` as in :meth:`weight`."""
+        with torch.autocast(x.device.type, enabled=False):
+            return F.linear(x.float(), self.weight(detached).float())
 
 
 __all__ = ["WeightNormLinear"]

@@ -12,10 +12,15 @@ steps, and the centre moves towards the step's mean teacher output
 (:func:`invprop.core.self_distillation.next_center`). The teacher's temperature warms up linearly per epoch; the
 last layer takes no gradient during the first ``dino.freeze_last_layer_epochs`` epochs.
 
-The recipe's weight-decay schedule (0.04 -> 0.4) and per-tensor gradient clipping (3.0) are the optimiser's
-(``optim.final_weight_decay``, ``optim.clip_grad``). Not done: DINO's asymmetric augmentations (blur on one
-global view, solarisation on the other): the views are drawn alike from the dataset's augmentation, as for every
-two-view method here.
+The default recipe is the authors' ResNet-50 command (SGD 0.03 x B/256, weight decay 1e-4, each gradient tensor
+clipped to 3.0); their ViT-S/16 recipe is ``optim.optimizer=adamw optim.lr=0.0005 optim.weight_decay=0.04
+optim.final_weight_decay=0.4 optim.final_lr=0.002 data.small_crop_scale=[0.05,0.4]`` (the weight-decay schedule and
+the per-tensor clipping are the optimiser's: ``optim.final_weight_decay``, ``optim.clip_grad``).
+
+Not done: DINO's asymmetric augmentations (blur on one global view, solarisation on the other) and its global
+crops' scale (0.4-1; 0.14-1 for ResNet-50): the views are drawn alike from the dataset's augmentation, as for every
+two-view method here; the student's stochastic depth (ViT drop path 0.1); with a timm ViT, timm's exemption of the
+position embedding and class token from weight decay applies (DINO exempts only biases and 1-D parameters).
 """
 
 from __future__ import annotations
@@ -32,8 +37,8 @@ from invprop.core.self_distillation import dino_loss, next_center, teacher_distr
 from invprop.distributed.collectives import all_reduce_sum, world_size
 from invprop.methods.citations import DIGITS_WIDTH, SOLO
 from invprop.methods.method import Batch, BuildContext, Method, StepOutput
-from invprop.methods.recipes import solo_lars
-from invprop.methods.spec import Curve, MethodSpec, Recipe, SmokeRun, register_method
+from invprop.methods.recipes import paper_sgd, solo_lars
+from invprop.methods.spec import Curve, MethodSpec, SmokeRun, register_method
 from invprop.methods.two_views import momentum_schedule
 from invprop.models.weight_norm import WeightNormLinear
 from invprop.settings import AT_LEAST_TWO, FRACTION, NON_NEGATIVE, POSITIVE, Reference, setting
@@ -78,34 +83,26 @@ SPEC = MethodSpec(
     section="dino",
     section_help="DINO's last layer, temperatures, centre and teacher",
     recipes={
-        "*": Recipe(
-            f"{_CODE} (ViT-S/16: AdamW 0.0005 x B/256, 10 warm-up epochs, cosine to 1e-6 -- 0.002 of the peak at "
-            "batch 256 --, weight decay 0.04 -> 0.4 on all but biases and 1-D parameters, each tensor's gradient "
-            "clipped to 3.0)",
-            {
-                "optimizer": "adamw",
-                "lr": 0.0005,
-                "lr_scaling": "linear",
-                "reference_batch": 256,
-                "betas": [0.9, 0.999],
-                "weight_decay": 0.04,
-                "final_weight_decay": 0.4,
-                "exclude_norm_and_bias": True,
-                "clip_grad": 3.0,
-                "schedule": "cosine",
-                "warmup_epochs": 10,
-                "warmup_start_lr": 0.0,
-                "final_lr": 0.002,
-            },
-        ),  # fmt: skip
+        "*": paper_sgd(
+            f"{_CODE}, its README's ResNet-50 command (SGD 0.03 x B/256, weight decay 1e-4 constant on all but biases "
+            "and 1-D parameters, 10 warm-up epochs, cosine to 1e-6 -- 3.3e-5 of the peak at batch 256 --, each "
+            "gradient tensor clipped to 3.0)",
+            lr=0.03,
+            weight_decay=1e-4,
+            exclude_norm_and_bias=True,
+            warmup_epochs=10,
+            final_lr=1e-6 / 0.03,
+            clip_grad=3.0,
+        ),
         "cifar10": solo_lars("dino", lr=0.3, weight_decay=1e-6),
         "digits": solo_lars("dino", lr=0.3, weight_decay=1e-6),
     },
     presets={
         "*": {
             "model": {"head": "mlp3_gelu", "hidden_dim": 2048, "embedding_dim": 256},
-            "data": {"small_crop_scale": [0.05, 0.4]},
+            "data": {"small_crop_scale": [0.05, 0.14]},
         },
+        "cifar10-vit": {"data": {"small_crop_scale": [0.05, 0.4]}},
         "cifar10": {
             "dino": {
                 "prototypes": 4096,
@@ -128,7 +125,7 @@ SPEC = MethodSpec(
         "*": {
             "dino.prototypes": Reference(65536, f"{_CODE} (out_dim)"),
             "dino.norm_last_layer": Reference(True, f"{_CODE} (norm_last_layer)"),
-            "dino.student_temperature": Reference(0.1, f"{_CARON}, Sec. 3.1; {_CODE}"),
+            "dino.student_temperature": Reference(0.1, f"{_CODE} (DINOLoss student_temp)"),
             "dino.teacher_temperature": Reference(0.04, f"{_CODE} (teacher_temp)"),
             "dino.warmup_teacher_temperature": Reference(0.04, f"{_CODE} (warmup_teacher_temp)"),
             "dino.warmup_teacher_temperature_epochs": Reference(0, f"{_CODE} (warmup_teacher_temp_epochs)"),
@@ -139,7 +136,7 @@ SPEC = MethodSpec(
             "model.hidden_dim": Reference(2048, f"{_CARON}, the authors' DINOHead (hidden_dim)"),
             "model.embedding_dim": Reference(256, f"{_CARON}, the authors' DINOHead (bottleneck_dim)"),
             "data.small_crops": Reference(8, f"{_CODE} (local_crops_number)"),
-            "data.small_crop_scale": Reference([0.05, 0.4], f"{_CODE} (local_crops_scale)"),
+            "data.small_crop_scale": Reference([0.05, 0.14], f"{_CODE}, its README's ResNet-50 command"),
         },
     },
     deviations={
@@ -147,6 +144,7 @@ SPEC = MethodSpec(
             "data.small_crops": "multi-crop is opt-in (data.small_crops), as for SwAV here: 8 local crops more than "
             "double a step's cost",
         },
+        "cifar10-vit": {"data.small_crop_scale": f"{_CODE} (local_crops_scale, its ViT default)"},
         "cifar10": {
             "dino.prototypes": SOLO.format("dino"),
             "dino.teacher_temperature": SOLO.format("dino"),
