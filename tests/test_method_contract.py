@@ -33,7 +33,7 @@ from invprop.engine import Trainer
 from invprop.evaluation.compare import untrained_knn
 from invprop.evaluation.report import read_history
 from invprop.methods import METHODS, Accumulation, Batch, BuildContext, Floor, Method, Torchrun
-from invprop.models import Encoder, FeatureMaps
+from invprop.models import Encoder, FeatureMaps, ModelSettings, encoder_from
 from invprop.models.colour_split import ColourSplitBackbone, GroupHeads
 from invprop.models.feature_maps import sequential_maps
 from invprop.settings import deep_update, merge
@@ -42,7 +42,10 @@ NAMES = list(METHODS)
 #: The short digits runs that took over 20 s alone on the 2-core CI machine (pytest --durations, 2026-12-06): the
 #: pretext tasks' extra forward passes (tiles, patches, rotations) and the longer runs (RotNet 20 epochs). Marked
 #: slow, out of CI's default run (``pytest -m slow`` runs them); their resume and accumulation tests still run.
-SLOW_SHORT_RUNS = {"context-prediction", "cpc", "jigsaw", "multitask", "pirl", "rotnet"}
+SLOW_SHORT_RUNS = {"context-prediction", "cpc", "jigsaw", "multitask", "pirl", "rotnet", "mae"}
+#: The runs of methods whose digits preset is a ViT (ViT-Tiny: 7 s an epoch on digits, against 0.6 s for the conv
+#: net): their resume test is slow too.
+SLOW_RESUMES = {"mae"}
 #: What every run's metrics.json holds whatever its method; the rest must be its method's terms.
 SHARED_METRICS = {
     "method", "dataset", "epochs", "epochs_planned", "loss", "seconds", "knn_top1", "knn_top5", "knn_backbone_top1",
@@ -138,7 +141,9 @@ def test_a_short_digits_run_reaches_its_level_and_keeps_its_terms(
         assert reached >= floor, f"{name}: {spec.smoke.metric} {reached:.4f} below raw pixels' {floor:.4f}"
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize(
+    "name", [pytest.param(name, marks=pytest.mark.slow) if name in SLOW_RESUMES else name for name in NAMES]
+)
 def test_a_run_stopped_inside_an_epoch_and_resumed_ends_where_an_uninterrupted_run_does(
     name: str, tmp_path: Path, tinted_digits: Path
 ) -> None:
@@ -192,7 +197,10 @@ def _unit_method(name: str, distributed: bool = False, forward: Any = None) -> M
     channels = 3 if spec.colour_only else 1
     values = preset_values("digits", name)
     split = values.get("model", {}).get("colour_split")
-    if split is None:
+    if str(values.get("model", {}).get("backbone", "")).startswith("timm:"):  # a method that needs a ViT (MAE)
+        vit = ModelSettings(backbone="timm:test_vit", patch_size=2, head="linear", embedding_dim=D)
+        encoder = encoder_from(vit, channels, 8)
+    elif split is None:
         encoder = Encoder(_Flatten(channels), nn.Linear(_Flatten.feature_dim, D))
     else:  # one small backbone and head per channel group (CMC)
         backbone = ColourSplitBackbone(split, _Flatten, (0.5,) * 3, (0.25,) * 3)
