@@ -24,6 +24,7 @@ from invprop.core.token_masks import keep_tokens, random_token_mask
 from invprop.errors import ConfigError
 from invprop.methods.citations import SOLO
 from invprop.methods.method import Batch, BuildContext, Method, StepOutput
+from invprop.methods.recipes import SOLO_SCHEDULE
 from invprop.methods.spec import Accumulation, Curve, Floor, MethodSpec, Recipe, SmokeRun, Torchrun, register_method
 from invprop.models.mae_decoder import MAEDecoder
 from invprop.models.vit_tokens import embed_patches, encode_tokens, patch_side, vision_transformer
@@ -48,9 +49,8 @@ _PRETRAIN = f"{_HE}, the authors' PRETRAIN.md"
 #: decay 0.05 on every parameter, its warm-up cosine schedule.
 _SOLO_MAE = Recipe(
     SOLO.format("mae"),
-    {"optimizer": "adamw", "lr": 2e-4, "lr_scaling": "linear", "reference_batch": 256, "betas": [0.9, 0.95],
-     "weight_decay": 0.05, "exclude_norm_and_bias": False, "schedule": "cosine", "warmup_epochs": 10,
-     "warmup_start_lr": 3e-5, "final_lr": 0.0, "final_weight_decay": None, "clip_grad": 0.0},
+    {**SOLO_SCHEDULE, "optimizer": "adamw", "lr": 2e-4, "betas": [0.9, 0.95], "weight_decay": 0.05,
+     "exclude_norm_and_bias": False},
 )  # fmt: skip
 SPEC = MethodSpec(
     "MAE: a ViT encodes a random quarter of the patches, a light decoder restores the rest's pixels (He et al., 2022)",
