@@ -42,10 +42,10 @@ NAMES = list(METHODS)
 #: The short digits runs that took over 20 s alone on the 2-core CI machine (pytest --durations, 2026-12-06): the
 #: pretext tasks' extra forward passes (tiles, patches, rotations) and the longer runs (RotNet 20 epochs). Marked
 #: slow, out of CI's default run (``pytest -m slow`` runs them); their resume and accumulation tests still run.
-SLOW_SHORT_RUNS = {"context-prediction", "cpc", "jigsaw", "multitask", "pirl", "rotnet", "mae"}
+SLOW_SHORT_RUNS = {"context-prediction", "cpc", "jigsaw", "multitask", "pirl", "rotnet", "mae", "ibot"}
 #: The runs of methods whose digits preset is a ViT (ViT-Tiny: 7 s an epoch on digits, against 0.6 s for the conv
 #: net): their resume test is slow too.
-SLOW_RESUMES = {"mae"}
+SLOW_RESUMES = {"mae", "ibot"}
 #: What every run's metrics.json holds whatever its method; the rest must be its method's terms.
 SHARED_METRICS = {
     "method", "dataset", "epochs", "epochs_planned", "loss", "seconds", "knn_top1", "knn_top5", "knn_backbone_top1",

@@ -1,4 +1,5 @@
-"""DINO's equations against their formulas written out per sample and per pair of views, and on known answers."""
+"""DINO's and iBOT's equations against their formulas written out per sample, per token and per pair of views, and on
+known answers."""
 
 from __future__ import annotations
 
@@ -7,7 +8,13 @@ import math
 import pytest
 import torch
 
-from invprop.core.self_distillation import dino_loss, next_center, teacher_distribution, teacher_temperature
+from invprop.core.self_distillation import (
+    dino_loss,
+    masked_token_loss,
+    next_center,
+    teacher_distribution,
+    teacher_temperature,
+)
 
 
 def _softmax(row: list[float]) -> list[float]:
@@ -82,3 +89,39 @@ def test_the_teacher_temperature_warms_up_linearly_per_epoch_as_numpy_linspace_d
     epoch: int, warmup: int, expected: float
 ) -> None:
     assert teacher_temperature(epoch, warmup, 0.04, 0.07) == pytest.approx(expected)
+
+
+def test_the_masked_token_loss_averages_each_images_hidden_tokens_then_the_images() -> None:
+    torch.manual_seed(2)
+    b, n, k, tau_s = 3, 5, 4, 0.1
+    student = torch.randn(b, n, k)
+    teacher = torch.softmax(torch.randn(b, n, k) / 0.07, dim=-1)
+    hidden = torch.tensor([[1, 0, 1, 1, 0], [0, 0, 0, 0, 0], [0, 1, 0, 0, 0]], dtype=torch.bool)
+    per_image = []
+    for i in range(b):
+        tokens = [j for j in range(n) if hidden[i, j]]
+        terms = []
+        for j in tokens:
+            log_p = [math.log(p) for p in _softmax([float(x) / tau_s for x in student[i, j]])]
+            terms.append(-sum(float(teacher[i, j, c]) * log_p[c] for c in range(k)))
+        per_image.append(sum(terms) / len(tokens) if tokens else 0.0)  # an image with nothing hidden counts as 0
+    expected = sum(per_image) / b
+    assert float(masked_token_loss(student, teacher, hidden, tau_s)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_masked_token_loss_ignores_the_visible_tokens_and_is_the_entropy_at_a_perfect_student() -> None:
+    torch.manual_seed(3)
+    teacher = torch.softmax(torch.randn(2, 4, 6), dim=-1)
+    hidden = torch.tensor([[1, 1, 0, 0], [0, 1, 0, 1]], dtype=torch.bool)
+    student = teacher.log() * 0.1  # softmax(student / 0.1) == teacher
+    noisy = student.clone()
+    noisy[~hidden] += torch.randn(4, 6)  # changing visible tokens changes nothing
+    entropy = -(teacher * teacher.log()).sum(dim=-1)
+    expected = ((entropy * hidden).sum(dim=1) / 2).mean()
+    assert float(masked_token_loss(student, teacher, hidden, 0.1)) == pytest.approx(float(expected), rel=1e-5)
+    assert float(masked_token_loss(noisy, teacher, hidden, 0.1)) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_the_masked_token_loss_refuses_shapes_that_do_not_match() -> None:
+    with pytest.raises(ValueError, match="must be"):
+        masked_token_loss(torch.randn(2, 4, 3), torch.rand(2, 4, 3), torch.zeros(2, 5, dtype=torch.bool), 0.1)

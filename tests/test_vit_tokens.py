@@ -1,5 +1,7 @@
-"""The token path of a timm ViT: all tokens through it equal timm's own forward; the fixed sine-cosine position
-embeddings against MAE's formula written out; the MAE decoder puts every token back in its place."""
+"""The token path of a timm ViT: all tokens through it equal timm's own forward; a masked pass replaces exactly the
+hidden patches' embeddings; an encoder's token pass runs its head on the pooled feature and every patch token; the
+fixed sine-cosine position embeddings against MAE's formula written out; the MAE decoder puts every token back in
+its place."""
 
 from __future__ import annotations
 
@@ -11,9 +13,10 @@ from torch import nn
 
 from invprop.core.token_masks import keep_tokens, random_token_mask
 from invprop.errors import ConfigError
-from invprop.models import ModelSettings, encoder_from
+from invprop.models import EncodedTokens, ModelSettings, encoder_from
 from invprop.models.mae_decoder import MAEDecoder
 from invprop.models.vit_tokens import (
+    MaskedPatches,
     embed_patches,
     encode_tokens,
     patch_grid,
@@ -35,6 +38,57 @@ def test_every_token_through_the_token_path_gives_timms_own_features() -> None:
     assert embedded.patches.shape[1] == 16 and patch_grid(net, images) == (4, 4)
     ours = encode_tokens(net, torch.cat([embedded.prefix, embedded.patches], dim=1))
     assert torch.allclose(ours, net.forward_features(images), atol=1e-5)
+
+
+def test_the_encoders_token_pass_gives_its_embedding_and_the_head_on_each_patch_token() -> None:
+    torch.manual_seed(0)
+    settings = ModelSettings(backbone="timm:test_vit", patch_size=4, head="mlp3_gelu", hidden_dim=12, embedding_dim=5)
+    encoder = encoder_from(settings, 3, 16).eval()
+    images = torch.randn(2, 3, 16, 16)
+    out = encoder(images, tokens=MaskedPatches())
+    assert isinstance(out, EncodedTokens) and out.patches.shape == (2, 16, 5)
+    assert torch.allclose(out.embedding, encoder(images), atol=1e-5)
+    net = encoder.backbone.net
+    tokens = net.forward_features(images)[:, net.num_prefix_tokens :]
+    for i in range(2):
+        for j in (0, 7, 15):
+            assert torch.allclose(out.patches[i, j], encoder.head(tokens[i, j][None])[0], atol=1e-5)
+
+
+def test_a_masked_pass_is_the_whole_pass_with_the_hidden_patch_embeddings_replaced_by_the_mask_token() -> None:
+    encoder = _vit()
+    net = vision_transformer(encoder, "ibot")
+    images = torch.randn(2, 3, 16, 16)
+    hidden = torch.zeros(2, 16, dtype=torch.bool)
+    hidden[0, [1, 5]], hidden[1, 9] = True, True
+    token = torch.randn(net.embed_dim)
+    captured: list[torch.Tensor] = []
+    handle = net.patch_embed.register_forward_hook(lambda module, args, out: captured.append(out))
+    masked = encoder(images, tokens=MaskedPatches(hidden, token)).patches
+    handle.remove()
+    patches = captured[0].reshape(2, 16, -1).clone()  # the true embeddings, then those of the hidden ones replaced
+    patches[hidden] = token
+    prefix = embed_patches(net, images).prefix
+    position = net.pos_embed[:, net.num_prefix_tokens :]
+    expected = encode_tokens(net, torch.cat([prefix, patches + position], dim=1))[:, net.num_prefix_tokens :]
+    assert torch.allclose(masked, encoder.head(expected.reshape(32, -1)).reshape(2, 16, -1), atol=1e-5)
+    whole = encoder(images, tokens=MaskedPatches()).patches
+    assert not torch.allclose(masked[0, 1], whole[0, 1], atol=1e-3)
+
+
+def test_a_mask_without_its_token_or_of_the_wrong_size_is_refused() -> None:
+    encoder = _vit()
+    with pytest.raises(ValueError, match="needs the mask token"):
+        encoder(torch.randn(1, 3, 16, 16), tokens=MaskedPatches(torch.zeros(1, 16, dtype=torch.bool)))
+    with pytest.raises(ValueError, match="a mask of shape"):
+        encoder(torch.randn(1, 3, 16, 16), tokens=MaskedPatches(torch.zeros(1, 9, dtype=torch.bool), torch.zeros(8)))
+
+
+def test_a_backbone_without_patch_tokens_is_refused_in_one_line() -> None:
+    encoder = encoder_from(ModelSettings(backbone="digits_convnet", head="linear"), 1)
+    with pytest.raises(ConfigError, match="has no patch tokens") as error:
+        encoder(torch.randn(2, 1, 8, 8), tokens=MaskedPatches())
+    assert "\n" not in str(error.value)
 
 
 def test_a_backbone_that_is_not_a_vit_is_refused_in_one_line() -> None:

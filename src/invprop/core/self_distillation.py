@@ -1,8 +1,9 @@
 """Self-distillation without labels (Caron et al., 2021, DINO): a student matches the centred, sharpened output
-distribution of a momentum teacher across views of an image.
+distribution of a momentum teacher across views of an image -- and, in iBOT (Zhou et al., 2022), on each hidden
+patch token of a masked view.
 
-The equations follow the authors' code (facebookresearch/dino ``main_dino.py``, ``DINOLoss``), restated in
-``../shared/docs/vit-methods.md`` Sec. 1.
+The equations follow the authors' code (facebookresearch/dino ``main_dino.py``, ``DINOLoss``; bytedance/ibot
+``main_ibot.py``, ``iBOTLoss``), restated in ``../shared/docs/vit-methods.md`` Sec. 1 and 2.
 """
 
 from __future__ import annotations
@@ -58,6 +59,32 @@ def dino_loss(student_logits: list[Tensor], teacher_probs: list[Tensor], student
     return total / pairs
 
 
+def masked_token_loss(
+    student_logits: Tensor, teacher_probs: Tensor, hidden: Tensor, student_temperature: float
+) -> Tensor:
+    """``L_MIM = mean_b 1/|M_b| sum_{i in M_b} H(P_t^patch(u)_{b,i}, P_s^patch(u_hat)_{b,i})`` for one view (Zhou et
+    al., 2022, iBOT, Eq. 2; the authors' ``iBOTLoss``): the teacher's distribution of each patch token of the whole
+    view against the student's of the same token in the masked view, averaged over each image's hidden tokens, then
+    over the images -- an image with no hidden token counts as 0 in that mean, as in the authors' code.
+
+    Args:
+        student_logits: (B, N, K) the student's outputs of each patch token of the masked view.
+        teacher_probs: (B, N, K) :func:`teacher_distribution` of the teacher's patch tokens of the whole view.
+        hidden: (B, N) bool, True where the student's token was hidden.
+        student_temperature: tau_s (iBOT: 0.1).
+
+    Returns:
+        0-d float32 loss.
+    """
+    if student_logits.shape != teacher_probs.shape or student_logits.shape[:2] != hidden.shape:
+        raise ValueError(f"student {tuple(student_logits.shape)}, teacher {tuple(teacher_probs.shape)} and mask "
+                         f"{tuple(hidden.shape)} must be (B, N, K), (B, N, K) and (B, N)")  # fmt: skip
+    log_student = F.log_softmax(student_logits.float() / student_temperature, dim=-1)
+    per_token = -(teacher_probs * log_student).sum(dim=-1)
+    weights = hidden.float()
+    return ((per_token * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)).mean()
+
+
 def next_center(center: Tensor, batch_mean: Tensor, momentum: float) -> Tensor:
     """``c <- m c + (1 - m) mean_i g_t(x_i)`` (Caron et al., 2021, Eq. 4): the centre's update from the mean teacher
     output of the batch (both teacher views, every process).
@@ -85,4 +112,4 @@ def teacher_temperature(epoch: int, warmup_epochs: int, start: float, final: flo
     return start + (final - start) * (epoch - 1) / (warmup_epochs - 1)
 
 
-__all__ = ["dino_loss", "next_center", "teacher_distribution", "teacher_temperature"]
+__all__ = ["dino_loss", "masked_token_loss", "next_center", "teacher_distribution", "teacher_temperature"]

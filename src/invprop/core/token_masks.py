@@ -1,14 +1,16 @@
-"""Which patch tokens of an image a masked method hides: MAE's random masking (He et al., 2022). A mask is a
-(B, N) bool tensor over the N patch tokens of each image, True where the token is hidden."""
+"""Which patch tokens of an image a masked method hides: MAE's random masking (He et al., 2022) and BEiT's block-wise
+masking as iBOT draws it (Bao et al., 2022; Zhou et al., 2022). A mask is a (B, N) bool tensor over the N patch
+tokens of each image (row-major on their grid), True where the token is hidden."""
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from invprop.settings import UNIT_INTERVAL, require
+from invprop.settings import FRACTION, UNIT_INTERVAL, require
 
 
 class TokenMask(NamedTuple):
@@ -50,4 +52,78 @@ def keep_tokens(tokens: Tensor, keep: Tensor) -> Tensor:
     return tokens.gather(1, keep.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
 
 
-__all__ = ["TokenMask", "keep_tokens", "random_token_mask"]
+#: Tries at a rectangle that hides new tokens before block-wise masking stops short of its count (BEiT's and iBOT's
+#: ten attempts).
+BLOCK_TRIES = 10
+
+
+def _uniform(low: float, high: float, generator: torch.Generator | None) -> float:
+    return low + (high - low) * float(torch.rand((), generator=generator))
+
+
+def block_token_mask(
+    rows: int, cols: int, count: float, aspect: tuple[float, float] = (0.3, 1 / 0.3),
+    generator: torch.Generator | None = None,
+) -> Tensor:  # fmt: skip
+    """(rows x cols,) bool: block-wise masking (Bao et al., 2022, BEiT, Alg. 1, as Zhou et al., 2022, iBOT, draw it
+    in their ``ImageFolderMask`` with ``pred_shape block``). Rectangles are added until ``count`` tokens are hidden:
+    each of area U(a_min, tokens still to hide), with a_min = (min(rows, cols) // 3)^2, and aspect ratio
+    exp(U(log aspect[0], log aspect[1])), placed uniformly where it fits strictly inside the grid; a rectangle is
+    kept when it hides at least one new token and no more than are still to hide. After ``BLOCK_TRIES`` tries that
+    add nothing, the mask stops short.
+
+    Example:
+        >>> mask = block_token_mask(8, 8, 20, generator=torch.Generator().manual_seed(0))
+        >>> mask.shape, 0 < int(mask.sum()) <= 20
+        (torch.Size([64]), True)
+    """
+    mask = torch.zeros(rows, cols, dtype=torch.bool)
+    smallest = (min(rows, cols) // 3) ** 2
+    log_low, log_high = math.log(aspect[0]), math.log(aspect[1])
+    hidden = 0
+    while hidden < count:
+        left = count - hidden
+        added = 0
+        for _ in range(BLOCK_TRIES):
+            area = _uniform(smallest, left, generator)
+            ratio = math.exp(_uniform(log_low, log_high, generator))
+            h, w = round(math.sqrt(area * ratio)), round(math.sqrt(area / ratio))
+            if h < rows and w < cols:
+                top = int(torch.randint(0, rows - h + 1, (), generator=generator))
+                start = int(torch.randint(0, cols - w + 1, (), generator=generator))
+                new = int((~mask[top : top + h, start : start + w]).sum())
+                if 0 < new <= left:
+                    mask[top : top + h, start : start + w] = True
+                    added = new
+                    break
+        if added == 0:
+            break
+        hidden += added
+    return mask.flatten()
+
+
+def block_masks(
+    batch: int, rows: int, cols: int, probability: float, ratio: tuple[float, float],
+    aspect: tuple[float, float] = (0.3, 1 / 0.3), generator: torch.Generator | None = None,
+) -> Tensor:  # fmt: skip
+    """(batch, rows x cols) bool: each image masked with ``probability`` (else not at all), by
+    :func:`block_token_mask` with a share of its tokens drawn from U(ratio) (iBOT's ``pred_ratio 0 0.3`` with
+    ``pred_ratio_var 0 0.2``: ratio 0 or U(0.1, 0.5), each with probability 0.5, per global crop).
+
+    Example:
+        >>> masks = block_masks(4, 4, 4, 1.0, (0.25, 0.25), generator=torch.Generator().manual_seed(0))
+        >>> masks.shape, bool((masks.sum(dim=1) > 0).all())
+        (torch.Size([4, 16]), True)
+    """
+    require("probability", probability, FRACTION)
+    if not 0 <= ratio[0] <= ratio[1] < 1:
+        raise ValueError(f"a mask ratio range must satisfy 0 <= low <= high < 1, got {ratio}")
+    masks = torch.zeros(batch, rows * cols, dtype=torch.bool)
+    for image in range(batch):
+        if float(torch.rand((), generator=generator)) < probability:
+            share = _uniform(ratio[0], ratio[1], generator)
+            masks[image] = block_token_mask(rows, cols, share * rows * cols, aspect, generator)
+    return masks
+
+
+__all__ = ["BLOCK_TRIES", "TokenMask", "block_masks", "block_token_mask", "keep_tokens", "random_token_mask"]

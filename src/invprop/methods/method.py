@@ -13,7 +13,8 @@ from torch import Tensor, nn
 from invprop.data.loader import epoch_order
 from invprop.distributed.collectives import all_reduce_sum, world_size
 from invprop.distributed.partition import RowPartition
-from invprop.models.encoder import EncodedMaps
+from invprop.models.encoder import EncodedMaps, EncodedTokens
+from invprop.models.vit_tokens import MaskedPatches
 
 
 @dataclass(frozen=True, eq=False)
@@ -156,6 +157,12 @@ class Method(nn.Module):
         through the same ``forward`` as :meth:`encode`."""
         forward = self._forward if self._forward is not None else self.encoder
         return forward(images, maps=stages)
+
+    def encode_tokens(self, images: Tensor, masked: MaskedPatches = MaskedPatches()) -> EncodedTokens:
+        """Embeddings of training images and of each of their patch tokens, the patches ``masked`` says hidden
+        (:class:`EncodedTokens`; a ViT backbone), through the same ``forward`` as :meth:`encode`."""
+        forward = self._forward if self._forward is not None else self.encoder
+        return forward(images, tokens=masked)
 
     def training_step(self, batch: Batch) -> StepOutput:
         """The loss of one batch, its logged terms, and the update to apply after the optimiser step. Terms: the

@@ -3,6 +3,7 @@
 from invprop.models.backbones import BACKBONES, BackboneNames, DigitsConvNet, TorchvisionResNet, build_backbone
 from invprop.models.encoder import (
     EncodedMaps,
+    EncodedTokens,
     Encoder,
     ModelSettings,
     build_encoder,
@@ -27,6 +28,7 @@ __all__ = [
     "model_input",
     "DigitsConvNet",
     "EncodedMaps",
+    "EncodedTokens",
     "Encoder",
     "FeatureMaps",
     "ModelSettings",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+import torch
 from torch import Tensor, nn
 
 from invprop.errors import ConfigError
@@ -13,6 +14,7 @@ from invprop.models.colour_split import COLOUR_SPLITS, ColourSplitBackbone, Grou
 from invprop.models.feature_maps import FeatureMaps, feature_maps
 from invprop.models.heads import HEADS, head_layers, layer_width
 from invprop.models.timm_backbone import TimmOptions, is_timm_backbone, timm_architecture
+from invprop.models.vit_tokens import MaskedPatches
 from invprop.settings import AT_LEAST_ONE, setting
 
 
@@ -25,10 +27,20 @@ class EncodedMaps:
     maps: FeatureMaps
 
 
+@dataclass(frozen=True)
+class EncodedTokens:
+    """One pass of an :class:`Encoder` over a ViT's tokens: ``embedding`` (B, D), the head on the pooled feature,
+    and ``patches`` (B, N, D), the head on each patch token (one head pass over both, as iBOT's head)."""
+
+    embedding: Tensor
+    patches: Tensor
+
+
 class Encoder(nn.Module):
     """``forward`` gives the un-normalised embedding f(x) -- with ``maps=N``, also the backbone's last N feature maps
-    (:class:`EncodedMaps`), through the same call so that a data-parallel wrapper sees it; ``features`` gives the
-    backbone representation."""
+    (:class:`EncodedMaps`); with ``tokens``, the head on every patch token of a ViT too (:class:`EncodedTokens`) --
+    through the same call so that a data-parallel wrapper sees it; ``features`` gives the backbone
+    representation."""
 
     def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
         super().__init__()
@@ -42,9 +54,18 @@ class Encoder(nn.Module):
     def features(self, x: Tensor) -> Tensor:
         return self.backbone(x)
 
-    def forward(self, x: Tensor, maps: int = 0) -> Any:
+    def forward(self, x: Tensor, maps: int = 0, tokens: MaskedPatches | None = None) -> Any:
         """The embedding (B, D); with ``maps`` > 0, an :class:`EncodedMaps` holding it and the last ``maps`` stage
-        maps of the backbone's one pass."""
+        maps of the backbone's one pass; with ``tokens`` (what to hide), an :class:`EncodedTokens`."""
+        if tokens is not None:
+            forward_tokens = getattr(self.backbone, "forward_tokens", None)
+            if forward_tokens is None:
+                raise ConfigError(f"the backbone {type(self.backbone).__name__} has no patch tokens; a method that "
+                                  "reads them needs a timm Vision Transformer (model.backbone=timm:vit_*)")  # fmt: skip
+            found = forward_tokens(x, tokens)
+            b, n, width = found.patches.shape
+            out = self.head(torch.cat([found.pooled, found.patches.reshape(b * n, width)]))
+            return EncodedTokens(out[:b], out[b:].reshape(b, n, -1))
         if maps == 0:
             return self.head(self.backbone(x))
         found = feature_maps(self.backbone, x, maps)

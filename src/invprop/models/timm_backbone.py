@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from invprop.errors import ConfigError
 from invprop.models.feature_maps import FeatureMaps, check_stages
+from invprop.models.vit_tokens import MaskedPatches, TokenFeatures, is_vision_transformer, token_features
 from invprop.settings import close_match
 
 #: The prefix that names a timm model in ``model.backbone``.
@@ -225,6 +226,15 @@ class TimmBackbone(nn.Module):
         net: Any = self.net  # a timm model: its own methods
         final, maps = net.forward_intermediates(x, indices=stages, output_fmt="NCHW")
         return FeatureMaps(net.forward_head(final, pre_logits=True), tuple(maps))
+
+    def forward_tokens(self, x: Tensor, masked: MaskedPatches = MaskedPatches()) -> TokenFeatures:
+        """A ViT's pooled features and patch tokens of one pass, the patches ``masked`` says replaced by its mask
+        token (:func:`invprop.models.vit_tokens.token_features`); a one-line error for a model without patch
+        tokens."""
+        if not is_vision_transformer(self.net):
+            raise ConfigError(f"timm model {self.architecture} is not a Vision Transformer with patch tokens; a method "
+                              "that reads them needs one (model.backbone=timm:vit_*)")  # fmt: skip
+        return token_features(self.net, x, masked)
 
     def parameter_groups(self, weight_decay: float, layer_decay: float) -> list[dict[str, Any]]:
         """Optimiser groups of the trainable parameters, as the ViT recipes make them: no weight decay on biases,

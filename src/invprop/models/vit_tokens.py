@@ -1,7 +1,7 @@
-"""The token path of a timm Vision Transformer, for methods that encode only some of an image's patches (MAE):
-patch tokens with their position embeddings, the prefix tokens (class and register tokens), and the blocks over any
-subset of them. Works on the ``net`` of a :class:`invprop.models.timm_backbone.TimmBackbone` built from a timm
-``VisionTransformer``."""
+"""The token path of a timm Vision Transformer, for methods that encode only some of an image's patches (MAE) or
+replace some by a mask token and read every patch token (iBOT): patch tokens with their position embeddings, the
+prefix tokens (class and register tokens), and the blocks over any subset of them. Works on the ``net`` of a
+:class:`invprop.models.timm_backbone.TimmBackbone` built from a timm ``VisionTransformer``."""
 
 from __future__ import annotations
 
@@ -21,16 +21,67 @@ class EmbeddedPatches(NamedTuple):
     patches: Tensor
 
 
+class MaskedPatches(NamedTuple):
+    """What an encoder's token pass hides: ``hidden`` (B, N) bool, True where a patch's embedding is replaced by
+    ``token`` (D,), the mask token; ``hidden`` None hides nothing."""
+
+    hidden: Tensor | None = None
+    token: Tensor | None = None
+
+
+class TokenFeatures(NamedTuple):
+    """A ViT's pass over every token: ``pooled`` (B, F), the numbers its ``forward`` gives on the same input, and
+    ``patches`` (B, N, F), the patch tokens after the final norm."""
+
+    pooled: Tensor
+    patches: Tensor
+
+
+class MaskToken(nn.Module):
+    """The learnable embedding that takes a hidden patch's place before the position embeddings (Zhou et al., 2022,
+    iBOT's ``masked_embed``, zeros at the start)."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.embedding = nn.Parameter(torch.zeros(width))
+
+
+#: The attributes of a timm ``VisionTransformer`` the token path uses.
+_VIT_PARTS = ("patch_embed", "_pos_embed", "patch_drop", "norm_pre", "blocks", "norm", "num_prefix_tokens",
+              "forward_head")  # fmt: skip
+
+
+def is_vision_transformer(net: Any) -> bool:
+    """Whether ``net`` has the parts of a timm ``VisionTransformer`` the token path uses."""
+    return net is not None and all(hasattr(net, name) for name in _VIT_PARTS)
+
+
 def vision_transformer(encoder: nn.Module, method: str) -> Any:
     """The timm ``VisionTransformer`` inside ``encoder`` (its ``backbone.net``); a one-line error naming ``method``
     when the backbone is not one."""
     net = getattr(getattr(encoder, "backbone", None), "net", None)
-    needed = ("patch_embed", "_pos_embed", "blocks", "norm", "num_prefix_tokens")
-    if net is None or not all(hasattr(net, name) for name in needed):
-        raise ConfigError(f"method {method} encodes a subset of an image's patches and needs a timm Vision "
-                          "Transformer: set model.backbone=timm:vit_tiny_patch16_224 (or another timm:vit_*) and "
+    if not is_vision_transformer(net):
+        raise ConfigError(f"method {method} works on an image's patch tokens and needs a timm Vision Transformer: "
+                          "set model.backbone=timm:vit_tiny_patch16_224 (or another timm:vit_*) and "
                           "model.patch_size")  # fmt: skip
     return net
+
+
+def token_features(net: Any, images: Tensor, masked: MaskedPatches = MaskedPatches()) -> TokenFeatures:
+    """``net``'s pass over every token of ``images`` (timm's ``forward_features`` and ``forward_head``), the
+    embeddings of the patches ``masked.hidden`` replaced by ``masked.token`` before the position embeddings are
+    added (iBOT's masked view)."""
+    patches = net.patch_embed(images)
+    if masked.hidden is not None:
+        if masked.token is None:
+            raise ValueError("a mask over the patches needs the mask token that replaces them")
+        # (B, N, D), or (B, h, w, D) from a ViT built with timm's dynamic_img_size
+        if masked.hidden.shape != (patches.shape[0], patches[0, ..., 0].numel()):
+            raise ValueError(f"a mask of shape {tuple(masked.hidden.shape)} for {tuple(patches.shape[:-1])} patches")
+        hidden = masked.hidden.reshape(*patches.shape[:-1], 1)
+        patches = torch.where(hidden, masked.token.to(patches.dtype), patches)
+    tokens = encode_tokens(net, net.patch_drop(net._pos_embed(patches)))
+    return TokenFeatures(net.forward_head(tokens, pre_logits=True), tokens[:, int(net.num_prefix_tokens) :])
 
 
 def embed_patches(net: Any, images: Tensor) -> EmbeddedPatches:
@@ -84,6 +135,11 @@ def sincos_position_embedding(rows: int, cols: int, dim: int) -> Tensor:
 
 __all__ = [
     "EmbeddedPatches",
+    "MaskToken",
+    "MaskedPatches",
+    "TokenFeatures",
+    "is_vision_transformer",
+    "token_features",
     "embed_patches",
     "encode_tokens",
     "patch_grid",
