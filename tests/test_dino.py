@@ -9,20 +9,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from invprop.config import preset
-from invprop.core.self_distillation import dino_loss, teacher_distribution
+from invprop.core.self_distillation import balanced_teacher_distribution, dino_loss, koleo_loss, teacher_distribution
 from invprop.methods import METHODS, Batch, BuildContext, StepOutput
 from invprop.methods.distillation.dino import DINO
+from invprop.models import ModelSettings, encoder_from
 from invprop.settings import merge
 
 D, K = 6, 5
 
 
-def _dino(**options) -> DINO:
+def _dino(encoder: nn.Module | None = None, **options) -> DINO:
     torch.manual_seed(0)
     spec = METHODS.get("dino")
     settings = spec.new_sections()
     merge(settings, {"dino": {"prototypes": K, "base_momentum": 0.9, "final_momentum": 0.9, **options}})
-    method = spec.create(settings, nn.Sequential(nn.Flatten(), nn.Linear(16, D)), BuildContext(40, D))
+    encoder = encoder if encoder is not None else nn.Sequential(nn.Flatten(), nn.Linear(16, D))
+    method = spec.create(settings, encoder, BuildContext(40, D))
     assert isinstance(method, DINO)
     return method
 
@@ -55,6 +57,34 @@ def test_the_loss_is_every_student_view_against_the_teachers_centred_full_size_v
         probs = [teacher_distribution(t, method.center, 0.07) for t in teacher]
         expected = dino_loss(student, probs, 0.1)
     assert len(student) == 5 and torch.allclose(out.loss, expected, atol=1e-6)
+
+
+def test_dinov2s_sinkhorn_centring_balances_both_views_teacher_outputs_together() -> None:
+    method = _dino(centering="sinkhorn", teacher_temperature=0.07, warmup_teacher_temperature=0.07)
+    images = torch.randn(8, 1, 4, 4)
+    out = method.training_step(Batch(torch.arange(4), (images,), epoch=3))
+    with torch.no_grad():
+        student = [*_scores(method.encoder, method.last_layer, images).split(4)]
+        teacher = _scores(method.teacher, method.teacher_last_layer, images)
+        expected = dino_loss(student, [*balanced_teacher_distribution(teacher, method.center, 0.07).split(4)], 0.1)
+    assert torch.allclose(out.loss, expected, atol=1e-6)
+    assert out.terms["loss_koleo"] == 0.0  # off
+
+
+def test_dinov2s_koleo_term_adds_its_weight_times_the_sum_over_views_on_the_backbones_features() -> None:
+    model = ModelSettings(backbone="digits_convnet", head="linear", embedding_dim=D)
+    method = _dino(encoder_from(model, 1), koleo_weight=0.3)
+    method.eval()
+    images = torch.randn(8, 1, 8, 8)
+    out = method.training_step(Batch(torch.arange(4), (images,), epoch=3))
+    with torch.no_grad():
+        features = method.encoder.backbone(images)
+        koleo = koleo_loss(features[:4]) + koleo_loss(features[4:])
+        student = [*_scores(method.encoder, method.last_layer, images).split(4)]
+        teacher = _scores(method.teacher, method.teacher_last_layer, images).split(4)
+        expected = dino_loss(student, [teacher_distribution(t, method.center, 0.04) for t in teacher], 0.1)
+    assert float(out.terms["loss_koleo"]) == pytest.approx(0.3 * float(koleo), rel=1e-5)
+    assert torch.allclose(out.loss, expected + 0.3 * koleo, atol=1e-5)
 
 
 def test_after_a_step_the_teacher_follows_by_the_momentum_and_the_centre_moves_to_the_batch_mean() -> None:

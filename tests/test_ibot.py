@@ -9,7 +9,13 @@ import torch
 import torch.nn.functional as F
 
 from invprop.config import preset
-from invprop.core.self_distillation import dino_loss, masked_token_loss, teacher_distribution
+from invprop.core.self_distillation import (
+    balanced_teacher_distribution,
+    dino_loss,
+    koleo_loss,
+    masked_token_loss,
+    teacher_distribution,
+)
 from invprop.core.token_masks import block_masks
 from invprop.errors import ConfigError
 from invprop.methods import METHODS, Batch, BuildContext, StepOutput
@@ -79,6 +85,32 @@ def test_the_loss_is_dinos_on_the_masked_views_plus_the_hidden_tokens_against_th
     assert hidden.any(dim=1).all()
     assert torch.allclose(out.loss, expected, atol=1e-5)
     assert float(out.terms["masked_share"]) == pytest.approx(float(hidden.float().mean()))
+
+
+def test_dinov2s_options_balance_the_class_and_hidden_patch_targets_and_add_koleo_on_the_class_tokens() -> None:
+    method = _ibot(mask_probability=1.0, centering="sinkhorn", koleo_weight=0.2)
+    method.eval()
+    images = _images()
+    torch.manual_seed(6)
+    out = method.training_step(Batch(torch.arange(4), (images,), epoch=3))
+    torch.manual_seed(6)
+    hidden = block_masks(8, 4, 4, 1.0, (0.1, 0.5), (0.3, 1 / 0.3))
+    with torch.no_grad():
+        masked = method.encoder(images, tokens=MaskedPatches(hidden, method.mask_token.embedding))
+        whole = method.teacher(images, tokens=MaskedPatches())
+        teacher = _scores(method.teacher_last_layer, whole.embedding)
+        cls = dino_loss(list(_scores(method.last_layer, masked.embedding).split(4)),
+                        list(balanced_teacher_distribution(teacher, method.center, 0.07).split(4)), 0.1)  # fmt: skip
+        patch_targets = torch.zeros(8, 16, K)
+        patch_targets[hidden] = balanced_teacher_distribution(
+            _scores(method.teacher_last_layer, whole.patches)[hidden], method.patch_center, 0.07
+        )
+        student_patches = _scores(method.last_layer, masked.patches)
+        mim = sum(masked_token_loss(s, t, h, 0.1) for s, t, h in
+                  zip(student_patches.split(4), patch_targets.split(4), hidden.split(4))) / 2  # fmt: skip
+        koleo = koleo_loss(masked.features[:4]) + koleo_loss(masked.features[4:])
+    assert float(out.terms["loss_koleo"]) == pytest.approx(0.2 * float(koleo), rel=1e-5)
+    assert torch.allclose(out.loss, cls + mim + 0.2 * koleo, atol=1e-5)
 
 
 def test_without_masks_the_patch_loss_is_zero_and_the_student_sees_the_teachers_input() -> None:

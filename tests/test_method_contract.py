@@ -39,13 +39,15 @@ from invprop.models.feature_maps import sequential_maps
 from invprop.settings import deep_update, merge
 
 NAMES = list(METHODS)
+#: The methods whose digits preset is a ViT (ViT-Tiny: 7 s to minutes an epoch on digits, against 0.6 s for the conv
+#: net): their short runs and resume tests are slow.
+VIT_METHODS = {name for name in NAMES if str(preset_values("digits", name).get("model", {}).get("backbone", "")).startswith("timm:")}  # fmt: skip
 #: The short digits runs that took over 20 s alone on the 2-core CI machine (pytest --durations, 2026-12-06): the
-#: pretext tasks' extra forward passes (tiles, patches, rotations) and the longer runs (RotNet 20 epochs). Marked
-#: slow, out of CI's default run (``pytest -m slow`` runs them); their resume and accumulation tests still run.
-SLOW_SHORT_RUNS = {"context-prediction", "cpc", "jigsaw", "multitask", "pirl", "rotnet", "mae", "ibot"}
-#: The runs of methods whose digits preset is a ViT (ViT-Tiny: 7 s an epoch on digits, against 0.6 s for the conv
-#: net): their resume test is slow too.
-SLOW_RESUMES = {"mae", "ibot"}
+#: pretext tasks' extra forward passes (tiles, patches, rotations), the longer runs (RotNet 20 epochs) and the ViTs.
+#: Marked slow, out of CI's default run (``pytest -m slow`` runs them); their resume and accumulation tests still run
+#: (but the ViTs' resumes).
+SLOW_SHORT_RUNS = {"context-prediction", "cpc", "jigsaw", "multitask", "pirl", "rotnet"} | VIT_METHODS
+SLOW_RESUMES = VIT_METHODS
 #: What every run's metrics.json holds whatever its method; the rest must be its method's terms.
 SHARED_METRICS = {
     "method", "dataset", "epochs", "epochs_planned", "loss", "seconds", "knn_top1", "knn_top5", "knn_backbone_top1",
@@ -209,6 +211,7 @@ def _unit_method(name: str, distributed: bool = False, forward: Any = None) -> M
     deep_update(own, {k: v for k, v in spec.smoke.settings.items() if k in spec.sections()})
     settings = spec.new_sections()
     merge(settings, own)
+    spec.freeze_unused(encoder)
     features = torch.randn(N, D, generator=torch.Generator().manual_seed(3))
     context = BuildContext(
         N, D, distributed, channels, (0.5,) * channels, (0.25,) * channels, total_steps=10,

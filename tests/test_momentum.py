@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from invprop.core.momentum import cosine_momentum, ema_update_, frozen_copy
+from invprop.core.momentum import cosine_momentum, ema_update_, frozen_copy, linear_momentum
 
 
 def test_ema_update_moves_each_parameter_and_copies_buffers() -> None:
@@ -36,3 +36,11 @@ def test_cosine_momentum_follows_byol_s_formula() -> None:
     assert cosine_momentum(0.99, 500, 1000, final=0.999) == pytest.approx((0.99 + 0.999) / 2)
     assert cosine_momentum(0.99, 5000, 1000) == 1.0  # past the end: the final value
     assert cosine_momentum(0.99, 10, 1000, final=0.99) == 0.99  # equal ends: fixed
+
+
+def test_linear_momentum_rises_by_equal_steps_and_stays_at_its_final_value() -> None:
+    base, total = 0.996, 8
+    values = [linear_momentum(base, k, total) for k in range(total + 3)]
+    steps = [b - a for a, b in zip(values[: total + 1], values[1 : total + 1])]
+    assert steps == pytest.approx([(1.0 - base) / total] * total)
+    assert values[0] == base and values[total:] == pytest.approx([1.0] * 3)

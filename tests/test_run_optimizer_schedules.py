@@ -12,10 +12,10 @@ from torch import nn
 
 from invprop.config import learning_rate_plan, optimizer_options
 from invprop.engine.optimizer import parameter_groups
-from invprop.engine.run_optimizers import RunOptimizer, clip_tensor_gradient_
+from invprop.engine.run_optimizers import RunOptimizer
 from invprop.errors import ConfigError
 from invprop.optim_settings import OptimizerSettings
-from invprop.optimizers import OPTIMIZERS
+from invprop.optimizers import OPTIMIZERS, clip_tensor_gradient_
 
 
 def _run(settings: OptimizerSettings, module: nn.Module, epochs: int = 4) -> RunOptimizer:
@@ -63,6 +63,20 @@ def test_each_tensor_is_clipped_to_the_limit_on_its_own_and_smaller_ones_are_lef
     run.clip_gradients()
     assert module.weight.grad.flatten().tolist() == pytest.approx([1.8, 0.0, 0.0, 2.4], rel=1e-5)
     assert module.bias.grad.tolist() == [1.0, 2.0]
+
+
+def test_the_global_scope_scales_every_tensor_by_the_joint_norm_and_leaves_a_small_total_alone() -> None:
+    module = nn.Linear(2, 2)
+    run = _run(OptimizerSettings(clip_grad=5.0, clip_scope="global"), module)
+    module.weight.grad = torch.tensor([[6.0, 0.0], [0.0, 8.0]])  # norm 10
+    module.bias.grad = torch.tensor([0.0, 0.0])  # joint norm 10: every tensor scaled by 5 / 10
+    run.clip_gradients()
+    assert module.weight.grad.flatten().tolist() == pytest.approx([3.0, 0.0, 0.0, 4.0], rel=1e-5)
+    module.weight.grad = torch.tensor([[3.0, 0.0], [0.0, 0.0]])
+    module.bias.grad = torch.tensor([0.0, 4.0])  # joint norm 5: at the limit, nothing changes
+    run.clip_gradients()
+    assert module.weight.grad.flatten().tolist() == pytest.approx([3.0, 0.0, 0.0, 0.0], rel=1e-5)
+    assert module.bias.grad.tolist() == pytest.approx([0.0, 4.0], rel=1e-5)
 
 
 def test_no_clipping_unless_asked() -> None:

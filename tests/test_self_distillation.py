@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from invprop.core.self_distillation import (
+    balanced_teacher_distribution,
     dino_loss,
+    koleo_loss,
     masked_token_loss,
     next_center,
     teacher_distribution,
@@ -125,3 +127,32 @@ def test_the_masked_token_loss_ignores_the_visible_tokens_and_is_the_entropy_at_
 def test_the_masked_token_loss_refuses_shapes_that_do_not_match() -> None:
     with pytest.raises(ValueError, match="must be"):
         masked_token_loss(torch.randn(2, 4, 3), torch.rand(2, 4, 3), torch.zeros(2, 5, dtype=torch.bool), 0.1)
+
+
+def test_the_koleo_term_is_minus_the_mean_log_distance_to_each_rows_nearest_other_row() -> None:
+    torch.manual_seed(4)
+    x = torch.randn(6, 3) * 2
+    unit = [[float(v) / math.sqrt(sum(float(w) ** 2 for w in row)) for v in row] for row in x]
+    expected = 0.0
+    for i in range(6):
+        nearest = min(math.dist(unit[i], unit[j]) for j in range(6) if j != i)
+        expected -= math.log(nearest + 1e-8)
+    assert float(koleo_loss(x)) == pytest.approx(expected / 6, rel=1e-5)
+    with pytest.raises(ValueError, match="two rows"):
+        koleo_loss(x[:1])
+
+
+def test_the_balanced_teacher_is_dinov2s_sinkhorn_on_the_exponentiated_outputs() -> None:
+    torch.manual_seed(5)
+    b, k, tau = 4, 3, 0.5
+    logits = torch.randn(b, k)
+    q = [[math.exp(float(logits[i, j]) / tau) for i in range(b)] for j in range(k)]  # K x B
+    total = sum(map(sum, q))
+    q = [[v / total for v in row] for row in q]
+    for _ in range(3):  # the authors' sinkhorn_knopp_teacher: rows (outputs) / sum / K, columns / sum / B
+        q = [[v / sum(row) / k for v in row] for row in q]
+        columns = [sum(q[j][i] for j in range(k)) for i in range(b)]
+        q = [[q[j][i] / columns[i] / b for i in range(b)] for j in range(k)]
+    ours = balanced_teacher_distribution(logits, torch.zeros(k), tau)
+    for i in range(b):
+        assert ours[i].tolist() == pytest.approx([q[j][i] * b for j in range(k)], rel=1e-5)

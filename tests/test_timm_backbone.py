@@ -141,6 +141,21 @@ def test_feature_width_and_pooling_come_from_timm() -> None:
     assert convnext.head.in_features == convnext.feature_dim == convnext.backbone.net.num_features
 
 
+def test_a_vit_without_a_class_token_pools_its_final_normed_patch_tokens_and_exports_that_way() -> None:
+    net = TimmBackbone("timm:test_vit", 3, SIDE, TimmOptions(patch_size=4, class_token=False)).eval()
+    assert net.net.num_prefix_tokens == 0 and net.creation_kwargs["fc_norm"] is False
+    x = torch.randn(2, 3, SIDE, SIDE)
+    with torch.no_grad():
+        tokens = net.net.forward_features(x)  # (B, 64, D): patch tokens only, after the final norm
+        assert tokens.shape[1] == (SIDE // 4) ** 2
+        torch.testing.assert_close(net(x), tokens.mean(dim=1))
+        twin = timm.create_model("test_vit", **net.creation_kwargs)  # what export --format timm prints
+        twin.load_state_dict(net.net.state_dict(), strict=True)
+        torch.testing.assert_close(twin.eval()(x), net(x))
+    with pytest.raises(ConfigError, match="model.class_token=false leaves .* no class token to pool"):
+        TimmBackbone("timm:test_vit", 3, SIDE, TimmOptions(patch_size=4, class_token=False, global_pool="token"))
+
+
 def test_layer_decay_scales_each_layer_and_exempts_embeddings_and_norms_from_weight_decay() -> None:
     from invprop.engine.optimizer import LR_SCALE, parameter_groups
 
@@ -236,6 +251,7 @@ def test_pretrained_weights_offline_and_uncached_fail_at_once_with_what_to_do(mo
                                                       "vit_tiny_patch16_224\\?\\)"),
         ({"patch_size": 4}, {}, "model.patch_size applies to timm backbones"),
         ({"pretrained": True}, {}, "model.pretrained applies to timm backbones"),
+        ({"class_token": False}, {}, "model.class_token applies to timm backbones"),
         ({}, {"layer_decay": 0.7}, "optim.layer_decay applies to timm backbones"),
         ({"backbone": "timm:test_vit"}, {"betas": [0.9]}, "optim.betas must be two numbers"),
         ({"backbone": "timm:test_vit", "pretrained_file": "w.pth"}, {}, None),

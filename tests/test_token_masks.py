@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from invprop.core.token_masks import block_masks, block_token_mask
+from invprop.core.token_masks import block_masks, block_shape, block_token_mask, multi_block_masks
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -56,3 +56,30 @@ def test_probability_one_masks_every_image_and_zero_none() -> None:
 def test_a_bad_ratio_range_is_refused(ratio: tuple[float, float]) -> None:
     with pytest.raises(ValueError, match="mask ratio range"):
         block_masks(2, 4, 4, 0.5, ratio)
+
+
+def test_block_shapes_follow_ijepas_one_draw_for_scale_and_aspect() -> None:
+    # u = 0.5 on a 14 x 14 grid: area int(196 x 0.175) = 34, ratio 1.125: h = round(sqrt(38.25)) = 6,
+    # w = round(sqrt(30.2)) = 5.
+    assert block_shape(14, 14, 0.5, (0.15, 0.2), (0.75, 1.5)) == (6, 5)
+    assert block_shape(8, 8, 0.99, (0.85, 1.0), (1.0, 1.0)) == (7, 7)  # kept below the grid's side
+
+
+def test_multi_block_masks_give_rectangular_targets_and_a_context_without_their_tokens() -> None:
+    torch.manual_seed(0)
+    masks = multi_block_masks(6, 14, 14, 4, (0.15, 0.2), (0.75, 1.5), (0.85, 1.0), 10)
+    m, b, k_t = masks.targets.shape
+    assert (m, b) == (4, 6) and masks.context.shape[0] == 6 and masks.context.shape[1] > 10
+    for image in range(6):
+        context = set(masks.context[image].tolist())
+        for block in masks.targets[:, image]:
+            rows_, cols_ = block // 14, block % 14
+            height, width = int(rows_.max() - rows_.min()) + 1, int(cols_.max() - cols_.min()) + 1
+            assert height * width == k_t  # a full rectangle (same shape in the whole batch, so nothing cut)
+            assert not context & set(block.tolist())
+
+
+def test_a_grid_too_small_for_min_keep_is_refused() -> None:
+    torch.manual_seed(0)
+    with pytest.raises(ValueError, match="lower min_keep"):
+        multi_block_masks(2, 4, 4, 4, (0.15, 0.2), (0.75, 1.5), (0.85, 1.0), 10)

@@ -76,6 +76,20 @@ def test_a_masked_pass_is_the_whole_pass_with_the_hidden_patch_embeddings_replac
     assert not torch.allclose(masked[0, 1], whole[0, 1], atol=1e-3)
 
 
+def test_a_pass_with_kept_tokens_runs_the_blocks_on_the_prefix_and_those_patches_alone() -> None:
+    encoder = _vit()
+    net = vision_transformer(encoder, "msn")
+    images = torch.randn(2, 3, 16, 16)
+    keep = torch.tensor([[3, 0, 9], [15, 4, 7]])
+    out = encoder(images, tokens=MaskedPatches(keep=keep))
+    embedded = embed_patches(net, images)
+    expected = encode_tokens(net, torch.cat([embedded.prefix, keep_tokens(embedded.patches, keep)], dim=1))
+    prefix = net.num_prefix_tokens
+    assert out.patches.shape == (2, 3, encoder.head.out_features)
+    assert torch.allclose(out.patches, encoder.head(expected[:, prefix:].reshape(6, -1)).reshape(2, 3, -1), atol=1e-5)
+    assert torch.allclose(out.embedding, encoder.head(net.forward_head(expected, pre_logits=True)), atol=1e-5)
+
+
 def test_a_mask_without_its_token_or_of_the_wrong_size_is_refused() -> None:
     encoder = _vit()
     with pytest.raises(ValueError, match="needs the mask token"):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from invprop.optimizers import OPTIMIZERS
+from invprop.optimizers import GRADIENT_CLIPS, OPTIMIZERS
 from invprop.schedules import LR_SCALINGS, SCHEDULES
 from invprop.settings import AT_LEAST_ONE, AT_LEAST_TWO, FRACTION, NON_NEGATIVE, POSITIVE, UNIT_INTERVAL, Range, setting
 
@@ -46,8 +46,12 @@ class OptimizerSettings:
         "(DINO's and iBOT's 0.04 -> 0.4); null: constant", bounds=NON_NEGATIVE,
     )  # fmt: skip
     clip_grad: float = setting(
-        0.0, "before each step, every parameter tensor's gradient norm clipped to this, tensor by tensor (DINO's and "
-        "iBOT's 3.0); 0: off", bounds=NON_NEGATIVE,
+        0.0, "before each step, the gradients' norm clipped to this (DINO's, iBOT's and MSN's 3.0), as "
+        "optim.clip_scope says; 0: off", bounds=NON_NEGATIVE,
+    )  # fmt: skip
+    clip_scope: str = setting(
+        "tensor", "how optim.clip_grad applies: tensor (each parameter tensor's norm: DINO's, iBOT's) or global (the "
+        "norm of all gradients together: MSN's)", choices=GRADIENT_CLIPS,
     )  # fmt: skip
     exclude_norm_and_bias: bool = setting(
         True, "biases and norm layers' parameters (and a ViT's position embeddings and class token) get no weight "

@@ -140,4 +140,52 @@ def adam(groups: list[dict[str, Any]], options: OptimizerOptions) -> torch.optim
     return torch.optim.Adam(groups, lr=options.lr, betas=(beta1, beta2))
 
 
-__all__ = ["LARS", "OPTIMIZERS", "OptimizerFactory", "OptimizerOptions", "adam", "adamw", "lars", "lars_update", "sgd"]
+#: How ``optim.clip_grad`` limits the gradients before a step: ``clip(gradients, limit)``, in place.
+GradientClip = Callable[[Sequence[Tensor], float], None]
+#: The gradient-clipping scopes (``optim.clip_scope``), by name.
+GRADIENT_CLIPS: Registry[GradientClip] = Registry("gradient clipping scope")
+
+
+@torch.no_grad()
+def clip_tensor_gradient_(grad: Tensor, limit: float) -> None:
+    """``g <- g min(1, limit / (||g|| + 1e-6))`` in place (DINO's ``clip_gradients``, per tensor)."""
+    grad.mul_((limit / (grad.norm() + 1e-6)).clamp(max=1.0))
+
+
+@GRADIENT_CLIPS.register("tensor")
+def clip_each_tensor_(grads: Sequence[Tensor], limit: float) -> None:
+    """Each gradient tensor rescaled to norm ``limit`` at most, tensor by tensor (Caron et al., 2021, DINO, the
+    authors' ``utils.clip_gradients``; iBOT's)."""
+    for grad in grads:
+        clip_tensor_gradient_(grad, limit)
+
+
+@GRADIENT_CLIPS.register("global")
+@torch.no_grad()
+def clip_global_norm_(grads: Sequence[Tensor], limit: float) -> None:
+    """All gradients rescaled together so that their joint norm is ``limit`` at most: ``g <- g min(1, limit /
+    (||(g_1, ..., g_n)|| + 1e-6))`` (torch's ``clip_grad_norm_``; MSN's, Assran et al., 2022)."""
+    if not grads:
+        return
+    total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
+    scale = (limit / (total + 1e-6)).clamp(max=1.0)
+    for grad in grads:
+        grad.mul_(scale.to(grad.dtype))
+
+
+__all__ = [
+    "GRADIENT_CLIPS",
+    "GradientClip",
+    "clip_each_tensor_",
+    "clip_global_norm_",
+    "clip_tensor_gradient_",
+    "LARS",
+    "OPTIMIZERS",
+    "OptimizerFactory",
+    "OptimizerOptions",
+    "adam",
+    "adamw",
+    "lars",
+    "lars_update",
+    "sgd",
+]

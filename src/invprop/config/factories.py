@@ -52,7 +52,7 @@ class LearningRatePlan:
         o = optim
         rule = "" if o.lr_scaling == "none" else f" ({o.lr} x batch {self.batch}/{o.reference_batch}, {o.lr_scaling})"
         decay = "" if o.final_weight_decay is None else f", weight decay {o.weight_decay} -> {o.final_weight_decay}"
-        clip = f", gradients clipped to {o.clip_grad} per tensor" if o.clip_grad else ""
+        clip = f", gradients clipped to {o.clip_grad} ({o.clip_scope} norm)" if o.clip_grad else ""
         return (
             f"{o.optimizer}, peak lr {self.peak:.6g}{rule}, {self.warmup_epochs} warm-up epochs, {o.schedule} "
             f"schedule{decay}{clip}"

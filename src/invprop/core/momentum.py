@@ -38,6 +38,18 @@ def cosine_momentum(base: float, step: int, total_steps: int, final: float = 1.0
     return final - (final - base) * (math.cos(math.pi * progress) + 1) / 2
 
 
+def linear_momentum(base: float, step: int, total_steps: int, final: float = 1.0) -> float:
+    """The linear schedule of I-JEPA's and MSN's target encoders (Assran et al., 2023, 2022, the authors'
+    ``momentum_scheduler``): ``tau_k = base + (final - base) k / K``, from ``base`` at step 0 to ``final`` at step K.
+
+    Example:
+        >>> linear_momentum(0.996, 0, 100), round(linear_momentum(0.996, 50, 100), 6), linear_momentum(0.996, 100, 100)
+        (0.996, 0.998, 1.0)
+    """
+    progress = min(max(step, 0), total_steps) / max(total_steps, 1)
+    return base + (final - base) * progress
+
+
 def frozen_copy(module: nn.Module) -> nn.Module:
     """A deep copy of ``module`` whose parameters take no gradient (the starting point of a momentum network)."""
     twin = copy.deepcopy(module)
@@ -46,4 +58,4 @@ def frozen_copy(module: nn.Module) -> nn.Module:
     return twin
 
 
-__all__ = ["cosine_momentum", "ema_update_", "frozen_copy"]
+__all__ = ["cosine_momentum", "ema_update_", "frozen_copy", "linear_momentum"]

@@ -1,16 +1,23 @@
 """Self-distillation without labels (Caron et al., 2021, DINO): a student matches the centred, sharpened output
 distribution of a momentum teacher across views of an image -- and, in iBOT (Zhou et al., 2022), on each hidden
-patch token of a masked view.
+patch token of a masked view; DINOv2's additions (Oquab et al., 2023): Sinkhorn-Knopp centring and the KoLeo
+regulariser.
 
 The equations follow the authors' code (facebookresearch/dino ``main_dino.py``, ``DINOLoss``; bytedance/ibot
-``main_ibot.py``, ``iBOTLoss``), restated in ``../shared/docs/vit-methods.md`` Sec. 1 and 2.
+``main_ibot.py``, ``iBOTLoss``; facebookresearch/dinov2 ``loss/``), restated in ``../shared/docs/vit-methods.md``
+Sec. 1, 2 and 7.
 """
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from invprop.core.clustering import sinkhorn_knopp
+from invprop.distributed.collectives import LOCAL, ProcessGroup
 
 
 def teacher_distribution(logits: Tensor, center: Tensor, temperature: float) -> Tensor:
@@ -26,6 +33,64 @@ def teacher_distribution(logits: Tensor, center: Tensor, temperature: float) -> 
         (B, K) float32 probabilities, detached.
     """
     return F.softmax((logits.detach().float() - center.float()) / temperature, dim=-1)
+
+
+#: Sinkhorn-Knopp rounds of DINOv2's teacher centring (the authors' ``sinkhorn_knopp_teacher``, n_iterations=3).
+SINKHORN_CENTERING_ROUNDS = 3
+#: The distance floor of the KoLeo term's logarithm (DINOv2's ``KoLeoLoss`` eps).
+KOLEO_EPS = 1e-8
+
+
+def balanced_teacher_distribution(
+    logits: Tensor, center: Tensor, temperature: float, group: ProcessGroup = LOCAL
+) -> Tensor:
+    """DINOv2's Sinkhorn-Knopp centring (Oquab et al., 2023, Sec. 4; the authors' ``sinkhorn_knopp_teacher``): the
+    teacher's targets ``exp(g_t / tau_t)`` balanced over the K outputs by three Sinkhorn-Knopp rounds over every
+    process's batch, instead of the softmax of centred outputs; ``center`` is not used.
+
+    Args:
+        logits: (B, K) teacher outputs.
+        center: (K,) the running centre (unused; the signature of :func:`teacher_distribution`).
+        temperature: tau_t.
+        group: the processes whose batches the balance is over.
+
+    Returns:
+        (B, K) float32 targets, rows summing to 1, detached.
+    """
+    return sinkhorn_knopp(logits.detach().float(), temperature, SINKHORN_CENTERING_ROUNDS, group)
+
+
+def centred_teacher_distribution(
+    logits: Tensor, center: Tensor, temperature: float, group: ProcessGroup = LOCAL
+) -> Tensor:
+    """:func:`teacher_distribution` with the signature of :func:`balanced_teacher_distribution` (``group`` unused)."""
+    return teacher_distribution(logits, center, temperature)
+
+
+#: How a teacher's outputs become targets (``dino.centering``, ``ibot.centering``): DINO's softmax of centred
+#: outputs, or DINOv2's Sinkhorn-Knopp balance.
+TEACHER_CENTERINGS: dict[str, Callable[[Tensor, Tensor, float, ProcessGroup], Tensor]] = {
+    "softmax": centred_teacher_distribution,
+    "sinkhorn": balanced_teacher_distribution,
+}
+
+
+def koleo_loss(features: Tensor) -> Tensor:
+    """``L_KoLeo = -1/n sum_i log(rho_i + eps)``, ``rho_i = min_{j != i} ||x_i - x_j||`` over L2-normalised rows
+    (Oquab et al., 2023, DINOv2, Sec. 4, after Sablayrolles et al., 2019): the Kozachenko-Leonenko entropy estimate,
+    which spreads the features of a batch.
+
+    Args:
+        features: (n, F) features (DINOv2: the student backbone's class tokens of one global crop), n >= 2.
+
+    Returns:
+        0-d float32 loss.
+    """
+    if features.shape[0] < 2:
+        raise ValueError(f"the KoLeo term needs two rows at least, got {features.shape[0]}")
+    x = F.normalize(features.float(), dim=1, eps=KOLEO_EPS)
+    distances = torch.cdist(x, x) + torch.diag(torch.full((x.shape[0],), float("inf"), device=x.device))
+    return -torch.log(distances.min(dim=1).values + KOLEO_EPS).mean()
 
 
 def dino_loss(student_logits: list[Tensor], teacher_probs: list[Tensor], student_temperature: float) -> Tensor:
@@ -112,4 +177,16 @@ def teacher_temperature(epoch: int, warmup_epochs: int, start: float, final: flo
     return start + (final - start) * (epoch - 1) / (warmup_epochs - 1)
 
 
-__all__ = ["dino_loss", "masked_token_loss", "next_center", "teacher_distribution", "teacher_temperature"]
+__all__ = [
+    "KOLEO_EPS",
+    "SINKHORN_CENTERING_ROUNDS",
+    "TEACHER_CENTERINGS",
+    "balanced_teacher_distribution",
+    "centred_teacher_distribution",
+    "dino_loss",
+    "koleo_loss",
+    "masked_token_loss",
+    "next_center",
+    "teacher_distribution",
+    "teacher_temperature",
+]

@@ -1,6 +1,7 @@
-"""Which patch tokens of an image a masked method hides: MAE's random masking (He et al., 2022) and BEiT's block-wise
-masking as iBOT draws it (Bao et al., 2022; Zhou et al., 2022). A mask is a (B, N) bool tensor over the N patch
-tokens of each image (row-major on their grid), True where the token is hidden."""
+"""Which patch tokens of an image a masked method hides: MAE's random masking (He et al., 2022), BEiT's block-wise
+masking as iBOT draws it (Bao et al., 2022; Zhou et al., 2022), and I-JEPA's multi-block context and targets (Assran
+et al., 2023). A mask is a (B, N) bool tensor over the N patch tokens of each image (row-major on their grid), True
+where the token is hidden, or the indices of the tokens a block holds."""
 
 from __future__ import annotations
 
@@ -126,4 +127,107 @@ def block_masks(
     return masks
 
 
-__all__ = ["BLOCK_TRIES", "TokenMask", "block_masks", "block_token_mask", "keep_tokens", "random_token_mask"]
+class MultiBlockMasks(NamedTuple):
+    """I-JEPA's masks of a batch, as token indices (row-major on the patch grid).
+
+    Attributes:
+        context: (B, K_c) the tokens the context encoder sees, each image's truncated to the batch's fewest.
+        targets: (M, B, K_t) the tokens of each of the M target blocks, truncated likewise.
+    """
+
+    context: Tensor
+    targets: Tensor
+
+
+#: Failed draws of a context block before one more target block is allowed to overlap it (I-JEPA's timeout).
+CONTEXT_TRIES = 20
+
+
+def block_shape(
+    rows: int, cols: int, u: float, scale: tuple[float, float], aspect: tuple[float, float]
+) -> tuple[int, int]:
+    """I-JEPA's block (height, width) for the draw ``u`` in [0, 1) (Assran et al., 2023, Sec. 3; the authors'
+    ``_sample_block_size``): one draw sets both the share of the grid, ``scale[0] + u (scale[1] - scale[0])``, and
+    the aspect ratio (height over width), ``aspect[0] + u (aspect[1] - aspect[0])``; the height and width round
+    ``sqrt(area x ratio)`` and ``sqrt(area / ratio)``, each kept below the grid's side.
+
+    Example:
+        >>> block_shape(14, 14, 0.0, (0.15, 0.2), (0.75, 1.5))
+        (5, 6)
+    """
+    area = int(rows * cols * (scale[0] + u * (scale[1] - scale[0])))
+    ratio = aspect[0] + u * (aspect[1] - aspect[0])
+    h, w = round(math.sqrt(area * ratio)), round(math.sqrt(area / ratio))
+    return min(h, rows - 1), min(w, cols - 1)
+
+
+def _place_block(rows: int, cols: int, size: tuple[int, int], allowed: list[Tensor], min_keep: int) -> Tensor:
+    """(rows, cols) bool: a block of ``size`` placed uniformly (its top-left corner in [0, side - size)), cut to the
+    ``allowed`` regions; redrawn until it keeps more than ``min_keep`` tokens, each ``CONTEXT_TRIES`` failures
+    dropping the last region from ``allowed`` (I-JEPA's ``_sample_block_mask``)."""
+    h, w = size
+    regions = list(allowed)
+    failures = 0
+    while True:
+        top = int(torch.randint(0, max(rows - h, 1), ()))
+        left = int(torch.randint(0, max(cols - w, 1), ()))
+        block = torch.zeros(rows, cols, dtype=torch.bool)
+        block[top : top + h, left : left + w] = True
+        for region in regions:
+            block &= region
+        if int(block.sum()) > min_keep:
+            return block
+        failures += 1
+        if failures == CONTEXT_TRIES:
+            if not regions:
+                raise ValueError(f"a {h} x {w} block never keeps more than {min_keep} tokens; lower min_keep")
+            regions, failures = regions[:-1], 0
+
+
+def multi_block_masks(
+    batch: int, rows: int, cols: int, targets: int, target_scale: tuple[float, float],
+    target_aspect: tuple[float, float], context_scale: tuple[float, float], min_keep: int,
+) -> MultiBlockMasks:  # fmt: skip
+    """I-JEPA's multi-block masking (Assran et al., 2023, Sec. 3 and Fig. 4; the authors' ``MaskCollator``): per batch,
+    one target block shape (:func:`block_shape` of a uniform draw, ``target_scale``, ``target_aspect``) and one
+    square context block shape (``context_scale``); per image, ``targets`` target blocks placed at random, and a context block placed at
+    random with every target block's tokens removed (a target block's removal is given up, last first, when no
+    placement keeps more than ``min_keep`` tokens); each image's index lists are then cut to the batch's shortest.
+    Draws from torch's global generator.
+
+    Example:
+        >>> masks = multi_block_masks(2, 8, 8, 4, (0.15, 0.2), (0.75, 1.5), (0.85, 1.0), 4)
+        >>> masks.targets.shape[:2], masks.context.shape[0]
+        (torch.Size([4, 2]), 2)
+    """
+    target_size = block_shape(rows, cols, float(torch.rand(())), target_scale, target_aspect)
+    context_size = block_shape(rows, cols, float(torch.rand(())), context_scale, (1.0, 1.0))
+    if target_size[0] * target_size[1] <= min_keep or context_size[0] * context_size[1] <= min_keep:
+        raise ValueError(f"on a {rows} x {cols} patch grid the blocks ({target_size[0]} x {target_size[1]} targets, "
+                         f"{context_size[0]} x {context_size[1]} context) keep no more than min_keep = {min_keep} "
+                         "tokens; lower min_keep or use smaller patches")  # fmt: skip
+    target_lists: list[list[Tensor]] = []
+    context_lists: list[Tensor] = []
+    for _ in range(batch):
+        blocks = [_place_block(rows, cols, target_size, [], min_keep) for _ in range(targets)]
+        target_lists.append([block.flatten().nonzero().flatten() for block in blocks])
+        context = _place_block(rows, cols, context_size, [~block for block in blocks], min_keep)
+        context_lists.append(context.flatten().nonzero().flatten())
+    k_t = min(len(index) for indices in target_lists for index in indices)
+    k_c = min(len(index) for index in context_lists)
+    stacked = torch.stack([torch.stack([index[:k_t] for index in indices]) for indices in target_lists])
+    return MultiBlockMasks(torch.stack([index[:k_c] for index in context_lists]), stacked.transpose(0, 1))
+
+
+__all__ = [
+    "BLOCK_TRIES",
+    "CONTEXT_TRIES",
+    "MultiBlockMasks",
+    "block_shape",
+    "multi_block_masks",
+    "TokenMask",
+    "block_masks",
+    "block_token_mask",
+    "keep_tokens",
+    "random_token_mask",
+]

@@ -19,7 +19,7 @@ from torch import nn
 from invprop.config import Config, LearningRatePlan, OptimizerSettings, learning_rate_plan, optimizer_options
 from invprop.engine.optimizer import FIXED_LR, LR_SCALE, parameter_groups
 from invprop.methods import MAIN, Method, Stage
-from invprop.optimizers import OPTIMIZERS
+from invprop.optimizers import GRADIENT_CLIPS, OPTIMIZERS
 from invprop.schedules import cosine_between, lr_factor
 
 
@@ -91,26 +91,18 @@ class RunOptimizer:
             group["weight_decay"] = base * decay
 
     def clip_gradients(self) -> None:
-        """With ``clip_grad``: each parameter tensor's gradient rescaled to norm ``clip_grad`` at most, tensor by
-        tensor (Caron et al., 2021, DINO, the authors' ``utils.clip_gradients``: not the global norm)."""
+        """With ``clip_grad``: the gradients limited to that norm, tensor by tensor or together
+        (``optim.clip_scope``, :data:`invprop.optimizers.GRADIENT_CLIPS`)."""
         limit = self.settings.clip_grad
         if not limit:
             return
-        for group in self.optimizer.param_groups:
-            for param in group["params"]:
-                if param.grad is not None:
-                    clip_tensor_gradient_(param.grad, limit)
+        grads = [p.grad for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
+        GRADIENT_CLIPS.get(self.settings.clip_scope)(grads, limit)
 
     @property
     def lr(self) -> float:
         """The largest learning rate of its groups now."""
         return max(group["lr"] for group in self.optimizer.param_groups)
-
-
-@torch.no_grad()
-def clip_tensor_gradient_(grad: torch.Tensor, limit: float) -> None:
-    """``g <- g min(1, limit / (||g|| + 1e-6))`` in place (DINO's ``clip_gradients``, per tensor)."""
-    grad.mul_((limit / (grad.norm() + 1e-6)).clamp(max=1.0))
 
 
 def stage_plan(cfg: Config) -> StagePlan:
@@ -160,7 +152,6 @@ def load_part_states(optimizers: dict[str, RunOptimizer], states: dict[str, Any]
 __all__ = [
     "RunOptimizer",
     "StagePlan",
-    "clip_tensor_gradient_",
     "load_part_states",
     "part_states",
     "run_optimizers",

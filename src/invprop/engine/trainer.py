@@ -37,6 +37,7 @@ from invprop.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_che
 from invprop.engine.device import autocast, autocast_dtype, resolve_device
 from invprop.engine.estimate import RunEstimate
 from invprop.engine.history import History
+from invprop.engine.initial_weights import ENCODER, initial_weights, load_matching, log_loaded, own_state
 from invprop.engine.monitor import extract, knn_monitor, rank_monitor, raw_pixel_baseline, warn_if_collapsed
 from invprop.engine.optimizer import gathered_state_dict, load_split_state_dict
 from invprop.engine.process_group import (
@@ -136,6 +137,9 @@ class Trainer:
         encoder: Encoder = encoder_from(
             cfg.model, self.data.in_channels, self.data.image_size, (self.data.mean, self.data.std)
         ).to(self.device)
+        source = initial_weights(cfg.model.init_from) if cfg.model.init_from else None
+        encoder_loaded = load_matching(encoder, source.state, ENCODER) if source is not None else None
+        self.spec.freeze_unused(encoder)
         if context.enabled and cfg.distributed.sync_bn:
             encoder = nn.SyncBatchNorm.convert_sync_batchnorm(encoder)
         if cfg.channels_last and self.device.type == "cuda":
@@ -156,6 +160,9 @@ class Trainer:
             labels=labels.to(self.device) if bool((labels >= 0).any()) else None,
             features=self._training_embeddings, forward=self._data_parallel(encoder),
         ).to(self.device)  # fmt: skip
+        if source is not None and encoder_loaded is not None:
+            own = own_state(source, cfg.method, cfg.data.name)
+            log_loaded(source, encoder_loaded, load_matching(self.method, own, skip=ENCODER))
         #: The run's optimisers by name: the main one, and one per part of the method.
         self.optimizers = run_optimizers(cfg, self.method, self.stages, self._fixed_lr_modules())
         self.optimizer = self.optimizers[MAIN].optimizer

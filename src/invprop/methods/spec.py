@@ -217,6 +217,8 @@ class MethodSpec(Generic[S]):
         preflight: checks of the environment before any work, given the method's settings (e.g. an optional
             package the settings need).
         multi_crop: the method takes multi-crop small crops (``data.small_crops``).
+        trains_head: the method trains ``model.head``; False: the head takes no part, and :meth:`freeze_unused`
+            freezes it before any data-parallel wrapper (which would otherwise wait for its gradients).
         colour_only: the method needs three-channel images.
         colour_split: the method takes an encoder of one backbone per channel group (``model.colour_split``); the
             others refuse one.
@@ -252,6 +254,7 @@ class MethodSpec(Generic[S]):
     accumulation_note: str = ""
     preflight: Callable[[S], None] | None = None
     multi_crop: bool = False
+    trains_head: bool = True
     colour_only: bool = False
     colour_split: bool = False
     parts: tuple[Part, ...] = ()
@@ -297,6 +300,13 @@ class MethodSpec(Generic[S]):
         self.check_torchrun(context.distributed)
         self.check_encoder(encoder)
         return self.build(self.own(sections), encoder, context)
+
+    def freeze_unused(self, encoder: nn.Module) -> None:
+        """Freeze what of ``encoder`` the method does not train (its head, unless :attr:`trains_head`); called
+        before the encoder is wrapped for data-parallel training."""
+        head = getattr(encoder, "head", None)
+        if not self.trains_head and isinstance(head, nn.Module):
+            head.requires_grad_(False)
 
     def check_encoder(self, encoder: nn.Module) -> None:
         """A one-line error when ``encoder`` has one backbone per channel group and the method does not take one."""

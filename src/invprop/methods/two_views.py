@@ -9,7 +9,7 @@ statistics over the 2B images, as single-process implementations do).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Callable
 
 from torch import Tensor
 
@@ -36,24 +36,32 @@ def halves(x: Tensor) -> tuple[Tensor, Tensor]:
     return x[:n], x[n:]
 
 
-def momentum_schedule(key: str, base: float, final: float, context: BuildContext) -> "MomentumSchedule":
-    """The cosine momentum schedule of a momentum encoder (BYOL's, Grill et al., 2020, Sec. 3.2) over the run's steps;
-    a one-line error when it changes over the run and the context does not say how many steps the run has."""
+#: A momentum curve: ``curve(base, step, total_steps, final)``.
+MomentumCurve = Callable[[float, int, int, float], float]
+
+
+def momentum_schedule(
+    key: str, base: float, final: float, context: BuildContext, curve: MomentumCurve = cosine_momentum
+) -> "MomentumSchedule":
+    """The momentum schedule of a momentum encoder over the run's steps -- BYOL's cosine (Grill et al., 2020, Sec.
+    3.2) unless ``curve`` says otherwise (e.g. :func:`invprop.core.momentum.linear_momentum`); a one-line error when
+    it changes over the run and the context does not say how many steps the run has."""
     if base != final and context.total_steps is None:
         raise ConfigError(f"{key} rises from {base} to {final} over the run's steps: give the number of optimiser "
                           "steps (BuildContext.total_steps; create_method(..., total_steps=N))")  # fmt: skip
-    return MomentumSchedule(base, final, context.total_steps or 1)
+    return MomentumSchedule(base, final, context.total_steps or 1, curve)
 
 
 class MomentumSchedule:
-    """``momentum(step)``: from ``base`` at step 0 to ``final`` at step ``total_steps`` on a cosine (a function of the
-    optimiser step the batch carries, so it needs no state of its own and no device sync)."""
+    """``momentum(step)``: from ``base`` at step 0 to ``final`` at step ``total_steps`` along ``curve`` (a function of
+    the optimiser step the batch carries, so it needs no state of its own and no device sync)."""
 
-    def __init__(self, base: float, final: float, total_steps: int) -> None:
+    def __init__(self, base: float, final: float, total_steps: int, curve: MomentumCurve = cosine_momentum) -> None:
         self.base, self.final, self.total_steps = base, final, max(int(total_steps), 1)
+        self.curve = curve
 
     def __call__(self, step: int) -> float:
-        return cosine_momentum(self.base, step, self.total_steps, self.final)
+        return self.curve(self.base, step, self.total_steps, self.final)
 
 
 class TwoViewMethod(Method):

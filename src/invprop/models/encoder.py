@@ -30,10 +30,12 @@ class EncodedMaps:
 @dataclass(frozen=True)
 class EncodedTokens:
     """One pass of an :class:`Encoder` over a ViT's tokens: ``embedding`` (B, D), the head on the pooled feature,
-    and ``patches`` (B, N, D), the head on each patch token (one head pass over both, as iBOT's head)."""
+    ``patches`` (B, N, D), the head on each patch token (one head pass over both, as iBOT's head), and ``features``
+    (B, F), the pooled feature itself; asked without the head, the backbone's pooled feature and patch tokens."""
 
     embedding: Tensor
     patches: Tensor
+    features: Tensor
 
 
 class Encoder(nn.Module):
@@ -63,9 +65,11 @@ class Encoder(nn.Module):
                 raise ConfigError(f"the backbone {type(self.backbone).__name__} has no patch tokens; a method that "
                                   "reads them needs a timm Vision Transformer (model.backbone=timm:vit_*)")  # fmt: skip
             found = forward_tokens(x, tokens)
+            if not tokens.head:
+                return EncodedTokens(found.pooled, found.patches, found.pooled)
             b, n, width = found.patches.shape
             out = self.head(torch.cat([found.pooled, found.patches.reshape(b * n, width)]))
-            return EncodedTokens(out[:b], out[b:].reshape(b, n, -1))
+            return EncodedTokens(out[:b], out[b:].reshape(b, n, -1), found.pooled)
         if maps == 0:
             return self.head(self.backbone(x))
         found = feature_maps(self.backbone, x, maps)
@@ -156,6 +160,16 @@ class ModelSettings:
         False, "timm ViTs: the patch projection keeps its random initialisation, no gradient (MoCo v3's remedy for "
         "unstable ViT training)",
     )  # fmt: skip
+    class_token: bool | None = setting(
+        None, "timm ViTs: false builds the ViT without a class token, its feature the mean of its patch tokens after "
+        "the final norm (I-JEPA's ViT); null: the model's own",
+    )  # fmt: skip
+    init_from: str | None = setting(
+        None, "continued pretraining: start from an earlier invprop run's weights (its folder or last.pt) -- the "
+        "encoder's where names and shapes match, and the method's own state (teacher, prototypes, centres) when that "
+        "run trained the same method on the same dataset; the optimiser and schedule start anew, and the log says what "
+        "was loaded and what is new (timm's pretrained weights: model.pretrained)",
+    )  # fmt: skip
     colour_split: str | None = setting(
         None, "colour images: convert to a colour space and give each channel group its own backbone and head, "
         "features and embeddings side by side (CMC's L and ab: lab); null = one backbone on the image",
@@ -165,13 +179,19 @@ class ModelSettings:
     @property
     def timm_options(self) -> TimmOptions:
         return TimmOptions(
-            self.pretrained, self.pretrained_file, self.global_pool, self.patch_size, self.freeze_patch_embed
+            self.pretrained,
+            self.pretrained_file,
+            self.global_pool,
+            self.patch_size,
+            self.freeze_patch_embed,
+            self.class_token,
         )
 
 
 #: The ``model`` keys that only timm backbones take, with their defaults.
 TIMM_ONLY_KEYS = {
     "pretrained": False, "pretrained_file": None, "global_pool": None, "patch_size": None, "freeze_patch_embed": False,
+    "class_token": None,
 }  # fmt: skip
 
 

@@ -116,6 +116,24 @@ def mlp3_gelu_head(in_dim: int, out_dim: int = 256, hidden_dim: int | None = Non
     return head
 
 
+@HEADS.register("mlp3_bn_gelu")
+def mlp3_bn_gelu_head(in_dim: int, out_dim: int = 256, hidden_dim: int | None = None) -> nn.Module:
+    """MSN's projection (Assran et al., 2022, the authors' ``deit.py`` ``fc`` with ``use_bn``): (Linear -> BatchNorm
+    -> GELU) x 2 -> Linear, ``in -> hidden -> hidden -> out`` (2048, 2048, 256), weights from a truncated normal of
+    std 0.02, biases 0; hidden width defaults to ``in_dim``."""
+    hidden = hidden_dim or in_dim
+    head = nn.Sequential(
+        nn.Linear(in_dim, hidden), nn.BatchNorm1d(hidden), nn.GELU(),
+        nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden), nn.GELU(),
+        nn.Linear(hidden, out_dim),
+    )  # fmt: skip
+    for layer in head:
+        if isinstance(layer, nn.Linear):
+            nn.init.trunc_normal_(layer.weight, std=DINO_INIT_STD)
+            nn.init.zeros_(layer.bias)
+    return head
+
+
 def predictor(dim: int, hidden_dim: int, out_dim: int | None = None) -> nn.Module:
     """The predictor of BYOL, SimSiam and NNCLR: Linear -> BatchNorm -> ReLU -> Linear, ``dim -> hidden -> out``
     (BYOL: 256 -> 4096 -> 256; SimSiam: 2048 -> 512 -> 2048, a bottleneck; NNCLR: 256 -> 4096 -> 256)."""

@@ -86,6 +86,8 @@ class TimmOptions:
         patch_size: the patch side of a patch-based model; None keeps the model's own.
         freeze_patch_embed: a ViT's patch projection takes no gradient and keeps its initialisation (MoCo v3's
             random patch projection, Chen, Xie & He, 2021: the authors' ``--stop-grad-conv1``).
+        class_token: False builds a ViT without a class token, its feature the mean of its patch tokens after the
+            final norm (I-JEPA's ViT, Assran et al., 2023); None keeps the model's own.
     """
 
     pretrained: bool = False
@@ -93,6 +95,7 @@ class TimmOptions:
     global_pool: str | None = None
     patch_size: int | None = None
     freeze_patch_embed: bool = False
+    class_token: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,12 @@ def creation_kwargs(name: str, in_channels: int, image_size: int | None, options
     kwargs: dict[str, Any] = {"num_classes": 0, "in_chans": in_channels}
     if options.global_pool is not None:
         kwargs["global_pool"] = options.global_pool
+    if options.class_token is False:
+        if options.global_pool not in (None, "avg"):
+            raise ConfigError(f"model.class_token=false leaves {name} no class token to pool: set model.global_pool to "
+                              "avg or null")  # fmt: skip
+        # No class token; the final norm on every token, then their mean (timm's fc_norm off).
+        kwargs.update(class_token=False, global_pool="avg", fc_norm=False)
     patch = _native_patch(timm, arch)
     if patch is None:
         if options.patch_size is not None:

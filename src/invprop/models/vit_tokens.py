@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from invprop.core.token_masks import keep_tokens
 from invprop.errors import ConfigError
 
 
@@ -23,10 +24,14 @@ class EmbeddedPatches(NamedTuple):
 
 class MaskedPatches(NamedTuple):
     """What an encoder's token pass hides: ``hidden`` (B, N) bool, True where a patch's embedding is replaced by
-    ``token`` (D,), the mask token; ``hidden`` None hides nothing."""
+    ``token`` (D,), the mask token (iBOT); ``keep`` (B, K), the indices of the only patch tokens that go through the
+    blocks, the rest dropped after the position embeddings (MSN's patch dropping, I-JEPA's context); None: nothing
+    hidden, nothing dropped. ``head`` False: the encoder gives the backbone's tokens, its head unused (I-JEPA)."""
 
     hidden: Tensor | None = None
     token: Tensor | None = None
+    keep: Tensor | None = None
+    head: bool = True
 
 
 class TokenFeatures(NamedTuple):
@@ -68,9 +73,10 @@ def vision_transformer(encoder: nn.Module, method: str) -> Any:
 
 
 def token_features(net: Any, images: Tensor, masked: MaskedPatches = MaskedPatches()) -> TokenFeatures:
-    """``net``'s pass over every token of ``images`` (timm's ``forward_features`` and ``forward_head``), the
+    """``net``'s pass over the tokens of ``images`` (timm's ``forward_features`` and ``forward_head``): the
     embeddings of the patches ``masked.hidden`` replaced by ``masked.token`` before the position embeddings are
-    added (iBOT's masked view)."""
+    added (iBOT's masked view), and only the patch tokens ``masked.keep`` kept after them (MSN's); ``patches`` holds
+    the tokens that went through the blocks, in ``keep``'s order."""
     patches = net.patch_embed(images)
     if masked.hidden is not None:
         if masked.token is None:
@@ -80,8 +86,12 @@ def token_features(net: Any, images: Tensor, masked: MaskedPatches = MaskedPatch
             raise ValueError(f"a mask of shape {tuple(masked.hidden.shape)} for {tuple(patches.shape[:-1])} patches")
         hidden = masked.hidden.reshape(*patches.shape[:-1], 1)
         patches = torch.where(hidden, masked.token.to(patches.dtype), patches)
-    tokens = encode_tokens(net, net.patch_drop(net._pos_embed(patches)))
-    return TokenFeatures(net.forward_head(tokens, pre_logits=True), tokens[:, int(net.num_prefix_tokens) :])
+    tokens = net._pos_embed(patches)
+    prefix = int(net.num_prefix_tokens)
+    if masked.keep is not None:
+        tokens = torch.cat([tokens[:, :prefix], keep_tokens(tokens[:, prefix:], masked.keep)], dim=1)
+    tokens = encode_tokens(net, net.patch_drop(tokens))
+    return TokenFeatures(net.forward_head(tokens, pre_logits=True), tokens[:, prefix:])
 
 
 def embed_patches(net: Any, images: Tensor) -> EmbeddedPatches:

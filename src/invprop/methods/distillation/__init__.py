@@ -1,5 +1,5 @@
 """Self-distillation without negatives: a predictor regresses a target network's (or stop-gradient) output."""
 
-from invprop.methods.distillation import byol, dino, directpred, ibot, simsiam
+from invprop.methods.distillation import byol, dino, directpred, ibot, ijepa, msn, simsiam
 
-__all__ = ["byol", "dino", "directpred", "ibot", "simsiam"]
+__all__ = ["byol", "dino", "directpred", "ibot", "ijepa", "msn", "simsiam"]

@@ -12,6 +12,11 @@ steps, and the centre moves towards the step's mean teacher output
 (:func:`invprop.core.self_distillation.next_center`). The teacher's temperature warms up linearly per epoch; the
 last layer takes no gradient during the first ``dino.freeze_last_layer_epochs`` epochs.
 
+DINOv2's additions (Oquab et al., 2023) are options: ``dino.centering=sinkhorn`` balances the teacher's outputs by
+Sinkhorn-Knopp instead of centring them (:func:`invprop.core.self_distillation.balanced_teacher_distribution`), and
+``dino.koleo_weight`` (DINOv2: 0.1) adds the KoLeo term on the student backbone's features of each full-size view
+(:func:`invprop.core.self_distillation.koleo_loss`).
+
 The default recipe is the authors' ResNet-50 command (SGD 0.03 x B/256, weight decay 1e-4, each gradient tensor
 clipped to 3.0); their ViT-S/16 recipe is ``optim.optimizer=adamw optim.lr=0.0005 optim.weight_decay=0.04
 optim.final_weight_decay=0.4 optim.final_lr=0.002 data.small_crop_scale=[0.05,0.4]`` (the weight-decay schedule and
@@ -33,8 +38,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from invprop.core.momentum import ema_update_, frozen_copy
-from invprop.core.self_distillation import dino_loss, next_center, teacher_distribution, teacher_temperature
-from invprop.distributed.collectives import all_reduce_sum, world_size
+from invprop.core.self_distillation import TEACHER_CENTERINGS, dino_loss, koleo_loss, next_center, teacher_temperature
+from invprop.distributed.collectives import LOCAL, all_reduce_sum, world_size
 from invprop.methods.citations import DIGITS_WIDTH, SOLO
 from invprop.methods.method import Batch, BuildContext, Method, StepOutput
 from invprop.methods.recipes import paper_sgd, solo_lars
@@ -64,6 +69,14 @@ class DINOSettings:
     final_momentum: float = setting(1.0, "the teacher's momentum at the last step (cosine schedule)", bounds=FRACTION)
     freeze_last_layer_epochs: int = setting(1, "epochs at the start during which the last layer takes no gradient",
                                             bounds=NON_NEGATIVE)  # fmt: skip
+    centering: str = setting(
+        "softmax", "how the teacher's outputs become targets: softmax (DINO's, of the centred outputs) or sinkhorn "
+        "(DINOv2's Sinkhorn-Knopp balance over every process's batch)", choices=TEACHER_CENTERINGS,
+    )  # fmt: skip
+    koleo_weight: float = setting(
+        0.0, "the weight of DINOv2's KoLeo term on the student backbone's features of each full-size view (DINOv2: "
+        "0.1; 0: off)", bounds=NON_NEGATIVE,
+    )  # fmt: skip
 
 
 class DINOUpdate(NamedTuple):
@@ -133,6 +146,8 @@ SPEC = MethodSpec(
             "dino.base_momentum": Reference(0.996, f"{_CODE} (momentum_teacher)"),
             "dino.final_momentum": Reference(1.0, f"{_CODE} (cosine to 1)"),
             "dino.freeze_last_layer_epochs": Reference(1, f"{_CODE} (freeze_last_layer)"),
+            "dino.centering": Reference("softmax", f"{_CODE} (DINOLoss; DINOv2's ViT-L/g configs: sinkhorn_knopp)"),
+            "dino.koleo_weight": Reference(0.0, f"{_CODE} (no KoLeo term; DINOv2's koleo_loss_weight: 0.1)"),
             "model.hidden_dim": Reference(2048, f"{_CARON}, the authors' DINOHead (hidden_dim)"),
             "model.embedding_dim": Reference(256, f"{_CARON}, the authors' DINOHead (bottleneck_dim)"),
             "data.small_crops": Reference(8, f"{_CODE} (local_crops_number)"),
@@ -162,9 +177,9 @@ SPEC = MethodSpec(
         },
     },
     headline=("dino.prototypes", "dino.teacher_temperature", "data.small_crops"),
-    terms=("loss_dino", "teacher_entropy", "teacher_temperature", "momentum"),
+    terms=("loss_dino", "loss_koleo", "teacher_entropy", "teacher_temperature", "momentum"),
     curves=(
-        Curve("DINO's cross-entropy", ("loss_dino",)),
+        Curve("DINO's cross-entropy and the KoLeo term's share of the loss (0: off)", ("loss_dino", "loss_koleo")),
         Curve(
             "entropy of the teacher's distribution (collapse to one output: 0; to uniform: log K)",
             ("teacher_entropy",),
@@ -212,23 +227,35 @@ class DINO(Method):
         o, b = self.options, batch.size
         images = self.views_of(batch)
         frozen = batch.epoch <= o.freeze_last_layer_epochs
+        koleo: Tensor | float = 0.0  # the KoLeo term's share of the loss: 0 when off
+        if o.koleo_weight:
+            first = self.encode_maps(batch.groups[0], 1)
+            embeddings = [first.embedding, *(self.encode(group) for group in batch.groups[1:])]
+            koleo = o.koleo_weight * torch.stack([koleo_loss(view) for view in first.maps.pooled.split(b)]).sum()
+        else:
+            embeddings = [self.encode(group) for group in batch.groups]
         student = [
             view
-            for group in batch.groups
-            for view in self.last_layer(F.normalize(self.encode(group).float(), dim=1), detached=frozen).split(b)
+            for embedding in embeddings
+            for view in self.last_layer(F.normalize(embedding.float(), dim=1), detached=frozen).split(b)
         ]
         with torch.no_grad():
             teacher = self.teacher_last_layer(F.normalize(self.teacher(images).float(), dim=1))
         tau = teacher_temperature(batch.epoch, o.warmup_teacher_temperature_epochs,
                                   o.warmup_teacher_temperature, o.teacher_temperature)  # fmt: skip
-        probs = [teacher_distribution(view, self.center, tau) for view in teacher.split(b)]
+        targets = TEACHER_CENTERINGS[o.centering](teacher, self.center, tau, None if self.distributed else LOCAL)
+        probs = list(targets.split(b))
         loss = dino_loss(student, probs, o.student_temperature)
         entropy = torch.stack([-(p * p.clamp_min(1e-30).log()).sum(dim=1).mean() for p in probs]).mean()
         rows = teacher.shape[0] * (world_size() if self.distributed else 1)
         total = all_reduce_sum(teacher.sum(dim=0)) if self.distributed else teacher.sum(dim=0)
         momentum = self.momentum(batch.step)
-        terms: dict[str, Tensor | float] = {"loss_dino": loss.detach(), "teacher_entropy": entropy, "teacher_temperature": tau,
-                 "momentum": momentum}  # fmt: skip
+        terms: dict[str, Tensor | float] = {
+            "loss_dino": loss.detach(), "loss_koleo": koleo.detach() if isinstance(koleo, Tensor) else koleo,
+            "teacher_entropy": entropy, "teacher_temperature": tau, "momentum": momentum,
+        }  # fmt: skip
+        if isinstance(koleo, Tensor):
+            loss = loss + koleo
         return StepOutput(loss, terms, DINOUpdate(momentum, total / rows, rows))
 
     @torch.no_grad()

@@ -11,6 +11,10 @@ running means of their own and sharpened by temperatures of their own. The teach
 backbone, the head and the last layers, sees the whole full-size views; the student sees the masked ones and every
 multi-crop small crop (``data.small_crops``, not masked). The backbone is a timm ViT.
 
+DINOv2's additions (Oquab et al., 2023) are options: ``ibot.centering=sinkhorn`` balances the teacher's class-token
+outputs, and its outputs on the hidden patch tokens, by Sinkhorn-Knopp instead of centring them; ``ibot.koleo_weight``
+(DINOv2: 0.1) adds the KoLeo term on the student backbone's class tokens of each masked full-size view.
+
 The default recipe is the authors' ViT-S/16 command (AdamW 5e-4 x B/256, weight decay 0.04 to 0.4 on a cosine,
 10 warm-up epochs, cosine to 1e-6, each gradient tensor clipped to 3); no CIFAR recipe is published, and CIFAR and
 digits take it too.
@@ -31,14 +35,15 @@ from torch import Tensor, nn
 
 from invprop.core.momentum import ema_update_, frozen_copy
 from invprop.core.self_distillation import (
+    TEACHER_CENTERINGS,
     dino_loss,
+    koleo_loss,
     masked_token_loss,
     next_center,
-    teacher_distribution,
     teacher_temperature,
 )
 from invprop.core.token_masks import block_masks
-from invprop.distributed.collectives import all_reduce_sum, world_size
+from invprop.distributed.collectives import LOCAL, all_reduce_sum, world_size
 from invprop.errors import ConfigError
 from invprop.methods.citations import SOLO
 from invprop.methods.method import Batch, BuildContext, Method, StepOutput
@@ -93,6 +98,15 @@ class IBOTSettings:
                                       bounds=FRACTION)  # fmt: skip
     mask_ratio_min: float = setting(0.1, "the least share of a masked view's patches hidden", bounds=UNIT_INTERVAL)
     mask_ratio_max: float = setting(0.5, "the largest share of a masked view's patches hidden", bounds=UNIT_INTERVAL)
+    centering: str = setting(
+        "softmax", "how the teacher's outputs become targets: softmax (iBOT's, of the centred outputs) or sinkhorn "
+        "(DINOv2's Sinkhorn-Knopp balance, of the class tokens and of the hidden patch tokens, over every process's "
+        "batch)", choices=TEACHER_CENTERINGS,
+    )  # fmt: skip
+    koleo_weight: float = setting(
+        0.0, "the weight of DINOv2's KoLeo term on the student backbone's class tokens of each full-size view "
+        "(DINOv2: 0.1; 0: off)", bounds=NON_NEGATIVE,
+    )  # fmt: skip
     mask_aspect_min: float = setting(0.3, "the least aspect ratio of a masked block (the largest: its inverse)",
                                      bounds=POSITIVE)  # fmt: skip
 
@@ -198,6 +212,8 @@ SPEC = MethodSpec(
             "ibot.mask_probability": Reference(0.5, f"{_README} (--pred_ratio 0 0.3: ratio 0 or not, at random)"),
             "ibot.mask_ratio_min": Reference(0.1, f"{_README} (--pred_ratio 0 0.3 --pred_ratio_var 0 0.2)"),
             "ibot.mask_ratio_max": Reference(0.5, f"{_README} (--pred_ratio 0 0.3 --pred_ratio_var 0 0.2)"),
+            "ibot.centering": Reference("softmax", f"{_CODE} (iBOTLoss; DINOv2's ViT-L/g configs: sinkhorn_knopp)"),
+            "ibot.koleo_weight": Reference(0.0, f"{_CODE} (no KoLeo term; DINOv2's koleo_loss_weight: 0.1)"),
             "ibot.mask_aspect_min": Reference(0.3, f"{_CODE} (pred_aspect_ratio 0.3 to 1/0.3)"),
             "model.backbone": Reference("timm:vit_small_patch16_224", f"{_README} (--arch vit_small)"),
             "model.hidden_dim": Reference(2048, f"{_ZHOU}, the authors' iBOTHead (hidden_dim)"),
@@ -236,6 +252,7 @@ SPEC = MethodSpec(
     terms=(
         "loss_cls",
         "loss_mim",
+        "loss_koleo",
         "teacher_entropy",
         "patch_teacher_entropy",
         "masked_share",
@@ -243,7 +260,10 @@ SPEC = MethodSpec(
         "momentum",
     ),  # fmt: skip
     curves=(
-        Curve("iBOT's class-token and masked patch-token cross-entropies", ("loss_cls", "loss_mim")),
+        Curve(
+            "iBOT's class-token and masked patch-token cross-entropies, the KoLeo term's share of the loss (0: off)",
+            ("loss_cls", "loss_mim", "loss_koleo"),
+        ),
         Curve(
             "entropy of the teacher's distributions (collapse to one output: 0; to uniform: log K)",
             ("teacher_entropy", "patch_teacher_entropy"),
@@ -264,6 +284,12 @@ SPEC = MethodSpec(
 def _entropy(probs: Tensor) -> Tensor:
     """The mean entropy (nats) of the distributions along the last dimension."""
     return -(probs * probs.clamp_min(1e-30).log()).sum(dim=-1).mean()
+
+
+def _token_entropy(probs: Tensor, hidden: Tensor) -> Tensor:
+    """The mean entropy (nats) of the (B, N, K) distributions of the hidden tokens (NaN when none is hidden)."""
+    per_token = -(probs * probs.clamp_min(1e-30).log()).sum(dim=-1)
+    return (per_token * hidden).sum() / hidden.sum()
 
 
 @register_method("ibot", SPEC)
@@ -346,14 +372,21 @@ class IBOT(Method):
                                   o.warmup_teacher_temperature, o.teacher_temperature)  # fmt: skip
         tau_patch = teacher_temperature(batch.epoch, o.warmup_teacher_temperature_epochs,
                                         o.warmup_patch_teacher_temperature, o.patch_teacher_temperature)  # fmt: skip
-        probs = [teacher_distribution(view, self.center, tau) for view in teacher.split(b)]
-        patch_probs = teacher_distribution(teacher_patches, self.patch_center, tau_patch)
+        centre, processes = TEACHER_CENTERINGS[o.centering], None if self.distributed else LOCAL
+        probs = list(centre(teacher, self.center, tau, processes).split(b))
+        # The patch targets of the hidden tokens only: the loss reads no other, and a balance is over those.
+        patch_probs = torch.zeros_like(teacher_patches)
+        patch_probs[hidden] = centre(teacher_patches[hidden], self.patch_center, tau_patch, processes)
         loss_cls = dino_loss(student, probs, o.student_temperature)
         loss_mim = torch.stack([
             masked_token_loss(s, t, h, o.student_temperature)
             for s, t, h in zip(student_patches.split(b), patch_probs.split(b), hidden.split(b), strict=True)
         ]).mean()  # fmt: skip
         loss = o.cls_weight * loss_cls + o.mim_weight * loss_mim
+        koleo: Tensor | float = 0.0  # the KoLeo term's share of the loss: 0 when off
+        if o.koleo_weight:
+            koleo = o.koleo_weight * torch.stack([koleo_loss(view) for view in masked.features.split(b)]).sum()
+            loss = loss + koleo
         sums = torch.cat([teacher.sum(dim=0), teacher_patches.mean(dim=1).sum(dim=0)])
         if self.distributed:
             sums = all_reduce_sum(sums)
@@ -362,7 +395,8 @@ class IBOT(Method):
         terms: dict[str, Tensor | float] = {
             "loss_cls": loss_cls.detach(), "loss_mim": loss_mim.detach(),
             "teacher_entropy": torch.stack([_entropy(p) for p in probs]).mean(),
-            "patch_teacher_entropy": _entropy(patch_probs), "masked_share": hidden.float().mean(),
+            "loss_koleo": koleo.detach() if isinstance(koleo, Tensor) else koleo,
+            "patch_teacher_entropy": _token_entropy(patch_probs, hidden), "masked_share": hidden.float().mean(),
             "teacher_temperature": tau, "momentum": momentum,
         }  # fmt: skip
         means = sums / total_rows
