@@ -179,3 +179,17 @@ def test_the_scores_are_float32_under_bfloat16_autocast() -> None:
         scores = method.last_layer(torch.randn(4, D))
         out = method.training_step(Batch(torch.arange(4), (torch.randn(8, 1, 4, 4),), epoch=3))
     assert scores.dtype == torch.float32 and out.update.mean.dtype == torch.float32
+
+
+@pytest.mark.parametrize(
+    ("option", "why"), [({"centering": "sinkhorn"}, "balances"), ({"koleo_weight": 0.1}, "nearest")]
+)
+def test_dinov2s_options_refuse_gradient_accumulation_in_one_line(tmp_path, option: dict, why: str) -> None:
+    from invprop.config import from_dict
+    from invprop.engine import Trainer
+    from invprop.errors import ConfigError
+
+    cfg = from_dict({"method": "dino", "dino": option, "optim": {"accumulate": 2}}, base=preset("digits", "dino"))
+    with pytest.raises(ConfigError, match=f"method dino does not accumulate gradients .*{why}") as error:
+        Trainer(cfg, tmp_path / "run", progress=False)
+    assert "\n" not in str(error.value)

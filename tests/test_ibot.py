@@ -113,11 +113,12 @@ def test_dinov2s_options_balance_the_class_and_hidden_patch_targets_and_add_kole
     assert torch.allclose(out.loss, cls + mim + 0.2 * koleo, atol=1e-5)
 
 
-def test_without_masks_the_patch_loss_is_zero_and_the_student_sees_the_teachers_input() -> None:
-    method = _ibot(mask_probability=0.0)
+@pytest.mark.parametrize("centering", ["softmax", "sinkhorn"])
+def test_without_masks_the_patch_loss_and_the_masked_share_are_zero(centering: str) -> None:
+    method = _ibot(mask_probability=0.0, centering=centering)  # (Sinkhorn over no hidden token: nothing to balance)
     out = method.training_step(Batch(torch.arange(4), (_images(),), epoch=3))
     assert float(out.terms["loss_mim"]) == 0.0 and float(out.terms["masked_share"]) == 0.0
-    assert float(out.terms["loss_cls"]) > 0
+    assert float(out.terms["loss_cls"]) > 0 and torch.isfinite(out.loss)
 
 
 def test_after_a_step_both_centres_move_to_the_teachers_mean_outputs_patch_tokens_averaged_per_image_first() -> None:

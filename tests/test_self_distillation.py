@@ -156,3 +156,17 @@ def test_the_balanced_teacher_is_dinov2s_sinkhorn_on_the_exponentiated_outputs()
     ours = balanced_teacher_distribution(logits, torch.zeros(k), tau)
     for i in range(b):
         assert ours[i].tolist() == pytest.approx([q[j][i] * b for j in range(k)], rel=1e-5)
+
+
+def test_the_koleo_term_keeps_near_duplicates_apart_in_a_batch_past_cdists_shortcut() -> None:
+    torch.manual_seed(6)
+    x = torch.randn(64, 8)
+    x[1] = x[0] + 1e-4 * torch.randn(8)  # a near-duplicate pair, 64 rows (cdist's matrix shortcut starts past 25)
+    x.requires_grad_(True)
+    loss = koleo_loss(x)
+    unit = torch.nn.functional.normalize(x.detach().double(), dim=1)
+    nearest = [min(float((unit[i] - unit[j]).norm()) for j in range(64) if j != i) for i in range(64)]
+    assert nearest[0] > 0
+    assert float(loss) == pytest.approx(-sum(math.log(d + 1e-8) for d in nearest) / 64, rel=1e-3)
+    loss.backward()
+    assert float(x.grad[0].norm()) > 1.0 and float(x.grad[1].norm()) > 1.0

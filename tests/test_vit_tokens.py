@@ -90,6 +90,21 @@ def test_a_pass_with_kept_tokens_runs_the_blocks_on_the_prefix_and_those_patches
     assert torch.allclose(out.embedding, encoder.head(net.forward_head(expected, pre_logits=True)), atol=1e-5)
 
 
+def test_without_the_patch_head_a_batchnorm_head_in_training_sees_one_row_per_image_as_a_plain_forward() -> None:
+    torch.manual_seed(0)
+    settings = ModelSettings(
+        backbone="timm:test_vit", patch_size=4, head="mlp3_bn_gelu", hidden_dim=12, embedding_dim=5
+    )
+    encoder = encoder_from(settings, 3, 16).train()
+    images = torch.randn(4, 3, 16, 16)
+    every = torch.arange(16).expand(4, 16)
+    out = encoder(images, tokens=MaskedPatches(keep=every, patch_head=False))
+    assert torch.allclose(out.embedding, encoder(images), atol=1e-5)  # the same batch statistics
+    assert out.patches.shape == (4, 16, encoder.backbone.feature_dim)  # the backbone's tokens, not mapped
+    joint = encoder(images, tokens=MaskedPatches(keep=every))  # with the patch head: other statistics
+    assert not torch.allclose(joint.embedding, out.embedding, atol=1e-3)
+
+
 def test_a_mask_without_its_token_or_of_the_wrong_size_is_refused() -> None:
     encoder = _vit()
     with pytest.raises(ValueError, match="needs the mask token"):

@@ -61,6 +61,8 @@ def sinkhorn_knopp(scores: Tensor, epsilon: float, iterations: int, group: Proce
     require("iterations", iterations, AT_LEAST_ONE)
     log_q = scores.float() / epsilon
     total = float(all_reduce_sum(torch.tensor(float(scores.shape[0]), device=scores.device), group))
+    if total == 0:  # no sample on any process (e.g. no hidden token to balance): nothing to assign
+        return torch.zeros_like(log_q)
     k = scores.shape[1]
     for _ in range(iterations):
         log_q = log_q - masked_logsumexp(log_q.T, group=group).unsqueeze(0) - math.log(k)

@@ -10,6 +10,19 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+#: The floor of a probability before its logarithm in an entropy (0 log 0 counts as 0).
+PROBABILITY_FLOOR = 1e-30
+
+
+def entropies(probs: Tensor, dim: int = -1) -> Tensor:
+    """``H(p) = -sum_k p_k log p_k`` (nats) of each distribution along ``dim``.
+
+    Example:
+        >>> round(float(entropies(torch.full((4,), 0.25))), 4)  # log 4
+        1.3863
+    """
+    return -(probs * probs.clamp_min(PROBABILITY_FLOOR).log()).sum(dim=dim)
+
 
 def label_agreement(labels: Tensor, anchors: Tensor, members: Tensor, mask: Tensor) -> Tensor:
     """Fraction of (anchor, member) pairs with known labels where the member shares the anchor's label.

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from invprop.core.clustering import sinkhorn_knopp
+from invprop.core.diagnostics import entropies
 from invprop.distributed.collectives import LOCAL, ProcessGroup
 
 
@@ -65,7 +66,7 @@ def mean_entropy_penalty(mean_probs: Tensor) -> Tensor:
     """``log K - H(p_bar)`` (Assran et al., 2022, Eq. 3, the mean-entropy maximisation "me-max"): 0 when the anchors'
     mean assignment ``p_bar`` (K,) uses every prototype equally, log K when it is one prototype."""
     p = mean_probs.float()
-    return math.log(p.shape[0]) + (p * p.clamp_min(1e-30).log()).sum()
+    return math.log(p.shape[0]) - entropies(p)
 
 
 __all__ = ["mean_entropy_penalty", "msn_cross_entropy", "msn_targets", "prototype_scores"]

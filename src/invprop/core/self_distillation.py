@@ -87,9 +87,13 @@ def koleo_loss(features: Tensor) -> Tensor:
         0-d float32 loss.
     """
     if features.shape[0] < 2:
-        raise ValueError(f"the KoLeo term needs two rows at least, got {features.shape[0]}")
+        raise ValueError(f"the KoLeo term needs two rows at least, got {features.shape[0]}: give each process a batch "
+                         "of two images or more")  # fmt: skip
     x = F.normalize(features.float(), dim=1, eps=KOLEO_EPS)
-    distances = torch.cdist(x, x) + torch.diag(torch.full((x.shape[0],), float("inf"), device=x.device))
+    # Exact differences, not the |a|^2 + |b|^2 - 2ab shortcut cdist takes past 25 rows, which rounds the small
+    # distances of near-duplicates -- the rows KoLeo exists to push apart -- to 0, without a gradient.
+    distances = torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist")
+    distances = distances + torch.diag(torch.full((x.shape[0],), float("inf"), device=x.device))
     return -torch.log(distances.min(dim=1).values + KOLEO_EPS).mean()
 
 

@@ -53,6 +53,8 @@ def keep_tokens(tokens: Tensor, keep: Tensor) -> Tensor:
     return tokens.gather(1, keep.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
 
 
+#: The range of a masked block's aspect ratio (height over width) in BEiT's and iBOT's block-wise masking.
+BEIT_ASPECT = (0.3, 1 / 0.3)
 #: Tries at a rectangle that hides new tokens before block-wise masking stops short of its count (BEiT's and iBOT's
 #: ten attempts).
 BLOCK_TRIES = 10
@@ -63,7 +65,7 @@ def _uniform(low: float, high: float, generator: torch.Generator | None) -> floa
 
 
 def block_token_mask(
-    rows: int, cols: int, count: float, aspect: tuple[float, float] = (0.3, 1 / 0.3),
+    rows: int, cols: int, count: float, aspect: tuple[float, float] = BEIT_ASPECT,
     generator: torch.Generator | None = None,
 ) -> Tensor:  # fmt: skip
     """(rows x cols,) bool: block-wise masking (Bao et al., 2022, BEiT, Alg. 1, as Zhou et al., 2022, iBOT, draw it
@@ -105,7 +107,7 @@ def block_token_mask(
 
 def block_masks(
     batch: int, rows: int, cols: int, probability: float, ratio: tuple[float, float],
-    aspect: tuple[float, float] = (0.3, 1 / 0.3), generator: torch.Generator | None = None,
+    aspect: tuple[float, float] = BEIT_ASPECT, generator: torch.Generator | None = None,
 ) -> Tensor:  # fmt: skip
     """(batch, rows x cols) bool: each image masked with ``probability`` (else not at all), by
     :func:`block_token_mask` with a share of its tokens drawn from U(ratio) (iBOT's ``pred_ratio 0 0.3`` with

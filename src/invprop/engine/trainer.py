@@ -70,7 +70,7 @@ from invprop.errors import (
     ResumeChangesRefused,
 )
 from invprop.files import make_folder, remove_leftovers, write_text_atomically
-from invprop.methods import MAIN, Accumulation, Batch, Method, StepOutput
+from invprop.methods import MAIN, Batch, Method, StepOutput
 from invprop.models import Encoder, encoder_from
 
 logger = logging.getLogger(__name__)
@@ -120,10 +120,11 @@ class Trainer:
         self._check_distributed_settings()
         #: The run's stages and the optimisers each steps.
         self.stages = stage_plan(cfg)
-        if cfg.optim.accumulate > 1 and self.spec.accumulation is Accumulation.REFUSED:
+        refusal = self.spec.accumulation_refusal(cfg.method_settings)
+        if cfg.optim.accumulate > 1 and refusal is not None:
             raise ConfigError(
-                f"method {cfg.method} does not accumulate gradients ({self.spec.accumulation_note}); set "
-                "optim.accumulate=1 and raise optim.batch_size instead"
+                f"method {cfg.method} does not accumulate gradients ({refusal}); set optim.accumulate=1 and raise "
+                "optim.batch_size instead"
             )
         if self.spec.preflight is not None:
             self.spec.preflight(self.spec.own(cfg.method_settings))

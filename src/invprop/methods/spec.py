@@ -214,6 +214,8 @@ class MethodSpec(Generic[S]):
         torchrun_note: why, when it is not ``EXACT``.
         accumulation: what gradient accumulation gives it (``REFUSED``: the engine refuses ``optim.accumulate``).
         accumulation_note: why, when it is not ``EXACT``.
+        accumulation_refused_by: given the method's settings, why they refuse accumulation (None: they do not),
+            for options whose loss needs the whole batch (e.g. DINO's Sinkhorn centring).
         preflight: checks of the environment before any work, given the method's settings (e.g. an optional
             package the settings need).
         multi_crop: the method takes multi-crop small crops (``data.small_crops``).
@@ -252,6 +254,7 @@ class MethodSpec(Generic[S]):
     torchrun_note: str = ""
     accumulation: Accumulation = Accumulation.EXACT
     accumulation_note: str = ""
+    accumulation_refused_by: Callable[[S], str | None] | None = None
     preflight: Callable[[S], None] | None = None
     multi_crop: bool = False
     trains_head: bool = True
@@ -300,6 +303,12 @@ class MethodSpec(Generic[S]):
         self.check_torchrun(context.distributed)
         self.check_encoder(encoder)
         return self.build(self.own(sections), encoder, context)
+
+    def accumulation_refusal(self, sections: Any) -> str | None:
+        """Why a run with the method's ``sections`` cannot accumulate gradients, or None when it can."""
+        if self.accumulation is Accumulation.REFUSED:
+            return self.accumulation_note
+        return self.accumulation_refused_by(self.own(sections)) if self.accumulation_refused_by else None
 
     def freeze_unused(self, encoder: nn.Module) -> None:
         """Freeze what of ``encoder`` the method does not train (its head, unless :attr:`trains_head`); called

@@ -31,7 +31,8 @@ class EncodedMaps:
 class EncodedTokens:
     """One pass of an :class:`Encoder` over a ViT's tokens: ``embedding`` (B, D), the head on the pooled feature,
     ``patches`` (B, N, D), the head on each patch token (one head pass over both, as iBOT's head), and ``features``
-    (B, F), the pooled feature itself; asked without the head, the backbone's pooled feature and patch tokens."""
+    (B, F), the pooled feature itself; asked without the head, the backbone's pooled feature and patch tokens, and
+    without the patch head, ``patches`` are the backbone's patch tokens."""
 
     embedding: Tensor
     patches: Tensor
@@ -67,6 +68,8 @@ class Encoder(nn.Module):
             found = forward_tokens(x, tokens)
             if not tokens.head:
                 return EncodedTokens(found.pooled, found.patches, found.pooled)
+            if not tokens.patch_head:
+                return EncodedTokens(self.head(found.pooled), found.patches, found.pooled)
             b, n, width = found.patches.shape
             out = self.head(torch.cat([found.pooled, found.patches.reshape(b * n, width)]))
             return EncodedTokens(out[:b], out[b:].reshape(b, n, -1), found.pooled)

@@ -26,12 +26,15 @@ class MaskedPatches(NamedTuple):
     """What an encoder's token pass hides: ``hidden`` (B, N) bool, True where a patch's embedding is replaced by
     ``token`` (D,), the mask token (iBOT); ``keep`` (B, K), the indices of the only patch tokens that go through the
     blocks, the rest dropped after the position embeddings (MSN's patch dropping, I-JEPA's context); None: nothing
-    hidden, nothing dropped. ``head`` False: the encoder gives the backbone's tokens, its head unused (I-JEPA)."""
+    hidden, nothing dropped. ``head`` False: the encoder gives the backbone's pooled feature and tokens, its head
+    unused (I-JEPA); ``patch_head`` False: the head maps the pooled feature alone (MSN: its BatchNorm head sees one
+    row per image, as in a plain forward)."""
 
     hidden: Tensor | None = None
     token: Tensor | None = None
     keep: Tensor | None = None
     head: bool = True
+    patch_head: bool = True
 
 
 class TokenFeatures(NamedTuple):
@@ -80,10 +83,12 @@ def token_features(net: Any, images: Tensor, masked: MaskedPatches = MaskedPatch
     patches = net.patch_embed(images)
     if masked.hidden is not None:
         if masked.token is None:
-            raise ValueError("a mask over the patches needs the mask token that replaces them")
+            raise ValueError("a mask over the patches needs the mask token that replaces them: give "
+                             "MaskedPatches(hidden, token)")  # fmt: skip
         # (B, N, D), or (B, h, w, D) from a ViT built with timm's dynamic_img_size
         if masked.hidden.shape != (patches.shape[0], patches[0, ..., 0].numel()):
-            raise ValueError(f"a mask of shape {tuple(masked.hidden.shape)} for {tuple(patches.shape[:-1])} patches")
+            raise ValueError(f"a mask of shape {tuple(masked.hidden.shape)} does not cover the patches of these images "
+                             f"{tuple(patches.shape[:-1])}: give one entry per patch, (B, N)")  # fmt: skip
         hidden = masked.hidden.reshape(*patches.shape[:-1], 1)
         patches = torch.where(hidden, masked.token.to(patches.dtype), patches)
     tokens = net._pos_embed(patches)

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from invprop.core.diagnostics import entropies
 from invprop.core.momentum import ema_update_, frozen_copy
 from invprop.core.self_distillation import TEACHER_CENTERINGS, dino_loss, koleo_loss, next_center, teacher_temperature
 from invprop.distributed.collectives import LOCAL, all_reduce_sum, world_size
@@ -75,7 +76,7 @@ class DINOSettings:
     )  # fmt: skip
     koleo_weight: float = setting(
         0.0, "the weight of DINOv2's KoLeo term on the student backbone's features of each full-size view (DINOv2: "
-        "0.1; 0: off)", bounds=NON_NEGATIVE,
+        "0.1; 0: off), within each process's batch under torchrun, as DINOv2's", bounds=NON_NEGATIVE,
     )  # fmt: skip
 
 
@@ -86,6 +87,15 @@ class DINOUpdate(NamedTuple):
     momentum: float
     mean: Tensor
     rows: int
+
+
+def _whole_batch_options(settings: DINOSettings) -> str | None:
+    """Why DINOv2's options refuse gradient accumulation: each needs the whole batch at once."""
+    if settings.centering == "sinkhorn":
+        return "dino.centering=sinkhorn balances the teacher's outputs over the whole batch"
+    if settings.koleo_weight:
+        return "dino.koleo_weight finds each feature's nearest neighbour within the whole batch"
+    return None
 
 
 _CARON = "Caron et al. (2021), DINO"
@@ -192,6 +202,7 @@ SPEC = MethodSpec(
     # backbone's kNN is above the untrained one's (measured on this project's 2-core machine, 2026-12-06).
     smoke=SmokeRun(metric="knn_backbone_top1"),
     multi_crop=True,
+    accumulation_refused_by=_whole_batch_options,
 )
 
 
@@ -246,7 +257,7 @@ class DINO(Method):
         targets = TEACHER_CENTERINGS[o.centering](teacher, self.center, tau, None if self.distributed else LOCAL)
         probs = list(targets.split(b))
         loss = dino_loss(student, probs, o.student_temperature)
-        entropy = torch.stack([-(p * p.clamp_min(1e-30).log()).sum(dim=1).mean() for p in probs]).mean()
+        entropy = torch.stack([entropies(p).mean() for p in probs]).mean()
         rows = teacher.shape[0] * (world_size() if self.distributed else 1)
         total = all_reduce_sum(teacher.sum(dim=0)) if self.distributed else teacher.sum(dim=0)
         momentum = self.momentum(batch.step)

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from invprop.core.diagnostics import entropies
 from invprop.core.momentum import ema_update_, frozen_copy
 from invprop.core.self_distillation import (
     TEACHER_CENTERINGS,
@@ -105,7 +106,7 @@ class IBOTSettings:
     )  # fmt: skip
     koleo_weight: float = setting(
         0.0, "the weight of DINOv2's KoLeo term on the student backbone's class tokens of each full-size view "
-        "(DINOv2: 0.1; 0: off)", bounds=NON_NEGATIVE,
+        "(DINOv2: 0.1; 0: off), within each process's batch under torchrun, as DINOv2's", bounds=NON_NEGATIVE,
     )  # fmt: skip
     mask_aspect_min: float = setting(0.3, "the least aspect ratio of a masked block (the largest: its inverse)",
                                      bounds=POSITIVE)  # fmt: skip
@@ -120,6 +121,15 @@ class IBOTUpdate(NamedTuple):
     mean: Tensor
     patch_mean: Tensor
     rows: int
+
+
+def _whole_batch_options(settings: IBOTSettings) -> str | None:
+    """Why DINOv2's options refuse gradient accumulation: each needs the whole batch at once."""
+    if settings.centering == "sinkhorn":
+        return "ibot.centering=sinkhorn balances the teacher's outputs over the whole batch"
+    if settings.koleo_weight:
+        return "ibot.koleo_weight finds each feature's nearest neighbour within the whole batch"
+    return None
 
 
 _ZHOU = "Zhou et al. (2022), iBOT"
@@ -274,21 +284,22 @@ SPEC = MethodSpec(
     # As DINO's: iBOT's kNN and linear evaluations read the backbone's class token, not the head's bottleneck.
     smoke=SmokeRun(metric="knn_backbone_top1"),
     multi_crop=True,
+    accumulation_refused_by=_whole_batch_options,
     accumulation=Accumulation.RUNS,
     accumulation_note="each chunk draws its own masks",
     torchrun=Torchrun.RUNS,
-    torchrun_note="each process draws the masks of its own images",
+    torchrun_note="each process draws the masks of its own images, from the generator state every process shares",
 )
 
 
 def _entropy(probs: Tensor) -> Tensor:
     """The mean entropy (nats) of the distributions along the last dimension."""
-    return -(probs * probs.clamp_min(1e-30).log()).sum(dim=-1).mean()
+    return entropies(probs).mean()
 
 
 def _token_entropy(probs: Tensor, hidden: Tensor) -> Tensor:
     """The mean entropy (nats) of the (B, N, K) distributions of the hidden tokens (NaN when none is hidden)."""
-    per_token = -(probs * probs.clamp_min(1e-30).log()).sum(dim=-1)
+    per_token = entropies(probs)
     return (per_token * hidden).sum() / hidden.sum()
 
 

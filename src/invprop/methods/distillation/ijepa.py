@@ -16,7 +16,8 @@ published, and CIFAR and digits take it too.
 The ViT is built as I-JEPA's, without a class token (``model.class_token=false``): the backbone's feature, which
 evaluation and export read, is the mean of its patch tokens after the final norm, as the authors evaluate it.
 
-Differences from the authors' code: the views come from the dataset's augmentation (I-JEPA: a random
+Differences from the authors' code: the encoder keeps timm's learned position embeddings (I-JEPA's are fixed
+sine-cosine ones, as its predictor's here) and timm's exemption of them from weight decay; the views come from the dataset's augmentation (I-JEPA: a random
 resized crop of 30-100% alone); the masks are drawn in the training step, from torch's generator, not in the data
 loader's workers.
 """
@@ -76,8 +77,9 @@ SPEC = MethodSpec(
     section_help="I-JEPA's blocks, predictor and target encoder",
     recipes={
         "*": Recipe(
-            f"{_CONFIG} (AdamW, lr warmed up from 2e-4 to 1e-3 over 40 epochs, whatever the batch, then a cosine to "
-            "1e-6; weight decay 0.04 to 0.4 on a cosine but on biases and 1-D parameters; no gradient clipping)",
+            f"{_CONFIG} (AdamW, lr warmed up from 2e-4 to 1e-3 over 40 epochs -- 13% of its 300, so a shorter run warms "
+            "up for 14% of it at most --, whatever the batch, then a cosine to 1e-6; weight decay 0.04 to 0.4 on a "
+            "cosine but on biases and 1-D parameters; no gradient clipping)",
             {
                 "optimizer": "adamw",
                 "lr": 1e-3,
@@ -87,6 +89,7 @@ SPEC = MethodSpec(
                 "exclude_norm_and_bias": True,
                 "schedule": "cosine",
                 "warmup_epochs": 40,
+                "warmup_share": 0.14,
                 "warmup_start_lr": 2e-4,
                 "final_lr": 1e-6 / 1e-3,
                 "clip_grad": 0.0,
@@ -159,7 +162,7 @@ SPEC = MethodSpec(
     accumulation=Accumulation.RUNS,
     accumulation_note="each chunk draws its own blocks",
     torchrun=Torchrun.RUNS,
-    torchrun_note="each process draws the blocks of its own images",
+    torchrun_note="each process draws the blocks of its own images, from the generator state every process shares",
 )
 
 

@@ -15,7 +15,10 @@ published, and CIFAR and digits take it too.
 
 Differences from the authors' code: their lr, weight-decay and momentum schedules run over 1.25 times the run (the
 run ends before their final values); here they end at the run's last step. Each image's kept tokens are drawn for it
-alone. Not done: the per-sample entropy term (``ent_weight``, 0 in the released configs).
+alone. The gradients' global norm is clipped over every trained parameter, the prototypes too (the authors clip the
+encoder's). The projection's BatchNorm sees each group of anchors (the second views, the small crops) apart, not
+all anchors at once. With a timm ViT, timm's exemption of the position embedding and class token from weight decay
+applies. Not done: the per-sample entropy term (``ent_weight``, 0 in the released configs).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
+from invprop.core.diagnostics import entropies
 from invprop.core.masked_siamese import mean_entropy_penalty, msn_cross_entropy, msn_targets, prototype_scores
 from invprop.core.momentum import ema_update_, frozen_copy, linear_momentum
 from invprop.core.token_masks import random_token_mask
@@ -123,7 +127,9 @@ SPEC = MethodSpec(
             "msn.prototypes": Reference(1024, f"{_CONFIG} (num_proto)"),
             "msn.temperature": Reference(0.1, f"{_CONFIG} (temperature)"),
             "msn.sharpen_temperature": Reference(0.25, f"{_CONFIG} (start_sharpen = final_sharpen)"),
-            "msn.sinkhorn_iterations": Reference(3, f"{_CODE} (use_sinkhorn, distributed_sinkhorn num_itr)"),
+            "msn.sinkhorn_iterations": Reference(
+                3, f"{_CONFIG} (use_sinkhorn) and {_CODE} (distributed_sinkhorn num_itr)"
+            ),
             "msn.memax_weight": Reference(1.0, f"{_CONFIG} (memax_weight)"),
             "msn.patch_drop": Reference(0.15, f"{_CONFIG} (patch_drop)"),
             "msn.base_momentum": Reference(0.996, f"{_CONFIG} (ema start)"),
@@ -169,13 +175,14 @@ SPEC = MethodSpec(
     accumulation_note="Sinkhorn-Knopp balances the targets, and the mean-entropy term averages the anchors, over the "
     "whole batch",
     torchrun=Torchrun.RUNS,
-    torchrun_note="each process draws the dropped tokens of its own images",
+    torchrun_note="each process draws the dropped tokens of its own images, from the generator state every process "
+    "shares",
 )
 
 
 def _entropy(probs: Tensor) -> Tensor:
     """The mean entropy (nats) of the rows of ``probs``."""
-    return -(probs * probs.clamp_min(1e-30).log()).sum(dim=1).mean()
+    return entropies(probs).mean()
 
 
 @register_method("msn", SPEC)
@@ -209,7 +216,7 @@ class MSN(Method):
         """(A, D) embeddings of anchor views, ``msn.patch_drop`` of each one's patch tokens dropped."""
         rows, cols = patch_grid(vision_transformer(self.encoder, "msn"), images)
         keep = random_token_mask(images.shape[0], rows * cols, self.options.patch_drop, images.device).keep
-        return self.encode_tokens(images, MaskedPatches(keep=keep)).embedding
+        return self.encode_tokens(images, MaskedPatches(keep=keep, patch_head=False)).embedding
 
     def training_step(self, batch: Batch) -> StepOutput:
         o, b = self.options, batch.size
