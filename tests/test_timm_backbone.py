@@ -104,7 +104,9 @@ def test_every_method_trains_a_vit_for_an_epoch(tmp_path: Path, method: str) -> 
     small = {"small_crops": 2} if METHODS.get(method).multi_crop else {}
     few = {"deepcluster": {"deepcluster": {"clusters": 4}}, "pcl": {"pcl": {"clusters": [2, 4], "warmup_epochs": 0}},
            "sela": {"sela": {"clusters": 4}}, "deepercluster": {"deepercluster": {"super_clusters": 1, "clusters": 4}},
-           "colorization-larsson": {"colorization_larsson": {"edge": 4}}}  # fmt: skip
+           "colorization-larsson": {"colorization_larsson": {"edge": 4}},
+           "ijepa": {"ijepa": {"min_keep": 2}},  # the 8 x 8 grid's 3 x 3 blocks
+           "distill": {"distill": {"teacher": "timm:test_resnet", "teacher_pretrained": False}}}  # fmt: skip
     spec = METHODS.get(method)
     split = {"colour_split": "lab"} if spec.colour_split else {}  # CMC: one ViT on L, one on ab
     staged = dict(spec.smoke.settings) if spec.stages else {}  # its smoke run gives each earlier stage one epoch

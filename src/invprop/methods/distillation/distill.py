@@ -179,10 +179,10 @@ class Distill(Method):
     def __init__(self, settings: DistillSettings, encoder: nn.Module, context: BuildContext) -> None:
         super().__init__(encoder, context)
         self.options = settings
-        rows = settings.queue_size or queue_size_for(context.num_samples)
-        if rows >= context.num_samples:
-            raise ConfigError(f"distill.queue_size={rows} is not below the {context.num_samples} training images; "
-                              "lower it (null chooses by the dataset's size)")  # fmt: skip
+        if settings.queue_size is not None and settings.queue_size >= context.num_samples:
+            raise ConfigError(f"distill.queue_size={settings.queue_size} is not below the {context.num_samples} "
+                              "training images; lower it (null chooses by the dataset's size)")  # fmt: skip
+        rows = settings.queue_size or queue_size_for(context.num_samples)  # (LightlyTrain's 16 under 50 images)
         teacher = FrozenTeacher(settings, context)
         self.teacher = teacher
         width = int(getattr(encoder, "feature_dim"))
