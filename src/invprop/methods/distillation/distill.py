@@ -109,6 +109,8 @@ SPEC = MethodSpec(
     headline=("distill.teacher", "distill.queue_size", "distill.temperature"),
     terms=("loss_distill", "mixup_weight"),
     curves=(Curve("KL between the teacher's and the student's similarities to the queue", ("loss_distill",)),),
+    # Not in the default compare: it needs a pretrained teacher (a download, or distill.teacher_file).
+    compare=False,
     smoke=SmokeRun(
         metric="knn_backbone_top1",
         # No model hub on CI: the short run's teacher is timm's small test ResNet, randomly initialised.

@@ -282,6 +282,8 @@ SPEC = MethodSpec(
         Curve("share of the student's patches hidden", ("masked_share",), "share"),
     ),  # fmt: skip
     # As DINO's: iBOT's kNN and linear evaluations read the backbone's class token, not the head's bottleneck.
+    # Not in the default compare: it needs a ViT (minutes an epoch on a CPU), as the cifar10-vit compare gives.
+    compare=False,
     smoke=SmokeRun(metric="knn_backbone_top1"),
     multi_crop=True,
     accumulation_refused_by=_whole_batch_options,

@@ -149,6 +149,8 @@ SPEC = MethodSpec(
         Curve("tokens of the context and of each target block", ("context_tokens", "target_tokens"), "tokens"),
     ),
     # The method trains no projection: its kNN reads the backbone.
+    # Not in the default compare: it needs a ViT (minutes an epoch on a CPU), as the cifar10-vit compare gives.
+    compare=False,
     smoke=SmokeRun(
         metric="knn_backbone_top1",
         floor=Floor.FINITE,
