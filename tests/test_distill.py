@@ -92,3 +92,13 @@ def test_the_preset_brings_lightlytrains_recipe() -> None:
     assert (o.optimizer, o.lr, o.lr_scaling, o.reference_batch, o.weight_decay) == ("lars", 1.8, "sqrt", 1536, 1e-6)
     assert (o.clip_grad, o.clip_scope, o.final_lr) == (1.0, "global", 0.001)
     assert cfg.distill.teacher == "timm:vit_base_patch14_dinov2.lvd142m"
+
+
+def test_teacher_weights_this_machine_cannot_get_are_refused_naming_the_teachers_file_setting(monkeypatch) -> None:
+    from invprop.models import timm_backbone
+
+    monkeypatch.setattr(timm_backbone, "_reachable", lambda host: False)
+    monkeypatch.setattr(timm_backbone, "_cached_weights", lambda timm, arch: None)
+    with pytest.raises(ConfigError, match="cannot be reached.*set distill.teacher_file=PATH") as error:
+        _distill(teacher_pretrained=True)
+    assert "model.pretrained_file" not in str(error.value) and "\n" not in str(error.value)

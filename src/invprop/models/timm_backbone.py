@@ -74,6 +74,10 @@ def timm_architecture(name: str) -> str:
     return arch
 
 
+#: The setting that gives a timm backbone's local weights file (what the errors tell a user to set).
+PRETRAINED_FILE_KEY = "model.pretrained_file"
+
+
 @dataclass(frozen=True)
 class TimmOptions:
     """The ``model`` settings that only timm backbones take.
@@ -199,17 +203,19 @@ class TimmBackbone(nn.Module):
         in_channels: image channels.
         image_size: the side of the training images (patch-based models are built for it); None = the model's own.
         options: pretrained weights, pooling and patch size.
+        file_key: the setting a one-line error about missing weights tells the user to set (a teacher's own).
     """
 
     def __init__(
-        self, name: str, in_channels: int = 3, image_size: int | None = None, options: TimmOptions = TimmOptions()
-    ) -> None:
+        self, name: str, in_channels: int = 3, image_size: int | None = None, options: TimmOptions = TimmOptions(),
+        file_key: str = PRETRAINED_FILE_KEY,
+    ) -> None:  # fmt: skip
         super().__init__()
         timm = import_timm()
         self.architecture = timm_architecture(name)
         #: ``timm.create_model``'s keyword arguments besides the name: what a strict reload needs.
         self.creation_kwargs = creation_kwargs(name, in_channels, image_size, options)
-        self.net = _create_weights(timm, self.architecture, self.creation_kwargs, options)
+        self.net = _create_weights(timm, self.architecture, self.creation_kwargs, options, file_key)
         if options.freeze_patch_embed:
             patches = getattr(self.net, "patch_embed", None)
             if not isinstance(patches, nn.Module):
@@ -262,21 +268,24 @@ class TimmBackbone(nn.Module):
         return [dict(group) for group in groups if group["params"]]
 
 
-def _create_weights(timm: ModuleType, arch: str, kwargs: dict[str, Any], options: TimmOptions) -> nn.Module:
-    """The model with random weights, or timm's pretrained ones; a one-line error when they cannot be had."""
+def _create_weights(
+    timm: ModuleType, arch: str, kwargs: dict[str, Any], options: TimmOptions, file_key: str = PRETRAINED_FILE_KEY
+) -> nn.Module:
+    """The model with random weights, or timm's pretrained ones; a one-line error when they cannot be had, naming
+    ``file_key``, the setting that gives a local weights file."""
     if not options.pretrained:
         if options.pretrained_file is not None:
             raise ConfigError("model.pretrained_file is set but model.pretrained is false: set model.pretrained=true")
         return _build(timm, arch, kwargs)
     how = (
         f"where there is internet, download them with python -c \"import timm; timm.create_model('{arch}', "
-        'pretrained=True)" and copy ~/.cache/huggingface here, or set model.pretrained_file=PATH to the weights file'
+        f'pretrained=True)" and copy ~/.cache/huggingface here, or set {file_key}=PATH to the weights file'
     )
     extra: dict[str, Any] = {}
     if options.pretrained_file is not None:
         path = Path(options.pretrained_file).expanduser()
         if not path.is_file():
-            raise ConfigError(f"model.pretrained_file {path} does not exist; point it at the weights file of {arch}")
+            raise ConfigError(f"{file_key} {path} does not exist; point it at the weights file of {arch}")
         extra["pretrained_cfg_overlay"] = {"file": str(path)}
     elif not _reachable(HUB_HOST):
         cached = _cached_weights(timm, arch)

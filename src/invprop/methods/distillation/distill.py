@@ -37,6 +37,8 @@ from invprop.methods.spec import Accumulation, Curve, MethodSpec, Recipe, SmokeR
 from invprop.models.timm_backbone import TimmBackbone, TimmOptions, model_input
 from invprop.settings import AT_LEAST_ONE, AT_LEAST_TWO, POSITIVE, Reference, setting
 
+#: The setting that gives the teacher's local weights file.
+TEACHER_FILE_KEY = "distill.teacher_file"
 #: The standard deviation of the projection's truncated-normal initialisation (LightlyTrain's ``trunc_normal_``).
 PROJECTION_INIT_STD = 0.02
 
@@ -135,7 +137,8 @@ class FrozenTeacher:
         if not settings.teacher_pretrained and settings.teacher_file is not None:
             raise ConfigError("distill.teacher_file is set but distill.teacher_pretrained is false: set it to true")
         options = TimmOptions(pretrained=settings.teacher_pretrained, pretrained_file=settings.teacher_file)
-        self.net = TimmBackbone(settings.teacher, context.in_channels, None, options).eval().requires_grad_(False)
+        teacher = TimmBackbone(settings.teacher, context.in_channels, None, options, TEACHER_FILE_KEY)
+        self.net = teacher.eval().requires_grad_(False)
         wanted = model_input(settings.teacher)
         channels = context.in_channels
         self.side = settings.teacher_image_size
