@@ -32,11 +32,9 @@ from invprop.config import PRESETS, Config, from_dict, help_texts, preset, prese
 from invprop.engine import Trainer
 from invprop.evaluation.compare import untrained_knn
 from invprop.evaluation.report import read_history
-from invprop.methods import METHODS, Accumulation, Batch, BuildContext, Floor, Method, Torchrun
-from invprop.models import Encoder, FeatureMaps, ModelSettings, encoder_from
-from invprop.models.colour_split import ColourSplitBackbone, GroupHeads
-from invprop.models.feature_maps import sequential_maps
-from invprop.settings import deep_update, merge
+from invprop.methods import METHODS, Accumulation, Batch, Floor, Method, Torchrun
+from invprop.settings import deep_update
+from unit_methods import N, unit_method
 
 NAMES = list(METHODS)
 #: The methods whose digits preset is a ViT (ViT-Tiny: 7 s to minutes an epoch on digits, against 0.6 s for the conv
@@ -164,66 +162,6 @@ def test_a_run_stopped_inside_an_epoch_and_resumed_ends_where_an_uninterrupted_r
     assert history("cut") == history("full")
 
 
-#: The unit-level setting of the two-process and accumulation tests: N images, embeddings of width D, 8x8 images.
-N, D = 100, 8
-
-
-class _Flatten(nn.Module):
-    """A BatchNorm-free backbone: a 3x3 conv to a 4-channel map, then the map through one ReLU layer. Its two
-    feature-map stages are that map twice (an identity between them), for the methods that read a stage before the
-    last; one conv keeps the two-process test's float sums as short as a deeper net's would not. Smaller inputs
-    (CPC's patches) are spread to 8 x 8 before the linear layer (on 8 x 8 inputs, an identity)."""
-
-    feature_dim = 16
-    stage_channels = (4, 4)
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.layer = nn.Sequential(nn.Conv2d(channels, 4, 3, padding=1), nn.ReLU(), nn.Identity(),
-                                   nn.AdaptiveAvgPool2d(8), nn.Flatten(), nn.Linear(4 * 64, self.feature_dim),
-                                   nn.ReLU())  # fmt: skip
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layer(x)
-
-    def forward_maps(self, x: torch.Tensor, stages: int = 1) -> FeatureMaps:
-        return sequential_maps(self.layer, (2, 3), x, stages)
-
-
-def _unit_method(name: str, distributed: bool = False, forward: Any = None) -> Method:
-    """``name`` around a BatchNorm-free encoder, its own sections as on digits with its smoke run's settings, and
-    the BatchNorm layers of the method (predictors, decoders) in eval mode: their statistics are per process by
-    design."""
-    spec = METHODS.get(name)
-    torch.manual_seed(0)
-    channels = 3 if spec.colour_only else 1
-    values = preset_values("digits", name)
-    split = values.get("model", {}).get("colour_split")
-    if str(values.get("model", {}).get("backbone", "")).startswith("timm:"):  # a method that needs a ViT (MAE)
-        vit = ModelSettings(backbone="timm:test_vit", patch_size=2, head="linear", embedding_dim=D)
-        encoder = encoder_from(vit, channels, 8)
-    elif split is None:
-        encoder = Encoder(_Flatten(channels), nn.Linear(_Flatten.feature_dim, D))
-    else:  # one small backbone and head per channel group (CMC)
-        backbone = ColourSplitBackbone(split, _Flatten, (0.5,) * 3, (0.25,) * 3)
-        encoder = Encoder(backbone, GroupHeads(backbone.group_dims, lambda width: nn.Linear(width, D)))
-    own = {k: v for k, v in values.items() if k in spec.sections()}
-    deep_update(own, {k: v for k, v in spec.smoke.settings.items() if k in spec.sections()})
-    settings = spec.new_sections()
-    merge(settings, own)
-    spec.freeze_unused(encoder)
-    features = torch.randn(N, D, generator=torch.Generator().manual_seed(3))
-    context = BuildContext(
-        N, D, distributed, channels, (0.5,) * channels, (0.25,) * channels, total_steps=10,
-        features=lambda module: features, forward=forward(encoder) if forward is not None else None, image_size=8,
-    )  # fmt: skip
-    method = spec.create(settings, encoder, context)
-    for module in method.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.eval()
-    return method
-
-
 def _global_batch(name: str, step: int, size: int = 8) -> Batch:
     """A fixed global batch of ``size`` images with two views each (a one-view method takes the first)."""
     channels = 3 if METHODS.get(name).colour_only else 1
@@ -244,7 +182,7 @@ def _train_steps(rank: int, world: int, name: str, steps: int = 3) -> dict[str, 
     """``steps`` SGD steps of ``name`` on fixed global batches; this process takes its block of rows of each view.
     Returns the trained parameters (split ones gathered whole, on the main process)."""
     wrap = nn.parallel.DistributedDataParallel if world > 1 else None
-    method = _unit_method(name, distributed=world > 1, forward=wrap)
+    method = unit_method(name, distributed=world > 1, forward=wrap)
     method.on_epoch_start(2)
     optimizer = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.1, momentum=0.9)
     for step in range(steps):
@@ -285,7 +223,7 @@ def _state(method: Method) -> dict[str, torch.Tensor]:
 def test_two_training_steps_before_one_optimiser_step_lose_no_update(name: str) -> None:
     """Gradient accumulation: ``after_step`` gets both outputs and applies both updates. When the two steps leave
     different updates, the state after applying both must differ from the state after applying either one alone."""
-    method = _unit_method(name)
+    method = unit_method(name)
     models = [method, copy.deepcopy(method), copy.deepcopy(method)]
     outputs = []
     for model in models:
@@ -312,7 +250,7 @@ def test_two_training_steps_before_one_optimiser_step_lose_no_update(name: str) 
 def test_two_chunks_accumulate_the_loss_and_gradients_of_one_batch(name: str) -> None:
     """Where a spec claims accumulation exact: two chunks of B images, each loss halved, give the loss and the
     gradients of one batch of 2B (BatchNorm in eval mode: its statistics would be each chunk's)."""
-    whole = _unit_method(name)
+    whole = unit_method(name)
     whole.on_epoch_start(2)
     chunked = copy.deepcopy(whole)
     batch = _rows(_global_batch(name, 0, size=8), whole.views, 0, 1)

@@ -3,7 +3,9 @@ the gathering of a distributed run's batch.
 
 A batch's full-size views come stacked view-major, ``(2B, C, H, W)``: rows ``[0, B)`` are the first views and
 ``[B, 2B)`` the second views of the same images. Each method encodes both halves in one forward pass (BatchNorm
-statistics over the 2B images, as single-process implementations do).
+statistics over the 2B images, as single-process implementations do). Multi-crop's small crops (``data.small_crops``)
+come as the batch's second group, encoded in a second forward pass; which views a loss then compares is
+:mod:`invprop.core.crop_pairs`'s rule.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from torch import Tensor
 from invprop.core.momentum import cosine_momentum
 from invprop.distributed.collectives import all_gather_rows, all_gather_tensor
 from invprop.errors import ConfigError
-from invprop.methods.method import BuildContext, Method
+from invprop.methods.method import Batch, BuildContext, Method
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +36,12 @@ def halves(x: Tensor) -> tuple[Tensor, Tensor]:
     """The first and second views' rows of a view-major (2B, ...) tensor."""
     n = x.shape[0] // 2
     return x[:n], x[n:]
+
+
+def split_views(groups: list[Tensor], size: int) -> list[Tensor]:
+    """Every view's rows (B, ...) of a batch's groups of view-major outputs ((V_g x B, ...) each), in view order:
+    the full-size views, then the small crops."""
+    return [view for group in groups for view in group.split(size)]
 
 
 #: A momentum curve: ``curve(base, step, total_steps, final)``.
@@ -81,6 +89,16 @@ class TwoViewMethod(Method):
         """Projections (B, D) of the first and of the second views, one forward pass."""
         return halves(self.encode(images))
 
+    def encode_groups(self, batch: Batch) -> list[Tensor]:
+        """Projections of each of the batch's groups of views, view-major ((V_g x B, D) each), one forward pass a
+        group: the two full-size views, then the multi-crop small crops when the batch has them."""
+        self.views_of(batch)
+        return [self.encode(group) for group in batch.groups]
+
+    def encode_views(self, batch: Batch) -> list[Tensor]:
+        """Projections (B, D) of every view of the batch: the two full-size views, then each small crop."""
+        return split_views(self.encode_groups(batch), batch.size)
+
     def gather(self, x: Tensor) -> Tensor:
         """Every process's rows, differentiably (the batch's own rows keep their gradient); as is in one process."""
         return all_gather_rows(x) if self.distributed else x
@@ -95,4 +113,6 @@ class TwoViewMethod(Method):
         super()._load_from_state_dict(state_dict, prefix, *args)
 
 
-__all__ = ["MomentumSchedule", "TwoViewMethod", "halves", "momentum_schedule", "warn_if_queue_holds_the_dataset"]
+__all__ = [
+    "MomentumSchedule", "TwoViewMethod", "halves", "momentum_schedule", "split_views", "warn_if_queue_holds_the_dataset",
+]  # fmt: skip

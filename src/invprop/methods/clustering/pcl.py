@@ -62,6 +62,7 @@ SPEC = MethodSpec(
     PCLSettings,
     section="pcl",
     section_help="PCL's momentum encoder, queue and prototypes",
+    multi_crop=True,
     accumulation=Accumulation.RUNS,
     accumulation_note="each batch draws its own negative prototypes",
     recipes={  # no CIFAR recipe is published
@@ -195,7 +196,7 @@ class PCL(MoCo):
         return torch.stack(terms).mean()
 
     def training_step(self, batch: Batch) -> StepOutput:
-        nce, query, keys = self.contrast(self.views_of(batch))
+        nce, query, keys = self.contrast(batch)
         update = KeyUpdate(keys, self.momentum(batch.step))
         if batch.epoch <= self.pcl.warmup_epochs or not bool(self.ready):
             return StepOutput(nce, {"loss_nce": nce.detach()}, update)

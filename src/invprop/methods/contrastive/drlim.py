@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from invprop.core.crop_pairs import mean_over_pairs, view_pairs
 from invprop.core.margin_losses import drlim_loss
 from invprop.methods.method import Batch, BuildContext, StepOutput
 from invprop.methods.spec import Accumulation, Curve, MethodSpec, register_method
@@ -45,6 +46,7 @@ SPEC = MethodSpec(
     DrLIMSettings,
     section="drlim",
     section_help="the contrastive margin loss of Hadsell et al. (2006)",
+    multi_crop=True,
     accumulation=Accumulation.REFUSED,
     accumulation_note="every embedding of the batch is paired with every other",
     presets={"*": {"model": {"head": "linear", "embedding_dim": 32}}},
@@ -70,8 +72,8 @@ class DrLIM(TwoViewMethod):
         self.margin = settings.margin
 
     def training_step(self, batch: Batch) -> StepOutput:
-        z1, z2 = self.pair(self.views_of(batch))
-        loss = drlim_loss(self.gather(z1), self.gather(z2), self.margin)
+        z = [self.gather(view) for view in self.encode_views(batch)]
+        loss = mean_over_pairs(lambda i, j: drlim_loss(z[i], z[j], self.margin), view_pairs(len(z)))
         return StepOutput(loss, {"loss_margin": loss.detach()})
 
 

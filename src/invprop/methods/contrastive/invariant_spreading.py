@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from invprop.core.contrastive_losses import AT_LEAST_ONE_REAL, invariant_spreading_loss
+from invprop.core.crop_pairs import mean_over_pairs, view_pairs
 from invprop.methods.method import Batch, BuildContext, StepOutput
 from invprop.methods.recipes import paper_sgd
 from invprop.methods.spec import Accumulation, Curve, MethodSpec, register_method
@@ -47,6 +48,7 @@ SPEC = MethodSpec(
     InvariantSpreadingSettings,
     section="invariant_spreading",
     section_help="the instance softmax of Ye et al. (2019)",
+    multi_crop=True,
     accumulation=Accumulation.REFUSED,
     accumulation_note="each embedding is classified among all the others of the whole batch",
     presets={"*": {"model": {"head": "linear", "embedding_dim": 128}}},
@@ -99,8 +101,11 @@ class InvariantSpreading(TwoViewMethod):
         self.negative_weight = settings.negative_weight
 
     def training_step(self, batch: Batch) -> StepOutput:
-        z1, z2 = self.pair(self.views_of(batch))
-        loss = invariant_spreading_loss(self.gather(z1), self.gather(z2), self.temperature, self.negative_weight)
+        z = [self.gather(view) for view in self.encode_views(batch)]
+        loss = mean_over_pairs(
+            lambda i, j: invariant_spreading_loss(z[i], z[j], self.temperature, self.negative_weight),
+            view_pairs(len(z)),
+        )
         return StepOutput(loss, {"loss_instance": loss.detach()})
 
 

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from invprop.core.contrastive_losses import info_nce_queue_loss
+from invprop.core.crop_pairs import mean_over_pairs, target_pairs
 from invprop.core.momentum import ema_update_, frozen_copy
 from invprop.core.queue import FeatureQueue
 from invprop.methods.citations import MOCO, MOCO_V2, QUEUE_CIFAR, QUEUE_DIGITS, SOLO
@@ -47,6 +48,7 @@ SPEC = MethodSpec(
     MoCoSettings,
     section="moco",
     section_help="MoCo's key encoder, queue and loss",
+    multi_crop=True,
     presets={
         "digits": {"model": {"head": "mlp"}, "moco": {"queue_size": 1024}},
         "cifar10": {"model": {"head": "mlp", "hidden_dim": 2048, "embedding_dim": 256}, "moco": {"queue_size": 16384}},
@@ -115,21 +117,24 @@ class MoCo(TwoViewMethod):
         self.queue = FeatureQueue(settings.queue_size, context.embedding_dim)
 
     def training_step(self, batch: Batch) -> StepOutput:
-        loss, _, keys = self.contrast(self.views_of(batch))
+        loss, _, keys = self.contrast(batch)
         return StepOutput(loss, {"loss_nce": loss.detach()}, KeyUpdate(keys, self.momentum(batch.step)))
 
-    def contrast(self, images: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
-        """InfoNCE of a two-view batch, the first views' queries (B, D), and the keys to enqueue after the step."""
-        q1, q2 = self.pair(images)
+    def contrast(self, batch: Batch) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """InfoNCE of a two-view batch, the first views' queries (B, D), and the keys to enqueue after the step.
+
+        The second view's keys are the targets of the first view's queries (and, symmetric, the first view's keys of
+        the second's); multi-crop's small crops are further queries against the same keys."""
+        queries = self.encode_views(batch)
         with torch.no_grad():
-            k1, k2 = halves(self.key_encoder(images))
+            k1, k2 = halves(self.key_encoder(batch.images))
+        keys = (k1, k2)
         negatives = self.queue.rows()
         tau = self.options.temperature
-        loss = info_nce_queue_loss(q1, k2, negatives, tau)
-        if self.options.symmetric:
-            loss = (loss + info_nce_queue_loss(q2, k1, negatives, tau)) / 2
-            return loss, q1, [k2, k1]
-        return loss, q1, [k2]
+        targets = (0, 1) if self.options.symmetric else (1,)
+        pairs = target_pairs(len(queries), targets)
+        loss = mean_over_pairs(lambda t, c: info_nce_queue_loss(queries[c], keys[t], negatives, tau), pairs)
+        return loss, queries[0], [k2, k1] if self.options.symmetric else [k2]
 
     @torch.no_grad()
     def after_step(self, outputs: Sequence[StepOutput]) -> None:

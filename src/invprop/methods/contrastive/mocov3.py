@@ -27,13 +27,14 @@ import torch
 from torch import nn
 
 from invprop.core.contrastive_losses import batch_keys_loss
+from invprop.core.crop_pairs import mean_over_pairs, target_pairs
 from invprop.core.momentum import ema_update_, frozen_copy
 from invprop.distributed.collectives import rank
 from invprop.methods.citations import DIGITS_WIDTH, SOLO
 from invprop.methods.method import Batch, BuildContext, StepOutput
 from invprop.methods.recipes import paper_lars, solo_lars
 from invprop.methods.spec import Accumulation, Curve, MethodSpec, register_method
-from invprop.methods.two_views import TwoViewMethod, halves, momentum_schedule
+from invprop.methods.two_views import TwoViewMethod, halves, momentum_schedule, split_views
 from invprop.models.heads import standardised_mlp
 from invprop.settings import AT_LEAST_ONE, FRACTION, POSITIVE, Reference, setting
 
@@ -66,6 +67,7 @@ SPEC = MethodSpec(
     MoCoV3Settings,
     section="mocov3",
     section_help="MoCo v3's temperature, momentum encoder and predictor",
+    multi_crop=True,
     accumulation=Accumulation.REFUSED,
     accumulation_note="every key of the batch is a negative of every query",
     recipes={
@@ -150,13 +152,13 @@ class MoCoV3(TwoViewMethod):
         return [self.predictor]
 
     def training_step(self, batch: Batch) -> StepOutput:
-        images = self.views_of(batch)
-        q1, q2 = halves(self.predictor(self.encode(images)))
+        queries = split_views([self.predictor(group) for group in self.encode_groups(batch)], batch.size)
         with torch.no_grad():
-            k1, k2 = (self.gather_constant(k) for k in halves(self.target(images)))
+            keys = [self.gather_constant(k) for k in halves(self.target(batch.images))]
         offset = rank() * batch.size if self.distributed else 0
         tau = self.options.temperature
-        loss = batch_keys_loss(q1, k2, tau, offset) + batch_keys_loss(q2, k1, tau, offset)
+        pairs = target_pairs(len(queries))  # each full-size view's keys, every other view's queries
+        loss = mean_over_pairs(lambda t, c: batch_keys_loss(queries[c], keys[t], tau, offset), pairs, scale=2)
         momentum = self.momentum(batch.step)
         return StepOutput(loss, {"loss_mocov3": loss.detach(), "momentum": momentum}, MoCoV3Update(momentum))
 

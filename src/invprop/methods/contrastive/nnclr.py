@@ -16,12 +16,13 @@ import torch
 from torch import Tensor, nn
 
 from invprop.core.contrastive_losses import nearest_neighbours, nnclr_loss
+from invprop.core.crop_pairs import mean_over_pairs, target_pairs
 from invprop.core.queue import FeatureQueue
 from invprop.methods.citations import DIGITS_WIDTH, QUEUE_CIFAR, QUEUE_DIGITS
 from invprop.methods.method import Batch, BuildContext, StepOutput
 from invprop.methods.recipes import solo_lars
 from invprop.methods.spec import Accumulation, Curve, MethodSpec, register_method
-from invprop.methods.two_views import TwoViewMethod, halves, warn_if_queue_holds_the_dataset
+from invprop.methods.two_views import TwoViewMethod, halves, split_views, warn_if_queue_holds_the_dataset
 from invprop.models.heads import predictor
 from invprop.settings import AT_LEAST_ONE, POSITIVE, Reference, setting
 
@@ -41,6 +42,7 @@ SPEC = MethodSpec(
     NNCLRSettings,
     section="nnclr",
     section_help="NNCLR's support set, predictor and loss",
+    multi_crop=True,
     accumulation=Accumulation.REFUSED,
     accumulation_note="its loss contrasts every prediction of the whole batch",
     recipes={  # no official code: the paper's ImageNet recipe is unconfirmed, solo-learn's is the published one
@@ -101,13 +103,13 @@ class NNCLR(TwoViewMethod):
         return nearest_neighbours(z, rows) if rows.shape[0] else nn.functional.normalize(z.detach().float(), dim=1)
 
     def training_step(self, batch: Batch) -> StepOutput:
-        z = self.encode(self.views_of(batch))
-        z1, z2 = halves(z)
-        p1, p2 = halves(self.predictor(z))
-        nn1 = self.gather_constant(self._neighbours(z1))
-        nn2 = self.gather_constant(self._neighbours(z2))
+        groups = self.encode_groups(batch)
+        z1, z2 = halves(groups[0])
+        p = [self.gather(view) for view in split_views([self.predictor(group) for group in groups], batch.size)]
+        neighbours = [self.gather_constant(self._neighbours(z)) for z in (z1, z2)]
         tau = self.options.temperature
-        loss = (nnclr_loss(nn1, self.gather(p2), tau) + nnclr_loss(nn2, self.gather(p1), tau)) / 2
+        pairs = target_pairs(len(p))  # each full-size view's neighbour, every other view's prediction
+        loss = mean_over_pairs(lambda t, c: nnclr_loss(neighbours[t], p[c], tau), pairs)
         return StepOutput(loss, {"loss_nnclr": loss.detach()}, z1.detach())
 
     @torch.no_grad()

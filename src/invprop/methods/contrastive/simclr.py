@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from invprop.core.contrastive_losses import nt_xent_loss
+from invprop.core.crop_pairs import mean_over_pairs, view_pairs
 from invprop.methods.citations import SOLO
 from invprop.methods.method import Batch, BuildContext, StepOutput
 from invprop.methods.recipes import paper_lars, solo_lars
@@ -33,6 +34,7 @@ SPEC = MethodSpec(
     SimCLRSettings,
     section="simclr",
     section_help="SimCLR's contrastive loss",
+    multi_crop=True,
     accumulation=Accumulation.REFUSED,
     accumulation_note="NT-Xent contrasts every view of the whole batch with every other",
     presets={
@@ -80,8 +82,8 @@ class SimCLR(TwoViewMethod):
         self.temperature = settings.temperature
 
     def training_step(self, batch: Batch) -> StepOutput:
-        z1, z2 = self.pair(self.views_of(batch))
-        loss = nt_xent_loss(self.gather(z1), self.gather(z2), self.temperature)
+        z = [self.gather(view) for view in self.encode_views(batch)]
+        loss = mean_over_pairs(lambda i, j: nt_xent_loss(z[i], z[j], self.temperature), view_pairs(len(z)))
         return StepOutput(loss, {"loss_nce": loss.detach()})
 
 

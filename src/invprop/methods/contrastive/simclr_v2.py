@@ -38,6 +38,7 @@ SPEC = MethodSpec(
     SimCLRv2Settings,
     section="simclr_v2",
     section_help="SimCLRv2's contrastive loss",
+    multi_crop=True,
     accumulation=Accumulation.REFUSED,
     accumulation_note="NT-Xent contrasts every view of the whole batch with every other",
     presets={

@@ -17,6 +17,7 @@ from typing import NamedTuple, Sequence
 import torch
 from torch import nn
 
+from invprop.core.crop_pairs import mean_over_pairs, target_pairs
 from invprop.core.distillation_losses import byol_loss
 from invprop.core.momentum import ema_update_, frozen_copy
 from invprop.methods.citations import DIGITS_WIDTH, SOLO
@@ -31,7 +32,7 @@ from invprop.methods.distillation.predictors import (
 from invprop.methods.method import Batch, BuildContext, StepOutput
 from invprop.methods.recipes import paper_lars, solo_lars
 from invprop.methods.spec import Curve, MethodSpec, register_method
-from invprop.methods.two_views import TwoViewMethod, halves, momentum_schedule
+from invprop.methods.two_views import TwoViewMethod, halves, momentum_schedule, split_views
 from invprop.settings import AT_LEAST_ONE, FRACTION, Reference, setting
 
 
@@ -58,6 +59,7 @@ SPEC = MethodSpec(
     BYOLSettings,
     section="byol",
     section_help="BYOL's predictor and target network",
+    multi_crop=True,
     recipes={
         "*": paper_lars(
             f"{_GRILL}, the authors' byol/configs/byol.py (1000 epochs: base 0.2, wd 1.5e-6)",
@@ -118,14 +120,14 @@ class BYOL(TwoViewMethod):
         return [self.predictor]
 
     def training_step(self, batch: Batch) -> StepOutput:
-        images = self.views_of(batch)
-        z = self.encode(images)
-        p1, p2 = halves(self.predictor(z))
+        groups = self.encode_groups(batch)
+        predictions = split_views([self.predictor(group) for group in groups], batch.size)
         with torch.no_grad():
-            t1, t2 = halves(self.target(images))
-        loss = byol_loss(p1, t2) + byol_loss(p2, t1)
+            targets = halves(self.target(batch.images))
+        pairs = target_pairs(len(predictions))  # each full-size view's target, every other view's prediction
+        loss = mean_over_pairs(lambda t, c: byol_loss(predictions[c], targets[t]), pairs, scale=2)
         momentum = self.momentum(batch.step)
-        correlation = step_correlation(z, self.distributed) if self.direct else None
+        correlation = step_correlation(groups[0], self.distributed) if self.direct else None
         return StepOutput(loss, {"loss_byol": loss.detach(), "momentum": momentum}, BYOLUpdate(momentum, correlation))
 
     @torch.no_grad()

@@ -17,6 +17,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from invprop.core.crop_pairs import mean_over_pairs, target_pairs
 from invprop.core.distillation_losses import negative_cosine, normalised_output_std
 from invprop.methods.citations import DIGITS_WIDTH
 from invprop.methods.distillation.predictors import (
@@ -29,7 +30,7 @@ from invprop.methods.distillation.predictors import (
 from invprop.methods.method import Batch, BuildContext, StepOutput
 from invprop.methods.recipes import paper_sgd, solo_sgd
 from invprop.methods.spec import Curve, MethodSpec, register_method
-from invprop.methods.two_views import TwoViewMethod, halves
+from invprop.methods.two_views import TwoViewMethod, split_views
 from invprop.settings import AT_LEAST_ONE, Reference, setting
 
 
@@ -47,6 +48,7 @@ SPEC = MethodSpec(
     SimSiamSettings,
     section="simsiam",
     section_help="SimSiam's predictor",
+    multi_crop=True,
     recipes={
         "*": paper_sgd(
             "Chen & He (2021), the authors' main_simsiam.py and README (0.05 x B/256, --fix-pred-lr)",
@@ -100,12 +102,12 @@ class SimSiam(TwoViewMethod):
         return [self.predictor]
 
     def training_step(self, batch: Batch) -> StepOutput:
-        z = self.encode(self.views_of(batch))
-        z1, z2 = halves(z)
-        p1, p2 = halves(self.predictor(z))
-        loss = negative_cosine(p1, z2) / 2 + negative_cosine(p2, z1) / 2
-        correlation = step_correlation(z, self.distributed) if self.direct else None
-        terms: dict[str, Tensor | float] = {"loss_simsiam": loss.detach(), "output_std": normalised_output_std(z1)}
+        groups = self.encode_groups(batch)
+        z = split_views(groups, batch.size)
+        p = split_views([self.predictor(group) for group in groups], batch.size)
+        loss = mean_over_pairs(lambda t, c: negative_cosine(p[c], z[t]), target_pairs(len(z)))
+        correlation = step_correlation(groups[0], self.distributed) if self.direct else None
+        terms: dict[str, Tensor | float] = {"loss_simsiam": loss.detach(), "output_std": normalised_output_std(z[0])}
         return StepOutput(loss, terms, correlation)
 
     @torch.no_grad()

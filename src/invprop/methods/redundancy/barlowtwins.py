@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from invprop.core.crop_pairs import mean_over_pairs, view_pairs
 from invprop.core.redundancy_losses import barlow_twins_loss
 from invprop.methods.citations import SOLO
 from invprop.methods.method import Batch, BuildContext, StepOutput
@@ -36,6 +37,7 @@ SPEC = MethodSpec(
     BarlowTwinsSettings,
     section="barlowtwins",
     section_help="Barlow Twins' loss",
+    multi_crop=True,
     accumulation=Accumulation.REFUSED,
     accumulation_note="the cross-correlation is a statistic of the whole batch",
     recipes={
@@ -82,9 +84,10 @@ class BarlowTwins(TwoViewMethod):
         self.options = settings
 
     def training_step(self, batch: Batch) -> StepOutput:
-        z1, z2 = self.pair(self.views_of(batch))
+        z = [self.gather(view) for view in self.encode_views(batch)]
         o = self.options
-        loss = o.scale * barlow_twins_loss(self.gather(z1), self.gather(z2), o.off_diagonal_weight)
+        loss = mean_over_pairs(lambda i, j: barlow_twins_loss(z[i], z[j], o.off_diagonal_weight), view_pairs(len(z)))
+        loss = o.scale * loss
         return StepOutput(loss, {"loss_barlow": loss.detach()})
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
+from invprop.core.crop_pairs import mean_over_pairs, view_pairs
 from invprop.core.redundancy_losses import vicreg_loss
 from invprop.methods.method import Batch, BuildContext, StepOutput
 from invprop.methods.recipes import paper_lars, solo_lars
@@ -38,6 +39,7 @@ SPEC = MethodSpec(
     VICRegSettings,
     section="vicreg",
     section_help="VICReg's three terms",
+    multi_crop=True,
     accumulation=Accumulation.REFUSED,
     accumulation_note="the variance and covariance terms are statistics of the whole batch",
     recipes={
@@ -83,17 +85,16 @@ class VICReg(TwoViewMethod):
         self.options = settings
 
     def training_step(self, batch: Batch) -> StepOutput:
-        z1, z2 = self.pair(self.views_of(batch))
+        z = [self.gather(view) for view in self.encode_views(batch)]
         o = self.options
-        terms = vicreg_loss(
-            self.gather(z1), self.gather(z2), o.invariance_weight, o.variance_weight, o.covariance_weight, o.target_std
-        )
-        logged: dict[str, Tensor | float] = {
-            "loss_invariance": terms.invariance.detach(),
-            "loss_variance": terms.variance.detach(),
-            "loss_covariance": terms.covariance.detach(),
-        }
-        return StepOutput(terms.loss, logged)
+        weights = (o.invariance_weight, o.variance_weight, o.covariance_weight, o.target_std)
+        per_pair = {(i, j): vicreg_loss(z[i], z[j], *weights) for i, j in view_pairs(len(z))}
+
+        def mean(term: str) -> Tensor:
+            return mean_over_pairs(lambda i, j: getattr(per_pair[i, j], term), list(per_pair))
+
+        logged: dict[str, Tensor | float] = {key: mean(key.removeprefix("loss_")).detach() for key in TERMS}
+        return StepOutput(mean("loss"), logged)
 
 
 __all__ = ["SPEC", "TERMS", "VICReg", "VICRegSettings"]
