@@ -27,7 +27,12 @@ def test_too_few_views_or_a_target_outside_them_is_refused(bad) -> None:
 
 
 def test_the_mean_over_pairs_is_scaled_to_the_two_view_loss() -> None:
-    losses = {(0, 1): torch.tensor(1.0), (1, 0): torch.tensor(3.0), (0, 2): torch.tensor(5.0), (1, 2): torch.tensor(7.0)}
+    losses = {
+        (0, 1): torch.tensor(1.0),
+        (1, 0): torch.tensor(3.0),
+        (0, 2): torch.tensor(5.0),
+        (1, 2): torch.tensor(7.0),
+    }
     two = mean_over_pairs(lambda a, b: losses[a, b], [(0, 1), (1, 0)], scale=2)
     assert two.item() == 1.0 + 3.0  # BYOL's sum of its two directions, exactly
     four = mean_over_pairs(lambda a, b: losses[a, b], list(losses), scale=2)
