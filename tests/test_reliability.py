@@ -505,3 +505,50 @@ def test_a_signal_to_one_process_stops_all_at_the_same_step(tmp_path: Path) -> N
     cfg = from_dict({"device": "cpu", "log": {"every_steps": 4}}, base=config("tensor", epochs=2))
     resumed = Trainer(cfg, run, progress=False).fit(resume=True)
     assert resumed.finished and resumed.metrics["epochs"] == 2
+
+
+def _drawing_run(rank: int, world: int, run: str, stop_at: int, resume: bool) -> dict[str, Any]:
+    """A two-epoch denoising-autoencoder run (it draws noise in every step) as process ``rank``; the torch generator's
+    state after each step, and the final weights (main process). With ``stop_at``, process 1 is sent SIGTERM after
+    that many steps (both stop at the next sync)."""
+    from invprop.engine.process_group import DistributedContext
+
+    cfg = from_dict({"device": "cpu", "epochs": 2, "log": {"every_steps": 4}, "optim": {"batch_size": 64}},
+                    base=preset("digits", "denoising-ae"))  # fmt: skip
+    trainer = Trainer(cfg, Path(run), progress=False, context=DistributedContext(rank, world, rank))
+    original = type(trainer.method).after_step
+    states: list[torch.Tensor] = []
+
+    def after_step_recording(self, outputs) -> None:
+        original(self, outputs)
+        states.append(torch.get_rng_state().clone())
+        if rank == 1 and len(states) == stop_at:
+            signal.raise_signal(signal.SIGTERM)
+
+    type(trainer.method).after_step = after_step_recording
+    try:
+        trainer.fit(resume=resume)
+    except TrainingInterrupted:
+        pass
+    finally:
+        type(trainer.method).after_step = original
+    model = load_checkpoint(Path(run) / "last.pt")["model"] if rank == 0 else None
+    return {"states": states, "model": model}
+
+
+@pytest.mark.slow
+def test_each_process_draws_its_own_noise_and_resumes_its_own_stream_inside_an_epoch(tmp_path: Path) -> None:
+    from gloo import run_gloo
+
+    full = run_gloo(_drawing_run, 2, tmp_path / "full", str(tmp_path / "full-run"), 0, False)
+    assert not torch.equal(full[0]["states"][0], full[1]["states"][0])  # not the same noise on both processes
+    run = str(tmp_path / "cut-run")
+    cut = run_gloo(_drawing_run, 2, tmp_path / "cut", run, 3, False)
+    assert len(cut[0]["states"]) == 4  # stopped inside epoch 1, at the first sync after the signal
+    resumed = run_gloo(_drawing_run, 2, tmp_path / "resumed", run, 0, True)
+    for rank in (0, 1):  # each process's stream goes on from where it was cut
+        streams = cut[rank]["states"] + resumed[rank]["states"]
+        assert len(streams) == len(full[rank]["states"])
+        assert all(torch.equal(a, b) for a, b in zip(streams, full[rank]["states"]))
+    for key, value in full[0]["model"].items():
+        assert torch.equal(value, resumed[0]["model"][key]), key

@@ -26,3 +26,18 @@ def test_the_gpu_generators_round_trip() -> None:
     torch.rand(100, device="cuda")
     restore_rng_state(state)
     assert "cuda" in state and torch.equal(first, torch.rand(4, device="cuda"))
+
+
+def test_each_process_of_a_run_draws_its_own_stream_and_the_main_one_keeps_a_single_process_stream() -> None:
+    from invprop.engine.rng import process_seed, seed_process_draws
+
+    seeds = {process_seed(0, epoch, rank) for epoch in range(1, 50) for rank in range(8)}
+    assert len(seeds) == 49 * 8  # distinct for every epoch and process
+    draws = []
+    for rank in (0, 1, 2):
+        torch.manual_seed(5)
+        seed_process_draws(0, 3, rank)
+        draws.append(torch.rand(4))
+    torch.manual_seed(5)
+    assert torch.equal(draws[0], torch.rand(4))  # rank 0: untouched
+    assert not torch.equal(draws[0], draws[1]) and not torch.equal(draws[1], draws[2])

@@ -59,6 +59,15 @@ def rank(group: ProcessGroup | None = None) -> int:
     return dist.get_rank(group)
 
 
+def all_gather_objects(value: Any, group: ProcessGroup | None = None) -> list[Any]:
+    """Every process's ``value`` (picklable), by rank; ``[value]`` in one process."""
+    if not is_distributed(group):
+        return [value]
+    gathered: list[Any] = [None] * world_size(group)
+    dist.all_gather_object(gathered, value, group=group)
+    return gathered
+
+
 @torch.no_grad()
 def all_gather_tensor(tensor: Tensor, group: ProcessGroup | None = None) -> Tensor:
     """Concatenate every rank's ``tensor`` along dim 0, in rank order (no gradient). Shapes must agree."""
@@ -168,6 +177,7 @@ __all__ = [
     "BACKENDS",
     "LOCAL",
     "ProcessGroup",
+    "all_gather_objects",
     "all_gather_rows",
     "all_gather_tensor",
     "all_reduce_max",

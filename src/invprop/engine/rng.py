@@ -13,6 +13,8 @@ import torch
 
 #: Mixes the run seed and the epoch into one per-epoch seed, so an epoch's randomness does not depend on history.
 EPOCH_SEED_STRIDE = 1_000_003
+#: Mixes a process's rank into its epoch's seed (ranks below it get distinct seeds).
+PROCESS_SEED_STRIDE = 65_537
 
 
 def seed_everything(seed: int) -> None:
@@ -25,6 +27,20 @@ def seed_everything(seed: int) -> None:
 def epoch_seed(seed: int, epoch: int) -> int:
     """The seed of ``epoch`` of a run seeded with ``seed``: a function of the two only."""
     return seed * EPOCH_SEED_STRIDE + epoch
+
+
+def process_seed(seed: int, epoch: int, rank: int) -> int:
+    """The seed of process ``rank``'s own draws in ``epoch`` of a run seeded with ``seed``: a function of the three."""
+    return epoch_seed(seed, epoch) * PROCESS_SEED_STRIDE + rank
+
+
+def seed_process_draws(seed: int, epoch: int, rank: int) -> None:
+    """Give process ``rank`` of a distributed run its own stream of the draws a method makes in its steps (masks,
+    noise, dropout) in ``epoch``; otherwise every process, seeded alike, would draw the same masks for its different
+    images. Rank 0 keeps the stream a one-process run has. Called after the epoch's start, whose draws (a clustering's
+    initialisation) every process must share."""
+    if rank:
+        seed_everything(process_seed(seed, epoch, rank))
 
 
 def rng_state() -> dict[str, Any]:
@@ -60,4 +76,7 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(python_keys), gauss))
 
 
-__all__ = ["EPOCH_SEED_STRIDE", "epoch_seed", "restore_rng_state", "rng_state", "seed_everything"]
+__all__ = [
+    "EPOCH_SEED_STRIDE", "PROCESS_SEED_STRIDE", "epoch_seed", "process_seed", "restore_rng_state", "rng_state",
+    "seed_everything", "seed_process_draws",
+]  # fmt: skip

@@ -32,6 +32,7 @@ from invprop.config import (
 from invprop.data import DataSplits
 from invprop.data.image_sequences import file_names_digest
 from invprop.data.loader import MIN_PROCESS_BATCH, epoch_plan
+from invprop.distributed.collectives import all_gather_objects
 from invprop.engine.batches import BatchPipeline
 from invprop.engine.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from invprop.engine.device import autocast, autocast_dtype, resolve_device
@@ -48,7 +49,7 @@ from invprop.engine.process_group import (
     device_for,
     main_process_first,
 )
-from invprop.engine.rng import epoch_seed, restore_rng_state, rng_state, seed_everything
+from invprop.engine.rng import epoch_seed, restore_rng_state, rng_state, seed_everything, seed_process_draws
 from invprop.engine.run_lock import check_still_held
 from invprop.engine.run_optimizers import load_part_states, part_states, run_optimizers, stage_plan
 from invprop.engine.run_settings import (
@@ -257,6 +258,7 @@ class Trainer:
             "input": {"in_channels": self.data.in_channels, "image_size": self.data.image_size},
             "data": {"train_images": len(self.data.train), "train_files": self._train_files},
             "rng": rng_state(),
+            **({"rng_processes": all_gather_objects(rng_state())} if self.context.enabled else {}),
             "partial": self._partial,
             "record": self._last_record,
         }
@@ -300,6 +302,26 @@ class Trainer:
         self._partial = state.get("partial")
         self._last_record = state.get("record")
         restore_rng_state(state["rng"])
+        self._restore_process_draws(state.get("rng_processes"))
+
+    def _restore_process_draws(self, states: list[dict[str, Any]] | None) -> None:
+        """In a distributed run, each process's own generator states, as the checkpoint holds them; inside an epoch
+        of a checkpoint from another number of processes, fresh per-process streams (said once: the resumed run then
+        draws other masks and noise than an uninterrupted one would)."""
+        context = self.context
+        if not context.enabled:
+            return
+        if states is not None and len(states) == context.world_size:
+            restore_rng_state(states[context.rank])
+            return
+        if self._partial is not None:
+            if context.is_main:
+                logger.warning(
+                    "the checkpoint holds the generator states of %d process(es), this run has %d: inside epoch %d "
+                    "each process draws its masks and noise from a fresh seed, not as the interrupted run would have",
+                    len(states) if states is not None else 1, context.world_size, self._partial["epoch"],
+                )  # fmt: skip
+            seed_process_draws(self.cfg.seed, int(self._partial["epoch"]), context.rank)
 
     # ----------------------------------------------------------------------------------------------- loop
     def train_epoch(
@@ -320,6 +342,7 @@ class Trainer:
             for parameter in self.method.reinitialised_parameters():
                 for run in self.optimizers.values():
                     run.optimizer.state.pop(parameter, None)
+            seed_process_draws(cfg.seed, epoch, self.context.rank)  # after the epoch's shared start
         else:
             started = dict(resume_from.get("started") or {})
         self.method.train()

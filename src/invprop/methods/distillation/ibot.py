@@ -290,7 +290,7 @@ SPEC = MethodSpec(
     accumulation=Accumulation.RUNS,
     accumulation_note="each chunk draws its own masks",
     torchrun=Torchrun.RUNS,
-    torchrun_note="each process draws the masks of its own images, from the generator state every process shares",
+    torchrun_note="each process draws the masks of its own images, from a stream of its own",
 )
 
 

@@ -164,7 +164,7 @@ SPEC = MethodSpec(
     accumulation=Accumulation.RUNS,
     accumulation_note="each chunk draws its own blocks",
     torchrun=Torchrun.RUNS,
-    torchrun_note="each process draws the blocks of its own images, from the generator state every process shares",
+    torchrun_note="each process draws the blocks of its own images, from a stream of its own",
 )
 
 

@@ -177,8 +177,7 @@ SPEC = MethodSpec(
     accumulation_note="Sinkhorn-Knopp balances the targets, and the mean-entropy term averages the anchors, over the "
     "whole batch",
     torchrun=Torchrun.RUNS,
-    torchrun_note="each process draws the dropped tokens of its own images, from the generator state every process "
-    "shares",
+    torchrun_note="each process draws the dropped tokens of its own images, from a stream of its own",
 )
 
 
