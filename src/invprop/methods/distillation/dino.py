@@ -42,6 +42,7 @@ from invprop.core.momentum import ema_update_, frozen_copy
 from invprop.core.self_distillation import TEACHER_CENTERINGS, dino_loss, koleo_loss, next_center, teacher_temperature
 from invprop.distributed.collectives import LOCAL, all_reduce_sum, world_size
 from invprop.methods.citations import DIGITS_WIDTH, SOLO
+from invprop.methods.distillation.dinov2_options import whole_batch_refusal
 from invprop.methods.method import Batch, BuildContext, Method, StepOutput
 from invprop.methods.recipes import paper_sgd, solo_lars
 from invprop.methods.spec import Curve, MethodSpec, SmokeRun, register_method
@@ -87,15 +88,6 @@ class DINOUpdate(NamedTuple):
     momentum: float
     mean: Tensor
     rows: int
-
-
-def _whole_batch_options(settings: DINOSettings) -> str | None:
-    """Why DINOv2's options refuse gradient accumulation: each needs the whole batch at once."""
-    if settings.centering == "sinkhorn":
-        return "dino.centering=sinkhorn balances the teacher's outputs over the whole batch"
-    if settings.koleo_weight:
-        return "dino.koleo_weight finds each feature's nearest neighbour within the whole batch"
-    return None
 
 
 _CARON = "Caron et al. (2021), DINO"
@@ -202,7 +194,7 @@ SPEC = MethodSpec(
     # backbone's kNN is above the untrained one's (measured on this project's 2-core machine, 2026-12-06).
     smoke=SmokeRun(metric="knn_backbone_top1"),
     multi_crop=True,
-    accumulation_refused_by=_whole_batch_options,
+    accumulation_refused_by=whole_batch_refusal("dino"),
 )
 
 

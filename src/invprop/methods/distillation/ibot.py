@@ -47,6 +47,7 @@ from invprop.core.token_masks import block_masks
 from invprop.distributed.collectives import LOCAL, all_reduce_sum, world_size
 from invprop.errors import ConfigError
 from invprop.methods.citations import SOLO
+from invprop.methods.distillation.dinov2_options import whole_batch_refusal
 from invprop.methods.method import Batch, BuildContext, Method, StepOutput
 from invprop.methods.spec import Accumulation, Curve, MethodSpec, Recipe, SmokeRun, Torchrun, register_method
 from invprop.methods.two_views import momentum_schedule
@@ -121,15 +122,6 @@ class IBOTUpdate(NamedTuple):
     mean: Tensor
     patch_mean: Tensor
     rows: int
-
-
-def _whole_batch_options(settings: IBOTSettings) -> str | None:
-    """Why DINOv2's options refuse gradient accumulation: each needs the whole batch at once."""
-    if settings.centering == "sinkhorn":
-        return "ibot.centering=sinkhorn balances the teacher's outputs over the whole batch"
-    if settings.koleo_weight:
-        return "ibot.koleo_weight finds each feature's nearest neighbour within the whole batch"
-    return None
 
 
 _ZHOU = "Zhou et al. (2022), iBOT"
@@ -286,17 +278,12 @@ SPEC = MethodSpec(
     compare=False,
     smoke=SmokeRun(metric="knn_backbone_top1"),
     multi_crop=True,
-    accumulation_refused_by=_whole_batch_options,
+    accumulation_refused_by=whole_batch_refusal("ibot"),
     accumulation=Accumulation.RUNS,
     accumulation_note="each chunk draws its own masks",
     torchrun=Torchrun.RUNS,
     torchrun_note="each process draws the masks of its own images, from a stream of its own",
 )
-
-
-def _entropy(probs: Tensor) -> Tensor:
-    """The mean entropy (nats) of the distributions along the last dimension."""
-    return entropies(probs).mean()
 
 
 def _token_entropy(probs: Tensor, hidden: Tensor) -> Tensor:
@@ -407,7 +394,7 @@ class IBOT(Method):
         momentum = self.momentum(batch.step)
         terms: dict[str, Tensor | float] = {
             "loss_cls": loss_cls.detach(), "loss_mim": loss_mim.detach(),
-            "teacher_entropy": torch.stack([_entropy(p) for p in probs]).mean(),
+            "teacher_entropy": torch.stack([entropies(p).mean() for p in probs]).mean(),
             "loss_koleo": koleo.detach() if isinstance(koleo, Tensor) else koleo,
             "patch_teacher_entropy": _token_entropy(patch_probs, hidden), "masked_share": hidden.float().mean(),
             "teacher_temperature": tau, "momentum": momentum,

@@ -181,11 +181,6 @@ SPEC = MethodSpec(
 )
 
 
-def _entropy(probs: Tensor) -> Tensor:
-    """The mean entropy (nats) of the rows of ``probs``."""
-    return entropies(probs).mean()
-
-
 @register_method("msn", SPEC)
 class MSN(Method):
     """Masked anchors against an unmasked target through shared prototypes (Assran et al., 2022, Eq. 1-3).
@@ -239,8 +234,8 @@ class MSN(Method):
         terms: dict[str, Tensor | float] = {
             "loss_msn": loss_msn.detach(),
             "loss_memax": loss_memax.detach(),
-            "target_entropy": _entropy(targets),
-            "anchor_entropy": _entropy(probs.detach()),
+            "target_entropy": entropies(targets).mean(),
+            "anchor_entropy": entropies(probs.detach()).mean(),
             "momentum": momentum,
         }
         return StepOutput(loss_msn + o.memax_weight * loss_memax, terms, momentum)
