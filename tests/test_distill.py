@@ -78,6 +78,21 @@ def test_a_teacher_file_is_loaded_as_the_teachers_weights(tmp_path: Path) -> Non
     assert all(torch.equal(loaded[k], v) for k, v in saved.net.state_dict().items())
 
 
+def test_a_teacher_trained_on_other_data_sees_the_images_normalised_as_its_data_were(tmp_path: Path) -> None:
+    torch.manual_seed(7)
+    saved = TimmBackbone("timm:test_resnet", 1, None, TimmOptions())
+    path = tmp_path / "teacher.pth"
+    torch.save(saved.net.state_dict(), path)
+    method = _distill(teacher_pretrained=True, teacher_file=str(path), teacher_mean=[0.5], teacher_std=[0.2])
+    images = torch.randn(3, 1, 8, 8)
+    raw = F.interpolate(images * STD + MEAN, size=(12, 12), mode="bilinear", align_corners=False)
+    with torch.no_grad():
+        expected = F.normalize(saved.eval()((raw - 0.5) / 0.2), dim=1)
+    torch.testing.assert_close(method.teacher(images), expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ConfigError, match="distill.teacher_std has 3 value.* 1 channel"):
+        _distill(teacher_pretrained=True, teacher_file=str(path), teacher_std=[0.2, 0.2, 0.2])
+
+
 def test_a_missing_teacher_file_and_a_queue_as_large_as_the_data_are_refused_in_one_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="distill.teacher_file .* does not exist") as error:
         _distill(teacher_pretrained=True, teacher_file=str(tmp_path / "none.pth"))

@@ -56,6 +56,11 @@ class DistillSettings:
     teacher_pretrained: bool = setting(True, "load the teacher's weights; false: a randomly initialised teacher (for "
                                              "tests of the machinery only)")  # fmt: skip
     teacher_image_size: int = setting(224, "the side the teacher sees the images at (resized)", bounds=AT_LEAST_ONE)
+    teacher_mean: list[float] | None = setting(None, "the per-channel mean of the images the teacher was trained on "
+                                                     "(an invprop run's: its data's); null: the timm model's (ImageNet's "
+                                                     "for most)")  # fmt: skip
+    teacher_std: list[float] | None = setting(None, "the per-channel standard deviation of those images; null: the "
+                                                    "timm model's")  # fmt: skip
     queue_size: int | None = setting(None, "teacher embeddings in the queue; null: by the dataset's size, as "
                                            "LightlyTrain's auto (512 for 1,347 images, 8,192 past 20,000)",
                                      bounds=AT_LEAST_TWO)  # fmt: skip
@@ -144,8 +149,15 @@ class FrozenTeacher:
         self.side = settings.teacher_image_size
         self.data_mean = _per_channel(context.mean, channels, 0.0)
         self.data_std = _per_channel(context.std, channels, 1.0)
-        self.mean = _per_channel(wanted.mean[:channels] if settings.teacher_pretrained else (), channels, 0.0)
-        self.std = _per_channel(wanted.std[:channels] if settings.teacher_pretrained else (), channels, 1.0)
+        for key, given in (("teacher_mean", settings.teacher_mean), ("teacher_std", settings.teacher_std)):
+            if given is not None and len(given) != channels:
+                raise ConfigError(f"distill.{key} has {len(given)} value(s) but the images have {channels} channel(s); "
+                                  f"give one per channel")  # fmt: skip
+        known = settings.teacher_pretrained  # a random teacher (tests) takes the student's normalisation as it is
+        mean = settings.teacher_mean if settings.teacher_mean is not None else wanted.mean[:channels] if known else ()
+        std = settings.teacher_std if settings.teacher_std is not None else wanted.std[:channels] if known else ()
+        self.mean = _per_channel(mean, channels, 0.0)
+        self.std = _per_channel(std, channels, 1.0)
 
     @property
     def width(self) -> int:
