@@ -93,6 +93,20 @@ def test_a_teacher_trained_on_other_data_sees_the_images_normalised_as_its_data_
         _distill(teacher_pretrained=True, teacher_file=str(path), teacher_std=[0.2, 0.2, 0.2])
 
 
+def test_a_vit_teacher_trained_on_small_images_is_built_with_its_patch_side(tmp_path: Path) -> None:
+    torch.manual_seed(7)
+    saved = TimmBackbone("timm:test_vit", 1, 12, TimmOptions(patch_size=4))  # as an invprop run's export is
+    path = tmp_path / "vit.pth"
+    torch.save(saved.net.state_dict(), path)
+    method = _distill(teacher="timm:test_vit", teacher_pretrained=True, teacher_file=str(path), teacher_patch_size=4,
+                      teacher_mean=[MEAN], teacher_std=[STD])  # fmt: skip
+    images = torch.randn(3, 1, 8, 8)
+    raw = F.interpolate(images * STD + MEAN, size=(12, 12), mode="bilinear", align_corners=False)
+    with torch.no_grad():
+        expected = F.normalize(saved.eval()((raw - MEAN) / STD), dim=1)
+    torch.testing.assert_close(method.teacher(images), expected, rtol=1e-5, atol=1e-6)
+
+
 def test_a_missing_teacher_file_and_a_queue_as_large_as_the_data_are_refused_in_one_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="distill.teacher_file .* does not exist") as error:
         _distill(teacher_pretrained=True, teacher_file=str(tmp_path / "none.pth"))

@@ -56,6 +56,8 @@ class DistillSettings:
     teacher_pretrained: bool = setting(True, "load the teacher's weights; false: a randomly initialised teacher (for "
                                              "tests of the machinery only)")  # fmt: skip
     teacher_image_size: int = setting(224, "the side the teacher sees the images at (resized)", bounds=AT_LEAST_ONE)
+    teacher_patch_size: int | None = setting(None, "the teacher ViT's patch side as it was trained (an invprop run's "
+                                                   "model.patch_size); null: the model's own", bounds=AT_LEAST_ONE)  # fmt: skip
     teacher_mean: list[float] | None = setting(None, "the per-channel mean of the images the teacher was trained on "
                                                      "(an invprop run's: its data's); null: the timm model's (ImageNet's "
                                                      "for most)")  # fmt: skip
@@ -141,8 +143,11 @@ class FrozenTeacher:
                               f"file of {settings.teacher}")  # fmt: skip
         if not settings.teacher_pretrained and settings.teacher_file is not None:
             raise ConfigError("distill.teacher_file is set but distill.teacher_pretrained is false: set it to true")
-        options = TimmOptions(pretrained=settings.teacher_pretrained, pretrained_file=settings.teacher_file)
-        teacher = TimmBackbone(settings.teacher, context.in_channels, None, options, TEACHER_FILE_KEY)
+        patch = settings.teacher_patch_size
+        options = TimmOptions(pretrained=settings.teacher_pretrained, pretrained_file=settings.teacher_file,
+                              patch_size=patch)  # fmt: skip
+        side = settings.teacher_image_size if patch is not None else None  # a ViT built for its own images
+        teacher = TimmBackbone(settings.teacher, context.in_channels, side, options, TEACHER_FILE_KEY)
         self.net = teacher.eval().requires_grad_(False)
         wanted = model_input(settings.teacher)
         channels = context.in_channels
