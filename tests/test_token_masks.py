@@ -3,10 +3,49 @@ images and the ratio range kept, reproducible from a generator, and bad ranges r
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
-from invprop.core.token_masks import block_masks, block_shape, block_token_mask, multi_block_masks
+from invprop.core.token_masks import block_masks, block_shape, block_token_mask, block_token_masks, multi_block_masks
+
+
+def _beit_mask(rows: int, cols: int, count: float, generator: torch.Generator) -> torch.Tensor:
+    """BEiT's Alg. 1 written out for one image, one rectangle at a time (the oracle of the batched draw)."""
+    mask = torch.zeros(rows, cols, dtype=torch.bool)
+    smallest, hidden = (min(rows, cols) // 3) ** 2, 0
+    while hidden < count:
+        left, added = count - hidden, 0
+        for _ in range(10):
+            area = smallest + (left - smallest) * float(torch.rand((), generator=generator))
+            ratio = math.exp(
+                math.log(0.3) + (math.log(1 / 0.3) - math.log(0.3)) * float(torch.rand((), generator=generator))
+            )
+            h, w = round(math.sqrt(area * ratio)), round(math.sqrt(area / ratio))
+            if h < rows and w < cols:
+                top = int(torch.randint(0, rows - h + 1, (), generator=generator))
+                start = int(torch.randint(0, cols - w + 1, (), generator=generator))
+                new = int((~mask[top : top + h, start : start + w]).sum())
+                if 0 < new <= left:
+                    mask[top : top + h, start : start + w] = True
+                    added = new
+                    break
+        if added == 0:
+            break
+        hidden += added
+    return mask.flatten()
+
+
+def test_the_batched_draw_has_the_law_of_beits_one_image_loop() -> None:
+    # The hidden count's distribution and each token's chance of being hidden, over 3,000 draws of each.
+    n, count = 3000, 20.0
+    batched = block_token_masks(torch.full((n,), count), 8, 8, generator=torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(1)
+    looped = torch.stack([_beit_mask(8, 8, count, generator) for _ in range(n)])
+    histograms = [torch.bincount(m.sum(dim=1), minlength=65).double() / n for m in (batched, looped)]
+    assert 0.5 * float((histograms[0] - histograms[1]).abs().sum()) < 0.06  # total variation
+    assert float((batched.double().mean(0) - looped.double().mean(0)).abs().max()) < 0.05
 
 
 @pytest.mark.parametrize("seed", range(20))

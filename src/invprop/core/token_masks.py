@@ -60,49 +60,64 @@ BEIT_ASPECT = (0.3, 1 / 0.3)
 BLOCK_TRIES = 10
 
 
-def _uniform(low: float, high: float, generator: torch.Generator | None) -> float:
-    return low + (high - low) * float(torch.rand((), generator=generator))
+def block_token_masks(
+    counts: Tensor, rows: int, cols: int, aspect: tuple[float, float] = BEIT_ASPECT,
+    generator: torch.Generator | None = None,
+) -> Tensor:  # fmt: skip
+    """(B, rows x cols) bool: block-wise masking (Bao et al., 2022, BEiT, Alg. 1, as Zhou et al., 2022, iBOT, draw it
+    in their ``ImageFolderMask`` with ``pred_shape block``) of B images, image b until ``counts[b]`` tokens are
+    hidden. Rectangles are added one at a time: each of area U(a_min, tokens still to hide), with
+    a_min = (min(rows, cols) // 3)^2, and aspect ratio exp(U(log aspect[0], log aspect[1])), placed uniformly where
+    it fits strictly inside the grid; a rectangle is kept when it hides at least one new token and no more than are
+    still to hide. After ``BLOCK_TRIES`` tries that add nothing, an image's mask stops short.
+
+    The images are drawn together (a loop over rounds and tries, not over images): the same law per image as BEiT's
+    loop, at a cost that does not grow with the batch in Python steps.
+
+    Args:
+        counts: (B,) float, the tokens to hide in each image (0: none).
+    """
+    b = counts.shape[0]
+    masks = torch.zeros(b, rows, cols, dtype=torch.bool)
+    left = counts.detach().to(torch.float64).cpu().clone()
+    smallest = float((min(rows, cols) // 3) ** 2)
+    log_low, log_high = math.log(aspect[0]), math.log(aspect[1])
+    row_ids, col_ids = torch.arange(rows).view(1, 1, rows, 1), torch.arange(cols).view(1, 1, 1, cols)
+    images = torch.arange(b)
+    active = left > 0
+    while bool(active.any()):
+        # A round's BLOCK_TRIES tries drawn at once; each image keeps its first try that adds tokens (the law of
+        # trying them one after another, since a try's draws do not depend on the tries before it).
+        u = torch.rand(4, BLOCK_TRIES, b, generator=generator, dtype=torch.float64)
+        area = smallest + (left - smallest) * u[0]
+        ratio = torch.exp(log_low + (log_high - log_low) * u[1])
+        h, w = torch.round(torch.sqrt(area * ratio)).long(), torch.round(torch.sqrt(area / ratio)).long()
+        top = torch.floor(u[2] * (rows - h + 1).clamp_min(1)).long().unsqueeze(-1).unsqueeze(-1)
+        start = torch.floor(u[3] * (cols - w + 1).clamp_min(1)).long().unsqueeze(-1).unsqueeze(-1)
+        rect = ((row_ids >= top) & (row_ids < top + h.unsqueeze(-1).unsqueeze(-1))
+                & (col_ids >= start) & (col_ids < start + w.unsqueeze(-1).unsqueeze(-1)))  # fmt: skip
+        new = (rect & ~masks).sum(dim=(2, 3))
+        kept = active & (h < rows) & (w < cols) & (new > 0) & (new.to(left.dtype) <= left)
+        first = kept.to(torch.uint8).argmax(dim=0)
+        placed = kept.any(dim=0)
+        masks |= rect[first, images] & placed.view(-1, 1, 1)
+        left = left - new[first, images].to(left.dtype) * placed
+        active = placed & (left > 0)
+    return masks.view(b, rows * cols)
 
 
 def block_token_mask(
     rows: int, cols: int, count: float, aspect: tuple[float, float] = BEIT_ASPECT,
     generator: torch.Generator | None = None,
 ) -> Tensor:  # fmt: skip
-    """(rows x cols,) bool: block-wise masking (Bao et al., 2022, BEiT, Alg. 1, as Zhou et al., 2022, iBOT, draw it
-    in their ``ImageFolderMask`` with ``pred_shape block``). Rectangles are added until ``count`` tokens are hidden:
-    each of area U(a_min, tokens still to hide), with a_min = (min(rows, cols) // 3)^2, and aspect ratio
-    exp(U(log aspect[0], log aspect[1])), placed uniformly where it fits strictly inside the grid; a rectangle is
-    kept when it hides at least one new token and no more than are still to hide. After ``BLOCK_TRIES`` tries that
-    add nothing, the mask stops short.
+    """(rows x cols,) bool: :func:`block_token_masks` of one image hiding ``count`` tokens.
 
     Example:
         >>> mask = block_token_mask(8, 8, 20, generator=torch.Generator().manual_seed(0))
         >>> mask.shape, 0 < int(mask.sum()) <= 20
         (torch.Size([64]), True)
     """
-    mask = torch.zeros(rows, cols, dtype=torch.bool)
-    smallest = (min(rows, cols) // 3) ** 2
-    log_low, log_high = math.log(aspect[0]), math.log(aspect[1])
-    hidden = 0
-    while hidden < count:
-        left = count - hidden
-        added = 0
-        for _ in range(BLOCK_TRIES):
-            area = _uniform(smallest, left, generator)
-            ratio = math.exp(_uniform(log_low, log_high, generator))
-            h, w = round(math.sqrt(area * ratio)), round(math.sqrt(area / ratio))
-            if h < rows and w < cols:
-                top = int(torch.randint(0, rows - h + 1, (), generator=generator))
-                start = int(torch.randint(0, cols - w + 1, (), generator=generator))
-                new = int((~mask[top : top + h, start : start + w]).sum())
-                if 0 < new <= left:
-                    mask[top : top + h, start : start + w] = True
-                    added = new
-                    break
-        if added == 0:
-            break
-        hidden += added
-    return mask.flatten()
+    return block_token_masks(torch.tensor([float(count)]), rows, cols, aspect, generator)[0]
 
 
 def block_masks(
@@ -110,7 +125,7 @@ def block_masks(
     aspect: tuple[float, float] = BEIT_ASPECT, generator: torch.Generator | None = None,
 ) -> Tensor:  # fmt: skip
     """(batch, rows x cols) bool: each image masked with ``probability`` (else not at all), by
-    :func:`block_token_mask` with a share of its tokens drawn from U(ratio) (iBOT's ``pred_ratio 0 0.3`` with
+    :func:`block_token_masks` with a share of its tokens drawn from U(ratio) (iBOT's ``pred_ratio 0 0.3`` with
     ``pred_ratio_var 0 0.2``: ratio 0 or U(0.1, 0.5), each with probability 0.5, per global crop).
 
     Example:
@@ -121,12 +136,10 @@ def block_masks(
     require("probability", probability, FRACTION)
     if not 0 <= ratio[0] <= ratio[1] < 1:
         raise ValueError(f"a mask ratio range must satisfy 0 <= low <= high < 1, got {ratio}")
-    masks = torch.zeros(batch, rows * cols, dtype=torch.bool)
-    for image in range(batch):
-        if float(torch.rand((), generator=generator)) < probability:
-            share = _uniform(ratio[0], ratio[1], generator)
-            masks[image] = block_token_mask(rows, cols, share * rows * cols, aspect, generator)
-    return masks
+    draws = torch.rand(2, batch, generator=generator, dtype=torch.float64)
+    shares = ratio[0] + (ratio[1] - ratio[0]) * draws[1]
+    counts = torch.where(draws[0] < probability, shares * rows * cols, torch.zeros_like(shares))
+    return block_token_masks(counts, rows, cols, aspect, generator)
 
 
 class MultiBlockMasks(NamedTuple):
@@ -230,6 +243,7 @@ __all__ = [
     "TokenMask",
     "block_masks",
     "block_token_mask",
+    "block_token_masks",
     "keep_tokens",
     "random_token_mask",
 ]
