@@ -56,3 +56,17 @@ def test_a_missing_source_is_refused_in_one_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="model.init_from=.*no last.pt there") as error:
         Trainer(_config("simclr", model={"init_from": str(tmp_path / "nowhere")}), tmp_path / "run", progress=False)
     assert "\n" not in str(error.value)
+
+
+def test_a_resumed_run_does_not_need_its_source_any_more(dino_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    source = tmp_path / "source"
+    shutil.copytree(dino_run, source)
+    cfg = _config("dino", epochs=2, model={"init_from": str(source)})
+    Trainer(cfg, tmp_path / "run", progress=False).fit(stop_after=1)
+    shutil.rmtree(source)  # moved or deleted after the run began
+    with pytest.raises(ConfigError, match="no last.pt there"):
+        Trainer(cfg, tmp_path / "other", progress=False)  # a new run still needs it
+    resumed = Trainer(cfg, tmp_path / "run", progress=False, resuming=True).fit(resume=True)
+    assert resumed.metrics["epochs"] == 2

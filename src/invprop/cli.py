@@ -290,7 +290,7 @@ def _fit(
     changes: list[Change],
 ) -> RunResult:
     """Train in a frame of its own, so that the trainer is released when it returns (see :func:`_train`)."""
-    trainer = Trainer(cfg, run_dir, progress=None, context=context, changes=changes)
+    trainer = Trainer(cfg, run_dir, progress=None, context=context, changes=changes, resuming=resume)
     processes = f", {context.world_size} processes" if context.enabled else ""
     logger.info(
         "training %s on %s: %d images, %d epochs, device %s%s -> %s",

@@ -109,8 +109,12 @@ class Trainer:
         progress: bool | None = None,
         context: DistributedContext = SINGLE_PROCESS,
         changes: Sequence[Change] | None = None,
+        resuming: bool = False,
     ) -> None:
         self.cfg = validate(cfg)
+        #: Built to resume from the run's checkpoint: ``model.init_from`` is not read (the checkpoint holds the
+        #: weights it gave, and its source may be gone by then).
+        self.resuming = resuming
         self._changes = None if changes is None else list(changes)
         self.run_dir = Path(run_dir)
         self.context = context
@@ -139,7 +143,7 @@ class Trainer:
         encoder: Encoder = encoder_from(
             cfg.model, self.data.in_channels, self.data.image_size, (self.data.mean, self.data.std)
         ).to(self.device)
-        source = initial_weights(cfg.model.init_from) if cfg.model.init_from else None
+        source = initial_weights(cfg.model.init_from) if cfg.model.init_from and not resuming else None
         encoder_loaded = load_matching(encoder, source.state, ENCODER) if source is not None else None
         self.spec.freeze_unused(encoder)
         if context.enabled and cfg.distributed.sync_bn:
@@ -508,6 +512,9 @@ class Trainer:
         ckpt_path = self.run_dir / CHECKPOINT_NAME
         if not resume and self._changes is None:
             self._changes = []  # a new run: whatever settings file a failed start left is not its story
+        if self.resuming and not resume and cfg.model.init_from:
+            raise ValueError("a Trainer built with resuming=True left model.init_from unread; fit(resume=True) or "
+                             "build it with resuming=False")  # fmt: skip
         if resume:
             # CPU first: a split bank's process keeps only its rows of the whole saved bank.
             self.load_state_dict(load_checkpoint(ckpt_path, "cpu"))

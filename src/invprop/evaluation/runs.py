@@ -70,7 +70,7 @@ def train_or_reuse(
         resume = (run_dir / CHECKPOINT_NAME).is_file()
         logger.info("%s: %s %s", label, "resuming" if resume else "training", run_dir)
         try:
-            metrics = Trainer(cfg, run_dir, progress=progress).fit(resume=resume).metrics
+            metrics = Trainer(cfg, run_dir, progress=progress, resuming=resume).fit(resume=resume).metrics
         except TrainingInterrupted as stop:  # the way on is the table's command, not train --resume
             raise RowInterrupted(stop.signum, stop.run_dir, stop.checkpoint, stop.where) from None
         if while_locked is not None:
