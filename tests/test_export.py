@@ -28,7 +28,7 @@ def test_torchvision_export_loads_strictly_and_computes_the_same_features(
     tmp_path: Path, backbone: str, arch: str
 ) -> None:
     ckpt = fake_run(tmp_path, backbone)
-    path = export_weights(ckpt, "torchvision")
+    path = export_weights(ckpt, "torchvision").path
     weights = torch.load(path, weights_only=True)
     assert not any(k.startswith("fc.") for k in weights)
     model = getattr(torchvision.models, arch)(weights=None)
@@ -45,7 +45,7 @@ def test_torchvision_export_loads_strictly_and_computes_the_same_features(
 
 def test_safetensors_export_holds_the_whole_encoder(tmp_path: Path) -> None:
     ckpt = fake_run(tmp_path, "small_convnet")
-    tensors = load_file(str(export_weights(ckpt, "safetensors", tmp_path / "enc.safetensors")))
+    tensors = load_file(str(export_weights(ckpt, "safetensors", tmp_path / "enc.safetensors").path))
     exported = build_encoder("small_convnet", "mlp", 128)
     exported.load_state_dict(tensors, strict=True)
     trained = build_encoder("small_convnet", "mlp", 128)
@@ -70,9 +70,9 @@ def test_a_colour_split_encoder_exports_to_safetensors_only(tmp_path: Path) -> N
     encoder = build_encoder("resnet18_cifar", "mlp", 128, colour_split="lab", normalisation=normalisation)
     state = {"model": {f"encoder.{k}": v for k, v in encoder.state_dict().items()}, "config": to_dict(cfg), "epoch": 1}
     save_checkpoint(state, tmp_path / "last.pt")
-    for fmt in ("torchvision", "timm"):
+    for fmt in ("torchvision", "timm", "onnx"):
         with pytest.raises(ConfigError, match=f"one backbone per channel group .* no single {fmt} model"):
             export_weights(tmp_path / "last.pt", fmt)
-    tensors = load_file(str(export_weights(tmp_path / "last.pt", "safetensors", tmp_path / "enc.safetensors")))
+    tensors = load_file(str(export_weights(tmp_path / "last.pt", "safetensors", tmp_path / "enc.safetensors").path))
     loaded = build_encoder("resnet18_cifar", "mlp", 128, colour_split="lab", normalisation=normalisation)
     loaded.load_state_dict(tensors, strict=True)  # both backbones and both heads, nothing else

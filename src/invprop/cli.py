@@ -67,7 +67,7 @@ from invprop.errors import (
 from invprop.evaluation import PROTOCOLS, parse_variants, run_ablation
 from invprop.evaluation.ablation import ablated_methods, ablation_of, paper_config
 from invprop.evaluation.embed import SPLITS, embed, nearest_neighbors
-from invprop.evaluation.export import FORMATS, ExportBusy, export_weights, timm_create_call
+from invprop.evaluation.export import FORMATS, ExportBusy, export_weights
 from invprop.evaluation.runs import RowInterrupted
 from invprop.files import check_writable
 from invprop.methods import METHODS
@@ -424,11 +424,10 @@ def cmd_neighbors(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    path = export_weights(Path(args.checkpoint), args.format, Path(args.out) if args.out else None)
-    print(f"{args.format} weights written: {path}")
-    if args.format == "timm":
-        print(f"load them with: model = {timm_create_call(Path(args.checkpoint))}; "
-              f"model.load_state_dict(torch.load({str(path)!r}))")  # fmt: skip
+    done = export_weights(Path(args.checkpoint), args.format, Path(args.out) if args.out else None)
+    print(f"{args.format} weights written: {done.path}")
+    if done.how_to_load:
+        print(f"load them with: {done.how_to_load}")
     return 0
 
 
@@ -667,7 +666,9 @@ def build_parser() -> argparse.ArgumentParser:
     nb.set_defaults(func=cmd_neighbors)
 
     ex = sub.add_parser(
-        "export", help="export weights for torchvision (ResNets), timm (timm:NAME backbones) or as safetensors (any)"
+        "export",
+        help="export weights for torchvision (ResNets), timm (timm:NAME backbones), as safetensors (any) "
+        "or as an ONNX graph that takes pixels (any; pip install 'invprop[onnx]')",
     )
     ex.add_argument("--checkpoint", required=True, help="a run's last.pt (or the run directory)")
     ex.add_argument("--format", required=True, choices=FORMATS)

@@ -259,7 +259,12 @@ class Trainer:
             "seconds": self.seconds,
             "baseline": self.baseline,
             "config": to_dict(self.cfg),
-            "input": {"in_channels": self.data.in_channels, "image_size": self.data.image_size},
+            "input": {
+                "in_channels": self.data.in_channels,
+                "image_size": self.data.image_size,
+                "mean": [float(v) for v in self.data.mean],
+                "std": [float(v) for v in self.data.std],
+            },
             "data": {"train_images": len(self.data.train), "train_files": self._train_files},
             "rng": rng_state(),
             **({"rng_processes": all_gather_objects(rng_state())} if self.context.enabled else {}),

@@ -9,6 +9,8 @@
   built for (``img_size=32, patch_size=4``), which :func:`timm_create_call` spells out. Checked on export.
 * ``safetensors``: the whole encoder (backbone and head) for any backbone, with the model settings (and, for timm
   backbones, the ``timm.create_model`` arguments) as metadata.
+* ``onnx``: the encoder behind its run's normalisation as an ONNX graph with a free batch axis, checked under
+  onnxruntime on export (:mod:`invprop.evaluation.onnx_export`; the ``onnx`` extra).
 """
 
 from __future__ import annotations
@@ -16,22 +18,23 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 import torchvision
 from torch import Tensor, nn
 
-from invprop.config import from_saved
+from invprop.config import Config, from_saved
 from invprop.engine import RunLock, load_checkpoint
 from invprop.errors import ConfigError, RunBusyError
 from invprop.evaluation.loading import ENCODER_PREFIX, checkpoint_path
 from invprop.files import write_atomically
 from invprop.models.backbones import adapt_resnet_stem
 from invprop.models.timm_backbone import creation_kwargs, import_timm, is_timm_backbone, timm_architecture
+from invprop.settings import close_match
 
-FORMATS = ("torchvision", "timm", "safetensors")
 #: invprop backbone -> (torchvision architecture, CIFAR stem).
 TORCHVISION_BACKBONES = {
     "resnet18": ("resnet18", False),
@@ -86,47 +89,92 @@ def _encoder_weights(state: dict) -> dict[str, Tensor]:
     return {k[len(ENCODER_PREFIX) :]: v for k, v in state["model"].items() if k.startswith(ENCODER_PREFIX)}
 
 
-def export_weights(checkpoint: Path, fmt: str, out: Path | None = None) -> Path:
-    """Write the weights of ``checkpoint`` in ``fmt`` (see the module docstring); returns the file written."""
-    if fmt not in FORMATS:
-        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+@dataclass(frozen=True)
+class Exported:
+    """An export: the file written, and how to load it (one line; empty where the format needs none)."""
+
+    path: Path
+    how_to_load: str = ""
+
+
+@dataclass(frozen=True)
+class _Source:
+    """What every exporter reads: the checkpoint file, its state, its config and its encoder's weights."""
+
+    path: Path
+    state: dict[str, Any]
+    cfg: Config
+    weights: dict[str, Tensor]
+
+
+def _backbone_weights(source: _Source) -> dict[str, Tensor]:
+    return {k[len(RESNET_PREFIX) :]: v.clone() for k, v in source.weights.items() if k.startswith(RESNET_PREFIX)}
+
+
+def _torchvision(source: _Source, out: Path | None) -> Exported:
+    backbone = _backbone_weights(source)
+    in_channels = int(backbone["conv1.weight"].shape[1]) if "conv1.weight" in backbone else 3
+    model = torchvision_model(source.cfg.model.backbone, in_channels)
+    model.load_state_dict(backbone, strict=True)  # the promise of this format, checked before writing
+    target = out or source.path.parent / f"{source.cfg.model.backbone}-torchvision.pth"
+    return Exported(write_atomically(target, lambda handle: torch.save(backbone, handle)))
+
+
+def _timm(source: _Source, out: Path | None) -> Exported:
+    arch, kwargs = timm_creation(source.state)
+    backbone = _backbone_weights(source)
+    import_timm().create_model(arch, **kwargs).load_state_dict(backbone, strict=True)  # checked before writing
+    target = out or source.path.parent / f"{arch}-timm.pth"
+    path = write_atomically(target, lambda handle: torch.save(backbone, handle))
+    return Exported(path, f"model = {_create_call(arch, kwargs)}; model.load_state_dict(torch.load({str(path)!r}))")
+
+
+def _safetensors(source: _Source, out: Path | None) -> Exported:
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().contiguous().cpu() for k, v in source.weights.items()}
+    metadata = {
+        "format": "invprop-encoder",
+        "model": json.dumps(dataclasses.asdict(source.cfg.model)),
+        "input": json.dumps({**DEFAULT_INPUT, **source.state.get("input", {})}),
+        "epoch": str(source.state["epoch"]),
+    }
+    if is_timm_backbone(source.cfg.model.backbone) and source.cfg.model.colour_split is None:
+        arch, kwargs = timm_creation(source.state)
+        metadata["timm_create_model"] = json.dumps({"model_name": arch, **kwargs})
+    target = out or source.path.parent / "encoder.safetensors"
+    return Exported(write_atomically(target, lambda handle: handle.write(save(tensors, metadata=metadata))))
+
+
+def _onnx(source: _Source, out: Path | None) -> Exported:
+    from invprop.evaluation.onnx_export import export_onnx
+
+    done = export_onnx(source.state, out or source.path.parent / "encoder.onnx")
+    return Exported(done.path, done.instructions())
+
+
+#: ``--format`` -> its exporter, ``(source, out) -> Exported``.
+EXPORTERS: dict[str, Callable[[_Source, Path | None], Exported]] = {
+    "torchvision": _torchvision, "timm": _timm, "safetensors": _safetensors, "onnx": _onnx,
+}  # fmt: skip
+#: The formats ``invprop export`` writes.
+FORMATS = tuple(EXPORTERS)
+#: The formats one model of another tool holds: an encoder of one backbone per channel group fits none of them.
+SINGLE_MODEL_FORMATS = ("torchvision", "timm", "onnx")
+
+
+def export_weights(checkpoint: Path, fmt: str, out: Path | None = None) -> Exported:
+    """Write the weights of ``checkpoint`` in ``fmt`` (see the module docstring); returns what was written."""
+    if fmt not in EXPORTERS:
+        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}{close_match(fmt, FORMATS)}")
     path = checkpoint_path(checkpoint)
     state = load_checkpoint(path)
     cfg = from_saved(state["config"], state["model"])
-    weights = _encoder_weights(state)
-    if fmt != "safetensors" and cfg.model.colour_split is not None:
+    if fmt in SINGLE_MODEL_FORMATS and cfg.model.colour_split is not None:
         raise ConfigError(f"this encoder has one backbone per channel group (model.colour_split="
                           f"{cfg.model.colour_split}), which no single {fmt} model holds; use --format safetensors")  # fmt: skip
-    if fmt == "torchvision":
-        backbone = {k[len(RESNET_PREFIX) :]: v.clone() for k, v in weights.items() if k.startswith(RESNET_PREFIX)}
-        in_channels = int(backbone["conv1.weight"].shape[1]) if "conv1.weight" in backbone else 3
-        model = torchvision_model(cfg.model.backbone, in_channels)
-        model.load_state_dict(backbone, strict=True)  # the promise of this format, checked before writing
-        target = out or path.parent / f"{cfg.model.backbone}-torchvision.pth"
-        with _writing_beside(path, out):
-            return write_atomically(target, lambda handle: torch.save(backbone, handle))
-    if fmt == "timm":
-        arch, kwargs = timm_creation(state)
-        backbone = {k[len(RESNET_PREFIX) :]: v.clone() for k, v in weights.items() if k.startswith(RESNET_PREFIX)}
-        import_timm().create_model(arch, **kwargs).load_state_dict(backbone, strict=True)  # checked before writing
-        target = out or path.parent / f"{arch}-timm.pth"
-        with _writing_beside(path, out):
-            return write_atomically(target, lambda handle: torch.save(backbone, handle))
-    from safetensors.torch import save
-
-    tensors = {k: v.detach().contiguous().cpu() for k, v in weights.items()}
-    metadata = {
-        "format": "invprop-encoder",
-        "model": json.dumps(dataclasses.asdict(cfg.model)),
-        "input": json.dumps({**DEFAULT_INPUT, **state.get("input", {})}),
-        "epoch": str(state["epoch"]),
-    }
-    if is_timm_backbone(cfg.model.backbone) and cfg.model.colour_split is None:
-        arch, kwargs = timm_creation(state)
-        metadata["timm_create_model"] = json.dumps({"model_name": arch, **kwargs})
-    target = out or path.parent / "encoder.safetensors"
     with _writing_beside(path, out):
-        return write_atomically(target, lambda handle: handle.write(save(tensors, metadata=metadata)))
+        return EXPORTERS[fmt](_Source(path, state, cfg, _encoder_weights(state)), out)
 
 
 class ExportBusy(RunBusyError):
