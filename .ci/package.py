@@ -1,6 +1,7 @@
-"""CI's package check: the wheel and the sdist build from a clean checkout, each holds every file of the package
-(every module of src/invprop and its package data), and the wheel alone -- installed apart from the source tree --
-imports from where it was installed and trains a short digits run through its console command.
+"""CI's package check: the wheel and the sdist build from the project's files alone (those git tracks, or would:
+new and not ignored), each holds every file of the package (every module of src/invprop and its package data), and
+the wheel alone -- installed apart from the source tree -- imports from where it was installed and trains a short
+digits run through its console command.
 
     .venv/bin/python .ci/package.py
 """
@@ -24,9 +25,18 @@ PACKAGE_DATA = ("py.typed",)
 SDIST_FILES = ("pyproject.toml", "README.md")
 
 
+def project_files() -> list[str]:
+    """The project's files git holds or would hold (tracked, or new and not ignored), relative to the root."""
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=ROOT,
+                            capture_output=True, check=True).stdout.decode().split("\0")  # fmt: skip
+    return [name for name in listed if name and (ROOT / name).is_file()]
+
+
 def package_files() -> set[str]:
-    """The package's files as the wheel names them (``invprop/...``)."""
-    modules = {p.relative_to(PACKAGE.parent).as_posix() for p in PACKAGE.rglob("*.py")}
+    """The package's modules and data among the project's files, as the wheel names them (``invprop/...``)."""
+    prefix = "src/"
+    modules = {name[len(prefix) :] for name in project_files() if name.startswith(f"{prefix}invprop/")
+               and name.endswith(".py")}  # fmt: skip
     return modules | {f"invprop/{name}" for name in PACKAGE_DATA}
 
 
@@ -37,16 +47,12 @@ def run(args: list[str], **kwargs) -> None:
 
 
 def clean_copy(target: Path) -> Path:
-    """The project's files that git tracks (or would: not ignored), copied to ``target``: a build there sees no
-    stale ``build/`` or ``*.egg-info`` of the working tree, which would put files into the wheel that the project's
-    own settings leave out."""
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=ROOT,
-                            capture_output=True, check=True).stdout.decode().split("\0")  # fmt: skip
-    for name in filter(None, listed):
-        source = ROOT / name
-        if source.is_file():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target / name)
+    """The project's files (:func:`project_files`) copied to ``target``: a build there sees no stale ``build/`` or
+    ``*.egg-info`` of the working tree, which would put files into the wheel that the project's own settings leave
+    out."""
+    for name in project_files():
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, target / name)
     return target
 
 

@@ -131,3 +131,11 @@ def test_teacher_weights_this_machine_cannot_get_are_refused_naming_the_teachers
     with pytest.raises(ConfigError, match="cannot be reached.*set distill.teacher_file=PATH") as error:
         _distill(teacher_pretrained=True)
     assert "model.pretrained_file" not in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_teacher_std_that_is_not_positive_and_a_patch_side_that_does_not_divide_are_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="distill.teacher_std must be positive"):
+        _distill(teacher_std=[0.0])
+    with pytest.raises(ConfigError, match="distill.teacher_patch_size") as error:
+        _distill(teacher="timm:test_vit", teacher_patch_size=5)  # 5 does not divide the teacher's 12-pixel side
+    assert "model.patch_size" not in str(error.value)

@@ -41,3 +41,10 @@ def test_each_process_of_a_run_draws_its_own_stream_and_the_main_one_keeps_a_sin
     torch.manual_seed(5)
     assert torch.equal(draws[0], torch.rand(4))  # rank 0: untouched
     assert not torch.equal(draws[0], draws[1]) and not torch.equal(draws[1], draws[2])
+
+
+def test_a_large_run_seed_still_seeds_every_process() -> None:
+    from invprop.engine.rng import seed_process_draws
+
+    seed_process_draws(1_234_567_890, 800, 7)  # would overflow torch's 64-bit seed unreduced
+    assert torch.rand(1).shape == (1,)

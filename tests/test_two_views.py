@@ -121,3 +121,42 @@ def test_small_crops_receive_gradients(name: str) -> None:
     small = views[2].clone().requires_grad_(True)
     method.training_step(_batch([*views[:2], small, *views[3:]])).loss.backward()
     assert small.grad is not None and small.grad.abs().sum() > 0
+
+
+def _published(name: str, m: Method, v1: Tensor, v2: Tensor) -> Tensor:
+    """Each ordered objective's published two-view loss, written out."""
+    enc, tau = m.encoder, getattr(getattr(m, "options", None), "temperature", None)
+    if name in {"byol", "directpred"}:  # Grill et al. (2020), Eq. 2, both directions summed
+        return byol_loss(m.predictor(enc(v1)), m.target(v2)) + byol_loss(m.predictor(enc(v2)), m.target(v1))
+    if name == "simsiam":  # Chen & He (2021), Eq. 2
+        return negative_cosine(m.predictor(enc(v1)), enc(v2)) / 2 + negative_cosine(m.predictor(enc(v2)), enc(v1)) / 2
+    if name in {"moco", "pcl"}:  # He et al. (2020), Alg. 1; symmetrised as in MoCo v2's code
+        one = info_nce_queue_loss(enc(v1), m.key_encoder(v2), m.queue.rows(), tau)
+        if not m.options.symmetric:
+            return one
+        return (one + info_nce_queue_loss(enc(v2), m.key_encoder(v1), m.queue.rows(), tau)) / 2
+    if name == "mocov3":  # Chen, Xie & He (2021), Alg. 1
+        q1, q2 = m.predictor(enc(v1)), m.predictor(enc(v2))
+        return batch_keys_loss(q1, m.target(v2), tau) + batch_keys_loss(q2, m.target(v1), tau)
+    # NNCLR, Dwibedi et al. (2021), Eq. 2, symmetrised
+    p1, p2 = m.predictor(enc(v1)), m.predictor(enc(v2))
+    return (nnclr_loss(m._neighbours(enc(v1)), p2, tau) + nnclr_loss(m._neighbours(enc(v2)), p1, tau)) / 2
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize("name", sorted(ORDERED))
+def test_with_two_views_an_ordered_objective_is_its_published_loss(name: str, symmetric: bool) -> None:
+    method, views = _method(name), _views()
+    if hasattr(getattr(method, "options", None), "symmetric"):
+        method.options.symmetric = symmetric  # MoCo's one-way loss too
+    elif not symmetric:
+        pytest.skip("no one-way variant")
+    with torch.no_grad():
+        torch.testing.assert_close(method.training_step(_batch(views[:2])).loss,
+                                   _published(name, method, *views[:2]), rtol=1e-5, atol=1e-6)  # fmt: skip
+        if not symmetric:  # the small crops query the second view's keys alone
+            pair_loss, _ = ORDERED[name]
+            expected = mean_over_pairs(
+                lambda t, c: pair_loss(method, views[t], views[c]), [(1, 0), (1, 2), (1, 3), (1, 4)]
+            )
+            torch.testing.assert_close(method.training_step(_batch(views)).loss, expected, rtol=1e-5, atol=1e-6)

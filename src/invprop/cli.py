@@ -424,7 +424,8 @@ def cmd_neighbors(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    done = export_weights(Path(args.checkpoint), args.format, Path(args.out) if args.out else None)
+    out = Path(args.out) if args.out else None
+    done = export_weights(Path(args.checkpoint), args.format, out, _nested_overrides(args.set or []))
     print(f"{args.format} weights written: {done.path}")
     if done.how_to_load:
         print(f"load them with: {done.how_to_load}")
@@ -648,7 +649,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=cmd_eval)
 
     em = sub.add_parser("embed", help="write a dataset's embeddings (and labels, file paths) to an .npz file")
-    em.add_argument("--checkpoint", required=True, help="a run's last.pt (or the run directory)")
+    em.add_argument("--checkpoint", required=True,
+                    help="a run's last.pt (or the run directory), or pretrained:timm:NAME")  # fmt: skip
     em.add_argument("--dataset", help="dataset to embed (default: the one trained on)")
     em.add_argument("--split", default="train", choices=SPLITS, help="which split (non-augmented images)")
     em.add_argument("--out", required=True, help="output .npz file")
@@ -656,7 +658,8 @@ def build_parser() -> argparse.ArgumentParser:
     em.set_defaults(func=cmd_embed)
 
     nb = sub.add_parser("neighbors", help="the images nearest to a query image (by index or file)")
-    nb.add_argument("--checkpoint", required=True, help="a run's last.pt (or the run directory)")
+    nb.add_argument("--checkpoint", required=True,
+                    help="a run's last.pt (or the run directory), or pretrained:timm:NAME")  # fmt: skip
     nb.add_argument("--query", required=True, help="an index into the split, or an image file")
     nb.add_argument("-k", type=int, default=10, help="how many neighbours (default 10)")
     nb.add_argument("--dataset", help="dataset to search (default: the one trained on)")
@@ -670,9 +673,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="export weights for torchvision (ResNets), timm (timm:NAME backbones), as safetensors (any) "
         "or as an ONNX graph that takes pixels (any; pip install 'invprop[onnx]')",
     )
-    ex.add_argument("--checkpoint", required=True, help="a run's last.pt (or the run directory)")
+    ex.add_argument("--checkpoint", required=True,
+                    help="a run's last.pt (or the run directory), or pretrained:timm:NAME")  # fmt: skip
     ex.add_argument("--format", required=True, choices=FORMATS)
     ex.add_argument("--out", help="output file (default: next to the checkpoint)")
+    ex.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="for a pretrained:timm:NAME source: e.g. model.pretrained_file=PATH")  # fmt: skip
     ex.set_defaults(func=cmd_export)
 
     rp = sub.add_parser("report", help="one offline HTML page of figures comparing runs")

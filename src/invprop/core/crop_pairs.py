@@ -25,7 +25,8 @@ FULL_SIZE_VIEWS = 2
 
 
 def target_pairs(views: int, targets: Sequence[int] = range(FULL_SIZE_VIEWS)) -> list[tuple[int, int]]:
-    """The ordered ``(target, other)`` pairs of an ordered objective: each target view with every other view.
+    """The ordered ``(target, other)`` pairs of an ordered objective: each target view with every other view (the
+    pairs solo-learn's BYOL, da Costa et al., 2022, sums over; Caron et al., 2020, Sec. 3.2, for SwAV's codes).
 
     Args:
         views: V, the views of each image (the full-size ones first, then the small crops).
@@ -44,7 +45,8 @@ def target_pairs(views: int, targets: Sequence[int] = range(FULL_SIZE_VIEWS)) ->
 
 def view_pairs(views: int, full_size: int = FULL_SIZE_VIEWS) -> list[tuple[int, int]]:
     """The unordered pairs ``(i, j)``, ``i < j``, of a symmetric objective that hold at least one full-size view
-    (two small crops are never compared, as in SwAV's and DINO's multi-crop).
+    (two small crops are never compared, as in SwAV's and DINO's multi-crop: Caron et al., 2020, Sec. 3.2; Caron et
+    al., 2021, Sec. 3.1).
 
     Example:
         >>> view_pairs(4)
@@ -59,7 +61,15 @@ def mean_over_pairs(loss: Callable[[int, int], Tensor], pairs: Sequence[tuple[in
     """``scale / P * sum_{(a, b) in pairs} loss(a, b)``: the mean of the P pairs' losses, times ``scale``.
 
     ``scale`` makes the two-view case the published loss: 2 for an objective that sums its two directions (BYOL,
-    MoCo v3), 1 for one that averages them or has one pair (SimCLR, SimSiam).
+    Grill et al., 2020, Eq. 2's symmetrised loss; MoCo v3, Chen, Xie & He, 2021, Alg. 1), 1 for one that averages
+    them or has one pair (SimCLR, SimSiam).
+
+    Args:
+        loss: ``loss(a, b)`` -> the 0-d loss of views ``a`` and ``b`` (a target view first, for an ordered pair).
+        pairs: P >= 1 view pairs (:func:`target_pairs` or :func:`view_pairs`).
+
+    Returns:
+        The 0-d combined loss.
     """
     if not pairs:
         raise ValueError("mean_over_pairs needs one pair or more")

@@ -103,6 +103,9 @@ class BatchPipeline:
             prefetch_factor=4 if workers > 0 else None,
             worker_init_fn=ignore_interrupts_in_worker,
             collate_fn=collate_readable,
+            # Its own generator: starting its workers draws nothing from the global one, whose stream (masks, noise)
+            # must not depend on whether a run resumed (the images' augmentations are seeded per image anyway).
+            generator=torch.Generator(),
         )
 
     def plain_epoch(self, seed: int) -> Iterator[tuple[Tensor, Tensor]]:

@@ -15,6 +15,8 @@ import torch
 EPOCH_SEED_STRIDE = 1_000_003
 #: Mixes a process's rank into its epoch's seed (ranks below it get distinct seeds).
 PROCESS_SEED_STRIDE = 65_537
+#: Seeds are taken modulo this (``torch.manual_seed`` takes a signed 64-bit integer).
+SEED_LIMIT = 2**63
 
 
 def seed_everything(seed: int) -> None:
@@ -31,7 +33,7 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 def process_seed(seed: int, epoch: int, rank: int) -> int:
     """The seed of process ``rank``'s own draws in ``epoch`` of a run seeded with ``seed``: a function of the three."""
-    return epoch_seed(seed, epoch) * PROCESS_SEED_STRIDE + rank
+    return (epoch_seed(seed, epoch) * PROCESS_SEED_STRIDE + rank) % SEED_LIMIT
 
 
 def seed_process_draws(seed: int, epoch: int, rank: int) -> None:

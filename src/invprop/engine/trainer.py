@@ -73,6 +73,7 @@ from invprop.errors import (
 from invprop.files import make_folder, remove_leftovers, write_text_atomically
 from invprop.methods import MAIN, Batch, Method, StepOutput
 from invprop.models import Encoder, encoder_from
+from invprop.models.heads import IDENTITY
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +132,9 @@ class Trainer:
                 f"method {cfg.method} does not accumulate gradients ({refusal}); set optim.accumulate=1 and raise "
                 "optim.batch_size instead"
             )
+        if cfg.model.head == IDENTITY and self.spec.trains_head:
+            raise ConfigError(f"model.head={IDENTITY} gives method {cfg.method} no head to train (it is for measuring "
+                              "off-the-shelf encoders, pretrained:timm:NAME); choose another model.head")  # fmt: skip
         if self.spec.preflight is not None:
             self.spec.preflight(self.spec.own(cfg.method_settings))
         with main_process_first(context):  # the main process fills the decode caches, the others read them
@@ -249,7 +253,8 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
-        """The whole training state. A collective in a run with a split bank: every process must call it."""
+        """The whole training state. A collective in every distributed run (each process's generator states are
+        gathered, and a split bank): every process must call it."""
         return {
             "model": self.method.state_dict(),
             "optimizer": gathered_state_dict(self.optimizer, self.method.sharded_parameters()),

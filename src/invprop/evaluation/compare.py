@@ -40,6 +40,7 @@ from invprop.evaluation.few_labels import Labels, few_label_entry
 from invprop.evaluation.label_free import label_free_scores
 from invprop.evaluation.linear import evaluate_linear
 from invprop.evaluation.loading import load_eval_context
+from invprop.evaluation.pretrained import is_pretrained, pretrained_backbone, pretrained_config, pretrained_run
 from invprop.evaluation.runs import train_or_reuse
 from invprop.files import write_text_atomically
 from invprop.machine import describe_machine, peak_memory_bytes, reset_peak_memory
@@ -63,22 +64,52 @@ def default_methods() -> list[str]:
 
 
 def parse_methods(text: str | None) -> list[str]:
-    """``"invp,simclr"`` -> the registered methods, in order; a one-line error names an unknown one."""
+    """``"invp,simclr,pretrained:timm:resnet50"`` -> the rows, in order: registered methods, and off-the-shelf
+    encoders (:mod:`invprop.evaluation.pretrained`); a one-line error names an unknown one."""
     names = [n.strip() for n in text.split(",") if n.strip()] if text else default_methods()
     for name in names:
-        if name not in METHODS:
-            raise ConfigError(f"unknown method {name!r}{close_match(name, METHODS)}; choose from: {', '.join(METHODS)}")
+        if is_pretrained(name):
+            pretrained_backbone(name)
+        elif name not in METHODS:
+            raise ConfigError(f"unknown method {name!r}{close_match(name, METHODS)}; choose from: {', '.join(METHODS)}, "
+                              "or pretrained:timm:NAME for an off-the-shelf encoder")  # fmt: skip
     if len(set(names)) != len(names):
         raise ConfigError(f"--methods names a method twice: {text}")
     return names
 
 
 def method_config(preset: str, method: str, file_values: Mapping[str, Any], overrides: Mapping[str, Any]) -> Config:
-    """``method``'s preset for ``preset``, then the keys of ``file_values`` and ``overrides`` that it has."""
+    """``method``'s preset for ``preset``, then the keys of ``file_values`` and ``overrides`` that it has; for an
+    off-the-shelf encoder, the library's default method's, with that encoder (:func:`pretrained_config`)."""
+    if is_pretrained(method):
+        return pretrained_config(method, _with_file(method_config(preset, cfgmod.DEFAULT_METHOD, {}, {}), file_values,
+                                                    overrides))  # fmt: skip
+    file_values, overrides = _without_weights_file(file_values), _without_weights_file(overrides)
     values = cfgmod.preset_values(preset, method, cfgmod.recipe_asked(file_values, overrides))
     deep_update(values, cfgmod.for_method(file_values, method))
     deep_update(values, cfgmod.for_method(overrides, method))
     return cfgmod.validate(cfgmod.from_dict(values))
+
+
+def _without_weights_file(values: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``values`` without ``model.pretrained_file`` unless they also ask for ``model.pretrained``: in a compare the
+    file is the pretrained rows' (``--set model.pretrained_file=PATH``), not the trained rows'."""
+    model = values.get("model")
+    if not isinstance(model, Mapping) or "pretrained_file" not in model or model.get("pretrained") is True:
+        return values
+    return {**values, "model": {k: v for k, v in model.items() if k != "pretrained_file"}}
+
+
+def _with_file(base: Config, file_values: Mapping[str, Any], overrides: Mapping[str, Any]) -> Config:
+    """``base`` with the settings given for every row (each given setting it has), ``model.pretrained_file``
+    included."""
+    values = cfgmod.to_dict(base)
+    deep_update(values, cfgmod.for_method(file_values, base.method))
+    deep_update(values, cfgmod.for_method(overrides, base.method))
+    model = values["model"]
+    if model.get("pretrained_file") is not None:
+        model["pretrained"] = True  # checked by pretrained_config's validation, with the backbone it sets
+    return cfgmod.from_dict(values)
 
 
 @torch.no_grad()
@@ -127,9 +158,12 @@ def run_method(
     progress: bool | None = None,
     criteria: bool = True,
     labels: Labels | None = None,
+    pretrained: str | None = None,
 ) -> dict[str, Any]:
     """Train (or reuse, or resume) ``cfg``'s method in ``run_dir`` and measure its row of the table (with
-    ``criteria``, its label-free scores too; with ``labels``, its kNN and linear columns from those images)."""
+    ``criteria``, its label-free scores too; with ``labels``, its kNN and linear columns from those images). With
+    ``pretrained`` (``pretrained:timm:NAME``; ``cfg`` its :func:`pretrained_config`), the row of that encoder as it
+    is, measured alike, its untrained columns those of the same network randomly initialised."""
     device = resolve_device(cfg.device)
     measures = _measures(run_dir)
 
@@ -140,10 +174,13 @@ def run_method(
         _write_measures(run_dir, measures)
 
     reset_peak_memory(device)
-    metrics = train_or_reuse(cfg, run_dir, f"compare, method {cfg.method}", progress, record)
+    if pretrained is not None:
+        metrics = pretrained_run(cfg, run_dir)
+    else:
+        metrics = train_or_reuse(cfg, run_dir, f"compare, method {cfg.method}", progress, record)
     changed = False
     if "untrained_knn_backbone_top1" not in measures:  # rows measured before the backbone column lack it
-        floors = untrained_knn(cfg)
+        floors = untrained_knn(randomly_initialised(cfg))
         measures["untrained_knn_top1"] = floors.get("knn_top1")
         measures["untrained_knn_backbone_top1"] = floors.get("knn_backbone_top1")
         changed = True
@@ -170,8 +207,8 @@ def run_method(
                     "untrained_knn_top1": few["untrained"]["knn_top1"],
                     "untrained_knn_backbone_top1": few["untrained"]["knn_backbone_top1"]}  # fmt: skip
     return {
-        "method": cfg.method,
-        "summary": cfg.spec.summary,
+        "method": pretrained or cfg.method,
+        "summary": f"{pretrained}: its pretrained weights, not trained here" if pretrained else cfg.spec.summary,
         "epochs": epochs,
         "knn_top1": metrics.get("knn_top1"),
         "knn_top5": metrics.get("knn_top5"),
@@ -187,6 +224,21 @@ def run_method(
         "budget": measures.get(BUDGET_KEY),
         SCORES_KEY: measures.get(SCORES_KEY),
     }
+
+
+def randomly_initialised(cfg: Config) -> Config:
+    """``cfg`` with its backbone's weights left random (the untrained floor of a pretrained row; as is otherwise)."""
+    if not cfg.model.pretrained:
+        return cfg
+    values = cfgmod.to_dict(cfg)
+    values["model"].update(pretrained=False, pretrained_file=None)
+    return cfgmod.validate(cfgmod.from_dict(values))
+
+
+def row_folder(name: str) -> str:
+    """The folder of a row in the compare's ``--out``: the method's name, ``pretrained-timm-NAME`` for an
+    off-the-shelf encoder."""
+    return name.replace(":", "-")
 
 
 def diverged_row(cfg: Config, diverged: DivergedError) -> dict[str, Any]:
@@ -221,12 +273,13 @@ def run_comparison(
     """Train and measure every method of ``methods`` into ``out_dir``; the table is rewritten after each one.
     With ``budget_seconds``, every method gets the epochs that fit in that time (:func:`budgeted`)."""
     configs = [method_config(preset, m, file_values, overrides) for m in methods]  # every error before any work
+    rows_of = dict(zip(methods, configs, strict=True))
     first = configs[0]
     if any(cfg.spec.colour_only for cfg in configs):
         channels = data_for(first).in_channels
         for cfg in configs:
             cfg.spec.check_images(channels)
-    configs_of = {cfg.method: cfgmod.to_dict(cfg) for cfg in configs}
+    configs_of = {name: cfgmod.to_dict(cfg) for name, cfg in rows_of.items()}
     header = {
         "dataset": first.data.name,
         "epochs": first.epochs if budget_seconds is None else None,
@@ -247,12 +300,14 @@ def run_comparison(
     }
     rows: list[dict[str, Any]] = []
     with RunLock(out_dir, command):
-        for cfg in configs:
-            if budget_seconds is not None:
-                cfg = budgeted(cfg, out_dir / cfg.method, budget_seconds)
-                configs_of[cfg.method] = cfgmod.to_dict(cfg)
+        for name, cfg in rows_of.items():
+            pretrained = name if is_pretrained(name) else None
+            folder = out_dir / row_folder(name)
+            if budget_seconds is not None and pretrained is None:
+                cfg = budgeted(cfg, folder, budget_seconds)
+                configs_of[name] = cfgmod.to_dict(cfg)
             try:
-                rows.append(run_method(cfg, out_dir / cfg.method, linear, progress, criteria, labels))
+                rows.append(run_method(cfg, folder, linear, progress, criteria, labels, pretrained))
             except DivergedError as diverged:  # the answer for this method on this data; the others still run
                 logger.warning("compare, method %s: %s", cfg.method, diverged)
                 rows.append(diverged_row(cfg, diverged))

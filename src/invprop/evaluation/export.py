@@ -20,16 +20,18 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 import torchvision
 from torch import Tensor, nn
 
+from invprop import config as cfgmod
 from invprop.config import Config, from_saved
 from invprop.engine import RunLock, load_checkpoint
 from invprop.errors import ConfigError, RunBusyError
 from invprop.evaluation.loading import ENCODER_PREFIX, checkpoint_path
+from invprop.evaluation.pretrained import is_pretrained, native_input, pretrained_config, pretrained_state
 from invprop.files import write_atomically
 from invprop.models.backbones import adapt_resnet_stem
 from invprop.models.timm_backbone import creation_kwargs, import_timm, is_timm_backbone, timm_architecture
@@ -163,13 +165,25 @@ FORMATS = tuple(EXPORTERS)
 SINGLE_MODEL_FORMATS = ("torchvision", "timm", "onnx")
 
 
-def export_weights(checkpoint: Path, fmt: str, out: Path | None = None) -> Exported:
-    """Write the weights of ``checkpoint`` in ``fmt`` (see the module docstring); returns what was written."""
+def export_weights(
+    checkpoint: Path, fmt: str, out: Path | None = None, overrides: Mapping[str, Any] | None = None
+) -> Exported:
+    """Write the weights of ``checkpoint`` in ``fmt`` (see the module docstring); returns what was written.
+    ``checkpoint`` may be ``pretrained:timm:NAME`` (then ``out`` is needed, and ``overrides`` may give
+    ``model.pretrained_file``): the encoder for the input its model was made for."""
     if fmt not in EXPORTERS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}{close_match(fmt, FORMATS)}")
-    path = checkpoint_path(checkpoint)
-    state = load_checkpoint(path)
-    cfg = from_saved(state["config"], state["model"])
+    if is_pretrained(str(checkpoint)):  # an off-the-shelf encoder, for the input it was made for
+        if out is None:
+            raise ConfigError(f"{checkpoint} has no run folder to export into: give --out FILE")
+        cfg = pretrained_config(
+            str(checkpoint), cfgmod.from_dict(dict(overrides or {}), base=cfgmod.preset(cfgmod.DEFAULT_PRESET))
+        )
+        path, state = out, pretrained_state(cfg, native_input(cfg))
+    else:
+        path = checkpoint_path(checkpoint)
+        state = load_checkpoint(path)
+        cfg = from_saved(state["config"], state["model"])
     if fmt in SINGLE_MODEL_FORMATS and cfg.model.colour_split is not None:
         raise ConfigError(f"this encoder has one backbone per channel group (model.colour_split="
                           f"{cfg.model.colour_split}), which no single {fmt} model holds; use --format safetensors")  # fmt: skip

@@ -17,6 +17,7 @@ from invprop.config import Config, data_for, from_dict, from_saved
 from invprop.data import DataSplits
 from invprop.engine import CHECKPOINT_NAME, METRICS_NAME, RunLock, load_checkpoint, resolve_device
 from invprop.errors import ConfigError, DataError, RunBusyError, WriteError
+from invprop.evaluation.pretrained import is_pretrained, pretrained_config, pretrained_state
 from invprop.evaluation.s4l import S4L_TASKS
 from invprop.files import write_text_atomically
 from invprop.models import Encoder, encoder_from, from_head_layer
@@ -40,6 +41,7 @@ class EvalContext:
         checkpoint: the checkpoint file, or None for a randomly initialised encoder (the untrained baseline).
         epoch: training epochs behind the encoder (0 when untrained).
         image_size: the image side the encoder was built for (timm's patch-based models need it to rebuild it).
+        pretrained: ``pretrained:timm:NAME`` for an off-the-shelf encoder (:mod:`invprop.evaluation.pretrained`).
     """
 
     cfg: Config
@@ -50,10 +52,11 @@ class EvalContext:
     checkpoint: Path | None
     epoch: int
     image_size: int | None = None
+    pretrained: str | None = None
 
     def describe(self) -> dict[str, Any]:
         return {
-            "checkpoint": str(self.checkpoint) if self.checkpoint else "untrained",
+            "checkpoint": str(self.checkpoint) if self.checkpoint else self.pretrained or "untrained",
             "dataset": self.dataset,
             "epoch": self.epoch,
             **({"from_head_layer": self.cfg.eval.from_head_layer} if self.cfg.eval.from_head_layer else {}),
@@ -79,7 +82,15 @@ def load_eval_context(
         require_labels: raise a one-line error when the dataset has no labelled held-out split.
     """
     overrides = overrides or {}
-    if checkpoint is not None:
+    pretrained = str(checkpoint) if checkpoint is not None and is_pretrained(str(checkpoint)) else None
+    if pretrained is not None:  # an off-the-shelf encoder, on the dataset asked for (its preset's by default)
+        base = dataset if dataset in cfgmod.PRESETS else cfgmod.DEFAULT_PRESET
+        given = from_dict(overrides, base=cfgmod.preset(base))
+        if dataset is not None:
+            given = from_dict({"data": {"name": dataset}}, base=given)
+        cfg = pretrained_config(pretrained, given)
+        path, state, epoch, checkpoint, dataset = None, pretrained_state(cfg), 0, None, cfg.data.name
+    elif checkpoint is not None:
         path = checkpoint_path(checkpoint)
         state = load_checkpoint(path)
         cfg = from_dict(overrides, base=from_saved(state["config"], state["model"]))
@@ -114,7 +125,7 @@ def load_eval_context(
             ) from None
     encoder = from_head_layer(encoder, cfg.eval.from_head_layer)
     encoder.to(device).eval()
-    return EvalContext(cfg, name, splits, encoder, device, path, epoch, image_size)
+    return EvalContext(cfg, name, splits, encoder, device, path, epoch, image_size, pretrained)
 
 
 @contextlib.contextmanager

@@ -5,7 +5,7 @@ the run trained at. The run's normalisation -- its data's per-channel mean and s
 first operation, so images go in as they are loaded. Two outputs: ``features`` (N, F), the backbone's pooled
 features (what kNN, the linear probe and transfer read), and ``embedding`` (N, D), the head's output. On export the
 graph is run under onnxruntime on random pixels at two batch sizes and both outputs must equal PyTorch's to
-:data:`TOLERANCE`, or nothing is written. Needs the optional extra: ``pip install 'invprop[onnx]'``.
+:data:`TOLERANCE` before it is written (an earlier export in its place is kept otherwise). Needs the optional extra: ``pip install 'invprop[onnx]'``.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ CHECK_BATCHES = (3, 8)
 NEEDED = ("onnx", "onnxscript", "onnxruntime")
 #: The opset of the exported graph.
 OPSET = 18
+#: The oldest torch whose exporter this uses (``torch.onnx.export(..., dynamo=True, dynamic_shapes=...)``).
+MIN_TORCH = (2, 5)
 
 
 class PixelEncoder(nn.Module):
@@ -70,10 +72,14 @@ class OnnxExport:
 
 
 def require_onnx() -> None:
-    """A one-line error naming the extra when a package the export needs is missing."""
+    """A one-line error naming the extra when a package the export needs is missing, or torch is too old for its
+    exporter."""
     missing = [name for name in NEEDED if importlib.util.find_spec(name) is None]
     if missing:
         raise ConfigError(f"--format onnx needs {', '.join(missing)}: pip install 'invprop[onnx]'")
+    if tuple(int(part) for part in torch.__version__.split(".")[:2]) < MIN_TORCH:
+        raise ConfigError(f"--format onnx needs torch {'.'.join(map(str, MIN_TORCH))} or later (its dynamo exporter); "
+                          f"this is {torch.__version__}: use --format safetensors, or upgrade torch")  # fmt: skip
 
 
 def pixel_encoder(state: dict[str, Any]) -> tuple[PixelEncoder, Config, dict[str, Any]]:
@@ -103,29 +109,30 @@ def export_onnx(state: dict[str, Any], target: Path) -> OnnxExport:
     generator = torch.Generator().manual_seed(0)
     example = torch.rand(CHECK_BATCHES[0], channels, side, side, generator=generator)
     batch = torch.export.Dim("batch", min=1)
-    with torch.no_grad():
-        program = torch.onnx.export(
-            model, (example,), None, input_names=["images"], output_names=["features", "embedding"],
-            dynamic_shapes=({0: batch},), dynamo=True, opset_version=OPSET, verbose=False,
-        )  # fmt: skip
-    if program is None:
-        raise RuntimeError("torch.onnx.export returned no program")
-    written = write_atomically(target, lambda handle: handle.write(program.model_proto.SerializeToString()))
     try:
-        session = onnxruntime.InferenceSession(str(written), providers=["CPUExecutionProvider"])
-        largest = 0.0
-        for size in CHECK_BATCHES:
-            images = torch.rand(size, channels, side, side, generator=generator)
-            with torch.no_grad():
-                expected = [t.numpy() for t in model(images)]
-            got = session.run(["features", "embedding"], {"images": images.numpy()})
-            largest = max([largest, *(float(np.abs(g - e).max()) for g, e in zip(got, expected, strict=True))])
-        if largest > TOLERANCE:
-            raise ConfigError(f"the ONNX graph's outputs differ from PyTorch's by {largest:.2e} (> {TOLERANCE}); "
-                              "nothing was kept: export --format safetensors instead")  # fmt: skip
-    except BaseException:
-        written.unlink(missing_ok=True)
-        raise
+        with torch.no_grad():
+            program = torch.onnx.export(
+                model, (example,), None, input_names=["images"], output_names=["features", "embedding"],
+                dynamic_shapes=({0: batch},), dynamo=True, opset_version=OPSET, verbose=False,
+            )  # fmt: skip
+        if program is None:
+            raise RuntimeError("the exporter returned no program")
+        graph = program.model_proto.SerializeToString()
+    except Exception as err:  # the exporter's many failures: one line, and the format that always works
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"this encoder cannot be exported to ONNX ({first}); use --format safetensors") from None
+    session = onnxruntime.InferenceSession(graph, providers=["CPUExecutionProvider"])  # checked before it is kept
+    largest = 0.0
+    for size in CHECK_BATCHES:
+        images = torch.rand(size, channels, side, side, generator=generator)
+        with torch.no_grad():
+            expected = [t.numpy() for t in model(images)]
+        got = session.run(["features", "embedding"], {"images": images.numpy()})
+        largest = max([largest, *(float(np.abs(g - e).max()) for g, e in zip(got, expected, strict=True))])
+    if largest > TOLERANCE:
+        raise ConfigError(f"the ONNX graph's outputs differ from PyTorch's by {largest:.2e} (> {TOLERANCE}); nothing "
+                          "was written: use --format safetensors")  # fmt: skip
+    written = write_atomically(target, lambda handle: handle.write(graph))
     mean, std = tuple(shape["mean"]), tuple(shape["std"])
     return OnnxExport(written, channels, side, mean, std, largest)
 

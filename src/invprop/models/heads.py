@@ -16,6 +16,17 @@ from invprop.registry import Registry
 HEADS: Registry[Callable[..., nn.Module]] = Registry("head")
 
 
+#: The head that is none (:func:`identity_head`).
+IDENTITY = "identity"
+
+
+@HEADS.register(IDENTITY)
+def identity_head(in_dim: int, out_dim: int = 128, hidden_dim: int | None = None) -> nn.Module:
+    """No head: the embedding is the backbone's feature (an off-the-shelf encoder measured as it is; a training
+    method that trains its head refuses it)."""
+    return nn.Identity()
+
+
 @HEADS.register("linear")
 def linear_head(in_dim: int, out_dim: int = 128, hidden_dim: int | None = None) -> nn.Module:
     """A single linear layer (the paper's "linear head", used with tau 0.07)."""

@@ -147,9 +147,11 @@ class FrozenTeacher:
         options = TimmOptions(pretrained=settings.teacher_pretrained, pretrained_file=settings.teacher_file,
                               patch_size=patch)  # fmt: skip
         side = settings.teacher_image_size if patch is not None else None  # a ViT built for its own images
-        teacher = TimmBackbone(settings.teacher, context.in_channels, side, options, TEACHER_FILE_KEY)
+        try:
+            teacher = TimmBackbone(settings.teacher, context.in_channels, side, options, TEACHER_FILE_KEY)
+        except ConfigError as err:  # the backbone's messages name the student's setting; this is the teacher's
+            raise ConfigError(str(err).replace("model.patch_size", "distill.teacher_patch_size")) from None
         self.net = teacher.eval().requires_grad_(False)
-        wanted = model_input(settings.teacher)
         channels = context.in_channels
         self.side = settings.teacher_image_size
         self.data_mean = _per_channel(context.mean, channels, 0.0)
@@ -158,11 +160,12 @@ class FrozenTeacher:
             if given is not None and len(given) != channels:
                 raise ConfigError(f"distill.{key} has {len(given)} value(s) but the images have {channels} channel(s); "
                                   f"give one per channel")  # fmt: skip
-        known = settings.teacher_pretrained  # a random teacher (tests) takes the student's normalisation as it is
-        mean = settings.teacher_mean if settings.teacher_mean is not None else wanted.mean[:channels] if known else ()
-        std = settings.teacher_std if settings.teacher_std is not None else wanted.std[:channels] if known else ()
-        self.mean = _per_channel(mean, channels, 0.0)
-        self.std = _per_channel(std, channels, 1.0)
+        if settings.teacher_std is not None and min(settings.teacher_std) <= 0:
+            raise ConfigError(f"distill.teacher_std must be positive, got {settings.teacher_std}")
+        # The teacher's own statistics: given, or its timm model's; a random teacher (tests) sees raw pixels.
+        own = model_input(settings.teacher) if settings.teacher_pretrained else None
+        self.mean = _per_channel(_chosen(settings.teacher_mean, own.mean if own else ()), channels, 0.0)
+        self.std = _per_channel(_chosen(settings.teacher_std, own.std if own else ()), channels, 1.0)
 
     @property
     def width(self) -> int:
@@ -179,9 +182,15 @@ class FrozenTeacher:
         return F.normalize(self.net((raw - self.mean.to(device)) / self.std.to(device)).float(), dim=1)
 
 
+def _chosen(given: Sequence[float] | None, model_values: Sequence[float]) -> Sequence[float]:
+    """The values given in the settings, else the model's."""
+    return given if given is not None else model_values
+
+
 def _per_channel(values: Sequence[float], channels: int, default: float) -> Tensor:
-    """(1, C, 1, 1) per-channel values (``default`` where none are known)."""
-    chosen = list(values) if len(values) == channels else [default] * channels
+    """(1, C, 1, 1) per-channel values, the first C of ``values`` (a model's RGB statistics for grey images: the red
+    channel's, as before); ``default`` where fewer are known."""
+    chosen = list(values)[:channels] if len(values) >= channels else [default] * channels
     return torch.tensor(chosen, dtype=torch.float32).view(1, channels, 1, 1)
 
 
