@@ -146,7 +146,7 @@ def test_allowed_values_come_from_the_registries() -> None:
         C.validate(C.from_dict({"model": {"head": "mpl"}}))
     with pytest.raises(ConfigError, match="unknown method 'invpp' \\(did you mean invp\\?\\)"):
         C.from_dict({"method": "invpp"})
-    assert "one of: linear, mlp" in C.help_texts()["model.head"][1]
+    assert "one of: identity, linear, mlp" in C.help_texts()["model.head"][1]
 
 
 def test_a_range_says_the_same_in_the_settings_and_in_the_constructor() -> None:
