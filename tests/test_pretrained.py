@@ -50,6 +50,8 @@ def test_a_pretrained_row_is_measured_as_it_is_beside_a_trained_row(weights, tmp
     assert state["config"]["model"]["head"] == "identity" and pretrained["knn_top1"] == pretrained["knn_backbone_top1"]
     assert "model.pretrained_file" not in (out / "simclr" / "config.yaml").read_text()
     assert "pretrained_file: null" in (out / "simclr" / "config.yaml").read_text()  # the file was not the trained row's
+    assert main(["-q", "report", str(out), "--out", str(tmp_path / "report")]) == 0  # the table, both runs' pages
+    assert "pretrained:timm:test_resnet" in (tmp_path / "report" / "report.html").read_text()
 
 
 @pytest.mark.parametrize("name", ["pretrained:resnet50", "pretrained:"])

@@ -208,6 +208,7 @@ def run_method(
                     "untrained_knn_backbone_top1": few["untrained"]["knn_backbone_top1"]}  # fmt: skip
     return {
         "method": pretrained or cfg.method,
+        "run": run_dir.name,
         "summary": f"{pretrained}: its pretrained weights, not trained here" if pretrained else cfg.spec.summary,
         "epochs": epochs,
         "knn_top1": metrics.get("knn_top1"),

@@ -4,7 +4,8 @@ training) by the protocols a trained run goes through -- the first thing a pract
 ``pretrained:timm:NAME`` names one (its weights from timm's local cache, or ``model.pretrained_file=PATH``; a
 machine without them gets one line saying where to put the file). It is measured through a *pretrained run*: a
 folder holding its encoder -- the backbone behind the ``identity`` head, so that its embedding is its features --
-in a checkpoint of epoch 0, with ``config.yaml`` and ``metrics.json`` (kNN on the run's held-out split), which every
+in a checkpoint of epoch 0, with ``config.yaml``, an empty ``history.jsonl`` and ``metrics.json`` (kNN on the run's
+held-out split), which every
 protocol that reads a run (linear probe, label-free criteria, embed, neighbors, export) reads unchanged. The data
 are normalised with the model's own statistics, as ``model.pretrained`` does for training.
 """
@@ -18,7 +19,7 @@ from typing import Any
 import torch
 
 from invprop.config import Config, data_for, from_dict, to_dict, validate
-from invprop.engine import CHECKPOINT_NAME, METRICS_NAME, RunLock, save_checkpoint
+from invprop.engine import CHECKPOINT_NAME, HISTORY_NAME, METRICS_NAME, RunLock, save_checkpoint
 from invprop.engine.device import resolve_device
 from invprop.engine.monitor import knn_monitor, raw_pixel_baseline
 from invprop.engine.run_settings import CONFIG_NAME, write_run_settings
@@ -98,6 +99,7 @@ def pretrained_run(cfg: Config, run_dir: Path) -> dict[str, Any]:
         state = pretrained_state(cfg)
         save_checkpoint(state, run_dir / CHECKPOINT_NAME)
         write_run_settings(cfg, [], run_dir / CONFIG_NAME)
+        write_text_atomically(run_dir / HISTORY_NAME, "")  # a run of no epochs: no curves, a report still reads it
         metrics: dict[str, Any] = {"epochs": 0, "seconds": 0.0}
         data = data_for(cfg)
         if data.labelled and data.memory is not None and data.test is not None:

@@ -291,10 +291,11 @@ def expand_compare_folders(paths: Sequence[Path]) -> tuple[list[Path], list[tupl
             runs.append(path)
         else:
             # a run that diverged in its first epoch has no curves to show; its row still goes into the table
+            folders = [path / row.get("run", row["method"]) for row in rows]  # "run": the row's folder
             runs += [
-                path / row["method"]
-                for row in rows
-                if not row.get("diverged") or (path / row["method"] / HISTORY_NAME).is_file()
+                folder
+                for folder, row in zip(folders, rows, strict=True)
+                if not row.get("diverged") or (folder / HISTORY_NAME).is_file()
             ]
             tables.append((path, rows))
     return runs, tables
