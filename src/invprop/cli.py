@@ -73,6 +73,7 @@ from invprop.files import check_writable
 from invprop.methods import METHODS
 from invprop.registry import UnknownNameError
 from invprop.settings import deep_update
+from invprop.trackers import TRACKER_RECORD
 
 logger = logging.getLogger("invprop")
 
@@ -180,6 +181,7 @@ def _clear_run(run_dir: Path) -> None:
     for name in (CHECKPOINT_NAME, HISTORY_NAME, METRICS_NAME, CONFIG_NAME):
         (run_dir / name).unlink(missing_ok=True)
     shutil.rmtree(run_dir / TENSORBOARD_DIR, ignore_errors=True)
+    (run_dir / TRACKER_RECORD).unlink(missing_ok=True)  # a new tracker run; W&B's own folder keeps the old one
 
 
 def _command(args: argparse.Namespace) -> str:

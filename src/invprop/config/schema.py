@@ -43,6 +43,7 @@ from invprop.settings import (
     setting,
     top_level,
 )
+from invprop.trackers import TRACKERS
 
 #: Mixed-precision modes: the autocast dtype of each (None = fp32); ``auto`` is bf16 on CUDA and fp32 on the CPU.
 AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
@@ -153,6 +154,19 @@ class LogSettings:
         "steps between copies of the logged terms to the host (and, under torchrun, between the all-reduces that "
         "average them and agree on a stop signal); the epoch's end always syncs",
         bounds=AT_LEAST_ONE,
+        resumable=True,
+    )
+    tracker: str = setting(
+        "tensorboard",
+        "where the per-epoch history, the settings, metrics.json and the report's figures are mirrored: tensorboard "
+        "(when installed), wandb, mlflow or none; the run's own files are written either way",
+        choices=TRACKERS,
+        resumable=True,
+    )
+    project: str = setting("invprop", "the W&B project or MLflow experiment that runs go to", resumable=True)
+    tracker_uri: str = setting(
+        "",
+        "MLflow's tracking URI (empty: MLFLOW_TRACKING_URI, else a file store 'mlruns' beside the run folder)",
         resumable=True,
     )
 

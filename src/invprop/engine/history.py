@@ -1,46 +1,31 @@
-"""Per-epoch history: a JSON-lines file, plus TensorBoard events when tensorboard is installed."""
+"""Per-epoch history: a JSON-lines file, mirrored to the run's experiment tracker (``log.tracker``)."""
 
 from __future__ import annotations
 
 import json
 import logging
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
-from invprop.files import write_text_atomically, writing
+from invprop.files import write_text_atomically
+from invprop.trackers import FINISHED, TENSORBOARD_DIR, Tracker, scalars
 
 logger = logging.getLogger(__name__)
 
 HISTORY_NAME = "history.jsonl"
-#: Sub-folder of a run holding TensorBoard events.
-TENSORBOARD_DIR = "tensorboard"
+__all__ = ["HISTORY_NAME", "TENSORBOARD_DIR", "History"]
 
 
 class History:
-    """One JSON object per epoch in ``run_dir/history.jsonl``, scalars mirrored to TensorBoard.
+    """One JSON object per epoch in ``run_dir/history.jsonl``, its numbers mirrored to ``tracker`` when there is one.
 
     Every change rewrites the file atomically, so a failed write (full disk) leaves the previous lines intact and a
     reader never sees half a line. Write failures raise :class:`~invprop.errors.WriteError` naming the file.
     """
 
-    def __init__(self, run_dir: Path, tensorboard: bool = True) -> None:
+    def __init__(self, run_dir: Path, tracker: Tracker | None = None) -> None:
         self.path = run_dir / HISTORY_NAME
-        self._writer: Any = None
-        self._tensorboard = tensorboard
-        self._tensorboard_dir = run_dir / TENSORBOARD_DIR
-
-    def _tensorboard_writer(self) -> Any:
-        """TensorBoard's writer, opened at the first record (None when tensorboard is off or not installed)."""
-        if self._writer is None and self._tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                logger.debug("tensorboard is not installed; writing the JSONL history only")
-                self._tensorboard = False
-                return None
-            with writing(self._tensorboard_dir):
-                self._writer = SummaryWriter(log_dir=str(self._tensorboard_dir))
-        return self._writer
+        self.tracker = tracker
 
     def truncate_after(self, epoch: int) -> None:
         """Drop records of epochs after ``epoch`` (written by a run that stopped before its checkpoint); the file
@@ -58,13 +43,8 @@ class History:
     def append(self, record: dict[str, Any]) -> None:
         previous = self.path.read_text() if self.path.exists() else ""
         write_text_atomically(self.path, previous + json.dumps(record) + "\n")
-        writer = self._tensorboard_writer()
-        if writer is not None:
-            with writing(self._tensorboard_dir):
-                for key, value in record.items():
-                    if isinstance(value, (int, float)) and key != "epoch":
-                        writer.add_scalar(key, value, record["epoch"])
-                writer.flush()
+        if self.tracker is not None:
+            self.tracker.log_epoch(record["epoch"], scalars(record))
 
     def restore(self, record: Mapping[str, Any] | None) -> bool:
         """Append ``record``, the checkpoint's last finished epoch, when the file ends before it (a process stopped
@@ -77,15 +57,21 @@ class History:
         self.append(dict(record))
         return True
 
-    def close(self, quiet: bool = False) -> None:
-        """Close the TensorBoard writer; ``quiet``: while another error is on its way out, only log a failure."""
-        if self._writer is None:
+    def finish(self, metrics: Mapping[str, Any], files: Sequence[Path]) -> None:
+        """Send the run's final ``metrics`` and ``files`` to the tracker and close it."""
+        if self.tracker is not None:
+            self.tracker.log_summary(metrics, files)
+        self.close()
+
+    def close(self, status: str = FINISHED, quiet: bool = False) -> None:
+        """End the tracker's run as ``status``; ``quiet``: while another error is on its way out, only log a
+        failure to close."""
+        if self.tracker is None:
             return
-        writer, self._writer = self._writer, None
+        tracker, self.tracker = self.tracker, None
         try:
-            with writing(self._tensorboard_dir):
-                writer.close()
+            tracker.close(status)
         except Exception as err:  # noqa: BLE001 - the error on its way out is the one to report
             if not quiet:
                 raise
-            logger.warning("could not close the TensorBoard events in %s (%s)", self._tensorboard_dir, err)
+            logger.warning("could not close the run's %s tracker (%s)", tracker.name, err)

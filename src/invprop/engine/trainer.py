@@ -74,6 +74,7 @@ from invprop.files import make_folder, remove_leftovers, write_text_atomically
 from invprop.methods import MAIN, Batch, Method, StepOutput
 from invprop.models import Encoder, encoder_from
 from invprop.models.heads import IDENTITY
+from invprop.trackers import FAILED, STOPPED, Tracker, open_tracker
 
 logger = logging.getLogger(__name__)
 
@@ -546,7 +547,7 @@ class Trainer:
             if count:
                 logger.info("removed %d temporary file(s) of %.1f MB that a killed write left in %s", count,
                             size / 2**20, self.run_dir)  # fmt: skip
-        history = History(self.run_dir) if main else None
+        history = History(self.run_dir, self._tracker()) if main else None
         if history is not None and resume:
             history.truncate_after(self.epoch)
             self._restore_last_line(history)
@@ -569,17 +570,27 @@ class Trainer:
         try:
             with self._stop:
                 self._train_until(end, ckpt_path, history)
-        except BaseException:
-            if history is not None:
-                history.close(quiet=True)  # the error on its way out is the one to report
+        except BaseException as err:
+            if history is not None:  # the error on its way out is the one to report
+                history.close(STOPPED if isinstance(err, TrainingInterrupted) else FAILED, quiet=True)
             raise
-        if history is not None:
-            history.close()
         if history is None:
             return RunResult(self.run_dir, {}, finished=self.epoch >= cfg.epochs)
         metrics = self._metrics(history.read())
         write_text_atomically(self.run_dir / METRICS_NAME, json.dumps(metrics, indent=2) + "\n")
+        if self.epoch >= cfg.epochs:
+            history.finish(metrics, [self.run_dir / METRICS_NAME, self.run_dir / CONFIG_NAME])
+        else:
+            history.close(STOPPED)  # stopped at --stop-after: a resume continues the tracker's run
         return RunResult(self.run_dir, metrics, finished=self.epoch >= cfg.epochs)
+
+    def _tracker(self) -> Tracker:
+        """The run's tracker (``log.tracker``), started: a missing package or an unreachable tracker is an error
+        before any training."""
+        log = self.cfg.log
+        tracker = open_tracker(log.tracker, self.run_dir, log.project, log.tracker_uri)
+        tracker.start(to_dict(self.cfg))
+        return tracker
 
     def _restore_last_line(self, history: History) -> bool:
         """Write the checkpoint's last epoch line into ``history`` when it lacks it; True when it did."""
@@ -591,7 +602,7 @@ class Trainer:
     def _complete_records(self) -> None:
         """Write what a process stopped right after its last checkpoint left unwritten: that epoch's history line
         (kept in the checkpoint) and, for a finished run, ``metrics.json``."""
-        history = History(self.run_dir, tensorboard=False)
+        history = History(self.run_dir)
         restored = self._restore_last_line(history)
         if self.epoch >= self.cfg.epochs and (restored or not (self.run_dir / METRICS_NAME).is_file()):
             metrics = self._metrics(history.read())
@@ -737,7 +748,7 @@ def config_for_resume(run_dir: Path, overrides: dict[str, Any], allow_changes: b
                 f"nothing to resume in {run_dir}: no {CHECKPOINT_NAME} and no {CONFIG_NAME} there (start a run there "
                 "without --resume)"
             )
-        trained = len(History(run_dir, tensorboard=False).read())
+        trained = len(History(run_dir).read())
         if trained or (run_dir / METRICS_NAME).is_file():
             raise CheckpointError(
                 f"cannot resume {run_dir}: its {CHECKPOINT_NAME} is gone, but its history holds {trained} epoch(s) "

@@ -49,6 +49,7 @@ from invprop.evaluation.report_pictures import (  # noqa: E402
     thumbnail_map,
 )
 from invprop.evaluation.report_rows import method_rows, rows_figure  # noqa: E402
+from invprop.evaluation.report_trackers import send_figures  # noqa: E402
 from invprop.files import make_folder, write_bytes_atomically, write_text_atomically  # noqa: E402
 from invprop.methods import METHODS, Curve  # noqa: E402
 from invprop.methods.spec import Cell, FigureInputs  # noqa: E402
@@ -411,7 +412,9 @@ def build_report(run_dirs: Sequence[Path], out_dir: Path) -> Path:
                               f"Up to {MAX_IMAGES} training images per run, coloured by label when labelled."))  # fmt: skip
     figures += pictures
     tables_html = [_compare_table(folder, rows) for folder, rows in tables]
-    return write_html(figures, histories, out_dir, tables_html, collapse_warnings(histories))
+    html = write_html(figures, histories, out_dir, tables_html, collapse_warnings(histories))
+    send_figures(run_dirs, [out_dir / figure.filename for figure in figures])
+    return html
 
 
 def run_pictures(
