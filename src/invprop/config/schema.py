@@ -62,6 +62,13 @@ class EvalSettings:
     every: int = setting(
         1, "run the kNN monitor every this many epochs (and after the last)", bounds=AT_LEAST_ONE, resumable=True
     )
+    online_probe: bool = setting(
+        False,
+        "train a linear classifier on the labels during pretraining, on detached backbone features of each batch's "
+        "first view (one extra forward pass without gradients); logs online_probe_loss, online_probe_train_top1 and, "
+        "with the kNN monitor, online_probe_top1 on the held-out split; needs labels",
+    )
+    online_probe_lr: float = setting(0.1, "the online probe's SGD learning rate (constant)", bounds=POSITIVE)
     finetune_epochs: int = setting(
         30,
         "epochs of fine-tuning in the semi and transfer protocols (pretrained and scratch alike)",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import Tensor
@@ -102,15 +102,18 @@ def knn_monitor(
     k: int,
     sigma: float,
     num_workers: int = 0,
+    probe: Callable[[Tensor, Tensor], float] | None = None,
 ) -> dict[str, float]:
     """kNN top-1/top-5 on the head embedding (``knn_*``) and on the backbone features (``knn_backbone_*``), scored
-    on ``device``, with the :func:`rank_scores` of the held-out split."""
+    on ``device``, with the :func:`rank_scores` of the held-out split; with ``probe`` (held-out backbone features and
+    labels -> top-1), its score as ``online_probe_top1``."""
     ref = extract(encoder, memory, device, num_workers, keep_on_device=True)
     held = extract(encoder, test, device, num_workers, keep_on_device=True)
     head = knn_scores(ref.embeddings, ref.labels, held.embeddings, held.labels, num_classes, k, sigma)
     back = knn_scores(ref.features, ref.labels, held.features, held.labels, num_classes, k, sigma)
     knn = {"knn_top1": head[1], "knn_top5": head[5], "knn_backbone_top1": back[1], "knn_backbone_top5": back[5]}
-    return {**knn, **rank_scores(held)}
+    probed = {"online_probe_top1": probe(held.features, held.labels)} if probe is not None else {}
+    return {**knn, **probed, **rank_scores(held)}
 
 
 @torch.no_grad()

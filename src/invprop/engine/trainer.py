@@ -40,6 +40,7 @@ from invprop.engine.estimate import RunEstimate
 from invprop.engine.history import History
 from invprop.engine.initial_weights import ENCODER, initial_weights, load_matching, log_loaded, own_state
 from invprop.engine.monitor import extract, knn_monitor, rank_monitor, raw_pixel_baseline, warn_if_collapsed
+from invprop.engine.online_probe import OnlineProbe
 from invprop.engine.optimizer import gathered_state_dict, load_split_state_dict
 from invprop.engine.process_group import (
     SINGLE_PROCESS,
@@ -174,6 +175,8 @@ class Trainer:
         if source is not None and encoder_loaded is not None:
             own = own_state(source, cfg.method, cfg.data.name)
             log_loaded(source, encoder_loaded, load_matching(self.method, own, skip=ENCODER))
+        #: The online linear probe (``eval.online_probe``), or None.
+        self.probe = self._online_probe()
         #: The run's optimisers by name: the main one, and one per part of the method.
         self.optimizers = run_optimizers(cfg, self.method, self.stages, self._fixed_lr_modules())
         self.optimizer = self.optimizers[MAIN].optimizer
@@ -276,6 +279,7 @@ class Trainer:
             **({"rng_processes": all_gather_objects(rng_state())} if self.context.enabled else {}),
             "partial": self._partial,
             "record": self._last_record,
+            **({"online_probe": self.probe.full_state()} if self.probe is not None else {}),
         }
 
     def _check_same_dataset(self, state: dict[str, Any]) -> None:
@@ -316,6 +320,8 @@ class Trainer:
         self.baseline = state.get("baseline")
         self._partial = state.get("partial")
         self._last_record = state.get("record")
+        if self.probe is not None:
+            self.probe.load_full_state(state["online_probe"])
         restore_rng_state(state["rng"])
         self._restore_process_draws(state.get("rng_processes"))
 
@@ -388,6 +394,8 @@ class Trainer:
                 break
             groups = tuple(self._memory_format(x) for x in (images if isinstance(images, list) else [images]))
             batch = Batch(indices, groups, epoch, self.global_step)
+            if self.probe is not None:
+                self._probe_step(batch)
             if len(self.optimizers) > 1:
                 self._step_optimizers(batch, stage.steps, terms)
             else:
@@ -426,10 +434,33 @@ class Trainer:
         if unsynced:  # (a benchmark's max_steps ended the epoch early)
             self._sync(terms, self._stop.received is not None, epoch, bar)
         ended = self.method.on_epoch_end(epoch)
-        means = {**terms.means(), **started, **ended}
+        means = {**terms.means(), **started, **ended, **(self.probe.epoch_scores() if self.probe is not None else {})}
         means["lr"] = self.optimizers[MAIN].lr
         means.update({f"lr_{name}": run.lr for name, run in self.optimizers.items() if name != MAIN})
         return means
+
+    def _online_probe(self) -> OnlineProbe | None:
+        """The online probe when ``eval.online_probe`` asks for one; a one-line error where it cannot run."""
+        if not self.cfg.eval.online_probe:
+            return None
+        if self.context.enabled:
+            raise ConfigError("eval.online_probe does not run under torchrun yet; train with one process, or leave "
+                              "it off and score the run with invprop eval linear")  # fmt: skip
+        labels = self.data.train.labels
+        if not bool((labels >= 0).any()):
+            raise ConfigError(f"eval.online_probe needs labels, and the training images of {self.cfg.data.name} have "
+                              "none; leave it off (the label-free monitor, RankMe, runs without it)")  # fmt: skip
+        self._probe_labels = labels.to(self.device)
+        probe = OnlineProbe(self.encoder.feature_dim, self.data.num_classes, self.cfg.eval.online_probe_lr)
+        return probe.to(self.device)
+
+    def _probe_step(self, batch: Batch) -> None:
+        """The probe's step on the batch's first view (its features computed as the method's are, under autocast)."""
+        assert self.probe is not None
+        first = batch.groups[0][: len(batch.indices)]
+        with autocast(self.device, self.amp_dtype):
+            features = OnlineProbe.features(self.encoder, first)
+        self.probe.step(features, self._probe_labels[batch.indices.to(self.device)])
 
     def _optimizer_step(self, name: str) -> int:
         """The step the optimiser ``name`` is about to take, counting only its own steps over the run (the run's steps
@@ -511,6 +542,7 @@ class Trainer:
             self.cfg.eval.knn_k,
             self.cfg.eval.knn_sigma,
             self.cfg.data.num_workers,
+            probe=self.probe.top1 if self.probe is not None else None,
         )
 
     def fit(self, resume: bool = False, stop_after: int | None = None) -> RunResult:
@@ -706,6 +738,7 @@ class Trainer:
             "knn_top5": latest_eval.get("knn_top5"),
             "knn_backbone_top1": latest_eval.get("knn_backbone_top1"),
             "knn_backbone_top5": latest_eval.get("knn_backbone_top5"),
+            **({"online_probe_top1": latest_eval.get("online_probe_top1")} if self.probe is not None else {}),
             "rankme": latest_rank.get("rankme"),
             "rankme_backbone": latest_rank.get("rankme_backbone"),
         }

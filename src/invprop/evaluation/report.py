@@ -69,6 +69,7 @@ SHARED_CURVES = (
     Curve("loss", ("loss",)),
     Curve("held-out kNN accuracy", ("knn_top1", "knn_backbone_top1"), "top-1"),
     Curve("effective rank of the held-out embeddings (RankMe)", ("rankme", "rankme_backbone"), "RankMe"),
+    Curve("online linear probe", ("online_probe_top1", "online_probe_train_top1"), "top-1"),
 )
 NEIGHBOUR_GROUP = "nearest neighbours of the same queries"
 MAP_GROUP = "maps with thumbnails"
