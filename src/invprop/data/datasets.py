@@ -20,6 +20,7 @@ import torchvision
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from invprop.data.dicom import DICOM_EXTENSIONS, FILE_WINDOW, is_dicom, require_pydicom
 from invprop.data.download import Fetch, fetch_dataset
 from invprop.data.image_sequences import (
     READ_ERRORS,
@@ -43,7 +44,19 @@ DIGITS_MAX_VALUE = 16.0
 #: Seed of the fixed training subset chosen by ``data.subset``.
 SUBSET_SEED = 0
 #: File suffixes read from image folders.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+IMAGE_EXTENSIONS = (
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".bmp",
+    ".gif",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".ppm",
+    ".pgm",
+    *DICOM_EXTENSIONS,
+)
 #: Label of an unlabelled image.
 UNLABELED = -1
 
@@ -112,7 +125,7 @@ def take_subset(split: ImageSequence, indices: Sequence[int]) -> ImageSequence:
         index = torch.as_tensor(list(indices), dtype=torch.long)
         return TensorImages(split.images[index], split.labels[index])
     if isinstance(split, ImageFiles):
-        return ImageFiles([split.files[i] for i in indices], [split.targets[i] for i in indices], split.classes)
+        return split.subset(indices)
     return SubsetSequence(split, indices)
 
 
@@ -225,9 +238,9 @@ def _is_folder(path: Path) -> bool:
         return False
 
 
-def scan_image_folder(root: Path) -> ImageFiles:
+def scan_image_folder(root: Path, window: str = FILE_WINDOW) -> ImageFiles:
     """Images of ``root``: labelled by subfolder (ImageFolder layout) or, if ``root`` holds images directly and no
-    class subfolders, unlabelled (label ``-1``)."""
+    class subfolders, unlabelled (label ``-1``); DICOM files among them are windowed by ``window``."""
     if root.exists() and not root.is_dir():
         raise DataError(f"image folder {root} is a file, not a folder: give the folder that holds the images")
     if not root.is_dir():
@@ -254,14 +267,19 @@ def scan_image_folder(root: Path) -> ImageFiles:
                        unlisted[0].filename, unlisted[0].strerror or unlisted[0])  # fmt: skip
     if not files:
         raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS[:3])}, ...) found under {root}")
-    return ImageFiles(files, labels, classes)
+    if any(is_dicom(path) for path in files):
+        require_pydicom(root)
+    return ImageFiles(files, labels, classes, window)
 
 
-def image_folder_source(root: Path, image_size: int = 32, augment: str = "cifar", small: bool = False) -> Source:
-    """A user's folder: ``root/train`` and ``root/test`` if present, else ``root`` itself (no held-out split)."""
+def image_folder_source(
+    root: Path, image_size: int = 32, augment: str = "cifar", small: bool = False, window: str = FILE_WINDOW
+) -> Source:
+    """A user's folder: ``root/train`` and ``root/test`` if present, else ``root`` itself (no held-out split); DICOM
+    files are windowed by ``window`` (``data.dicom_window``)."""
     train_dir = root / "train" if (root / "train").is_dir() else root
-    train = scan_image_folder(train_dir)
-    test = scan_image_folder(root / "test") if (root / "test").is_dir() and train_dir != root else None
+    train = scan_image_folder(train_dir, window)
+    test = scan_image_folder(root / "test", window) if (root / "test").is_dir() and train_dir != root else None
     labelled = bool(train.classes) and test is not None and test.classes == train.classes
     if train.classes and test is not None and test.classes != train.classes:
         raise DataError(f"class folders of {root / 'train'} and {root / 'test'} differ; make them the same")
@@ -447,9 +465,11 @@ def load_source(
     image_size: int | None = None,
     augment: str | None = None,
     download: bool = False,
+    window: str = FILE_WINDOW,
 ) -> Source:
     """The raw splits of dataset ``name`` (a registered name or ``imagefolder:PATH``); ``download`` fetches a missing
-    built-in dataset into ``root`` (:mod:`invprop.data.download`)."""
+    built-in dataset into ``root`` (:mod:`invprop.data.download`); ``window``: how an image folder's DICOM files are
+    windowed."""
     if name.startswith(IMAGEFOLDER_PREFIX):
-        return image_folder_source(image_folder_path(name), image_size or 32, augment or "cifar")
+        return image_folder_source(image_folder_path(name), image_size or 32, augment or "cifar", window=window)
     return DATASETS.get(name)(Path(root).expanduser(), download)

@@ -24,6 +24,7 @@ import torch
 import torchvision
 from torch import Tensor
 
+from invprop.data.dicom import is_dicom
 from invprop.data.image_sequences import (
     ImageFiles,
     ImageSequence,
@@ -46,7 +47,8 @@ _UNREADABLE = (OSError, RuntimeError, EOFError, ValueError, TypeError, pickle.Un
 
 def cache_key(files: ImageFiles, side: int | None = None) -> str:
     """A key of ``files``' paths (bytes, so any file name), sizes, modification times and labels, and ``side``."""
-    digest = hashlib.sha256(f"invprop-images-v{CACHE_FORMAT}|side={side}\n".encode())
+    window = f"|window={files.window}" if any(is_dicom(path) for path in files.files) else ""
+    digest = hashlib.sha256(f"invprop-images-v{CACHE_FORMAT}|side={side}{window}\n".encode())
     for path, label in zip(files.files, files.targets):
         try:
             stat, where = path.stat(), path.resolve()
@@ -64,7 +66,7 @@ def checksum(images: Tensor) -> str:
 def _decode_files(files: ImageFiles, side: int | None = None, workers: int | None = None) -> Tensor:
     """Every file as one (N, 3, H, W) uint8 tensor, at ``side`` x ``side`` when given (``workers`` processes; default
     :func:`~invprop.data.image_sequences.read_workers`)."""
-    decode = functools.partial(decode_chunk, side=side)
+    decode = functools.partial(decode_chunk, side=side, window=files.window)
     arrays = map_file_chunks(decode, files.files, read_workers(len(files)) if workers is None else workers)
     first = arrays[0].shape
     images = torch.empty((len(files), first[2], first[0], first[1]), dtype=torch.uint8)
@@ -153,7 +155,8 @@ def check_image_files(
         if bad is None:
             logger.warning("ignoring the check cache %s: it does not describe this folder; checking again", path)
     if bad is None:
-        readable = map_file_chunks(readable_chunk, files.files, read_workers(len(files)))
+        check = functools.partial(readable_chunk, window=files.window)
+        readable = map_file_chunks(check, files.files, read_workers(len(files)))
         bad = [i for i, ok in enumerate(readable) if not ok]
         if path is not None:
             try:
@@ -171,7 +174,7 @@ def check_image_files(
     logger.warning("skipping %d unreadable image file(s), e.g. %s", len(names), names[0])
     unreadable = set(bad)
     keep = [i for i in range(len(files)) if i not in unreadable]
-    return ImageFiles([files.files[i] for i in keep], [files.targets[i] for i in keep], files.classes), names
+    return files.subset(keep), names
 
 
 def _from_numpy_nhwc(array: Any, labels: Sequence[int]) -> TensorImages:

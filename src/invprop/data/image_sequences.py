@@ -14,13 +14,14 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol, TypeVar
+from typing import Any, Callable, Protocol, Sequence, TypeVar
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
 from torch import Tensor
 
+from invprop.data.dicom import FILE_WINDOW, dicom_pixels, is_dicom
 from invprop.machine import available_cores
 
 logger = logging.getLogger(__name__)
@@ -50,15 +51,19 @@ UINT8_MAX = 255.0
 WIDE_MODES = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0, "I": 65535.0, "F": 1.0}
 
 
-def load_rgb(path: Path, side: int | None = None) -> Image.Image:
+def load_rgb(path: Path, side: int | None = None, window: str = FILE_WINDOW) -> Image.Image:
     """Decode ``path`` fully into an 8-bit RGB image, upright, optionally at a working size.
 
     The EXIF orientation is applied (a phone's portrait photo stands up). Grayscale (L, LA), palette, RGBA (alpha
     dropped), CMYK and 1-bit files are converted; 16-bit and 32-bit grayscale are scaled to 8 bits instead of being
     clipped. With ``side``, the image is resized so that its shorter side is ``side`` and centre-cropped to a square
     (a JPEG is decoded at the smallest DCT scale still at least that large, which makes large photos cheap).
+    A DICOM file (``.dcm``) is read with pydicom and windowed to 8 bits by ``window`` (:mod:`invprop.data.dicom`).
     Raises ``OSError``/``ValueError`` for unreadable, truncated or non-image files.
     """
+    if is_dicom(path):
+        rgb = Image.fromarray(dicom_pixels(path, window)).convert("RGB")
+        return rgb if side is None else square(rgb, side)
     with Image.open(path) as img:
         if side is not None and img.format == "JPEG":
             img.draft("RGB", (side, side))
@@ -87,16 +92,23 @@ def square(image: Image.Image, side: int) -> Image.Image:
 class ImageFiles:
     """A sequence of ``(RGB PIL image, label)`` read from a list of files (see :func:`load_rgb`)."""
 
-    def __init__(self, files: list[Path], labels: list[int], classes: list[str]) -> None:
+    def __init__(self, files: list[Path], labels: list[int], classes: list[str], window: str = FILE_WINDOW) -> None:
         self.files = files
         self.targets = labels
         self.classes = classes
+        #: How DICOM files among them are windowed (``data.dicom_window``).
+        self.window = window
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, index: int) -> tuple[Image.Image, int]:
-        return load_rgb(self.files[index]), self.targets[index]
+        return load_rgb(self.files[index], window=self.window), self.targets[index]
+
+    def subset(self, indices: Sequence[int]) -> ImageFiles:
+        """The files at ``indices``, in that order, read the same way."""
+        return ImageFiles([self.files[i] for i in indices], [self.targets[i] for i in indices], self.classes,
+                          self.window)  # fmt: skip
 
 
 #: What decoding an unreadable, truncated, vanished or non-image file raises (:func:`load_rgb`).
@@ -131,20 +143,20 @@ def file_names_digest(source: object) -> str | None:
     return digest.hexdigest()[:24]
 
 
-def _readable(path: Path) -> bool:
+def _readable(path: Path, window: str = FILE_WINDOW) -> bool:
     try:
-        load_rgb(path)
+        load_rgb(path, window=window)
     except READ_ERRORS:
         return False
     return True
 
 
-def readable_chunk(paths: list[Path]) -> list[bool]:
-    return [_readable(path) for path in paths]
+def readable_chunk(paths: list[Path], window: str = FILE_WINDOW) -> list[bool]:
+    return [_readable(path, window) for path in paths]
 
 
-def decode_chunk(paths: list[Path], side: int | None = None) -> list[np.ndarray]:
-    return [np.array(load_rgb(path, side)) for path in paths]
+def decode_chunk(paths: list[Path], side: int | None = None, window: str = FILE_WINDOW) -> list[np.ndarray]:
+    return [np.array(load_rgb(path, side, window)) for path in paths]
 
 
 def read_workers(count: int) -> int:

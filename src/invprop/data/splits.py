@@ -23,6 +23,7 @@ from invprop.data.datasets import (
     take_subset,
 )
 from invprop.data.decode_cache import check_image_files, to_tensor_images
+from invprop.data.dicom import FILE_WINDOW, parse_window
 from invprop.data.image_sequences import ImageFiles, ImageSequence, TensorImages
 from invprop.data.multi_crop import (
     SMALL_CROP_SCALE,
@@ -89,6 +90,12 @@ class DataSettings:
     )
     small_crop_scale: list[float] | None = setting(
         None, "[low, high], the range of the image area a small crop covers; null = SwAV's 0.05 to 0.14"
+    )
+    dicom_window: str = setting(
+        "file",
+        "how DICOM files (.dcm) in an image folder become 8-bit images: file (each file's own WindowCenter/Width, its "
+        "full range without one), full (each image's minimum to maximum) or CENTER,WIDTH in the modality's units "
+        "(e.g. 40,400: CT soft tissue)",
     )
     holdout: float = setting(
         0.1,
@@ -192,6 +199,7 @@ def build_datasets(
     small_crops: SmallCrops | None = None,
     needs: InputNeeds = InputNeeds(),
     holdout: float = 0.0,
+    dicom_window: str = FILE_WINDOW,
 ) -> DataSplits:
     """Datasets for training (augmented) and evaluation (deterministic) of ``name``.
 
@@ -210,12 +218,14 @@ def build_datasets(
         needs: what the encoder asks of its inputs (side of image folders, normalisation, side multiple).
         holdout: share of an unlabelled dataset without a test split kept out of training (at most
             :data:`HOLDOUT_MAX` images; none when fewer than 2 would be kept or left).
+        dicom_window: how DICOM files in an image folder are windowed (:func:`invprop.data.dicom.parse_window`).
     """
     if pipeline not in PIPELINES:
         raise DataError(f"data pipeline must be one of {', '.join(PIPELINES)}; got {pipeline!r}")
     if image_size is None and name.startswith(IMAGEFOLDER_PREFIX):
         image_size = needs.folder_size
-    source = load_source(name, root, image_size, augment, download)
+    parse_window(dicom_window)
+    source = load_source(name, root, image_size, augment, download, dicom_window)
     if needs.normalization is not None:
         mean, std = (_per_channel(values, source.in_channels) for values in needs.normalization)
         source = dataclasses.replace(source, mean=mean, std=std)
@@ -355,6 +365,7 @@ def datasets_from(
         None if foreign else small_crops_from(settings),
         needs,
         0.0 if foreign else settings.holdout,
+        settings.dicom_window,
     )
 
 
