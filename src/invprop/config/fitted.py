@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 from PIL import Image
 
-from invprop.data.datasets import IMAGE_EXTENSIONS, IMAGEFOLDER_PREFIX, image_folder_path
+from invprop.data.bands import ARRAY_EXTENSIONS, needs_bands
+from invprop.data.datasets import BAND_FOLDER_AUGMENT, IMAGE_EXTENSIONS, IMAGEFOLDER_PREFIX, image_folder_path
 from invprop.data.splits import fits_in_memory
 from invprop.machine import available_cores
 
@@ -53,11 +55,13 @@ class FolderFacts:
         images: image files (by extension; unreadable ones are found later).
         shorter_side: the median shorter side of the sampled images, in pixels.
         sampled: how many files were opened for it.
+        bands: the folder holds band arrays (multispectral TIFF, ``.npy``; :mod:`invprop.data.bands`).
     """
 
     images: int
     shorter_side: int
     sampled: int
+    bands: bool = False
 
 
 @dataclass(frozen=True)
@@ -98,11 +102,19 @@ def folder_facts(folder: Path) -> FolderFacts:
     sides = []
     for path in files[::step][:SIZE_SAMPLE]:
         try:
-            with Image.open(path) as image:
-                sides.append(min(image.size))
+            sides.append(_shorter_side(path))
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
             continue  # an unreadable file is found and counted by the folder check
-    return FolderFacts(len(files), int(statistics.median(sides)) if sides else SIDES[0], len(sides))
+    bands = bool(files) and needs_bands(files[0])
+    return FolderFacts(len(files), int(statistics.median(sides)) if sides else SIDES[0], len(sides), bands)
+
+
+def _shorter_side(path: Path) -> int:
+    """The shorter side of an image file, from its header (a ``.npy`` array's shape)."""
+    if path.suffix.lower() in ARRAY_EXTENSIONS:
+        return int(min(np.load(path, mmap_mode="r", allow_pickle=False).shape[:2]))
+    with Image.open(path) as image:
+        return min(image.size)
 
 
 def fitted_choices(folder: FolderFacts, machine: MachineFacts) -> list[Choice]:
@@ -125,8 +137,10 @@ def fitted_choices(folder: FolderFacts, machine: MachineFacts) -> list[Choice]:
     workers = 0 if tensors else max(0, min(machine.cores - 1, MAX_WORKERS))
     return [
         Choice("data.image_size", side, why_side),
-        Choice("data.augment", "cifar" if small else "imagenet",
-               f"the {'CIFAR' if small else 'ImageNet'} crops and colour for {side}-px images"),
+        Choice("data.augment", BAND_FOLDER_AUGMENT, "crops and flips, no colour change: the images are band arrays")
+        if folder.bands
+        else Choice("data.augment", "cifar" if small else "imagenet",
+                    f"the {'CIFAR' if small else 'ImageNet'} crops and colour for {side}-px images"),
         Choice("model.backbone", backbone, why_backbone),
         Choice("optim.batch_size", GPU_BATCH if machine.cuda else CPU_BATCH,
                "a GPU's batch" if machine.cuda else "the CPU setting's batch"),

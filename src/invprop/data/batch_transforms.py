@@ -192,6 +192,9 @@ class BatchColorJitter(nn.Module):
     """ColorJitter on a batch: per image, brightness, contrast, saturation and hue factors drawn as torchvision
     does and applied in a random order; the whole jitter is applied with probability ``p`` (RandomApply)."""
 
+    #: Needs colour channels (RGB): left out of, or refused for, images of other bands.
+    changes_colour = True
+
     def __init__(self, brightness: float, contrast: float, saturation: float, hue: float, p: float = 1.0) -> None:
         super().__init__()
         if not 0 <= hue <= 0.5:
@@ -222,6 +225,8 @@ class BatchColorJitter(nn.Module):
 
 class BatchRandomGrayscale(nn.Module):
     """RandomGrayscale on a batch: each image becomes its luma (repeated over channels) with probability ``p``."""
+
+    changes_colour = True
 
     def __init__(self, p: float) -> None:
         super().__init__()
@@ -296,6 +301,8 @@ class BatchAugment(nn.Module):
 
 
 BATCH_AUGMENTATIONS: Registry[Callable[[int], list[nn.Module]]] = Registry("batch augmentation preset")
+#: The image side at which a preset's ops are built only to be looked at (:func:`changes_colour`).
+BATCH_PROBE_SIDE = 32
 
 
 @BATCH_AUGMENTATIONS.register("digits")
@@ -341,6 +348,11 @@ def imagenet_batch_ops(image_size: int) -> list[nn.Module]:
         BatchRandomGrayscale(GRAYSCALE_P),
         BatchGaussianBlur(blur_kernel, IMAGENET_BLUR_SIGMA, IMAGENET_BLUR_P),
     ]
+
+
+def changes_colour(preset: str) -> bool:
+    """Whether augmentation ``preset`` has an op that needs RGB colour (jitter, grayscale)."""
+    return any(getattr(op, "changes_colour", False) for op in BATCH_AUGMENTATIONS.get(preset)(BATCH_PROBE_SIDE))
 
 
 def build_batch_augment(preset: str, image_size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> BatchAugment:

@@ -20,6 +20,8 @@ import torchvision
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from invprop.data.bands import ARRAY_EXTENSIONS, band_statistics, load_bands, needs_bands
+from invprop.data.batch_transforms import changes_colour
 from invprop.data.dicom import DICOM_EXTENSIONS, FILE_WINDOW, is_dicom, require_pydicom
 from invprop.data.download import Fetch, fetch_dataset
 from invprop.data.image_sequences import (
@@ -56,12 +58,15 @@ IMAGE_EXTENSIONS = (
     ".ppm",
     ".pgm",
     *DICOM_EXTENSIONS,
+    *ARRAY_EXTENSIONS,
 )
 #: Label of an unlabelled image.
 UNLABELED = -1
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+#: The augmentation of an image folder of ordinary images, and of a folder of band arrays (no colour change).
+DEFAULT_FOLDER_AUGMENT, BAND_FOLDER_AUGMENT = "cifar", "crop_flip"
 DIGITS_MEAN, DIGITS_STD = (0.3,), (0.4,)
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 
@@ -269,11 +274,35 @@ def scan_image_folder(root: Path, window: str = FILE_WINDOW) -> ImageFiles:
         raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS[:3])}, ...) found under {root}")
     if any(is_dicom(path) for path in files):
         require_pydicom(root)
-    return ImageFiles(files, labels, classes, window)
+    return ImageFiles(files, labels, classes, window, bands=needs_bands(files[0]))
+
+
+def _band_folder_source(
+    train: ImageFiles, test: ImageFiles | None, labelled: bool, image_size: int, augment: str | None, small: bool
+) -> Source:
+    """A folder of band arrays: its band count and per-band normalisation measured on its images; a colour-free
+    augmentation (``crop_flip`` unless another colour-free preset is asked for)."""
+    channels = int(load_bands(train.files[0]).shape[2])
+    if augment is not None and changes_colour(augment):
+        raise DataError(f"data.augment={augment} changes colours, which {channels}-band images do not have; use a "
+                        f"colour-free preset such as {BAND_FOLDER_AUGMENT} (the default for band arrays)")  # fmt: skip
+    mean, std = band_statistics(train.files, image_size)
+    return Source(
+        train=train,
+        memory=train if labelled else None,
+        test=test if labelled else None,
+        num_classes=len(train.classes) if labelled else 0,
+        in_channels=channels,
+        image_size=image_size,
+        mean=mean,
+        std=std,
+        augment=augment or BAND_FOLDER_AUGMENT,
+        small=small,
+    )
 
 
 def image_folder_source(
-    root: Path, image_size: int = 32, augment: str = "cifar", small: bool = False, window: str = FILE_WINDOW
+    root: Path, image_size: int = 32, augment: str | None = None, small: bool = False, window: str = FILE_WINDOW
 ) -> Source:
     """A user's folder: ``root/train`` and ``root/test`` if present, else ``root`` itself (no held-out split); DICOM
     files are windowed by ``window`` (``data.dicom_window``)."""
@@ -283,6 +312,12 @@ def image_folder_source(
     labelled = bool(train.classes) and test is not None and test.classes == train.classes
     if train.classes and test is not None and test.classes != train.classes:
         raise DataError(f"class folders of {root / 'train'} and {root / 'test'} differ; make them the same")
+    if test is not None and test.bands != train.bands:
+        raise DataError(f"{root / 'train'} and {root / 'test'} hold different kinds of image (arrays of bands in one, "
+                        "ordinary images in the other); make them the same")  # fmt: skip
+    if train.bands:
+        return _band_folder_source(train, test, labelled, image_size, augment, small)
+    augment = augment or DEFAULT_FOLDER_AUGMENT
     mean, std = (IMAGENET_MEAN, IMAGENET_STD) if augment == "imagenet" else (CIFAR_MEAN, CIFAR_STD)
     return Source(
         train=train,
@@ -471,5 +506,5 @@ def load_source(
     built-in dataset into ``root`` (:mod:`invprop.data.download`); ``window``: how an image folder's DICOM files are
     windowed."""
     if name.startswith(IMAGEFOLDER_PREFIX):
-        return image_folder_source(image_folder_path(name), image_size or 32, augment or "cifar", window=window)
+        return image_folder_source(image_folder_path(name), image_size or 32, augment, window=window)
     return DATASETS.get(name)(Path(root).expanduser(), download)

@@ -48,6 +48,7 @@ _UNREADABLE = (OSError, RuntimeError, EOFError, ValueError, TypeError, pickle.Un
 def cache_key(files: ImageFiles, side: int | None = None) -> str:
     """A key of ``files``' paths (bytes, so any file name), sizes, modification times and labels, and ``side``."""
     window = f"|window={files.window}" if any(is_dicom(path) for path in files.files) else ""
+    window += "|bands" if files.bands else ""
     digest = hashlib.sha256(f"invprop-images-v{CACHE_FORMAT}|side={side}{window}\n".encode())
     for path, label in zip(files.files, files.targets):
         try:
@@ -64,13 +65,16 @@ def checksum(images: Tensor) -> str:
 
 
 def _decode_files(files: ImageFiles, side: int | None = None, workers: int | None = None) -> Tensor:
-    """Every file as one (N, 3, H, W) uint8 tensor, at ``side`` x ``side`` when given (``workers`` processes; default
+    """Every file as one (N, C, H, W) uint8 tensor, at ``side`` x ``side`` when given (``workers`` processes; default
     :func:`~invprop.data.image_sequences.read_workers`)."""
-    decode = functools.partial(decode_chunk, side=side, window=files.window)
+    decode = functools.partial(decode_chunk, side=side, window=files.window, bands=files.bands)
     arrays = map_file_chunks(decode, files.files, read_workers(len(files)) if workers is None else workers)
     first = arrays[0].shape
     images = torch.empty((len(files), first[2], first[0], first[1]), dtype=torch.uint8)
     for i, (path, array) in enumerate(zip(files.files, arrays)):
+        if array.shape[2:] != first[2:]:
+            raise DataError(f"{path} has {array.shape[2]} band(s) but {files.files[0]} has {first[2]}; every image "
+                            "of a folder must have the same bands")  # fmt: skip
         if array.shape != first:
             raise DataError(
                 f"{path} is {array.shape[1]}x{array.shape[0]} but {files.files[0]} is {first[1]}x{first[0]}; "
@@ -155,7 +159,7 @@ def check_image_files(
         if bad is None:
             logger.warning("ignoring the check cache %s: it does not describe this folder; checking again", path)
     if bad is None:
-        check = functools.partial(readable_chunk, window=files.window)
+        check = functools.partial(readable_chunk, window=files.window, bands=files.bands)
         readable = map_file_chunks(check, files.files, read_workers(len(files)))
         bad = [i for i, ok in enumerate(readable) if not ok]
         if path is not None:

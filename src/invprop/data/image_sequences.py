@@ -21,6 +21,7 @@ import torch
 from PIL import Image, ImageOps
 from torch import Tensor
 
+from invprop.data.bands import load_bands
 from invprop.data.dicom import FILE_WINDOW, dicom_pixels, is_dicom
 from invprop.machine import available_cores
 
@@ -92,23 +93,29 @@ def square(image: Image.Image, side: int) -> Image.Image:
 class ImageFiles:
     """A sequence of ``(RGB PIL image, label)`` read from a list of files (see :func:`load_rgb`)."""
 
-    def __init__(self, files: list[Path], labels: list[int], classes: list[str], window: str = FILE_WINDOW) -> None:
+    def __init__(
+        self, files: list[Path], labels: list[int], classes: list[str], window: str = FILE_WINDOW, bands: bool = False
+    ) -> None:
         self.files = files
         self.targets = labels
         self.classes = classes
         #: How DICOM files among them are windowed (``data.dicom_window``).
         self.window = window
+        #: Read as arrays of bands (:mod:`invprop.data.bands`): items are (C, H, W) float tensors, not PIL images.
+        self.bands = bands
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+    def __getitem__(self, index: int) -> tuple[Image.Image | Tensor, int]:
+        if self.bands:
+            return to_float(torch.from_numpy(load_bands(self.files[index])).permute(2, 0, 1)), self.targets[index]
         return load_rgb(self.files[index], window=self.window), self.targets[index]
 
     def subset(self, indices: Sequence[int]) -> ImageFiles:
         """The files at ``indices``, in that order, read the same way."""
         return ImageFiles([self.files[i] for i in indices], [self.targets[i] for i in indices], self.classes,
-                          self.window)  # fmt: skip
+                          self.window, self.bands)  # fmt: skip
 
 
 #: What decoding an unreadable, truncated, vanished or non-image file raises (:func:`load_rgb`).
@@ -143,20 +150,27 @@ def file_names_digest(source: object) -> str | None:
     return digest.hexdigest()[:24]
 
 
-def _readable(path: Path, window: str = FILE_WINDOW) -> bool:
+def decode_file(path: Path, side: int | None = None, window: str = FILE_WINDOW, bands: bool = False) -> np.ndarray:
+    """``path`` as an (H, W, C) uint8 array: its bands (``bands``) or its RGB image (:func:`load_rgb`)."""
+    return load_bands(path, side) if bands else np.array(load_rgb(path, side, window))
+
+
+def _readable(path: Path, window: str = FILE_WINDOW, bands: bool = False) -> bool:
     try:
-        load_rgb(path, window=window)
+        decode_file(path, None, window, bands)
     except READ_ERRORS:
         return False
     return True
 
 
-def readable_chunk(paths: list[Path], window: str = FILE_WINDOW) -> list[bool]:
-    return [_readable(path, window) for path in paths]
+def readable_chunk(paths: list[Path], window: str = FILE_WINDOW, bands: bool = False) -> list[bool]:
+    return [_readable(path, window, bands) for path in paths]
 
 
-def decode_chunk(paths: list[Path], side: int | None = None, window: str = FILE_WINDOW) -> list[np.ndarray]:
-    return [np.array(load_rgb(path, side, window)) for path in paths]
+def decode_chunk(
+    paths: list[Path], side: int | None = None, window: str = FILE_WINDOW, bands: bool = False
+) -> list[np.ndarray]:
+    return [decode_file(path, side, window, bands) for path in paths]
 
 
 def read_workers(count: int) -> int:

@@ -91,6 +91,12 @@ class DataSettings:
     small_crop_scale: list[float] | None = setting(
         None, "[low, high], the range of the image area a small crop covers; null = SwAV's 0.05 to 0.14"
     )
+    channels: int | None = setting(
+        None,
+        "image channels (bands): null = from the files (3 for ordinary images; an image folder of .npy arrays or "
+        "multi-band TIFF has its own); set, data with another count is refused",
+        bounds=AT_LEAST_ONE,
+    )
     dicom_window: str = setting(
         "file",
         "how DICOM files (.dcm) in an image folder become 8-bit images: file (each file's own WindowCenter/Width, its "
@@ -200,6 +206,7 @@ def build_datasets(
     needs: InputNeeds = InputNeeds(),
     holdout: float = 0.0,
     dicom_window: str = FILE_WINDOW,
+    channels: int | None = None,
 ) -> DataSplits:
     """Datasets for training (augmented) and evaluation (deterministic) of ``name``.
 
@@ -219,6 +226,7 @@ def build_datasets(
         holdout: share of an unlabelled dataset without a test split kept out of training (at most
             :data:`HOLDOUT_MAX` images; none when fewer than 2 would be kept or left).
         dicom_window: how DICOM files in an image folder are windowed (:func:`invprop.data.dicom.parse_window`).
+        channels: the image channels the data must have (None: whatever it has).
     """
     if pipeline not in PIPELINES:
         raise DataError(f"data pipeline must be one of {', '.join(PIPELINES)}; got {pipeline!r}")
@@ -226,6 +234,9 @@ def build_datasets(
         image_size = needs.folder_size
     parse_window(dicom_window)
     source = load_source(name, root, image_size, augment, download, dicom_window)
+    if channels is not None and source.in_channels != channels:
+        raise DataError(f"data.channels={channels}, but the images of {name!r} have {source.in_channels} channel(s); "
+                        "set data.channels to that (or null to take it from the files)")  # fmt: skip
     if needs.normalization is not None:
         mean, std = (_per_channel(values, source.in_channels) for values in needs.normalization)
         source = dataclasses.replace(source, mean=mean, std=std)
@@ -249,7 +260,11 @@ def build_datasets(
         source = dataclasses.replace(source, train=chosen, memory=memory)
     files = isinstance(source.train, ImageFiles)
     if pipeline == "auto":
-        pipeline = "tensor" if source.small or (files and fits_in_memory(len(source.train), size)) else "per_image"
+        pipeline = (
+            "tensor"
+            if source.small or (files and fits_in_memory(len(source.train), size, source.in_channels))
+            else "per_image"
+        )
     if pipeline == "per_image":
         pair = build_transforms(preset, size, source.mean, source.std)
         return DataSplits(
@@ -366,6 +381,7 @@ def datasets_from(
         needs,
         0.0 if foreign else settings.holdout,
         settings.dicom_window,
+        settings.channels,
     )
 
 
