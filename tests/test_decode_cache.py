@@ -7,7 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import pytest
@@ -45,9 +45,9 @@ def _counting_decodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     decoded: list[int] = []
     real: Callable[..., list[np.ndarray]] = image_sequences.decode_chunk
 
-    def counting(paths: list[Path], side: int | None = None) -> list[np.ndarray]:
+    def counting(paths: list[Path], side: int | None = None, **how: Any) -> list[np.ndarray]:
         decoded.append(len(paths))
-        return real(paths, side)
+        return real(paths, side, **how)
 
     monkeypatch.setattr(decode_cache, "decode_chunk", counting)
     return decoded
