@@ -59,7 +59,8 @@ def test_tiff_layouts_and_npy_read_as_height_width_bands(tmp_path: Path) -> None
     for name in ("planar.tif", "contig.tif", "a.npy"):
         assert np.array_equal(read_bands(tmp_path / name), stack), name
     assert read_bands(tmp_path / "gray.npy").shape == (6, 4, 1)
-    assert bands.needs_bands(tmp_path / "planar.tif") and bands.needs_bands(tmp_path / "a.npy")
+    assert bands.folder_reads_bands([tmp_path / "planar.tif"]) and bands.folder_reads_bands([tmp_path / "a.npy"])
+    assert bands.folder_reads_bands([tmp_path / "contig.tif"])  # Pillow cannot read it: tifffile counts 5 bands
 
 
 def test_square_bands_crops_the_centre_and_keeps_flat_bands_flat() -> None:
@@ -148,3 +149,58 @@ def test_a_multi_band_tiff_without_tifffile_is_one_line_naming_the_extra(
     assert main(_train(band_folder, tmp_path / "run")) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "needs tifffile: pip install 'invprop[multispectral]'" in err
+
+
+def test_a_damaged_first_tiff_leaves_a_folder_of_ordinary_images_ordinary(tmp_path: Path) -> None:
+    from PIL import Image
+
+    (tmp_path / "a0.tif").write_bytes(b"not a tiff" * 10)
+    for i in range(3):
+        Image.new("RGB", (8, 8), (i * 50, 0, 0)).save(tmp_path / f"b{i}.tif")
+    files = sorted(tmp_path.glob("*.tif"))
+    assert not bands.folder_reads_bands(files)
+    with pytest.raises(ValueError):
+        read_bands(tmp_path / "a0.tif")  # read as bands, a damaged file is an unreadable file, not a crash
+
+
+def test_rgba_is_ordinary_and_rgb_plus_near_infrared_is_bands(tmp_path: Path) -> None:
+    from PIL import Image
+
+    Image.new("RGBA", (8, 8)).save(tmp_path / "rgba.tif")
+    tifffile.imwrite(tmp_path / "nir.tif", np.zeros((8, 8, 4), np.uint8), photometric="rgb", extrasamples=[0])
+    assert not bands.folder_reads_bands([tmp_path / "rgba.tif"])
+    assert bands.folder_reads_bands([tmp_path / "nir.tif"])
+    assert read_bands(tmp_path / "nir.tif").shape == (8, 8, 4)
+
+
+def test_a_folder_mixing_arrays_and_images_is_refused(tmp_path: Path) -> None:
+    from invprop.errors import DataError
+
+    np.save(tmp_path / "features.npy", np.zeros((4, 4)))
+    (tmp_path / "photo.png").write_bytes(b"")
+    with pytest.raises(DataError, match="mixes .npy arrays"):
+        bands.folder_reads_bands(sorted(tmp_path.iterdir()))
+
+
+def test_the_report_shows_a_band_image_as_the_mean_of_its_bands() -> None:
+    from invprop.evaluation.report import _as_picture
+
+    image = torch.zeros(5, 4, 6)
+    image[2, 1, 1] = 5.0
+    picture = _as_picture(image)
+    assert picture.shape == (4, 6) and picture[1, 1] == pytest.approx(1.0) and picture[0, 0] == 0
+
+
+def test_the_fitted_side_of_dicom_and_band_folders_comes_from_their_headers(tmp_path: Path) -> None:
+    pytest.importorskip("pydicom")
+    from dicom_folder import write_dicom
+    from invprop.config.fitted import folder_facts
+
+    (tmp_path / "bands").mkdir()
+    for i in range(3):
+        write_dicom(tmp_path / "scans" / f"{i}.dcm", np.zeros((40, 48)))
+        tifffile.imwrite(tmp_path / "bands" / f"{i}.tif", np.zeros((30, 20, 6), np.uint16), photometric="minisblack",
+                         planarconfig="contig")  # fmt: skip
+    assert folder_facts(tmp_path / "scans").shorter_side == 40
+    facts = folder_facts(tmp_path / "bands")
+    assert facts.shorter_side == 20 and facts.bands

@@ -100,6 +100,13 @@ def test_the_probe_refuses_an_unlabelled_folder_in_one_line(tmp_path: Path, caps
     capsys.readouterr()
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "eval.online_probe needs labels" in err
+    assert len(err.splitlines()) == 1 and "eval.online_probe needs labelled data" in err
     assert not (run / "last.pt").exists()
     shutil.rmtree(run, ignore_errors=True)
+    classes = tmp_path / "classes"  # class folders but no test/: labels without a held-out split
+    for name, digit in write_digit_folder(tmp_path / "flat", 100):
+        (classes / str(digit)).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "flat" / name).rename(classes / str(digit) / name)
+    assert main([*TRAIN, *PROBE, "--set", f"data.name=imagefolder:{classes}", "--out", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "eval.online_probe needs labelled data" in err

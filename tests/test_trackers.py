@@ -152,21 +152,21 @@ def test_none_writes_the_runs_own_files_only(tmp_path: Path, capsys: pytest.Capt
 
 
 @contextlib.contextmanager
-def _file_store_reads() -> Iterator[None]:
+def _file_store_reads(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The test's own MLflow reads, which MLflow 3 refuses from a file store unless asked."""
-    os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
-    try:
+    with monkeypatch.context() as patch:
+        patch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
         yield
-    finally:
-        del os.environ["MLFLOW_ALLOW_FILE_STORE"]
 
 
 def test_mlflow_file_store_holds_the_history_settings_files_and_figures_across_a_resume(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient
 
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     store = (tmp_path / "store").as_uri()
     run = tmp_path / "run"
     tracked = [*TRAIN, "--epochs", "2", "--set", "log.tracker=mlflow", "--set", f"log.tracker_uri={store}"]
@@ -174,12 +174,12 @@ def test_mlflow_file_store_holds_the_history_settings_files_and_figures_across_a
     assert "MLFLOW_ALLOW_FILE_STORE" not in os.environ  # asked for invprop's own calls only
     first = TrackerRecord.read(run)
     assert first is not None and first.tracker == "mlflow" and first.uri == store
-    with _file_store_reads():
+    assert send_figures([run], _pngs(tmp_path / "figures")) == [run]  # a report adds figures, status untouched
+    with _file_store_reads(monkeypatch):
         assert MlflowClient(store).get_run(first.run_id).info.status == "KILLED"  # stopped, to be resumed
     assert _run([*tracked, "--resume", "--out", str(run)], capsys)[0] == 0
     assert TrackerRecord.read(run) == first  # the same MLflow run goes on
-    assert send_figures([run], _pngs(tmp_path / "figures")) == [run]
-    with _file_store_reads():
+    with _file_store_reads(monkeypatch):
         client = MlflowClient(store)
         mlflow_run = client.get_run(first.run_id)
         assert mlflow_run.info.status == "FINISHED" and mlflow_run.info.run_name == "run"
@@ -196,10 +196,13 @@ def test_mlflow_file_store_holds_the_history_settings_files_and_figures_across_a
 
 
 def test_wandb_offline_run_holds_the_history_and_files_and_a_resume_continues_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], request: pytest.FixtureRequest
 ) -> None:
-    pytest.importorskip("wandb")
+    wandb = pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")
+    for name in ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR"):  # nothing left outside the test's folder
+        monkeypatch.setenv(name, str(tmp_path / "wandb-home"))
+    request.addfinalizer(wandb.teardown)
     run = tmp_path / "run"
     tracked = [*TRAIN, "--epochs", "2", "--set", "log.tracker=wandb", "--set", "log.project=tests"]
     assert _run([*tracked, "--stop-after", "1", "--out", str(run)], capsys)[0] == 0
@@ -216,3 +219,61 @@ def test_wandb_offline_run_holds_the_history_and_files_and_a_resume_continues_it
     last = sittings[-1]
     assert json.loads((last / "files" / "metrics.json").read_text()) == json.loads((run / "metrics.json").read_text())
     assert (last / "files" / "config.yaml").read_text() == (run / "config.yaml").read_text()
+
+
+def test_an_mlflow_store_given_as_a_plain_path_is_a_file_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from invprop.trackers.mlflow_store import MlflowTracker
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert MlflowTracker(tmp_path / "run", "p", "stores/ml").store == (tmp_path / "stores" / "ml").as_uri()
+    assert MlflowTracker(tmp_path / "run", "p").store == (tmp_path / "mlruns").as_uri()  # beside the run folder
+    assert MlflowTracker(tmp_path / "run", "p", "http://host:5000").store == "http://host:5000"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "./env-store")
+    assert MlflowTracker(tmp_path / "run", "p").store == (tmp_path / "env-store").as_uri()
+
+
+def test_a_new_run_starts_a_new_tracker_run_even_where_an_old_record_is_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("mlflow")
+    from invprop.trackers.mlflow_store import MlflowTracker
+
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    run = tmp_path / "run"
+    run.mkdir()
+    store = (tmp_path / "store").as_uri()
+    first = MlflowTracker(run, "p", store)
+    first.start({"a": 1})
+    first.close()
+    old = TrackerRecord.read(run)
+    second = MlflowTracker(run, "p", store)
+    second.start({"a": 2})  # a new run in the folder (a failed start left the record): not the old tracker run
+    second.close()
+    new = TrackerRecord.read(run)
+    assert old is not None and new is not None and new.run_id != old.run_id
+    third = MlflowTracker(run, "p", store)
+    third.start({}, resume=True)
+    third.close()
+    assert TrackerRecord.read(run) == new
+
+
+def test_a_tracker_that_fails_mid_run_is_a_warning_and_the_run_finishes(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pytest.importorskip("mlflow")
+    from invprop.trackers.mlflow_store import MlflowTracker
+
+    def unreachable(self: MlflowTracker, epoch: int, values: Any) -> None:
+        raise ConnectionError("the tracking server is out of reach")
+
+    monkeypatch.setattr(MlflowTracker, "log_epoch", unreachable)
+    run = tmp_path / "run"
+    args = [*TRAIN, "--epochs", "2", "--set", "log.tracker=mlflow", "--set",
+            f"log.tracker_uri={(tmp_path / 'store').as_uri()}", "--out", str(run)]  # fmt: skip
+    assert _run(args, capsys)[0] == 0
+    assert [line["epoch"] for line in _history(run)] == [1, 2] and (run / "metrics.json").is_file()
+    assert "the mlflow tracker failed (the tracking server is out of reach)" in caplog.text

@@ -28,6 +28,7 @@ from invprop.config import Config
 from invprop.config.fitted import FOLDER_BUDGET_SECONDS, FOLDER_TRAINING_SHARE, fitted_for
 from invprop.data import IMAGEFOLDER_PREFIX, dataset_names
 from invprop.data.datasets import image_folder_path
+from invprop.data.dicom import FILE_WINDOW
 from invprop.data.loader import worker_lost
 from invprop.engine import (
     CHANGES_KEY,
@@ -352,7 +353,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise ConfigError(
                 f"--labels labels images of a folder; use it with --dataset imagefolder:DIR, not {dataset}"
             )
-        labels = read_labels(Path(args.labels), image_folder_path(dataset))
+        data_values = {**(file_values.get("data") or {}), **(overrides.get("data") or {})}
+        window = str(data_values.get("dicom_window", FILE_WINDOW))
+        labels = read_labels(Path(args.labels), image_folder_path(dataset), window)
     out_dir = Path(args.out) if args.out else default_out("compare", dataset)
     command = "invprop " + " ".join(args.argv)
     logger.info("comparing %d methods -> %s", len(methods), out_dir)

@@ -9,6 +9,7 @@ epochs are not fitted here: they come from a time budget (``invprop compare --bu
 
 from __future__ import annotations
 
+import importlib.util
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +19,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from invprop.data.bands import ARRAY_EXTENSIONS, needs_bands
+from invprop.data.bands import ARRAY_EXTENSIONS, TIFF_EXTENSIONS, folder_reads_bands, read_bands
 from invprop.data.datasets import BAND_FOLDER_AUGMENT, IMAGE_EXTENSIONS, IMAGEFOLDER_PREFIX, image_folder_path
+from invprop.data.dicom import is_dicom
 from invprop.data.splits import fits_in_memory
 from invprop.machine import available_cores
 
@@ -105,16 +107,31 @@ def folder_facts(folder: Path) -> FolderFacts:
             sides.append(_shorter_side(path))
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
             continue  # an unreadable file is found and counted by the folder check
-    bands = bool(files) and needs_bands(files[0])
+    bands = bool(files) and folder_reads_bands(files)
     return FolderFacts(len(files), int(statistics.median(sides)) if sides else SIDES[0], len(sides), bands)
 
 
 def _shorter_side(path: Path) -> int:
-    """The shorter side of an image file, from its header (a ``.npy`` array's shape)."""
-    if path.suffix.lower() in ARRAY_EXTENSIONS:
+    """The shorter side of an image file, from its header: a ``.npy`` array's shape, a DICOM file's Rows and Columns,
+    a TIFF that Pillow does not know through tifffile."""
+    suffix = path.suffix.lower()
+    if suffix in ARRAY_EXTENSIONS:
         return int(min(np.load(path, mmap_mode="r", allow_pickle=False).shape[:2]))
-    with Image.open(path) as image:
-        return min(image.size)
+    if is_dicom(path):
+        import pydicom
+
+        try:
+            header = pydicom.dcmread(path, stop_before_pixels=True)
+            return int(min(header.Rows, header.Columns))
+        except (pydicom.errors.InvalidDicomError, AttributeError) as err:
+            raise ValueError(f"not a DICOM image ({err})") from None
+    try:
+        with Image.open(path) as image:
+            return min(image.size)
+    except (OSError, ValueError, SyntaxError):
+        if suffix not in TIFF_EXTENSIONS or importlib.util.find_spec("tifffile") is None:
+            raise
+        return int(min(read_bands(path).shape[:2]))
 
 
 def fitted_choices(folder: FolderFacts, machine: MachineFacts) -> list[Choice]:

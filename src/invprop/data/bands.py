@@ -33,32 +33,59 @@ def _require_tifffile(path: Path) -> None:
         raise DataError(f"{path} is a multi-band TIFF, which needs tifffile: pip install 'invprop[multispectral]'")
 
 
-#: Samples per pixel of the TIFFs that Pillow reads as ordinary images (gray, RGB, RGBA, CMYK).
-_ORDINARY_SAMPLES = (1, 3, 4)
-#: The TIFF tag holding the samples per pixel.
-_SAMPLES_PER_PIXEL = 277
+#: The TIFF tags holding the samples per pixel and what the samples beyond the colour ones are.
+_SAMPLES_PER_PIXEL, _EXTRA_SAMPLES = 277, 338
+#: ExtraSamples values that mean alpha (associated, unassociated): RGBA is an ordinary image, RGB + NIR is not.
+_ALPHA = (1, 2)
+#: TIFFs of a folder looked at to decide how it is read.
+TIFF_SAMPLE = 16
 
 
-def ordinary_tiff(path: Path) -> bool:
-    """Whether Pillow reads ``path`` as an ordinary image: one page of 1, 3 or 4 samples per pixel."""
+def tiff_kind(path: Path) -> bool | None:
+    """True for a TIFF of bands (several pages, or samples other than gray, RGB, RGBA and CMYK), False for an
+    ordinary image, None when Pillow cannot read even its header (a damaged file, or a layout Pillow does not
+    know: then its bands decide, through tifffile)."""
     try:
         with Image.open(path) as image:
-            samples = image.tag_v2.get(_SAMPLES_PER_PIXEL, 1) if hasattr(image, "tag_v2") else 1
-            return getattr(image, "n_frames", 1) == 1 and samples in _ORDINARY_SAMPLES
+            tags = getattr(image, "tag_v2", {})
+            samples = int(tags.get(_SAMPLES_PER_PIXEL, 1))
+            extra = tags.get(_EXTRA_SAMPLES, ())
+            extra = tuple(extra) if isinstance(extra, (tuple, list)) else (extra,)
+            colour = samples in (1, 3) or (samples == 4 and (image.mode == "CMYK" or any(e in _ALPHA for e in extra)))
+            return not (getattr(image, "n_frames", 1) == 1 and colour)
     except (OSError, ValueError, SyntaxError):
-        return False
+        return None
 
 
-def needs_bands(path: Path) -> bool:
-    """Whether a folder whose first image is ``path`` is read as arrays: a ``.npy`` file, or a TIFF with several
-    pages (one band each) or other than 1, 3 or 4 samples per pixel."""
-    suffix = path.suffix.lower()
-    if suffix in ARRAY_EXTENSIONS:
+def folder_reads_bands(files: list[Path]) -> bool:
+    """Whether a folder of ``files`` is read as arrays of bands: every file a ``.npy`` array, or one of up to
+    :data:`TIFF_SAMPLE` of its TIFFs a TIFF of bands. A folder mixing ``.npy`` arrays and other images is refused in
+    one line (its arrays and images would not share a reader)."""
+    arrays = sum(path.suffix.lower() in ARRAY_EXTENSIONS for path in files)
+    if arrays:
+        if arrays != len(files):
+            example = next(path for path in files if path.suffix.lower() in ARRAY_EXTENSIONS)
+            raise DataError(f"the folder mixes .npy arrays (e.g. {example}) with other images; keep one kind in it")
         return True
-    if suffix in TIFF_EXTENSIONS and not ordinary_tiff(path):
-        _require_tifffile(path)
-        return True
+    tiffs = [path for path in files if path.suffix.lower() in TIFF_EXTENSIONS]
+    step = max(1, len(tiffs) // TIFF_SAMPLE)
+    for path in tiffs[::step][:TIFF_SAMPLE]:
+        kind = tiff_kind(path)
+        if kind is None and importlib.util.find_spec("tifffile") is not None:
+            kind = _tifffile_bands(path)
+        if kind:
+            _require_tifffile(path)
+            return True
     return False
+
+
+def _tifffile_bands(path: Path) -> bool | None:
+    """Whether tifffile reads ``path`` as other than 1, 3 or 4 bands (None when it cannot read it either)."""
+    try:
+        bands = read_bands(path).shape[2]
+    except (OSError, ValueError):
+        return None
+    return bands not in (1, 3)
 
 
 def read_bands(path: Path) -> np.ndarray:
@@ -70,9 +97,12 @@ def read_bands(path: Path) -> np.ndarray:
     elif suffix in TIFF_EXTENSIONS:
         import tifffile
 
-        with tifffile.TiffFile(path) as tiff:
-            series = tiff.series[0]
-            array, axes = series.asarray(), series.axes
+        try:
+            with tifffile.TiffFile(path) as tiff:
+                series = tiff.series[0]
+                array, axes = series.asarray(), series.axes
+        except (tifffile.TiffFileError, IndexError, KeyError, TypeError, RuntimeError) as err:
+            raise ValueError(f"not a TIFF that tifffile can read ({err})") from None
     else:
         with Image.open(path) as image:
             array = np.asarray(image.convert("RGB"))
@@ -130,7 +160,25 @@ def band_statistics(paths: list[Path], side: int) -> tuple[tuple[float, ...], tu
     them, read at ``side`` (the normalisation of a band folder, measured on its own images). A band that is flat
     everywhere gets std 1."""
     step = max(1, len(paths) // STATISTICS_FILES)
-    sample = np.stack([load_bands(path, side) for path in paths[::step][:STATISTICS_FILES]]).astype(np.float64) / _TOP
+    read = []
+    for path in paths[::step][:STATISTICS_FILES]:
+        try:
+            read.append(load_bands(path, side))
+        except (OSError, ValueError):
+            continue  # an unreadable file is found, and skipped or named, by the folder check
+    if not read:
+        raise DataError(f"none of the images sampled from {paths[0].parent} can be read; check the files")
+    sample = np.stack(read).astype(np.float64) / _TOP
     mean = sample.mean(axis=(0, 1, 2))
     std = sample.std(axis=(0, 1, 2))
     return tuple(float(m) for m in mean), tuple(float(s) if s > 0 else 1.0 for s in std)
+
+
+def band_count(paths: list[Path]) -> int:
+    """The bands of the first of ``paths`` that can be read (damaged files are left to the folder check)."""
+    for path in paths:
+        try:
+            return int(read_bands(path).shape[2])
+        except (OSError, ValueError):
+            continue
+    raise DataError(f"none of the images of {paths[0].parent} can be read; check the files")

@@ -20,7 +20,7 @@ import torchvision
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from invprop.data.bands import ARRAY_EXTENSIONS, band_statistics, load_bands, needs_bands
+from invprop.data.bands import ARRAY_EXTENSIONS, band_count, band_statistics, folder_reads_bands
 from invprop.data.batch_transforms import changes_colour
 from invprop.data.dicom import DICOM_EXTENSIONS, FILE_WINDOW, is_dicom, require_pydicom
 from invprop.data.download import Fetch, fetch_dataset
@@ -274,7 +274,7 @@ def scan_image_folder(root: Path, window: str = FILE_WINDOW) -> ImageFiles:
         raise DataError(f"no images ({', '.join(IMAGE_EXTENSIONS[:3])}, ...) found under {root}")
     if any(is_dicom(path) for path in files):
         require_pydicom(root)
-    return ImageFiles(files, labels, classes, window, bands=needs_bands(files[0]))
+    return ImageFiles(files, labels, classes, window, bands=folder_reads_bands(files))
 
 
 def _band_folder_source(
@@ -282,7 +282,10 @@ def _band_folder_source(
 ) -> Source:
     """A folder of band arrays: its band count and per-band normalisation measured on its images; a colour-free
     augmentation (``crop_flip`` unless another colour-free preset is asked for)."""
-    channels = int(load_bands(train.files[0]).shape[2])
+    channels = band_count(train.files)
+    if test is not None and band_count(test.files) != channels:
+        raise DataError(f"the training images have {channels} band(s) and the test images "
+                        f"{band_count(test.files)}; give both the same bands")  # fmt: skip
     if augment is not None and changes_colour(augment):
         raise DataError(f"data.augment={augment} changes colours, which {channels}-band images do not have; use a "
                         f"colour-free preset such as {BAND_FOLDER_AUGMENT} (the default for band arrays)")  # fmt: skip

@@ -3,8 +3,8 @@ to 8 bits (``data.dicom_window``).
 
 A grayscale scan's stored values are first turned into the modality's units (``RescaleSlope`` and
 ``RescaleIntercept``: Hounsfield units for CT), then mapped through a window: values at or below ``center - width /
-2`` become 0, at or above ``center + width / 2`` become 255, linearly in between (DICOM PS3.3 C.11.2.1.2, its
-simple linear form). MONOCHROME1 (white is low) is inverted. A colour (RGB) file is read as it is; a multi-frame file
+2`` become 0, at or above ``center + width / 2`` become 255, linearly in between (DICOM PS3.3 C.11.2.1.3.2,
+LINEAR_EXACT; the older LINEAR form's ``center - 0.5`` and ``width - 1`` are not used). MONOCHROME1 (white is low) is inverted. A colour (RGB) file is read as it is; a multi-frame file
 gives its first frame.
 """
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
+from invprop.errors import WriteError
 from invprop.files import write_text_atomically
-from invprop.trackers import FINISHED, TENSORBOARD_DIR, Tracker, scalars
+from invprop.trackers import FAILED, FINISHED, TENSORBOARD_DIR, Tracker, scalars
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,21 @@ class History:
         previous = self.path.read_text() if self.path.exists() else ""
         write_text_atomically(self.path, previous + json.dumps(record) + "\n")
         if self.tracker is not None:
-            self.tracker.log_epoch(record["epoch"], scalars(record))
+            self._mirror(lambda tracker: tracker.log_epoch(record["epoch"], scalars(record)))
+
+    def _mirror(self, send: Callable[[Tracker], None]) -> None:
+        """Send to the tracker. A file the run cannot write (TensorBoard's events) stops the run as any other write
+        does; any other failure of a tracker (a server out of reach) is a warning, and the run goes on with its own
+        files only: they are the record, the tracker a copy."""
+        assert self.tracker is not None
+        try:
+            send(self.tracker)
+        except WriteError:
+            raise
+        except Exception as err:  # noqa: BLE001 - a tracker's failure must not stop the training
+            logger.warning("the %s tracker failed (%s); the run goes on without it (its history.jsonl and "
+                           "metrics.json are complete)", self.tracker.name, err)  # fmt: skip
+            self.close(FAILED, quiet=True)
 
     def restore(self, record: Mapping[str, Any] | None) -> bool:
         """Append ``record``, the checkpoint's last finished epoch, when the file ends before it (a process stopped
@@ -59,9 +74,11 @@ class History:
 
     def finish(self, metrics: Mapping[str, Any], files: Sequence[Path]) -> None:
         """Send the run's final ``metrics`` and ``files`` to the tracker and close it."""
-        if self.tracker is not None:
-            self.tracker.log_summary(metrics, files)
-        self.close()
+        try:
+            if self.tracker is not None:
+                self._mirror(lambda tracker: tracker.log_summary(metrics, files))
+        finally:
+            self.close()
 
     def close(self, status: str = FINISHED, quiet: bool = False) -> None:
         """End the tracker's run as ``status``; ``quiet``: while another error is on its way out, only log a

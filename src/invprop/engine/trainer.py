@@ -320,8 +320,10 @@ class Trainer:
         self.baseline = state.get("baseline")
         self._partial = state.get("partial")
         self._last_record = state.get("record")
-        if self.probe is not None:
+        if self.probe is not None and state.get("online_probe") is not None:
             self.probe.load_full_state(state["online_probe"])
+        elif self.probe is not None:
+            logger.info("the checkpoint has no online probe (eval.online_probe was off): a new one starts")
         restore_rng_state(state["rng"])
         self._restore_process_draws(state.get("rng_processes"))
 
@@ -446,11 +448,11 @@ class Trainer:
         if self.context.enabled:
             raise ConfigError("eval.online_probe does not run under torchrun yet; train with one process, or leave "
                               "it off and score the run with invprop eval linear")  # fmt: skip
-        labels = self.data.train.labels
-        if not bool((labels >= 0).any()):
-            raise ConfigError(f"eval.online_probe needs labels, and the training images of {self.cfg.data.name} have "
-                              "none; leave it off (the label-free monitor, RankMe, runs without it)")  # fmt: skip
-        self._probe_labels = labels.to(self.device)
+        if not self.data.labelled:
+            raise ConfigError(f"eval.online_probe needs labelled data (an image folder: class folders in train/ and "
+                              f"test/), and {self.cfg.data.name} is not; leave it off (the label-free monitor, "
+                              "RankMe, runs without it)")  # fmt: skip
+        self._probe_labels = self.data.train.labels.to(self.device)
         probe = OnlineProbe(self.encoder.feature_dim, self.data.num_classes, self.cfg.eval.online_probe_lr)
         return probe.to(self.device)
 
@@ -579,27 +581,30 @@ class Trainer:
             if count:
                 logger.info("removed %d temporary file(s) of %.1f MB that a killed write left in %s", count,
                             size / 2**20, self.run_dir)  # fmt: skip
-        history = History(self.run_dir, self._tracker()) if main else None
-        if history is not None and resume:
-            history.truncate_after(self.epoch)
-            self._restore_last_line(history)
-        if main:
-            logger.info("%s: %s", cfg.method, self.lr_plan.describe(cfg.optim))
-            derived = {"optim.peak_lr": self.lr_plan.peak, "optim.warmup_epochs_of_the_run": self.lr_plan.warmup_epochs}
-            write_run_settings(cfg, self.changes, self.run_dir / CONFIG_NAME, derived)
-        if main and self.baseline is None and self.data.labelled:
-            assert self.data.memory is not None and self.data.test is not None
-            self.baseline = raw_pixel_baseline(
-                self.data.memory, self.data.test, self.data.num_classes, cfg.eval.knn_k, cfg.eval.knn_sigma,
-                cfg.data.num_workers, self.device,
-            ) or {}  # fmt: skip
-        if self.epoch == 0 and self._partial is None:
-            self.method.before_training(self.batches.plain_epoch(epoch_seed(cfg.seed, 0)))
-        if main:
-            monitored = self.data.labelled or self.data.holdout is not None
-            extras = f"the monitor every {cfg.eval.every} epoch(s)" if monitored else ""
-            self._estimate = RunEstimate(self.steps_per_epoch, end - self.epoch, extras)
+        history = History(self.run_dir, self._tracker(resume)) if main else None
         try:
+            if history is not None and resume:
+                history.truncate_after(self.epoch)
+                self._restore_last_line(history)
+            if main:
+                logger.info("%s: %s", cfg.method, self.lr_plan.describe(cfg.optim))
+                derived = {
+                    "optim.peak_lr": self.lr_plan.peak,
+                    "optim.warmup_epochs_of_the_run": self.lr_plan.warmup_epochs,
+                }
+                write_run_settings(cfg, self.changes, self.run_dir / CONFIG_NAME, derived)
+            if main and self.baseline is None and self.data.labelled:
+                assert self.data.memory is not None and self.data.test is not None
+                self.baseline = raw_pixel_baseline(
+                    self.data.memory, self.data.test, self.data.num_classes, cfg.eval.knn_k, cfg.eval.knn_sigma,
+                    cfg.data.num_workers, self.device,
+                ) or {}  # fmt: skip
+            if self.epoch == 0 and self._partial is None:
+                self.method.before_training(self.batches.plain_epoch(epoch_seed(cfg.seed, 0)))
+            if main:
+                monitored = self.data.labelled or self.data.holdout is not None
+                extras = f"the monitor every {cfg.eval.every} epoch(s)" if monitored else ""
+                self._estimate = RunEstimate(self.steps_per_epoch, end - self.epoch, extras)
             with self._stop:
                 self._train_until(end, ckpt_path, history)
         except BaseException as err:
@@ -616,12 +621,12 @@ class Trainer:
             history.close(STOPPED)  # stopped at --stop-after: a resume continues the tracker's run
         return RunResult(self.run_dir, metrics, finished=self.epoch >= cfg.epochs)
 
-    def _tracker(self) -> Tracker:
-        """The run's tracker (``log.tracker``), started: a missing package or an unreachable tracker is an error
-        before any training."""
+    def _tracker(self, resume: bool) -> Tracker:
+        """The run's tracker (``log.tracker``), started (a resumed run continues its tracker run): a missing package
+        or an unreachable tracker is an error before any training."""
         log = self.cfg.log
         tracker = open_tracker(log.tracker, self.run_dir, log.project, log.tracker_uri)
-        tracker.start(to_dict(self.cfg))
+        tracker.start(to_dict(self.cfg), resume=resume)
         return tracker
 
     def _restore_last_line(self, history: History) -> bool:

@@ -21,6 +21,8 @@ from torch import Tensor
 from invprop.config import Config, data_for
 from invprop.core import knn_class_scores, topk_accuracy
 from invprop.data import DataSplits, IndexedDataset
+from invprop.data.bands import folder_reads_bands
+from invprop.data.dicom import FILE_WINDOW
 from invprop.data.image_sequences import ImageFiles
 from invprop.engine import resolve_device
 from invprop.engine.monitor import extract
@@ -64,9 +66,10 @@ class Labels:
         return int(min(MAX_FOLDS, counts[counts > 0].min().item()))
 
 
-def read_labels(path: Path, folder: Path) -> Labels:
-    """The labels file ``path`` for the images of ``folder``; a one-line error for a missing file or image, a bad
-    row, or too few labels to cross-validate (two classes with two images each at least)."""
+def read_labels(path: Path, folder: Path, window: str = FILE_WINDOW) -> Labels:
+    """The labels file ``path`` for the images of ``folder`` (read as the run reads them: DICOM files windowed by
+    ``window``, band arrays as arrays); a one-line error for a missing file or image, a bad row, or too few labels to
+    cross-validate (two classes with two images each at least)."""
     if not path.is_file():
         raise DataError(f"--labels {path}: no such file; give a CSV of path,label rows")
     with path.open(newline="") as handle:
@@ -91,7 +94,7 @@ def read_labels(path: Path, folder: Path) -> Labels:
             f"--labels {path}: {len(files)} images in {len(classes)} classes; label at least two images of each of "
             "at least two classes to cross-validate"
         )
-    return Labels(ImageFiles(files, labels, classes), path)
+    return Labels(ImageFiles(files, labels, classes, window, bands=folder_reads_bands(files)), path)
 
 
 def stratified_folds(labels: Tensor, folds: int, generator: torch.Generator) -> list[Tensor]:

@@ -191,8 +191,11 @@ def similarity_figure(runs: dict[str, tuple[Tensor, Tensor]]) -> tuple[bytes, di
 
 
 def _as_picture(image: Tensor) -> np.ndarray:
-    """A (C, H, W) normalised image -> (H, W[, 3]) in [0, 1], min-max stretched for display."""
+    """A (C, H, W) normalised image -> (H, W[, 3]) in [0, 1], min-max stretched for display; an image of other than
+    1 or 3 bands is shown as the mean of its bands."""
     x = image.float()
+    if x.shape[0] not in (1, 3):
+        x = x.mean(dim=0, keepdim=True)
     x = (x - x.min()) / (x.max() - x.min() + 1e-8)
     return x[0].numpy() if x.shape[0] == 1 else x.permute(1, 2, 0).numpy()
 

@@ -35,11 +35,11 @@ def open_tracker(name: str, run_dir: Path, project: str, uri: str = "") -> Track
 
 
 def reopen_tracker(run_dir: Path) -> Tracker | None:
-    """The tracker that ``run_dir``'s record names, started on that tracker run again; None when the folder has no
-    record (TensorBoard and ``none`` keep none)."""
+    """The tracker that ``run_dir``'s record names, attached to that tracker run (:meth:`Tracker.attach`); None when
+    the folder has no record (``none`` keeps none, nor does TensorBoard before its first event)."""
     record = TrackerRecord.read(run_dir)
     if record is None or record.tracker not in TRACKERS:
         return None
     tracker = open_tracker(record.tracker, run_dir, record.project, record.uri)
-    tracker.start({})
+    tracker.attach()
     return tracker

@@ -95,8 +95,14 @@ class Tracker(ABC):
         self.uri = uri
 
     @abstractmethod
-    def start(self, config: Mapping[str, Any]) -> None:
-        """Open the tracker run (the one the folder's record names, when it has one) and send the run's settings."""
+    def start(self, config: Mapping[str, Any], resume: bool = False) -> None:
+        """Open a tracker run and send the run's settings; with ``resume``, the run the folder's record names (a new
+        one when it has none). A new run's record replaces any left by an earlier start in the folder."""
+
+    def attach(self) -> None:
+        """Open the tracker run the folder's record names to add to it (the report's figures), leaving its status
+        as it is; by default, :meth:`start` resuming it."""
+        self.start({}, resume=True)
 
     @abstractmethod
     def log_epoch(self, epoch: int, values: Mapping[str, float]) -> None:

@@ -52,20 +52,34 @@ class MlflowTracker(Tracker):
 
     def __init__(self, run_dir: Path, project: str, uri: str = "") -> None:
         super().__init__(run_dir, project, uri)
-        self.store = uri or os.environ.get("MLFLOW_TRACKING_URI") or (run_dir.resolve().parent / DEFAULT_STORE).as_uri()
+        given = uri or os.environ.get("MLFLOW_TRACKING_URI") or str(run_dir.resolve().parent / DEFAULT_STORE)
+        #: The tracking URI; a plain path (MLflow's own shorthand for a file store) as an absolute ``file:`` URI.
+        self.store = given if "://" in given or given.startswith("file:") else Path(given).resolve().as_uri()
         self._client: Any = None
         self._run_id = ""
+        self._attached = False
 
     def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         with _file_store_allowed(self.store):
             return fn(*args, **kwargs)
 
-    def start(self, config: Mapping[str, Any]) -> None:
+    def attach(self) -> None:
+        require_package("mlflow", "mlflow", self.name)
+        from mlflow.tracking import MlflowClient
+
+        record = TrackerRecord.read(self.run_dir)
+        if record is None or record.tracker != self.name:
+            raise InvpropError(f"{self.run_dir} has no MLflow run to add to")
+        self.store = record.uri
+        self._client = self._call(MlflowClient, tracking_uri=self.store)
+        self._run_id, self._attached = record.run_id, True
+
+    def start(self, config: Mapping[str, Any], resume: bool = False) -> None:
         require_package("mlflow", "mlflow", self.name)
         from mlflow.entities import Param
         from mlflow.tracking import MlflowClient
 
-        record = TrackerRecord.read(self.run_dir)
+        record = TrackerRecord.read(self.run_dir) if resume else None
         resumed = record is not None and record.tracker == self.name and record.uri == self.store
         try:
             self._client = self._call(MlflowClient, tracking_uri=self.store)
@@ -113,4 +127,5 @@ class MlflowTracker(Tracker):
         if self._client is None:
             return
         client, self._client = self._client, None
-        self._call(client.set_terminated, self._run_id, status=_STATUSES[status])
+        if not self._attached:  # a report adds figures; the run's status is the training's
+            self._call(client.set_terminated, self._run_id, status=_STATUSES[status])

@@ -13,7 +13,7 @@ from invprop.trackers.registry import register_tracker
 class NoTracker(Tracker):
     """Sends nothing anywhere."""
 
-    def start(self, config: Mapping[str, Any]) -> None:
+    def start(self, config: Mapping[str, Any], resume: bool = False) -> None:
         pass
 
     def log_epoch(self, epoch: int, values: Mapping[str, float]) -> None:

@@ -31,7 +31,7 @@ class TensorBoardTracker(Tracker):
         self._writer: Any = None
         self._available = True
 
-    def start(self, config: Mapping[str, Any]) -> None:
+    def start(self, config: Mapping[str, Any], resume: bool = False) -> None:
         pass  # the writer opens at the first event, so a run that records nothing leaves no folder
 
     def _open(self) -> Any:

@@ -28,9 +28,9 @@ class WandbTracker(Tracker):
         super().__init__(run_dir, project, uri)
         self._run: Any = None
 
-    def start(self, config: Mapping[str, Any]) -> None:
+    def start(self, config: Mapping[str, Any], resume: bool = False) -> None:
         wandb = require_package("wandb", "wandb", self.name)
-        record = TrackerRecord.read(self.run_dir)
+        record = TrackerRecord.read(self.run_dir) if resume else None
         run_id = record.run_id if record is not None and record.tracker == self.name else None
         settings = wandb.Settings(silent=True, console="off", disable_git=True, save_code=False, x_disable_stats=True)
         try:
