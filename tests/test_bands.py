@@ -203,4 +203,4 @@ def test_the_fitted_side_of_dicom_and_band_folders_comes_from_their_headers(tmp_
                          planarconfig="contig")  # fmt: skip
     assert folder_facts(tmp_path / "scans").shorter_side == 40
     facts = folder_facts(tmp_path / "bands")
-    assert facts.shorter_side == 20 and facts.bands
+    assert facts.shorter_side == 20 and facts.bands and facts.channels == 6

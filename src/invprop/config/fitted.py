@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from invprop.data.bands import ARRAY_EXTENSIONS, TIFF_EXTENSIONS, folder_reads_bands, read_bands
+from invprop.data.bands import ARRAY_EXTENSIONS, TIFF_EXTENSIONS, band_count, folder_reads_bands, read_bands
 from invprop.data.datasets import BAND_FOLDER_AUGMENT, IMAGE_EXTENSIONS, IMAGEFOLDER_PREFIX, image_folder_path
 from invprop.data.dicom import is_dicom
 from invprop.data.splits import fits_in_memory
@@ -58,12 +58,14 @@ class FolderFacts:
         shorter_side: the median shorter side of the sampled images, in pixels.
         sampled: how many files were opened for it.
         bands: the folder holds band arrays (multispectral TIFF, ``.npy``; :mod:`invprop.data.bands`).
+        channels: the channels of its images (3 unless it holds band arrays).
     """
 
     images: int
     shorter_side: int
     sampled: int
     bands: bool = False
+    channels: int = 3
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,8 @@ def folder_facts(folder: Path) -> FolderFacts:
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
             continue  # an unreadable file is found and counted by the folder check
     bands = bool(files) and folder_reads_bands(files)
-    return FolderFacts(len(files), int(statistics.median(sides)) if sides else SIDES[0], len(sides), bands)
+    channels = band_count(files) if bands else 3
+    return FolderFacts(len(files), int(statistics.median(sides)) if sides else SIDES[0], len(sides), bands, channels)
 
 
 def _shorter_side(path: Path) -> int:
@@ -150,7 +153,7 @@ def fitted_choices(folder: FolderFacts, machine: MachineFacts) -> list[Choice]:
     else:
         backbone = "small_convnet"
         why_backbone = "a ResNet-18 is a GPU network; the small conv net trains at CIFAR-like speed on a CPU"
-    tensors = fits_in_memory(folder.images, side)
+    tensors = fits_in_memory(folder.images, side, folder.channels)
     workers = 0 if tensors else max(0, min(machine.cores - 1, MAX_WORKERS))
     return [
         Choice("data.image_size", side, why_side),
