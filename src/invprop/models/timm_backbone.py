@@ -76,6 +76,8 @@ def timm_architecture(name: str) -> str:
 
 #: The setting that gives a timm backbone's local weights file (what the errors tell a user to set).
 PRETRAINED_FILE_KEY = "model.pretrained_file"
+#: The setting that gives a ViT's patch side (errors about it name this, or a teacher's own).
+PATCH_SIZE_KEY = "model.patch_size"
 
 
 @dataclass(frozen=True)
@@ -137,9 +139,12 @@ def _native_patch(timm: ModuleType, arch: str) -> int | None:
     return None if patch is None else int(patch[0])
 
 
-def creation_kwargs(name: str, in_channels: int, image_size: int | None, options: TimmOptions) -> dict[str, Any]:
+def creation_kwargs(
+    name: str, in_channels: int, image_size: int | None, options: TimmOptions, patch_key: str = PATCH_SIZE_KEY
+) -> dict[str, Any]:
     """The keyword arguments of ``timm.create_model`` for the backbone ``name`` (besides ``pretrained``): no
-    classifier, ``in_channels`` inputs, and for patch-based models the image side and patch size.
+    classifier, ``in_channels`` inputs, and for patch-based models the image side and patch size (``patch_key``: the
+    setting that gives it, which the errors name).
 
     Raises:
         ConfigError: a patch size for a model without patches, or an image side it does not divide.
@@ -159,7 +164,7 @@ def creation_kwargs(name: str, in_channels: int, image_size: int | None, options
     if patch is None:
         if options.patch_size is not None:
             raise ConfigError(
-                f"model.patch_size applies to patch-based models (ViTs); {name} has no patches: set it to null"
+                f"{patch_key} applies to patch-based models (ViTs); {name} has no patches: set it to null"
             )
         return kwargs
     side = options.patch_size or patch
@@ -167,7 +172,7 @@ def creation_kwargs(name: str, in_channels: int, image_size: int | None, options
     if image_size is not None and image_size % side:
         raise ConfigError(
             f"{name} cuts {image_size}x{image_size} images into {side}x{side} patches, which does not divide them: "
-            f"set model.patch_size to a divisor of {image_size} (e.g. {_divisor_near(image_size, side)})"
+            f"set {patch_key} to a divisor of {image_size} (e.g. {_divisor_near(image_size, side)})"
         )
     if options.patch_size is not None:
         kwargs["patch_size"] = options.patch_size
@@ -204,17 +209,18 @@ class TimmBackbone(nn.Module):
         image_size: the side of the training images (patch-based models are built for it); None = the model's own.
         options: pretrained weights, pooling and patch size.
         file_key: the setting a one-line error about missing weights tells the user to set (a teacher's own).
+        patch_key: the setting errors about the patch side name (a teacher's own).
     """
 
     def __init__(
         self, name: str, in_channels: int = 3, image_size: int | None = None, options: TimmOptions = TimmOptions(),
-        file_key: str = PRETRAINED_FILE_KEY,
+        file_key: str = PRETRAINED_FILE_KEY, patch_key: str = PATCH_SIZE_KEY,
     ) -> None:  # fmt: skip
         super().__init__()
         timm = import_timm()
         self.architecture = timm_architecture(name)
         #: ``timm.create_model``'s keyword arguments besides the name: what a strict reload needs.
-        self.creation_kwargs = creation_kwargs(name, in_channels, image_size, options)
+        self.creation_kwargs = creation_kwargs(name, in_channels, image_size, options, patch_key)
         self.net = _create_weights(timm, self.architecture, self.creation_kwargs, options, file_key)
         if options.freeze_patch_embed:
             patches = getattr(self.net, "patch_embed", None)

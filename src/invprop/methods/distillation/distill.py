@@ -39,6 +39,8 @@ from invprop.settings import AT_LEAST_ONE, AT_LEAST_TWO, POSITIVE, Reference, se
 
 #: The setting that gives the teacher's local weights file.
 TEACHER_FILE_KEY = "distill.teacher_file"
+#: The setting that gives the teacher ViT's patch side (errors about it name this, not the student's).
+TEACHER_PATCH_KEY = "distill.teacher_patch_size"
 #: The standard deviation of the projection's truncated-normal initialisation (LightlyTrain's ``trunc_normal_``).
 PROJECTION_INIT_STD = 0.02
 
@@ -147,10 +149,8 @@ class FrozenTeacher:
         options = TimmOptions(pretrained=settings.teacher_pretrained, pretrained_file=settings.teacher_file,
                               patch_size=patch)  # fmt: skip
         side = settings.teacher_image_size if patch is not None else None  # a ViT built for its own images
-        try:
-            teacher = TimmBackbone(settings.teacher, context.in_channels, side, options, TEACHER_FILE_KEY)
-        except ConfigError as err:  # the backbone's messages name the student's setting; this is the teacher's
-            raise ConfigError(str(err).replace("model.patch_size", "distill.teacher_patch_size")) from None
+        teacher = TimmBackbone(settings.teacher, context.in_channels, side, options, TEACHER_FILE_KEY,
+                               TEACHER_PATCH_KEY)  # fmt: skip
         self.net = teacher.eval().requires_grad_(False)
         channels = context.in_channels
         self.side = settings.teacher_image_size
