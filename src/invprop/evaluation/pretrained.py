@@ -19,13 +19,14 @@ from typing import Any
 import torch
 
 from invprop.config import Config, data_for, from_dict, to_dict, validate
+from invprop.data import DataSplits
 from invprop.engine import CHECKPOINT_NAME, HISTORY_NAME, METRICS_NAME, RunLock, save_checkpoint
 from invprop.engine.device import resolve_device
 from invprop.engine.monitor import knn_monitor, raw_pixel_baseline
 from invprop.engine.run_settings import CONFIG_NAME, write_run_settings
 from invprop.errors import ConfigError
 from invprop.files import write_text_atomically
-from invprop.models import encoder_from
+from invprop.models import Encoder, encoder_from
 from invprop.models.timm_backbone import is_timm_backbone, model_input
 
 #: What names an off-the-shelf encoder where a method or a checkpoint is expected.
@@ -64,24 +65,32 @@ def native_input(cfg: Config) -> dict[str, Any]:
     return {"in_channels": 3, "image_size": wanted.image_size, "mean": list(wanted.mean), "std": list(wanted.std)}
 
 
-def pretrained_state(cfg: Config, shape: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A checkpoint's state of ``cfg``'s pretrained encoder at epoch 0 (what :func:`invprop.engine.load_checkpoint`
-    would return): its weights, its config and the input it takes -- ``shape`` (``in_channels``, ``image_size``,
-    ``mean``, ``std``), by default that of ``cfg``'s data."""
-    if shape is None:
-        data = data_for(cfg, subset=False)
-        shape = {"in_channels": data.in_channels, "image_size": data.image_size,
-                 "mean": [float(v) for v in data.mean], "std": [float(v) for v in data.std]}  # fmt: skip
+def _shape_of(data: DataSplits) -> dict[str, Any]:
+    """The input a run's data gives an encoder: channels, side, normalisation."""
+    return {"in_channels": data.in_channels, "image_size": data.image_size,
+            "mean": [float(v) for v in data.mean], "std": [float(v) for v in data.std]}  # fmt: skip
+
+
+def _encoder_and_state(cfg: Config, shape: dict[str, Any]) -> tuple[Encoder, dict[str, Any]]:
+    """``cfg``'s pretrained encoder built for ``shape``, and its checkpoint state at epoch 0."""
     torch.manual_seed(cfg.seed)
     norm = (shape["mean"], shape["std"])
     encoder = encoder_from(cfg.model, int(shape["in_channels"]), int(shape["image_size"]), norm)
-    return {
+    state = {
         "model": {f"encoder.{k}": v for k, v in encoder.state_dict().items()},
         "config": to_dict(cfg),
         "epoch": 0,
         "seconds": 0.0,
         "input": dict(shape),
     }
+    return encoder, state
+
+
+def pretrained_state(cfg: Config, shape: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A checkpoint's state of ``cfg``'s pretrained encoder at epoch 0 (what :func:`invprop.engine.load_checkpoint`
+    would return): its weights, its config and the input it takes -- ``shape`` (``in_channels``, ``image_size``,
+    ``mean``, ``std``), by default that of ``cfg``'s data."""
+    return _encoder_and_state(cfg, shape if shape is not None else _shape_of(data_for(cfg, subset=False)))[1]
 
 
 @torch.no_grad()
@@ -96,16 +105,14 @@ def pretrained_run(cfg: Config, run_dir: Path) -> dict[str, Any]:
         if metrics_path.is_file() and (run_dir / CHECKPOINT_NAME).is_file():
             saved: dict[str, Any] = json.loads(metrics_path.read_text())
             return saved
-        state = pretrained_state(cfg)
+        data = data_for(cfg)  # (a subset keeps the dataset's channels, side and normalisation)
+        encoder, state = _encoder_and_state(cfg, _shape_of(data))
         save_checkpoint(state, run_dir / CHECKPOINT_NAME)
         write_run_settings(cfg, [], run_dir / CONFIG_NAME)
         write_text_atomically(run_dir / HISTORY_NAME, "")  # a run of no epochs: no curves, a report still reads it
         metrics: dict[str, Any] = {"epochs": 0, "seconds": 0.0}
-        data = data_for(cfg)
         if data.labelled and data.memory is not None and data.test is not None:
             device = resolve_device(cfg.device)
-            encoder = encoder_from(cfg.model, data.in_channels, data.image_size, (data.mean, data.std))
-            encoder.load_state_dict({k.removeprefix("encoder."): v for k, v in state["model"].items()})
             encoder.to(device).eval()
             k, sigma, workers = cfg.eval.knn_k, cfg.eval.knn_sigma, cfg.data.num_workers
             metrics.update(knn_monitor(encoder, data.memory, data.test, data.num_classes, device, k, sigma, workers))
