@@ -13,7 +13,7 @@ ROOT = Path(invprop.__file__).parent
 #: ``invprop``. The package itself (its re-exports) and the command line are the top.
 LAYERS = (
     ("errors", "registry", "settings", "files", "machine", "schedules", "optimizers", "optim_settings"),
-    ("distributed",),
+    ("distributed", "trackers"),
     ("core",),
     ("models", "data"),
     ("methods",),
