@@ -33,6 +33,12 @@ _WRITE_HINTS = {
 WRITE_ERRNOS = frozenset(_WRITE_HINTS)
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none): what a one-line error quotes."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 class InvpropError(Exception):
     """Base class for errors caused by input (settings, files, data) rather than by a bug."""
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from invprop.errors import ConfigError, DataError
+from invprop.errors import ConfigError, DataError, first_line
 
 DICOM_EXTENSIONS = (".dcm", ".dicom")
 #: ``data.dicom_window``: the file's own WindowCenter/WindowWidth (its full range when it has none).
@@ -76,7 +76,7 @@ def dicom_pixels(path: Path, window: str = FILE_WINDOW) -> np.ndarray:
         data = pydicom.dcmread(path)
         pixels = data.pixel_array
     except (pydicom.errors.InvalidDicomError, AttributeError, KeyError, NotImplementedError, RuntimeError) as err:
-        raise ValueError(f"not a DICOM image pydicom can decode ({str(err).splitlines()[0] if str(err) else err!r})")
+        raise ValueError(f"not a DICOM image pydicom can decode ({first_line(err)})") from None
     samples = int(getattr(data, "SamplesPerPixel", 1))
     frames = int(getattr(data, "NumberOfFrames", 1) or 1)
     if frames > 1:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from invprop.errors import WRITE_ERRNOS, DataError, WriteError
+from invprop.errors import WRITE_ERRNOS, DataError, WriteError, first_line
 from invprop.files import make_folder, os_error_behind
 
 logger = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class Fetch:
 def _reason(err: BaseException) -> str:
     if isinstance(err, urllib.error.URLError):
         return f"no connection: {err.reason}"
-    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    text = first_line(err)
     if "corrupted" in text:  # torchvision's word for an MD5 mismatch after a download
         return "its checksum does not match the published one"
     return text[:160]

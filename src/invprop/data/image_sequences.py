@@ -23,6 +23,7 @@ from torch import Tensor
 
 from invprop.data.bands import load_bands
 from invprop.data.dicom import FILE_WINDOW, dicom_pixels, is_dicom
+from invprop.errors import first_line
 from invprop.machine import available_cores
 
 logger = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ def read_error_reason(err: BaseException) -> str:
     """A short reason for a failed read: the OS's words (``No such file or directory``) or the decoder's."""
     if isinstance(err, OSError) and err.strerror:
         return err.strerror
-    return str(err).splitlines()[0] if str(err).strip() else type(err).__name__
+    return first_line(err)
 
 
 def file_names_digest(source: object) -> str | None:

@@ -70,6 +70,7 @@ from invprop.errors import (
     ConfigError,
     DivergedError,
     ResumeChangesRefused,
+    first_line,
 )
 from invprop.files import make_folder, remove_leftovers, write_text_atomically
 from invprop.methods import MAIN, Batch, Method, StepOutput
@@ -307,7 +308,7 @@ class Trainer:
         try:
             self.method.load_state_dict(state["model"])
         except RuntimeError as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            first = first_line(err)
             raise CheckpointError(
                 f"the checkpoint's weights do not fit the settings ({first[:160]}): resume with the settings the "
                 "run was trained with"

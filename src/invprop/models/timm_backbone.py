@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from invprop.errors import ConfigError
+from invprop.errors import ConfigError, first_line
 from invprop.models.feature_maps import FeatureMaps, check_stages
 from invprop.models.vit_tokens import MaskedPatches, TokenFeatures, is_vision_transformer, token_features
 from invprop.settings import close_match
@@ -196,7 +196,7 @@ def _build(timm: ModuleType, arch: str, kwargs: dict[str, Any], meta: bool = Fal
         with torch.device("meta") if meta else contextlib.nullcontext():
             return timm.create_model(arch, **kwargs, **extra)
     except (TypeError, AssertionError, ValueError) as err:  # timm refuses arguments with any of these
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = first_line(err)
         raise ConfigError(f"timm model {arch} does not take {kwargs}: {first}") from None
 
 
@@ -302,7 +302,7 @@ def _create_weights(
     try:
         return _build(timm, arch, kwargs, pretrained=True, **extra)
     except (OSError, RuntimeError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = first_line(err)
         raise ConfigError(f"cannot load timm's pretrained weights of {arch} ({first}); {how}") from None
 
 

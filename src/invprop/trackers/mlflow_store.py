@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 
-from invprop.errors import InvpropError
+from invprop.errors import InvpropError, first_line
 from invprop.trackers.base import FAILED, FINISHED, STOPPED, Tracker, TrackerRecord, flat_config, require_package
 from invprop.trackers.registry import register_tracker
 
@@ -102,7 +102,7 @@ class MlflowTracker(Tracker):
         except InvpropError:
             raise
         except Exception as err:  # noqa: BLE001 - MLflow's failures (a bad URI, no server) become one line
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            first = first_line(err)
             raise InvpropError(
                 f"MLflow could not start a run at {self.store} ({first}); fix log.tracker_uri or --set log.tracker=none"
             ) from None

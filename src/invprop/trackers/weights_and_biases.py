@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from invprop.errors import InvpropError
+from invprop.errors import InvpropError, first_line
 from invprop.trackers.base import FAILED, FINISHED, Tracker, TrackerRecord, require_package
 from invprop.trackers.registry import register_tracker
 
@@ -45,7 +45,7 @@ class WandbTracker(Tracker):
                 settings=settings,
             )
         except Exception as err:  # noqa: BLE001 - W&B's many failures (no login, no network) become one line
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            first = first_line(err)
             raise InvpropError(
                 f"W&B could not start a run ({first}); log in with `wandb login`, set WANDB_MODE=offline, "
                 "or --set log.tracker=none"
